@@ -1,0 +1,34 @@
+import express, { type Express } from 'express';
+import type { Logger } from 'pino';
+import type { Metrics } from '../observability/metrics.ts';
+import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
+import { problem, problemHandler } from './problem.ts';
+import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
+
+export interface AppOptions extends TransactionsRoutesOptions {
+  logger: Logger;
+  metrics: Metrics;
+  readiness: ReadinessCheck[];
+  bodyLimit: string;
+}
+
+export function createApp(o: AppOptions): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use((req, res, next) => {
+    res.on('finish', () => {
+      const route = (req.route?.path as string | undefined) ?? 'unmatched';
+      o.metrics.httpRequests.inc({ route: `${req.method} ${route}`, status: String(res.statusCode) });
+    });
+    next();
+  });
+  // strict: only objects and arrays at the top; type: any JSON-ish content type, so a missing
+  // header is a clear 400 from the schema rather than a silently empty body.
+  app.use(express.json({ limit: o.bodyLimit, strict: true, type: () => true }));
+  app.use(healthRoutes(o.readiness, o.metrics.registry));
+  app.use(transactionsRoutes(o));
+  app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
+  app.use(problemHandler(o.logger));
+  return app;
+}

@@ -1,0 +1,41 @@
+import { Router } from 'express';
+import type { Registry } from 'prom-client';
+
+export interface ReadinessCheck {
+  name: string;
+  check: () => Promise<void>;
+}
+
+// 1 s: a probe that hangs longer than that is as good as down to an orchestrator.
+const PROBE_TIMEOUT_MS = 1_000;
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<void>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export function healthRoutes(checks: ReadinessCheck[], registry: Registry): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  router.get('/readyz', async (_req, res) => {
+    const results = await Promise.all(checks.map(async (c) => {
+      try {
+        await withTimeout(c.check(), PROBE_TIMEOUT_MS);
+        return [c.name, { ok: true }] as const;
+      } catch (err) {
+        return [c.name, { ok: false, error: err instanceof Error ? err.message : String(err) }] as const;
+      }
+    }));
+    const ready = results.every(([, r]) => r.ok);
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks: Object.fromEntries(results) });
+  });
+  router.get('/metrics', async (_req, res) => {
+    res.type(registry.contentType).send(await registry.metrics());
+  });
+  return router;
+}

@@ -1,0 +1,66 @@
+import type { ErrorRequestHandler, Response } from 'express';
+import type { Logger } from 'pino';
+import { ConflictError, CoordinatorError, NotFoundError, UnavailableError, ValidationError } from '../errors.ts';
+
+/** Problem types are stable URIs: clients switch on them, so they never change once published. */
+export const problemType = (code: string) => `urn:tpc:problem:${code}`;
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  [extension: string]: unknown;
+}
+
+export class HttpProblem extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail ?? problem.title);
+  }
+}
+
+export function problem(status: number, code: string, title: string, detail?: string, extensions: Record<string, unknown> = {}): HttpProblem {
+  return new HttpProblem({ type: problemType(code), title, status, ...(detail ? { detail } : {}), ...extensions });
+}
+
+export function sendProblem(res: Response, p: Problem, instance?: string): void {
+  res.status(p.status).type('application/problem+json').send(JSON.stringify({ ...p, ...(instance ? { instance } : {}) }));
+}
+
+/** The one place errors become HTTP answers; anything unexpected is logged and answered 500 without internals. */
+export function problemHandler(logger: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const p = toProblem(err);
+    if (p.status >= 500 && !(err instanceof UnavailableError)) {
+      logger.error({ err, method: req.method, path: req.path }, 'unexpected error answering a request');
+    }
+    if (res.headersSent) return;
+    if (p.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="tpc"');
+    sendProblem(res, p, req.originalUrl);
+  };
+}
+
+function toProblem(err: unknown): Problem {
+  if (err instanceof HttpProblem) return err.problem;
+  if (err instanceof ValidationError) {
+    return { type: problemType('validation'), title: 'Invalid request', status: 422, detail: err.message, errors: err.issues };
+  }
+  if (err instanceof NotFoundError) return { type: problemType('not-found'), title: 'Not found', status: 404, detail: err.message };
+  if (err instanceof ConflictError) {
+    const status = err.code === 'idempotency_key_reused' ? 422 : 409;
+    return { type: problemType(err.code.replaceAll('_', '-')), title: 'Conflict', status, detail: err.message };
+  }
+  if (err instanceof UnavailableError) {
+    return { type: problemType('unavailable'), title: 'Service unavailable', status: 503, detail: err.message };
+  }
+  // body-parser errors: malformed JSON, too large, bad encoding. The contract answers 400 for all of them.
+  const e = err as { type?: string; status?: number; message?: string };
+  if (e && typeof e.type === 'string' && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    const code = e.type === 'entity.parse.failed' ? 'malformed-json' : e.type === 'entity.too.large' ? 'body-too-large' : 'bad-request';
+    return { type: problemType(code), title: 'Bad request', status: 400, detail: e.message ?? 'the request body could not be read' };
+  }
+  if (err instanceof CoordinatorError) {
+    return { type: problemType(err.code), title: 'Request failed', status: 500, detail: err.message };
+  }
+  return { type: problemType('internal'), title: 'Internal error', status: 500, detail: 'an unexpected error occurred; it has been logged' };
+}

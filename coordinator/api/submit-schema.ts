@@ -1,0 +1,70 @@
+import { z } from 'zod';
+import { ParticipantError } from '../../participant-adapter/errors.ts';
+import { assertStatementAllowed } from '../../participant-adapter/statement-guard.ts';
+import type { SubmitRequest } from '../engine/types.ts';
+import { ValidationError } from '../errors.ts';
+
+// Bounds on one request, so that no single body can tie up the service: 32 branches, 1000
+// statements a branch, 100 000 characters of SQL and 10 000 parameters a statement.
+const MAX_BRANCHES = 32;
+const MAX_STATEMENTS = 1000;
+const MAX_SQL = 100_000;
+const MAX_PARAMS = 10_000;
+
+const statement = z.strictObject({
+  sql: z.string().min(1).max(MAX_SQL).superRefine((sql, ctx) => {
+    try {
+      assertStatementAllowed(sql);
+    } catch (err) {
+      if (err instanceof ParticipantError) ctx.addIssue({ code: 'custom', message: err.message });
+      else throw err;
+    }
+  }),
+  params: z.array(z.json()).max(MAX_PARAMS).default([]),
+  expect: z.strictObject({ rowCount: z.number().int().min(0).optional() }).optional(),
+});
+
+const branch = z.strictObject({
+  resource: z.string().min(1).max(63),
+  statements: z.array(statement).min(1).max(MAX_STATEMENTS),
+});
+
+export function submitSchema(maxTimeoutMs: number) {
+  return z.strictObject({
+    branches: z.array(branch).min(1).max(MAX_BRANCHES),
+    timeoutMs: z.number().int().min(1).max(maxTimeoutMs).optional(),
+    wait: z.enum(['completed', 'decided']).default('completed'),
+  }).superRefine((body, ctx) => {
+    const seen = new Set<string>();
+    body.branches.forEach((b, i) => {
+      if (seen.has(b.resource)) {
+        ctx.addIssue({ code: 'custom', path: ['branches', i, 'resource'], message: `resource "${b.resource}" appears in more than one branch` });
+      }
+      seen.add(b.resource);
+    });
+  });
+}
+
+export type SubmitSchema = ReturnType<typeof submitSchema>;
+
+/** Validates a body against the contract and the configured resources; throws ValidationError listing every issue. */
+export function parseSubmit(schema: SubmitSchema, body: unknown, resources: ReadonlySet<string>, defaultTimeoutMs: number): SubmitRequest {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+    throw new ValidationError(`invalid transaction: ${issues.map((i) => (i.path ? `${i.path}: ` : '') + i.message).join('; ')}`, issues);
+  }
+  const unknown = parsed.data.branches.map((b, i) => ({ r: b.resource, i })).filter(({ r }) => !resources.has(r));
+  if (unknown.length > 0) {
+    const issues = unknown.map(({ r, i }) => ({ path: `branches.${i}.resource`, message: `unknown resource "${r}"` }));
+    throw new ValidationError(`invalid transaction: ${issues.map((i) => i.message).join('; ')}`, issues);
+  }
+  return {
+    branches: parsed.data.branches.map((b) => ({
+      resource: b.resource,
+      statements: b.statements.map((s) => ({ sql: s.sql, params: s.params as unknown[], ...(s.expect ? { expect: s.expect } : {}) })),
+    })),
+    timeoutMs: parsed.data.timeoutMs ?? defaultTimeoutMs,
+    wait: parsed.data.wait,
+  };
+}

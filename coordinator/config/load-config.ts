@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { NAMESPACE_PATTERN } from '../engine/gid.ts';
+
+export const SCOPES = ['submit', 'read', 'operate'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+const tokenSchema = z.object({
+  name: z.string().min(1).max(100),
+  token: z.string().min(16, 'a token must be at least 16 characters'),
+  scopes: z.array(z.enum(SCOPES)).min(1),
+  resources: z.array(z.string().min(1)).min(1),
+}).strict();
+export type ApiToken = z.infer<typeof tokenSchema>;
+
+const resourceName = z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, 'resource names are letters, digits, "_" and "-", starting with a letter');
+const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// connection string');
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** Every environment variable the service reads, with its default. The README's table mirrors this. */
+const envSchema = z.object({
+  DATABASE_URL: postgresUrl,
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'),
+  TPC_RESOURCES: z.string().optional(),
+  TPC_RESOURCES_FILE: z.string().optional(),
+  PORT: int(0, 65535).default(8080),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  TPC_NAMESPACE: z.string().regex(NAMESPACE_PATTERN, 'letters, digits, "_", "-" and ".", at most 40').default('tpc'),
+  // 10 s: long enough for ordinary OLTP work, short enough that a stuck branch does not hold locks for long.
+  TPC_DEFAULT_TIMEOUT_MS: int(1, 3_600_000).default(10_000),
+  // Upper bound a client may ask for: prepared branches hold locks and block vacuum until decided.
+  TPC_MAX_TIMEOUT_MS: int(1, 86_400_000).default(300_000),
+  TPC_API_TOKENS: z.string().optional(),
+  // 2 s: a client waiting for "completed" is not held long by an unreachable participant.
+  TPC_COMPLETION_WAIT_MS: int(0, 600_000).default(2_000),
+  TPC_RESOURCE_POOL_SIZE: int(1, 1000).default(20),
+  TPC_LOG_POOL_SIZE: int(2, 1000).default(10),
+  TPC_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'a size such as 1mb or 512kb').default('1mb'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface Config {
+  readonly databaseUrl: string;
+  readonly redisUrl: string;
+  readonly resources: Readonly<Record<string, string>>;
+  readonly port: number;
+  readonly host: string;
+  readonly namespace: string;
+  readonly defaultTimeoutMs: number;
+  readonly maxTimeoutMs: number;
+  /** null: no tokens configured (allowed only on a loopback address; every request is let in). */
+  readonly tokens: readonly ApiToken[] | null;
+  readonly completionWaitMs: number;
+  readonly resourcePoolSize: number;
+  readonly logPoolSize: number;
+  readonly bodyLimit: string;
+  readonly logLevel: string;
+}
+
+/** A configuration problem, naming the variable. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.test(host);
+}
+
+function parseJson(variable: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${variable}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function issuesOf(variable: string, error: z.ZodError): ConfigError {
+  const detail = error.issues.map((i) => `${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`).join('; ');
+  return new ConfigError(`${variable}: ${detail}`);
+}
+
+/** Environment → validated, typed, frozen config. The only reader of process.env. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    const variable = String(first.path[0]);
+    const message = first.code === 'invalid_type' && env[variable] === undefined ? 'is required but not set' : first.message;
+    throw new ConfigError(`${variable}: ${message}`);
+  }
+  const e = parsed.data;
+
+  let resourcesText: string;
+  let resourcesVar: string;
+  if (e.TPC_RESOURCES !== undefined && e.TPC_RESOURCES_FILE !== undefined) {
+    throw new ConfigError('TPC_RESOURCES and TPC_RESOURCES_FILE: set one, not both');
+  } else if (e.TPC_RESOURCES !== undefined) {
+    resourcesText = e.TPC_RESOURCES;
+    resourcesVar = 'TPC_RESOURCES';
+  } else if (e.TPC_RESOURCES_FILE !== undefined) {
+    resourcesVar = 'TPC_RESOURCES_FILE';
+    try {
+      resourcesText = readFileSync(e.TPC_RESOURCES_FILE, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`TPC_RESOURCES_FILE: cannot read ${e.TPC_RESOURCES_FILE} (${(err as Error).message})`);
+    }
+  } else {
+    throw new ConfigError('TPC_RESOURCES: is required but not set (or set TPC_RESOURCES_FILE)');
+  }
+  const resources = z.record(resourceName, postgresUrl).refine((r) => Object.keys(r).length > 0, 'at least one resource')
+    .safeParse(parseJson(resourcesVar, resourcesText));
+  if (!resources.success) throw issuesOf(resourcesVar, resources.error);
+
+  let tokens: ApiToken[] | null = null;
+  if (e.TPC_API_TOKENS !== undefined && e.TPC_API_TOKENS.trim() !== '') {
+    const t = z.array(tokenSchema).min(1).safeParse(parseJson('TPC_API_TOKENS', e.TPC_API_TOKENS));
+    if (!t.success) throw issuesOf('TPC_API_TOKENS', t.error);
+    const seen = new Set<string>();
+    for (const tok of t.data) {
+      if (seen.has(tok.token)) throw new ConfigError(`TPC_API_TOKENS: token of "${tok.name}" is used twice`);
+      seen.add(tok.token);
+    }
+    tokens = t.data;
+  }
+  if (tokens === null && !isLoopback(e.HOST)) {
+    throw new ConfigError(`TPC_API_TOKENS: no tokens are configured, so the service refuses to listen on HOST=${e.HOST}; set tokens or listen on a loopback address`);
+  }
+  if (e.TPC_DEFAULT_TIMEOUT_MS > e.TPC_MAX_TIMEOUT_MS) {
+    throw new ConfigError(`TPC_DEFAULT_TIMEOUT_MS: ${e.TPC_DEFAULT_TIMEOUT_MS} exceeds TPC_MAX_TIMEOUT_MS (${e.TPC_MAX_TIMEOUT_MS})`);
+  }
+
+  return Object.freeze({
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    resources: Object.freeze({ ...resources.data }),
+    port: e.PORT,
+    host: e.HOST,
+    namespace: e.TPC_NAMESPACE,
+    defaultTimeoutMs: e.TPC_DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: e.TPC_MAX_TIMEOUT_MS,
+    tokens: tokens ? Object.freeze(tokens) : null,
+    completionWaitMs: e.TPC_COMPLETION_WAIT_MS,
+    resourcePoolSize: e.TPC_RESOURCE_POOL_SIZE,
+    logPoolSize: e.TPC_LOG_POOL_SIZE,
+    bodyLimit: e.TPC_BODY_LIMIT,
+    logLevel: e.LOG_LEVEL,
+  });
+}

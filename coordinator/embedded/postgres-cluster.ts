@@ -1,0 +1,158 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { freeLoopbackPort } from './free-port.ts';
+
+const run = promisify(execFile);
+
+/**
+ * A throwaway PostgreSQL cluster on a loopback port, owned by this process: the test harness
+ * and the embedded default both use it, so that tests can stop, crash and restart a database
+ * without touching the machine's own server.
+ */
+export interface PostgresCluster {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  url(database?: string): string;
+  createDatabase(name: string): Promise<string>;
+  /** Clean shutdown (`pg_ctl stop -m fast`). */
+  stop(): Promise<void>;
+  /** SIGKILL of the postmaster: what a power cut looks like to clients. */
+  crash(): Promise<void>;
+  start(): Promise<void>;
+  /** Stops the server and removes its files. */
+  destroy(): Promise<void>;
+}
+
+export interface StartClusterOptions {
+  maxPreparedTransactions?: number;
+  binDir?: string;
+  /** Extra `-c name=value` server settings. */
+  settings?: Record<string, string | number>;
+}
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/** Finds initdb/pg_ctl: an explicit directory, Debian's versioned directories (newest first), then PATH. */
+export function findPostgresBinDir(explicit?: string): string {
+  const candidates: string[] = [];
+  if (explicit) candidates.push(explicit);
+  const debianRoot = '/usr/lib/postgresql';
+  if (existsSync(debianRoot)) {
+    const majors = readdirSync(debianRoot)
+      .filter((d) => /^\d+$/.test(d))
+      .sort((a, b) => Number(b) - Number(a));
+    candidates.push(...majors.map((m) => join(debianRoot, m, 'bin')));
+  }
+  const which = spawnSync('sh', ['-c', 'command -v initdb'], { encoding: 'utf8' });
+  if (which.status === 0 && which.stdout.trim()) candidates.push(join(which.stdout.trim(), '..'));
+  for (const dir of candidates) {
+    if (existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'pg_ctl'))) return dir;
+  }
+  throw new Error(
+    'PostgreSQL server binaries (initdb, pg_ctl) not found: install the Debian package "postgresql" ' +
+      'or set TPC_PG_BINDIR to the directory holding them',
+  );
+}
+
+/** Postgres refuses to run as root, so as root every server command runs as the postgres user. */
+async function asServerUser(bin: string, args: string[]): Promise<void> {
+  const [cmd, argv] = isRoot ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
+  try {
+    await run(cmd, argv, { maxBuffer: 16 * 1024 * 1024 });
+  } catch (err) {
+    const e = err as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`${bin} ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`, { cause: err });
+  }
+}
+
+export async function startPostgresCluster(options: StartClusterOptions = {}): Promise<PostgresCluster> {
+  const binDir = findPostgresBinDir(options.binDir);
+  const dataDir = await mkdtemp(join(tmpdir(), 'tpc-pg-'));
+  if (isRoot) {
+    const pw = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+    const gr = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
+    if (pw.status !== 0) throw new Error('running as root needs a "postgres" user to run the server as');
+    await chown(dataDir, Number(pw.stdout.trim()), Number(gr.stdout.trim()));
+  }
+  await asServerUser(join(binDir, 'initdb'), [
+    '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C',
+  ]);
+  const host = '127.0.0.1';
+  let port = await freeLoopbackPort();
+  const settings: Record<string, string | number> = {
+    max_prepared_transactions: options.maxPreparedTransactions ?? 64,
+    max_connections: 200,
+    // Throwaway clusters trade durability across OS crashes for speed; a process crash
+    // (SIGKILL of the postmaster) still recovers from WAL, which is what the tests exercise.
+    fsync: 'off',
+    full_page_writes: 'off',
+    ...options.settings,
+  };
+  const pgCtl = join(binDir, 'pg_ctl');
+  const start = async () => {
+    const opts = [
+      `-p ${port}`, `-k ${dataDir}`, `-c listen_addresses=${host}`,
+      ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`),
+    ].join(' ');
+    await asServerUser(pgCtl, ['-D', dataDir, '-w', '-t', '60', '-l', join(dataDir, 'server.log'), '-o', opts, 'start']);
+  };
+  try {
+    await start();
+  } catch (err) {
+    // Another process may have taken the port between our probe and the bind: pick again once.
+    port = await freeLoopbackPort();
+    await start().catch(() => { throw err; });
+  }
+  const url = (database = 'postgres') => `postgres://postgres@${host}:${port}/${database}`;
+  const cluster: PostgresCluster = {
+    host,
+    get port() { return port; },
+    dataDir,
+    url,
+    async createDatabase(name) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
+      const client = new pg.Client({ connectionString: url() });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await client.end();
+      }
+      return url(name);
+    },
+    async stop() {
+      await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'fast', 'stop']).catch(() => {});
+    },
+    async crash() {
+      const pidFile = join(dataDir, 'postmaster.pid');
+      if (!existsSync(pidFile)) return;
+      const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        return;
+      }
+      // Backends notice the dead postmaster and exit; wait until the pid is gone.
+      for (let i = 0; i < 200; i++) {
+        try {
+          process.kill(pid, 0);
+          await new Promise((r) => setTimeout(r, 25));
+        } catch {
+          break;
+        }
+      }
+    },
+    start,
+    async destroy() {
+      await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'immediate', 'stop']).catch(() => {});
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return cluster;
+}

@@ -1,0 +1,65 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { freeLoopbackPort } from './free-port.ts';
+
+/** A throwaway redis-server on a loopback port that keeps nothing on disk, so a restart comes back empty. */
+export interface RedisServer {
+  readonly port: number;
+  readonly url: string;
+  /** SIGKILL: every job and key is gone. */
+  crash(): Promise<void>;
+  stop(): Promise<void>;
+  /** Starts again on the same port, empty. */
+  start(): Promise<void>;
+}
+
+export async function startRedisServer(binary = 'redis-server'): Promise<RedisServer> {
+  const port = await freeLoopbackPort();
+  let child: ChildProcess | undefined;
+
+  const start = async () => {
+    const proc = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const failed = new Promise<never>((_, reject) => {
+      proc.once('error', (err) => reject(new Error(`cannot run ${binary}: install the Debian package "redis-server"`, { cause: err })));
+      proc.once('exit', (code) => reject(new Error(`${binary} exited with ${code}: ${stderr}`)));
+    });
+    failed.catch(() => {});
+    child = proc;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      probe.on('error', () => {});
+      try {
+        await Promise.race([probe.connect().then(() => probe.ping()), failed]);
+        probe.disconnect();
+        return;
+      } catch (err) {
+        probe.disconnect();
+        if (Date.now() > deadline || proc.exitCode !== null) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  };
+
+  const halt = async (signal: NodeJS.Signals) => {
+    const proc = child;
+    child = undefined;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill(signal);
+    await exited;
+  };
+
+  await start();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    crash: () => halt('SIGKILL'),
+    stop: () => halt('SIGTERM'),
+    start,
+  };
+}

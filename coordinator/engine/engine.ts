@@ -1,0 +1,157 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import type { StoredTransaction } from '../log/transactions-store.ts';
+import type { EngineDeps } from './ports.ts';
+import { resumeFromLog, type ResumeResult } from './resume-from-log.ts';
+import { isFinal } from './states.ts';
+import { TransactionRun } from './transaction-run.ts';
+import type { SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
+
+export interface EngineOptions {
+  /**
+   * How long a `wait: "completed"` answer waits for phase 2 after the decision before answering
+   * 202 with the decided status; phase 2 goes on in the background.
+   */
+  completionWaitMs: number;
+}
+
+/** The protocol engine: knows the log and the participants, nothing of HTTP or queues. */
+export class Engine {
+  readonly #deps: EngineDeps;
+  readonly #options: EngineOptions;
+  /** Runs in this process, by id: a replayed request joins the run instead of polling the log. */
+  readonly #running = new Map<string, Promise<TransactionView>>();
+
+  constructor(deps: EngineDeps, options: EngineOptions) {
+    this.#deps = deps;
+    this.#options = options;
+  }
+
+  get namespace(): string {
+    return this.#deps.namespace;
+  }
+
+  /** Transactions this process is still driving (graceful shutdown waits for them). */
+  get inFlight(): number {
+    return this.#running.size;
+  }
+
+  async submit(request: SubmitRequest, context: SubmitContext): Promise<TransactionView> {
+    for (const b of request.branches) {
+      if (!this.#deps.participants.has(b.resource)) throw new ValidationError(`unknown resource "${b.resource}"`);
+    }
+    const id = randomUUID();
+    const deadlineAt = Date.now() + request.timeoutMs;
+    let onDecided: (v: TransactionView) => void = () => {};
+    const decided = new Promise<TransactionView>((resolve) => { onDecided = resolve; });
+    const run = new TransactionRun(this.#deps, id, request, deadlineAt, {
+      decided: (v) => onDecided(v),
+      followLog: (txId) => this.#followLog(txId),
+    });
+    const begin = this.#deps.store.begin({
+      id,
+      namespace: this.#deps.namespace,
+      deadline: new Date(deadlineAt),
+      submittedBy: context.actor,
+      branches: request.branches.map((b, index) => ({ index, resource: b.resource, gid: run.gids[index]! })),
+      detail: { timeoutMs: request.timeoutMs, resources: request.branches.map((b) => b.resource) },
+      idempotency: context.idempotency,
+    });
+    if (context.idempotency) {
+      // A keyed request must know it is the first before touching any database.
+      const outcome = await begin;
+      if (!outcome.created) {
+        if (outcome.requestHash !== context.idempotency.requestHash) {
+          throw new ConflictError('idempotency_key_reused', `Idempotency-Key "${context.idempotency.key}" was used with a different request body`);
+        }
+        return this.#replay(outcome.existingId, request.wait);
+      }
+    } else {
+      begin.catch(() => {}); // awaited inside the run, before any decision
+    }
+
+    const full = run.run(begin);
+    this.#running.set(id, full);
+    full.then(() => this.#running.delete(id), () => this.#running.delete(id));
+    return this.#answer(full, decided, request.wait);
+  }
+
+  /** The log's view of a transaction with its audit trail. */
+  async get(id: string): Promise<TransactionDetail> {
+    const tx = await this.#deps.store.load(id);
+    if (!tx) throw new NotFoundError(`transaction ${id} not found`);
+    return detailOf(tx);
+  }
+
+  /** Drives a transaction to completion from the log (the completion queue calls this). */
+  async resume(id: string): Promise<ResumeResult> {
+    if (this.#running.has(id)) return 'pending'; // its driver is in this process
+    const tx = await this.#deps.store.load(id);
+    if (!tx) return 'finished';
+    return resumeFromLog(this.#deps, tx);
+  }
+
+  /** Resolves once every transaction this process drives has finished. */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.#running.values()]);
+  }
+
+  #answer(full: Promise<TransactionView>, decided: Promise<TransactionView>, wait: SubmitRequest['wait']): Promise<TransactionView> {
+    if (wait === 'decided') return Promise.race([full, decided]);
+    const ac = new AbortController();
+    const late = decided.then((v) => sleep(this.#options.completionWaitMs, v, { signal: ac.signal }));
+    late.catch(() => {});
+    return Promise.race([full, late]).finally(() => ac.abort());
+  }
+
+  async #followLog(id: string): Promise<TransactionView> {
+    const tx = await this.#deps.store.load(id);
+    if (!tx) throw new NotFoundError(`transaction ${id} vanished from the log`);
+    if (!isFinal(tx.status)) await resumeFromLog(this.#deps, tx);
+    return viewOf((await this.#deps.store.load(id)) ?? tx);
+  }
+
+  /** The first request's answer for a repeated key: joins its run, or waits on the log until it settles. */
+  async #replay(id: string, wait: SubmitRequest['wait']): Promise<TransactionView> {
+    const running = this.#running.get(id);
+    if (running) return running;
+    for (;;) {
+      const tx = await this.#deps.store.load(id);
+      if (!tx) throw new NotFoundError(`transaction ${id} not found`);
+      const settled = isFinal(tx.status) || (wait === 'decided' && tx.status !== 'active');
+      // Past its deadline plus the completion wait, answer with what the log holds (202 if undecided).
+      const overdue = Date.now() > tx.deadline.getTime() + this.#options.completionWaitMs;
+      if (settled || overdue) return viewOf(tx);
+      await sleep(50);
+    }
+  }
+}
+
+export function viewOf(tx: StoredTransaction): TransactionView {
+  return {
+    id: tx.id,
+    status: tx.status,
+    branches: tx.branches.map((b) => ({
+      resource: b.resource,
+      status: b.status,
+      readOnly: b.read_only,
+      results: (b.results as TransactionView['branches'][number]['results'] | null) ?? [],
+    })),
+    error: (tx.error as TxError | null) ?? null,
+  };
+}
+
+const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+
+export function detailOf(tx: StoredTransaction): TransactionDetail {
+  return {
+    ...viewOf(tx),
+    onePhase: tx.one_phase,
+    deadline: iso(tx.deadline)!,
+    createdAt: iso(tx.created_at)!,
+    decidedAt: iso(tx.decided_at),
+    completedAt: iso(tx.completed_at),
+    events: tx.events.map((e) => ({ at: iso(e.at)!, kind: e.kind, actor: e.actor, detail: e.detail })),
+  };
+}

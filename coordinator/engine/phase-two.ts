@@ -1,0 +1,62 @@
+import type { Participant } from '../../participant-adapter/participant.ts';
+import { errorOf } from './branch-work.ts';
+import type { TxError } from './types.ts';
+
+export type Outcome = 'commit' | 'abort';
+
+export interface PreparedRef {
+  index: number;
+  resource: string;
+  gid: string;
+  xid: string | null;
+}
+
+export type FinishResult =
+  /** The branch ended as decided (now, or earlier: the gid was gone and its xid says so). */
+  | { index: number; done: true; hazard: false }
+  /** The gid was gone and its xid ended the other way: someone acted behind the coordinator's back. */
+  | { index: number; done: true; hazard: true; fate: string }
+  /** Not finished (participant unreachable, fate unknown): to be retried; the decision stands. */
+  | { index: number; done: false; error: TxError };
+
+/**
+ * Drives one prepared branch to the decided outcome. Idempotent: a gid that is no longer prepared
+ * is looked up by its recorded xid, so a retry after a crash or a lost reply is safe.
+ */
+export async function finishBranch(participant: Participant, ref: PreparedRef, outcome: Outcome): Promise<FinishResult> {
+  try {
+    const r = outcome === 'commit' ? await participant.commitPrepared(ref.gid) : await participant.rollbackPrepared(ref.gid);
+    if (r !== 'not-found') return { index: ref.index, done: true, hazard: false };
+    // Presumed abort: a branch with no recorded xid never got past PREPARE in our view, so a
+    // missing gid means it was never prepared (rolled back with its session).
+    if (ref.xid === null) {
+      return outcome === 'abort'
+        ? { index: ref.index, done: true, hazard: false }
+        : { index: ref.index, done: true, hazard: true, fate: 'unknown' };
+    }
+    const fate = await participant.xactStatus(ref.xid);
+    const wanted = outcome === 'commit' ? 'committed' : 'aborted';
+    if (fate === wanted) return { index: ref.index, done: true, hazard: false };
+    if (fate === 'in progress') {
+      return { index: ref.index, done: false, error: { resource: ref.resource, statement: null, code: 'in_progress', message: `xid ${ref.xid} on ${ref.resource} is still in progress` } };
+    }
+    return { index: ref.index, done: true, hazard: true, fate };
+  } catch (err) {
+    return { index: ref.index, done: false, error: errorOf(err, ref.resource, null) };
+  }
+}
+
+export function finishAll(participants: ReadonlyMap<string, Participant>, refs: PreparedRef[], outcome: Outcome): Promise<FinishResult[]> {
+  return Promise.all(
+    refs.map((ref) => {
+      const participant = participants.get(ref.resource);
+      if (!participant) {
+        return Promise.resolve<FinishResult>({
+          index: ref.index, done: false,
+          error: { resource: ref.resource, statement: null, code: 'unknown_resource', message: `resource ${ref.resource} is not configured` },
+        });
+      }
+      return finishBranch(participant, ref, outcome);
+    }),
+  );
+}

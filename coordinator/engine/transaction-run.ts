@@ -1,0 +1,297 @@
+import { performance } from 'node:perf_hooks';
+import { ParticipantError } from '../../participant-adapter/errors.ts';
+import { StaleStateError, UnavailableError } from '../errors.ts';
+import type { BranchUpdate } from '../log/transactions-store.ts';
+import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
+import { WorkControl } from './deadline.ts';
+import { branchGid } from './gid.ts';
+import { finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
+import type { EngineDeps } from './ports.ts';
+import type { BranchStatus, TxStatus } from './states.ts';
+import type { StatementOutcome, SubmitRequest, TransactionView, TxError } from './types.ts';
+
+export interface RunHooks {
+  /** Called once the decision is durable (or the outcome final), before phase 2 finishes. */
+  decided(view: TransactionView): void;
+  /** Resolves the transaction from the log when another process moved it first. */
+  followLog(id: string): Promise<TransactionView>;
+}
+
+/**
+ * One submitted transaction driven through presumed abort, from the work to the completion.
+ * Holds what it learns in memory, so the answer is built without reading the log back.
+ */
+export class TransactionRun {
+  readonly #deps: EngineDeps;
+  readonly #id: string;
+  readonly #request: SubmitRequest;
+  readonly #gids: string[];
+  readonly #control: WorkControl;
+  readonly #hooks: RunHooks;
+  readonly #started = performance.now();
+  #results: StatementOutcome[][];
+  #statuses: BranchStatus[];
+  #readOnly: boolean[];
+
+  constructor(deps: EngineDeps, id: string, request: SubmitRequest, deadlineAt: number, hooks: RunHooks) {
+    this.#deps = deps;
+    this.#id = id;
+    this.#request = request;
+    this.#hooks = hooks;
+    this.#gids = request.branches.map((_, i) => branchGid(deps.namespace, id, i));
+    this.#control = new WorkControl(deadlineAt);
+    this.#results = request.branches.map(() => []);
+    this.#statuses = request.branches.map(() => 'active');
+    this.#readOnly = request.branches.map(() => false);
+  }
+
+  get gids(): readonly string[] {
+    return this.#gids;
+  }
+
+  /** `begin` is the begin record's write, issued by the caller and awaited here before any decision. */
+  async run(begin: Promise<unknown>): Promise<TransactionView> {
+    try {
+      const view = await this.#drive(begin);
+      this.#deps.observer.outcome(view.status);
+      this.#deps.observer.phase('total', (performance.now() - this.#started) / 1000);
+      return view;
+    } finally {
+      this.#control.dispose();
+    }
+  }
+
+  async #drive(begin: Promise<unknown>): Promise<TransactionView> {
+    const { participants } = this.#deps;
+    const multi = this.#request.branches.length > 1;
+    const t0 = performance.now();
+    const work = await Promise.all(
+      this.#request.branches.map((spec, i) =>
+        runBranchWork(participants.get(spec.resource)!, spec, i, multi ? this.#gids[i]! : null, this.#control),
+      ),
+    );
+    this.#deps.observer.phase(multi ? 'prepare' : 'work', (performance.now() - t0) / 1000);
+
+    const beginError = await begin.then(() => null, (err: unknown) => err);
+    if (beginError !== null) {
+      // Without a begin record nothing can be decided: undo every branch and say so.
+      await this.#undoUnlogged(work);
+      throw new UnavailableError('the transaction log could not record the transaction; nothing was applied', { cause: beginError });
+    }
+    const failed = work.filter((w) => !w.ok);
+    if (failed.length > 0 || this.#control.expired) return this.#abort(work, this.#abortReason(work));
+    return multi ? this.#twoPhase(work as BranchWorkOk[]) : this.#onePhase(work[0] as BranchWorkOk);
+  }
+
+  /** The reason an abort reports: the deadline, else the branch that failed first on its own. */
+  #abortReason(work: BranchWork[]): TxError {
+    const failed = work.flatMap((w) => (w.ok ? [] : [w]));
+    const deadline = this.#control.stopReason?.kind === 'deadline' || (this.#control.expired && !failed.some((f) => f.primary));
+    if (deadline || failed.some((f) => f.primary && f.error.code === '57014' && this.#control.expired)) {
+      const blocked = failed.find((f) => f.error.statement !== null) ?? failed[0];
+      const where = blocked?.error.statement != null ? ` while statement ${blocked.error.statement} on ${blocked.error.resource} was running` : '';
+      return {
+        resource: blocked?.error.resource ?? null,
+        statement: blocked?.error.statement ?? null,
+        code: 'deadline_exceeded',
+        message: `deadline passed: the transaction did not finish within ${this.#request.timeoutMs} ms${where}`,
+      };
+    }
+    return (failed.find((f) => f.primary) ?? failed[0])!.error;
+  }
+
+  async #twoPhase(work: BranchWorkOk[]): Promise<TransactionView> {
+    work.forEach((w) => {
+      this.#results[w.index] = w.results;
+      this.#statuses[w.index] = 'prepared';
+      // Prepared without an xid: the branch wrote nothing; it is committed with the others and
+      // its outcome cannot matter.
+      this.#readOnly[w.index] = w.xid === null;
+    });
+    const refs = work.map((w) => this.#ref(w.index, w.xid));
+    const t0 = performance.now();
+    try {
+      await this.#deps.store.transition({
+        id: this.#id, from: 'active', to: 'committing', forced: true,
+        branches: work.map((w) => ({ index: w.index, status: 'prepared', xid: w.xid, readOnly: w.xid === null })),
+        event: { kind: 'decided', detail: { outcome: 'commit' } },
+      });
+    } catch (err) {
+      if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+      // The decision may or may not be on disk: leave the branches prepared. Recovery reads the
+      // log and finishes them whichever way it says (no record of a decision means abort).
+      await this.#deps.followUp.completionPending(this.#id).catch(() => {});
+      throw new UnavailableError(
+        `the commit decision of transaction ${this.#id} could not be confirmed; its outcome will be settled by recovery`,
+        { cause: err },
+      );
+    }
+    this.#deps.observer.phase('decide', (performance.now() - t0) / 1000);
+    this.#hooks.decided(this.#view('committing', null));
+    return this.#complete('commit', refs, 'committing', null);
+  }
+
+  async #onePhase(w: BranchWorkOk): Promise<TransactionView> {
+    const branch = w.open!;
+    this.#results[0] = w.results;
+    let released = false;
+    const release = () => { if (!released) { released = true; branch.release(); } };
+    try {
+      const xid = await branch.xid();
+      if (xid === null) {
+        // Read-only: nothing to make atomic.
+        await branch.commit();
+        release();
+        this.#statuses[0] = 'committed';
+        this.#readOnly[0] = true;
+        return this.#finish('active', 'committed', null, 'completed');
+      }
+      if (this.#control.expired) {
+        await branch.rollback();
+        release();
+        return this.#abort([{ ...w, open: null }], this.#abortReason([]));
+      }
+      try {
+        // The hand-off: the xid is durable before COMMIT, so recovery can learn the outcome.
+        await this.#deps.store.transition({
+          id: this.#id, from: 'active', to: 'preparing', forced: true, onePhase: true,
+          branches: [{ index: 0, status: 'active', xid }],
+          event: { kind: 'decided', detail: { outcome: 'one-phase commit' } },
+        });
+      } catch (err) {
+        await branch.rollback().catch(() => {});
+        release();
+        if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+        throw new UnavailableError('the transaction log could not record the commit; nothing was applied', { cause: err });
+      }
+      let committed: boolean;
+      try {
+        committed = await branch.commit();
+      } catch (err) {
+        release();
+        if (err instanceof ParticipantError && err.sqlState && !err.retryable) {
+          // The server refused the commit (a deferred constraint, a serialization failure): it rolled back.
+          this.#statuses[0] = 'aborted';
+          return this.#finish('preparing', 'aborted', { resource: w.results ? this.#request.branches[0]!.resource : null, statement: null, code: err.sqlState, message: err.message }, 'completed');
+        }
+        // The connection died during COMMIT: only the xid can tell what happened.
+        await this.#deps.followUp.completionPending(this.#id).catch(() => {});
+        return this.#view('preparing', null);
+      }
+      release();
+      this.#statuses[0] = committed ? 'committed' : 'aborted';
+      return this.#finish('preparing', committed ? 'committed' : 'aborted', committed ? null
+        : { resource: this.#request.branches[0]!.resource, statement: null, code: 'commit_failed', message: 'the database rolled back at COMMIT' }, 'completed');
+    } finally {
+      release();
+    }
+  }
+
+  async #abort(work: BranchWork[], reason: TxError): Promise<TransactionView> {
+    await Promise.all(work.map(async (w) => {
+      if (w.ok && w.open) {
+        await w.open.rollback().catch(() => {});
+        w.open.release();
+      }
+    }));
+    const prepared = work.filter((w) => w.prepared).map((w) => this.#ref(w.index, w.xid));
+    this.#statuses = this.#statuses.map(() => 'aborted');
+    if (prepared.length === 0) return this.#finish('active', 'aborted', reason, 'aborted');
+    prepared.forEach((r) => { this.#statuses[r.index] = 'prepared'; });
+    try {
+      await this.#deps.store.transition({
+        id: this.#id, from: 'active', to: 'aborting', forced: false, error: reason,
+        branches: this.#branchUpdates(),
+        event: { kind: 'decided', detail: { outcome: 'abort', reason } },
+      });
+    } catch (err) {
+      if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+      // No commit decision was ever written, so rolling back is safe even unrecorded (presumed abort).
+      this.#deps.logger.warn({ err, transactionId: this.#id }, 'abort decision not recorded; rolling back anyway');
+      await finishAll(this.#deps.participants, prepared, 'abort');
+      return this.#view('aborted', reason);
+    }
+    this.#hooks.decided(this.#view('aborting', reason));
+    return this.#complete('abort', prepared, 'aborting', reason);
+  }
+
+  /** Phase 2 inline; what does not finish is handed to the follow-up queue, never undone. */
+  async #complete(outcome: Outcome, refs: PreparedRef[], from: TxStatus, reason: TxError | null): Promise<TransactionView> {
+    const t0 = performance.now();
+    const results = await finishAll(this.#deps.participants, refs, outcome);
+    this.#deps.observer.phase('complete', (performance.now() - t0) / 1000);
+    const final: BranchStatus = outcome === 'commit' ? 'committed' : 'aborted';
+    for (const r of results) if (r.done) this.#statuses[r.index] = final;
+    const hazard = this.#hazardError(results, refs);
+    if (results.every((r) => r.done)) {
+      return this.#finish(from, outcome === 'commit' ? 'committed' : 'aborted', hazard ?? reason, 'completed');
+    }
+    await this.#deps.followUp.completionPending(this.#id).catch((err: unknown) =>
+      this.#deps.logger.error({ err, transactionId: this.#id }, 'could not schedule completion; reconciliation will find it'));
+    return this.#view(from, reason);
+  }
+
+  #hazardError(results: FinishResult[], refs: PreparedRef[]): TxError | null {
+    const hit = results.find((r) => r.done && r.hazard);
+    if (!hit || !hit.done || !hit.hazard) return null;
+    const ref = refs.find((r) => r.index === hit.index)!;
+    this.#deps.observer.hazard(ref.resource);
+    this.#deps.logger.error({ transactionId: this.#id, resource: ref.resource, gid: ref.gid, fate: hit.fate }, 'heuristic hazard: branch ended against the decision');
+    return { resource: ref.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${ref.resource} ended ${hit.fate} against the decision` };
+  }
+
+  /** Writes a final state (not forced) and answers from memory; a lost write is re-driven by recovery. */
+  async #finish(from: TxStatus, to: 'committed' | 'aborted', error: TxError | null, kind: string): Promise<TransactionView> {
+    try {
+      await this.#deps.store.transition({
+        id: this.#id, from, to, forced: false, error, branches: this.#branchUpdates(),
+        event: { kind, detail: error ? { outcome: to, reason: error } : { outcome: to } },
+      });
+    } catch (err) {
+      if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+      this.#deps.logger.warn({ err, transactionId: this.#id }, 'completion not recorded; recovery will record it');
+      if (from !== 'active') await this.#deps.followUp.completionPending(this.#id).catch(() => {});
+    }
+    this.#request.branches.forEach((b, i) => {
+      const s = this.#statuses[i]!;
+      this.#deps.observer.branch(b.resource, this.#readOnly[i] ? 'read_only' : s === 'committed' || s === 'aborted' ? s : 'pending');
+    });
+    return this.#view(to, error);
+  }
+
+  async #undoUnlogged(work: BranchWork[]): Promise<void> {
+    await Promise.all(work.map(async (w) => {
+      if (w.ok && w.open) {
+        await w.open.rollback().catch(() => {});
+        w.open.release();
+      }
+    }));
+    const prepared = work.filter((w) => w.prepared).map((w) => this.#ref(w.index, w.xid));
+    await finishAll(this.#deps.participants, prepared, 'abort');
+  }
+
+  #ref(index: number, xid: string | null): PreparedRef {
+    return { index, resource: this.#request.branches[index]!.resource, gid: this.#gids[index]!, xid };
+  }
+
+  #branchUpdates(): BranchUpdate[] {
+    return this.#statuses.map((status, index) => ({
+      index, status, readOnly: this.#readOnly[index],
+      results: status === 'committed' ? this.#results[index] : undefined,
+    }));
+  }
+
+  #view(status: TxStatus, error: TxError | null): TransactionView {
+    return {
+      id: this.#id,
+      status,
+      branches: this.#request.branches.map((b, i) => ({
+        resource: b.resource,
+        status: this.#statuses[i]!,
+        readOnly: this.#readOnly[i]!,
+        results: status === 'aborted' || status === 'aborting' ? [] : this.#results[i]!,
+      })),
+      error,
+    };
+  }
+}

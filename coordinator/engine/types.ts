@@ -1,0 +1,72 @@
+import type { BranchStatus, TxStatus } from './states.ts';
+
+export interface StatementSpec {
+  sql: string;
+  params: unknown[];
+  /** When set, a statement touching another number of rows aborts the transaction. */
+  expect?: { rowCount?: number };
+}
+
+export interface BranchSpec {
+  resource: string;
+  statements: StatementSpec[];
+}
+
+export type WaitFor = 'completed' | 'decided';
+
+export interface SubmitRequest {
+  branches: BranchSpec[];
+  timeoutMs: number;
+  wait: WaitFor;
+}
+
+export interface SubmitContext {
+  /** Who submitted (the token's name), recorded in the log and the audit trail. */
+  actor: string | null;
+  idempotency?: { tokenName: string; key: string; requestHash: string };
+}
+
+/** Why a transaction aborted: which branch, which statement, which error, or the deadline. */
+export interface TxError {
+  resource: string | null;
+  /** Index of the statement within its branch, or null when no statement was at fault. */
+  statement: number | null;
+  /** SQLSTATE, or a coordinator code such as `deadline_exceeded` or `expectation_failed`. */
+  code: string;
+  message: string;
+}
+
+export interface StatementOutcome {
+  rowCount: number;
+  rows: Record<string, unknown>[];
+}
+
+export interface BranchView {
+  resource: string;
+  status: BranchStatus;
+  readOnly: boolean;
+  results: StatementOutcome[];
+}
+
+export interface TransactionView {
+  id: string;
+  status: TxStatus;
+  branches: BranchView[];
+  error: TxError | null;
+}
+
+export interface TransactionEvent {
+  at: string;
+  kind: string;
+  actor: string | null;
+  detail: Record<string, unknown>;
+}
+
+export interface TransactionDetail extends TransactionView {
+  deadline: string;
+  createdAt: string;
+  decidedAt: string | null;
+  completedAt: string | null;
+  onePhase: boolean;
+  events: TransactionEvent[];
+}

@@ -1,0 +1,57 @@
+/*
+ * The coordinator's error classes. Each has a stable `code` (the API turns it into the problem
+ * type), the context a caller needs, and the original error as `cause`. `retryable` says whether
+ * the same request may succeed later.
+ */
+export abstract class CoordinatorError extends Error {
+  abstract readonly code: string;
+  abstract readonly retryable: boolean;
+}
+
+/** The request is malformed or names something that does not exist; nothing was done. */
+export class ValidationError extends CoordinatorError {
+  override readonly name = 'ValidationError';
+  readonly code = 'validation';
+  readonly retryable = false;
+  constructor(message: string, readonly issues: { path: string; message: string }[] = []) {
+    super(message);
+  }
+}
+
+export class NotFoundError extends CoordinatorError {
+  override readonly name = 'NotFoundError';
+  readonly code = 'not_found';
+  readonly retryable = false;
+}
+
+/** The request conflicts with the state of the log (an idempotency key reused with another body, …). */
+export class ConflictError extends CoordinatorError {
+  override readonly name = 'ConflictError';
+  readonly retryable = false;
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * A compare-and-set on the log matched no row: another process moved the transaction first.
+ * Never a silent success: the caller re-reads and follows what the log now says.
+ */
+export class StaleStateError extends CoordinatorError {
+  override readonly name = 'StaleStateError';
+  readonly code = 'stale_state';
+  readonly retryable = false;
+  constructor(readonly transactionId: string, readonly expected: string, readonly wanted: string) {
+    super(`transaction ${transactionId} was not ${expected} when moving it to ${wanted}`);
+  }
+}
+
+/** The log database or Redis cannot be reached; the request did nothing that is not recoverable. */
+export class UnavailableError extends CoordinatorError {
+  override readonly name = 'UnavailableError';
+  readonly code = 'unavailable';
+  readonly retryable = true;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

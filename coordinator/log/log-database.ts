@@ -1,0 +1,70 @@
+import { Kysely, Migrator, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { migrations } from '../../migrations/index.ts';
+import type { LogDatabase } from './schema.ts';
+
+export interface LogDatabaseOptions {
+  url: string;
+  maxConnections?: number;
+  onIdleError?: (err: Error) => void;
+}
+
+/**
+ * Two pools on the log database. `forced` commits wait for the WAL flush (synchronous_commit=on,
+ * set explicitly so that a server configured otherwise cannot weaken the commit point); `relaxed`
+ * commits do not (the begin record and completions: losing one is covered by presumed abort or by
+ * re-driving an idempotent phase 2). A later forced commit flushes every earlier record with it.
+ */
+export interface LogDb {
+  forced: Kysely<LogDatabase>;
+  relaxed: Kysely<LogDatabase>;
+  close(): Promise<void>;
+}
+
+export function openLogDatabase(options: LogDatabaseOptions): LogDb {
+  const pool = (synchronousCommit: 'on' | 'off') => {
+    const p = new pg.Pool({
+      connectionString: options.url,
+      max: options.maxConnections ?? 10,
+      connectionTimeoutMillis: 5_000,
+      idleTimeoutMillis: 30_000,
+      keepAlive: true,
+      application_name: 'tpc-coordinator-log',
+      options: `-c synchronous_commit=${synchronousCommit}`,
+    });
+    // An idle pooled connection dropped by a restart emits 'error'; unhandled, it would crash us.
+    p.on('error', (err) => options.onIdleError?.(err));
+    return p;
+  };
+  const forced = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pool('on') }) });
+  const relaxed = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pool('off') }) });
+  return {
+    forced,
+    relaxed,
+    async close() {
+      await Promise.allSettled([forced.destroy(), relaxed.destroy()]);
+    },
+  };
+}
+
+/**
+ * Applies pending migrations in one transaction under Kysely's Postgres migration lock (an advisory
+ * lock held inside that transaction), so coordinators starting together are safe: the ones that
+ * lose the race wait, then find nothing left to do.
+ */
+export async function migrateLog(url: string): Promise<string[]> {
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+  try {
+    const migrator = new Migrator({
+      db,
+      provider: { getMigrations: async () => migrations },
+      migrationTableName: 'tpc_migrations',
+      migrationLockTableName: 'tpc_migrations_lock',
+    });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error) throw new Error(`migrating the log database failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+  } finally {
+    await db.destroy();
+  }
+}

@@ -1,0 +1,55 @@
+import type { ColumnType, Generated } from 'kysely';
+import type { BranchStatus, TxStatus } from '../engine/states.ts';
+
+/** Kysely's view of the log schema (migrations/). */
+export interface LogDatabase {
+  tpc_transactions: TransactionsTable;
+  tpc_branches: BranchesTable;
+  tpc_events: EventsTable;
+  tpc_idempotency_keys: IdempotencyKeysTable;
+}
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+
+export interface TransactionsTable {
+  id: string;
+  namespace: string;
+  status: Generated<TxStatus>;
+  one_phase: Generated<boolean>;
+  deadline: Timestamp;
+  submitted_by: string | null;
+  error: unknown | null;
+  created_at: Generated<Date>;
+  decided_at: Date | null;
+  completed_at: Date | null;
+  updated_at: Generated<Date>;
+}
+
+export interface BranchesTable {
+  transaction_id: string;
+  index: number;
+  resource: string;
+  gid: string;
+  status: Generated<BranchStatus>;
+  xid: string | null;
+  read_only: Generated<boolean>;
+  results: unknown | null;
+  error: unknown | null;
+}
+
+export interface EventsTable {
+  id: Generated<string>;
+  transaction_id: string;
+  at: Generated<Date>;
+  kind: string;
+  actor: string | null;
+  detail: Generated<unknown>;
+}
+
+export interface IdempotencyKeysTable {
+  token_name: string;
+  key: string;
+  request_hash: string;
+  transaction_id: string;
+  created_at: Generated<Date>;
+}

@@ -1,0 +1,190 @@
+import { sql } from 'kysely';
+import { jsonArrayFrom } from 'kysely/helpers/postgres';
+import { StaleStateError } from '../errors.ts';
+import { canTransition, FINAL_TX_STATUSES, type BranchStatus, type TxStatus } from '../engine/states.ts';
+import type { LogDb } from './log-database.ts';
+
+export interface BeginRecord {
+  id: string;
+  namespace: string;
+  deadline: Date;
+  submittedBy: string | null;
+  branches: { index: number; resource: string; gid: string }[];
+  detail: Record<string, unknown>;
+  idempotency?: { tokenName: string; key: string; requestHash: string };
+}
+
+export type BeginOutcome =
+  | { created: true }
+  | { created: false; existingId: string; requestHash: string };
+
+export interface BranchUpdate {
+  index: number;
+  status: BranchStatus;
+  xid?: string | null;
+  readOnly?: boolean;
+  results?: unknown;
+  error?: unknown;
+}
+
+export interface TransitionRecord {
+  id: string;
+  from: TxStatus;
+  to: TxStatus;
+  /** Wait for the WAL flush: required for the commit decision, the commit point. */
+  forced: boolean;
+  onePhase?: boolean;
+  error?: unknown;
+  branches?: BranchUpdate[];
+  event: { kind: string; actor?: string | null; detail?: Record<string, unknown> };
+}
+
+export interface StoredBranch {
+  index: number;
+  resource: string;
+  gid: string;
+  status: BranchStatus;
+  xid: string | null;
+  read_only: boolean;
+  results: unknown;
+  error: unknown;
+}
+
+export interface StoredEvent {
+  at: string;
+  kind: string;
+  actor: string | null;
+  detail: Record<string, unknown>;
+}
+
+export interface StoredTransaction {
+  id: string;
+  namespace: string;
+  status: TxStatus;
+  one_phase: boolean;
+  deadline: Date;
+  submitted_by: string | null;
+  error: unknown;
+  created_at: Date;
+  decided_at: Date | null;
+  completed_at: Date | null;
+  branches: StoredBranch[];
+  events: StoredEvent[];
+}
+
+const DECISIONS: readonly TxStatus[] = ['preparing', 'committing', 'aborting'];
+
+/**
+ * The transaction aggregate of the log. Each write is one statement (a data-modifying CTE), so the
+ * happy path costs three statements: begin, decision, completion.
+ */
+export class TransactionsStore {
+  constructor(private readonly db: LogDb) {}
+
+  /** The begin record with its branches, its first event and, if given, the idempotency key: one statement, not forced. */
+  async begin(record: BeginRecord): Promise<BeginOutcome> {
+    const key = record.idempotency;
+    const branches = JSON.stringify(record.branches);
+    const result = await sql<{ created: number }>`
+      WITH k AS (
+        INSERT INTO tpc_idempotency_keys (token_name, key, request_hash, transaction_id)
+        SELECT ${key?.tokenName ?? null}, ${key?.key ?? null}, ${key?.requestHash ?? null}, ${record.id}::uuid
+        WHERE ${key !== undefined}
+        ON CONFLICT DO NOTHING
+        RETURNING transaction_id
+      ), t AS (
+        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by)
+        SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}
+        WHERE ${key === undefined} OR EXISTS (SELECT 1 FROM k)
+        RETURNING id
+      ), b AS (
+        INSERT INTO tpc_branches (transaction_id, index, resource, gid)
+        SELECT t.id, x.index, x.resource, x.gid
+        FROM t, jsonb_to_recordset(${branches}::jsonb) AS x(index int, resource text, gid text)
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT t.id, 'begun', ${record.submittedBy}, ${JSON.stringify(record.detail)}::jsonb FROM t
+      )
+      SELECT (SELECT count(*) FROM t)::int AS created
+    `.execute(this.db.relaxed);
+    if (result.rows[0]?.created === 1 || !key) return { created: true };
+    const existing = await this.db.forced
+      .selectFrom('tpc_idempotency_keys')
+      .select(['transaction_id', 'request_hash'])
+      .where('token_name', '=', key.tokenName)
+      .where('key', '=', key.key)
+      .executeTakeFirstOrThrow();
+    return { created: false, existingId: existing.transaction_id, requestHash: existing.request_hash };
+  }
+
+  /**
+   * One guarded state change: `UPDATE … WHERE id AND status = from`, with its branch updates and
+   * its event in the same statement. Zero rows means another process moved first: StaleStateError.
+   */
+  async transition(record: TransitionRecord): Promise<void> {
+    if (!canTransition(record.from, record.to)) {
+      throw new Error(`illegal transition ${record.from} → ${record.to} for ${record.id}`);
+    }
+    const decides = DECISIONS.includes(record.to) || (record.from === 'active' && FINAL_TX_STATUSES.includes(record.to));
+    const completes = FINAL_TX_STATUSES.includes(record.to);
+    const branches = JSON.stringify(
+      (record.branches ?? []).map((b) => ({
+        index: b.index, status: b.status, xid: b.xid ?? null, read_only: b.readOnly ?? null,
+        results: b.results ?? null, error: b.error ?? null,
+      })),
+    );
+    const error = record.error === undefined || record.error === null ? null : JSON.stringify(record.error);
+    const detail = JSON.stringify(record.event.detail ?? {});
+    const result = await sql<{ moved: number }>`
+      WITH t AS (
+        UPDATE tpc_transactions SET
+          status = ${record.to}::tpc_tx_status,
+          one_phase = one_phase OR ${record.onePhase ?? false},
+          error = COALESCE(${error}::jsonb, error),
+          decided_at = CASE WHEN ${decides} THEN now() ELSE decided_at END,
+          completed_at = CASE WHEN ${completes} THEN now() ELSE completed_at END,
+          updated_at = now()
+        WHERE id = ${record.id}::uuid AND status = ${record.from}::tpc_tx_status
+        RETURNING id
+      ), b AS (
+        UPDATE tpc_branches AS br SET
+          status = x.status::tpc_branch_status,
+          xid = COALESCE(x.xid, br.xid),
+          read_only = COALESCE(x.read_only, br.read_only),
+          results = COALESCE(x.results, br.results),
+          error = COALESCE(x.error, br.error)
+        FROM t, jsonb_to_recordset(${branches}::jsonb)
+          AS x(index int, status text, xid text, read_only boolean, results jsonb, error jsonb)
+        WHERE br.transaction_id = t.id AND br.index = x.index
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT t.id, ${record.event.kind}, ${record.event.actor ?? null}, ${detail}::jsonb FROM t
+      )
+      SELECT count(*)::int AS moved FROM t
+    `.execute(record.forced ? this.db.forced : this.db.relaxed);
+    if (result.rows[0]?.moved !== 1) throw new StaleStateError(record.id, record.from, record.to);
+  }
+
+  async load(id: string): Promise<StoredTransaction | null> {
+    const row = await this.db.forced
+      .selectFrom('tpc_transactions as t')
+      .selectAll('t')
+      .select((eb) => [
+        jsonArrayFrom(
+          eb.selectFrom('tpc_branches as b')
+            .select(['b.index', 'b.resource', 'b.gid', 'b.status', 'b.xid', 'b.read_only', 'b.results', 'b.error'])
+            .whereRef('b.transaction_id', '=', 't.id')
+            .orderBy('b.index'),
+        ).as('branches'),
+        jsonArrayFrom(
+          eb.selectFrom('tpc_events as e')
+            .select(['e.at', 'e.kind', 'e.actor', 'e.detail'])
+            .whereRef('e.transaction_id', '=', 't.id')
+            .orderBy('e.id'),
+        ).as('events'),
+      ])
+      .where('t.id', '=', id)
+      .executeTakeFirst();
+    return (row as unknown as StoredTransaction | undefined) ?? null;
+  }
+}

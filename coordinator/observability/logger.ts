@@ -1,0 +1,27 @@
+import { pino, type Logger } from 'pino';
+
+/**
+ * JSON logs. Connection strings and statement text never reach the log at info: they may carry
+ * passwords and customer data. Redaction is the backstop for fields that slip through.
+ */
+export function createLogger(level: string): Logger {
+  return pino({
+    level,
+    base: { service: 'tpc-coordinator' },
+    redact: {
+      paths: ['*.connectionString', '*.url', '*.sql', '*.params', 'req.headers.authorization', 'config.resources', 'config.databaseUrl'],
+      censor: '[redacted]',
+    },
+  });
+}
+
+/** Strips the password from a connection string for messages an operator may read. */
+export function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '[unparseable url]';
+  }
+}

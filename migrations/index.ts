@@ -1,0 +1,7 @@
+import type { Migration } from 'kysely';
+import * as m0001 from './0001_log_schema.ts';
+
+/** Append-only: a landed migration is never edited, only followed by a new one. */
+export const migrations: Record<string, Migration> = {
+  '0001_log_schema': m0001,
+};

@@ -1,0 +1,138 @@
+import type pg from 'pg';
+import { sendCancelRequest } from './cancel-request.ts';
+import { ParticipantError, toParticipantError } from './errors.ts';
+import { gidLiteral } from './gid.ts';
+import { assertStatementAllowed } from './statement-guard.ts';
+
+export interface StatementResult {
+  command: string;
+  rowCount: number;
+  rows: Record<string, unknown>[];
+}
+
+export interface PrepareResult {
+  /** False when the server turned the PREPARE into a ROLLBACK because the transaction had already failed. */
+  prepared: boolean;
+  /** `pg_current_xact_id()` of the branch, or null when it wrote nothing (read-only). */
+  xid: string | null;
+}
+
+type BranchState = 'open' | 'prepared' | 'finished' | 'broken';
+
+/**
+ * One open database transaction on one pinned connection (BEGIN … PREPARE must share a session).
+ * The pool runs in pipeline mode, so calls made without awaiting the previous one travel together:
+ * BEGIN, the statements, the xid probe and PREPARE cost one round trip between them.
+ */
+export class Branch {
+  readonly resource: string;
+  #client: pg.PoolClient;
+  #state: BranchState = 'open';
+  #connectionError: Error | undefined;
+  readonly #onError = (err: Error) => {
+    // A checked-out client with no listener would crash the process when its socket dies.
+    this.#connectionError = err;
+    this.#state = 'broken';
+  };
+
+  constructor(resource: string, client: pg.PoolClient, statementTimeoutMs: number) {
+    this.resource = resource;
+    this.#client = client;
+    client.on('error', this.#onError);
+    // statement_timeout is the server-side backstop for the deadline: if our cancel request is lost,
+    // a statement waiting on a lock still ends. Whole milliseconds, at least 1 (0 would disable it).
+    const timeout = Math.max(1, Math.ceil(statementTimeoutMs));
+    this.#track(client.query(`BEGIN; SET LOCAL statement_timeout = ${timeout}`), 'BEGIN').catch(() => {});
+  }
+
+  get state(): BranchState {
+    return this.#state;
+  }
+
+  /** Runs one statement. Calls may be issued back to back; they are pipelined in order. */
+  run(sql: string, params: readonly unknown[] = []): Promise<StatementResult> {
+    try {
+      assertStatementAllowed(sql);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const query = this.#client.query({ text: sql, values: params as unknown[], queryMode: 'extended' } as pg.QueryConfig);
+    return this.#track(query, 'statement').then((r) => ({
+      command: r.command,
+      rowCount: r.rowCount ?? 0,
+      rows: r.rows as Record<string, unknown>[],
+    }));
+  }
+
+  /** The branch's transaction id, or null if it has written nothing. */
+  async xid(): Promise<string | null> {
+    const r = await this.#track(
+      this.#client.query({ text: 'SELECT pg_current_xact_id_if_assigned()::text AS xid', queryMode: 'extended' } as pg.QueryConfig),
+      'xid lookup',
+    );
+    return (r.rows[0]?.xid as string | null | undefined) ?? null;
+  }
+
+  /** Records the xid and prepares under `gid`, in one round trip. */
+  async prepare(gid: string): Promise<PrepareResult> {
+    const literal = gidLiteral(gid);
+    const probe = this.xid();
+    const prepare = this.#track(this.#client.query(`PREPARE TRANSACTION ${literal}`), 'PREPARE TRANSACTION');
+    const [xid, prep] = await Promise.allSettled([probe, prepare]);
+    if (prep.status === 'rejected') {
+      this.#state = 'broken';
+      throw prep.reason;
+    }
+    if (prep.value.command !== 'PREPARE') {
+      // The transaction had failed earlier; the server rolled it back instead.
+      this.#state = 'finished';
+      return { prepared: false, xid: null };
+    }
+    this.#state = 'prepared';
+    if (xid.status === 'rejected') throw xid.reason; // cannot happen after a successful PREPARE
+    return { prepared: true, xid: xid.value };
+  }
+
+  /** One-phase commit. Returns false when the server rolled back instead (the transaction had failed). */
+  async commit(): Promise<boolean> {
+    const r = await this.#track(this.#client.query('COMMIT'), 'COMMIT');
+    this.#state = 'finished';
+    return r.command === 'COMMIT';
+  }
+
+  async rollback(): Promise<void> {
+    if (this.#state !== 'open') return;
+    await this.#track(this.#client.query('ROLLBACK'), 'ROLLBACK');
+    this.#state = 'finished';
+  }
+
+  /** Asks the server to cancel whatever statement this branch is running (deadline or a failed sibling). */
+  async cancel(): Promise<void> {
+    const c = this.#client as unknown as { host: string; port: number; processID: number | null; secretKey: number | null };
+    if (c.processID == null || c.secretKey == null || this.#state !== 'open') return;
+    await sendCancelRequest({ host: c.host, port: c.port, processID: c.processID, secretKey: c.secretKey });
+  }
+
+  /**
+   * Gives the connection back. A connection whose transaction is still open or whose state is
+   * unknown is destroyed rather than pooled: the server then rolls back whatever it holds.
+   */
+  release(): void {
+    const client = this.#client;
+    client.off('error', this.#onError);
+    const clean = this.#state === 'prepared' || this.#state === 'finished';
+    if (!clean) this.#state = 'broken';
+    client.release(clean ? undefined : (this.#connectionError ?? true));
+  }
+
+  #track<T>(promise: Promise<T>, what: string): Promise<T> {
+    return promise.catch((err: unknown) => {
+      if (!(err instanceof ParticipantError)) {
+        const mapped = toParticipantError(err, this.resource, what);
+        if (mapped.code === 'connection_failure') this.#state = 'broken';
+        throw mapped;
+      }
+      throw err;
+    });
+  }
+}

@@ -1,0 +1,188 @@
+import pg from 'pg';
+import { Branch } from './branch.ts';
+import { ParticipantError, toParticipantError } from './errors.ts';
+import { gidLiteral } from './gid.ts';
+
+export interface ParticipantOptions {
+  /** The resource name clients use. */
+  name: string;
+  connectionString: string;
+  /** Pool size; each open branch pins one connection until it is prepared or finished. */
+  maxConnections?: number;
+  /** Bound on connecting and on each administrative statement (commit prepared, listings, health). */
+  operationTimeoutMs?: number;
+  /** Called for errors on idle pooled connections, which would otherwise crash the process. */
+  onIdleError?: (err: Error) => void;
+}
+
+export interface OpenBranchOptions {
+  /** Server-side bound on each statement (the time left until the transaction's deadline). */
+  statementTimeoutMs: number;
+  /** Aborts waiting for a connection (deadline passed, or a sibling branch failed). */
+  signal?: AbortSignal;
+}
+
+export interface PreparedBranchInfo {
+  gid: string;
+  preparedAt: Date;
+  owner: string;
+  database: string;
+}
+
+export type XactStatus = 'committed' | 'aborted' | 'in progress' | 'unknown';
+
+export interface ParticipantHealth {
+  resource: string;
+  reachable: boolean;
+  usable: boolean;
+  serverVersion: string | null;
+  maxPreparedTransactions: number | null;
+  message: string | null;
+}
+
+/** One Postgres database as a 2PC participant. The only place that speaks participant 2PC SQL. */
+export class Participant {
+  readonly name: string;
+  readonly #pool: pg.Pool;
+  readonly #timeoutMs: number;
+
+  constructor(options: ParticipantOptions) {
+    this.name = options.name;
+    this.#timeoutMs = options.operationTimeoutMs ?? 5_000;
+    this.#pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.maxConnections ?? 20,
+      connectionTimeoutMillis: this.#timeoutMs,
+      idleTimeoutMillis: 30_000,
+      keepAlive: true,
+      application_name: 'tpc-coordinator',
+      pipeline: true,
+    } as pg.PoolConfig);
+    this.#pool.on('error', (err) => options.onIdleError?.(err));
+  }
+
+  /** Connections handed out and not yet returned: a leak check for tests and metrics. */
+  get connectionsInUse(): number {
+    return this.#pool.totalCount - this.#pool.idleCount;
+  }
+
+  async openBranch(options: OpenBranchOptions): Promise<Branch> {
+    const client = await this.#connect(options.signal);
+    return new Branch(this.name, client, options.statementTimeoutMs);
+  }
+
+  /** COMMIT PREPARED from any session. 'not-found' when no such gid is prepared (already finished, or never prepared). */
+  commitPrepared(gid: string): Promise<'committed' | 'not-found'> {
+    return this.#finishPrepared('COMMIT PREPARED', gid, 'committed');
+  }
+
+  rollbackPrepared(gid: string): Promise<'rolled-back' | 'not-found'> {
+    return this.#finishPrepared('ROLLBACK PREPARED', gid, 'rolled-back');
+  }
+
+  /** Prepared transactions of this database whose gid starts with `prefix`. */
+  async listPrepared(prefix: string): Promise<PreparedBranchInfo[]> {
+    const r = await this.#admin(
+      'SELECT gid, prepared, owner, database FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1) ORDER BY prepared',
+      [prefix],
+      'listing prepared transactions',
+    );
+    return r.rows.map((row) => ({
+      gid: row.gid as string,
+      preparedAt: row.prepared as Date,
+      owner: row.owner as string,
+      database: row.database as string,
+    }));
+  }
+
+  /** The fate of a transaction id: how a branch that is no longer prepared ended. */
+  async xactStatus(xid: string): Promise<XactStatus> {
+    if (!/^\d{1,20}$/.test(xid)) throw new ParticipantError('invalid_xid', `bad xid ${xid}`, { retryable: false, resource: this.name });
+    const r = await this.#admin('SELECT pg_xact_status($1::xid8) AS status', [xid], 'looking up a transaction status');
+    // NULL: the xid is too old for the commit log to remember.
+    return (r.rows[0]?.status as XactStatus | null) ?? 'unknown';
+  }
+
+  async health(): Promise<ParticipantHealth> {
+    try {
+      const r = await this.#admin(
+        "SELECT current_setting('server_version') AS version, current_setting('max_prepared_transactions')::int AS max_prepared",
+        [],
+        'health check',
+      );
+      const max = r.rows[0]!.max_prepared as number;
+      return {
+        resource: this.name,
+        reachable: true,
+        usable: max > 0,
+        serverVersion: r.rows[0]!.version as string,
+        maxPreparedTransactions: max,
+        message: max > 0 ? null
+          : `max_prepared_transactions is 0 on resource "${this.name}", so PREPARE TRANSACTION fails there: ` +
+            'start its server with max_prepared_transactions set (e.g. -c max_prepared_transactions=100, or ALTER SYSTEM and a restart)',
+      };
+    } catch (err) {
+      return {
+        resource: this.name, reachable: false, usable: false, serverVersion: null, maxPreparedTransactions: null,
+        message: err instanceof Error ? err.message : String(err),
+      };
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+
+  async #finishPrepared<T extends string>(command: string, gid: string, done: T): Promise<T | 'not-found'> {
+    try {
+      await this.#admin(`${command} ${gidLiteral(gid)}`, undefined, command);
+      return done;
+    } catch (err) {
+      // 42704 undefined_object: "prepared transaction with identifier … does not exist".
+      if (err instanceof ParticipantError && err.sqlState === '42704') return 'not-found';
+      throw err;
+    }
+  }
+
+  async #connect(signal?: AbortSignal): Promise<pg.PoolClient> {
+    signal?.throwIfAborted();
+    const connecting = this.#pool.connect();
+    if (!signal) return connecting.catch((err) => { throw toParticipantError(err, this.name, 'connecting'); });
+    return new Promise<pg.PoolClient>((resolve, reject) => {
+      const onAbort = () => {
+        // The connection may still arrive; it must go back to the pool, not leak.
+        connecting.then((c) => c.release(), () => {});
+        reject(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      connecting.then(
+        (c) => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) c.release();
+          else resolve(c);
+        },
+        (err) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(toParticipantError(err, this.name, 'connecting'));
+        },
+      );
+    });
+  }
+
+  async #admin(text: string, values: unknown[] | undefined, what: string): Promise<pg.QueryResult> {
+    const client = await this.#connect();
+    const onError = () => {}; // the query below rejects; this keeps the event from crashing us
+    client.on('error', onError);
+    let broken = false;
+    try {
+      return await client.query({ text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig);
+    } catch (err) {
+      const mapped = toParticipantError(err, this.name, what);
+      broken = !mapped.sqlState;
+      throw mapped;
+    } finally {
+      client.off('error', onError);
+      client.release(broken || undefined);
+    }
+  }
+}

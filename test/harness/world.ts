@@ -1,0 +1,159 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { pino } from 'pino';
+import { inject } from 'vitest';
+import { loadConfig, type Config } from '../../coordinator/config/load-config.ts';
+import { startService, type RunningService } from '../../coordinator/service.ts';
+
+export const BANKS = ['bank_a', 'bank_b', 'bank_c'] as const;
+export type Bank = (typeof BANKS)[number];
+
+export const TOKENS = {
+  full: 'full-token-0123456789abcdef',
+  reader: 'reader-token-0123456789abcdef',
+  limited: 'limited-token-0123456789abcdef',
+} as const;
+
+const TOKENS_JSON = JSON.stringify([
+  { name: 'full', token: TOKENS.full, scopes: ['submit', 'read', 'operate'], resources: ['*'] },
+  { name: 'reader', token: TOKENS.reader, scopes: ['read'], resources: ['*'] },
+  { name: 'limited', token: TOKENS.limited, scopes: ['submit', 'read'], resources: ['bank_a'] },
+]);
+
+export interface HttpAnswer {
+  status: number;
+  headers: Headers;
+  body: any;
+}
+
+export interface World {
+  service: RunningService;
+  config: Config;
+  namespace: string;
+  /** Direct connections to every database, to assert on the databases themselves. */
+  db: Record<Bank | 'log', pg.Pool>;
+  urls: Record<Bank | 'log', string>;
+  request(method: string, path: string, body?: unknown, options?: { token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<HttpAnswer>;
+  submit(body: unknown, options?: { token?: string; headers?: Record<string, string> }): Promise<HttpAnswer>;
+  balance(bank: Bank, id: number): Promise<number>;
+  /** Prepared transactions of this world's namespace, on every participant database. */
+  preparedGids(): Promise<string[]>;
+  /** Fails the test if the world leaks prepared transactions or connections. */
+  close(): Promise<void>;
+}
+
+export async function createDatabase(cluster: { host: string; port: number }, name: string): Promise<string> {
+  const admin = new pg.Client({ host: cluster.host, port: cluster.port, user: 'postgres', database: 'postgres' });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  return `postgres://postgres@${cluster.host}:${cluster.port}/${name}`;
+}
+
+export const ACCOUNTS_SQL = `
+  CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL CHECK (balance >= 0));
+  INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 10) g;
+`;
+
+export interface WorldOptions {
+  env?: Record<string, string>;
+}
+
+/**
+ * A fresh world for one test: its own log database and three participant databases (two on one
+ * cluster, so gids of one transaction share a cluster), its own namespace and queue prefix, and a
+ * running coordinator on a free port.
+ */
+export async function createWorld(options: WorldOptions = {}): Promise<World> {
+  const tag = randomBytes(5).toString('hex');
+  const a = inject('clusterA');
+  const b = inject('clusterB');
+  const urls = {
+    log: await createDatabase(a, `w${tag}_log`),
+    bank_a: await createDatabase(a, `w${tag}_bank_a`),
+    bank_b: await createDatabase(a, `w${tag}_bank_b`),
+    bank_c: await createDatabase(b, `w${tag}_bank_c`),
+  };
+  const db = Object.fromEntries(Object.entries(urls).map(([k, url]) => [k, new pg.Pool({ connectionString: url, max: 4 })])) as World['db'];
+  for (const pool of Object.values(db)) pool.on('error', () => {});
+  await Promise.all(BANKS.map((bank) => db[bank].query(ACCOUNTS_SQL)));
+
+  const namespace = `t${tag}`;
+  const config = loadConfig({
+    DATABASE_URL: urls.log,
+    REDIS_URL: inject('redisUrl'),
+    TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c }),
+    PORT: '0',
+    HOST: '127.0.0.1',
+    TPC_NAMESPACE: namespace,
+    TPC_API_TOKENS: TOKENS_JSON,
+    LOG_LEVEL: 'silent',
+    ...options.env,
+  });
+  const service = await startService(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), queuePrefix: `q${tag}` });
+
+  const request: World['request'] = async (method, path, body, o = {}) => {
+    const token = o.token === undefined ? TOKENS.full : o.token;
+    const res = await fetch(service.url + path, {
+      method,
+      headers: {
+        ...(body !== undefined || o.raw !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...o.headers,
+      },
+      body: o.raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try { parsed = JSON.parse(text); } catch { /* not JSON: keep the text */ }
+    return { status: res.status, headers: res.headers, body: parsed };
+  };
+
+  const preparedGids = async () => {
+    const rows = await Promise.all(BANKS.map((bank) =>
+      db[bank].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${namespace}:`])));
+    return [...new Set(rows.flatMap((r) => r.rows.map((x) => x.gid)))];
+  };
+
+  return {
+    service,
+    config,
+    namespace,
+    db,
+    urls,
+    request,
+    submit: (body, o) => request('POST', '/v1/transactions', body, o),
+    async balance(bank, id) {
+      const r = await db[bank].query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [id]);
+      return r.rows[0]!.balance;
+    },
+    preparedGids,
+    async close() {
+      try {
+        await service.engine.drain();
+        const leaks = [...service.participants].filter(([, p]) => p.connectionsInUse !== 0).map(([n, p]) => `${n}: ${p.connectionsInUse}`);
+        await service.close();
+        if (leaks.length) throw new Error(`connections not returned to the pool: ${leaks.join(', ')}`);
+        const left = await preparedGids();
+        if (left.length) throw new Error(`prepared transactions left behind: ${left.join(', ')}`);
+      } finally {
+        await Promise.allSettled(Object.values(db).map((p) => p.end()));
+      }
+    },
+  };
+}
+
+/** A transfer of `amount` from account `from` on one bank to account `to` on another, in the contract's shape. */
+export function transfer(fromBank: Bank, toBank: Bank, amount: number, from = 1, to = 2, extra: Record<string, unknown> = {}) {
+  return {
+    branches: [
+      { resource: fromBank, statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [amount, from], expect: { rowCount: 1 } }] },
+      { resource: toBank, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, to] }] },
+    ],
+    timeoutMs: 10_000,
+    ...extra,
+  };
+}
