@@ -60,6 +60,10 @@ export const ACCOUNTS_SQL = `
 
 export interface WorldOptions {
   env?: Record<string, string>;
+  /** More participants (name → url), e.g. on a cluster the test stops and crashes. */
+  extraResources?: Record<string, string>;
+  /** A log database elsewhere (a cluster the test can stop). */
+  logUrl?: string;
 }
 
 /**
@@ -72,7 +76,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const a = inject('clusterA');
   const b = inject('clusterB');
   const urls = {
-    log: await createDatabase(a, `w${tag}_log`),
+    log: options.logUrl ?? await createDatabase(a, `w${tag}_log`),
     bank_a: await createDatabase(a, `w${tag}_bank_a`),
     bank_b: await createDatabase(a, `w${tag}_bank_b`),
     bank_c: await createDatabase(b, `w${tag}_bank_c`),
@@ -85,7 +89,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const config = loadConfig({
     DATABASE_URL: urls.log,
     REDIS_URL: inject('redisUrl'),
-    TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c }),
+    TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c, ...options.extraResources }),
     PORT: '0',
     HOST: '127.0.0.1',
     TPC_NAMESPACE: namespace,
