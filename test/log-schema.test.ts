@@ -1,0 +1,69 @@
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { BRANCH_STATUSES, TX_STATUSES, TX_TRANSITIONS, canTransition } from '../coordinator/engine/states.ts';
+import { StaleStateError } from '../coordinator/errors.ts';
+import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
+import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
+import { createDatabase } from './harness/world.ts';
+
+async function freshLog(name: string): Promise<string> {
+  return createDatabase(inject('clusterA'), `${name}_${Math.random().toString(36).slice(2, 8)}`);
+}
+
+async function enumValues(url: string, type: string): Promise<string[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const r = await c.query<{ v: string }>(`SELECT unnest(enum_range(NULL::${type}))::text AS v`);
+    return r.rows.map((x) => x.v);
+  } finally {
+    await c.end();
+  }
+}
+
+describe('the log schema', () => {
+  it('applies once when several coordinators migrate at the same time', async () => {
+    const url = await freshLog('mig');
+    const results = await Promise.all([migrateLog(url), migrateLog(url), migrateLog(url)]);
+    expect(results.flat()).toEqual(['0001_log_schema']); // exactly one of them applied it
+    expect(await migrateLog(url)).toEqual([]);
+  });
+
+  it('has Postgres enums that agree with the TypeScript unions and the transition table', async () => {
+    const url = await freshLog('enums');
+    await migrateLog(url);
+    expect(await enumValues(url, 'tpc_tx_status')).toEqual([...TX_STATUSES]);
+    expect(await enumValues(url, 'tpc_branch_status')).toEqual([...BRANCH_STATUSES]);
+    expect(Object.keys(TX_TRANSITIONS).sort()).toEqual([...TX_STATUSES].sort());
+    for (const targets of Object.values(TX_TRANSITIONS)) for (const t of targets) expect(TX_STATUSES).toContain(t);
+    // A written decision never changes.
+    expect(canTransition('committing', 'aborted')).toBe(false);
+    expect(canTransition('aborting', 'committed')).toBe(false);
+    expect(canTransition('committed', 'aborted')).toBe(false);
+  });
+
+  it('refuses a state change whose expected state is stale, and keeps events append-only', async () => {
+    const url = await freshLog('cas');
+    await migrateLog(url);
+    const db = openLogDatabase({ url });
+    try {
+      const store = new TransactionsStore(db);
+      const id = '00000000-0000-4000-8000-000000000001';
+      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], detail: {} });
+      await store.transition({ id, from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } });
+      // A second driver that still believes the transaction active loses the compare-and-set.
+      await expect(store.transition({ id, from: 'active', to: 'aborting', forced: false, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await expect(store.transition({ id, from: 'committing', to: 'aborted', forced: false, event: { kind: 'x' } })).rejects.toThrow(/illegal transition/);
+      const tx = await store.load(id);
+      expect(tx?.status).toBe('committing');
+      expect(tx?.events.map((e) => e.kind)).toEqual(['begun', 'decided']);
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await expect(c.query("UPDATE tpc_events SET kind = 'forged'")).rejects.toThrow(/append-only/);
+      await c.end();
+    } finally {
+      await db.close();
+    }
+  });
+});

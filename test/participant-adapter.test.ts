@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { assertStatementAllowed } from '../participant-adapter/statement-guard.ts';
+import { assertValidGid, GID_PATTERN, Participant } from '../participant-adapter/index.ts';
+import { branchGid } from '../coordinator/engine/gid.ts';
+import { createDatabase } from './harness/world.ts';
+
+describe('gids', () => {
+  it('accept only the strict pattern, at most 200 bytes', () => {
+    expect(assertValidGid('tpc:ns:0b9c:1')).toBe('tpc:ns:0b9c:1');
+    for (const bad of ["x'; DROP TABLE t; --", 'a b', '', 'é', 'x'.repeat(201), "tpc:ns:1'"]) {
+      expect(() => assertValidGid(bad)).toThrow(/does not match/);
+    }
+    expect(GID_PATTERN.test('x'.repeat(200))).toBe(true);
+    expect(branchGid('ns', '5b0c4c8e-55e4-4f63-9d44-6f0a0f1f2a3b', 3)).toBe('tpc:ns:5b0c4c8e-55e4-4f63-9d44-6f0a0f1f2a3b:3');
+  });
+});
+
+describe('the statement guard', () => {
+  it('refuses statements that would end the transaction or change the session', () => {
+    for (const sql of ['COMMIT', ' rollback', '/* x */ END', '-- c\nPREPARE TRANSACTION \'x\'', 'begin', 'SAVEPOINT s', 'RELEASE s',
+      'SET search_path = x', 'set session authorization x', 'RESET ALL', 'DISCARD ALL', 'LISTEN x', 'COPY t FROM STDIN', '/* a /* nested */ */ commit', '   ']) {
+      expect(() => assertStatementAllowed(sql), sql).toThrow();
+    }
+    for (const sql of ['SELECT 1', 'UPDATE t SET a = 1', 'SET LOCAL lock_timeout = 100', 'set constraints all deferred', 'WITH x AS (SELECT 1) SELECT * FROM x', '(SELECT 1)', 'commit_log_reader()']) {
+      expect(() => assertStatementAllowed(sql), sql).not.toThrow();
+    }
+  });
+});
+
+describe('a participant', () => {
+  it('prepares under a gid, finishes it from another session, lists it and reports its fate', async () => {
+    const url = await createDatabase(inject('clusterB'), `pa_${Math.random().toString(36).slice(2, 8)}`);
+    const p = new Participant({ name: 'pa', connectionString: url });
+    try {
+      const setup = await p.openBranch({ statementTimeoutMs: 5000 });
+      await setup.run('CREATE TABLE t (id int PRIMARY KEY)');
+      expect(await setup.commit()).toBe(true);
+      setup.release();
+
+      const b = await p.openBranch({ statementTimeoutMs: 5000 });
+      const insert = b.run('INSERT INTO t VALUES ($1)', [1]);
+      const prepared = await b.prepare('tpc:pa:tx1:0');
+      b.release();
+      expect((await insert).rowCount).toBe(1);
+      expect(prepared).toMatchObject({ prepared: true, xid: expect.stringMatching(/^\d+$/) });
+      expect((await p.listPrepared('tpc:pa:')).map((x) => x.gid)).toEqual(['tpc:pa:tx1:0']);
+      expect(await p.listPrepared('tpc:other:')).toEqual([]);
+      expect(await p.xactStatus(prepared.xid!)).toBe('in progress');
+      expect(await p.commitPrepared('tpc:pa:tx1:0')).toBe('committed');
+      expect(await p.commitPrepared('tpc:pa:tx1:0')).toBe('not-found'); // idempotent
+      expect(await p.xactStatus(prepared.xid!)).toBe('committed');
+
+      const r = await p.openBranch({ statementTimeoutMs: 5000 });
+      await r.run('INSERT INTO t VALUES ($1)', [2]);
+      const rp = await r.prepare('tpc:pa:tx2:0');
+      r.release();
+      expect(await p.rollbackPrepared('tpc:pa:tx2:0')).toBe('rolled-back');
+      expect(await p.xactStatus(rp.xid!)).toBe('aborted');
+
+      // A failed statement turns PREPARE into a rollback: nothing is left prepared.
+      const f = await p.openBranch({ statementTimeoutMs: 5000 });
+      const dup = f.run('INSERT INTO t VALUES ($1)', [1]).catch((e: { code: string }) => e.code);
+      expect(await f.prepare('tpc:pa:tx3:0')).toEqual({ prepared: false, xid: null });
+      expect(await dup).toBe('23505');
+      f.release();
+      expect(await p.listPrepared('tpc:pa:')).toEqual([]);
+
+      // A read-only branch has no xid.
+      const ro = await p.openBranch({ statementTimeoutMs: 5000 });
+      await ro.run('SELECT * FROM t');
+      expect(await ro.xid()).toBeNull();
+      await ro.rollback();
+      ro.release();
+      expect(p.connectionsInUse).toBe(0);
+      expect(await p.health()).toMatchObject({ reachable: true, usable: true, maxPreparedTransactions: 64 });
+    } finally {
+      await p.close();
+    }
+  });
+});
