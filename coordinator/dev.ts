@@ -1,5 +1,5 @@
 import { pino } from 'pino';
-import { loadConfig } from './config/load-config.ts';
+import { loadConfig, loadEmbeddedSettings } from './config/load-config.ts';
 import { startPostgresCluster } from './embedded/postgres-cluster.ts';
 import { startRedisServer } from './embedded/redis-server.ts';
 import { startService } from './service.ts';
@@ -18,7 +18,7 @@ const DEMO_SQL = `
 async function main(): Promise<void> {
   const logger = pino({ level: 'info' });
   logger.info('starting an embedded Postgres cluster and Redis for development');
-  const cluster = await startPostgresCluster({ binDir: process.env.TPC_PG_BINDIR });
+  const cluster = await startPostgresCluster({ binDir: loadEmbeddedSettings(process.env).pgBinDir });
   const redis = await startRedisServer();
   const cleanup = async () => {
     await Promise.allSettled([cluster.destroy(), redis.stop()]);
@@ -40,7 +40,6 @@ async function main(): Promise<void> {
       REDIS_URL: redis.url,
       TPC_RESOURCES: JSON.stringify(banks),
       TPC_RESOURCES_FILE: undefined,
-      HOST: process.env.HOST ?? '127.0.0.1',
     });
     const service = await startService(config, { logger });
     process.stdout.write(`

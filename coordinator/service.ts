@@ -9,7 +9,7 @@ import { Engine } from './engine/engine.ts';
 import { CompletionQueue } from './jobs/completion-queue.ts';
 import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
-import { createLogger } from './observability/logger.ts';
+import { createLogger, safeUrl } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 
 export interface RunningService {
@@ -35,7 +35,9 @@ const HEALTH_INTERVAL_MS = 30_000;
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<RunningService> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = createMetrics();
-  const applied = await migrateLog(config.databaseUrl);
+  const applied = await migrateLog(config.databaseUrl).catch((err: unknown) => {
+    throw new Error(`log database (DATABASE_URL=${safeUrl(config.databaseUrl)}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  });
   if (applied.length) logger.info({ migrations: applied }, 'log schema migrated');
 
   const logDb = openLogDatabase({

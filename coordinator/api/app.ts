@@ -2,6 +2,8 @@ import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
+import { openApiDocument } from './openapi.ts';
+import { submitSchema } from './submit-schema.ts';
 import { problem, problemHandler } from './problem.ts';
 import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
@@ -17,9 +19,14 @@ export function createApp(o: AppOptions): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use((req, res, next) => {
+    const started = process.hrtime.bigint();
     res.on('finish', () => {
       const route = (req.route?.path as string | undefined) ?? 'unmatched';
       o.metrics.httpRequests.inc({ route: `${req.method} ${route}`, status: String(res.statusCode) });
+      // Method, route and status only: bodies carry statements and customer data.
+      const entry = { method: req.method, route, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6, principal: req.principal?.name };
+      if (res.statusCode >= 500) o.logger.warn(entry, 'request failed');
+      else o.logger.debug(entry, 'request');
     });
     next();
   });
@@ -27,6 +34,8 @@ export function createApp(o: AppOptions): Express {
   // header is a clear 400 from the schema rather than a silently empty body.
   app.use(express.json({ limit: o.bodyLimit, strict: true, type: () => true }));
   app.use(healthRoutes(o.readiness, o.metrics.registry));
+  const openApi = openApiDocument(submitSchema(o.maxTimeoutMs));
+  app.get('/openapi.json', (_req, res) => { res.json(openApi); });
   app.use(transactionsRoutes(o));
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(problemHandler(o.logger));

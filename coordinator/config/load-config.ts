@@ -149,3 +149,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
   });
 }
+
+/** `npm run migrate` needs only the log database. */
+export function loadLogUrl(env: Record<string, string | undefined> = process.env): string {
+  const url = postgresUrl.safeParse(env.DATABASE_URL);
+  if (!url.success) {
+    throw new ConfigError(env.DATABASE_URL === undefined ? 'DATABASE_URL: is required but not set' : `DATABASE_URL: ${url.error.issues[0]!.message}`);
+  }
+  return url.data;
+}
+
+/** Settings of the embedded default (`npm run dev`), the tests and the benchmark. */
+export function loadEmbeddedSettings(env: Record<string, string | undefined> = process.env): { pgBinDir: string | undefined } {
+  return { pgBinDir: env.TPC_PG_BINDIR || undefined };
+}

@@ -172,7 +172,7 @@ export class TransactionRun {
         if (err instanceof ParticipantError && err.sqlState && !err.retryable) {
           // The server refused the commit (a deferred constraint, a serialization failure): it rolled back.
           this.#statuses[0] = 'aborted';
-          return this.#finish('preparing', 'aborted', { resource: w.results ? this.#request.branches[0]!.resource : null, statement: null, code: err.sqlState, message: err.message }, 'completed');
+          return this.#finish('preparing', 'aborted', { resource: this.#request.branches[0]!.resource, statement: null, code: err.sqlState, message: err.message }, 'completed');
         }
         // The connection died during COMMIT: only the xid can tell what happened.
         await this.#deps.followUp.completionPending(this.#id).catch(() => {});

@@ -31,6 +31,10 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
       keepAlive: true,
       application_name: 'tpc-coordinator-log',
       options: `-c synchronous_commit=${synchronousCommit}`,
+      // A hung log server must not hold a transaction (and its participants' locks) forever: past
+      // 10 s the statement is given up client-side; a decision write lost that way is settled by
+      // recovery from what the log holds.
+      query_timeout: 10_000,
     });
     // An idle pooled connection dropped by a restart emits 'error'; unhandled, it would crash us.
     p.on('error', (err) => options.onIdleError?.(err));
