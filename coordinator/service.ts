@@ -94,6 +94,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     { completionWaitMs: config.completionWaitMs },
   );
   queue.start((id) => engine.resume(id));
+  // Redis down at start is not fatal (submissions that need it fail fast and readiness says so),
+  // but when it is up, the service is ready by the time start-up returns.
+  if (!(await queue.connected(2_000))) logger.warn('Redis is not reachable yet; /readyz reports it until it is');
   metrics.trackInFlight(() => engine.inFlight);
 
   const app = createApp({

@@ -29,6 +29,7 @@ export class Branch {
   #client: pg.PoolClient;
   #state: BranchState = 'open';
   #connectionError: Error | undefined;
+  #sessionReset = false;
   readonly #onError = (err: Error) => {
     // A checked-out client with no listener would crash the process when its socket dies.
     this.#connectionError = err;
@@ -78,7 +79,9 @@ export class Branch {
     const literal = gidLiteral(gid);
     const probe = this.xid();
     const prepare = this.#track(this.#client.query(`PREPARE TRANSACTION ${literal}`), 'PREPARE TRANSACTION');
+    const reset = this.#resetSession();
     const [xid, prep] = await Promise.allSettled([probe, prepare]);
+    await reset;
     if (prep.status === 'rejected') {
       this.#state = 'broken';
       throw prep.reason;
@@ -95,14 +98,18 @@ export class Branch {
 
   /** One-phase commit. Returns false when the server rolled back instead (the transaction had failed). */
   async commit(): Promise<boolean> {
-    const r = await this.#track(this.#client.query('COMMIT'), 'COMMIT');
+    const commit = this.#track(this.#client.query('COMMIT'), 'COMMIT');
+    const reset = this.#resetSession();
+    const r = await commit.finally(() => reset);
     this.#state = 'finished';
     return r.command === 'COMMIT';
   }
 
   async rollback(): Promise<void> {
     if (this.#state !== 'open') return;
-    await this.#track(this.#client.query('ROLLBACK'), 'ROLLBACK');
+    const rollback = this.#track(this.#client.query('ROLLBACK'), 'ROLLBACK');
+    const reset = this.#resetSession();
+    await rollback.finally(() => reset);
     this.#state = 'finished';
   }
 
@@ -120,9 +127,22 @@ export class Branch {
   release(): void {
     const client = this.#client;
     client.off('error', this.#onError);
-    const clean = this.#state === 'prepared' || this.#state === 'finished';
+    const clean = (this.#state === 'prepared' || this.#state === 'finished') && this.#sessionReset;
     if (!clean) this.#state = 'broken';
     client.release(clean ? undefined : (this.#connectionError ?? true));
+  }
+
+  /*
+   * Statements can leave state on the session that outlives the transaction: set_config(…, false),
+   * a session advisory lock, a temporary table, a cursor WITH HOLD. The connection goes back to the
+   * pool only after DISCARD ALL, sent in the same flight as the statement that ends the
+   * transaction (so it costs no round trip); if it fails the connection is destroyed instead.
+   */
+  #resetSession(): Promise<void> {
+    return this.#client.query('DISCARD ALL').then(
+      () => { this.#sessionReset = true; },
+      () => { this.#sessionReset = false; },
+    );
   }
 
   #track<T>(promise: Promise<T>, what: string): Promise<T> {

@@ -20,8 +20,9 @@ function skipTrivia(sql: string, from: number): number {
   for (;;) {
     while (i < sql.length && /\s/.test(sql[i]!)) i++;
     if (sql.startsWith('--', i)) {
-      const nl = sql.indexOf('\n', i);
-      i = nl === -1 ? sql.length : nl + 1;
+      // Postgres ends a -- comment at \n or \r: stopping only at \n would let "-- x\rCOMMIT" through.
+      const m = /[\r\n]/.exec(sql.slice(i));
+      i = m ? i + m.index + 1 : sql.length;
     } else if (sql.startsWith('/*', i)) {
       let depth = 1;
       i += 2;

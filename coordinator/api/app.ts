@@ -7,7 +7,7 @@ import { submitSchema } from './submit-schema.ts';
 import { problem, problemHandler } from './problem.ts';
 import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
-export interface AppOptions extends TransactionsRoutesOptions {
+export interface AppOptions extends Omit<TransactionsRoutesOptions, 'jsonBody'> {
   logger: Logger;
   metrics: Metrics;
   readiness: ReadinessCheck[];
@@ -30,13 +30,10 @@ export function createApp(o: AppOptions): Express {
     });
     next();
   });
-  // strict: only objects and arrays at the top; type: any JSON-ish content type, so a missing
-  // header is a clear 400 from the schema rather than a silently empty body.
-  app.use(express.json({ limit: o.bodyLimit, strict: true, type: () => true }));
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(submitSchema(o.maxTimeoutMs));
   app.get('/openapi.json', (_req, res) => { res.json(openApi); });
-  app.use(transactionsRoutes(o));
+  app.use(transactionsRoutes({ ...o, jsonBody: express.json({ limit: o.bodyLimit, strict: true, type: () => true }) }));
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(problemHandler(o.logger));
   return app;

@@ -10,6 +10,25 @@ const MAX_BRANCHES = 32;
 const MAX_STATEMENTS = 1000;
 const MAX_SQL = 100_000;
 const MAX_PARAMS = 10_000;
+// Parameters are JSON values; nesting is bounded because validating (and later serialising) an
+// unboundedly deep value recurses, and a 3 KB body of brackets would otherwise exhaust the stack.
+const MAX_PARAM_DEPTH = 32;
+
+/** Depth of a JSON value, computed without recursion, giving up past `limit`. */
+function depthExceeds(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+const jsonParam = z.unknown().superRefine((v, ctx) => {
+  if (depthExceeds(v, MAX_PARAM_DEPTH)) ctx.addIssue({ code: 'custom', message: `a parameter may nest at most ${MAX_PARAM_DEPTH} levels` });
+});
 
 const statement = z.strictObject({
   sql: z.string().min(1).max(MAX_SQL).superRefine((sql, ctx) => {
@@ -20,7 +39,7 @@ const statement = z.strictObject({
       else throw err;
     }
   }),
-  params: z.array(z.json()).max(MAX_PARAMS).default([]),
+  params: z.array(jsonParam).max(MAX_PARAMS).default([]),
   expect: z.strictObject({ rowCount: z.number().int().min(0).optional() }).optional(),
 });
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Router, type Response } from 'express';
+import { Router, type RequestHandler, type Response } from 'express';
 import type { Engine } from '../engine/engine.ts';
 import type { TransactionView } from '../engine/types.ts';
 import { assertResourcesAllowed, type Authenticator } from './auth.ts';
@@ -14,6 +14,12 @@ export interface TransactionsRoutesOptions {
   maxTimeoutMs: number;
   /** Resources whose health check found them unusable (max_prepared_transactions = 0), with why. */
   unusable: () => ReadonlyMap<string, string>;
+  /**
+   * The JSON body parser, run after authentication so that an unauthenticated caller gets 401
+   * without having its body read. Strict (objects and arrays only); any content type, so a missing
+   * header is a clear 400/422 rather than a silently empty body.
+   */
+  jsonBody: RequestHandler;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -34,7 +40,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
   const router = Router();
   const schema = submitSchema(o.maxTimeoutMs);
 
-  router.post('/v1/transactions', o.auth.require('submit'), async (req, res) => {
+  router.post('/v1/transactions', o.auth.require('submit'), o.jsonBody, async (req, res) => {
     const keyHeader = req.get('Idempotency-Key');
     if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
       throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');

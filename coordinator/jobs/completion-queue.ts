@@ -81,6 +81,16 @@ export class CompletionQueue implements FollowUp {
     this.#worker.on('error', (err) => logger.warn({ err: err.message }, 'completion worker error'));
   }
 
+  /** Waits (at most `ms`) for the producer connection, so readiness is true once start-up returns. */
+  async connected(ms: number): Promise<boolean> {
+    if (this.#producer.status === 'ready') return true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.#producer.off('ready', onReady); resolve(false); }, ms);
+      const onReady = () => { clearTimeout(timer); resolve(true); };
+      this.#producer.once('ready', onReady);
+    });
+  }
+
   async ping(): Promise<void> {
     await this.#producer.ping();
   }
