@@ -93,6 +93,24 @@ describe('the protocol', () => {
     expect(await world.balance('bank_a', 6)).toBe(1000);
   });
 
+  it('leaves nothing on the pooled session: settings and session locks taken by a statement are wiped', async () => {
+    const sneaky = {
+      resource: 'bank_a',
+      statements: [
+        { sql: "SELECT set_config('search_path', 'pg_catalog', false)", params: [] },
+        { sql: 'SELECT pg_advisory_lock(42)', params: [] },
+        { sql: 'UPDATE public.accounts SET balance = balance - 1 WHERE id = 7', params: [] },
+      ],
+    };
+    expect((await world.submit({ branches: [sneaky, update('bank_b', 1, 7)], timeoutMs: 10_000 })).status).toBe(201);
+    expect((await world.submit({ branches: [sneaky], timeoutMs: 10_000 })).status).toBe(201);
+    // Every later transaction on bank_a, whichever pooled connection it gets, sees the default search_path.
+    const later = await Promise.all(Array.from({ length: 6 }, () => world.submit({ branches: [update('bank_a', 1, 7), update('bank_c', 1, 7)], timeoutMs: 10_000 })));
+    for (const r of later) expect(r.status).toBe(201);
+    const locks = await world.db.bank_a.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'");
+    expect(locks.rows[0].n).toBe(0);
+  });
+
   it('ends a statement waiting on a lock at the deadline, naming it', async () => {
     const holder = await world.db.bank_b.connect();
     try {
