@@ -105,7 +105,8 @@ describe('the protocol', () => {
     expect((await world.submit({ branches: [sneaky, update('bank_b', 1, 7)], timeoutMs: 10_000 })).status).toBe(201);
     expect((await world.submit({ branches: [sneaky], timeoutMs: 10_000 })).status).toBe(201);
     // Every later transaction on bank_a, whichever pooled connection it gets, sees the default search_path.
-    const later = await Promise.all(Array.from({ length: 6 }, () => world.submit({ branches: [update('bank_a', 1, 7), update('bank_c', 1, 7)], timeoutMs: 10_000 })));
+    // Distinct rows: concurrent transactions on the same rows of two databases could deadlock across them.
+    const later = await Promise.all(Array.from({ length: 6 }, (_, i) => world.submit({ branches: [update('bank_a', 1, i + 1), update('bank_c', 1, i + 1)], timeoutMs: 10_000 })));
     for (const r of later) expect(r.status).toBe(201);
     const locks = await world.db.bank_a.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'");
     expect(locks.rows[0].n).toBe(0);
@@ -159,10 +160,12 @@ describe('the protocol', () => {
       const to = banks[(i + 1) % 3]!;
       return world.submit(transfer(from, to, 10 + (i % 7), 1 + (i % 2), 1 + ((i + 1) % 2), { timeoutMs: 2000 }));
     }));
-    for (const a of answers) expect([201, 409]).toContain(a.status);
+    // 202: decided, phase 2 still finishing (a loaded machine); the sums are taken once it has.
+    for (const a of answers) expect([201, 202, 409]).toContain(a.status);
+    await world.service.engine.drain();
     const totals = await Promise.all(banks.map((b) => world.db[b].query<{ s: string }>('SELECT sum(balance) AS s FROM accounts')));
     expect(totals.reduce((sum, t) => sum + Number(t.rows[0]!.s), 0)).toBe(30_000);
-    expect(answers.filter((a) => a.status === 201).length).toBeGreaterThan(0);
+    expect(answers.filter((a) => a.status !== 409).length).toBeGreaterThan(0);
   });
 });
 
