@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { Participant } from '../participant-adapter/participant.ts';
@@ -6,7 +8,10 @@ import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
 import type { Config } from './config/load-config.ts';
 import { Engine } from './engine/engine.ts';
-import { CompletionQueue } from './jobs/completion-queue.ts';
+import { Failpoints } from './engine/failpoints.ts';
+import { reconcile } from './engine/reconciler.ts';
+import { JobQueues } from './jobs/job-queues.ts';
+import { RecoveryStore } from './log/recovery-store.ts';
 import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
@@ -30,6 +35,11 @@ export interface ServiceOptions {
 // Resource health is re-checked this often, so a participant restarted with
 // max_prepared_transactions fixed becomes usable without restarting the coordinator.
 const HEALTH_INTERVAL_MS = 30_000;
+// Retention runs hourly in batches of 1000 rows, so a large backlog never holds long locks.
+const PRUNE_INTERVAL_MS = 3_600_000;
+const PRUNE_BATCH = 1_000;
+// Unattended transactions re-queued per reconciliation pass; the next pass takes the rest.
+const RECONCILE_BATCH = 500;
 
 /** The composition root: wires config, log, participants, engine, queue and HTTP. */
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<RunningService> {
@@ -75,28 +85,53 @@ export async function startService(config: Config, options: ServiceOptions = {})
   }, HEALTH_INTERVAL_MS);
   healthTimer.unref();
 
-  const queue = new CompletionQueue({
+  const instanceId = config.instanceId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const queues = new JobQueues({
     redisUrl: config.redisUrl,
     namespace: config.namespace,
     prefix: options.queuePrefix,
     logger,
-    onFailure: () => metrics.backgroundFailures.inc({ loop: 'completion' }),
+    retryBaseMs: config.retryBaseMs,
+    retryMaxMs: config.retryMaxMs,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    pruneIntervalMs: PRUNE_INTERVAL_MS,
+    onFailure: (loop) => metrics.backgroundFailures.inc({ loop }),
   });
-  const engine = new Engine(
-    {
-      store: new TransactionsStore(logDb),
-      participants,
-      namespace: config.namespace,
-      logger,
-      observer: metrics.observer,
-      followUp: queue,
+  const store = new TransactionsStore(logDb);
+  const recovery = new RecoveryStore(logDb, store);
+  if (config.failpoints.length) logger.warn({ failpoints: config.failpoints }, 'FAILPOINTS ARMED: this process will crash on purpose (tests only)');
+  const engineDeps = {
+    store,
+    recovery,
+    participants,
+    namespace: config.namespace,
+    instanceId,
+    logger,
+    observer: metrics.observer,
+    followUp: queues,
+    failpoints: new Failpoints(config.failpoints),
+  };
+  const engine = new Engine(engineDeps, { completionWaitMs: config.completionWaitMs, inDoubtAfterAttempts: config.inDoubtAfterAttempts });
+  queues.start({
+    resume: (id) => engine.resume(id),
+    reconcile: () => reconcile(engineDeps, {
+      maxTimeoutMs: config.maxTimeoutMs,
+      batch: RECONCILE_BATCH,
+      enqueue: (id) => queues.completionPending(id),
+    }),
+    prune: async () => {
+      const before = new Date(Date.now() - config.retentionDays * 86_400_000);
+      let total = 0;
+      for (;;) {
+        const n = await recovery.pruneBatch(before, PRUNE_BATCH);
+        total += n;
+        if (n < PRUNE_BATCH) return total;
+      }
     },
-    { completionWaitMs: config.completionWaitMs },
-  );
-  queue.start((id) => engine.resume(id));
-  // Redis down at start is not fatal (submissions that need it fail fast and readiness says so),
-  // but when it is up, the service is ready by the time start-up returns.
-  if (!(await queue.connected(2_000))) logger.warn('Redis is not reachable yet; /readyz reports it until it is');
+  });
+  // Redis down at start is not fatal (the log is the truth; reminders are recreated later), but
+  // when it is up, the service is ready by the time start-up returns.
+  if (!(await queues.connected(2_000))) logger.warn('Redis is not reachable yet; /readyz reports it until it is');
   metrics.trackInFlight(() => engine.inFlight);
 
   const app = createApp({
@@ -111,7 +146,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     bodyLimit: config.bodyLimit,
     readiness: [
       { name: 'log', check: async () => { await sql`SELECT 1`.execute(logDb.forced); } },
-      { name: 'redis', check: () => queue.ping() },
+      { name: 'redis', check: () => queues.ping() },
     ],
   });
   if (config.tokens === null) logger.warn('no API tokens configured: every request on this loopback address is allowed');
@@ -123,7 +158,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ url, resources: [...participants.keys()], namespace: config.namespace }, 'coordinator listening');
+  logger.info({ url, resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'coordinator listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -138,7 +173,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         server.closeIdleConnections();
         await engine.drain();
         await stopped;
-        await queue.close();
+        await queues.close();
         await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
         logger.info('coordinator stopped');
       })();

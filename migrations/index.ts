@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_log_schema.ts';
+import * as m0002 from './0002_recovery.ts';
 
 /** Append-only: a landed migration is never edited, only followed by a new one. */
 export const migrations: Record<string, Migration> = {
   '0001_log_schema': m0001,
+  '0002_recovery': m0002,
 };

@@ -149,16 +149,14 @@ export class Participant {
     const connecting = this.#pool.connect();
     if (!signal) return connecting.catch((err) => { throw toParticipantError(err, this.name, 'connecting'); });
     return new Promise<pg.PoolClient>((resolve, reject) => {
-      const onAbort = () => {
-        // The connection may still arrive; it must go back to the pool, not leak.
-        connecting.then((c) => c.release(), () => {});
-        reject(signal.reason);
-      };
+      // Exactly one of the two paths below owns the connection once it arrives. Releasing it from
+      // both would hand back a client the pool may already have given to another waiter.
+      const onAbort = () => reject(signal.reason);
       signal.addEventListener('abort', onAbort, { once: true });
       connecting.then(
         (c) => {
           signal.removeEventListener('abort', onAbort);
-          if (signal.aborted) c.release();
+          if (signal.aborted) c.release(); // arrived too late: back to the pool, never leaked
           else resolve(c);
         },
         (err) => {

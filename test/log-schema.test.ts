@@ -26,7 +26,7 @@ describe('the log schema', () => {
   it('applies once when several coordinators migrate at the same time', async () => {
     const url = await freshLog('mig');
     const results = await Promise.all([migrateLog(url), migrateLog(url), migrateLog(url)]);
-    expect(results.flat()).toEqual(['0001_log_schema']); // exactly one of them applied it
+    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery']); // exactly one of them applied it
     expect(await migrateLog(url)).toEqual([]);
   });
 
@@ -50,11 +50,13 @@ describe('the log schema', () => {
     try {
       const store = new TransactionsStore(db);
       const id = '00000000-0000-4000-8000-000000000001';
-      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], detail: {} });
-      await store.transition({ id, from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } });
+      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], detail: {} });
+      // Fencing: a driver without the lease cannot move the transaction.
+      await expect(store.transition({ id, driver: 'someone-else', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } });
       // A second driver that still believes the transaction active loses the compare-and-set.
-      await expect(store.transition({ id, from: 'active', to: 'aborting', forced: false, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
-      await expect(store.transition({ id, from: 'committing', to: 'aborted', forced: false, event: { kind: 'x' } })).rejects.toThrow(/illegal transition/);
+      await expect(store.transition({ id, driver: 'me', from: 'active', to: 'aborting', forced: false, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await expect(store.transition({ id, driver: 'me', from: 'committing', to: 'aborted', forced: false, event: { kind: 'x' } })).rejects.toThrow(/illegal transition/);
       const tx = await store.load(id);
       expect(tx?.status).toBe('committing');
       expect(tx?.events.map((e) => e.kind)).toEqual(['begun', 'decided']);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { FAILPOINT_PATTERN } from '../engine/failpoints.ts';
 import { NAMESPACE_PATTERN } from '../engine/gid.ts';
 
 export const SCOPES = ['submit', 'read', 'operate'] as const;
@@ -37,6 +38,19 @@ const envSchema = z.object({
   TPC_RESOURCE_POOL_SIZE: int(1, 1000).default(20),
   TPC_LOG_POOL_SIZE: int(2, 1000).default(10),
   TPC_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'a size such as 1mb or 512kb').default('1mb'),
+  // Phase-2 retries: 500 ms doubling to 30 s, so a participant that comes back is finished within ~30 s.
+  TPC_RETRY_BASE_MS: int(1, 3_600_000).default(500),
+  TPC_RETRY_MAX_MS: int(1, 86_400_000).default(30_000),
+  // 5 failed attempts (~15 s of retrying at the defaults) before operators are shown the transaction.
+  TPC_IN_DOUBT_AFTER_ATTEMPTS: int(1, 1_000_000).default(5),
+  // 10 s: a transaction whose driver died, or whose job Redis lost, is picked up within that.
+  TPC_RECONCILE_INTERVAL_MS: int(100, 86_400_000).default(10_000),
+  // 30 days of finished transactions kept for audit and idempotent replies.
+  TPC_RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(30),
+  // How long a SIGTERM waits for transactions in flight before exiting anyway.
+  TPC_SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  TPC_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits and _ . : -').optional(),
+  TPC_FAILPOINTS: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -56,6 +70,16 @@ export interface Config {
   readonly logPoolSize: number;
   readonly bodyLimit: string;
   readonly logLevel: string;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly inDoubtAfterAttempts: number;
+  readonly reconcileIntervalMs: number;
+  readonly retentionDays: number;
+  readonly shutdownTimeoutMs: number;
+  /** This process as the driver of the transactions it runs; unique per process unless set. */
+  readonly instanceId: string | undefined;
+  /** Test-only crash points (TPC_FAILPOINTS=after-decision:crash,…); empty in production. */
+  readonly failpoints: readonly string[];
 }
 
 /** A configuration problem, naming the variable. */
@@ -132,6 +156,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`TPC_DEFAULT_TIMEOUT_MS: ${e.TPC_DEFAULT_TIMEOUT_MS} exceeds TPC_MAX_TIMEOUT_MS (${e.TPC_MAX_TIMEOUT_MS})`);
   }
 
+  const failpoints: string[] = [];
+  for (const item of (e.TPC_FAILPOINTS ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [name, action = 'crash'] = item.split(':');
+    if (!FAILPOINT_PATTERN.test(name!) || action !== 'crash') {
+      throw new ConfigError(`TPC_FAILPOINTS: "${item}" is not <point>:crash with point one of after-begin, after-prepare-<n>, after-decision, after-complete-<n>`);
+    }
+    failpoints.push(name!);
+  }
+  if (e.TPC_RETRY_BASE_MS > e.TPC_RETRY_MAX_MS) {
+    throw new ConfigError(`TPC_RETRY_BASE_MS: ${e.TPC_RETRY_BASE_MS} exceeds TPC_RETRY_MAX_MS (${e.TPC_RETRY_MAX_MS})`);
+  }
+
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
@@ -147,6 +183,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logPoolSize: e.TPC_LOG_POOL_SIZE,
     bodyLimit: e.TPC_BODY_LIMIT,
     logLevel: e.LOG_LEVEL,
+    retryBaseMs: e.TPC_RETRY_BASE_MS,
+    retryMaxMs: e.TPC_RETRY_MAX_MS,
+    inDoubtAfterAttempts: e.TPC_IN_DOUBT_AFTER_ATTEMPTS,
+    reconcileIntervalMs: e.TPC_RECONCILE_INTERVAL_MS,
+    retentionDays: e.TPC_RETENTION_DAYS,
+    shutdownTimeoutMs: e.TPC_SHUTDOWN_TIMEOUT_MS,
+    instanceId: e.TPC_INSTANCE_ID,
+    failpoints: Object.freeze(failpoints),
   });
 }
 

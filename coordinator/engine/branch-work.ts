@@ -2,6 +2,7 @@ import type { Branch, StatementResult } from '../../participant-adapter/branch.t
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import type { Participant } from '../../participant-adapter/participant.ts';
 import type { WorkControl } from './deadline.ts';
+import type { Failpoints } from './failpoints.ts';
 import type { BranchSpec, StatementOutcome, TxError } from './types.ts';
 
 export interface BranchWorkOk {
@@ -43,6 +44,7 @@ export async function runBranchWork(
   index: number,
   gid: string | null,
   control: WorkControl,
+  failpoints: Failpoints,
 ): Promise<BranchWork> {
   let failure: BranchWorkFailed | undefined;
   const fail = (error: TxError) => {
@@ -89,6 +91,7 @@ export async function runBranchWork(
     control.signal.removeEventListener('abort', onStop);
 
     const prepared = prep?.status === 'fulfilled' && prep.value.prepared;
+    if (prepared) failpoints.hit(`after-prepare-${index}`);
     const xid = prep?.status === 'fulfilled' ? prep.value.xid : null;
     if (!failure && prep?.status === 'rejected') fail(errorOf(prep.reason, spec.resource, null));
     if (!failure && prep?.status === 'fulfilled' && !prepared) {

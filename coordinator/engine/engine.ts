@@ -3,12 +3,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
 import type { EngineDeps } from './ports.ts';
-import { resumeFromLog, type ResumeResult } from './resume-from-log.ts';
+import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
 import { TransactionRun } from './transaction-run.ts';
 import type { SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
 
 export interface EngineOptions {
+  /** Failed phase-2 attempts after which a transaction is flagged in doubt for operators. */
+  inDoubtAfterAttempts: number;
   /**
    * How long a `wait: "completed"` answer waits for phase 2 after the decision before answering
    * 202 with the decided status; phase 2 goes on in the background.
@@ -54,6 +56,7 @@ export class Engine {
       namespace: this.#deps.namespace,
       deadline: new Date(deadlineAt),
       submittedBy: context.actor,
+      driver: this.#deps.instanceId,
       branches: request.branches.map((b, index) => ({ index, resource: b.resource, gid: run.gids[index]! })),
       detail: { timeoutMs: request.timeoutMs, resources: request.branches.map((b) => b.resource) },
       idempotency: context.idempotency,
@@ -70,10 +73,19 @@ export class Engine {
     } else {
       begin.catch(() => {}); // awaited inside the run, before any decision
     }
+    begin.then(() => this.#deps.failpoints.hit('after-begin'), () => {});
+    // Insurance against this process dying: some instance aborts the transaction at its deadline.
+    // Not awaited, and allowed to fail (Redis down): reconciliation covers a lost reminder.
+    const { followUp } = this.#deps;
+    followUp.deadlineSet(id, deadlineAt).catch(() => {});
 
     const full = run.run(begin);
     this.#running.set(id, full);
-    full.then(() => this.#running.delete(id), () => this.#running.delete(id));
+    const settle = (view?: TransactionView) => {
+      this.#running.delete(id);
+      if (view && isFinal(view.status)) followUp.deadlineCleared(id).catch(() => {});
+    };
+    full.then(settle, () => settle());
     return this.#answer(full, decided, request.wait);
   }
 
@@ -84,12 +96,18 @@ export class Engine {
     return detailOf(tx);
   }
 
-  /** Drives a transaction to completion from the log (the completion queue calls this). */
+  /**
+   * Drives a transaction from the log (the completion and deadline jobs call this). A failed
+   * attempt is counted; enough of them flag the transaction in doubt for operators.
+   */
   async resume(id: string): Promise<ResumeResult> {
-    if (this.#running.has(id)) return 'pending'; // its driver is in this process
-    const tx = await this.#deps.store.load(id);
-    if (!tx) return 'finished';
-    return resumeFromLog(this.#deps, tx);
+    if (this.#running.has(id)) return { state: 'busy' }; // its driver is in this process
+    const result = await resumeTransaction(this.#deps, id);
+    if (result.state === 'pending' && result.error) {
+      await this.#deps.recovery.recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts).catch((err: unknown) =>
+        this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+    }
+    return result;
   }
 
   /** Resolves once every transaction this process drives has finished. */
@@ -106,10 +124,10 @@ export class Engine {
   }
 
   async #followLog(id: string): Promise<TransactionView> {
+    await resumeTransaction(this.#deps, id);
     const tx = await this.#deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} vanished from the log`);
-    if (!isFinal(tx.status)) await resumeFromLog(this.#deps, tx);
-    return viewOf((await this.#deps.store.load(id)) ?? tx);
+    return viewOf(tx);
   }
 
   /** The first request's answer for a repeated key: joins its run, or waits on the log until it settles. */

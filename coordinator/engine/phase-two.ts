@@ -1,5 +1,6 @@
 import type { Participant } from '../../participant-adapter/participant.ts';
 import { errorOf } from './branch-work.ts';
+import type { Failpoints } from './failpoints.ts';
 import type { TxError } from './types.ts';
 
 export type Outcome = 'commit' | 'abort';
@@ -46,7 +47,7 @@ export async function finishBranch(participant: Participant, ref: PreparedRef, o
   }
 }
 
-export function finishAll(participants: ReadonlyMap<string, Participant>, refs: PreparedRef[], outcome: Outcome): Promise<FinishResult[]> {
+export function finishAll(participants: ReadonlyMap<string, Participant>, refs: PreparedRef[], outcome: Outcome, failpoints: Failpoints): Promise<FinishResult[]> {
   return Promise.all(
     refs.map((ref) => {
       const participant = participants.get(ref.resource);
@@ -56,7 +57,10 @@ export function finishAll(participants: ReadonlyMap<string, Participant>, refs: 
           error: { resource: ref.resource, statement: null, code: 'unknown_resource', message: `resource ${ref.resource} is not configured` },
         });
       }
-      return finishBranch(participant, ref, outcome);
+      return finishBranch(participant, ref, outcome).then((r) => {
+        if (r.done) failpoints.hit(`after-complete-${ref.index}`);
+        return r;
+      });
     }),
   );
 }

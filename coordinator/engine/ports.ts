@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { Participant } from '../../participant-adapter/participant.ts';
+import type { RecoveryStore } from '../log/recovery-store.ts';
 import type { TransactionsStore } from '../log/transactions-store.ts';
+import type { Failpoints } from './failpoints.ts';
 import type { TxStatus } from './states.ts';
 
 /** What the engine reports for metrics; implemented by coordinator/observability. */
@@ -11,18 +13,30 @@ export interface EngineObserver {
   hazard(resource: string): void;
 }
 
-/** Where phase-2 work that could not finish inline goes (the BullMQ completion queue in the service). */
+/**
+ * Reminders the engine leaves for later (BullMQ in the service). Each may fail (Redis down): the
+ * log stays the truth and reconciliation recreates what is missing, so callers never wait on them
+ * for correctness.
+ */
 export interface FollowUp {
+  /** Phase 2 (or the outcome of a one-phase commit) is still to be finished. */
   completionPending(transactionId: string): Promise<void>;
+  /** Abort the transaction at `deadlineAt` if it is still undecided then. */
+  deadlineSet(transactionId: string, deadlineAt: number): Promise<void>;
+  deadlineCleared(transactionId: string): Promise<void>;
 }
 
 export interface EngineDeps {
   store: TransactionsStore;
+  recovery: RecoveryStore;
   participants: ReadonlyMap<string, Participant>;
   namespace: string;
+  /** This process, as the driver recorded on the transactions it drives (the lease's owner). */
+  instanceId: string;
   logger: Logger;
   observer: EngineObserver;
   followUp: FollowUp;
+  failpoints: Failpoints;
 }
 
 export const silentObserver: EngineObserver = {

@@ -1,22 +1,51 @@
 import { StaleStateError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
-import { finishAll, type Outcome, type PreparedRef } from './phase-two.ts';
+import { finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
+import { isFinal, type TxStatus } from './states.ts';
 import type { TxError } from './types.ts';
 
-export type ResumeResult = 'finished' | 'pending' | 'not-due';
+export type ResumeResult =
+  | { state: 'finished'; status: TxStatus }
+  /** Phase 2 (or a one-phase outcome) could not be settled yet: retry later. */
+  | { state: 'pending'; error: TxError | null }
+  /** Another driver holds the lease. */
+  | { state: 'busy' }
+  /** Undecided and its deadline has not passed: its driver may still decide. */
+  | { state: 'not-due' }
+  | { state: 'gone' };
+
+// 30 s: longer than any single recovery attempt (each participant call is bounded by its 5 s
+// operation timeout), short enough that a driver that died mid-attempt is replaced quickly.
+export const RECOVERY_LEASE_MS = 30_000;
 
 /**
- * Drives a transaction from what the log says, for any process: the completion queue, a submit
- * that lost a compare-and-set, later the recovery scans. The decision in the log wins; no decision
- * past the deadline means abort (presumed abort), decided by a compare-and-set so that it cannot
- * race the driver that is still running it.
+ * Drives a transaction from what the log says, for any process: the completion and deadline jobs,
+ * reconciliation, a submit that lost a compare-and-set. It first takes the transaction's lease, so
+ * at most one driver acts at a time. The decision in the log wins; no decision past the deadline
+ * means abort (presumed abort), decided by a compare-and-set so that it cannot race a live driver.
  */
-export async function resumeFromLog(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeResult> {
+export async function resumeTransaction(deps: EngineDeps, id: string): Promise<ResumeResult> {
+  const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS);
+  if (!tx) {
+    const seen = await deps.store.load(id);
+    if (!seen) return { state: 'gone' };
+    return isFinal(seen.status) ? { state: 'finished', status: seen.status } : { state: 'busy' };
+  }
+  const result = await drive(deps, tx).catch((err: unknown): ResumeResult => {
+    if (err instanceof StaleStateError) return { state: 'busy' };
+    return { state: 'pending', error: { resource: null, statement: null, code: 'internal', message: err instanceof Error ? err.message : String(err) } };
+  });
+  // Not finished: let go at once so that the next attempt, from whichever instance, may take it.
+  if (result.state !== 'finished') await deps.recovery.release(id, deps.instanceId).catch(() => {});
+  return result;
+}
+
+async function drive(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeResult> {
   switch (tx.status) {
     case 'committed':
     case 'aborted':
-      return 'finished';
+      return { state: 'finished', status: tx.status };
     case 'committing':
       return finishDecided(deps, tx, 'commit');
     case 'aborting':
@@ -24,63 +53,70 @@ export async function resumeFromLog(deps: EngineDeps, tx: StoredTransaction): Pr
     case 'preparing':
       return settleOnePhase(deps, tx);
     case 'active': {
-      if (tx.deadline.getTime() > Date.now()) return 'not-due';
+      if (new Date(tx.deadline).getTime() > Date.now()) return { state: 'not-due' };
       const reason: TxError = { resource: null, statement: null, code: 'deadline_exceeded', message: 'deadline passed before a decision was recorded' };
-      try {
-        await deps.store.transition({
-          id: tx.id, from: 'active', to: 'aborting', forced: false, error: reason,
-          event: { kind: 'decided', detail: { outcome: 'abort', reason } },
-        });
-      } catch (err) {
-        if (err instanceof StaleStateError) return 'pending'; // the live driver decided first; resume again
-        throw err;
-      }
+      await deps.store.transition({
+        id: tx.id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason,
+        event: { kind: 'decided', detail: { outcome: 'abort', reason, by: 'recovery' } },
+      });
       return finishDecided(deps, { ...tx, status: 'aborting' }, 'abort');
     }
   }
 }
 
+function firstError(results: FinishResult[]): TxError | null {
+  for (const r of results) if (!r.done) return r.error;
+  return null;
+}
+
 async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: Outcome): Promise<ResumeResult> {
-  // Under abort, a branch still marked active may have been prepared just before the crash.
+  // Under abort, a branch still marked active may have been prepared just before a crash.
   const open = tx.branches.filter((b) => b.status === 'prepared' || (outcome === 'abort' && b.status === 'active'));
   const refs: PreparedRef[] = open.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, xid: b.xid }));
-  const results = await finishAll(deps.participants, refs, outcome);
-  if (!results.every((r) => r.done)) return 'pending';
+  const results = await finishAll(deps.participants, refs, outcome, deps.failpoints);
   const final = outcome === 'commit' ? 'committed' : 'aborted';
-  const hazard = results.find((r) => r.done && r.hazard);
-  const hazardRef = hazard ? refs.find((r) => r.index === hazard.index) : undefined;
-  if (hazardRef) deps.observer.hazard(hazardRef.resource);
-  try {
-    await deps.store.transition({
-      id: tx.id, from: tx.status, to: final, forced: false,
-      error: hazardRef ? { resource: hazardRef.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${hazardRef.resource} ended against the decision` } : undefined,
-      branches: refs.map((r) => ({ index: r.index, status: final })),
-      event: { kind: 'completed', detail: { outcome: final, by: 'follow-up' } },
-    });
-  } catch (err) {
-    if (!(err instanceof StaleStateError)) throw err;
+  if (!results.every((r) => r.done)) {
+    return { state: 'pending', error: firstError(results) };
   }
+  const hazards = results.flatMap((r) => (r.done && r.hazard ? [{ ref: refs.find((x) => x.index === r.index)!, fate: r.fate }] : []));
+  for (const h of hazards) {
+    deps.observer.hazard(h.ref.resource);
+    deps.logger.error({ transactionId: tx.id, resource: h.ref.resource, gid: h.ref.gid, fate: h.fate, decision: outcome },
+      'heuristic hazard: a branch ended against the decision');
+  }
+  const first = hazards[0];
+  await deps.store.transition({
+    id: tx.id, driver: deps.instanceId, from: tx.status, to: final, forced: false,
+    heuristic: hazards.length > 0,
+    error: first ? { resource: first.ref.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${first.ref.resource} ended ${first.fate} against the ${outcome} decision` } : undefined,
+    branches: refs.map((r) => ({ index: r.index, status: final, heuristic: hazards.find((h) => h.ref.index === r.index)?.fate })),
+    event: { kind: 'completed', detail: { outcome: final, by: 'recovery', ...(first ? { heuristic: hazards.map((h) => ({ resource: h.ref.resource, fate: h.fate })) } : {}) } },
+  });
   deps.observer.outcome(final);
-  return 'finished';
+  return { state: 'finished', status: final };
 }
 
 async function settleOnePhase(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeResult> {
   const branch = tx.branches[0];
   const participant = branch ? deps.participants.get(branch.resource) : undefined;
-  if (!branch?.xid || !participant) return 'pending';
-  const fate = await participant.xactStatus(branch.xid);
-  if (fate === 'in progress') return 'pending'; // the COMMIT's session is still alive
-  const final = fate === 'committed' ? 'committed' : 'aborted';
-  try {
-    await deps.store.transition({
-      id: tx.id, from: 'preparing', to: final, forced: false,
-      error: final === 'aborted' ? { resource: branch.resource, statement: null, code: 'commit_failed', message: `one-phase commit on ${branch.resource} ended ${fate}` } : undefined,
-      branches: [{ index: 0, status: final }],
-      event: { kind: 'completed', detail: { outcome: final, by: 'follow-up' } },
-    });
-  } catch (err) {
-    if (!(err instanceof StaleStateError)) throw err;
+  if (!branch?.xid || !participant) {
+    return { state: 'pending', error: { resource: branch?.resource ?? null, statement: null, code: 'unknown_resource', message: 'the one-phase branch cannot be looked up' } };
   }
+  let fate;
+  try {
+    fate = await participant.xactStatus(branch.xid);
+  } catch (err) {
+    return { state: 'pending', error: { resource: branch.resource, statement: null, code: 'connection_failure', message: err instanceof Error ? err.message : String(err) } };
+  }
+  // In progress: the session that ran COMMIT is still alive; its outcome is not known yet.
+  if (fate === 'in progress') return { state: 'pending', error: null };
+  const final = fate === 'committed' ? 'committed' : 'aborted';
+  await deps.store.transition({
+    id: tx.id, driver: deps.instanceId, from: 'preparing', to: final, forced: false,
+    error: final === 'aborted' ? { resource: branch.resource, statement: null, code: 'commit_failed', message: `one-phase commit on ${branch.resource} ended ${fate}` } : undefined,
+    branches: [{ index: 0, status: final }],
+    event: { kind: 'completed', detail: { outcome: final, by: 'recovery' } },
+  });
   deps.observer.outcome(final);
-  return 'finished';
+  return { state: 'finished', status: final };
 }

@@ -32,6 +32,8 @@ export class TransactionRun {
   #results: StatementOutcome[][];
   #statuses: BranchStatus[];
   #readOnly: boolean[];
+  #heuristic = false;
+  #fates: (string | undefined)[] = [];
 
   constructor(deps: EngineDeps, id: string, request: SubmitRequest, deadlineAt: number, hooks: RunHooks) {
     this.#deps = deps;
@@ -67,7 +69,7 @@ export class TransactionRun {
     const t0 = performance.now();
     const work = await Promise.all(
       this.#request.branches.map((spec, i) =>
-        runBranchWork(participants.get(spec.resource)!, spec, i, multi ? this.#gids[i]! : null, this.#control),
+        runBranchWork(participants.get(spec.resource)!, spec, i, multi ? this.#gids[i]! : null, this.#control, this.#deps.failpoints),
       ),
     );
     this.#deps.observer.phase(multi ? 'prepare' : 'work', (performance.now() - t0) / 1000);
@@ -112,7 +114,7 @@ export class TransactionRun {
     const t0 = performance.now();
     try {
       await this.#deps.store.transition({
-        id: this.#id, from: 'active', to: 'committing', forced: true,
+        id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'committing', forced: true,
         branches: work.map((w) => ({ index: w.index, status: 'prepared', xid: w.xid, readOnly: w.xid === null })),
         event: { kind: 'decided', detail: { outcome: 'commit' } },
       });
@@ -120,12 +122,13 @@ export class TransactionRun {
       if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
       // The decision may or may not be on disk: leave the branches prepared. Recovery reads the
       // log and finishes them whichever way it says (no record of a decision means abort).
-      await this.#deps.followUp.completionPending(this.#id).catch(() => {});
+      await this.#handOff();
       throw new UnavailableError(
         `the commit decision of transaction ${this.#id} could not be confirmed; its outcome will be settled by recovery`,
         { cause: err },
       );
     }
+    this.#deps.failpoints.hit('after-decision');
     this.#deps.observer.phase('decide', (performance.now() - t0) / 1000);
     this.#hooks.decided(this.#view('committing', null));
     return this.#complete('commit', refs, 'committing', null);
@@ -154,10 +157,11 @@ export class TransactionRun {
       try {
         // The hand-off: the xid is durable before COMMIT, so recovery can learn the outcome.
         await this.#deps.store.transition({
-          id: this.#id, from: 'active', to: 'preparing', forced: true, onePhase: true,
+          id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'preparing', forced: true, onePhase: true,
           branches: [{ index: 0, status: 'active', xid }],
           event: { kind: 'decided', detail: { outcome: 'one-phase commit' } },
         });
+        this.#deps.failpoints.hit('after-decision');
       } catch (err) {
         await branch.rollback().catch(() => {});
         release();
@@ -175,7 +179,7 @@ export class TransactionRun {
           return this.#finish('preparing', 'aborted', { resource: this.#request.branches[0]!.resource, statement: null, code: err.sqlState, message: err.message }, 'completed');
         }
         // The connection died during COMMIT: only the xid can tell what happened.
-        await this.#deps.followUp.completionPending(this.#id).catch(() => {});
+        await this.#handOff();
         return this.#view('preparing', null);
       }
       release();
@@ -200,15 +204,16 @@ export class TransactionRun {
     prepared.forEach((r) => { this.#statuses[r.index] = 'prepared'; });
     try {
       await this.#deps.store.transition({
-        id: this.#id, from: 'active', to: 'aborting', forced: false, error: reason,
+        id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason,
         branches: this.#branchUpdates(),
         event: { kind: 'decided', detail: { outcome: 'abort', reason } },
       });
+      this.#deps.failpoints.hit('after-decision');
     } catch (err) {
       if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
       // No commit decision was ever written, so rolling back is safe even unrecorded (presumed abort).
       this.#deps.logger.warn({ err, transactionId: this.#id }, 'abort decision not recorded; rolling back anyway');
-      await finishAll(this.#deps.participants, prepared, 'abort');
+      await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
       return this.#view('aborted', reason);
     }
     this.#hooks.decided(this.#view('aborting', reason));
@@ -218,7 +223,7 @@ export class TransactionRun {
   /** Phase 2 inline; what does not finish is handed to the follow-up queue, never undone. */
   async #complete(outcome: Outcome, refs: PreparedRef[], from: TxStatus, reason: TxError | null): Promise<TransactionView> {
     const t0 = performance.now();
-    const results = await finishAll(this.#deps.participants, refs, outcome);
+    const results = await finishAll(this.#deps.participants, refs, outcome, this.#deps.failpoints);
     this.#deps.observer.phase('complete', (performance.now() - t0) / 1000);
     const final: BranchStatus = outcome === 'commit' ? 'committed' : 'aborted';
     for (const r of results) if (r.done) this.#statuses[r.index] = final;
@@ -226,14 +231,15 @@ export class TransactionRun {
     if (results.every((r) => r.done)) {
       return this.#finish(from, outcome === 'commit' ? 'committed' : 'aborted', hazard ?? reason, 'completed');
     }
-    await this.#deps.followUp.completionPending(this.#id).catch((err: unknown) =>
-      this.#deps.logger.error({ err, transactionId: this.#id }, 'could not schedule completion; reconciliation will find it'));
+    await this.#handOff();
     return this.#view(from, reason);
   }
 
   #hazardError(results: FinishResult[], refs: PreparedRef[]): TxError | null {
+    for (const r of results) if (r.done && r.hazard) this.#fates[r.index] = r.fate;
     const hit = results.find((r) => r.done && r.hazard);
     if (!hit || !hit.done || !hit.hazard) return null;
+    this.#heuristic = true;
     const ref = refs.find((r) => r.index === hit.index)!;
     this.#deps.observer.hazard(ref.resource);
     this.#deps.logger.error({ transactionId: this.#id, resource: ref.resource, gid: ref.gid, fate: hit.fate }, 'heuristic hazard: branch ended against the decision');
@@ -244,13 +250,13 @@ export class TransactionRun {
   async #finish(from: TxStatus, to: 'committed' | 'aborted', error: TxError | null, kind: string): Promise<TransactionView> {
     try {
       await this.#deps.store.transition({
-        id: this.#id, from, to, forced: false, error, branches: this.#branchUpdates(),
+        id: this.#id, driver: this.#deps.instanceId, from, to, forced: false, error, heuristic: this.#heuristic, branches: this.#branchUpdates(),
         event: { kind, detail: error ? { outcome: to, reason: error } : { outcome: to } },
       });
     } catch (err) {
       if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
       this.#deps.logger.warn({ err, transactionId: this.#id }, 'completion not recorded; recovery will record it');
-      if (from !== 'active') await this.#deps.followUp.completionPending(this.#id).catch(() => {});
+      if (from !== 'active') await this.#handOff();
     }
     this.#request.branches.forEach((b, i) => {
       const s = this.#statuses[i]!;
@@ -267,7 +273,18 @@ export class TransactionRun {
       }
     }));
     const prepared = work.filter((w) => w.prepared).map((w) => this.#ref(w.index, w.xid));
-    await finishAll(this.#deps.participants, prepared, 'abort');
+    await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
+  }
+
+  /**
+   * Gives the transaction to the completion queue: the lease is released first so that any
+   * instance's worker can take it at once. Both steps may fail (log or Redis down); then the lease
+   * runs out and reconciliation finds the transaction.
+   */
+  async #handOff(): Promise<void> {
+    await this.#deps.recovery.release(this.#id, this.#deps.instanceId).catch(() => {});
+    await this.#deps.followUp.completionPending(this.#id).catch((err: unknown) =>
+      this.#deps.logger.warn({ err, transactionId: this.#id }, 'could not queue completion; reconciliation will find it'));
   }
 
   #ref(index: number, xid: string | null): PreparedRef {
@@ -276,7 +293,7 @@ export class TransactionRun {
 
   #branchUpdates(): BranchUpdate[] {
     return this.#statuses.map((status, index) => ({
-      index, status, readOnly: this.#readOnly[index],
+      index, status, readOnly: this.#readOnly[index], heuristic: this.#fates[index],
       results: status === 'committed' ? this.#results[index] : undefined,
     }));
   }

@@ -23,6 +23,12 @@ export interface TransactionsTable {
   decided_at: Date | null;
   completed_at: Date | null;
   updated_at: Generated<Date>;
+  driver: string | null;
+  lease_until: Date | null;
+  attempts: Generated<number>;
+  last_error: unknown | null;
+  in_doubt: Generated<boolean>;
+  heuristic: Generated<boolean>;
 }
 
 export interface BranchesTable {
@@ -35,6 +41,8 @@ export interface BranchesTable {
   read_only: Generated<boolean>;
   results: unknown | null;
   error: unknown | null;
+  heuristic: string | null;
+  last_error: unknown | null;
 }
 
 export interface EventsTable {

@@ -9,6 +9,8 @@ export interface BeginRecord {
   namespace: string;
   deadline: Date;
   submittedBy: string | null;
+  /** The instance driving it; its lease runs until the deadline (see RecoveryStore.acquire). */
+  driver: string;
   branches: { index: number; resource: string; gid: string }[];
   detail: Record<string, unknown>;
   idempotency?: { tokenName: string; key: string; requestHash: string };
@@ -21,6 +23,8 @@ export type BeginOutcome =
 export interface BranchUpdate {
   index: number;
   status: BranchStatus;
+  /** How the branch really ended when that was against the decision. */
+  heuristic?: string;
   xid?: string | null;
   readOnly?: boolean;
   results?: unknown;
@@ -33,7 +37,11 @@ export interface TransitionRecord {
   to: TxStatus;
   /** Wait for the WAL flush: required for the commit decision, the commit point. */
   forced: boolean;
+  /** Fencing: the change applies only while this instance holds the transaction's lease. */
+  driver: string;
   onePhase?: boolean;
+  /** A branch was found ended against the decision: flagged for operators, never a clean success. */
+  heuristic?: boolean;
   error?: unknown;
   branches?: BranchUpdate[];
   event: { kind: string; actor?: string | null; detail?: Record<string, unknown> };
@@ -48,6 +56,8 @@ export interface StoredBranch {
   read_only: boolean;
   results: unknown;
   error: unknown;
+  heuristic: string | null;
+  last_error: unknown;
 }
 
 export interface StoredEvent {
@@ -68,6 +78,12 @@ export interface StoredTransaction {
   created_at: Date;
   decided_at: Date | null;
   completed_at: Date | null;
+  driver: string | null;
+  lease_until: Date | null;
+  attempts: number;
+  last_error: unknown;
+  in_doubt: boolean;
+  heuristic: boolean;
   branches: StoredBranch[];
   events: StoredEvent[];
 }
@@ -93,8 +109,8 @@ export class TransactionsStore {
         ON CONFLICT DO NOTHING
         RETURNING transaction_id
       ), t AS (
-        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by)
-        SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}
+        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until)
+        SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}, ${record.driver}, ${record.deadline}
         WHERE ${key === undefined} OR EXISTS (SELECT 1 FROM k)
         RETURNING id
       ), b AS (
@@ -130,7 +146,7 @@ export class TransactionsStore {
     const branches = JSON.stringify(
       (record.branches ?? []).map((b) => ({
         index: b.index, status: b.status, xid: b.xid ?? null, read_only: b.readOnly ?? null,
-        results: b.results ?? null, error: b.error ?? null,
+        results: b.results ?? null, error: b.error ?? null, heuristic: b.heuristic ?? null,
       })),
     );
     const error = record.error === undefined || record.error === null ? null : JSON.stringify(record.error);
@@ -140,11 +156,13 @@ export class TransactionsStore {
         UPDATE tpc_transactions SET
           status = ${record.to}::tpc_tx_status,
           one_phase = one_phase OR ${record.onePhase ?? false},
+          heuristic = heuristic OR ${record.heuristic ?? false},
+          in_doubt = in_doubt AND NOT ${completes},
           error = COALESCE(${error}::jsonb, error),
           decided_at = CASE WHEN ${decides} THEN now() ELSE decided_at END,
           completed_at = CASE WHEN ${completes} THEN now() ELSE completed_at END,
           updated_at = now()
-        WHERE id = ${record.id}::uuid AND status = ${record.from}::tpc_tx_status
+        WHERE id = ${record.id}::uuid AND status = ${record.from}::tpc_tx_status AND driver = ${record.driver}
         RETURNING id
       ), b AS (
         UPDATE tpc_branches AS br SET
@@ -152,9 +170,10 @@ export class TransactionsStore {
           xid = COALESCE(x.xid, br.xid),
           read_only = COALESCE(x.read_only, br.read_only),
           results = COALESCE(x.results, br.results),
-          error = COALESCE(x.error, br.error)
+          error = COALESCE(x.error, br.error),
+          heuristic = COALESCE(x.heuristic, br.heuristic)
         FROM t, jsonb_to_recordset(${branches}::jsonb)
-          AS x(index int, status text, xid text, read_only boolean, results jsonb, error jsonb)
+          AS x(index int, status text, xid text, read_only boolean, results jsonb, error jsonb, heuristic text)
         WHERE br.transaction_id = t.id AND br.index = x.index
       ), e AS (
         INSERT INTO tpc_events (transaction_id, kind, actor, detail)
@@ -172,7 +191,7 @@ export class TransactionsStore {
       .select((eb) => [
         jsonArrayFrom(
           eb.selectFrom('tpc_branches as b')
-            .select(['b.index', 'b.resource', 'b.gid', 'b.status', 'b.xid', 'b.read_only', 'b.results', 'b.error'])
+            .select(['b.index', 'b.resource', 'b.gid', 'b.status', 'b.xid', 'b.read_only', 'b.results', 'b.error', 'b.heuristic', 'b.last_error'])
             .whereRef('b.transaction_id', '=', 't.id')
             .orderBy('b.index'),
         ).as('branches'),

@@ -1,0 +1,23 @@
+/*
+ * Test-only crash points at each step boundary of the protocol (TPC_FAILPOINTS), so that tests can
+ * prove recovery from a coordinator that dies exactly there. With none configured, `hit` returns
+ * after one size check: nothing else runs in production.
+ */
+export const FAILPOINT_PATTERN = /^(after-begin|after-decision|after-prepare-\d+|after-complete-\d+)$/;
+
+export class Failpoints {
+  readonly #active: ReadonlySet<string>;
+
+  constructor(names: Iterable<string> = []) {
+    this.#active = new Set(names);
+  }
+
+  /** Dies like a power cut (SIGKILL: no handlers, no flushing) when `name` is armed. */
+  hit(name: string): void {
+    if (this.#active.size === 0 || !this.#active.has(name)) return;
+    process.stderr.write(`failpoint ${name}: crashing\n`);
+    process.kill(process.pid, 'SIGKILL');
+  }
+}
+
+export const NO_FAILPOINTS = new Failpoints();

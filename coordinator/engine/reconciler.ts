@@ -1,0 +1,88 @@
+import { namespacePrefix } from './gid.ts';
+import { finishBranch } from './phase-two.ts';
+import type { EngineDeps } from './ports.ts';
+
+export interface ReconcileOptions {
+  /**
+   * The longest deadline any transaction can have. A prepared branch that the log does not know
+   * is rolled back only once it has been prepared longer than this: its transaction's deadline has
+   * then certainly passed, so the scan cannot race a driver whose begin record is still in flight.
+   */
+  maxTimeoutMs: number;
+  /** Most unattended transactions re-queued per scan (the next scan takes the rest). */
+  batch: number;
+  /** Queues the completion of a transaction (deduplicated by transaction id). */
+  enqueue: (transactionId: string) => Promise<void>;
+}
+
+export interface ReconcileReport {
+  requeued: number;
+  orphansRolledBack: number;
+  leftoversFinished: number;
+  errors: number;
+}
+
+const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
+
+/**
+ * One reconciliation pass: what Redis may have lost is found again from the log and from every
+ * resource's pg_prepared_xacts. It never decides anything itself except presumed abort for
+ * branches the log has never heard of; everything else goes through the completion queue, whose
+ * worker takes the lease before acting.
+ */
+export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Promise<ReconcileReport> {
+  const report: ReconcileReport = { requeued: 0, orphansRolledBack: 0, leftoversFinished: 0, errors: 0 };
+  const requeue = async (id: string) => {
+    await options.enqueue(id);
+    report.requeued++;
+  };
+
+  for (const tx of await deps.recovery.unattended(deps.namespace, options.batch)) {
+    // Active ones not yet past their deadline still belong to their driver.
+    if (tx.status === 'active' && new Date(tx.deadline).getTime() > Date.now()) continue;
+    await requeue(tx.id);
+  }
+
+  const prefix = namespacePrefix(deps.namespace);
+  for (const participant of deps.participants.values()) {
+    let prepared;
+    try {
+      prepared = await participant.listPrepared(prefix);
+    } catch (err) {
+      report.errors++;
+      deps.logger.warn({ resource: participant.name, err: err instanceof Error ? err.message : String(err) }, 'reconciliation could not list prepared branches');
+      continue;
+    }
+    const byTx = new Map<string, typeof prepared>();
+    for (const p of prepared) {
+      const id = GID_TX.exec(p.gid)?.[1];
+      if (!id) continue; // not of our shape: never touch it
+      byTx.set(id, [...(byTx.get(id) ?? []), p]);
+    }
+    const statuses = await deps.recovery.statuses([...byTx.keys()]);
+    for (const [id, branches] of byTx) {
+      const status = statuses.get(id);
+      if (status === 'committed' || status === 'aborted') {
+        // Finished in the log yet still prepared here (a read-only branch left by a crash): the decision wins.
+        for (const b of branches) {
+          const r = await finishBranch(participant, { index: -1, resource: participant.name, gid: b.gid, xid: null }, status === 'committed' ? 'commit' : 'abort');
+          if (r.done) report.leftoversFinished++;
+          else report.errors++;
+        }
+      } else if (status !== undefined) {
+        await requeue(id);
+      } else {
+        for (const b of branches) {
+          if (Date.now() - b.preparedAt.getTime() < options.maxTimeoutMs) continue;
+          const r = await participant.rollbackPrepared(b.gid).catch(() => 'failed' as const);
+          if (r === 'failed') report.errors++;
+          else {
+            report.orphansRolledBack++;
+            deps.logger.warn({ resource: participant.name, gid: b.gid, preparedAt: b.preparedAt }, 'rolled back a prepared branch unknown to the log (presumed abort)');
+          }
+        }
+      }
+    }
+  }
+  return report;
+}

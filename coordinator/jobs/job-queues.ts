@@ -1,0 +1,162 @@
+import { Queue, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { FollowUp } from '../engine/ports.ts';
+import type { ReconcileReport } from '../engine/reconciler.ts';
+import type { ResumeResult } from '../engine/resume-from-log.ts';
+
+export interface JobQueuesOptions {
+  redisUrl: string;
+  namespace: string;
+  /** BullMQ key prefix; tests give each world its own. */
+  prefix?: string;
+  logger: Logger;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  reconcileIntervalMs: number;
+  pruneIntervalMs: number;
+  onFailure: (loop: 'completion' | 'deadline' | 'reconcile' | 'prune') => void;
+}
+
+export interface JobHandlers {
+  resume(transactionId: string): Promise<ResumeResult>;
+  reconcile(): Promise<ReconcileReport>;
+  prune(): Promise<number>;
+}
+
+// A decided transaction is retried until it completes (its decision never changes); BullMQ needs
+// a number, and a million attempts at the 30 s cap is about a year.
+const ATTEMPTS = 1_000_000;
+
+type TxJob = Job<{ transactionId: string }>;
+
+/**
+ * The BullMQ side of recovery: a completion job per transaction whose phase 2 did not finish
+ * inline, a deadline job per transaction, and job schedulers for reconciliation and retention.
+ * Job ids derive from transaction ids, so no instance ever duplicates one. Redis holds only
+ * reminders: every handler re-reads the log and acts on what it says.
+ */
+export class JobQueues implements FollowUp {
+  readonly #o: JobQueuesOptions;
+  readonly #producer: Redis;
+  readonly #completion: Queue;
+  readonly #deadline: Queue;
+  readonly #maintenance: Queue;
+  readonly #workers: Worker[] = [];
+  readonly #workerConnections: Redis[] = [];
+  #schedulerTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: JobQueuesOptions) {
+    this.#o = options;
+    // No offline queue: while Redis is down an add fails at once instead of hanging a request.
+    this.#producer = new Redis(options.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.#producer.on('error', () => {});
+    const queue = (kind: string) => {
+      const q = new Queue(`tpc-${options.namespace}-${kind}`, { connection: this.#producer, prefix: options.prefix });
+      q.on('error', () => {});
+      return q;
+    };
+    this.#completion = queue('completion');
+    this.#deadline = queue('deadline');
+    this.#maintenance = queue('maintenance');
+  }
+
+  async completionPending(transactionId: string): Promise<void> {
+    await this.#completion.add('complete', { transactionId }, this.#retrying(`complete-${transactionId}`));
+  }
+
+  async deadlineSet(transactionId: string, deadlineAt: number): Promise<void> {
+    await this.#deadline.add('deadline', { transactionId }, {
+      ...this.#retrying(`deadline-${transactionId}`),
+      delay: Math.max(0, deadlineAt - Date.now()),
+    });
+  }
+
+  async deadlineCleared(transactionId: string): Promise<void> {
+    await this.#deadline.remove(`deadline-${transactionId}`);
+  }
+
+  /** Starts the workers and the schedulers. */
+  start(handlers: JobHandlers): void {
+    // Anything but settled is thrown, so BullMQ retries it with the capped backoff.
+    const settle = async (job: TxJob) => {
+      const r = await handlers.resume(job.data.transactionId);
+      if (r.state !== 'finished' && r.state !== 'gone') {
+        throw new Error(`transaction ${job.data.transactionId} not settled yet (${r.state}${r.state === 'pending' && r.error ? `: ${r.error.message}` : ''})`);
+      }
+    };
+    this.#worker(this.#completion.name, settle, 8, 'completion');
+    this.#worker(this.#deadline.name, settle, 8, 'deadline');
+    this.#worker(this.#maintenance.name, async (job: Job) => {
+      if (job.name === 'reconcile') {
+        const report = await handlers.reconcile();
+        if (report.requeued || report.orphansRolledBack || report.leftoversFinished || report.errors) {
+          this.#o.logger.info({ ...report }, 'reconciliation pass');
+        }
+      } else if (job.name === 'prune') {
+        const pruned = await handlers.prune();
+        if (pruned) this.#o.logger.info({ pruned }, 'pruned finished transactions past retention');
+      }
+    }, 1, 'reconcile');
+    // Upserting a scheduler is idempotent; doing it again now and then brings the schedulers back
+    // after Redis restarted empty or was flushed.
+    const ensure = () => this.#ensureSchedulers().catch(() => {});
+    void ensure();
+    this.#producer.on('ready', () => void ensure());
+    this.#schedulerTimer = setInterval(ensure, Math.max(1_000, this.#o.reconcileIntervalMs));
+    this.#schedulerTimer.unref();
+  }
+
+  /** Waits (at most `ms`) for Redis, so readiness is true once start-up returns. */
+  async connected(ms: number): Promise<boolean> {
+    if (this.#producer.status === 'ready') return true;
+    return new Promise((resolve) => {
+      const onReady = () => { clearTimeout(timer); resolve(true); };
+      const timer = setTimeout(() => { this.#producer.off('ready', onReady); resolve(false); }, ms);
+      this.#producer.once('ready', onReady);
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.#producer.ping();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#schedulerTimer);
+    await Promise.allSettled(this.#workers.map((w) => w.close()));
+    await Promise.allSettled([this.#completion.close(), this.#deadline.close(), this.#maintenance.close()]);
+    for (const c of this.#workerConnections) c.disconnect();
+    this.#producer.disconnect();
+  }
+
+  #retrying(jobId: string) {
+    return { jobId, attempts: ATTEMPTS, backoff: { type: 'capped-exponential' }, removeOnComplete: true, removeOnFail: 1000 };
+  }
+
+  async #ensureSchedulers(): Promise<void> {
+    await this.#maintenance.upsertJobScheduler('reconcile', { every: this.#o.reconcileIntervalMs }, { name: 'reconcile', opts: { removeOnComplete: true, removeOnFail: 100 } });
+    await this.#maintenance.upsertJobScheduler('prune', { every: this.#o.pruneIntervalMs }, { name: 'prune', opts: { removeOnComplete: true, removeOnFail: 100 } });
+  }
+
+  #worker(name: string, process: (job: TxJob) => Promise<void>, concurrency: number, loop: 'completion' | 'deadline' | 'reconcile'): void {
+    const connection = new Redis(this.#o.redisUrl, { maxRetriesPerRequest: null });
+    connection.on('error', () => {});
+    this.#workerConnections.push(connection);
+    const { retryBaseMs, retryMaxMs, logger } = this.#o;
+    const worker = new Worker(name, process, {
+      connection,
+      prefix: this.#o.prefix,
+      concurrency,
+      settings: {
+        // base, 2·base, 4·base … capped: a participant back from an outage is finished within about the cap.
+        backoffStrategy: (attemptsMade: number) => Math.min(retryMaxMs, retryBaseMs * 2 ** Math.max(0, attemptsMade - 1)),
+      },
+    });
+    worker.on('failed', (job, err) => {
+      this.#o.onFailure(loop);
+      logger.debug({ queue: name, transactionId: (job?.data as { transactionId?: string } | undefined)?.transactionId, attempt: job?.attemptsMade, err: err.message }, 'job attempt failed; will retry');
+    });
+    worker.on('error', (err) => logger.warn({ queue: name, err: err.message }, 'worker error'));
+    this.#workers.push(worker);
+  }
+}

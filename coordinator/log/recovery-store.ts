@@ -1,0 +1,88 @@
+import { sql } from 'kysely';
+import type { TxStatus } from '../engine/states.ts';
+import type { LogDb } from './log-database.ts';
+import type { TransactionsStore, StoredTransaction } from './transactions-store.ts';
+
+/**
+ * The log queries of recovery: leases (who drives a transaction), attempts and the in-doubt flag,
+ * the scans of reconciliation and the retention prune.
+ */
+export class RecoveryStore {
+  constructor(private readonly db: LogDb, private readonly transactions: TransactionsStore) {}
+
+  /**
+   * Takes the lease on an unfinished transaction for `leaseMs`, if nobody holds it: no driver (handed
+   * over), this driver already, or a lease run out (its driver died or stalled). Every later state
+   * change checks `driver = me`, so a driver that lost its lease cannot write over the new one.
+   */
+  async acquire(id: string, driver: string, leaseMs: number): Promise<StoredTransaction | null> {
+    const r = await sql<{ id: string }>`
+      UPDATE tpc_transactions SET driver = ${driver}, lease_until = now() + make_interval(secs => ${leaseMs / 1000})
+      WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
+        AND (driver IS NULL OR driver = ${driver} OR lease_until < now())
+      RETURNING id
+    `.execute(this.db.forced);
+    if (r.rows.length === 0) return null;
+    return this.transactions.load(id);
+  }
+
+  /** Hands the transaction over: the next acquire by anyone succeeds at once. */
+  async release(id: string, driver: string): Promise<void> {
+    await sql`UPDATE tpc_transactions SET driver = NULL, lease_until = NULL WHERE id = ${id}::uuid AND driver = ${driver}`
+      .execute(this.db.relaxed);
+  }
+
+  /**
+   * Counts a failed phase-2 attempt. From `inDoubtAfter` attempts on, the transaction is flagged in
+   * doubt for operators (and an event says when it became so). Returns whether it is now in doubt.
+   */
+  async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number): Promise<boolean> {
+    const r = await sql<{ in_doubt: boolean; became: boolean }>`
+      WITH before AS (SELECT in_doubt FROM tpc_transactions WHERE id = ${id}::uuid),
+      t AS (
+        UPDATE tpc_transactions SET attempts = attempts + 1, last_error = ${JSON.stringify(error)}::jsonb,
+          in_doubt = in_doubt OR attempts + 1 >= ${inDoubtAfter}, updated_at = now()
+        WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
+        RETURNING id, in_doubt, attempts
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, detail)
+        SELECT t.id, 'in_doubt', jsonb_build_object('attempts', t.attempts, 'error', ${JSON.stringify(error)}::jsonb)
+        FROM t, before WHERE t.in_doubt AND NOT before.in_doubt
+      )
+      SELECT t.in_doubt, (t.in_doubt AND NOT before.in_doubt) AS became FROM t, before
+    `.execute(this.db.relaxed);
+    return r.rows[0]?.in_doubt ?? false;
+  }
+
+  /** Unfinished transactions of the namespace that nobody holds a live lease on: work that may have been lost. */
+  async unattended(namespace: string, limit: number): Promise<{ id: string; status: TxStatus; deadline: Date }[]> {
+    const r = await sql<{ id: string; status: TxStatus; deadline: Date }>`
+      SELECT id, status, deadline FROM tpc_transactions
+      WHERE namespace = ${namespace} AND status NOT IN ('committed', 'aborted')
+        AND (lease_until IS NULL OR lease_until < now())
+      ORDER BY deadline LIMIT ${limit}
+    `.execute(this.db.forced);
+    return r.rows;
+  }
+
+  /** The status of each of `ids` that the log knows. */
+  async statuses(ids: string[]): Promise<Map<string, TxStatus>> {
+    if (ids.length === 0) return new Map();
+    const r = await sql<{ id: string; status: TxStatus }>`
+      SELECT id, status FROM tpc_transactions WHERE id = ANY(${ids}::uuid[])
+    `.execute(this.db.forced);
+    return new Map(r.rows.map((row) => [row.id, row.status]));
+  }
+
+  /** Deletes finished transactions (with their branches, events and idempotency keys) older than `before`, in one batch. */
+  async pruneBatch(before: Date, batchSize: number): Promise<number> {
+    const r = await sql`
+      DELETE FROM tpc_transactions WHERE id IN (
+        SELECT id FROM tpc_transactions
+        WHERE status IN ('committed', 'aborted') AND completed_at < ${before}
+        LIMIT ${batchSize}
+      )
+    `.execute(this.db.relaxed);
+    return Number(r.numAffectedRows ?? 0n);
+  }
+}
