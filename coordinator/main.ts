@@ -18,9 +18,18 @@ async function main(): Promise<void> {
   const service = await startService(config, { logger });
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the operator wants out now. What is in flight is recovered from the log.
+      logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
     stopping = true;
-    logger.info({ signal }, 'shutting down');
+    logger.info({ signal, inFlight: service.engine.inFlight }, 'shutting down: no new requests, finishing what is in flight');
+    const timer = setTimeout(() => {
+      logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown timed out; exiting (recovery will finish the rest)');
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
+    timer.unref();
     service.close().then(() => process.exit(0), (err: unknown) => {
       logger.error({ err }, 'shutdown failed');
       process.exit(1);

@@ -12,6 +12,7 @@ import { Failpoints } from './engine/failpoints.ts';
 import { reconcile } from './engine/reconciler.ts';
 import { JobQueues } from './jobs/job-queues.ts';
 import { RecoveryStore } from './log/recovery-store.ts';
+import { listTransactions } from './log/transaction-list.ts';
 import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
@@ -141,6 +142,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     defaultTimeoutMs: config.defaultTimeoutMs,
     maxTimeoutMs: config.maxTimeoutMs,
     unusable: () => unusable,
+    list: (filter) => listTransactions(logDb, filter),
+    namespace: config.namespace,
     logger,
     metrics,
     bodyLimit: config.bodyLimit,

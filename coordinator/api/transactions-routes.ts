@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import { Router, type RequestHandler, type Response } from 'express';
 import type { Engine } from '../engine/engine.ts';
+import { TX_STATUSES } from '../engine/states.ts';
+import type { ListFilter, TransactionSummary } from '../log/transaction-list.ts';
+import { ValidationError } from '../errors.ts';
 import type { TransactionView } from '../engine/types.ts';
 import { assertResourcesAllowed, type Authenticator } from './auth.ts';
 import { problem } from './problem.ts';
@@ -20,7 +24,35 @@ export interface TransactionsRoutesOptions {
    * header is a clear 400/422 rather than a silently empty body.
    */
   jsonBody: RequestHandler;
+  list: (filter: ListFilter) => Promise<{ items: TransactionSummary[]; next: { createdAt: string; id: string } | null }>;
+  namespace: string;
 }
+
+const cursorSchema = z.object({ createdAt: z.iso.datetime(), id: z.uuid() });
+const listQuery = z.strictObject({
+  status: z.string().optional().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    const list = v.split(',').map((x) => x.trim()).filter(Boolean);
+    for (const x of list) {
+      if (!(TX_STATUSES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', message: `unknown status "${x}"` });
+    }
+    return list as ListFilter['status'];
+  }),
+  inDoubt: z.enum(['true', 'false']).optional().transform((v) => (v === undefined ? undefined : v === 'true')),
+  resource: z.string().min(1).max(63).optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
+  before: z.iso.datetime({ offset: true }).optional(),
+  cursor: z.string().max(200).optional().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    try {
+      return cursorSchema.parse(JSON.parse(Buffer.from(v, 'base64url').toString('utf8')));
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not a cursor returned by this API' });
+      return z.NEVER;
+    }
+  }),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+});
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -62,6 +94,29 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     const status = submitStatus(view);
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
     send(res, status, view);
+  });
+
+  router.get('/v1/transactions', o.auth.require('read'), async (req, res) => {
+    const q = listQuery.safeParse(req.query);
+    if (!q.success) {
+      const issues = q.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+      throw new ValidationError(`invalid query: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, issues);
+    }
+    const page = await o.list({
+      namespace: o.namespace,
+      status: q.data.status,
+      inDoubt: q.data.inDoubt,
+      resource: q.data.resource,
+      since: q.data.since ? new Date(q.data.since) : undefined,
+      before: q.data.before ? new Date(q.data.before) : undefined,
+      cursor: q.data.cursor,
+      limit: q.data.limit,
+    });
+    const principal = req.principal!;
+    // A token limited to some resources sees only transactions wholly within them.
+    const visible = principal.resources.includes('*') ? page.items
+      : page.items.filter((t) => t.resources.every((r) => principal.resources.includes(r)));
+    send(res, 200, { items: visible, next: page.next ? Buffer.from(JSON.stringify(page.next)).toString('base64url') : null });
   });
 
   router.get('/v1/transactions/:id', o.auth.require('read'), async (req, res) => {

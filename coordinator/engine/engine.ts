@@ -165,6 +165,10 @@ const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOS
 export function detailOf(tx: StoredTransaction): TransactionDetail {
   return {
     ...viewOf(tx),
+    inDoubt: tx.in_doubt,
+    heuristic: tx.heuristic,
+    attempts: tx.attempts,
+    lastError: tx.last_error ?? null,
     onePhase: tx.one_phase,
     deadline: iso(tx.deadline)!,
     createdAt: iso(tx.created_at)!,

@@ -63,6 +63,12 @@ export interface TransactionEvent {
 }
 
 export interface TransactionDetail extends TransactionView {
+  /** Phase 2 keeps failing: shown to operators until it completes. */
+  inDoubt: boolean;
+  /** A branch ended against the decision (rolled back by hand after a commit, or the reverse). */
+  heuristic: boolean;
+  attempts: number;
+  lastError: unknown;
   deadline: string;
   createdAt: string;
   decidedAt: string | null;

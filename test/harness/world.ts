@@ -66,12 +66,20 @@ export interface WorldOptions {
   logUrl?: string;
 }
 
-/**
- * A fresh world for one test: its own log database and three participant databases (two on one
- * cluster, so gids of one transaction share a cluster), its own namespace and queue prefix, and a
- * running coordinator on a free port.
- */
-export async function createWorld(options: WorldOptions = {}): Promise<World> {
+/** The databases of one test, without a coordinator: for tests that run coordinators as processes. */
+export interface Databases {
+  tag: string;
+  namespace: string;
+  db: Record<Bank | 'log', pg.Pool>;
+  urls: Record<Bank | 'log', string>;
+  /** The environment a coordinator for these databases starts from. */
+  env: Record<string, string>;
+  balance(bank: Bank, id: number): Promise<number>;
+  preparedGids(): Promise<string[]>;
+  end(): Promise<void>;
+}
+
+export async function createDatabases(options: WorldOptions = {}): Promise<Databases> {
   const tag = randomBytes(5).toString('hex');
   const a = inject('clusterA');
   const b = inject('clusterB');
@@ -84,43 +92,70 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const db = Object.fromEntries(Object.entries(urls).map(([k, url]) => [k, new pg.Pool({ connectionString: url, max: 4 })])) as World['db'];
   for (const pool of Object.values(db)) pool.on('error', () => {});
   await Promise.all(BANKS.map((bank) => db[bank].query(ACCOUNTS_SQL)));
-
   const namespace = `t${tag}`;
-  const config = loadConfig({
-    DATABASE_URL: urls.log,
-    REDIS_URL: inject('redisUrl'),
-    TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c, ...options.extraResources }),
-    PORT: '0',
-    HOST: '127.0.0.1',
-    TPC_NAMESPACE: namespace,
-    TPC_API_TOKENS: TOKENS_JSON,
-    LOG_LEVEL: 'silent',
-    ...options.env,
+  return {
+    tag,
+    namespace,
+    db,
+    urls,
+    env: {
+      DATABASE_URL: urls.log,
+      REDIS_URL: inject('redisUrl'),
+      TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c, ...options.extraResources }),
+      PORT: '0',
+      HOST: '127.0.0.1',
+      TPC_NAMESPACE: namespace,
+      TPC_API_TOKENS: TOKENS_JSON,
+      LOG_LEVEL: 'silent',
+      ...options.env,
+    },
+    async balance(bank, id) {
+      const r = await db[bank].query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [id]);
+      return r.rows[0]!.balance;
+    },
+    async preparedGids() {
+      const rows = await Promise.all(BANKS.map((bank) =>
+        db[bank].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${namespace}:`])));
+      return [...new Set(rows.flatMap((r) => r.rows.map((x) => x.gid)))];
+    },
+    async end() {
+      await Promise.allSettled(Object.values(db).map((p) => p.end()));
+    },
+  };
+}
+
+/** One HTTP call to a coordinator, with the `full` token unless told otherwise; the body parsed when it is JSON. */
+export async function httpRequest(
+  baseUrl: string, method: string, path: string, body?: unknown,
+  o: { token?: string | null; headers?: Record<string, string>; raw?: string } = {},
+): Promise<HttpAnswer> {
+  const token = o.token === undefined ? TOKENS.full : o.token;
+  const res = await fetch(baseUrl + path, {
+    method,
+    headers: {
+      ...(body !== undefined || o.raw !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...o.headers,
+    },
+    body: o.raw ?? (body === undefined ? undefined : JSON.stringify(body)),
   });
-  const service = await startService(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), queuePrefix: `q${tag}` });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try { parsed = JSON.parse(text); } catch { /* not JSON: keep the text */ }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
 
-  const request: World['request'] = async (method, path, body, o = {}) => {
-    const token = o.token === undefined ? TOKENS.full : o.token;
-    const res = await fetch(service.url + path, {
-      method,
-      headers: {
-        ...(body !== undefined || o.raw !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...o.headers,
-      },
-      body: o.raw ?? (body === undefined ? undefined : JSON.stringify(body)),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try { parsed = JSON.parse(text); } catch { /* not JSON: keep the text */ }
-    return { status: res.status, headers: res.headers, body: parsed };
-  };
-
-  const preparedGids = async () => {
-    const rows = await Promise.all(BANKS.map((bank) =>
-      db[bank].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${namespace}:`])));
-    return [...new Set(rows.flatMap((r) => r.rows.map((x) => x.gid)))];
-  };
+/**
+ * A fresh world for one test: its own log database and three participant databases (two on one
+ * cluster, so gids of one transaction share a cluster), its own namespace and queue prefix, and a
+ * running coordinator on a free port.
+ */
+export async function createWorld(options: WorldOptions = {}): Promise<World> {
+  const dbs = await createDatabases(options);
+  const { db, urls, namespace, preparedGids } = dbs;
+  const config = loadConfig(dbs.env);
+  const service = await startService(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), queuePrefix: `q${dbs.tag}` });
+  const request: World['request'] = (method, path, body, o = {}) => httpRequest(service.url, method, path, body, o);
 
   return {
     service,
@@ -130,10 +165,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     urls,
     request,
     submit: (body, o) => request('POST', '/v1/transactions', body, o),
-    async balance(bank, id) {
-      const r = await db[bank].query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [id]);
-      return r.rows[0]!.balance;
-    },
+    balance: dbs.balance,
     preparedGids,
     async close() {
       try {
@@ -147,7 +179,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         const left = await preparedGids();
         if (left.length) throw new Error(`prepared transactions left behind: ${left.join(', ')}`);
       } finally {
-        await Promise.allSettled(Object.values(db).map((p) => p.end()));
+        await dbs.end();
       }
     },
   };
