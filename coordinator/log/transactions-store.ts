@@ -101,7 +101,7 @@ export class TransactionsStore {
   async begin(record: BeginRecord): Promise<BeginOutcome> {
     const key = record.idempotency;
     const branches = JSON.stringify(record.branches);
-    const result = await sql<{ created: number }>`
+    const query = sql<{ created: number }>`
       WITH k AS (
         INSERT INTO tpc_idempotency_keys (token_name, key, request_hash, transaction_id)
         SELECT ${key?.tokenName ?? null}, ${key?.key ?? null}, ${key?.requestHash ?? null}, ${record.id}::uuid
@@ -122,7 +122,8 @@ export class TransactionsStore {
         SELECT t.id, 'begun', ${record.submittedBy}, ${JSON.stringify(record.detail)}::jsonb FROM t
       )
       SELECT (SELECT count(*) FROM t)::int AS created
-    `.execute(this.db.relaxed);
+    `.compile(this.db.relaxed);
+    const result = await this.db.prepared('relaxed', 'tpc_begin', query);
     if (result.rows[0]?.created === 1 || !key) return { created: true };
     const existing = await this.db.forced
       .selectFrom('tpc_idempotency_keys')
@@ -151,7 +152,8 @@ export class TransactionsStore {
     );
     const error = record.error === undefined || record.error === null ? null : JSON.stringify(record.error);
     const detail = JSON.stringify(record.event.detail ?? {});
-    const result = await sql<{ moved: number }>`
+    const mode = record.forced ? 'forced' : 'relaxed';
+    const query = sql<{ moved: number }>`
       WITH t AS (
         UPDATE tpc_transactions SET
           status = ${record.to}::tpc_tx_status,
@@ -180,7 +182,8 @@ export class TransactionsStore {
         SELECT t.id, ${record.event.kind}, ${record.event.actor ?? null}, ${detail}::jsonb FROM t
       )
       SELECT count(*)::int AS moved FROM t
-    `.execute(record.forced ? this.db.forced : this.db.relaxed);
+    `.compile(this.db[mode]);
+    const result = await this.db.prepared(mode, 'tpc_transition', query);
     if (result.rows[0]?.moved !== 1) throw new StaleStateError(record.id, record.from, record.to);
   }
 
