@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 
-export type VariantName = 'a' | 'b' | 'c';
+export type VariantName = 'a' | 'b' | 'c' | 'd';
 
 export interface BenchOptions {
   /** Concurrent clients (workers), the same for every variant. */
@@ -19,6 +19,17 @@ export interface BenchOptions {
   /** Connections per database for the benchmark's pools and for the service's pools. */
   pool: number;
   variants: VariantName[];
+  /** Run the coordinator's code from this directory (another checkout, e.g. the commit before a change); default this repo. */
+  coordinatorRoot: string | undefined;
+  /**
+   * A second coordinator, from another checkout (typically the commit before a change), run as
+   * variant (d) in the same world and the same rounds as (c): before/after on equal terms.
+   */
+  baselineRoot: string | undefined;
+  /** Extra Node flags for the child coordinator (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof). */
+  serviceNodeArgs: string[];
+  /** Load pg_stat_statements everywhere and report the costliest statements per database. */
+  pgStatStatements: boolean;
   /** Update bench/RESULTS.md with this run's section. */
   write: boolean;
 }
@@ -32,7 +43,11 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --fsync on|off       fsync and full_page_writes of the clusters (default on)
   --service child|inproc  run the coordinator as a child process or in this process (default child)
   --pool N             connections per database, bench and service alike (default: concurrency)
-  --variants a,b,c     which variants to run                       (default a,b,c)
+  --variants a,b,c     which variants to run                       (default a,b,c, plus d with --baseline-root)
+  --coordinator-root DIR  run the coordinator's code from another checkout (before/after comparisons; needs its node_modules)
+  --baseline-root DIR  also run the coordinator from DIR as variant (d), alternating with (c): a before/after comparison
+  --service-node-args="FLAGS"  extra Node flags for the child coordinator, e.g. --service-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
+  --pg-stat-statements load pg_stat_statements in every cluster and list the costliest statements (diagnosis)
   --no-write           do not update bench/RESULTS.md`;
 
 function num(name: string, raw: string | undefined, fallback: number, min: number): number {
@@ -62,6 +77,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       service: { type: 'string' },
       pool: { type: 'string' },
       variants: { type: 'string' },
+      'service-node-args': { type: 'string' },
+      'coordinator-root': { type: 'string' },
+      'baseline-root': { type: 'string' },
+      'pg-stat-statements': { type: 'boolean' },
       'no-write': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -72,10 +91,12 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     process.exit(0);
   }
   const concurrency = Math.floor(num('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 32, 1));
-  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? 'a,b,c';
+  const baselineRoot = values['baseline-root'] ?? (env.BENCH_BASELINE_ROOT || undefined);
+  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d' : 'a,b,c');
   const variants = variantsRaw.split(',').map((v) => v.trim()).filter(Boolean);
-  for (const v of variants) if (!['a', 'b', 'c'].includes(v)) throw new Error(`--variants: unknown variant "${v}" (a, b or c)`);
+  for (const v of variants) if (!['a', 'b', 'c', 'd'].includes(v)) throw new Error(`--variants: unknown variant "${v}" (a, b, c or d)`);
   if (variants.length === 0) throw new Error('--variants: name at least one of a, b, c');
+  if (variants.includes('d') && !baselineRoot) throw new Error('--variants: d is the coordinator from --baseline-root DIR; give that too');
   return {
     concurrency,
     rounds: Math.floor(num('rounds', values.rounds ?? env.BENCH_ROUNDS, 4, 1)),
@@ -86,6 +107,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     service: oneOf('service', values.service ?? env.BENCH_SERVICE, ['child', 'inproc'] as const, 'child'),
     pool: Math.floor(num('pool', values.pool ?? env.BENCH_POOL, concurrency, 1)),
     variants: [...new Set(variants)] as VariantName[],
+    coordinatorRoot: values['coordinator-root'] ?? (env.BENCH_COORDINATOR_ROOT || undefined),
+    baselineRoot,
+    serviceNodeArgs: (values['service-node-args'] ?? env.BENCH_SERVICE_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+    pgStatStatements: values['pg-stat-statements'] ?? env.BENCH_PG_STAT_STATEMENTS === '1',
     write: !(values['no-write'] ?? env.BENCH_NO_WRITE === '1'),
   };
 }

@@ -1,0 +1,142 @@
+import type { RunSample } from './runner.ts';
+import type { Variant } from './variants.ts';
+
+export interface Summary {
+  variant: Variant['name'];
+  label: string;
+  tps: number;
+  minRoundTps: number;
+  maxRoundTps: number;
+  p50: number;
+  p99: number;
+  mean: number;
+  completed: number;
+  errors: number;
+  /** Throughput relative to variant (a), when (a) ran: overall, and the lowest and highest of the rounds. */
+  ratio: number;
+  roundRatioMin: number;
+  roundRatioMax: number;
+  perRoundTps: number[];
+  /** Share of the machine's CPU that was busy (every process, every core). */
+  busyShare: number;
+  /** CPU ms per completed transfer, by owner (see cpu.ts). */
+  cpuMsPerTx: { machine: number; clusters: number[]; redis: number; bench: number; coordinator: number; foreign: number };
+  /** Mean ms of each step, for variants that time their own steps (b). */
+  phases: { prepare: number; decide: number; complete: number } | null;
+  errorMessages: Map<string, number>;
+}
+
+/** Nearest-rank percentile of sorted values. */
+export function percentile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[rank]!;
+}
+
+export function summarize(variant: Variant, s: RunSample & { perRoundTps: number[] }): Summary {
+  const sorted = Float64Array.from(s.latencies).sort();
+  const values = Array.from(sorted);
+  const perTx = (seconds: number) => (s.completed ? (seconds * 1000) / s.completed : Number.NaN);
+  return {
+    variant: variant.name,
+    label: variant.label,
+    tps: s.elapsedMs > 0 ? (s.completed / s.elapsedMs) * 1000 : 0,
+    minRoundTps: Math.min(...s.perRoundTps),
+    maxRoundTps: Math.max(...s.perRoundTps),
+    p50: percentile(values, 0.5),
+    p99: percentile(values, 0.99),
+    mean: values.length ? values.reduce((a, b) => a + b, 0) / values.length : Number.NaN,
+    completed: s.completed,
+    errors: s.errors,
+    ratio: Number.NaN,
+    roundRatioMin: Number.NaN,
+    roundRatioMax: Number.NaN,
+    perRoundTps: s.perRoundTps,
+    busyShare: s.cpu.busyShare,
+    cpuMsPerTx: {
+      machine: perTx(s.cpu.machine),
+      clusters: s.cpu.clusters.map(perTx),
+      redis: perTx(s.cpu.redis),
+      bench: perTx(s.cpu.bench),
+      coordinator: perTx(s.cpu.coordinator),
+      foreign: perTx(s.cpu.foreign),
+    },
+    phases: s.phaseCount > 0
+      ? { prepare: s.phaseSums.prepare / s.phaseCount, decide: s.phaseSums.decide / s.phaseCount, complete: s.phaseSums.complete / s.phaseCount }
+      : null,
+    errorMessages: s.errorMessages,
+  };
+}
+
+export function withRatios(summaries: Summary[]): Summary[] {
+  const base = summaries.find((s) => s.variant === 'a');
+  return summaries.map((s) => {
+    // Round i of each variant ran within seconds of round i of (a): their ratio shrugs off slow drifts of the machine.
+    const perRound = s.perRoundTps.map((t, i) => t / (base?.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
+    return {
+      ...s,
+      ratio: base && base.tps > 0 ? s.tps / base.tps : Number.NaN,
+      roundRatioMin: perRound.length ? Math.min(...perRound) : Number.NaN,
+      roundRatioMax: perRound.length ? Math.max(...perRound) : Number.NaN,
+    };
+  });
+}
+
+const f = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
+
+/** Markdown tables: readable on a terminal and pasted as is into RESULTS.md. */
+export function table(summaries: Summary[]): string {
+  const head = ['variant', 'tx/s', 'rounds min–max tx/s', 'p50 ms', 'p99 ms', 'mean ms', 'tx', 'errors', '× (a)', '× (a) by round'];
+  const rows = summaries.map((s) => [
+    `(${s.variant}) ${s.label}`,
+    f(s.tps, 0),
+    `${f(s.minRoundTps, 0)}–${f(s.maxRoundTps, 0)}`,
+    f(s.p50, 2),
+    f(s.p99, 2),
+    f(s.mean, 2),
+    String(s.completed),
+    String(s.errors),
+    f(s.ratio, 2),
+    `${f(s.roundRatioMin, 2)}–${f(s.roundRatioMax, 2)}`,
+  ]);
+  return markdown(head, rows, [false, ...head.slice(1).map(() => true)]);
+}
+
+/** (c) against (d), the change against its baseline: throughput, per round, latency and coordinator CPU. */
+export function abLine(summaries: Summary[]): string | null {
+  const c = summaries.find((s) => s.variant === 'c');
+  const d = summaries.find((s) => s.variant === 'd');
+  if (!c || !d || d.tps === 0) return null;
+  const perRound = c.perRoundTps.map((t, i) => t / (d.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
+  return `(c) against (d): throughput × ${f(c.tps / d.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}), ` +
+    `mean latency ${f(c.mean, 2)} against ${f(d.mean, 2)} ms, coordinator CPU ${f(c.cpuMsPerTx.coordinator, 3)} against ${f(d.cpuMsPerTx.coordinator, 3)} ms per transfer.`;
+}
+
+/** Where the CPU went, per completed transfer. */
+export function cpuTable(summaries: Summary[], clusterNames: string[]): string {
+  const head = ['variant', 'CPU busy', 'machine', ...clusterNames, 'Redis', 'bench process', 'coordinator(s)', 'not ours', 'kernel, unattributed'];
+  const rows = summaries.map((s) => {
+    const c = s.cpuMsPerTx;
+    const parts = [...c.clusters, c.redis, c.bench, c.coordinator, c.foreign].filter(Number.isFinite);
+    return [
+      `(${s.variant}) ${s.label}`,
+      Number.isFinite(s.busyShare) ? `${Math.round(s.busyShare * 100)} %` : '–',
+      f(c.machine, 3),
+      ...clusterNames.map((_, i) => f(c.clusters[i] ?? Number.NaN, 3)),
+      f(c.redis, 3),
+      f(c.bench, 3),
+      f(c.coordinator, 3),
+      f(c.foreign, 3),
+      f(c.machine - parts.reduce((a, b) => a + b, 0), 3),
+    ];
+  });
+  return markdown(head, rows, [false, ...head.slice(1).map(() => true)]);
+}
+
+export function markdown(head: string[], rows: string[][], rightAlign: boolean[]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const pad = (cell: string, i: number) => (rightAlign[i] ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!));
+  const line = (cells: string[]) => `| ${cells.map(pad).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (rightAlign[i] ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
+  return [line(head), rule, ...rows.map(line)].join('\n');
+}

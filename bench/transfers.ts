@@ -1,0 +1,146 @@
+/*
+ * The transfers benchmark: concurrent transfers over three databases, committed three ways,
+ * alternating in rounds so that machine noise hits every variant alike:
+ *   (a) non-atomic: a local transaction on each database, in parallel (the baseline);
+ *   (b) the bare 2PC protocol inline: prepare all, one forced log insert, commit prepared all;
+ *   (c) the coordinator through POST /v1/transactions.
+ * It starts its own Postgres clusters, Redis and coordinator, and tears them all down at the end,
+ * on error and on Ctrl-C. Options: `npm run bench -- --help`.
+ */
+import { fileURLToPath } from 'node:url';
+import { snapshot, used, type CpuSnapshot } from './cpu.ts';
+import { resetStatStatements, statStatementsReport } from './diagnose.ts';
+import { scrapePhases, servicePhases, type ServiceProbe } from './metrics.ts';
+import { parseOptions, type BenchOptions } from './options.ts';
+import { loadAverage, machine, renderSection, sectionKey, stepComparison, writeResults } from './report.ts';
+import { merge, timedRun, type RunSample } from './runner.ts';
+import { abLine, cpuTable, summarize, table, withRatios } from './stats.ts';
+import { makeVariants, randomTransfer, type Variant } from './variants.ts';
+import { CLUSTER_NAMES, rollBackLeftovers, startWorld, type World } from './world.ts';
+
+const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+
+const control = { stopped: false };
+let closeWorld: (() => Promise<void>) | undefined;
+let interrupted = 0;
+
+function onSignal(signal: NodeJS.Signals): void {
+  interrupted++;
+  control.stopped = true;
+  if (interrupted === 1) {
+    log(`${signal}: stopping the clients and tearing the world down (again to exit at once)`);
+  } else {
+    log('exiting without cleanup');
+    process.exit(130);
+  }
+}
+
+async function measure(options: BenchOptions, w: World, loadBefore: string): Promise<void> {
+  const variants = makeVariants(w, options.variants, options.concurrency);
+  const next = () => randomTransfer(options.accounts);
+  const samples = new Map<Variant['name'], RunSample[]>(variants.map((v) => [v.name, []]));
+  const probes: ServiceProbe[] = [];
+  const dataDirs = w.clusters.map((c) => c.dataDir);
+  const pids = [w.coordinator.pid, w.baseline?.pid].filter((p): p is number => p !== undefined);
+  const cpu = { snapshot: () => snapshot(dataDirs), used: (a: CpuSnapshot, b: CpuSnapshot) => used(a, b, pids) };
+  try {
+    if (options.warmupMs > 0) {
+      for (const v of variants) {
+        if (control.stopped) return;
+        const s = await timedRun(v, next, options.concurrency, options.warmupMs, control, cpu);
+        log(`warm-up (${v.name}): ${s.completed} tx, ${s.errors} errors`);
+      }
+    }
+    for (const v of variants) {
+      const c = v.name === 'c' ? w.coordinator : v.name === 'd' ? w.baseline : null;
+      if (c) probes.push({ variant: v.name as 'c' | 'd', label: v.label, url: c.url, before: await scrapePhases(c.url) });
+    }
+    if (options.pgStatStatements) await resetStatStatements(Object.values(w.urls).filter((u): u is string => !!u));
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const v of variants) {
+        if (control.stopped) return;
+        const s = await timedRun(v, next, options.concurrency, options.roundMs, control, cpu);
+        samples.get(v.name)!.push(s);
+        const tps = (s.completed / s.elapsedMs) * 1000;
+        const foreign = s.cpu.foreign / (s.elapsedMs / 1000);
+        log(`round ${round}/${options.rounds} (${v.name}): ${tps.toFixed(0)} tx/s, ${s.errors} errors, ` +
+          `machine ${Math.round(s.cpu.busyShare * 100)} % busy, other processes ${foreign.toFixed(2)} cores`);
+      }
+    }
+  } finally {
+    for (const v of variants) v.close();
+  }
+
+  const summaries = withRatios(variants.map((v) => summarize(v, merge(samples.get(v.name)!, dataDirs.length))));
+  const phases = await servicePhases(probes, (variant) => summaries.find((s) => s.variant === variant)?.mean ?? Number.NaN);
+  const steps = stepComparison(summaries.find((s) => s.variant === 'b'), phases.steps);
+  const ab = abLine(summaries);
+  const rendered = ab ? `${table(summaries)}\n\n${ab}` : table(summaries);
+  const cpuRendered = cpuTable(summaries, CLUSTER_NAMES);
+  process.stdout.write(`\n${rendered}\n\nCPU ms per transfer:\n${cpuRendered}\n`);
+  if (steps) process.stdout.write(`\nMean ms per step:\n${steps}\n`);
+  if (phases.tables) process.stdout.write(`\nService tpc_phase_duration_seconds (measured rounds):\n${phases.tables}\n`);
+  for (const s of summaries) for (const [msg, n] of s.errorMessages) process.stdout.write(`(${s.variant}) ${n} × ${msg}\n`);
+  const statements = options.pgStatStatements ? await statStatementsReport(w.urls) : null;
+  if (statements) process.stdout.write(`\npg_stat_statements over the measured rounds:\n${statements}\n`);
+
+  // The services first (they drain what they drive), then whatever is still prepared is a finding.
+  await Promise.all([w.coordinator.close(), w.baseline?.close()]);
+  const preparedLeft = await w.preparedLeft();
+  if (preparedLeft.length) {
+    log(`prepared transactions left behind: ${preparedLeft.length}; rolling them back`);
+    await rollBackLeftovers(w);
+  }
+  process.stdout.write(`\nprepared transactions left after the run: ${preparedLeft.length}\n`);
+
+  if (options.write) {
+    const section = renderSection({
+      machine: machine(w.postgresVersion, w.redisVersion, loadBefore),
+      coordinator: { root: w.coordinator.root, revision: w.coordinator.revision },
+      baseline: w.baseline ? { root: w.baseline.root, revision: w.baseline.revision } : null,
+      options, table: rendered, cpuTable: cpuRendered, statements, summaries,
+      servicePhases: phases.tables, stepComparison: steps, preparedLeft,
+    });
+    writeResults(RESULTS, sectionKey(options, w.coordinator.revision), section);
+    log(`wrote ${RESULTS}`);
+  }
+}
+
+/** A crash (in process, the coordinator's own code runs here) still tears the world down. */
+function onCrash(err: unknown): void {
+  process.stderr.write(`bench crashed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  control.stopped = true;
+  const timer = setTimeout(() => process.exit(1), 30_000);
+  void (closeWorld?.() ?? Promise.resolve()).finally(() => {
+    clearTimeout(timer);
+    process.exit(1);
+  });
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2), process.env);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
+  const started = Date.now();
+  const loadBefore = loadAverage();
+  try {
+    const world = await startWorld(options, log, (close) => { closeWorld = close; });
+    if (!control.stopped) await measure(options, world, loadBefore);
+  } finally {
+    log('tearing down');
+    await closeWorld?.();
+    log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  }
+  return control.stopped ? 130 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,211 @@
+import { Agent, request } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import type pg from 'pg';
+import type { VariantName } from './options.ts';
+import { BENCH_GID_PREFIX, type Bank, type World } from './world.ts';
+
+/** One transfer: a debit on one bank, a credit on another, an audit row on the third. */
+export interface Transfer {
+  debit: Bank;
+  credit: Bank;
+  audit: Bank;
+  from: number;
+  to: number;
+  amount: number;
+}
+
+interface Statement {
+  bank: Bank;
+  sql: string;
+  params: number[];
+}
+
+/** Wall time of each protocol step of one transaction (variant b measures its own). */
+export interface Phases {
+  prepare: number;
+  decide: number;
+  complete: number;
+}
+
+export interface Variant {
+  name: VariantName;
+  label: string;
+  run(tx: Transfer): Promise<Phases | undefined>;
+  close(): void;
+}
+
+const PERMUTATIONS: [Bank, Bank, Bank][] = [
+  ['bank_a', 'bank_b', 'bank_c'], ['bank_a', 'bank_c', 'bank_b'], ['bank_b', 'bank_a', 'bank_c'],
+  ['bank_b', 'bank_c', 'bank_a'], ['bank_c', 'bank_a', 'bank_b'], ['bank_c', 'bank_b', 'bank_a'],
+];
+
+/** Random banks (every bank plays every role equally often) and random accounts over `accounts` rows. */
+export function randomTransfer(accounts: number): Transfer {
+  const [debit, credit, audit] = PERMUTATIONS[Math.floor(Math.random() * PERMUTATIONS.length)]!;
+  const pick = () => 1 + Math.floor(Math.random() * accounts);
+  return { debit, credit, audit, from: pick(), to: pick(), amount: 1 + Math.floor(Math.random() * 100) };
+}
+
+export function statementsOf(tx: Transfer): Statement[] {
+  return [
+    { bank: tx.debit, sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [tx.amount, tx.from] },
+    { bank: tx.credit, sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [tx.amount, tx.to] },
+    { bank: tx.audit, sql: 'INSERT INTO audit (src, dst, amount) VALUES ($1, $2, $3)', params: [tx.from, tx.to, tx.amount] },
+  ];
+}
+
+function firstRejection(results: PromiseSettledResult<unknown>[]): unknown {
+  return results.find((r): r is PromiseRejectedResult => r.status === 'rejected')?.reason;
+}
+
+/** (a) The same writes committed non-atomically: BEGIN; statement; COMMIT on each bank, in parallel, one round trip each. */
+async function localCommit(pool: pg.Pool, s: Statement): Promise<void> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    const settled = await Promise.allSettled([
+      client.query('BEGIN'),
+      client.query(s.sql, s.params),
+      client.query('COMMIT'),
+    ]);
+    const err = firstRejection(settled);
+    if (err !== undefined) {
+      broken = !(err as { code?: string }).code;
+      throw err;
+    }
+    const [, write, commit] = (settled as PromiseFulfilledResult<pg.QueryResult>[]).map((r) => r.value);
+    if (write!.rowCount !== 1) throw new Error(`${s.bank}: ${write!.rowCount} rows written, expected 1`);
+    if (commit!.command !== 'COMMIT') throw new Error(`${s.bank}: the server rolled back at COMMIT`);
+  } finally {
+    client.release(broken || undefined);
+  }
+}
+
+function baseline(world: World): Variant {
+  return {
+    name: 'a',
+    label: 'non-atomic (3 local commits)',
+    async run(tx) {
+      const settled = await Promise.allSettled(statementsOf(tx).map((s) => localCommit(world.banks[s.bank], s)));
+      const err = firstRejection(settled);
+      if (err !== undefined) throw err;
+      return undefined;
+    },
+    close() {},
+  };
+}
+
+/** BEGIN; statement; PREPARE TRANSACTION on one pinned connection, one round trip. */
+async function prepareBranch(pool: pg.Pool, s: Statement, gid: string): Promise<{ prepared: boolean; error?: unknown }> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    const settled = await Promise.allSettled([
+      client.query('BEGIN'),
+      client.query(s.sql, s.params),
+      client.query(`PREPARE TRANSACTION '${gid}'`),
+    ]);
+    const prep = settled[2]!;
+    const prepared = prep.status === 'fulfilled' && (prep.value as pg.QueryResult).command === 'PREPARE';
+    const err = firstRejection(settled);
+    if (err !== undefined) {
+      broken = prep.status === 'rejected';
+      return { prepared, error: err };
+    }
+    const write = (settled[1] as PromiseFulfilledResult<pg.QueryResult>).value;
+    if (write.rowCount !== 1) return { prepared, error: new Error(`${s.bank}: ${write.rowCount} rows written, expected 1`) };
+    if (!prepared) return { prepared, error: new Error(`${s.bank}: PREPARE was rolled back by the server`) };
+    return { prepared };
+  } finally {
+    client.release(broken || undefined);
+  }
+}
+
+let gidCounter = 0;
+
+/** (b) The floor of 2PC here: prepare every branch in parallel, one forced log insert, commit prepared in parallel. */
+function bareProtocol(world: World): Variant {
+  const runId = Date.now().toString(36);
+  return {
+    name: 'b',
+    label: 'bare 2PC, inline',
+    async run(tx) {
+      const txid = `${runId}-${++gidCounter}`;
+      const statements = statementsOf(tx);
+      const gids = statements.map((_, i) => `${BENCH_GID_PREFIX}${txid}:${i}`);
+      const t0 = performance.now();
+      const votes = await Promise.all(statements.map((s, i) => prepareBranch(world.banks[s.bank], s, gids[i]!)));
+      const t1 = performance.now();
+      const rollBack = () => Promise.allSettled(statements.map((s, i) =>
+        votes[i]!.prepared ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve()));
+      const no = votes.find((v) => v.error !== undefined);
+      if (no) {
+        await rollBack();
+        throw no.error;
+      }
+      try {
+        await world.benchLog.query('INSERT INTO decisions (txid) VALUES ($1)', [txid]);
+      } catch (err) {
+        await rollBack(); // no decision recorded: presumed abort
+        throw err;
+      }
+      const t2 = performance.now();
+      const done = await Promise.allSettled(statements.map((s, i) => world.banks[s.bank].query(`COMMIT PREPARED '${gids[i]}'`)));
+      const err = firstRejection(done);
+      if (err !== undefined) throw err; // left prepared: the end-of-run sweep finds and reports it
+      return { prepare: t1 - t0, decide: t2 - t1, complete: performance.now() - t2 };
+    },
+    close() {},
+  };
+}
+
+/** (c) The coordinator through its REST API, over keep-alive HTTP/1.1 connections (one per client); (d) the same against the baseline. */
+function service(name: 'c' | 'd', label: string, baseUrl: string, concurrency: number): Variant {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
+  const url = new URL('/v1/transactions', baseUrl);
+  const post = (body: string) => new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = request(url, {
+      method: 'POST',
+      agent,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  return {
+    name,
+    label,
+    async run(tx) {
+      const body = JSON.stringify({
+        branches: statementsOf(tx).map((s) => ({
+          resource: s.bank,
+          statements: [{ sql: s.sql, params: s.params, expect: { rowCount: 1 } }],
+        })),
+        timeoutMs: 10_000,
+      });
+      const res = await post(body);
+      if (res.status !== 201) throw new Error(`HTTP ${res.status}: ${res.text.slice(0, 300)}`);
+      const answer = JSON.parse(res.text) as { status?: string };
+      if (answer.status !== 'committed') throw new Error(`status ${answer.status}: ${res.text.slice(0, 300)}`);
+      return undefined;
+    },
+    close() {
+      agent.destroy();
+    },
+  };
+}
+
+export function makeVariants(world: World, names: readonly VariantName[], concurrency: number): Variant[] {
+  const all: Record<VariantName, () => Variant> = {
+    a: () => baseline(world),
+    b: () => bareProtocol(world),
+    c: () => service('c', world.baseline ? `coordinator ${world.coordinator.revision}, REST` : 'coordinator, REST', world.coordinator.url, concurrency),
+    d: () => service('d', `baseline ${world.baseline?.revision ?? '?'}, REST`, world.baseline!.url, concurrency),
+  };
+  return names.map((n) => all[n]());
+}
