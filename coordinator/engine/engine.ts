@@ -117,10 +117,11 @@ export class Engine {
 
   #answer(full: Promise<TransactionView>, decided: Promise<TransactionView>, wait: SubmitRequest['wait']): Promise<TransactionView> {
     if (wait === 'decided') return Promise.race([full, decided]);
-    const ac = new AbortController();
-    const late = decided.then((v) => sleep(this.#options.completionWaitMs, v, { signal: ac.signal }));
-    late.catch(() => {});
-    return Promise.race([full, late]).finally(() => ac.abort());
+    let timer: NodeJS.Timeout | undefined;
+    const late = decided.then((v) => new Promise<TransactionView>((resolve) => {
+      timer = setTimeout(() => resolve(v), this.#options.completionWaitMs);
+    }));
+    return Promise.race([full, late]).finally(() => clearTimeout(timer));
   }
 
   async #followLog(id: string): Promise<TransactionView> {

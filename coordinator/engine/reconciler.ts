@@ -61,7 +61,8 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
     }
     const statuses = await deps.recovery.statuses([...byTx.keys()]);
     for (const [id, branches] of byTx) {
-      const status = statuses.get(id);
+      const known = statuses.get(id);
+      const status = known?.status;
       if (status === 'committed' || status === 'aborted') {
         // Finished in the log yet still prepared here (a read-only branch left by a crash): the decision wins.
         for (const b of branches) {
@@ -69,8 +70,10 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
           if (r.done) report.leftoversFinished++;
           else report.errors++;
         }
-      } else if (status !== undefined) {
-        await requeue(id);
+      } else if (known !== undefined) {
+        // In flight with a live driver: its own business. Unattended: already re-queued above,
+        // unless the scan's batch did not reach it.
+        if (!known.attended) await requeue(id);
       } else {
         for (const b of branches) {
           if (Date.now() - b.preparedAt.getTime() < options.maxTimeoutMs) continue;

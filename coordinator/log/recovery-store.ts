@@ -65,13 +65,14 @@ export class RecoveryStore {
     return r.rows;
   }
 
-  /** The status of each of `ids` that the log knows. */
-  async statuses(ids: string[]): Promise<Map<string, TxStatus>> {
+  /** What the log knows of each of `ids`: its status, and whether a driver holds a live lease on it. */
+  async statuses(ids: string[]): Promise<Map<string, { status: TxStatus; attended: boolean }>> {
     if (ids.length === 0) return new Map();
-    const r = await sql<{ id: string; status: TxStatus }>`
-      SELECT id, status FROM tpc_transactions WHERE id = ANY(${ids}::uuid[])
+    const r = await sql<{ id: string; status: TxStatus; attended: boolean }>`
+      SELECT id, status, (driver IS NOT NULL AND lease_until >= now()) AS attended
+      FROM tpc_transactions WHERE id = ANY(${ids}::uuid[])
     `.execute(this.db.forced);
-    return new Map(r.rows.map((row) => [row.id, row.status]));
+    return new Map(r.rows.map((row) => [row.id, { status: row.status, attended: row.attended }]));
   }
 
   /** Deletes finished transactions (with their branches, events and idempotency keys) older than `before`, in one batch. */
