@@ -25,7 +25,7 @@ export async function startCoordinatorProcess(env: Record<string, string>): Prom
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
+  const listening = new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`coordinator did not start within 30 s: ${stderr}`)), 30_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
@@ -43,6 +43,11 @@ export async function startCoordinatorProcess(env: Record<string, string>): Prom
       clearTimeout(timer);
       reject(new Error(`coordinator exited with ${code} before listening: ${stderr}`));
     });
+  });
+  // A coordinator that never came up must not outlive the test.
+  const url = await listening.catch((err: unknown) => {
+    child.kill('SIGKILL');
+    throw err;
   });
   return {
     url,
