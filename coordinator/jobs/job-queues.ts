@@ -30,6 +30,9 @@ const ATTEMPTS = 1_000_000;
 
 type TxJob = Job<{ transactionId: string }>;
 
+// Long enough for a running job (each participant call is bounded by 5 s) to finish.
+const CLOSE_GRACE_MS = 5_000;
+
 /**
  * The BullMQ side of recovery: a completion job per transaction whose phase 2 did not finish
  * inline, a deadline job per transaction, and job schedulers for reconciliation and retention.
@@ -123,8 +126,15 @@ export class JobQueues implements FollowUp {
 
   async close(): Promise<void> {
     clearInterval(this.#schedulerTimer);
-    await Promise.allSettled(this.#workers.map((w) => w.close()));
-    await Promise.allSettled([this.#completion.close(), this.#deadline.close(), this.#maintenance.close()]);
+    const graceful = (async () => {
+      await Promise.allSettled(this.#workers.map((w) => w.close()));
+      await Promise.allSettled([this.#completion.close(), this.#deadline.close(), this.#maintenance.close()]);
+    })();
+    // After Redis restarted, BullMQ's close can wait on connections that never become ready again;
+    // a job cut short here is only a reminder, re-created from the log by reconciliation.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([graceful, new Promise((r) => { timer = setTimeout(r, CLOSE_GRACE_MS); })]);
+    clearTimeout(timer);
     for (const c of this.#workerConnections) c.disconnect();
     this.#producer.disconnect();
   }
