@@ -1,6 +1,7 @@
 import type { Participant } from '../../participant-adapter/participant.ts';
 import { errorOf } from './branch-work.ts';
 import type { Failpoints } from './failpoints.ts';
+import type { BranchStatus } from './states.ts';
 import type { TxError } from './types.ts';
 
 export type Outcome = 'commit' | 'abort';
@@ -63,4 +64,9 @@ export function finishAll(participants: ReadonlyMap<string, Participant>, refs: 
       });
     }),
   );
+}
+
+/** The branch status that an xid's fate stands for (a heuristic outcome shows how the branch really ended). */
+export function fateStatus(fate: string, otherwise: BranchStatus): BranchStatus {
+  return fate === 'committed' ? 'committed' : fate === 'aborted' ? 'aborted' : otherwise;
 }

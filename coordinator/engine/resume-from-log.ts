@@ -1,6 +1,6 @@
 import { StaleStateError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
-import { finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
+import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
 import { isFinal, type TxStatus } from './states.ts';
 import type { TxError } from './types.ts';
@@ -89,7 +89,10 @@ async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: O
     id: tx.id, driver: deps.instanceId, from: tx.status, to: final, forced: false,
     heuristic: hazards.length > 0,
     error: first ? { resource: first.ref.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${first.ref.resource} ended ${first.fate} against the ${outcome} decision` } : undefined,
-    branches: refs.map((r) => ({ index: r.index, status: final, heuristic: hazards.find((h) => h.ref.index === r.index)?.fate })),
+    branches: refs.map((r) => {
+      const fate = hazards.find((h) => h.ref.index === r.index)?.fate;
+      return { index: r.index, status: fate ? fateStatus(fate, final) : final, heuristic: fate };
+    }),
     event: { kind: 'completed', detail: { outcome: final, by: 'recovery', ...(first ? { heuristic: hazards.map((h) => ({ resource: h.ref.resource, fate: h.fate })) } : {}) } },
   });
   deps.observer.outcome(final);

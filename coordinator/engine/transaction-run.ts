@@ -5,7 +5,7 @@ import type { BranchUpdate } from '../log/transactions-store.ts';
 import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
 import { WorkControl } from './deadline.ts';
 import { branchGid } from './gid.ts';
-import { finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
+import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
 import type { BranchStatus, TxStatus } from './states.ts';
 import type { StatementOutcome, SubmitRequest, TransactionView, TxError } from './types.ts';
@@ -226,7 +226,8 @@ export class TransactionRun {
     const results = await finishAll(this.#deps.participants, refs, outcome, this.#deps.failpoints);
     this.#deps.observer.phase('complete', (performance.now() - t0) / 1000);
     const final: BranchStatus = outcome === 'commit' ? 'committed' : 'aborted';
-    for (const r of results) if (r.done) this.#statuses[r.index] = final;
+    // A branch found ended the other way shows how it really ended; the transaction carries the hazard.
+    for (const r of results) if (r.done) this.#statuses[r.index] = r.hazard ? fateStatus(r.fate, final) : final;
     const hazard = this.#hazardError(results, refs);
     if (results.every((r) => r.done)) {
       return this.#finish(from, outcome === 'commit' ? 'committed' : 'aborted', hazard ?? reason, 'completed');

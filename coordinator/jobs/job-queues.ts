@@ -135,6 +135,8 @@ export class JobQueues implements FollowUp {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([graceful, new Promise((r) => { timer = setTimeout(r, CLOSE_GRACE_MS); })]);
     clearTimeout(timer);
+    // Forced: BullMQ 6.7 workers whose connection reconnected may never finish a graceful close.
+    await Promise.race([Promise.allSettled(this.#workers.map((w) => w.close(true))), new Promise((r) => setTimeout(r, 1_000).unref())]);
     for (const c of this.#workerConnections) c.disconnect();
     this.#producer.disconnect();
   }

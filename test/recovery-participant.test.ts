@@ -1,0 +1,190 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findPostgresBinDir, startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { ACCOUNTS_SQL, createWorld, type World } from './harness/world.ts';
+
+/*
+ * A participant fails between prepare and completion: its Postgres stopped in immediate mode (no
+ * checkpoint, prepared branches recovered from WAL at restart), and a branch rolled back by hand
+ * behind the coordinator's back after the commit decision (a heuristic hazard).
+ */
+const run = promisify(execFile);
+
+const move = (from: string, to: string, amount: number, id: number, slow = 0.5) => ({
+  branches: [
+    { resource: from, statements: [{ sql: 'SELECT pg_sleep($1)', params: [slow] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, id] }] },
+    { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }] },
+  ],
+  timeoutMs: 10_000,
+});
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<T>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, limitMs = 30_000): Promise<T> {
+  const until = Date.now() + limitMs;
+  let last: T | undefined;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) last = v;
+    if (v !== undefined && ok(v)) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)?.slice(0, 2000)}`);
+    await sleep(100);
+  }
+}
+
+/** `pg_ctl stop -m immediate` as the server's user (as root, through runuser, like the cluster helper). */
+async function stopImmediate(cluster: PostgresCluster): Promise<void> {
+  const pgCtl = join(findPostgresBinDir(process.env.TPC_PG_BINDIR), 'pg_ctl');
+  const args = ['-D', cluster.dataDir, '-w', '-t', '30', '-m', 'immediate', 'stop'];
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (isRoot) await run('runuser', ['-u', 'postgres', '--', pgCtl, ...args]);
+  else await run(pgCtl, args);
+}
+
+async function restart(cluster: PostgresCluster): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await cluster.start();
+      return;
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      await sleep(250);
+    }
+  }
+}
+
+/**
+ * Submits `body`, holds the begin record's row lock (so the decision write waits), waits until
+ * `prepared()` says the branches are prepared, runs `meanwhile`, releases, and returns the answer.
+ */
+async function withDecisionHeld(world: World, body: unknown, prepared: (id: string) => Promise<boolean>, meanwhile: (id: string) => Promise<void>) {
+  const log = new pg.Client({ connectionString: world.urls.log });
+  await log.connect();
+  try {
+    const pending = world.submit(body);
+    const [row] = await eventually(
+      () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
+      (rows) => rows.length === 1, 'the begin record', 10_000);
+    const id = row!.id;
+    await log.query('BEGIN');
+    const locked = await log.query("SELECT 1 FROM tpc_transactions WHERE id = $1 AND status = 'active' FOR UPDATE", [id]);
+    expect(locked.rowCount).toBe(1); // held before the decision
+    await eventually(() => prepared(id), (ok) => ok, 'every branch prepared', 10_000);
+    await meanwhile(id);
+    await log.query('COMMIT');
+    return { id, answer: await pending };
+  } finally {
+    await log.end().catch(() => {});
+  }
+}
+
+const preparedOn = (url: string, prefix: string) =>
+  query<{ gid: string }>(url, 'SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [prefix]).then((r) => r.map((x) => x.gid));
+
+describe('a participant that fails after prepare', () => {
+  let flaky: { cluster: PostgresCluster; url: string };
+  let world: World;
+  beforeAll(async () => {
+    const cluster = await startPostgresCluster({ binDir: process.env.TPC_PG_BINDIR });
+    const url = await cluster.createDatabase('flaky');
+    await query(url, ACCOUNTS_SQL);
+    flaky = { cluster, url };
+    world = await createWorld({
+      extraResources: { flaky: url },
+      env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '2', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500', TPC_RECONCILE_INTERVAL_MS: '300' },
+    });
+  });
+  afterAll(async () => {
+    try {
+      await world?.close();
+      if (flaky) expect(await preparedOn(flaky.url, 'tpc:')).toEqual([]);
+    } finally {
+      await flaky?.cluster.destroy();
+    }
+  });
+
+  it('stopped in immediate mode before completion: 202 committing, in doubt while down, committed once back', async () => {
+    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 25, 3),
+      async (tx) => (await preparedOn(flaky.url, `tpc:${world.namespace}:${tx}:`)).length === 1
+        && (await preparedOn(world.urls.bank_c, `tpc:${world.namespace}:${tx}:`)).length === 1,
+      () => stopImmediate(flaky.cluster));
+    expect(answer.status).toBe(202);
+    expect(answer.body).toMatchObject({ id, status: 'committing', error: null });
+    expect(answer.headers.get('location')).toBe(`/v1/transactions/${id}`);
+    expect(await world.balance('bank_c', 3)).toBe(975); // committed where it could be
+
+    // Retried with backoff while down; after two failed attempts the operators see it.
+    const listed = await eventually(
+      () => world.request('GET', '/v1/transactions?inDoubt=true'),
+      (r) => r.status === 200 && r.body.items.some((t: { id: string }) => t.id === id), 'the transaction listed in doubt');
+    const item = listed.body.items.find((t: { id: string }) => t.id === id);
+    expect(item).toMatchObject({ status: 'committing', inDoubt: true, resources: ['bank_c', 'flaky'] });
+    expect(item.attempts).toBeGreaterThanOrEqual(2);
+    expect(item.lastError).toMatchObject({ resource: 'flaky' });
+    const filtered = await world.request('GET', '/v1/transactions?inDoubt=true&status=committing');
+    expect(filtered.body.items.map((t: { id: string }) => t.id)).toContain(id);
+    const detail = await world.request('GET', `/v1/transactions/${id}`);
+    expect(detail.body).toMatchObject({ status: 'committing', inDoubt: true, heuristic: false });
+    expect(detail.body.lastError).toMatchObject({ resource: 'flaky' });
+    expect(detail.body.lastError.message).toEqual(expect.any(String));
+
+    await restart(flaky.cluster);
+    const done = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
+      (r) => r.body.status === 'committed', 'completion once the participant is back');
+    expect(done.body).toMatchObject({ inDoubt: false, heuristic: false, error: null });
+    expect(done.body.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'committed']);
+    const kinds = done.body.events.map((e: { kind: string }) => e.kind);
+    expect(kinds).toContain('in_doubt');
+    expect(kinds.filter((k: string) => k === 'decided')).toHaveLength(1);
+    expect(kinds.filter((k: string) => k === 'completed')).toHaveLength(1);
+    expect(kinds.indexOf('in_doubt')).toBeLessThan(kinds.indexOf('completed'));
+    const [row] = await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 3');
+    expect(row!.balance).toBe(1025);
+    expect(await preparedOn(flaky.url, 'tpc:')).toEqual([]);
+    const after = await world.request('GET', '/v1/transactions?inDoubt=true');
+    expect(after.body.items.map((t: { id: string }) => t.id)).not.toContain(id);
+  });
+
+  it('a branch rolled back by hand after the commit decision: committed, flagged heuristic, never a clean success', async () => {
+    const ns = world.namespace;
+    const { id, answer } = await withDecisionHeld(world, move('bank_a', 'bank_c', 40, 5),
+      async (tx) => (await preparedOn(world.urls.bank_a, `tpc:${ns}:${tx}:`)).length === 1
+        && (await preparedOn(world.urls.bank_c, `tpc:${ns}:${tx}:`)).length === 1,
+      async (tx) => {
+        const [gid] = await preparedOn(world.urls.bank_c, `tpc:${ns}:${tx}:`);
+        await query(world.urls.bank_c, `ROLLBACK PREPARED '${gid}'`);
+      });
+    // Whatever the status code, the answer must carry the hazard: never 201 with error null.
+    expect(answer.status === 201 && answer.body.error === null).toBe(false);
+    expect(answer.body.error).toMatchObject({ code: 'heuristic_hazard', resource: 'bank_c' });
+    expect([201, 202]).toContain(answer.status);
+
+    const detail = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
+      (r) => r.body.status === 'committed', 'the transaction recorded as committed');
+    expect(detail.body).toMatchObject({ status: 'committed', heuristic: true, error: { code: 'heuristic_hazard', resource: 'bank_c' } });
+    // The databases disagree, exactly as flagged: bank_a's debit committed, bank_c's credit rolled back.
+    expect(await world.balance('bank_a', 5)).toBe(960);
+    expect(await world.balance('bank_c', 5)).toBe(1000);
+    expect(await world.preparedGids()).toEqual([]);
+
+    const metrics = await world.request('GET', '/metrics');
+    expect(metrics.status).toBe(200);
+    const line = String(metrics.body).split('\n').find((l) => l.startsWith('tpc_heuristic_hazards_total{') && l.includes('resource="bank_c"'));
+    expect(line, 'a tpc_heuristic_hazards_total sample for bank_c').toBeDefined();
+    expect(Number(line!.split(' ').at(-1))).toBeGreaterThan(0);
+    const hazardsElsewhere = String(metrics.body).split('\n').filter((l) => l.startsWith('tpc_heuristic_hazards_total{') && !l.includes('resource="bank_c"'));
+    expect(hazardsElsewhere).toEqual([]);
+  });
+});
