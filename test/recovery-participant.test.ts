@@ -1,18 +1,15 @@
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPostgresBinDir, startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { ACCOUNTS_SQL, createWorld, type World } from './harness/world.ts';
+import { eventually, query, restartAfterCrash } from './harness/waits.ts';
 
 /*
  * A participant fails between prepare and completion: its Postgres stopped in immediate mode (no
  * checkpoint, prepared branches recovered from WAL at restart), and a branch rolled back by hand
  * behind the coordinator's back after the commit decision (a heuristic hazard).
  */
-const run = promisify(execFile);
 
 const move = (from: string, to: string, amount: number, id: number, slow = 0.5) => ({
   branches: [
@@ -22,48 +19,7 @@ const move = (from: string, to: string, amount: number, id: number, slow = 0.5) 
   timeoutMs: 10_000,
 });
 
-async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, limitMs = 30_000): Promise<T> {
-  const until = Date.now() + limitMs;
-  let last: T | undefined;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) last = v;
-    if (v !== undefined && ok(v)) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)?.slice(0, 2000)}`);
-    await sleep(100);
-  }
-}
-
 /** `pg_ctl stop -m immediate` as the server's user (as root, through runuser, like the cluster helper). */
-async function stopImmediate(cluster: PostgresCluster): Promise<void> {
-  const pgCtl = join(findPostgresBinDir(process.env.TPC_PG_BINDIR), 'pg_ctl');
-  const args = ['-D', cluster.dataDir, '-w', '-t', '30', '-m', 'immediate', 'stop'];
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (isRoot) await run('runuser', ['-u', 'postgres', '--', pgCtl, ...args]);
-  else await run(pgCtl, args);
-}
-
-async function restart(cluster: PostgresCluster): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await cluster.start();
-      return;
-    } catch (err) {
-      if (attempt >= 20) throw err;
-      await sleep(250);
-    }
-  }
-}
 
 /**
  * Submits `body`, holds the begin record's row lock (so the decision write waits), waits until
@@ -119,7 +75,7 @@ describe('a participant that fails after prepare', () => {
     const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 25, 3),
       async (tx) => (await preparedOn(flaky.url, `tpc:${world.namespace}:${tx}:`)).length === 1
         && (await preparedOn(world.urls.bank_c, `tpc:${world.namespace}:${tx}:`)).length === 1,
-      () => stopImmediate(flaky.cluster));
+      () => flaky.cluster.stopImmediately());
     expect(answer.status).toBe(202);
     expect(answer.body).toMatchObject({ id, status: 'committing', error: null });
     expect(answer.headers.get('location')).toBe(`/v1/transactions/${id}`);
@@ -140,7 +96,7 @@ describe('a participant that fails after prepare', () => {
     expect(detail.body.lastError).toMatchObject({ resource: 'flaky' });
     expect(detail.body.lastError.message).toEqual(expect.any(String));
 
-    await restart(flaky.cluster);
+    await restartAfterCrash(flaky.cluster);
     const done = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
       (r) => r.body.status === 'committed', 'completion once the participant is back');
     expect(done.body).toMatchObject({ inDoubt: false, heuristic: false, error: null });

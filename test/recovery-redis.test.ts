@@ -5,32 +5,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { startRedisServer, type RedisServer } from '../coordinator/embedded/redis-server.ts';
 import { ACCOUNTS_SQL, createWorld, transfer, BANKS, type HttpAnswer, type World } from './harness/world.ts';
+import { eventually, query } from './harness/waits.ts';
 
 /*
  * Redis is never the source of truth: with it stopped the service keeps committing (readiness says
  * what is missing); restarted empty or flushed, reconciliation from the log recreates the lost work.
  */
-async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, limitMs = 30_000): Promise<T> {
-  const until = Date.now() + limitMs;
-  let last: T | undefined;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) last = v;
-    if (v !== undefined && ok(v)) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)?.slice(0, 2000)}`);
-    await sleep(100);
-  }
-}
 
 /** world.close() bounded: false (and the test's own pools ended) when it does not finish in time. */
 async function closeWithin(world: World, ms: number): Promise<boolean> {

@@ -6,28 +6,7 @@ import { RecoveryStore } from '../coordinator/log/recovery-store.ts';
 import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
 import { createDatabases, createWorld, httpRequest, transfer, type Databases, type World } from './harness/world.ts';
-
-async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, limitMs = 30_000): Promise<T> {
-  const until = Date.now() + limitMs;
-  let last: T | undefined;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) last = v;
-    if (v !== undefined && ok(v)) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)?.slice(0, 2000)}`);
-    await sleep(100);
-  }
-}
+import { eventually, query } from './harness/waits.ts';
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

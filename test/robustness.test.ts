@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { ACCOUNTS_SQL, createWorld, type World } from './harness/world.ts';
+import { eventually, query, restartAfterCrash } from './harness/waits.ts';
 
 const move = (from: string, to: string, amount: number, id = 1, extra: object[] = []) => ({
   branches: [
@@ -12,44 +13,11 @@ const move = (from: string, to: string, amount: number, id = 1, extra: object[] 
   timeoutMs: 5_000,
 });
 
-async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, limitMs = 30_000): Promise<T> {
-  const until = Date.now() + limitMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined as T);
-    if (v !== undefined && ok(v)) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 async function startFlaky(): Promise<{ cluster: PostgresCluster; url: string }> {
   const cluster = await startPostgresCluster();
   const url = await cluster.createDatabase('flaky');
   await query(url, ACCOUNTS_SQL);
   return { cluster, url };
-}
-
-async function restartAfterCrash(cluster: PostgresCluster): Promise<void> {
-  // Backends of a killed postmaster may take a moment to exit and free shared memory.
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await cluster.start();
-      return;
-    } catch (err) {
-      if (attempt >= 20) throw err;
-      await sleep(250);
-    }
-  }
 }
 
 describe('a participant that fails', () => {

@@ -24,6 +24,8 @@ export interface PostgresCluster {
   stop(): Promise<void>;
   /** SIGKILL of the postmaster: what a power cut looks like to clients. */
   crash(): Promise<void>;
+  /** `pg_ctl stop -m immediate`: no checkpoint; prepared transactions come back from WAL at the next start. */
+  stopImmediately(): Promise<void>;
   start(): Promise<void>;
   /** Stops the server and removes its files. */
   destroy(): Promise<void>;
@@ -128,6 +130,9 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     },
     async stop() {
       await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'fast', 'stop']).catch(() => {});
+    },
+    async stopImmediately() {
+      await asServerUser(pgCtl, ['-D', dataDir, '-w', '-t', '30', '-m', 'immediate', 'stop']);
     },
     async crash() {
       const pidFile = join(dataDir, 'postmaster.pid');
