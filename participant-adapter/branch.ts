@@ -30,6 +30,13 @@ export class Branch {
   #state: BranchState = 'open';
   #connectionError: Error | undefined;
   #sessionReset = false;
+  /** Resolves true once BEGIN has run; false if it failed. */
+  readonly #begun: Promise<boolean>;
+  #beginFailed = false;
+  /** Queries sent and not yet answered. */
+  #inFlight = 0;
+  /** A cancel request was sent: it may still be on its way, so this connection is never pooled again. */
+  #cancelSent = false;
   readonly #onError = (err: Error) => {
     // A checked-out client with no listener would crash the process when its socket dies.
     this.#connectionError = err;
@@ -43,7 +50,10 @@ export class Branch {
     // statement_timeout is the server-side backstop for the deadline: if our cancel request is lost,
     // a statement waiting on a lock still ends. Whole milliseconds, at least 1 (0 would disable it).
     const timeout = Math.max(1, Math.ceil(statementTimeoutMs));
-    this.#track(client.query(`BEGIN; SET LOCAL statement_timeout = ${timeout}`), 'BEGIN').catch(() => {});
+    this.#begun = this.#track(client.query(`BEGIN; SET LOCAL statement_timeout = ${timeout}`), 'BEGIN').then(
+      () => true,
+      () => { this.#beginFailed = true; return false; },
+    );
   }
 
   get state(): BranchState {
@@ -82,6 +92,7 @@ export class Branch {
     const reset = this.#resetSession();
     const [xid, prep] = await Promise.allSettled([probe, prepare]);
     await reset;
+    this.#assertBegun();
     if (prep.status === 'rejected') {
       this.#state = 'broken';
       throw prep.reason;
@@ -102,6 +113,7 @@ export class Branch {
     const reset = this.#resetSession();
     const r = await commit.finally(() => reset);
     this.#state = 'finished';
+    this.#assertBegun();
     return r.command === 'COMMIT';
   }
 
@@ -113,10 +125,19 @@ export class Branch {
     this.#state = 'finished';
   }
 
-  /** Asks the server to cancel whatever statement this branch is running (deadline or a failed sibling). */
+  /**
+   * Asks the server to cancel whatever statement this branch is running (deadline or a failed
+   * sibling). A cancel names a backend, not a statement, so two rules keep it from landing where it
+   * must not: it is sent only after BEGIN has run (a cancelled BEGIN would let the pipelined
+   * statements behind it run in autocommit and commit on their own), and a connection that was
+   * sent one is destroyed at release, never handed to another transaction the cancel could hit.
+   */
   async cancel(): Promise<void> {
+    if (this.#state !== 'open' || this.#inFlight === 0) return;
+    if (!(await this.#begun)) return;
     const c = this.#client as unknown as { host: string; port: number; processID: number | null; secretKey: number | null };
-    if (c.processID == null || c.secretKey == null || this.#state !== 'open') return;
+    if (c.processID == null || c.secretKey == null || this.#state !== 'open' || this.#inFlight === 0) return;
+    this.#cancelSent = true;
     await sendCancelRequest({ host: c.host, port: c.port, processID: c.processID, secretKey: c.secretKey });
   }
 
@@ -127,7 +148,7 @@ export class Branch {
   release(): void {
     const client = this.#client;
     client.off('error', this.#onError);
-    const clean = (this.#state === 'prepared' || this.#state === 'finished') && this.#sessionReset;
+    const clean = (this.#state === 'prepared' || this.#state === 'finished') && this.#sessionReset && !this.#cancelSent;
     if (!clean) this.#state = 'broken';
     client.release(clean ? undefined : (this.#connectionError ?? true));
   }
@@ -145,7 +166,21 @@ export class Branch {
     );
   }
 
+  /**
+   * BEGIN failed while the statements behind it were already sent: they ran outside a transaction.
+   * That must surface as an error, never as an ordinary "not prepared".
+   */
+  #assertBegun(): void {
+    if (!this.#beginFailed) return;
+    this.#state = 'broken';
+    throw new ParticipantError('begin_failed', `BEGIN failed on ${this.resource}: the branch's statements did not run inside a transaction`, {
+      retryable: false, resource: this.resource,
+    });
+  }
+
   #track<T>(promise: Promise<T>, what: string): Promise<T> {
+    this.#inFlight++;
+    promise.then(() => { this.#inFlight--; }, () => { this.#inFlight--; });
     return promise.catch((err: unknown) => {
       if (!(err instanceof ParticipantError)) {
         const mapped = toParticipantError(err, this.resource, what);

@@ -59,6 +59,10 @@ export class Participant {
       pipeline: true,
     } as pg.PoolConfig);
     this.#pool.on('error', (err) => options.onIdleError?.(err));
+    // pg-pool drops its own 'error' listener when it hands a connection out; a fatal error read in
+    // the same packet as "ready for query" would then be emitted with no listener and kill the
+    // process. Every connection keeps this one for life; the error still fails its queries.
+    this.#pool.on('connect', (client) => client.on('error', () => {}));
   }
 
   /** Connections handed out and not yet returned: a leak check for tests and metrics. */

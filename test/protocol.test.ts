@@ -129,28 +129,50 @@ describe('the protocol', () => {
   });
 
   it('ends a deadlock across two databases, which neither database can see, by both deadlines', async () => {
-    // T1 locks row 9 on bank_a then wants row 9 on bank_c; T2 the other way round.
-    const lockThenWait = (first: string, second: string) => ({
-      branches: [
-        { resource: first, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] }] },
-        { resource: second, statements: [
-          { sql: 'SELECT pg_sleep(0.3)', params: [] },
-          { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] },
-        ] },
-      ],
-      timeoutMs: 1500,
-    });
-    const [t1, t2] = await Promise.all([world.submit(lockThenWait('bank_a', 'bank_c')), world.submit(lockThenWait('bank_c', 'bank_a'))]);
-    for (const t of [t1, t2]) {
-      expect(t.status).toBe(409);
-      expect(t.body.error.code).toBe('deadline_exceeded');
-      const times = await world.db.log.query('SELECT completed_at - deadline AS late FROM tpc_transactions WHERE id = $1', [t.body.id]);
-      // Ended by its deadline: recorded within a second after it, not whenever a lock frees.
-      const late = times.rows[0].late as { seconds?: number; milliseconds?: number };
-      expect((late.seconds ?? 0) * 1000 + (late.milliseconds ?? 0)).toBeLessThan(1000);
+    // T1 locks row 9 on bank_a then wants row 9 on bank_c; T2 the other way round. The test holds
+    // an advisory lock on both databases as a gate, so that both second halves wait until both
+    // first halves hold their rows, whatever the machine's load: the deadlock is certain.
+    const gates = await Promise.all([world.db.bank_a.connect(), world.db.bank_c.connect()]);
+    try {
+      for (const g of gates) await g.query('SELECT pg_advisory_lock(77)');
+      const lockThenWait = (first: string, second: string) => ({
+        branches: [
+          { resource: first, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] }] },
+          { resource: second, statements: [
+            { sql: 'SELECT pg_advisory_xact_lock_shared(77)', params: [] },
+            { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] },
+          ] },
+        ],
+        timeoutMs: 3000,
+      });
+      const answers = Promise.all([world.submit(lockThenWait('bank_a', 'bank_c')), world.submit(lockThenWait('bank_c', 'bank_a'))]);
+      const ready = (g: (typeof gates)[number]) => g.query<{ waiting: number; holding: number }>(`
+        SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))::int AS waiting,
+               -- The first half holds row 9: still open after its UPDATE, or already prepared.
+               ((SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE 'UPDATE accounts%')
+                + (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()))::int AS holding`)
+        .then((r) => r.rows[0]!.waiting === 1 && r.rows[0]!.holding === 1);
+      for (let i = 0; i < 500 && !(await ready(gates[0]) && await ready(gates[1])); i++) await new Promise((r) => setTimeout(r, 10));
+      for (const g of gates) await g.query('SELECT pg_advisory_unlock(77)');
+      const [t1, t2] = await answers;
+      // The first deadline breaks the cycle: that transaction aborts, and the other may then commit
+      // before its own deadline. Neither waits for anything but a deadline.
+      const aborted = [t1, t2].filter((t) => t.status === 409);
+      expect(aborted.length).toBeGreaterThanOrEqual(1);
+      for (const t of aborted) expect(t.body.error.code).toBe('deadline_exceeded');
+      for (const t of [t1, t2]) {
+        expect([201, 409]).toContain(t.status);
+        const times = await world.db.log.query('SELECT completed_at - deadline AS late FROM tpc_transactions WHERE id = $1', [t.body.id]);
+        // Ended by its deadline: recorded within a second after it, not whenever a lock frees.
+        const late = times.rows[0].late as { seconds?: number; milliseconds?: number };
+        expect((late.seconds ?? 0) * 1000 + (late.milliseconds ?? 0)).toBeLessThan(1000);
+      }
+      const committed = [t1, t2].filter((t) => t.status === 201).length;
+      expect(await world.balance('bank_a', 9)).toBe(1000 + committed);
+      expect(await world.balance('bank_c', 9)).toBe(1000 + committed);
+    } finally {
+      for (const g of gates) g.release();
     }
-    expect(await world.balance('bank_a', 9)).toBe(1000);
-    expect(await world.balance('bank_c', 9)).toBe(1000);
   });
 
   it('runs many concurrent transfers on shared rows and conserves the money', async () => {

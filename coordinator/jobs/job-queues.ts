@@ -142,7 +142,9 @@ export class JobQueues implements FollowUp {
   }
 
   #retrying(jobId: string) {
-    return { jobId, attempts: ATTEMPTS, backoff: { type: 'capped-exponential' }, removeOnComplete: true, removeOnFail: 1000 };
+    // removeOnFail: a failed job kept under its fixed id would silently swallow every later re-add
+    // (reconciliation's included) and leave the transaction unfinished for good.
+    return { jobId, attempts: ATTEMPTS, backoff: { type: 'capped-exponential' }, removeOnComplete: true, removeOnFail: true };
   }
 
   async #ensureSchedulers(): Promise<void> {
@@ -159,6 +161,12 @@ export class JobQueues implements FollowUp {
       connection,
       prefix: this.#o.prefix,
       concurrency,
+      // A job whose worker died is taken back after its lock runs out (15 s; each attempt is bounded
+      // by 5 s participant calls) and retried, however often that happens: by default BullMQ fails
+      // a job that stalls twice, which would drop the reminder of a decided transaction.
+      lockDuration: 15_000,
+      stalledInterval: 15_000,
+      maxStalledCount: ATTEMPTS,
       settings: {
         // base, 2·base, 4·base … capped: a participant back from an outage is finished within about the cap.
         backoffStrategy: (attemptsMade: number) => Math.min(retryMaxMs, retryBaseMs * 2 ** Math.max(0, attemptsMade - 1)),

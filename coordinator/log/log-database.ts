@@ -44,6 +44,8 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
     });
     // An idle pooled connection dropped by a restart emits 'error'; unhandled, it would crash us.
     p.on('error', (err) => options.onIdleError?.(err));
+    // A connection handed out has no pool listener; a fatal error arriving then must not crash us.
+    p.on('connect', (client) => client.on('error', () => {}));
     return p;
   };
   const pools = { forced: pool('on'), relaxed: pool('off') };
