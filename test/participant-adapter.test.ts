@@ -72,6 +72,19 @@ describe('a participant', () => {
       expect(await ro.xid()).toBeNull();
       await ro.rollback();
       ro.release();
+      // A cancel sent while BEGIN is still in flight waits for it: it can only ever stop a statement
+      // inside the transaction, never leave the statements behind it to run in autocommit.
+      const c = await p.openBranch({ statementTimeoutMs: 5000 });
+      const slow = c.run('INSERT INTO t SELECT 99 FROM pg_sleep(0.3)').catch((e: { sqlState?: string }) => e.sqlState);
+      await c.cancel();
+      const after = await c.prepare('tpc:pa:tx4:0');
+      expect(await slow).toBe('57014');
+      expect(after).toEqual({ prepared: false, xid: null });
+      c.release();
+      const check = await p.openBranch({ statementTimeoutMs: 5000 });
+      expect((await check.run('SELECT count(*)::int AS n FROM t WHERE id = 99')).rows).toEqual([{ n: 0 }]);
+      await check.rollback();
+      check.release();
       expect(p.connectionsInUse).toBe(0);
       expect(await p.health()).toMatchObject({ reachable: true, usable: true, maxPreparedTransactions: 64 });
     } finally {
