@@ -9,7 +9,7 @@ import { Authenticator } from './api/auth.ts';
 import type { Config } from './config/load-config.ts';
 import { Engine } from './engine/engine.ts';
 import { Failpoints } from './engine/failpoints.ts';
-import { reconcile } from './engine/reconciler.ts';
+import { reconcile, type ReconcileReport } from './engine/reconciler.ts';
 import { JobQueues } from './jobs/job-queues.ts';
 import { RecoveryStore } from './log/recovery-store.ts';
 import { listTransactions } from './log/transaction-list.ts';
@@ -23,6 +23,7 @@ export interface RunningService {
   engine: Engine;
   metrics: Metrics;
   participants: ReadonlyMap<string, Participant>;
+  maintenance: { reconcile(): Promise<ReconcileReport>; prune(): Promise<number> };
   /** Stops taking requests, lets transactions in hand finish, closes every pool and connection. */
   close(): Promise<void>;
 }
@@ -113,13 +114,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
     failpoints: new Failpoints(config.failpoints),
   };
   const engine = new Engine(engineDeps, { completionWaitMs: config.completionWaitMs, inDoubtAfterAttempts: config.inDoubtAfterAttempts });
-  queues.start({
-    resume: (id) => engine.resume(id),
+  // What the maintenance jobs run; also on the service handle, so tests can run a pass directly.
+  const maintenance = {
     reconcile: () => reconcile(engineDeps, {
       maxTimeoutMs: config.maxTimeoutMs,
       batch: RECONCILE_BATCH,
       enqueue: (id) => queues.completionPending(id),
     }),
+    /** Deletes finished transactions past retention in batches; returns how many. */
     prune: async () => {
       const before = new Date(Date.now() - config.retentionDays * 86_400_000);
       let total = 0;
@@ -129,7 +131,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
         if (n < PRUNE_BATCH) return total;
       }
     },
-  });
+  };
+  queues.start({ resume: (id) => engine.resume(id), ...maintenance });
   // Redis down at start is not fatal (the log is the truth; reminders are recreated later), but
   // when it is up, the service is ready by the time start-up returns.
   if (!(await queues.connected(2_000))) logger.warn('Redis is not reachable yet; /readyz reports it until it is');
@@ -169,6 +172,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     engine,
     metrics,
     participants,
+    maintenance,
     close() {
       closing ??= (async () => {
         clearInterval(healthTimer);

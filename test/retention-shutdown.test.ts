@@ -112,6 +112,10 @@ describe('log retention', () => {
       // A kept key still answers idempotently with its transaction.
       const replay = await world.submit(transfer('bank_a', 'bank_b', 1, 5, 5), { headers: { 'Idempotency-Key': 'recent-1' } });
       expect(replay.body.id).toBe(recent[0]);
+      // The service's own retention pass (what its hourly job scheduler runs) prunes by TPC_RETENTION_DAYS.
+      await query(world.urls.log, 'UPDATE tpc_transactions SET completed_at = now() - make_interval(days => $2) WHERE id = $1', [recent[1], world.config.retentionDays + 1]);
+      expect(await world.service.maintenance.prune()).toBe(1);
+      expect(await footprint(world.urls.log, [recent[1]!])).toEqual({ tx: 0, branches: 0, events: 0, keys: 0 });
       const stillThere = await world.request('GET', `/v1/transactions/${unfinished}`);
       expect(stillThere.body.status).toBe('committing');
     } finally {
