@@ -37,7 +37,7 @@ export class RecoveryStore {
    * doubt for operators (and an event says when it became so). Returns whether it is now in doubt.
    */
   async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number): Promise<boolean> {
-    const r = await sql<{ in_doubt: boolean; became: boolean }>`
+    const r = await sql<{ in_doubt: boolean }>`
       WITH before AS (SELECT in_doubt FROM tpc_transactions WHERE id = ${id}::uuid),
       t AS (
         UPDATE tpc_transactions SET attempts = attempts + 1, last_error = ${JSON.stringify(error)}::jsonb,
@@ -49,7 +49,7 @@ export class RecoveryStore {
         SELECT t.id, 'in_doubt', jsonb_build_object('attempts', t.attempts, 'error', ${JSON.stringify(error)}::jsonb)
         FROM t, before WHERE t.in_doubt AND NOT before.in_doubt
       )
-      SELECT t.in_doubt, (t.in_doubt AND NOT before.in_doubt) AS became FROM t, before
+      SELECT t.in_doubt FROM t
     `.execute(this.db.relaxed);
     return r.rows[0]?.in_doubt ?? false;
   }
