@@ -13,6 +13,8 @@ import { reconcile, type ReconcileReport } from './engine/reconciler.ts';
 import { JobQueues } from './jobs/job-queues.ts';
 import { RecoveryStore } from './log/recovery-store.ts';
 import { listTransactions } from './log/transaction-list.ts';
+import { findOrphans, inspectResources } from './operator/inspection.ts';
+import { resolveTransaction } from './operator/resolve.ts';
 import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
@@ -146,6 +148,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxTimeoutMs: config.maxTimeoutMs,
     unusable: () => unusable,
     list: (filter) => listTransactions(logDb, filter),
+    operator: {
+      resources: () => inspectResources(engineDeps),
+      orphans: () => findOrphans(engineDeps),
+      resolve: (id, request) => resolveTransaction(engineDeps, id, request),
+      detail: (id) => engine.get(id),
+    },
     namespace: config.namespace,
     logger,
     metrics,

@@ -2,12 +2,14 @@ import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
+import { operatorRoutes, type OperatorRoutesOptions } from './operator-routes.ts';
 import { openApiDocument } from './openapi.ts';
 import { submitSchema } from './submit-schema.ts';
 import { problem, problemHandler } from './problem.ts';
 import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
 export interface AppOptions extends Omit<TransactionsRoutesOptions, 'jsonBody'> {
+  operator: Omit<OperatorRoutesOptions, 'auth' | 'jsonBody'>;
   logger: Logger;
   metrics: Metrics;
   readiness: ReadinessCheck[];
@@ -33,7 +35,9 @@ export function createApp(o: AppOptions): Express {
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(submitSchema(o.maxTimeoutMs));
   app.get('/openapi.json', (_req, res) => { res.json(openApi); });
-  app.use(transactionsRoutes({ ...o, jsonBody: express.json({ limit: o.bodyLimit, strict: true, type: () => true }) }));
+  const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
+  app.use(transactionsRoutes({ ...o, jsonBody }));
+  app.use(operatorRoutes({ ...o.operator, auth: o.auth, jsonBody }));
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(problemHandler(o.logger));
   return app;

@@ -187,6 +187,11 @@ export class TransactionsStore {
     if (result.rows[0]?.moved !== 1) throw new StaleStateError(record.id, record.from, record.to);
   }
 
+  /** An audit event that goes with no state change (an operator's refused or repeated action). */
+  async appendEvent(id: string, kind: string, actor: string | null, detail: Record<string, unknown>): Promise<void> {
+    await this.db.forced.insertInto('tpc_events').values({ transaction_id: id, kind, actor, detail: JSON.stringify(detail) }).execute();
+  }
+
   async load(id: string): Promise<StoredTransaction | null> {
     const row = await this.db.forced
       .selectFrom('tpc_transactions as t')

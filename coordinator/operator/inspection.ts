@@ -1,0 +1,82 @@
+import type { EngineDeps } from '../engine/ports.ts';
+import { namespacePrefix } from '../engine/gid.ts';
+
+export interface ResourceReport {
+  resource: string;
+  reachable: boolean;
+  usable: boolean;
+  serverVersion: string | null;
+  maxPreparedTransactions: number | null;
+  /** Prepared branches of this coordinator's namespace on the resource. */
+  prepared: number | null;
+  /** Age in seconds of the oldest of them: a prepared branch holds locks and holds back vacuum. */
+  oldestPreparedSeconds: number | null;
+  message: string | null;
+}
+
+export interface Orphan {
+  resource: string;
+  gid: string;
+  transactionId: string | null;
+  preparedAt: string;
+  ageSeconds: number;
+}
+
+const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
+
+const ageOf = (d: Date) => Math.max(0, Math.round((Date.now() - d.getTime()) / 1000));
+
+/** Each resource's health and the namespace's prepared branches on it. */
+export async function inspectResources(deps: EngineDeps): Promise<ResourceReport[]> {
+  const prefix = namespacePrefix(deps.namespace);
+  return Promise.all([...deps.participants.values()].map(async (p) => {
+    const health = await p.health();
+    let prepared: number | null = null;
+    let oldest: number | null = null;
+    if (health.reachable) {
+      const list = await p.listPrepared(prefix).catch(() => null);
+      if (list) {
+        prepared = list.length;
+        oldest = list.length ? ageOf(list[0]!.preparedAt) : null;
+      }
+    }
+    return {
+      resource: p.name,
+      reachable: health.reachable,
+      usable: health.usable,
+      serverVersion: health.serverVersion,
+      maxPreparedTransactions: health.maxPreparedTransactions,
+      prepared,
+      oldestPreparedSeconds: oldest,
+      message: health.message,
+    };
+  }));
+}
+
+/**
+ * Prepared branches of the namespace that the log does not know (their begin record was lost).
+ * Reconciliation rolls them back once they are older than the longest deadline; an operator can
+ * act sooner. Unreachable resources are reported, not skipped silently.
+ */
+export async function findOrphans(deps: EngineDeps): Promise<{ orphans: Orphan[]; unreachable: string[] }> {
+  const prefix = namespacePrefix(deps.namespace);
+  const orphans: Orphan[] = [];
+  const unreachable: string[] = [];
+  for (const p of deps.participants.values()) {
+    let list;
+    try {
+      list = await p.listPrepared(prefix);
+    } catch {
+      unreachable.push(p.name);
+      continue;
+    }
+    const ids = list.map((b) => GID_TX.exec(b.gid)?.[1]).filter((x): x is string => x !== undefined);
+    const known = await deps.recovery.statuses([...new Set(ids)]);
+    for (const b of list) {
+      const id = GID_TX.exec(b.gid)?.[1] ?? null;
+      if (id && known.has(id)) continue;
+      orphans.push({ resource: p.name, gid: b.gid, transactionId: id, preparedAt: b.preparedAt.toISOString(), ageSeconds: ageOf(b.preparedAt) });
+    }
+  }
+  return { orphans, unreachable };
+}

@@ -1,0 +1,121 @@
+import { ConflictError, NotFoundError } from '../errors.ts';
+import { namespacePrefix } from '../engine/gid.ts';
+import { fateStatus, finishAll, type Outcome } from '../engine/phase-two.ts';
+import type { EngineDeps } from '../engine/ports.ts';
+import { RECOVERY_LEASE_MS, resumeTransaction, type ResumeResult } from '../engine/resume-from-log.ts';
+import type { StoredTransaction } from '../log/transactions-store.ts';
+
+export interface ResolveRequest {
+  outcome: Outcome;
+  reason: string;
+  /** Act against a written decision: recorded as a heuristic outcome. */
+  force: boolean;
+  actor: string;
+}
+
+export interface ResolveResult {
+  /** What was done: the operator's outcome became the decision, an existing decision was driven, or it was forced. */
+  action: 'decided' | 'drove' | 'forced' | 'nothing';
+  result: ResumeResult['state'];
+}
+
+const DECIDED: Record<string, Outcome> = { committing: 'commit', aborting: 'abort', committed: 'commit', aborted: 'abort' };
+
+/**
+ * An operator's resolution. Without a decision, the operator's outcome becomes the decision (written
+ * durably, then driven); with one, only the same outcome is accepted (it drives completion now),
+ * and the opposite is refused unless forced, which is recorded as a heuristic outcome. Every call
+ * leaves an event with the actor, the reason and the result.
+ */
+export async function resolveTransaction(deps: EngineDeps, id: string, req: ResolveRequest): Promise<ResolveResult> {
+  const seen = await deps.store.load(id);
+  if (!seen) throw new NotFoundError(`transaction ${id} not found`);
+  const audit = (action: string, detail: Record<string, unknown>) =>
+    deps.store.appendEvent(id, 'operator_resolve', req.actor, { outcome: req.outcome, reason: req.reason, force: req.force, action, ...detail });
+
+  if (seen.status === 'committed' || seen.status === 'aborted') {
+    if (DECIDED[seen.status] === req.outcome) {
+      await audit('nothing', { result: 'already finished' });
+      return { action: 'nothing', result: 'finished' };
+    }
+    await audit('refused', { result: `already ${seen.status}` });
+    throw new ConflictError('already_finished', `transaction ${id} is already ${seen.status}; nothing is prepared any more to ${req.outcome}`);
+  }
+
+  const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS);
+  if (!tx) {
+    await audit('refused', { result: 'driven by another process' });
+    throw new ConflictError('busy', `transaction ${id} is being driven by ${seen.driver ?? 'another process'} until ${seen.lease_until?.toISOString?.() ?? seen.lease_until}; try again then`);
+  }
+  try {
+    if (tx.status === 'active') return await decide(deps, tx, req, audit);
+    const decided = tx.status === 'preparing' ? null : DECIDED[tx.status];
+    if (decided === req.outcome || tx.status === 'preparing') {
+      if (tx.status === 'preparing') {
+        // A one-phase commit's outcome is the participant's: only its xid can tell; nothing to choose.
+        await audit('drove', { note: 'one-phase commit: the outcome is read from the participant' });
+      } else {
+        await audit('drove', {});
+      }
+      const r = await resumeTransaction(deps, id);
+      return { action: 'drove', result: r.state };
+    }
+    if (!req.force) {
+      await audit('refused', { result: `decision is ${decided}` });
+      throw new ConflictError('against_decision',
+        `transaction ${id} has a durable ${decided} decision; resolving it as ${req.outcome} would break atomicity ` +
+        `(some branches may already be ${decided === 'commit' ? 'committed' : 'rolled back'}). Resolve it as ${decided}, ` +
+        'or pass "force": true to record a heuristic outcome');
+    }
+    return await forceAgainst(deps, tx, req, decided!, audit);
+  } finally {
+    await deps.recovery.release(id, deps.instanceId).catch(() => {});
+  }
+}
+
+/** No decision yet: the operator's outcome becomes it. Commit only if every branch is really prepared. */
+async function decide(deps: EngineDeps, tx: StoredTransaction, req: ResolveRequest, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
+  if (req.outcome === 'commit') {
+    const missing: string[] = [];
+    for (const b of tx.branches) {
+      const participant = deps.participants.get(b.resource);
+      const prepared = participant ? await participant.listPrepared(namespacePrefix(deps.namespace)).catch(() => null) : null;
+      if (!prepared?.some((p) => p.gid === b.gid)) missing.push(b.resource);
+    }
+    if (missing.length) {
+      await audit('refused', { result: `not prepared on ${missing.join(', ')}` });
+      throw new ConflictError('not_prepared', `cannot commit transaction ${tx.id}: its branch on ${missing.join(', ')} is not prepared (its work is gone or unreachable); only abort keeps it atomic`);
+    }
+  }
+  await deps.store.transition({
+    id: tx.id, driver: deps.instanceId, from: 'active', to: req.outcome === 'commit' ? 'committing' : 'aborting', forced: true,
+    branches: req.outcome === 'commit' ? tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const })) : undefined,
+    error: req.outcome === 'abort' ? { resource: null, statement: null, code: 'operator_abort', message: req.reason } : undefined,
+    event: { kind: 'decided', actor: req.actor, detail: { outcome: req.outcome, by: 'operator', reason: req.reason } },
+  });
+  await audit('decided', {});
+  const r = await resumeTransaction(deps, tx.id);
+  return { action: 'decided', result: r.state };
+}
+
+/** Against the decision, on the operator's word: the branches go the other way and the transaction is flagged heuristic. */
+async function forceAgainst(deps: EngineDeps, tx: StoredTransaction, req: ResolveRequest, decided: Outcome, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
+  const open = tx.branches.filter((b) => b.status === 'prepared' || b.status === 'active');
+  const refs = open.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, xid: b.xid }));
+  const results = await finishAll(deps.participants, refs, req.outcome, deps.failpoints);
+  if (!results.every((r) => r.done)) {
+    await audit('forced', { result: 'pending: some branches unreachable' });
+    return { action: 'forced', result: 'pending' };
+  }
+  const forcedStatus = req.outcome === 'commit' ? 'committed' : 'aborted';
+  for (const r of refs) deps.observer.hazard(r.resource);
+  deps.logger.error({ transactionId: tx.id, decision: decided, forced: req.outcome, actor: req.actor, reason: req.reason }, 'operator forced a resolution against the decision: heuristic outcome');
+  await deps.store.transition({
+    id: tx.id, driver: deps.instanceId, from: tx.status, to: decided === 'commit' ? 'committed' : 'aborted', forced: true, heuristic: true,
+    error: { resource: refs[0]?.resource ?? null, statement: null, code: 'heuristic_hazard', message: `forced ${req.outcome} by ${req.actor} against the ${decided} decision: ${req.reason}` },
+    branches: results.map((r) => ({ index: r.index, status: r.done && r.hazard ? fateStatus(r.fate, forcedStatus) : forcedStatus, heuristic: `forced ${req.outcome}` })),
+    event: { kind: 'completed', actor: req.actor, detail: { outcome: decided === 'commit' ? 'committed' : 'aborted', heuristic: true, forced: req.outcome } },
+  });
+  await audit('forced', { result: `branches ${forcedStatus} against the ${decided} decision` });
+  return { action: 'forced', result: 'finished' };
+}

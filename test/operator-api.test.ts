@@ -1,0 +1,149 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { eventually, query, restartAfterCrash } from './harness/waits.ts';
+import { ACCOUNTS_SQL, TOKENS, createWorld, type World } from './harness/world.ts';
+
+const move = (from: string, to: string, amount: number, id: number) => ({
+  branches: [
+    { resource: from, statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, id] }] },
+    { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }] },
+  ],
+  timeoutMs: 10_000,
+});
+
+describe('operators', () => {
+  let flaky: { cluster: PostgresCluster; url: string };
+  let world: World;
+  beforeAll(async () => {
+    const cluster = await startPostgresCluster();
+    const url = await cluster.createDatabase('flaky');
+    await query(url, ACCOUNTS_SQL);
+    flaky = { cluster, url };
+    // Slow retries, so that the test, not the completion queue, finishes the in-doubt transaction.
+    world = await createWorld({ extraResources: { flaky: url }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' } });
+  });
+  afterAll(async () => {
+    await world.close();
+    await flaky.cluster.destroy();
+  });
+
+  it('see every resource with its prepared branches', async () => {
+    const r = await world.request('GET', '/v1/resources', undefined, { token: TOKENS.reader });
+    expect(r.status).toBe(200);
+    expect(r.body.items.map((x: { resource: string }) => x.resource).sort()).toEqual(['bank_a', 'bank_b', 'bank_c', 'flaky']);
+    expect(r.body.items[0]).toMatchObject({ reachable: true, usable: true, maxPreparedTransactions: 64, prepared: 0, oldestPreparedSeconds: null });
+    const limited = await world.request('GET', '/v1/resources', undefined, { token: TOKENS.limited });
+    expect(limited.body.items.map((x: { resource: string }) => x.resource)).toEqual(['bank_a']);
+  });
+
+  it('find prepared branches of the namespace that the log does not know, and only those', async () => {
+    const orphanGid = `tpc:${world.namespace}:${randomUUID()}:0`;
+    const foreignGid = `someone-else:${randomUUID()}`;
+    const c = new pg.Client({ connectionString: world.urls.bank_b });
+    await c.connect();
+    try {
+      for (const [i, gid] of [orphanGid, foreignGid].entries()) {
+        await c.query('BEGIN');
+        await c.query('UPDATE accounts SET balance = balance WHERE id = $1', [9 + i]);
+        await c.query(`PREPARE TRANSACTION '${gid}'`);
+      }
+      const r = await world.request('GET', '/v1/orphans', undefined, { token: TOKENS.reader });
+      expect(r.status).toBe(200);
+      expect(r.body.items).toEqual([expect.objectContaining({ resource: 'bank_b', gid: orphanGid, ageSeconds: expect.any(Number) })]);
+      const resources = await world.request('GET', '/v1/resources');
+      expect(resources.body.items.find((x: { resource: string }) => x.resource === 'bank_b')).toMatchObject({ prepared: 1 });
+    } finally {
+      for (const gid of [orphanGid, foreignGid]) await c.query(`ROLLBACK PREPARED '${gid}'`).catch(() => {});
+      await c.end();
+    }
+  });
+
+  it('refuse a resolution without a reason (400), without the operate scope (403), for an unknown id (404)', async () => {
+    const id = randomUUID();
+    expect((await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort' })).status).toBe(400);
+    expect((await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: '   ' })).status).toBe(400);
+    expect((await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'maybe', reason: 'x' })).status).toBe(400);
+    expect((await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'x' }, { token: TOKENS.reader })).status).toBe(403);
+    const unknown = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'x' });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.type).toBe('urn:tpc:problem:not-found');
+  });
+
+  it('refuse to act against a decision, drive it on request, and record every attempt', async () => {
+    // A commit decision whose phase 2 cannot reach flaky: hold the decision, crash flaky, let it go.
+    const log = new pg.Client({ connectionString: world.urls.log });
+    await log.connect();
+    let id: string;
+    try {
+      const pending = world.submit(move('bank_c', 'flaky', 30, 4));
+      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
+      id = row!.id;
+      await log.query('BEGIN');
+      await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
+      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
+      await flaky.cluster.crash();
+      await log.query('COMMIT');
+      expect((await pending).status).toBe(202);
+    } finally {
+      await log.end();
+    }
+
+    const against = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'customer called' });
+    expect(against.status).toBe(409);
+    expect(against.body.type).toBe('urn:tpc:problem:against-decision');
+    expect(against.body.detail).toMatch(/durable commit decision/);
+
+    const early = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'commit', reason: 'finish it' });
+    expect(early.status).toBe(200);
+    expect(early.body).toMatchObject({ action: 'drove', result: 'pending', transaction: { status: 'committing' } });
+
+    await restartAfterCrash(flaky.cluster);
+    const done = await eventually(
+      () => world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'commit', reason: 'flaky is back' }),
+      (r) => r.status === 200 && r.body.result === 'finished', 'the operator finishing the commit');
+    expect(done.body.transaction.status).toBe('committed');
+    expect(await world.balance('bank_c', 4)).toBe(970);
+    expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 4'))[0]!.balance).toBe(1030);
+
+    const again = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'too late', force: true });
+    expect(again.status).toBe(409);
+    expect(again.body.type).toBe('urn:tpc:problem:already-finished');
+
+    const trail = await world.request('GET', `/v1/transactions/${id}`);
+    const resolutions = trail.body.events.filter((e: { kind: string }) => e.kind === 'operator_resolve');
+    expect(resolutions.length).toBeGreaterThanOrEqual(4);
+    expect(resolutions[0]).toMatchObject({ actor: 'full', detail: { outcome: 'abort', reason: 'customer called', action: 'refused' } });
+    expect(resolutions.some((e: { detail: { action: string } }) => e.detail.action === 'drove')).toBe(true);
+    expect(resolutions.at(-1)).toMatchObject({ detail: { outcome: 'abort', force: true, action: 'refused' } });
+  });
+
+  it('record a forced resolution against the decision as a heuristic outcome', async () => {
+    const log = new pg.Client({ connectionString: world.urls.log });
+    await log.connect();
+    let id: string;
+    try {
+      const pending = world.submit(move('bank_a', 'flaky', 40, 5));
+      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
+      id = row!.id;
+      await log.query('BEGIN');
+      await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
+      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
+      await flaky.cluster.crash();
+      await log.query('COMMIT');
+      expect((await pending).status).toBe(202);
+    } finally {
+      await log.end();
+    }
+    await restartAfterCrash(flaky.cluster);
+    // bank_a committed already; the operator insists on rolling flaky's branch back.
+    const forced = await eventually(
+      () => world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'refund issued by hand', force: true }),
+      (r) => r.status === 200 && r.body.result === 'finished', 'the forced resolution');
+    expect(forced.body).toMatchObject({ action: 'forced', transaction: { status: 'committed', heuristic: true, error: { code: 'heuristic_hazard' } } });
+    expect(forced.body.transaction.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'aborted']);
+    expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 5'))[0]!.balance).toBe(1000);
+    expect(await world.preparedGids()).toEqual([]);
+  });
+});
