@@ -99,6 +99,22 @@ export class Participant {
     }));
   }
 
+  /** The live state of one gid: prepared since when, and how many locks it holds (null: not prepared). */
+  async inspectPrepared(gid: string): Promise<{ preparedAt: Date; locks: number } | null> {
+    const r = await this.#admin(
+      // A prepared transaction's locks have no pid; they share the virtual transaction of its xid lock.
+      `SELECT p.prepared, (
+         SELECT count(*) FROM pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
+           SELECT x.virtualtransaction FROM pg_locks x
+           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::int AS locks
+       FROM pg_prepared_xacts p WHERE p.gid = $1 AND p.database = current_database()`,
+      [gid],
+      'inspecting a prepared transaction',
+    );
+    const row = r.rows[0];
+    return row ? { preparedAt: row.prepared as Date, locks: row.locks as number } : null;
+  }
+
   /** The fate of a transaction id: how a branch that is no longer prepared ended. */
   async xactStatus(xid: string): Promise<XactStatus> {
     if (!/^\d{1,20}$/.test(xid)) throw new ParticipantError('invalid_xid', `bad xid ${xid}`, { retryable: false, resource: this.name });

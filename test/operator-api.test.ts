@@ -90,6 +90,13 @@ describe('operators', () => {
       await log.end();
     }
 
+    // The live view: prepared (with its locks) where the database answers, unreachable where it is down.
+    const detail = await world.request('GET', `/v1/transactions/${id}`);
+    expect(detail.body.branchDetails).toEqual([
+      expect.objectContaining({ resource: 'bank_c', xid: expect.stringMatching(/^\d+$/), live: { reachable: true, prepared: false, preparedAt: null, locks: null } }),
+      expect.objectContaining({ resource: 'flaky', live: expect.objectContaining({ reachable: false }) }),
+    ]);
+
     const against = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'customer called' });
     expect(against.status).toBe(409);
     expect(against.body.type).toBe('urn:tpc:problem:against-decision');
@@ -130,6 +137,11 @@ describe('operators', () => {
       await log.query('BEGIN');
       await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
       await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
+      // Both branches prepared, the decision not yet written: the live view shows them holding locks.
+      const live = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
+        (r) => r.body.branchDetails?.every((b: { live?: { prepared?: boolean } }) => b.live?.prepared === true), 'both branches seen prepared');
+      for (const b of live.body.branchDetails) expect(b.live).toMatchObject({ reachable: true, prepared: true, preparedAt: expect.any(String), locks: expect.any(Number) });
+      expect(live.body.branchDetails[0].live.locks).toBeGreaterThan(0);
       await flaky.cluster.crash();
       await log.query('COMMIT');
       expect((await pending).status).toBe(202);

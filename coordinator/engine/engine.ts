@@ -6,7 +6,10 @@ import type { EngineDeps } from './ports.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
 import { TransactionRun } from './transaction-run.ts';
-import type { SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
+import type { LiveBranch, SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
+
+// 1 s: an operator's page must come back even when a participant is down; it then says so.
+const LIVE_VIEW_TIMEOUT_MS = 1_000;
 
 export interface EngineOptions {
   /** Failed phase-2 attempts after which a transaction is flagged in doubt for operators. */
@@ -93,7 +96,31 @@ export class Engine {
   async get(id: string): Promise<TransactionDetail> {
     const tx = await this.#deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);
-    return detailOf(tx);
+    const detail = detailOf(tx);
+    const unfinished = !isFinal(tx.status);
+    detail.branchDetails = await Promise.all(tx.branches.map(async (b): Promise<LiveBranch> => ({
+      resource: b.resource, gid: b.gid, xid: b.xid, heuristic: b.heuristic, lastError: b.last_error ?? null,
+      ...(unfinished ? { live: await this.#live(b.resource, b.gid) } : {}),
+    })));
+    return detail;
+  }
+
+  /** What the branch's database says now, bounded so that an unreachable one cannot stall the answer. */
+  async #live(resource: string, gid: string): Promise<NonNullable<LiveBranch['live']>> {
+    const participant = this.#deps.participants.get(resource);
+    if (!participant) return { reachable: false, error: `resource ${resource} is not configured` };
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const seen = await Promise.race([
+        participant.inspectPrepared(gid),
+        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${LIVE_VIEW_TIMEOUT_MS} ms`)), LIVE_VIEW_TIMEOUT_MS); }),
+      ]);
+      return { reachable: true, prepared: seen !== null, preparedAt: seen ? seen.preparedAt.toISOString() : null, locks: seen?.locks ?? null };
+    } catch (err) {
+      return { reachable: false, error: err instanceof Error ? err.message : String(err) };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

@@ -62,7 +62,20 @@ export interface TransactionEvent {
   detail: Record<string, unknown>;
 }
 
+/** A branch as its database sees it now, next to what the log says. */
+export interface LiveBranch {
+  resource: string;
+  gid: string;
+  xid: string | null;
+  heuristic: string | null;
+  lastError: unknown;
+  /** Asked only while the transaction is unfinished (a finished one has nothing prepared). */
+  live?: { reachable: true; prepared: boolean; preparedAt: string | null; locks: number | null } | { reachable: false; error: string };
+}
+
 export interface TransactionDetail extends TransactionView {
+  /** Per branch, the log's record and the live view from its database. */
+  branchDetails?: LiveBranch[];
   /** Phase 2 keeps failing: shown to operators until it completes. */
   inDoubt: boolean;
   /** A branch ended against the decision (rolled back by hand after a commit, or the reverse). */
