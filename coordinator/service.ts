@@ -15,6 +15,7 @@ import { RecoveryStore } from './log/recovery-store.ts';
 import { listTransactions } from './log/transaction-list.ts';
 import { findOrphans, inspectResources } from './operator/inspection.ts';
 import { resolveTransaction } from './operator/resolve.ts';
+import { resolveOrphan } from './operator/resolve-orphan.ts';
 import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
@@ -152,6 +153,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       resources: () => inspectResources(engineDeps),
       orphans: () => findOrphans(engineDeps),
       resolve: (id, request) => resolveTransaction(engineDeps, id, request),
+      resolveOrphan: (request) => resolveOrphan(engineDeps, request),
       detail: (id) => engine.get(id),
     },
     namespace: config.namespace,

@@ -26,7 +26,7 @@ describe('the log schema', () => {
   it('applies once when several coordinators migrate at the same time', async () => {
     const url = await freshLog('mig');
     const results = await Promise.all([migrateLog(url), migrateLog(url), migrateLog(url)]);
-    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery']); // exactly one of them applied it
+    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit']); // exactly one of them applied it
     expect(await migrateLog(url)).toEqual([]);
   });
 

@@ -54,6 +54,22 @@ describe('operators', () => {
       expect(r.body.items).toEqual([expect.objectContaining({ resource: 'bank_b', gid: orphanGid, ageSeconds: expect.any(Number) })]);
       const resources = await world.request('GET', '/v1/resources');
       expect(resources.body.items.find((x: { resource: string }) => x.resource === 'bank_b')).toMatchObject({ prepared: 1 });
+
+      // Resolving it: a reason is required, operate scope too; commit only with force; others' gids are not ours.
+      const resolve = (body: Record<string, unknown>, token?: string) => world.request('POST', '/v1/orphans/resolve', { resource: 'bank_b', gid: orphanGid, ...body }, token ? { token } : {});
+      expect((await resolve({})).status).toBe(400);
+      expect((await resolve({ reason: 'stale' }, TOKENS.reader)).status).toBe(403);
+      const commit = await resolve({ outcome: 'commit', reason: 'I know better' });
+      expect(commit.status).toBe(409);
+      expect(commit.body.type).toBe('urn:tpc:problem:orphan-commit-refused');
+      expect((await world.request('POST', '/v1/orphans/resolve', { resource: 'bank_b', gid: foreignGid, reason: 'not ours' })).status).toBe(404);
+      const done = await resolve({ reason: 'left by a crashed coordinator' });
+      expect(done.status).toBe(200);
+      expect(done.body).toEqual({ result: 'rolled-back' });
+      expect((await world.request('GET', '/v1/orphans')).body.items).toEqual([]);
+      const audit = await world.db.log.query('SELECT actor, action, gid, reason, detail FROM tpc_audit ORDER BY id');
+      expect(audit.rows.map((r) => r.action)).toEqual(['orphan_refused', 'orphan_refused', 'orphan_resolved']);
+      expect(audit.rows[2]).toMatchObject({ actor: 'full', gid: orphanGid, reason: 'left by a crashed coordinator', detail: { result: 'rolled-back' } });
     } finally {
       for (const gid of [orphanGid, foreignGid]) await c.query(`ROLLBACK PREPARED '${gid}'`).catch(() => {});
       await c.end();

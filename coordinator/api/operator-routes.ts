@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { TransactionDetail } from '../engine/types.ts';
 import type { Orphan, ResourceReport } from '../operator/inspection.ts';
 import type { ResolveRequest, ResolveResult } from '../operator/resolve.ts';
+import type { OrphanResolveRequest } from '../operator/resolve-orphan.ts';
 import { assertResourcesAllowed, type Authenticator } from './auth.ts';
 import { problem } from './problem.ts';
 
@@ -12,6 +13,7 @@ export interface OperatorRoutesOptions {
   resources: () => Promise<ResourceReport[]>;
   orphans: () => Promise<{ orphans: Orphan[]; unreachable: string[] }>;
   resolve: (id: string, request: ResolveRequest) => Promise<ResolveResult>;
+  resolveOrphan: (request: OrphanResolveRequest) => Promise<{ result: string }>;
   detail: (id: string) => Promise<TransactionDetail>;
 }
 
@@ -22,6 +24,19 @@ const resolveBody = z.strictObject({
   reason: z.string().trim().min(1, 'a reason is required').max(2000),
   force: z.boolean().default(false),
 });
+
+const orphanBody = z.strictObject({
+  resource: z.string().min(1).max(63),
+  gid: z.string().min(1).max(200),
+  outcome: z.enum(['commit', 'abort']).default('abort'),
+  reason: z.string().trim().min(1, 'a reason is required').max(2000),
+  force: z.boolean().default(false),
+});
+
+function badRequest(code: string, issues: z.core.$ZodIssue[]) {
+  const errors = issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+  return problem(400, code, 'Bad request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
+}
 
 /** What operators use to find and resolve what recovery cannot: resources, orphans, resolutions. */
 export function operatorRoutes(o: OperatorRoutesOptions): Router {
@@ -46,14 +61,18 @@ export function operatorRoutes(o: OperatorRoutesOptions): Router {
     const id = String(req.params.id);
     if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
     const body = resolveBody.safeParse(req.body);
-    if (!body.success) {
-      const errors = body.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
-      throw problem(400, 'bad-resolution', 'Bad request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
-    }
+    if (!body.success) throw badRequest('bad-resolution', body.error.issues);
     const before = await o.detail(id.toLowerCase());
     assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
     const result = await o.resolve(id.toLowerCase(), { ...body.data, actor: req.principal!.name });
     res.json({ ...result, transaction: await o.detail(id.toLowerCase()) });
+  });
+
+  router.post('/v1/orphans/resolve', o.auth.require('operate'), o.jsonBody, async (req, res) => {
+    const body = orphanBody.safeParse(req.body);
+    if (!body.success) throw badRequest('bad-resolution', body.error.issues);
+    assertResourcesAllowed(req.principal!, [body.data.resource]);
+    res.json(await o.resolveOrphan({ ...body.data, actor: req.principal!.name }));
   });
 
   return router;

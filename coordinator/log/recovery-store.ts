@@ -75,6 +75,14 @@ export class RecoveryStore {
     return new Map(r.rows.map((row) => [row.id, { status: row.status, attended: row.attended }]));
   }
 
+  /** An operator action on something that is not a logged transaction (an orphan branch). */
+  async audit(entry: { actor: string; action: string; resource: string; gid: string; transactionId: string | null; reason: string; detail: Record<string, unknown> }): Promise<void> {
+    await this.db.forced.insertInto('tpc_audit').values({
+      actor: entry.actor, action: entry.action, resource: entry.resource, gid: entry.gid,
+      transaction_id: entry.transactionId, reason: entry.reason, detail: JSON.stringify(entry.detail),
+    }).execute();
+  }
+
   /** Deletes finished transactions (with their branches, events and idempotency keys) older than `before`, in one batch. */
   async pruneBatch(before: Date, batchSize: number): Promise<number> {
     const r = await sql`

@@ -7,6 +7,19 @@ export interface LogDatabase {
   tpc_branches: BranchesTable;
   tpc_events: EventsTable;
   tpc_idempotency_keys: IdempotencyKeysTable;
+  tpc_audit: AuditTable;
+}
+
+export interface AuditTable {
+  id: Generated<string>;
+  at: Generated<Date>;
+  actor: string;
+  action: string;
+  resource: string | null;
+  gid: string | null;
+  transaction_id: string | null;
+  reason: string | null;
+  detail: Generated<unknown>;
 }
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
