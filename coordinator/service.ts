@@ -20,6 +20,7 @@ import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { registerStateGauges } from './observability/state-gauges.ts';
 
 export interface RunningService {
   url: string;
@@ -140,6 +141,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
   // when it is up, the service is ready by the time start-up returns.
   if (!(await queues.connected(2_000))) logger.warn('Redis is not reachable yet; /readyz reports it until it is');
   metrics.trackInFlight(() => engine.inFlight);
+  registerStateGauges(metrics.registry, {
+    logCounts: () => recovery.counts(config.namespace),
+    resources: () => inspectResources(engineDeps),
+    orphans: () => findOrphans(engineDeps),
+  });
 
   const app = createApp({
     engine,

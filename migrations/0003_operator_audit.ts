@@ -18,11 +18,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       detail          jsonb NOT NULL DEFAULT '{}'
     );
     CREATE INDEX tpc_audit_at ON tpc_audit (at DESC);
+    -- The heuristic gauge and the operators' filter read only flagged rows.
+    CREATE INDEX tpc_transactions_heuristic ON tpc_transactions (created_at DESC) WHERE heuristic;
     CREATE TRIGGER tpc_audit_no_update BEFORE UPDATE ON tpc_audit
       FOR EACH ROW EXECUTE FUNCTION tpc_events_append_only();
   `.execute(db);
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
-  await sql`DROP TABLE tpc_audit`.execute(db);
+  await sql`DROP INDEX tpc_transactions_heuristic; DROP TABLE tpc_audit`.execute(db);
 }

@@ -171,6 +171,13 @@ describe('operators', () => {
       (r) => r.status === 200 && r.body.result === 'finished', 'the forced resolution');
     expect(forced.body).toMatchObject({ action: 'forced', transaction: { status: 'committed', heuristic: true, error: { code: 'heuristic_hazard' } } });
     expect(forced.body.transaction.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'aborted']);
+    const metrics = (await world.request('GET', '/metrics')).body as string;
+    expect(metrics).toMatch(/^tpc_heuristic_transactions 1$/m);
+    expect(metrics).toMatch(/^tpc_in_doubt_transactions \d+$/m);
+    expect(metrics).toMatch(/^tpc_prepared_branches\{resource="flaky"\} 0$/m);
+    expect(metrics).toMatch(/^tpc_oldest_prepared_seconds\{resource="bank_a"\} 0$/m);
+    expect(metrics).toMatch(/^tpc_orphan_branches\{resource="bank_b"\} 0$/m);
+    expect(metrics).toMatch(/^tpc_resource_up\{resource="flaky"\} 1$/m);
     expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 5'))[0]!.balance).toBe(1000);
     expect(await world.preparedGids()).toEqual([]);
   });

@@ -75,6 +75,15 @@ export class RecoveryStore {
     return new Map(r.rows.map((row) => [row.id, { status: row.status, attended: row.attended }]));
   }
 
+  /** How many transactions of the namespace are in doubt, and how many carry a heuristic outcome. */
+  async counts(namespace: string): Promise<{ inDoubt: number; heuristic: number }> {
+    const r = await sql<{ in_doubt: number; heuristic: number }>`
+      SELECT (SELECT count(*) FROM tpc_transactions WHERE in_doubt AND namespace = ${namespace})::int AS in_doubt,
+             (SELECT count(*) FROM tpc_transactions WHERE heuristic AND namespace = ${namespace})::int AS heuristic
+    `.execute(this.db.forced);
+    return { inDoubt: r.rows[0]?.in_doubt ?? 0, heuristic: r.rows[0]?.heuristic ?? 0 };
+  }
+
   /** An operator action on something that is not a logged transaction (an orphan branch). */
   async audit(entry: { actor: string; action: string; resource: string; gid: string; transactionId: string | null; reason: string; detail: Record<string, unknown> }): Promise<void> {
     await this.db.forced.insertInto('tpc_audit').values({

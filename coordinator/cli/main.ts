@@ -1,0 +1,49 @@
+import { Command, CommanderError } from 'commander';
+import { DEFAULT_URL } from './config.ts';
+import { describeError, EXIT_USAGE } from './errors.ts';
+import { orphansCommand, resourcesCommand } from './inspect-commands.ts';
+import { migrateCommand, serveCommand } from './local-commands.ts';
+import { txCommand } from './tx-commands.ts';
+
+/** `tpc`: the operator's command line for the coordinator. */
+export function buildProgram(): Command {
+  const program = new Command('tpc')
+    .description('two-phase-commit coordinator for PostgreSQL: operate a running service, or run one')
+    .option('--url <url>', `the service's base URL (env TPC_URL; default ${DEFAULT_URL})`)
+    .option('--token <token>', 'API bearer token (env TPC_TOKEN)')
+    .option('--json', "print the API's JSON instead of tables")
+    .showHelpAfterError('(see tpc --help)')
+    .exitOverride();
+  program.addCommand(txCommand());
+  program.addCommand(orphansCommand());
+  program.addCommand(resourcesCommand());
+  program.addCommand(serveCommand());
+  program.addCommand(migrateCommand());
+  // Every (sub)command: commander's own errors are thrown, not exited on, so that they exit 2.
+  const override = (cmd: Command) => {
+    cmd.exitOverride();
+    cmd.showHelpAfterError('(see --help)');
+    cmd.commands.forEach(override);
+  };
+  program.commands.forEach(override);
+  return program;
+}
+
+export async function run(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; every other commander error (already printed) is a usage error.
+      return err.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    const { message, exitCode } = describeError(err);
+    process.stderr.write(`${message}\n`);
+    return exitCode;
+  }
+}
+
+// Set the exit code and let the process end on its own, so that stdout is flushed (and `serve` keeps running).
+process.exitCode = await run(process.argv.slice(2));
