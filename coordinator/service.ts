@@ -155,6 +155,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxTimeoutMs: config.maxTimeoutMs,
     unusable: () => unusable,
     list: (filter) => listTransactions(logDb, filter),
+    queues: queues.queues,
     operator: {
       resources: () => inspectResources(engineDeps),
       orphans: () => findOrphans(engineDeps),

@@ -1,8 +1,11 @@
+import { fileURLToPath } from 'node:url';
 import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
 import { operatorRoutes, type OperatorRoutesOptions } from './operator-routes.ts';
+import { queueBoard } from './queue-board.ts';
+import type { Queue } from 'bullmq';
 import { openApiDocument } from './openapi.ts';
 import { submitSchema } from './submit-schema.ts';
 import { problem, problemHandler } from './problem.ts';
@@ -10,11 +13,15 @@ import { transactionsRoutes, type TransactionsRoutesOptions } from './transactio
 
 export interface AppOptions extends Omit<TransactionsRoutesOptions, 'jsonBody'> {
   operator: Omit<OperatorRoutesOptions, 'auth' | 'jsonBody'>;
+  /** Queues shown on the Bull Board at /queues. */
+  queues: Queue[];
   logger: Logger;
   metrics: Metrics;
   readiness: ReadinessCheck[];
   bodyLimit: string;
 }
+
+const CONSOLE_DIR = fileURLToPath(new URL('../console/', import.meta.url));
 
 export function createApp(o: AppOptions): Express {
   const app = express();
@@ -38,6 +45,10 @@ export function createApp(o: AppOptions): Express {
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   app.use(transactionsRoutes({ ...o, jsonBody }));
   app.use(operatorRoutes({ ...o.operator, auth: o.auth, jsonBody }));
+  app.post('/v1/session', o.auth.session());
+  app.use(queueBoard(o.queues, o.auth));
+  // The operator console: static files that use the same API and tokens as any client.
+  app.use('/console', express.static(CONSOLE_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(problemHandler(o.logger));
   return app;

@@ -17,6 +17,8 @@ declare module 'express-serve-static-core' {
   }
 }
 
+const QUEUE_COOKIE = 'tpc_queues';
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
@@ -29,6 +31,34 @@ export class Authenticator {
 
   constructor(tokens: readonly ApiToken[] | null) {
     this.#tokens = tokens?.map((t) => ({ digest: digest(t.token), principal: { name: t.name, scopes: t.scopes, resources: t.resources } })) ?? null;
+  }
+
+  /**
+   * POST /v1/session: a valid bearer token is echoed into an HttpOnly, SameSite=Strict cookie
+   * scoped to /queues, because the queue dashboard's own page cannot send an Authorization header.
+   * The cookie is never accepted by the API itself, so it cannot be used to forge API calls.
+   */
+  session(): RequestHandler {
+    return (req, res) => {
+      this.#authenticate(req.headers.authorization);
+      const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+      if (m) res.cookie(QUEUE_COOKIE, m[1], { httpOnly: true, sameSite: 'strict', path: '/queues' });
+      res.status(204).end();
+    };
+  }
+
+  /** Like require(), also accepting the /queues cookie set by session(). */
+  requireWithCookie(scope: Scope): RequestHandler {
+    return (req, _res, next) => {
+      const cookie = /(?:^|;\s*)tpc_queues=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
+      const header = req.headers.authorization ?? (cookie ? `Bearer ${decodeURIComponent(cookie)}` : undefined);
+      const principal = this.#authenticate(header);
+      if (!principal.scopes.includes(scope)) {
+        throw problem(403, 'forbidden', 'Forbidden', `token "${principal.name}" lacks the "${scope}" scope`);
+      }
+      req.principal = principal;
+      next();
+    };
   }
 
   require(scope: Scope): RequestHandler {

@@ -1,9 +1,18 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { DEFAULT_URL } from './config.ts';
 import { describeError, EXIT_USAGE } from './errors.ts';
 import { orphansCommand, resourcesCommand } from './inspect-commands.ts';
 import { migrateCommand, serveCommand } from './local-commands.ts';
 import { txCommand } from './tx-commands.ts';
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 /** `tpc`: the operator's command line for the coordinator. */
 export function buildProgram(): Command {
@@ -12,6 +21,7 @@ export function buildProgram(): Command {
     .option('--url <url>', `the service's base URL (env TPC_URL; default ${DEFAULT_URL})`)
     .option('--token <token>', 'API bearer token (env TPC_TOKEN)')
     .option('--json', "print the API's JSON instead of tables")
+    .version(packageVersion(), '-V, --version')
     .showHelpAfterError('(see tpc --help)')
     .exitOverride();
   program.addCommand(txCommand());
@@ -20,12 +30,12 @@ export function buildProgram(): Command {
   program.addCommand(serveCommand());
   program.addCommand(migrateCommand());
   // Every (sub)command: commander's own errors are thrown, not exited on, so that they exit 2.
-  const override = (cmd: Command) => {
+  const override = (cmd: Command, path: string) => {
     cmd.exitOverride();
-    cmd.showHelpAfterError('(see --help)');
-    cmd.commands.forEach(override);
+    cmd.showHelpAfterError(`(see ${path} --help)`);
+    for (const sub of cmd.commands) override(sub, `${path} ${sub.name()}`);
   };
-  program.commands.forEach(override);
+  for (const sub of program.commands) override(sub, `tpc ${sub.name()}`);
   return program;
 }
 

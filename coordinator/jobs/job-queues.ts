@@ -64,6 +64,11 @@ export class JobQueues implements FollowUp {
     this.#maintenance = queue('maintenance');
   }
 
+  /** The queues, for inspection (Bull Board). */
+  get queues(): Queue[] {
+    return [this.#deadline, this.#completion, this.#maintenance];
+  }
+
   async completionPending(transactionId: string): Promise<void> {
     await this.#completion.add('complete', { transactionId }, this.#retrying(`complete-${transactionId}`));
   }

@@ -1,0 +1,176 @@
+// The operator console: plain DOM over the same REST API and tokens as every other client.
+// Everything shown is built with textContent, never innerHTML, so no value from the log can inject markup.
+const main = document.getElementById('main');
+const status = document.getElementById('status');
+const tokenInput = document.getElementById('token');
+const TOKEN_KEY = 'tpc-token';
+
+tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? '';
+document.getElementById('token-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+  // The queue dashboard cannot send a header, so the token also goes into a same-site cookie.
+  await fetch('../v1/session', { method: 'POST', headers: headers() }).catch(() => {});
+  route();
+});
+
+function headers(json = false) {
+  const h = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) h.authorization = `Bearer ${token}`;
+  if (json) h['content-type'] = 'application/json';
+  return h;
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(`..${path}`, { ...options, headers: headers(options.body !== undefined) });
+  const body = await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error(body?.detail ?? body?.title ?? `HTTP ${res.status}`);
+    err.status = res.status;
+    err.problem = body;
+    throw err;
+  }
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(c ?? ''));
+  return node;
+}
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : '—');
+const short = (id) => id.slice(0, 8);
+
+function badges(t) {
+  return [
+    t.inDoubt ? el('span', { class: 'badge warn' }, 'in doubt') : '',
+    t.heuristic ? el('span', { class: 'badge bad' }, 'heuristic') : '',
+  ];
+}
+
+function say(text) {
+  status.textContent = text;
+}
+
+async function showList() {
+  const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
+  const statusFilter = params.get('status') ?? '';
+  const resourceFilter = params.get('resource') ?? '';
+  const query = new URLSearchParams({ limit: '100' });
+  if (statusFilter) query.set('status', statusFilter);
+  if (resourceFilter) query.set('resource', resourceFilter);
+  const [inDoubt, all] = await Promise.all([api('/v1/transactions?inDoubt=true&limit=100'), api(`/v1/transactions?${query}`)]);
+  const seen = new Set(inDoubt.items.map((t) => t.id));
+  // In-doubt transactions first: they are the ones waiting for a human.
+  const rows = [...inDoubt.items, ...all.items.filter((t) => !seen.has(t.id))];
+
+  const statusSelect = el('select', { id: 'filter-status', name: 'status' },
+    ...['', 'active', 'preparing', 'committing', 'aborting', 'committed', 'aborted'].map((s) => el('option', { value: s, selected: s === statusFilter }, s || 'any')));
+  const resourceInput = el('input', { id: 'filter-resource', name: 'resource', value: resourceFilter, placeholder: 'any' });
+  const filters = el('form', { class: 'filters', onsubmit: (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    if (statusSelect.value) q.set('status', statusSelect.value);
+    if (resourceInput.value.trim()) q.set('resource', resourceInput.value.trim());
+    location.hash = `#/?${q}`;
+  } },
+  el('label', {}, 'Status', statusSelect), el('label', {}, 'Resource', resourceInput), el('button', { type: 'submit' }, 'Filter'));
+
+  const table = el('table', {},
+    el('thead', {}, el('tr', {}, ...['Transaction', 'Status', 'Flags', 'Resources', 'Created', 'Attempts', 'Last error'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, ...rows.map((t) => el('tr', { class: t.heuristic ? 'heuristic' : t.inDoubt ? 'in-doubt' : undefined },
+      el('td', {}, el('a', { href: `#/tx/${t.id}` }, el('code', {}, short(t.id)))),
+      el('td', {}, t.status),
+      el('td', {}, ...badges(t)),
+      el('td', {}, t.resources.join(', ')),
+      el('td', {}, when(t.createdAt)),
+      el('td', {}, String(t.attempts)),
+      el('td', {}, t.lastError?.message ?? '')))));
+  main.replaceChildren(el('h2', {}, `Transactions (${inDoubt.items.length} in doubt)`), filters,
+    rows.length ? table : el('p', {}, 'No transactions match.'));
+  say(`${rows.length} transactions`);
+}
+
+function resolveDialog(id, outcome, onDone) {
+  const reason = el('textarea', { id: 'reason', name: 'reason', required: true, rows: 3 });
+  const force = el('input', { id: 'force', type: 'checkbox', name: 'force' });
+  const dialog = el('dialog', { 'aria-labelledby': 'resolve-title' });
+  const form = el('form', { method: 'dialog', onsubmit: async (e) => {
+    e.preventDefault();
+    dialog.close();
+    dialog.remove();
+    try {
+      const r = await api(`/v1/transactions/${id}/resolve`, { method: 'POST', body: JSON.stringify({ outcome, reason: reason.value, force: force.checked }) });
+      onDone(el('div', { class: 'ok', role: 'alert' }, `Resolved (${r.action}): ${r.result}; the transaction is now ${r.transaction.status}.`));
+    } catch (err) {
+      onDone(el('div', { class: 'refusal', role: 'alert' }, el('strong', {}, `Refused (${err.status}): `), err.message));
+    }
+  } },
+  el('h3', { id: 'resolve-title' }, `${outcome === 'commit' ? 'Commit' : 'Abort'} transaction ${short(id)}`),
+  el('label', { for: 'reason' }, 'Reason (recorded in the audit trail)'), reason,
+  el('label', {}, force, ' Force against a written decision (records a heuristic outcome)'),
+  el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Resolve'), el('button', { type: 'button', onclick: () => { dialog.close(); dialog.remove(); } }, 'Cancel')));
+  dialog.append(form);
+  document.body.append(dialog);
+  dialog.showModal();
+  reason.focus();
+}
+
+async function showTransaction(id) {
+  const t = await api(`/v1/transactions/${id}`);
+  const outcomeBox = el('div', { id: 'outcome' });
+  const live = (b) => {
+    if (!b.live) return '—';
+    if (!b.live.reachable) return `unreachable: ${b.live.error}`;
+    return b.live.prepared ? `prepared since ${when(b.live.preparedAt)}, ${b.live.locks} lock(s)` : 'not prepared';
+  };
+  const details = t.branchDetails ?? [];
+  const branches = el('table', { id: 'branches' },
+    el('thead', {}, el('tr', {}, ...['Resource', 'In the log', 'Live on its database', 'xid', 'Last error', 'Heuristic'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, ...t.branches.map((b, i) => el('tr', {},
+      el('td', {}, b.resource),
+      el('td', {}, b.status + (b.readOnly ? ' (read-only)' : '')),
+      el('td', {}, live(details[i] ?? {})),
+      el('td', {}, details[i]?.xid ?? '—'),
+      el('td', {}, details[i]?.lastError?.message ?? ''),
+      el('td', {}, details[i]?.heuristic ?? '')))));
+  const timeline = el('ol', { class: 'timeline', id: 'events' }, ...t.events.map((e) => el('li', {},
+    el('time', { datetime: e.at }, when(e.at)), ' ', el('strong', {}, e.kind), e.actor ? ` by ${e.actor}` : '',
+    ' ', el('code', {}, JSON.stringify(e.detail)))));
+  const finished = t.status === 'committed' || t.status === 'aborted';
+  const reload = (box) => showTransaction(id).then(() => document.getElementById('outcome').replaceChildren(box));
+  main.replaceChildren(
+    el('p', {}, el('a', { href: '#/' }, '← all transactions')),
+    el('h2', {}, 'Transaction ', el('code', {}, t.id)),
+    el('p', {}, el('strong', {}, t.status), ' ', ...badges(t), ` — deadline ${when(t.deadline)}, decided ${when(t.decidedAt)}, completed ${when(t.completedAt)}, attempts ${t.attempts}`),
+    t.error ? el('p', {}, `Error: ${t.error.code} — ${t.error.message}`) : '',
+    el('h3', {}, 'Branches'), branches,
+    finished ? '' : el('div', { class: 'actions' },
+      el('button', { id: 'resolve-commit', onclick: () => resolveDialog(id, 'commit', reload) }, 'Commit…'),
+      el('button', { id: 'resolve-abort', onclick: () => resolveDialog(id, 'abort', reload) }, 'Abort…')),
+    outcomeBox,
+    el('h3', {}, 'Events'), timeline);
+  say(`transaction ${short(id)}: ${t.status}`);
+}
+
+async function route() {
+  const hash = location.hash || '#/';
+  try {
+    const m = /^#\/tx\/([0-9a-f-]{36})/.exec(hash);
+    if (m) await showTransaction(m[1]);
+    else await showList();
+  } catch (err) {
+    main.replaceChildren(el('div', { class: 'refusal', role: 'alert' },
+      err.status === 401 ? 'Enter an API token above (scope read to look, operate to act).' : `Could not load: ${err.message}`));
+  }
+}
+
+window.addEventListener('hashchange', route);
+route();

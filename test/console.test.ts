@@ -1,0 +1,103 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { eventually, query, restartAfterCrash } from './harness/waits.ts';
+import { ACCOUNTS_SQL, TOKENS, createWorld, type World } from './harness/world.ts';
+
+/*
+ * The console in headless Chromium (Debian's package; .ci/run installs it): an operator finds an
+ * in-doubt transaction made by cutting a participant off after prepare, tries the forbidden action
+ * and sees the refusal, resolves it properly, and sees it complete once the participant is back.
+ */
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+const ARTIFACTS = fileURLToPath(new URL('../.tmp/artifacts/', import.meta.url));
+
+describe.skipIf(!CHROMIUM)('the operator console', () => {
+  let flaky: { cluster: PostgresCluster; url: string };
+  let world: World;
+  let browser: Browser;
+  beforeAll(async () => {
+    const cluster = await startPostgresCluster();
+    const url = await cluster.createDatabase('flaky');
+    await query(url, ACCOUNTS_SQL);
+    flaky = { cluster, url };
+    world = await createWorld({
+      extraResources: { flaky: url },
+      env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '1', TPC_RETRY_BASE_MS: '200', TPC_RETRY_MAX_MS: '1000' },
+    });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await world?.close();
+    await flaky?.cluster.destroy();
+  });
+
+  it('shows an in-doubt transaction, refuses the forbidden action, and resolves it', async () => {
+    // A commit decision that cannot reach flaky: hold the decision until both branches are prepared, crash flaky.
+    const log = new pg.Client({ connectionString: world.urls.log });
+    await log.connect();
+    let id: string;
+    try {
+      const pending = world.submit({
+        branches: [
+          { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 70 WHERE id = 3', params: [] }] },
+          { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + 70 WHERE id = 3', params: [] }] },
+        ],
+        timeoutMs: 10_000,
+      });
+      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
+      id = row!.id;
+      await log.query('BEGIN');
+      await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
+      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
+      await flaky.cluster.crash();
+      await log.query('COMMIT');
+      expect((await pending).status).toBe(202);
+    } finally {
+      await log.end();
+    }
+    await eventually(() => world.request('GET', `/v1/transactions/${id}`), (r) => r.body.inDoubt === true, 'the transaction in doubt');
+
+    const page = await browser.newPage();
+    await page.goto(`${world.service.url}/console/`);
+    await page.fill('#token', TOKENS.full);
+    await page.click('#token-form button');
+    // The in-doubt transaction comes first and is marked.
+    const first = page.locator('tbody tr').first();
+    await first.getByText('in doubt').waitFor();
+    await first.locator('a').click();
+    await page.getByRole('heading', { name: /Transaction/ }).waitFor();
+    await page.getByText('unreachable', { exact: false }).first().waitFor();
+
+    // Aborting against the commit decision is refused, with the reason why.
+    await page.click('#resolve-abort');
+    await page.fill('#reason', 'the customer cancelled');
+    await page.getByRole('button', { name: 'Resolve' }).click();
+    const refusal = page.locator('.refusal');
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toMatch(/Refused \(409\).*durable commit decision/);
+
+    // Resolving it the way it was decided is accepted; it completes once flaky is back.
+    await page.click('#resolve-commit');
+    await page.fill('#reason', 'finish the transfer');
+    await page.getByRole('button', { name: 'Resolve' }).click();
+    await page.locator('.ok').waitFor();
+    await restartAfterCrash(flaky.cluster);
+    await eventually(async () => {
+      await page.reload();
+      return (await page.locator('main').textContent()) ?? '';
+    }, (text) => /committed/.test(text) && !/in doubt/.test(text.split('Branches')[0] ?? ''), 'the console showing it committed', 30_000);
+    await page.getByText('operator_resolve').first().waitFor();
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: `${ARTIFACTS}console-detail.png`, fullPage: true });
+    expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 3'))[0]!.balance).toBe(1070);
+    await page.close();
+  });
+});
