@@ -76,6 +76,26 @@ describe('operators', () => {
     }
   });
 
+  it('reach the queue board with the operate scope, by header or by the console session cookie', async () => {
+    const url = world.service.url;
+    expect((await fetch(`${url}/queues/`)).status).toBe(401);
+    expect((await fetch(`${url}/queues/`, { headers: { authorization: `Bearer ${TOKENS.reader}` } })).status).toBe(403);
+    const page = await fetch(`${url}/queues/`, { headers: { authorization: `Bearer ${TOKENS.full}` } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<html/i);
+    const session = await fetch(`${url}/v1/session`, { method: 'POST', headers: { authorization: `Bearer ${TOKENS.full}` } });
+    expect(session.status).toBe(204);
+    const cookie = session.headers.get('set-cookie') ?? '';
+    expect(cookie).toMatch(/tpc_queues=.*HttpOnly.*SameSite=Strict/i);
+    const api = await fetch(`${url}/queues/api/queues`, { headers: { cookie: cookie.split(';')[0]! } });
+    expect(api.status).toBe(200);
+    const names = ((await api.json()) as { queues: { name: string }[] }).queues.map((q) => q.name);
+    expect(names.some((n) => n.endsWith('-completion'))).toBe(true);
+    // The cookie opens the board only, never the API.
+    expect((await fetch(`${url}/v1/transactions`, { headers: { cookie: cookie.split(';')[0]! } })).status).toBe(401);
+    expect((await fetch(`${url}/v1/session`, { method: 'POST' })).status).toBe(401);
+  });
+
   it('refuse a resolution without a reason (400), without the operate scope (403), for an unknown id (404)', async () => {
     const id = randomUUID();
     expect((await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort' })).status).toBe(400);
