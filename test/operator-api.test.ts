@@ -96,6 +96,32 @@ describe('operators', () => {
     expect((await fetch(`${url}/v1/session`, { method: 'POST' })).status).toBe(401);
   });
 
+  it('page through transactions newest first, filtered by resource and time', async () => {
+    const t0 = new Date().toISOString();
+    const ids: string[] = [];
+    for (const [from, to] of [['bank_a', 'bank_b'], ['bank_b', 'bank_c'], ['bank_a', 'bank_c']] as const) {
+      const r = await world.submit({ branches: [
+        { resource: from, statements: [{ sql: 'UPDATE accounts SET balance = balance - 1 WHERE id = 8', params: [] }] },
+        { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 8', params: [] }] },
+      ], timeoutMs: 10_000 });
+      ids.push(r.body.id);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { body: { items: { id: string }[]; next: string | null } } = await world.request('GET', `/v1/transactions?since=${encodeURIComponent(t0)}&limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      seen.push(...page.body.items.map((t) => t.id));
+      cursor = page.body.next;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+    const onA = await world.request('GET', `/v1/transactions?since=${encodeURIComponent(t0)}&resource=bank_a`);
+    expect(onA.body.items.map((t: { id: string }) => t.id)).toEqual([ids[2], ids[0]]);
+    expect((await world.request('GET', `/v1/transactions?before=${encodeURIComponent(t0)}&resource=bank_b&status=committed`)).body.items
+      .every((t: { id: string }) => !ids.includes(t.id))).toBe(true);
+    expect((await world.request('GET', '/v1/transactions?cursor=nonsense')).status).toBe(422);
+    expect((await world.request('GET', '/v1/transactions?status=maybe')).status).toBe(422);
+  });
+
   it('refuse a resolution without a reason (400), without the operate scope (403), for an unknown id (404)', async () => {
     const id = randomUUID();
     expect((await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort' })).status).toBe(400);

@@ -15,11 +15,14 @@ export class RecoveryStore {
    * over), this driver already, or a lease run out (its driver died or stalled). Every later state
    * change checks `driver = me`, so a driver that lost its lease cannot write over the new one.
    */
-  async acquire(id: string, driver: string, leaseMs: number): Promise<StoredTransaction | null> {
+  async acquire(id: string, driver: string, leaseMs: number, options: { takeOverUndecided?: boolean } = {}): Promise<StoredTransaction | null> {
+    // takeOverUndecided (operators only): an undecided transaction's lease may be taken from a live
+    // lease holder, because the decision itself is a compare-and-set on status = 'active': whichever
+    // of the two writes it first wins, and the other, fenced out, follows the log.
     const r = await sql<{ id: string }>`
       UPDATE tpc_transactions SET driver = ${driver}, lease_until = now() + make_interval(secs => ${leaseMs / 1000})
       WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
-        AND (driver IS NULL OR driver = ${driver} OR lease_until < now())
+        AND (driver IS NULL OR driver = ${driver} OR lease_until < now() OR (${options.takeOverUndecided ?? false} AND status = 'active'))
       RETURNING id
     `.execute(this.db.forced);
     if (r.rows.length === 0) return null;

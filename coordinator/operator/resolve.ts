@@ -42,7 +42,9 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
     throw new ConflictError('already_finished', `transaction ${id} is already ${seen.status}; nothing is prepared any more to ${req.outcome}`);
   }
 
-  const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS);
+  // An undecided transaction whose driver died keeps its lease until the deadline; an operator
+  // need not wait for it (see acquire's takeOverUndecided).
+  const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS, { takeOverUndecided: true });
   if (!tx) {
     await audit('refused', { result: 'driven by another process' });
     throw new ConflictError('busy', `transaction ${id} is being driven by ${seen.driver ?? 'another process'} until ${seen.lease_until?.toISOString?.() ?? seen.lease_until}; try again then`);
