@@ -171,3 +171,43 @@ describe('tpc, the command line', () => {
     expect(trail.events.filter((e: { kind: string }) => e.kind === 'operator_resolve').length).toBeGreaterThanOrEqual(2);
   });
 });
+
+describe('tpc, the local commands', () => {
+  it('migrate applies the log schema, then finds it up to date; serve runs the coordinator until SIGTERM', async () => {
+    const { createDatabases } = await import('./harness/world.ts');
+    const dbs = await createDatabases();
+    try {
+      const run = (args: string[], env: Record<string, string>) => new Promise<Run>((resolve) => {
+        execFile(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+        });
+      });
+      const first = await run(['migrate'], { DATABASE_URL: dbs.urls.log });
+      expect(first.code).toBe(0);
+      expect(first.stdout).toMatch(/applied: 0001_log_schema/);
+      expect((await run(['migrate'], { DATABASE_URL: dbs.urls.log })).stdout).toMatch(/up to date/);
+      expect((await run(['migrate'], {})).code).toBe(2);
+
+      // serve is npm start under another name: same entry point, same environment, same signals.
+      const served = await new Promise<Run>((resolve) => {
+        const child = execFile(process.execPath, [BIN, 'serve'], { env: { PATH: process.env.PATH ?? '', ...dbs.env, LOG_LEVEL: 'info' }, timeout: 30_000 }, (err, stdout, stderr) => {
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+        });
+        let out = '';
+        let signalled = false;
+        child.stdout?.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (!signalled && out.includes('coordinator listening')) {
+            signalled = true; // once: a second SIGTERM means "exit now"
+            child.kill('SIGTERM');
+          }
+        });
+      });
+      expect(served.stdout).toMatch(/coordinator listening/);
+      expect(served.stdout).toMatch(/coordinator stopped/);
+      expect(served.code).toBe(0);
+    } finally {
+      await dbs.end();
+    }
+  });
+});
