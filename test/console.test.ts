@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
 import { eventually, query, restartAfterCrash } from './harness/waits.ts';
 import { ACCOUNTS_SQL, TOKENS, createWorld, type World } from './harness/world.ts';
 
@@ -41,28 +41,14 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
 
   it('shows an in-doubt transaction, refuses the forbidden action, and resolves it', async () => {
     // A commit decision that cannot reach flaky: hold the decision until both branches are prepared, crash flaky.
-    const log = new pg.Client({ connectionString: world.urls.log });
-    await log.connect();
-    let id: string;
-    try {
-      const pending = world.submit({
-        branches: [
-          { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 70 WHERE id = 3', params: [] }] },
-          { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + 70 WHERE id = 3', params: [] }] },
-        ],
-        timeoutMs: 10_000,
-      });
-      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
-      id = row!.id;
-      await log.query('BEGIN');
-      await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
-      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
-      await flaky.cluster.crash();
-      await log.query('COMMIT');
-      expect((await pending).status).toBe(202);
-    } finally {
-      await log.end();
-    }
+    const { id, answer } = await withDecisionHeld(world, {
+      branches: [
+        { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 70 WHERE id = 3', params: [] }] },
+        { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + 70 WHERE id = 3', params: [] }] },
+      ],
+      timeoutMs: 10_000,
+    }, async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
+    expect(answer.status).toBe(202);
     await eventually(() => world.request('GET', `/v1/transactions/${id}`), (r) => r.body.inDoubt === true, 'the transaction in doubt');
 
     const page = await browser.newPage();

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
 import { eventually, query, restartAfterCrash } from './harness/waits.ts';
 import { ACCOUNTS_SQL, TOKENS, createWorld, type World } from './harness/world.ts';
 
@@ -135,22 +136,9 @@ describe('operators', () => {
 
   it('refuse to act against a decision, drive it on request, and record every attempt', async () => {
     // A commit decision whose phase 2 cannot reach flaky: hold the decision, crash flaky, let it go.
-    const log = new pg.Client({ connectionString: world.urls.log });
-    await log.connect();
-    let id: string;
-    try {
-      const pending = world.submit(move('bank_c', 'flaky', 30, 4));
-      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
-      id = row!.id;
-      await log.query('BEGIN');
-      await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
-      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
-      await flaky.cluster.crash();
-      await log.query('COMMIT');
-      expect((await pending).status).toBe(202);
-    } finally {
-      await log.end();
-    }
+    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 30, 4),
+      async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
+    expect(answer.status).toBe(202);
 
     // The live view: prepared (with its locks) where the database answers, unreachable where it is down.
     const detail = await world.request('GET', `/v1/transactions/${id}`);
