@@ -100,19 +100,24 @@ export class Participant {
   }
 
   /** The live state of one gid: prepared since when, and how many locks it holds (null: not prepared). */
-  async inspectPrepared(gid: string): Promise<{ preparedAt: Date; locks: number } | null> {
+  async inspectPrepared(gid: string): Promise<{ preparedAt: Date; locks: number; xid: string } | null> {
     const r = await this.#admin(
       // A prepared transaction's locks have no pid; they share the virtual transaction of its xid lock.
+      // pg_prepared_xacts gives a 32-bit xid; pg_xact_status wants the 64-bit one, whose epoch is that
+      // of the next xid, less one if the counter wrapped since (a live xid is within 2^31 of it).
       `SELECT p.prepared, (
          SELECT count(*) FROM pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
            SELECT x.virtualtransaction FROM pg_locks x
-           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::int AS locks
-       FROM pg_prepared_xacts p WHERE p.gid = $1 AND p.database = current_database()`,
+           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::int AS locks,
+         ((((s.next >> 32) - CASE WHEN p.transaction::text::bigint > (s.next & 4294967295) THEN 1 ELSE 0 END) << 32)
+           | p.transaction::text::bigint)::text AS xid
+       FROM pg_prepared_xacts p, (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next) s
+       WHERE p.gid = $1 AND p.database = current_database()`,
       [gid],
       'inspecting a prepared transaction',
     );
     const row = r.rows[0];
-    return row ? { preparedAt: row.prepared as Date, locks: row.locks as number } : null;
+    return row ? { preparedAt: row.prepared as Date, locks: row.locks as number, xid: row.xid as string } : null;
   }
 
   /** The fate of a transaction id: how a branch that is no longer prepared ended. */

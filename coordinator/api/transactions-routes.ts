@@ -6,6 +6,7 @@ import { TX_STATUSES } from '../engine/states.ts';
 import type { ListFilter, TransactionSummary } from '../log/transaction-list.ts';
 import { ValidationError } from '../errors.ts';
 import type { TransactionView } from '../engine/types.ts';
+import { ConflictError } from '../errors.ts';
 import { assertResourcesAllowed, type Authenticator } from './auth.ts';
 import { problem } from './problem.ts';
 import { parseSubmit, submitSchema } from './submit-schema.ts';
@@ -29,6 +30,13 @@ export interface TransactionsRoutesOptions {
 }
 
 const cursorSchema = z.object({ createdAt: z.iso.datetime(), id: z.uuid() });
+const interactiveSchema = z.strictObject({
+  interactive: z.literal(true),
+  branches: z.array(z.strictObject({ resource: z.string().min(1).max(63) })).min(1).max(32)
+    .refine((bs) => new Set(bs.map((b) => b.resource)).size === bs.length, 'a resource appears in more than one branch'),
+  timeoutMs: z.number().int().min(1).optional(),
+});
+
 const listQuery = z.strictObject({
   status: z.string().optional().transform((v, ctx) => {
     if (v === undefined) return undefined;
@@ -77,6 +85,24 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
       throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');
     }
+    if (req.body && typeof req.body === 'object' && (req.body as { interactive?: unknown }).interactive !== undefined) {
+      const begin = interactiveSchema.safeParse(req.body);
+      if (!begin.success) {
+        const issues = begin.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+        throw new ValidationError(`invalid interactive transaction: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, issues);
+      }
+      if ((begin.data.timeoutMs ?? 0) > o.maxTimeoutMs) {
+        throw new ValidationError(`timeoutMs: at most ${o.maxTimeoutMs}`, [{ path: 'timeoutMs', message: `at most ${o.maxTimeoutMs}` }]);
+      }
+      const resources = begin.data.branches.map((b) => b.resource);
+      const unknown = resources.filter((r) => !o.resources.has(r));
+      if (unknown.length) throw new ValidationError(`unknown resource "${unknown[0]}"`, unknown.map((r) => ({ path: 'branches', message: `unknown resource "${r}"` })));
+      assertResourcesAllowed(req.principal!, resources);
+      const began = await o.engine.beginInteractive(resources, begin.data.timeoutMs ?? o.defaultTimeoutMs, req.principal!.name);
+      res.setHeader('Location', `/v1/transactions/${began.id}`);
+      send(res, 201, began);
+      return;
+    }
     const request = parseSubmit(schema, req.body, o.resources, o.defaultTimeoutMs);
     const principal = req.principal!;
     assertResourcesAllowed(principal, request.branches.map((b) => b.resource));
@@ -95,6 +121,27 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
     send(res, status, view);
   });
+
+  // Interactive transactions: the service decides when to commit or abort; the answer is the outcome.
+  for (const action of ['commit', 'abort'] as const) {
+    router.post(`/v1/transactions/:id/${action}`, o.auth.require('submit'), async (req, res) => {
+      const id = String(req.params.id).toLowerCase();
+      if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
+      const before = await o.engine.get(id);
+      assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
+      let refusal: ConflictError | undefined;
+      try {
+        if (action === 'commit') await o.engine.commitInteractive(id, req.principal!.name);
+        else await o.engine.abortInteractive(id, req.principal!.name);
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err;
+        refusal = err;
+      }
+      const after = await o.engine.get(id);
+      const status = after.status === 'committed' ? 200 : after.status === 'aborted' ? (action === 'abort' && !refusal ? 200 : 409) : refusal ? 409 : 202;
+      send(res, status, { ...after, ...(refusal ? { refusal: { code: refusal.code, message: refusal.message } } : {}) });
+    });
+  }
 
   router.get('/v1/transactions', o.auth.require('read'), async (req, res) => {
     const q = listQuery.safeParse(req.query);

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
 import type { EngineDeps } from './ports.ts';
+import { abortInteractive, beginInteractive, commitInteractive, type InteractiveBegin } from './interactive.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
 import { TransactionRun } from './transaction-run.ts';
@@ -90,6 +91,21 @@ export class Engine {
     };
     full.then(settle, () => settle());
     return this.#answer(full, decided, request.wait);
+  }
+
+  /** Begins an interactive transaction: the service runs and prepares its branches itself. */
+  beginInteractive(resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
+    for (const r of resources) if (!this.#deps.participants.has(r)) throw new ValidationError(`unknown resource "${r}"`);
+    return beginInteractive(this.#deps, resources, timeoutMs, actor);
+  }
+
+  /** Commits an interactive transaction if every branch is really prepared; otherwise it aborts. */
+  commitInteractive(id: string, actor: string | null): Promise<void> {
+    return commitInteractive(this.#deps, id, actor);
+  }
+
+  abortInteractive(id: string, actor: string | null): Promise<void> {
+    return abortInteractive(this.#deps, id, actor);
   }
 
   /** The log's view of a transaction with its audit trail. */
