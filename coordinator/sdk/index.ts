@@ -1,0 +1,1 @@
+export { createClient, TransactionAbortedError, type ClientOptions, type GlobalTransaction, type Outcome, type TpcClient, type TransactionOptions } from './client.ts';
