@@ -36,6 +36,8 @@ export interface ServiceOptions {
   logger?: Logger;
   /** BullMQ key prefix (tests isolate their queues with it). */
   queuePrefix?: string;
+  /** false: no HTTP server (the embedded coordinator); `url` is then empty. */
+  listen?: boolean;
 }
 
 // Resource health is re-checked this often, so a participant restarted with
@@ -174,14 +176,22 @@ export async function startService(config: Config, options: ServiceOptions = {})
   });
   if (config.tokens === null) logger.warn('no API tokens configured: every request on this loopback address is allowed');
 
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(config.port, config.host, () => resolve(s));
-    s.once('error', reject);
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ url, resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'coordinator listening');
+  // Embedded (createCoordinator): the same engine, log and recovery workers, without HTTP.
+  let server: Server | undefined;
+  let url = '';
+  if (options.listen !== false) {
+    const listening: Server = await new Promise((resolve, reject) => {
+      const s = app.listen(config.port, config.host, () => resolve(s));
+      s.once('error', reject);
+    });
+    server = listening;
+    const address = listening.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    logger.info({ url, resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'coordinator listening');
+  } else {
+    logger.info({ resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'embedded coordinator started');
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -193,8 +203,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     close() {
       closing ??= (async () => {
         clearInterval(healthTimer);
-        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
+        const stopped = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+        server?.closeIdleConnections();
         await engine.drain();
         await stopped;
         await queues.close();

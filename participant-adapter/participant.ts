@@ -103,15 +103,19 @@ export class Participant {
   async inspectPrepared(gid: string): Promise<{ preparedAt: Date; locks: number; xid: string } | null> {
     const r = await this.#admin(
       // A prepared transaction's locks have no pid; they share the virtual transaction of its xid lock.
-      // pg_prepared_xacts gives a 32-bit xid; pg_xact_status wants the 64-bit one, whose epoch is that
-      // of the next xid, less one if the counter wrapped since (a live xid is within 2^31 of it).
+      // pg_prepared_xacts gives a 32-bit xid; pg_xact_status wants the 64-bit one. Its epoch is that of
+      // the snapshot's xmax, adjusted by one when the two lie on either side of a wraparound: a live
+      // xid is within 2^31 of xmax, on either side (xmax is the latest completed xid + 1, so a
+      // prepared, still running xid may be above it).
       `SELECT p.prepared, (
          SELECT count(*) FROM pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
            SELECT x.virtualtransaction FROM pg_locks x
            WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::int AS locks,
-         ((((s.next >> 32) - CASE WHEN p.transaction::text::bigint > (s.next & 4294967295) THEN 1 ELSE 0 END) << 32)
-           | p.transaction::text::bigint)::text AS xid
-       FROM pg_prepared_xacts p, (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next) s
+         (((s.xmax >> 32) + CASE
+             WHEN p.transaction::text::bigint - (s.xmax & 4294967295) > 2147483648 THEN -1
+             WHEN p.transaction::text::bigint - (s.xmax & 4294967295) < -2147483648 THEN 1
+             ELSE 0 END) << 32 | p.transaction::text::bigint)::text AS xid
+       FROM pg_prepared_xacts p, (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) s
        WHERE p.gid = $1 AND p.database = current_database()`,
       [gid],
       'inspecting a prepared transaction',

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, TransactionAbortedError } from '../coordinator/sdk/index.ts';
+import { pino } from 'pino';
+import { createClient, createCoordinator, TransactionAbortedError } from '../coordinator/sdk/index.ts';
 import { TOKENS, createWorld, type World } from './harness/world.ts';
 
 interface BankDB {
@@ -69,5 +70,26 @@ describe('the SDK against the coordinator service', () => {
     expect((err as { code?: string }).code).toBe('23514');
     expect(err).not.toBeInstanceOf(TransactionAbortedError);
     expect(await world.balance('bank_c', 4)).toBe(1000);
+  });
+
+  it('works the same with the embedded coordinator, on the same log', async () => {
+    const embedded = await createCoordinator(world.config, { logger: pino({ level: 'silent' }) });
+    try {
+      const local = createClient({ coordinator: embedded, resources: { bank_a: pools[0]!, bank_c: pools[1]! } });
+      const { outcome } = await local.transaction(async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        const c = await tx.branch<BankDB>('bank_c');
+        await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 7) })).where('id', '=', 5).execute();
+        await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 7) })).where('id', '=', 5).execute();
+      });
+      expect(outcome.status).toBe('committed');
+      expect(await world.balance('bank_a', 5)).toBe(993);
+      expect(await world.balance('bank_c', 5)).toBe(1007);
+      // The standalone service reads the same log.
+      const seen = await world.request('GET', `/v1/transactions/${outcome.id}`);
+      expect(seen.body.status).toBe('committed');
+    } finally {
+      await embedded.close();
+    }
   });
 });

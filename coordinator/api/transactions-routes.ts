@@ -6,8 +6,8 @@ import { TX_STATUSES } from '../engine/states.ts';
 import type { ListFilter, TransactionSummary } from '../log/transaction-list.ts';
 import { ValidationError } from '../errors.ts';
 import type { TransactionView } from '../engine/types.ts';
-import { ConflictError } from '../errors.ts';
 import { assertResourcesAllowed, type Authenticator } from './auth.ts';
+import { settleInteractive } from './interactive-answer.ts';
 import { problem } from './problem.ts';
 import { parseSubmit, submitSchema } from './submit-schema.ts';
 
@@ -129,17 +129,8 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
       const before = await o.engine.get(id);
       assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
-      let refusal: ConflictError | undefined;
-      try {
-        if (action === 'commit') await o.engine.commitInteractive(id, req.principal!.name);
-        else await o.engine.abortInteractive(id, req.principal!.name);
-      } catch (err) {
-        if (!(err instanceof ConflictError)) throw err;
-        refusal = err;
-      }
-      const after = await o.engine.get(id);
-      const status = after.status === 'committed' ? 200 : after.status === 'aborted' ? (action === 'abort' && !refusal ? 200 : 409) : refusal ? 409 : 202;
-      send(res, status, { ...after, ...(refusal ? { refusal: { code: refusal.code, message: refusal.message } } : {}) });
+      const answer = await settleInteractive(o.engine, id, action, req.principal!.name);
+      send(res, answer.status, answer.body);
     });
   }
 

@@ -1,10 +1,13 @@
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
+import type { EmbeddedCoordinator } from './embedded.ts';
 import { pinnedKysely } from './pinned-kysely.ts';
 
 export interface ClientOptions {
-  /** The coordinator's base URL, e.g. http://127.0.0.1:8080. */
-  url: string;
+  /** The coordinator's base URL, e.g. http://127.0.0.1:8080 (or give `coordinator` instead). */
+  url?: string;
+  /** An embedded coordinator (createCoordinator): no HTTP hop, same log and recovery. */
+  coordinator?: EmbeddedCoordinator;
   /** Bearer token with the `submit` scope (none when the coordinator runs without tokens). */
   token?: string;
   /** This service's own pools, by the resource names the coordinator knows them by. */
@@ -53,7 +56,9 @@ const RETRYABLE = new Set(['40001', '40P01']);
  * by its decision. A thrown error rolls every branch back and is rethrown.
  */
 export function createClient(options: ClientOptions) {
+  if (!options.url === !options.coordinator) throw new Error('createClient needs exactly one of url and coordinator');
   const call = async (method: string, path: string, body?: unknown) => {
+    if (options.coordinator) return options.coordinator.call(method, path, body);
     const res = await fetch(new URL(path, options.url), {
       method,
       headers: { 'content-type': 'application/json', ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) },

@@ -1,0 +1,24 @@
+import type { Engine } from '../engine/engine.ts';
+import { ConflictError } from '../errors.ts';
+
+/**
+ * Commits or aborts an interactive transaction and answers with its outcome, as the REST API and
+ * the embedded coordinator both do: 200 when it ended as asked, 409 with the outcome (and the
+ * refusal) when it ended otherwise, 202 while phase 2 is still running.
+ */
+export async function settleInteractive(engine: Engine, id: string, action: 'commit' | 'abort', actor: string | null): Promise<{ status: number; body: Record<string, unknown> }> {
+  let refusal: ConflictError | undefined;
+  try {
+    if (action === 'commit') await engine.commitInteractive(id, actor);
+    else await engine.abortInteractive(id, actor);
+  } catch (err) {
+    if (!(err instanceof ConflictError)) throw err;
+    refusal = err;
+  }
+  const after = await engine.get(id);
+  const asked = action === 'commit' ? 'committed' : 'aborted';
+  const status = after.status === asked && !refusal ? 200
+    : after.status === 'committed' || after.status === 'aborted' || refusal ? 409
+    : 202;
+  return { status, body: { ...after, ...(refusal ? { refusal: { code: refusal.code, message: refusal.message } } : {}) } };
+}
