@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
@@ -91,5 +92,42 @@ describe('the SDK against the coordinator service', () => {
     } finally {
       await embedded.close();
     }
+  });
+
+  it('re-runs the callback on a serialization failure when asked, and only then', async () => {
+    let attempts = 0;
+    const run = (retries: number) => tpc.transaction(async (tx) => {
+      attempts++;
+      const a = await tx.branch<BankDB>('bank_a');
+      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 1) })).where('id', '=', 6).execute();
+      if (attempts === 1) await sql`DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40001'; END $$`.execute(a);
+      return attempts;
+    }, { retries });
+    await expect(run(0)).rejects.toMatchObject({ code: '40001' });
+    attempts = 0;
+    const { result } = await run(1);
+    expect(result).toBe(2);
+    expect(await world.balance('bank_a', 6)).toBe(999); // the failed attempt left nothing
+  });
+
+  it('ends two transactions that wait on each other across databases by their deadline, not never', async () => {
+    let bothLocked!: () => void;
+    let locked = 0;
+    const barrier = new Promise<void>((r) => { bothLocked = r; });
+    const crossing = (first: 'bank_a' | 'bank_c', second: 'bank_a' | 'bank_c') => tpc.transaction(async (tx) => {
+      const x = await tx.branch<BankDB>(first);
+      await x.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 1) })).where('id', '=', 7).execute();
+      if (++locked === 2) bothLocked();
+      await barrier;
+      const y = await tx.branch<BankDB>(second);
+      await y.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 1) })).where('id', '=', 7).execute();
+    }, { timeoutMs: 1000 });
+    const results = await Promise.allSettled([crossing('bank_a', 'bank_c'), crossing('bank_c', 'bank_a')]);
+    const failed = results.filter((r) => r.status === 'rejected');
+    expect(failed.length).toBeGreaterThanOrEqual(1);
+    for (const f of failed) expect((f as PromiseRejectedResult).reason).toMatchObject({ code: '57014' });
+    const committed = results.length - failed.length;
+    expect(await world.balance('bank_a', 7)).toBe(1000 + committed);
+    expect(await world.balance('bank_c', 7)).toBe(1000 + committed);
   });
 });
