@@ -2,10 +2,10 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
-import { eventually, query, restartAfterCrash } from './harness/waits.ts';
-import { ACCOUNTS_SQL, TOKENS, createWorld, type World } from './harness/world.ts';
+import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { TOKENS, createWorld, type World } from './harness/world.ts';
 
 /*
  * The console in headless Chromium (Debian's package; .ci/run installs it): an operator finds an
@@ -20,12 +20,9 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
   let world: World;
   let browser: Browser;
   beforeAll(async () => {
-    const cluster = await startPostgresCluster();
-    const url = await cluster.createDatabase('flaky');
-    await query(url, ACCOUNTS_SQL);
-    flaky = { cluster, url };
+    flaky = await startFlakyParticipant();
     world = await createWorld({
-      extraResources: { flaky: url },
+      extraResources: { flaky: flaky.url },
       env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '1', TPC_RETRY_BASE_MS: '200', TPC_RETRY_MAX_MS: '1000' },
     });
     browser = await chromium.launch({

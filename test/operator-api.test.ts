@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
-import { eventually, query, restartAfterCrash } from './harness/waits.ts';
-import { ACCOUNTS_SQL, TOKENS, createWorld, type World } from './harness/world.ts';
+import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { TOKENS, createWorld, type World } from './harness/world.ts';
 
 const move = (from: string, to: string, amount: number, id: number) => ({
   branches: [
@@ -18,12 +18,9 @@ describe('operators', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
   beforeAll(async () => {
-    const cluster = await startPostgresCluster();
-    const url = await cluster.createDatabase('flaky');
-    await query(url, ACCOUNTS_SQL);
-    flaky = { cluster, url };
+    flaky = await startFlakyParticipant();
     // Slow retries, so that the test, not the completion queue, finishes the in-doubt transaction.
-    world = await createWorld({ extraResources: { flaky: url }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' } });
+    world = await createWorld({ extraResources: { flaky: flaky.url }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' } });
   });
   afterAll(async () => {
     await world.close();

@@ -1,10 +1,9 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { ACCOUNTS_SQL, createWorld, type World } from './harness/world.ts';
+import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import { createWorld, type World } from './harness/world.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
-import { eventually, query, restartAfterCrash } from './harness/waits.ts';
+import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 
 /*
  * A participant fails between prepare and completion: its Postgres stopped in immediate mode (no
@@ -26,12 +25,9 @@ describe('a participant that fails after prepare', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
   beforeAll(async () => {
-    const cluster = await startPostgresCluster({ binDir: process.env.TPC_PG_BINDIR });
-    const url = await cluster.createDatabase('flaky');
-    await query(url, ACCOUNTS_SQL);
-    flaky = { cluster, url };
+    flaky = await startFlakyParticipant();
     world = await createWorld({
-      extraResources: { flaky: url },
+      extraResources: { flaky: flaky.url },
       env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '2', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500', TPC_RECONCILE_INTERVAL_MS: '300' },
     });
   });

@@ -2,10 +2,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
+import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { startRedisServer, type RedisServer } from '../coordinator/embedded/redis-server.ts';
-import { ACCOUNTS_SQL, createWorld, transfer, BANKS, type HttpAnswer, type World } from './harness/world.ts';
-import { eventually, query } from './harness/waits.ts';
+import { createWorld, transfer, BANKS, type HttpAnswer, type World } from './harness/world.ts';
+import { eventually, query, startFlakyParticipant } from './harness/waits.ts';
 
 /*
  * Redis is never the source of truth: with it stopped the service keeps committing (readiness says
@@ -95,12 +95,9 @@ describe('Redis restarted empty and flushed while decisions wait for phase 2', (
   const inFlight: Promise<unknown>[] = [];
   beforeAll(async () => {
     redis = await startRedisServer();
-    const cluster = await startPostgresCluster({ binDir: process.env.TPC_PG_BINDIR });
-    const url = await cluster.createDatabase('flaky');
-    await query(url, ACCOUNTS_SQL);
-    flaky = { cluster, url };
+    flaky = await startFlakyParticipant();
     world = await createWorld({
-      extraResources: { flaky: url },
+      extraResources: { flaky: flaky.url },
       env: { REDIS_URL: redis.url, TPC_RECONCILE_INTERVAL_MS: '300', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500' },
     });
   });

@@ -2,8 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { ACCOUNTS_SQL, createWorld, type World } from './harness/world.ts';
-import { eventually, query, restartAfterCrash } from './harness/waits.ts';
+import { createWorld, type World } from './harness/world.ts';
+import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 
 const move = (from: string, to: string, amount: number, id = 1, extra: object[] = []) => ({
   branches: [
@@ -13,18 +13,12 @@ const move = (from: string, to: string, amount: number, id = 1, extra: object[] 
   timeoutMs: 5_000,
 });
 
-async function startFlaky(): Promise<{ cluster: PostgresCluster; url: string }> {
-  const cluster = await startPostgresCluster();
-  const url = await cluster.createDatabase('flaky');
-  await query(url, ACCOUNTS_SQL);
-  return { cluster, url };
-}
 
 describe('a participant that fails', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
   beforeAll(async () => {
-    flaky = await startFlaky();
+    flaky = await startFlakyParticipant();
     world = await createWorld({ extraResources: { flaky: flaky.url } });
   });
   afterAll(async () => {

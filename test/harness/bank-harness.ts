@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import type { PostgresCluster } from '../../coordinator/embedded/postgres-cluster.ts';
 import { startCoordinatorProcess, type CoordinatorProcess } from './coordinator-process.ts';
 import { TOKENS, type HttpAnswer } from './world.ts';
+export { restartAfterCrash } from './waits.ts';
 
 /*
  * Helpers of the bank test (test/bank.test.ts): a seeded PRNG, HTTP calls that always time out,
@@ -104,18 +104,6 @@ export async function queryOnce<T extends pg.QueryResultRow>(url: string, text: 
   }
 }
 
-/** Restarts a cluster whose postmaster was SIGKILLed: its backends may take a moment to free shared memory. */
-export async function restartAfterCrash(cluster: PostgresCluster): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await cluster.start();
-      return;
-    } catch (err) {
-      if (attempt >= 20) throw err;
-      await sleep(250);
-    }
-  }
-}
 
 /** Runs `fn` over `items` with at most `limit` at a time. */
 export async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import type { PostgresCluster } from '../../coordinator/embedded/postgres-cluster.ts';
+import { startPostgresCluster, type PostgresCluster } from '../../coordinator/embedded/postgres-cluster.ts';
+import { ACCOUNTS_SQL } from './world.ts';
 
 /** One query on a fresh connection (no pool to leak or to hold a dead socket). */
 export async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
@@ -38,4 +39,12 @@ export async function restartAfterCrash(cluster: PostgresCluster): Promise<void>
       await sleep(250);
     }
   }
+}
+
+/** A participant on a cluster of its own (so a test can stop or crash it), with the accounts table. */
+export async function startFlakyParticipant(): Promise<{ cluster: PostgresCluster; url: string }> {
+  const cluster = await startPostgresCluster({ binDir: process.env.TPC_PG_BINDIR });
+  const url = await cluster.createDatabase('flaky');
+  await query(url, ACCOUNTS_SQL);
+  return { cluster, url };
 }
