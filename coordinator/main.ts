@@ -15,9 +15,16 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const service = await startService(config, { logger });
+  // Handlers go in before the service starts: a SIGTERM that arrives just as it starts listening
+  // must still shut it down cleanly, not kill it with the default action.
+  let service: Awaited<ReturnType<typeof startService>> | undefined;
+  let pending: string | undefined;
   let stopping = false;
   const stop = (signal: string) => {
+    if (!service) {
+      pending ??= signal;
+      return;
+    }
     if (stopping) {
       // A second signal: the operator wants out now. What is in flight is recovered from the log.
       logger.warn({ signal }, 'second signal: exiting without waiting');
@@ -37,6 +44,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  service = await startService(config, { logger });
+  if (pending) stop(pending);
 }
 
 main().catch((err: unknown) => {
