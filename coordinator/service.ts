@@ -3,7 +3,8 @@ import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { Participant } from '../participant-adapter/participant.ts';
+import type { Participant } from '../participant-adapter/participant.ts';
+import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
 import type { Config } from './config/load-config.ts';
@@ -63,10 +64,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxConnections: config.logPoolSize,
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
-  const participants = new Map(Object.entries(config.resources).map(([name, url]) => [name, new Participant({
-    name,
-    connectionString: url,
-    maxConnections: config.resourcePoolSize,
+  const participants = new Map(Object.entries(config.resources).map(([name, resource]) => [name, createParticipant(name, resource, {
+    poolSize: config.resourcePoolSize,
     onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
   })]));
 

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
+import type { BranchSession, BranchState } from './participant.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
 
 export interface StatementResult {
@@ -17,14 +18,12 @@ export interface PrepareResult {
   xid: string | null;
 }
 
-type BranchState = 'open' | 'prepared' | 'finished' | 'broken';
-
 /**
  * One open database transaction on one pinned connection (BEGIN … PREPARE must share a session).
  * The pool runs in pipeline mode, so calls made without awaiting the previous one travel together:
  * BEGIN, the statements, the xid probe and PREPARE cost one round trip between them.
  */
-export class Branch {
+export class Branch implements BranchSession {
   readonly resource: string;
   #client: pg.PoolClient;
   #state: BranchState = 'open';

@@ -1,12 +1,16 @@
 export { Branch, type PrepareResult, type StatementResult } from './branch.ts';
+export { DirectParticipant, type DirectParticipantOptions } from './direct-participant.ts';
 export { ParticipantError, toParticipantError } from './errors.ts';
-export { GID_PATTERN, assertValidGid } from './gid.ts';
-export {
+export { GID_PATTERN, assertValidGid, isNamespaceGid, namespacePrefix } from './gid.ts';
+export { HttpParticipant, type HttpParticipantOptions } from './http-participant.ts';
+export type {
+  BranchSession,
+  OpenBranchOptions,
   Participant,
-  type OpenBranchOptions,
-  type ParticipantHealth,
-  type ParticipantOptions,
-  type PreparedBranchInfo,
-  type XactStatus,
+  ParticipantHealth,
+  PreparedBranchInfo,
+  PreparedBranchState,
+  XactStatus,
 } from './participant.ts';
+export { ParticipantRouterError, participantRouter, type ParticipantRouterOptions } from './participant-router.ts';
 export { assertStatementAllowed } from './statement-guard.ts';

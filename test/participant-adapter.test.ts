@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { assertStatementAllowed } from '../participant-adapter/statement-guard.ts';
-import { assertValidGid, GID_PATTERN, Participant } from '../participant-adapter/index.ts';
+import { assertValidGid, DirectParticipant, GID_PATTERN } from '../participant-adapter/index.ts';
 import { branchGid } from '../coordinator/engine/gid.ts';
 import { createDatabase } from './harness/world.ts';
 
@@ -31,7 +31,7 @@ describe('the statement guard', () => {
 describe('a participant', () => {
   it('prepares under a gid, finishes it from another session, lists it and reports its fate', async () => {
     const url = await createDatabase(inject('clusterB'), `pa_${Math.random().toString(36).slice(2, 8)}`);
-    const p = new Participant({ name: 'pa', connectionString: url });
+    const p = new DirectParticipant({ name: 'pa', connectionString: url });
     try {
       const setup = await p.openBranch({ statementTimeoutMs: 5000 });
       await setup.run('CREATE TABLE t (id int PRIMARY KEY)');

@@ -4,6 +4,7 @@ import { DEFAULT_URL } from './config.ts';
 import { describeError, EXIT_USAGE } from './errors.ts';
 import { orphansCommand, resourcesCommand } from './inspect-commands.ts';
 import { migrateCommand, serveCommand } from './local-commands.ts';
+import { participantCommand } from './participant-command.ts';
 import { txCommand } from './tx-commands.ts';
 
 function packageVersion(): string {
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   program.addCommand(resourcesCommand());
   program.addCommand(serveCommand());
   program.addCommand(migrateCommand());
+  program.addCommand(participantCommand());
   // Every (sub)command: commander's own errors are thrown, not exited on, so that they exit 2.
   const override = (cmd: Command, path: string) => {
     cmd.exitOverride();

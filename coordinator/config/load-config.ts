@@ -16,6 +16,18 @@ export type ApiToken = z.infer<typeof tokenSchema>;
 
 const resourceName = z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, 'resource names are letters, digits, "_" and "-", starting with a letter');
 const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// connection string');
+const httpResource = z.object({
+  url: z.url({ protocol: /^https?$/, error: 'must be the http(s):// URL where the participant router is mounted' }),
+  token: z.string().min(16, 'a participant token must be at least 16 characters'),
+}).strict();
+const resourceSchema = z.union([postgresUrl, httpResource], {
+  error: 'must be a postgres:// connection string or { "url": "http(s)://…", "token": "…" }',
+});
+
+/** A participant database: reached directly with a pool, or through its service's participant router. */
+export type ResourceConfig =
+  | { readonly kind: 'postgres'; readonly url: string }
+  | { readonly kind: 'http'; readonly url: string; readonly token: string };
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -57,7 +69,7 @@ const envSchema = z.object({
 export interface Config {
   readonly databaseUrl: string;
   readonly redisUrl: string;
-  readonly resources: Readonly<Record<string, string>>;
+  readonly resources: Readonly<Record<string, ResourceConfig>>;
   readonly port: number;
   readonly host: string;
   readonly namespace: string;
@@ -134,7 +146,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } else {
     throw new ConfigError('TPC_RESOURCES: is required but not set (or set TPC_RESOURCES_FILE)');
   }
-  const resources = z.record(resourceName, postgresUrl).refine((r) => Object.keys(r).length > 0, 'at least one resource')
+  const resources = z.record(resourceName, resourceSchema).refine((r) => Object.keys(r).length > 0, 'at least one resource')
     .safeParse(parseJson(resourcesVar, resourcesText));
   if (!resources.success) throw issuesOf(resourcesVar, resources.error);
 
@@ -171,7 +183,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
-    resources: Object.freeze({ ...resources.data }),
+    resources: Object.freeze(Object.fromEntries(Object.entries(resources.data).map(([name, r]) => [name, Object.freeze(
+      typeof r === 'string' ? { kind: 'postgres' as const, url: r } : { kind: 'http' as const, url: r.url, token: r.token },
+    )]))),
     port: e.PORT,
     host: e.HOST,
     namespace: e.TPC_NAMESPACE,

@@ -1,6 +1,6 @@
-import type { Branch, StatementResult } from '../../participant-adapter/branch.ts';
+import type { StatementResult } from '../../participant-adapter/branch.ts';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
-import type { Participant } from '../../participant-adapter/participant.ts';
+import type { BranchSession, Participant } from '../../participant-adapter/participant.ts';
 import type { WorkControl } from './deadline.ts';
 import type { Failpoints } from './failpoints.ts';
 import type { BranchSpec, StatementOutcome, TxError } from './types.ts';
@@ -13,7 +13,7 @@ export interface BranchWorkOk {
   prepared: boolean;
   xid: string | null;
   /** Still open when the branch was not prepared (single branch: one-phase or read-only path). */
-  open: Branch | null;
+  open: BranchSession | null;
 }
 
 export interface BranchWorkFailed {
@@ -53,7 +53,7 @@ export async function runBranchWork(
     control.stop({ kind: 'failure' });
   };
 
-  let branch: Branch;
+  let branch: BranchSession;
   try {
     branch = await participant.openBranch({ statementTimeoutMs: control.remainingMs(), signal: control.signal });
   } catch (err) {

@@ -65,7 +65,9 @@ export class TransactionRun {
 
   async #drive(begin: Promise<unknown>): Promise<TransactionView> {
     const { participants } = this.#deps;
-    const multi = this.#request.branches.length > 1;
+    // One branch commits in one phase, unless its participant cannot hold a branch open across the
+    // log write (HTTP): then it is prepared like any other.
+    const multi = this.#request.branches.length > 1 || this.#request.branches.some((b) => !participants.get(b.resource)!.onePhase);
     const t0 = performance.now();
     const work = await Promise.all(
       this.#request.branches.map((spec, i) =>

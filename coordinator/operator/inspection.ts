@@ -3,6 +3,8 @@ import { namespacePrefix } from '../engine/gid.ts';
 
 export interface ResourceReport {
   resource: string;
+  /** How the coordinator reaches it: its own pool, or the database's participant router. */
+  kind: 'postgres' | 'http';
   reachable: boolean;
   usable: boolean;
   serverVersion: string | null;
@@ -42,6 +44,7 @@ export async function inspectResources(deps: EngineDeps): Promise<ResourceReport
     }
     return {
       resource: p.name,
+      kind: p.kind,
       reachable: health.reachable,
       usable: health.usable,
       serverVersion: health.serverVersion,

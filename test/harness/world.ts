@@ -64,6 +64,8 @@ export interface WorldOptions {
   extraResources?: Record<string, string>;
   /** A log database elsewhere (a cluster the test can stop). */
   logUrl?: string;
+  /** Runs once the databases exist, before the coordinator starts; returns environment overrides. */
+  beforeStart?: (dbs: Databases) => Promise<Record<string, string>>;
 }
 
 /** The databases of one test, without a coordinator: for tests that run coordinators as processes. */
@@ -153,7 +155,7 @@ export async function httpRequest(
 export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const dbs = await createDatabases(options);
   const { db, urls, namespace, preparedGids } = dbs;
-  const config = loadConfig(dbs.env);
+  const config = loadConfig({ ...dbs.env, ...(await options.beforeStart?.(dbs)) });
   const service = await startService(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), queuePrefix: `q${dbs.tag}` });
   const request: World['request'] = (method, path, body, o = {}) => httpRequest(service.url, method, path, body, o);
 

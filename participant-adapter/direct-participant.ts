@@ -1,0 +1,201 @@
+import pg from 'pg';
+import { Branch } from './branch.ts';
+import { ParticipantError, toParticipantError } from './errors.ts';
+import { gidLiteral } from './gid.ts';
+import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, XactStatus } from './participant.ts';
+
+export interface DirectParticipantOptions {
+  /** The resource name clients use. */
+  name: string;
+  /** The database to open a pool on (pipeline mode: a branch's statements and PREPARE travel together)… */
+  connectionString?: string;
+  /** …or a pool the caller owns (a service's own, for the participant router); close() leaves it open. */
+  pool?: pg.Pool;
+  /** Pool size; each open branch pins one connection until it is prepared or finished. */
+  maxConnections?: number;
+  /** Bound on connecting and on each administrative statement (commit prepared, listings, health). */
+  operationTimeoutMs?: number;
+  /** Called for errors on idle pooled connections, which would otherwise crash the process. */
+  onIdleError?: (err: Error) => void;
+  /** application_name of the pool's sessions (shown in pg_stat_activity). */
+  applicationName?: string;
+}
+
+/** One Postgres database as a 2PC participant, on a pool. The only place that speaks participant 2PC SQL. */
+export class DirectParticipant implements Participant {
+  readonly name: string;
+  readonly kind = 'postgres';
+  readonly onePhase = true;
+  readonly #pool: pg.Pool;
+  readonly #ownsPool: boolean;
+  readonly #timeoutMs: number;
+
+  constructor(options: DirectParticipantOptions) {
+    this.name = options.name;
+    this.#timeoutMs = options.operationTimeoutMs ?? 5_000;
+    if (!options.pool === !options.connectionString) throw new Error('DirectParticipant needs exactly one of connectionString and pool');
+    this.#ownsPool = !options.pool;
+    this.#pool = options.pool ?? new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.maxConnections ?? 20,
+      connectionTimeoutMillis: this.#timeoutMs,
+      idleTimeoutMillis: 30_000,
+      keepAlive: true,
+      application_name: options.applicationName ?? 'tpc-coordinator',
+      pipeline: true,
+    } as pg.PoolConfig);
+    if (this.#ownsPool) this.#pool.on('error', (err) => options.onIdleError?.(err));
+    // pg-pool drops its own 'error' listener when it hands a connection out; a fatal error read in
+    // the same packet as "ready for query" would then be emitted with no listener and kill the
+    // process. Every connection keeps this one for life; the error still fails its queries.
+    if (this.#ownsPool) this.#pool.on('connect', (client) => client.on('error', () => {}));
+  }
+
+  /** Connections handed out and not yet returned: a leak check for tests and metrics. */
+  get connectionsInUse(): number {
+    return this.#pool.totalCount - this.#pool.idleCount;
+  }
+
+  async openBranch(options: OpenBranchOptions): Promise<Branch> {
+    const client = await this.#connect(options.signal);
+    return new Branch(this.name, client, options.statementTimeoutMs);
+  }
+
+  /** COMMIT PREPARED from any session. 'not-found' when no such gid is prepared (already finished, or never prepared). */
+  commitPrepared(gid: string): Promise<'committed' | 'not-found'> {
+    return this.#finishPrepared('COMMIT PREPARED', gid, 'committed');
+  }
+
+  rollbackPrepared(gid: string): Promise<'rolled-back' | 'not-found'> {
+    return this.#finishPrepared('ROLLBACK PREPARED', gid, 'rolled-back');
+  }
+
+  /** Prepared transactions of this database whose gid starts with `prefix`. */
+  async listPrepared(prefix: string): Promise<PreparedBranchInfo[]> {
+    const r = await this.#admin(
+      'SELECT gid, prepared, owner, database FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1) ORDER BY prepared',
+      [prefix],
+      'listing prepared transactions',
+    );
+    return r.rows.map((row) => ({
+      gid: row.gid as string,
+      preparedAt: row.prepared as Date,
+      owner: row.owner as string,
+      database: row.database as string,
+    }));
+  }
+
+  /** The live state of one gid: prepared since when, and how many locks it holds (null: not prepared). */
+  async inspectPrepared(gid: string): Promise<PreparedBranchState | null> {
+    const r = await this.#admin(
+      // A prepared transaction's locks have no pid; they share the virtual transaction of its xid lock.
+      // pg_prepared_xacts gives a 32-bit xid; pg_xact_status wants the 64-bit one. Its epoch is that of
+      // the snapshot's xmax, adjusted by one when the two lie on either side of a wraparound: a live
+      // xid is within 2^31 of xmax, on either side (xmax is the latest completed xid + 1, so a
+      // prepared, still running xid may be above it).
+      `SELECT p.prepared, (
+         SELECT count(*) FROM pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
+           SELECT x.virtualtransaction FROM pg_locks x
+           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::int AS locks,
+         (((s.xmax >> 32) + CASE
+             WHEN p.transaction::text::bigint - (s.xmax & 4294967295) > 2147483648 THEN -1
+             WHEN p.transaction::text::bigint - (s.xmax & 4294967295) < -2147483648 THEN 1
+             ELSE 0 END) << 32 | p.transaction::text::bigint)::text AS xid
+       FROM pg_prepared_xacts p, (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) s
+       WHERE p.gid = $1 AND p.database = current_database()`,
+      [gid],
+      'inspecting a prepared transaction',
+    );
+    const row = r.rows[0];
+    return row ? { preparedAt: row.prepared as Date, locks: row.locks as number, xid: row.xid as string } : null;
+  }
+
+  /** The fate of a transaction id: how a branch that is no longer prepared ended. */
+  async xactStatus(xid: string): Promise<XactStatus> {
+    if (!/^\d{1,20}$/.test(xid)) throw new ParticipantError('invalid_xid', `bad xid ${xid}`, { retryable: false, resource: this.name });
+    const r = await this.#admin('SELECT pg_xact_status($1::xid8) AS status', [xid], 'looking up a transaction status');
+    // NULL: the xid is too old for the commit log to remember.
+    return (r.rows[0]?.status as XactStatus | null) ?? 'unknown';
+  }
+
+  async health(): Promise<ParticipantHealth> {
+    try {
+      const r = await this.#admin(
+        "SELECT current_setting('server_version') AS version, current_setting('max_prepared_transactions')::int AS max_prepared",
+        [],
+        'health check',
+      );
+      const max = r.rows[0]!.max_prepared as number;
+      return {
+        resource: this.name,
+        reachable: true,
+        usable: max > 0,
+        serverVersion: r.rows[0]!.version as string,
+        maxPreparedTransactions: max,
+        message: max > 0 ? null
+          : `max_prepared_transactions is 0 on resource "${this.name}", so PREPARE TRANSACTION fails there: ` +
+            'start its server with max_prepared_transactions set (e.g. -c max_prepared_transactions=100, or ALTER SYSTEM and a restart)',
+      };
+    } catch (err) {
+      return {
+        resource: this.name, reachable: false, usable: false, serverVersion: null, maxPreparedTransactions: null,
+        message: err instanceof Error ? err.message : String(err),
+      };
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#ownsPool) await this.#pool.end();
+  }
+
+  async #finishPrepared<T extends string>(command: string, gid: string, done: T): Promise<T | 'not-found'> {
+    try {
+      await this.#admin(`${command} ${gidLiteral(gid)}`, undefined, command);
+      return done;
+    } catch (err) {
+      // 42704 undefined_object: "prepared transaction with identifier … does not exist".
+      if (err instanceof ParticipantError && err.sqlState === '42704') return 'not-found';
+      throw err;
+    }
+  }
+
+  async #connect(signal?: AbortSignal): Promise<pg.PoolClient> {
+    signal?.throwIfAborted();
+    const connecting = this.#pool.connect();
+    if (!signal) return connecting.catch((err) => { throw toParticipantError(err, this.name, 'connecting'); });
+    return new Promise<pg.PoolClient>((resolve, reject) => {
+      // Exactly one of the two paths below owns the connection once it arrives. Releasing it from
+      // both would hand back a client the pool may already have given to another waiter.
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      connecting.then(
+        (c) => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) c.release(); // arrived too late: back to the pool, never leaked
+          else resolve(c);
+        },
+        (err) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(toParticipantError(err, this.name, 'connecting'));
+        },
+      );
+    });
+  }
+
+  async #admin(text: string, values: unknown[] | undefined, what: string): Promise<pg.QueryResult> {
+    const client = await this.#connect();
+    const onError = () => {}; // the query below rejects; this keeps the event from crashing us
+    client.on('error', onError);
+    let broken = false;
+    try {
+      return await client.query({ text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig);
+    } catch (err) {
+      const mapped = toParticipantError(err, this.name, what);
+      broken = !mapped.sqlState;
+      throw mapped;
+    } finally {
+      client.off('error', onError);
+      client.release(broken || undefined);
+    }
+  }
+}
