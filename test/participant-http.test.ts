@@ -67,6 +67,25 @@ describe('a participant reached over HTTP', () => {
     expect(logged.rows[0]).toMatchObject({ status: 'committed', xid: expect.stringMatching(/^\d+$/) });
   });
 
+  it('ends a remote statement waiting on a lock at the deadline, naming it, and leaves nothing behind', async () => {
+    const holder = await world.db.bank_c.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('UPDATE accounts SET balance = balance WHERE id = 6');
+      const res = await world.submit({ ...transfer('bank_a', 'bank_c', 3, 6, 6), timeoutMs: 800 });
+      expect(res.status).toBe(409);
+      expect(res.body.error).toMatchObject({ resource: 'bank_c', statement: 0, code: 'deadline_exceeded' });
+      // The participant ended the waiting statement itself: the lock holder sees no other session waiting.
+      await eventually(() => world.db.bank_c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"), (r) => r.rows[0].n === 0, 'the remote statement ended');
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+    expect(await world.balance('bank_a', 6)).toBe(1000);
+    expect(await world.balance('bank_c', 6)).toBe(1000);
+    expect(await world.preparedGids()).toEqual([]);
+  });
+
   it('retries a PREPARE whose reply was lost and gets the same answer, without running the statements twice', async () => {
     proxy.dropReplies((m, p) => m === 'POST' && p.startsWith('/2pc/branches/'));
     const r = await world.submit(transfer('bank_a', 'bank_c', 7, 4, 4));

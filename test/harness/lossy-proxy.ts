@@ -60,6 +60,8 @@ export async function startLossyProxy(target: string): Promise<LossyProxy> {
       res.end(Buffer.concat(chunks));
     });
     out.on('error', () => req.socket.destroy());
+    // A caller that gives up (its deadline) closes the participant's request too, as a direct hop would.
+    res.on('close', () => { if (!res.writableFinished) out.destroy(); });
     req.pipe(out);
   };
 
