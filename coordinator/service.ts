@@ -65,6 +65,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
   const participants = new Map(Object.entries(config.resources).map(([name, resource]) => [name, createParticipant(name, resource, {
+    namespace: config.namespace,
     poolSize: config.resourcePoolSize,
     onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
   })]));

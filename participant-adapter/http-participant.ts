@@ -13,6 +13,8 @@ export interface HttpParticipantOptions {
   token: string;
   /** Bound on each call that is not a branch's work (phase 2, listings, health), like a direct connection's. */
   operationTimeoutMs?: number;
+  /** The coordinator's namespace: health reports the resource unusable if the router answers another. */
+  namespace?: string;
 }
 
 interface CallOptions {
@@ -35,6 +37,7 @@ export class HttpParticipant implements Participant {
   readonly #base: string;
   readonly #authorization: string;
   readonly #timeoutMs: number;
+  readonly #namespace: string | undefined;
   #open = 0;
 
   constructor(options: HttpParticipantOptions) {
@@ -42,6 +45,7 @@ export class HttpParticipant implements Participant {
     this.#base = options.url.replace(/\/+$/, '');
     this.#authorization = `Bearer ${options.token}`;
     this.#timeoutMs = options.operationTimeoutMs ?? 5_000;
+    this.#namespace = options.namespace;
   }
 
   get connectionsInUse(): number {
@@ -92,7 +96,14 @@ export class HttpParticipant implements Participant {
 
   async health(): Promise<ParticipantHealth> {
     try {
-      const h = await this.#call<Omit<ParticipantHealth, 'resource'>>('GET', WIRE_PATHS.health, {});
+      const { namespace, ...h } = await this.#call<Omit<ParticipantHealth, 'resource'> & { namespace?: string }>('GET', WIRE_PATHS.health, {});
+      if (this.#namespace !== undefined && namespace !== this.#namespace) {
+        // Every gid would be refused as outside its namespace: say so now, not at the first commit.
+        return {
+          ...h, resource: this.name, usable: false,
+          message: `the participant router for "${this.name}" serves namespace "${namespace}", not "${this.#namespace}": start it with --namespace ${this.#namespace} (or namespace: '${this.#namespace}')`,
+        };
+      }
       return { ...h, resource: this.name, message: h.message?.replaceAll('{resource}', this.name) ?? null };
     } catch (err) {
       const unauthorized = err instanceof ParticipantError && err.code === 'unauthorized';

@@ -82,7 +82,7 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
   router.get(WIRE_PATHS.health, async (_req, res) => {
     const { resource: _omit, ...health } = await participant.health();
     // The coordinator knows this database by its own resource name: let it put that in.
-    res.json({ ...health, message: health.message?.replaceAll(`"${name}"`, '"{resource}"') ?? null });
+    res.json({ ...health, namespace, message: health.message?.replaceAll(`"${name}"`, '"{resource}"') ?? null });
   });
 
   router.get(WIRE_PATHS.prepared, async (req, res) => {

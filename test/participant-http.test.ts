@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HttpParticipant } from '../participant-adapter/http-participant.ts';
 import { startParticipantServer, type RunningParticipantServer } from '../participant-adapter/participant-server.ts';
 import { startLossyProxy, type LossyProxy } from './harness/lossy-proxy.ts';
 import { eventually } from './harness/waits.ts';
@@ -161,7 +162,16 @@ describe('the participant router', () => {
       expect(r.headers.get('content-type')).toContain('application/problem+json');
       expect(r.body.type).toBe('urn:tpc:problem:unauthorized');
     }
-    expect((await call(closed, 'GET', '/health')).body).toMatchObject({ reachable: true, usable: true });
+    expect((await call(closed, 'GET', '/health')).body).toMatchObject({ reachable: true, usable: true, namespace: world.namespace });
+  });
+
+  it('is reported unusable by a coordinator of another namespace', async () => {
+    const p = new HttpParticipant({ name: 'bank_c', url: closed.url, token: PARTICIPANT_TOKEN, namespace: 'elsewhere' });
+    const h = await p.health();
+    expect(h).toMatchObject({ reachable: true, usable: false });
+    expect(h.message).toContain(`serves namespace "${world.namespace}", not "elsewhere"`);
+    expect(await new HttpParticipant({ name: 'bank_c', url: closed.url, token: PARTICIPANT_TOKEN, namespace: world.namespace }).health()).toMatchObject({ usable: true });
+    expect(await new HttpParticipant({ name: 'bank_c', url: closed.url, token: 'wrong-token-0123456789' }).health()).toMatchObject({ reachable: true, usable: false, message: expect.stringContaining('refused') });
   });
 
   it('answers 400 to a gid outside the namespace, on every route that takes one', async () => {
