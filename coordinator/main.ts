@@ -1,13 +1,30 @@
-import { ConfigError, loadConfig } from './config/load-config.ts';
+import { ConfigError, loadConfig, loadEmbeddedSettings } from './config/load-config.ts';
+import { startLocalEnvironment, wantsLocalEnvironment, type LocalEnvironment } from './embedded/local-environment.ts';
+import { localBanner } from './embedded/local-banner.ts';
 import { createLogger } from './observability/logger.ts';
 import { startService } from './service.ts';
 
-/** `npm start`: the coordinator from the environment. */
+/**
+ * `npm start`: the coordinator from the environment. With nothing configured (no DATABASE_URL,
+ * no TPC_RESOURCES) it first starts the embedded default: a Postgres cluster kept under .tpc/,
+ * a Redis, and a dev token, and stops them again on Ctrl-C.
+ */
 async function main(): Promise<void> {
+  let local: LocalEnvironment | undefined;
+  let env: Record<string, string | undefined> = process.env;
+  if (wantsLocalEnvironment(process.env)) {
+    const settings = loadEmbeddedSettings(process.env);
+    process.stderr.write(`nothing configured (DATABASE_URL, TPC_RESOURCES): starting the embedded default in ${settings.dataDir}/\n`);
+    local = await startLocalEnvironment({ ...settings, redisUrl: process.env.REDIS_URL || undefined, tokens: process.env.TPC_API_TOKENS || undefined });
+    env = { ...process.env, ...local.env };
+  }
+  const stopLocal = () => local?.stop() ?? Promise.resolve();
+
   let config;
   try {
-    config = loadConfig(process.env);
+    config = loadConfig(env);
   } catch (err) {
+    await stopLocal();
     if (err instanceof ConfigError) {
       process.stderr.write(`configuration error: ${err.message}\n`);
       process.exit(2);
@@ -20,6 +37,10 @@ async function main(): Promise<void> {
   let service: Awaited<ReturnType<typeof startService>> | undefined;
   let pending: string | undefined;
   let stopping = false;
+  const exit = (code: number) => {
+    // What the embedded default started goes with us, whichever way we leave.
+    void stopLocal().finally(() => process.exit(code));
+  };
   const stop = (signal: string) => {
     if (!service) {
       pending ??= signal;
@@ -28,23 +49,30 @@ async function main(): Promise<void> {
     if (stopping) {
       // A second signal: the operator wants out now. What is in flight is recovered from the log.
       logger.warn({ signal }, 'second signal: exiting without waiting');
-      process.exit(1);
+      exit(1);
+      return;
     }
     stopping = true;
     logger.info({ signal, inFlight: service.engine.inFlight }, 'shutting down: no new requests, finishing what is in flight');
     const timer = setTimeout(() => {
       logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown timed out; exiting (recovery will finish the rest)');
-      process.exit(1);
+      exit(1);
     }, config.shutdownTimeoutMs);
     timer.unref();
-    service.close().then(() => process.exit(0), (err: unknown) => {
+    service.close().then(() => exit(0), (err: unknown) => {
       logger.error({ err }, 'shutdown failed');
-      process.exit(1);
+      exit(1);
     });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  service = await startService(config, { logger });
+  try {
+    service = await startService(config, { logger });
+  } catch (err) {
+    await stopLocal();
+    throw err;
+  }
+  if (local) process.stdout.write(localBanner(service.url, local));
   if (pending) stop(pending);
 }
 

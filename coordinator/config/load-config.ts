@@ -217,7 +217,7 @@ export function loadLogUrl(env: Record<string, string | undefined> = process.env
   return url.data;
 }
 
-/** Settings of the embedded default (`npm run dev`), the tests and the benchmark. */
-export function loadEmbeddedSettings(env: Record<string, string | undefined> = process.env): { pgBinDir: string | undefined } {
-  return { pgBinDir: env.TPC_PG_BINDIR || undefined };
+/** Settings of the embedded default (`npm start` with nothing configured), the tests and the benchmark. */
+export function loadEmbeddedSettings(env: Record<string, string | undefined> = process.env): { pgBinDir: string | undefined; dataDir: string } {
+  return { pgBinDir: env.TPC_PG_BINDIR || undefined, dataDir: env.TPC_DATA_DIR || '.tpc' };
 }

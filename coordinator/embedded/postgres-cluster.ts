@@ -1,8 +1,8 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { freeLoopbackPort } from './free-port.ts';
@@ -27,13 +27,18 @@ export interface PostgresCluster {
   /** `pg_ctl stop -m immediate`: no checkpoint; prepared transactions come back from WAL at the next start. */
   stopImmediately(): Promise<void>;
   start(): Promise<void>;
-  /** Stops the server and removes its files. */
+  /** Stops the server and removes its files (a kept cluster, with `dataDir`, is only stopped). */
   destroy(): Promise<void>;
 }
 
 export interface StartClusterOptions {
   maxPreparedTransactions?: number;
   binDir?: string;
+  /**
+   * Keep the cluster here and reuse it on the next start (the embedded default's `.tpc/`). Without
+   * it the cluster lives in a fresh temporary directory and runs without fsync (tests, bench).
+   */
+  dataDir?: string;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string | number>;
 }
@@ -75,16 +80,27 @@ async function asServerUser(bin: string, args: string[]): Promise<void> {
 
 export async function startPostgresCluster(options: StartClusterOptions = {}): Promise<PostgresCluster> {
   const binDir = findPostgresBinDir(options.binDir);
-  const dataDir = await mkdtemp(join(tmpdir(), 'tpc-pg-'));
+  const persistent = options.dataDir !== undefined;
+  const dataDir = persistent ? resolve(options.dataDir!) : await mkdtemp(join(tmpdir(), 'tpc-pg-'));
+  const pgCtl = join(binDir, 'pg_ctl');
+  if (persistent) await mkdir(dataDir, { recursive: true, mode: 0o700 });
   if (isRoot) {
     const pw = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
     const gr = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
     if (pw.status !== 0) throw new Error('running as root needs a "postgres" user to run the server as');
     await chown(dataDir, Number(pw.stdout.trim()), Number(gr.stdout.trim()));
+    if (spawnSync('runuser', ['-u', 'postgres', '--', 'test', '-w', dataDir]).status !== 0) {
+      throw new Error(`the postgres user cannot write to ${dataDir} (a parent directory is closed to it): choose a data directory it can reach`);
+    }
   }
-  await asServerUser(join(binDir, 'initdb'), [
-    '-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C',
-  ]);
+  if (!existsSync(join(dataDir, 'PG_VERSION'))) {
+    await asServerUser(join(binDir, 'initdb'), [
+      '-D', dataDir, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', ...(persistent ? [] : ['--no-sync']),
+    ]);
+  } else if (existsSync(join(dataDir, 'postmaster.pid'))) {
+    // Left running by an earlier start that was killed: stop it, so that this process owns the server.
+    await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'fast', 'stop']).catch(() => {});
+  }
   const host = '127.0.0.1';
   let port = await freeLoopbackPort();
   const settings: Record<string, string | number> = {
@@ -92,11 +108,10 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     max_connections: 200,
     // Throwaway clusters trade durability across OS crashes for speed; a process crash
     // (SIGKILL of the postmaster) still recovers from WAL, which is what the tests exercise.
-    fsync: 'off',
-    full_page_writes: 'off',
+    // A kept cluster holds the user's data from one start to the next: it keeps fsync on.
+    ...(persistent ? {} : { fsync: 'off', full_page_writes: 'off' }),
     ...options.settings,
   };
-  const pgCtl = join(binDir, 'pg_ctl');
   const start = async () => {
     const opts = [
       `-p ${port}`, `-k ${dataDir}`, `-c listen_addresses=${host}`,
@@ -155,6 +170,10 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     },
     start,
     async destroy() {
+      if (persistent) {
+        await cluster.stop();
+        return;
+      }
       await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'immediate', 'stop']).catch(() => {});
       await rm(dataDir, { recursive: true, force: true });
     },

@@ -23,9 +23,10 @@ export async function startRedisServer(binary = 'redis-server'): Promise<RedisSe
     });
     let stderr = '';
     proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+    let fatal = false;
     const failed = new Promise<never>((_, reject) => {
-      proc.once('error', (err) => reject(new Error(`cannot run ${binary}: install the Debian package "redis-server"`, { cause: err })));
-      proc.once('exit', (code) => reject(new Error(`${binary} exited with ${code}: ${stderr}`)));
+      proc.once('error', (err) => { fatal = true; reject(new Error(`cannot run ${binary}: install the Debian package "redis-server"`, { cause: err })); });
+      proc.once('exit', (code) => { fatal = true; reject(new Error(`${binary} exited with ${code}: ${stderr}`)); });
     });
     failed.catch(() => {});
     child = proc;
@@ -39,7 +40,7 @@ export async function startRedisServer(binary = 'redis-server'): Promise<RedisSe
         return;
       } catch (err) {
         probe.disconnect();
-        if (Date.now() > deadline || proc.exitCode !== null) throw err;
+        if (fatal || Date.now() > deadline || proc.exitCode !== null) throw err;
         await new Promise((r) => setTimeout(r, 20));
       }
     }
