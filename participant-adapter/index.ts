@@ -14,3 +14,4 @@ export type {
 } from './participant.ts';
 export { ParticipantRouterError, participantRouter, type ParticipantRouterOptions } from './participant-router.ts';
 export { assertStatementAllowed } from './statement-guard.ts';
+export { prepareBranch, type PrepareBranchOptions } from './prepare-branch.ts';

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import type { EmbeddedCoordinator } from './embedded.ts';
-import { pinnedKysely } from './pinned-kysely.ts';
+import { pinnedKysely } from '../../participant-adapter/pinned-kysely.ts';
 
 export interface ClientOptions {
   /** The coordinator's base URL, e.g. http://127.0.0.1:8080 (or give `coordinator` instead). */
