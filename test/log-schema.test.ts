@@ -26,7 +26,7 @@ describe('the log schema', () => {
   it('applies once when several coordinators migrate at the same time', async () => {
     const url = await freshLog('mig');
     const results = await Promise.all([migrateLog(url), migrateLog(url), migrateLog(url)]);
-    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit']); // exactly one of them applied it
+    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit', '0004_branch_joins']); // exactly one of them applied it
     expect(await migrateLog(url)).toEqual([]);
   });
 
@@ -64,6 +64,27 @@ describe('the log schema', () => {
       await c.connect();
       await expect(c.query("UPDATE tpc_events SET kind = 'forged'")).rejects.toThrow(/append-only/);
       await c.end();
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('makes a decision that did not see a joined branch fail its compare-and-set', async () => {
+    const url = await freshLog('join');
+    await migrateLog(url);
+    const db = openLogDatabase({ url });
+    try {
+      const store = new TransactionsStore(db);
+      const id = '00000000-0000-4000-8000-000000000002';
+      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 10_000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: `tpc:n:${id}:0` }], detail: { interactive: true } });
+      expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, gid: `tpc:n:${id}:1`, created: true });
+      expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, created: false });
+      // A commit that checked one branch, while there are two now, must not be written.
+      await expect(store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, branchesChecked: 1, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, branchesChecked: 2, event: { kind: 'decided' } });
+      // Decided: nothing joins any more.
+      expect(await store.joinBranch({ id, resource: 't', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toBeNull();
+      expect((await store.load(id))?.branches.map((b) => b.resource)).toEqual(['r', 's']);
     } finally {
       await db.close();
     }

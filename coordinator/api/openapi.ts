@@ -20,6 +20,10 @@ export function openApiDocument(schema: SubmitSchema): Record<string, unknown> {
           type: 'object', required: ['type', 'title', 'status'],
           properties: { type: { type: 'string' }, title: { type: 'string' }, status: { type: 'integer' }, detail: { type: 'string' }, instance: { type: 'string' }, errors: { type: 'array' } },
         },
+        JoinedBranch: {
+          type: 'object', required: ['index', 'resource', 'gid', 'deadline'],
+          properties: { index: { type: 'integer' }, resource: { type: 'string' }, gid: { type: 'string' }, deadline: { type: 'string', format: 'date-time' } },
+        },
         TxError: {
           type: ['object', 'null'],
           properties: { resource: { type: ['string', 'null'] }, statement: { type: ['integer', 'null'] }, code: { type: 'string' }, message: { type: 'string' } },
@@ -78,6 +82,26 @@ export function openApiDocument(schema: SubmitSchema): Record<string, unknown> {
             401: problemResponse('No or unknown token'),
             403: problemResponse('Token lacks the scope or a resource'),
             404: problemResponse('Unknown transaction'),
+          },
+        },
+      },
+      '/v1/transactions/{id}/branches': {
+        post: {
+          summary: 'Add a branch to an active interactive transaction, for another service to prepare under its gid',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
+          requestBody: {
+            required: true,
+            content: { 'application/json': { schema: { type: 'object', additionalProperties: false, required: ['resource'], properties: { resource: { type: 'string', minLength: 1, maxLength: 63 } } } } },
+          },
+          responses: {
+            201: { description: 'The new branch', content: { 'application/json': { schema: { $ref: '#/components/schemas/JoinedBranch' } } } },
+            200: { description: 'The resource already had a branch in this transaction: that one (a retried join)', content: { 'application/json': { schema: { $ref: '#/components/schemas/JoinedBranch' } } } },
+            400: problemResponse('Malformed JSON, body too large'),
+            401: problemResponse('No or unknown token'),
+            403: problemResponse('Token lacks the scope, the resource, or a resource of the transaction'),
+            404: problemResponse('Unknown transaction'),
+            409: problemResponse('Not active (type not-active), not interactive (not-interactive), or past its deadline (deadline-passed)'),
+            422: problemResponse('The body breaks the contract, or names an unknown resource'),
           },
         },
       },

@@ -37,6 +37,8 @@ const interactiveSchema = z.strictObject({
   timeoutMs: z.number().int().min(1).optional(),
 });
 
+const joinSchema = z.strictObject({ resource: z.string().min(1).max(63) });
+
 const listQuery = z.strictObject({
   status: z.string().optional().transform((v, ctx) => {
     if (v === undefined) return undefined;
@@ -133,6 +135,25 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       send(res, answer.status, answer.body);
     });
   }
+
+  // A branch joins an active interactive transaction, for another service to prepare under its gid.
+  router.post('/v1/transactions/:id/branches', o.auth.require('submit'), o.jsonBody, async (req, res) => {
+    const id = String(req.params.id).toLowerCase();
+    if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
+    const body = joinSchema.safeParse(req.body);
+    if (!body.success) {
+      const issues = body.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+      throw new ValidationError(`invalid branch: ${issues.map((i) => (i.path ? `${i.path}: ` : '') + i.message).join('; ')}`, issues);
+    }
+    const { resource } = body.data;
+    if (!o.resources.has(resource)) throw new ValidationError(`unknown resource "${resource}"`, [{ path: 'resource', message: `unknown resource "${resource}"` }]);
+    assertResourcesAllowed(req.principal!, [resource]);
+    // As for commit and abort: a token acts only on transactions wholly within its resources.
+    const before = await o.engine.get(id);
+    assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
+    const joined = await o.engine.joinInteractive(id, resource, req.principal!.name);
+    send(res, joined.created ? 201 : 200, { index: joined.index, resource: joined.resource, gid: joined.gid, deadline: joined.deadline });
+  });
 
   router.get('/v1/transactions', o.auth.require('read'), async (req, res) => {
     const q = listQuery.safeParse(req.query);

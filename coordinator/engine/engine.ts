@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
 import type { EngineDeps } from './ports.ts';
-import { abortInteractive, beginInteractive, commitInteractive, type InteractiveBegin } from './interactive.ts';
+import { abortInteractive, beginInteractive, commitInteractive, joinInteractive, type InteractiveBegin, type JoinedBranch } from './interactive.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
 import { TransactionRun } from './transaction-run.ts';
@@ -97,6 +97,12 @@ export class Engine {
   beginInteractive(resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
     for (const r of resources) if (!this.#deps.participants.has(r)) throw new ValidationError(`unknown resource "${r}"`);
     return beginInteractive(this.#deps, resources, timeoutMs, actor);
+  }
+
+  /** Adds a branch on `resource` to an active interactive transaction, for another service to prepare. */
+  joinInteractive(id: string, resource: string, actor: string | null): Promise<JoinedBranch> {
+    if (!this.#deps.participants.has(resource)) return Promise.reject(new ValidationError(`unknown resource "${resource}"`));
+    return joinInteractive(this.#deps, id, resource, actor);
   }
 
   /** Commits an interactive transaction if every branch is really prepared; otherwise it aborts. */

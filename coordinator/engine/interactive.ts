@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, NotFoundError, StaleStateError } from '../errors.ts';
-import { branchGid } from './gid.ts';
+import { branchGid, namespacePrefix } from './gid.ts';
 import type { EngineDeps } from './ports.ts';
 import { RECOVERY_LEASE_MS, resumeTransaction } from './resume-from-log.ts';
 import type { TxError } from './types.ts';
@@ -30,11 +30,57 @@ export async function beginInteractive(deps: EngineDeps, resources: string[], ti
   return { id, status: 'active', deadline: new Date(deadlineAt).toISOString(), branches: branches.map(({ resource, gid }) => ({ resource, gid })) };
 }
 
+export interface JoinedBranch {
+  index: number;
+  resource: string;
+  gid: string;
+  deadline: string;
+  /** False when the resource already had a branch in the transaction (a retried join): that one. */
+  created: boolean;
+}
+
+/**
+ * Adds a branch on `resource` to an active interactive transaction, for a service to prepare under
+ * the gid returned; the commit then checks it like every other branch. Joining a resource that
+ * already has a branch returns that branch, so a retried request is harmless.
+ */
+export async function joinInteractive(deps: EngineDeps, id: string, resource: string, actor: string | null): Promise<JoinedBranch> {
+  const joined = await deps.store.joinBranch({ id, resource, gidPrefix: `${namespacePrefix(deps.namespace)}${id}:`, actor });
+  if (!joined) {
+    const tx = await deps.store.load(id);
+    if (!tx) throw new NotFoundError(`transaction ${id} not found`);
+    if (tx.events.find((e) => e.kind === 'begun')?.detail?.interactive !== true) {
+      throw new ConflictError('not_interactive', `transaction ${id} was submitted with its statements; only an interactive transaction takes joined branches`);
+    }
+    if (tx.status !== 'active') throw new ConflictError('not_active', `transaction ${id} is already ${tx.status}; no branch can join it`);
+    throw new ConflictError('deadline_passed', `transaction ${id} passed its deadline; no branch can join it`);
+  }
+  // The log formed the gid from the prefix given above; it must be the one branchGid makes.
+  if (joined.gid !== branchGid(deps.namespace, id, joined.index)) throw new Error(`the log formed gid ${joined.gid} for branch ${joined.index} of ${id}`);
+  return { index: joined.index, resource, gid: joined.gid, deadline: new Date(joined.deadline).toISOString(), created: joined.created };
+}
+
+// A join landing between the commit's check of the databases and its decision makes the decision
+// fail; the check is then made again with the new branch. Three rounds: joins come from the
+// service that asks to commit, so a fourth one racing the same commit would be a bug of its own.
+const COMMIT_ROUNDS = 3;
+
 /**
  * The service asks to commit. Every branch must really be prepared on its database; any that is
  * not makes the outcome abort. Past the deadline, or already decided, the answer is the outcome.
  */
 export async function commitInteractive(deps: EngineDeps, id: string, actor: string | null): Promise<void> {
+  for (let round = 1; ; round++) {
+    try {
+      return await commitOnce(deps, id, actor);
+    } catch (err) {
+      if (!(err instanceof StaleStateError) || round >= COMMIT_ROUNDS) throw stale(id, err);
+      if ((await deps.store.load(id))?.status !== 'active') throw stale(id, err);
+    }
+  }
+}
+
+async function commitOnce(deps: EngineDeps, id: string, actor: string | null): Promise<void> {
   const tx = await takeUndecided(deps, id, 'commit');
   const missing: string[] = [];
   const xids = new Map<number, string | null>();
@@ -52,11 +98,12 @@ export async function commitInteractive(deps: EngineDeps, id: string, actor: str
     await decideAbort(deps, id, actor, { resource: missing[0]!, statement: null, code: 'not_prepared', message: `the branch on ${missing.join(', ')} is not prepared under its gid` });
     throw new ConflictError('not_prepared', `cannot commit transaction ${id}: the branch on ${missing.join(', ')} is not prepared under its gid; the transaction is aborted`);
   }
+  // StaleStateError here: decided meanwhile, or a branch joined since the check (commitInteractive tells which).
   await deps.store.transition({
-    id, driver: deps.instanceId, from: 'active', to: 'committing', forced: true,
+    id, driver: deps.instanceId, from: 'active', to: 'committing', forced: true, branchesChecked: tx.branches.length,
     branches: tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
     event: { kind: 'decided', actor, detail: { outcome: 'commit', interactive: true } },
-  }).catch(rethrowStale(id));
+  });
   await resumeTransaction(deps, id);
 }
 
@@ -85,9 +132,10 @@ async function takeUndecided(deps: EngineDeps, id: string, wanted: string) {
   return tx;
 }
 
+function stale(id: string, err: unknown): unknown {
+  return err instanceof StaleStateError ? new ConflictError('already_decided', `transaction ${id} was decided meanwhile`) : err;
+}
+
 function rethrowStale(id: string) {
-  return (err: unknown) => {
-    if (err instanceof StaleStateError) throw new ConflictError('already_decided', `transaction ${id} was decided meanwhile`);
-    throw err;
-  };
+  return (err: unknown) => { throw stale(id, err); };
 }

@@ -55,8 +55,10 @@ async function drive(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeRes
     case 'active': {
       if (new Date(tx.deadline).getTime() > Date.now()) return { state: 'not-due' };
       const reason: TxError = { resource: null, statement: null, code: 'deadline_exceeded', message: 'deadline passed before a decision was recorded' };
+      // branchesChecked: a branch joined since the load would be missed by the rollback below; the
+      // compare-and-set then fails (busy) and the next attempt loads it too.
       await deps.store.transition({
-        id: tx.id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason,
+        id: tx.id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason, branchesChecked: tx.branches.length,
         event: { kind: 'decided', detail: { outcome: 'abort', reason, by: 'recovery' } },
       });
       return finishDecided(deps, { ...tx, status: 'aborting' }, 'abort');

@@ -42,6 +42,8 @@ export interface TransactionsTable {
   last_error: unknown | null;
   in_doubt: Generated<boolean>;
   heuristic: Generated<boolean>;
+  /** Branches the transaction has, counting joined ones (migration 0004). */
+  branch_count: Generated<number>;
 }
 
 export interface BranchesTable {

@@ -44,7 +44,28 @@ export interface TransitionRecord {
   heuristic?: boolean;
   error?: unknown;
   branches?: BranchUpdate[];
+  /**
+   * The change applies only if the transaction has at most this many branches: the ones the
+   * caller checked. A branch joined since then (POST …/branches) makes it fail with StaleStateError.
+   */
+  branchesChecked?: number;
   event: { kind: string; actor?: string | null; detail?: Record<string, unknown> };
+}
+
+export interface JoinRecord {
+  id: string;
+  resource: string;
+  /** The gid of the new branch is this followed by its index (see engine/gid.ts). */
+  gidPrefix: string;
+  actor: string | null;
+}
+
+export interface JoinedBranchRecord {
+  index: number;
+  gid: string;
+  deadline: Date;
+  /** False when the resource already had a branch in the transaction: that one is returned. */
+  created: boolean;
 }
 
 export interface StoredBranch {
@@ -109,8 +130,8 @@ export class TransactionsStore {
         ON CONFLICT DO NOTHING
         RETURNING transaction_id
       ), t AS (
-        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until)
-        SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}, ${record.driver}, ${record.deadline}
+        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count)
+        SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}, ${record.driver}, ${record.deadline}, ${record.branches.length}
         WHERE ${key === undefined} OR EXISTS (SELECT 1 FROM k)
         RETURNING id
       ), b AS (
@@ -165,6 +186,7 @@ export class TransactionsStore {
           completed_at = CASE WHEN ${completes} THEN now() ELSE completed_at END,
           updated_at = now()
         WHERE id = ${record.id}::uuid AND status = ${record.from}::tpc_tx_status AND driver = ${record.driver}
+          AND (${record.branchesChecked ?? null}::int IS NULL OR branch_count <= ${record.branchesChecked ?? null}::int)
         RETURNING id
       ), b AS (
         UPDATE tpc_branches AS br SET
@@ -185,6 +207,54 @@ export class TransactionsStore {
     `.compile(this.db[mode]);
     const result = await this.db.prepared(mode, 'tpc_transition', query);
     if (result.rows[0]?.moved !== 1) throw new StaleStateError(record.id, record.from, record.to);
+  }
+
+  /**
+   * Adds a branch on `resource` to an active, interactive transaction before its deadline, or
+   * returns the branch it already has there. One statement: the compare-and-set on the
+   * transaction's row (status = 'active') takes its row lock, so a concurrent decision either
+   * comes after and sees the new branch, or comes first and the join finds nothing to join.
+   * Forced: the gid goes to another service, which prepares under it at once. If the log lost
+   * the join in a crash, a commit decision taken afterwards would not have checked that branch.
+   * Returns null when there is no such transaction to join; the caller reads the log to say why.
+   */
+  async joinBranch(record: JoinRecord): Promise<JoinedBranchRecord | null> {
+    // A join of the same resource racing this one may win the unique index: this statement then
+    // fails as a whole (no counter bumped), and the next try finds the winner's branch.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#joinOnce(record);
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23505' || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  async #joinOnce(r: JoinRecord): Promise<JoinedBranchRecord | null> {
+    const result = await sql<JoinedBranchRecord>`
+      WITH tx AS (
+        SELECT id, deadline FROM tpc_transactions
+        WHERE id = ${r.id}::uuid AND status = 'active' AND deadline > now()
+          AND EXISTS (SELECT 1 FROM tpc_events e WHERE e.transaction_id = ${r.id}::uuid AND e.kind = 'begun' AND e.detail @> '{"interactive": true}')
+      ), existing AS (
+        SELECT b.index, b.gid, tx.deadline FROM tpc_branches b JOIN tx ON b.transaction_id = tx.id WHERE b.resource = ${r.resource}
+      ), t AS (
+        UPDATE tpc_transactions SET branch_count = branch_count + 1, updated_at = now()
+        WHERE id = (SELECT id FROM tx) AND status = 'active' AND deadline > now() AND NOT EXISTS (SELECT 1 FROM existing)
+        RETURNING id, deadline, branch_count - 1 AS index
+      ), b AS (
+        INSERT INTO tpc_branches (transaction_id, index, resource, gid)
+        SELECT t.id, t.index, ${r.resource}, ${r.gidPrefix}::text || t.index FROM t
+        RETURNING index, gid
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT t.id, 'branch_joined', ${r.actor}, jsonb_build_object('resource', ${r.resource}::text, 'index', t.index) FROM t
+      )
+      SELECT b.index, b.gid, t.deadline, true AS created FROM b, t
+      UNION ALL
+      SELECT index, gid, deadline, false AS created FROM existing
+    `.execute(this.db.forced);
+    return result.rows[0] ?? null;
   }
 
   /** An audit event that goes with no state change (an operator's refused or repeated action). */

@@ -1,4 +1,4 @@
-import { ConflictError, NotFoundError } from '../errors.ts';
+import { ConflictError, NotFoundError, StaleStateError } from '../errors.ts';
 import { namespacePrefix } from '../engine/gid.ts';
 import { fateStatus, finishAll, type Outcome } from '../engine/phase-two.ts';
 import type { EngineDeps } from '../engine/ports.ts';
@@ -89,11 +89,17 @@ async function decide(deps: EngineDeps, tx: StoredTransaction, req: ResolveReque
       throw new ConflictError('not_prepared', `cannot commit transaction ${tx.id}: its branch on ${missing.join(', ')} is not prepared (its work is gone or unreachable); only abort keeps it atomic`);
     }
   }
+  // branchesChecked: a branch joined after the check above must not be committed unchecked.
   await deps.store.transition({
     id: tx.id, driver: deps.instanceId, from: 'active', to: req.outcome === 'commit' ? 'committing' : 'aborting', forced: true,
+    branchesChecked: req.outcome === 'commit' ? tx.branches.length : undefined,
     branches: req.outcome === 'commit' ? tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const })) : undefined,
     error: req.outcome === 'abort' ? { resource: null, statement: null, code: 'operator_abort', message: req.reason } : undefined,
     event: { kind: 'decided', actor: req.actor, detail: { outcome: req.outcome, by: 'operator', reason: req.reason } },
+  }).catch(async (err: unknown) => {
+    if (!(err instanceof StaleStateError)) throw err;
+    await audit('refused', { result: 'changed meanwhile' });
+    throw new ConflictError('busy', `transaction ${tx.id} changed while it was being resolved (decided by another process, or a branch joined); try again`);
   });
   await audit('decided', {});
   const r = await resumeTransaction(deps, tx.id);
