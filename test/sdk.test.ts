@@ -1,8 +1,11 @@
-import { sql } from 'kysely';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { createClient, createCoordinator, TransactionAbortedError } from '../coordinator/sdk/index.ts';
+// The package's own name (package.json "exports"), as a service that installed it imports it.
+import { createClient, createCoordinator, TransactionAbortedError, type GlobalTransaction } from 'pg-2pc-coordinator';
+import { eventually } from './harness/waits.ts';
 import { TOKENS, createWorld, type World } from './harness/world.ts';
 
 interface BankDB {
@@ -125,9 +128,73 @@ describe('the SDK against the coordinator service', () => {
     const results = await Promise.allSettled([crossing('bank_a', 'bank_c'), crossing('bank_c', 'bank_a')]);
     const failed = results.filter((r) => r.status === 'rejected');
     expect(failed.length).toBeGreaterThanOrEqual(1);
-    for (const f of failed) expect((f as PromiseRejectedResult).reason).toMatchObject({ code: '57014' });
+    for (const f of failed) {
+      expect((f as PromiseRejectedResult).reason).toBeInstanceOf(TransactionAbortedError);
+      expect((f as PromiseRejectedResult).reason).toMatchObject({ code: 'deadline_exceeded' });
+    }
     const committed = results.length - failed.length;
     expect(await world.balance('bank_a', 7)).toBe(1000 + committed);
     expect(await world.balance('bank_c', 7)).toBe(1000 + committed);
+  });
+
+  /** Every connection of the service's pools is back and idle: none kept, none leaked. */
+  const allReturned = () => eventually(async () => pools.map((p) => p.totalCount - p.idleCount), (busy) => busy.every((n) => n === 0), 'every connection back in its pool', 5_000);
+
+  it('ends a callback waiting on a lock at its deadline, with nothing applied and no connection kept', async () => {
+    // Another user of the database holds the row the callback wants.
+    const holder = await world.db.bank_a.connect();
+    await holder.query('BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = 8');
+    let took = 0;
+    let err: unknown;
+    try {
+      const started = Date.now();
+      err = await tpc.transaction(async (tx) => {
+        const c = await tx.branch<BankDB>('bank_c');
+        await c.updateTable('accounts').set({ balance: 0 }).where('id', '=', 8).execute();
+        const a = await tx.branch<BankDB>('bank_a');
+        // Without the server-side backstop, only the SDK's cancel at the deadline ends the wait below.
+        await sql`SET LOCAL statement_timeout = 0`.execute(a);
+        await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 8).execute();
+      }, { timeoutMs: 700 }).catch((e: unknown) => e);
+      took = Date.now() - started;
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+    expect(err).toBeInstanceOf(TransactionAbortedError);
+    expect(err).toMatchObject({ code: 'deadline_exceeded', outcome: null, message: expect.stringContaining('700 ms') });
+    expect(took).toBeGreaterThanOrEqual(690);
+    expect(took).toBeLessThan(700 + 1000);
+    expect(await world.balance('bank_a', 8)).toBe(1000);
+    expect(await world.balance('bank_c', 8)).toBe(1000);
+    await allReturned();
+  });
+
+  it('fails a callback that outlives its deadline without running any SQL, and refuses it branches afterwards', async () => {
+    let kept: GlobalTransaction | undefined;
+    const started = Date.now();
+    const err = await tpc.transaction(async (tx) => {
+      kept = tx;
+      await sleep(1500);
+    }, { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(1000); // by the deadline, not when the callback ends
+    expect(err).toMatchObject({ name: 'TransactionAbortedError', code: 'deadline_exceeded' });
+    await expect(kept!.branch('bank_a')).rejects.toMatchObject({ code: 'deadline_exceeded' });
+    await allReturned();
+  });
+
+  it('rolls back what a callback wrote when it outlives its deadline, and refuses a handle kept beyond it', async () => {
+    let handle: Kysely<BankDB> | undefined;
+    const err = await tpc.transaction(async (tx) => {
+      const a = await tx.branch<BankDB>('bank_a');
+      handle = a;
+      await a.updateTable('accounts').set({ balance: 1 }).where('id', '=', 9).execute();
+      await sleep(1000);
+    }, { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'deadline_exceeded' });
+    expect(await world.balance('bank_a', 9)).toBe(1000);
+    // The connection went back to the pool: the old handle must not reach it (or its next user).
+    await expect(sql`SELECT 1`.execute(handle!)).rejects.toThrow(/closed/);
+    await allReturned();
   });
 });

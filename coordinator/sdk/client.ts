@@ -1,141 +1,135 @@
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
+import { Attempt } from './attempt.ts';
+import { coordinatorCall } from './coordinator-call.ts';
 import type { EmbeddedCoordinator } from './embedded.ts';
-import { pinnedKysely } from '../../participant-adapter/pinned-kysely.ts';
 
+/** How a service reaches the coordinator, and the pools it works on. */
 export interface ClientOptions {
-  /** The coordinator's base URL, e.g. http://127.0.0.1:8080 (or give `coordinator` instead). */
+  /** The coordinator's base URL, e.g. `http://127.0.0.1:8080`. Give exactly one of `url` and `coordinator`. */
   url?: string;
-  /** An embedded coordinator (createCoordinator): no HTTP hop, same log and recovery. */
+  /** An embedded coordinator ({@link createCoordinator}): no HTTP hop, same log and recovery workers. */
   coordinator?: EmbeddedCoordinator;
-  /** Bearer token with the `submit` scope (none when the coordinator runs without tokens). */
+  /** Bearer token with the `submit` scope, and every resource the service uses (none when the coordinator runs without tokens). */
   token?: string;
-  /** This service's own pools, by the resource names the coordinator knows them by. */
+  /**
+   * This service's own pools, by the resource names the coordinator knows those databases by.
+   * Only resources the service opens with `tx.branch()` need one; joined resources do not.
+   */
   resources: Record<string, pg.Pool>;
 }
 
+/** Options of one {@link TpcClient.transaction} call. */
 export interface TransactionOptions {
-  /** Deadline of the whole transaction (default 10 s); statements are bounded by it too. */
+  /**
+   * The overall budget of one attempt, in milliseconds (default 10 000): the deadline is the
+   * start of the attempt plus this. It bounds the callback, every statement (one waiting on a lock
+   * is cancelled at the deadline) and the coordinator's transaction, which is begun with the time
+   * left. Past it the attempt rolls everything back and throws {@link TransactionAbortedError}
+   * with code `deadline_exceeded`.
+   */
   timeoutMs?: number;
-  /** Run the callback again on a serialization failure or deadlock (SQLSTATE 40001/40P01); off by default. */
+  /**
+   * How many times to run the callback again after a serialization failure or deadlock (SQLSTATE
+   * 40001 / 40P01); 0 by default. Each attempt is a new global transaction with a new budget, so
+   * the callback must be safe to run again (no side effects outside its branches).
+   */
   retries?: number;
 }
 
-/** The coordinator's answer, or a local one when every branch only read. */
+/**
+ * How a transaction ended: the coordinator's answer (`id`, `status` such as `committed`,
+ * `branches`, `error`), or `{ id: null, status: 'committed' }` when every branch only read and the
+ * coordinator was never asked.
+ */
 export interface Outcome {
+  /** The global transaction's id in the coordinator's log, or null when it was never needed. */
   id: string | null;
+  /** `committed`; `committing` when the decision is durable but phase 2 is still running (it will finish). */
   status: string;
   [key: string]: unknown;
 }
 
+/** A branch that another service prepares on its own database: see {@link GlobalTransaction.join}. */
+export interface JoinedBranch {
+  /** The global transaction's id in the coordinator's log. */
+  transactionId: string;
+  /** The gid to prepare the branch under (`PREPARE TRANSACTION '<gid>'`, or `prepareBranch`). */
+  gid: string;
+  /** When the coordinator aborts the transaction if it has not committed (ISO 8601). */
+  deadline: string;
+}
+
+/** What the transaction's callback works with. */
 export interface GlobalTransaction {
-  /** A Kysely handle inside an open transaction on `resource`, opened on first use. */
+  /**
+   * A Kysely handle inside an open transaction on `resource`, using the pool given to
+   * {@link createClient} for it; opened on first use, the same handle after that. Its statements
+   * are bounded by the time left until the deadline. The handle refuses queries once the
+   * transaction has ended, so it must not be kept beyond the callback.
+   */
   branch<DB>(resource: string): Promise<Kysely<DB>>;
+  /**
+   * Adds a branch on `resource` that ANOTHER service prepares on its own database, under the gid
+   * returned here (for example with `prepareBranch` from `pg-2pc-coordinator/participant-adapter`),
+   * before this callback returns. The first join begins the coordinator's transaction at once;
+   * at commit the coordinator checks that the joined branch is really prepared, and a thrown error
+   * or an abort rolls back whatever the other service prepared. Joining the same resource twice
+   * returns the same branch; a resource cannot be both joined and a local branch.
+   */
+  join(resource: string): Promise<JoinedBranch>;
 }
 
-/** The transaction did not commit: every branch was rolled back. `outcome` is the coordinator's answer. */
-export class TransactionAbortedError extends Error {
-  override readonly name = 'TransactionAbortedError';
-  constructor(message: string, readonly outcome: Outcome | null, options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
-
-interface OpenBranch {
-  resource: string;
-  client: pg.PoolClient;
-  db: Kysely<unknown>;
+/** A client made by {@link createClient}. */
+export interface TpcClient {
+  /**
+   * Runs `fn` as one global transaction across every database it touches.
+   *
+   * Returning normally commits: branches that only read commit locally, writing branches are
+   * prepared under the gids the coordinator gives, joined branches must have been prepared by
+   * their services, and the coordinator decides. A thrown error rolls every branch back (and
+   * aborts at the coordinator, if it knew the transaction) and is rethrown as it was; a
+   * transaction that did not commit for any other reason throws {@link TransactionAbortedError}.
+   *
+   * @returns the callback's result and the outcome.
+   */
+  transaction<T>(fn: (tx: GlobalTransaction) => Promise<T>, options?: TransactionOptions): Promise<{ result: T; outcome: Outcome }>;
 }
 
 const RETRYABLE = new Set(['40001', '40P01']);
+// 10 s: long enough for ordinary work across a few databases, short enough that locks held by a
+// stuck transaction are freed soon. Kept within the coordinator's default TPC_MAX_TIMEOUT_MS.
+const DEFAULT_TIMEOUT_MS = 10_000;
 
 /**
- * The SDK: ordinary code spans several databases atomically. The callback works through Kysely
- * handles on open transactions; when it returns, branches that only read are committed locally,
- * the writing ones are registered with the coordinator, prepared under their gids and committed
- * by its decision. A thrown error rolls every branch back and is rethrown.
+ * The SDK: ordinary code spans several PostgreSQL databases atomically. The callback works
+ * through Kysely handles on open transactions of the service's own pools, and may join branches
+ * that other services prepare; the coordinator (over REST, or embedded) decides and recovers.
+ *
+ * ```ts
+ * import { createClient } from 'pg-2pc-coordinator';
+ *
+ * const tpc = createClient({ url: 'http://127.0.0.1:8080', token, resources: { orders: ordersPool, stock: stockPool } });
+ * const { result, outcome } = await tpc.transaction(async (tx) => {
+ *   const stock = await tx.branch<StockDB>('stock');
+ *   const orders = await tx.branch<OrdersDB>('orders');
+ *   await stock.updateTable('items').set((eb) => ({ left: eb('left', '-', 1) })).where('sku', '=', sku).execute();
+ *   return orders.insertInto('orders').values({ sku }).returning('id').executeTakeFirstOrThrow();
+ * }, { timeoutMs: 5000 });
+ * ```
+ *
+ * @throws Error when not given exactly one of `url` and `coordinator`.
  */
-export function createClient(options: ClientOptions) {
+export function createClient(options: ClientOptions): TpcClient {
   if (!options.url === !options.coordinator) throw new Error('createClient needs exactly one of url and coordinator');
-  const call = async (method: string, path: string, body?: unknown) => {
-    if (options.coordinator) return options.coordinator.call(method, path, body);
-    const res = await fetch(new URL(path, options.url), {
-      method,
-      headers: { 'content-type': 'application/json', ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    return { status: res.status, body: (await res.json().catch(() => null)) as Record<string, any> | null };
-  };
-
-  async function attempt<T>(fn: (tx: GlobalTransaction) => Promise<T>, timeoutMs: number): Promise<{ result: T; outcome: Outcome }> {
-    const open = new Map<string, OpenBranch>();
-    const finish = async (b: OpenBranch, sql: string) => {
-      try { await b.client.query(sql); b.client.release(); } catch (err) { b.client.release(err as Error); }
-    };
-    const tx: GlobalTransaction = {
-      async branch<DB>(resource: string) {
-        let b = open.get(resource);
-        if (!b) {
-          const pool = options.resources[resource];
-          if (!pool) throw new Error(`no pool for resource "${resource}" was given to createClient`);
-          const client = await pool.connect();
-          await client.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.ceil(timeoutMs))}`);
-          b = { resource, client, db: pinnedKysely(client) };
-          open.set(resource, b);
-        }
-        return b.db as Kysely<DB>;
-      },
-    };
-    let result: T;
-    try {
-      result = await fn(tx);
-    } catch (err) {
-      await Promise.all([...open.values()].map((b) => finish(b, 'ROLLBACK')));
-      throw err;
-    }
-    // Read-only branches take no part: commit them here and now.
-    const writers: OpenBranch[] = [];
-    for (const b of open.values()) {
-      const r = await b.client.query('SELECT pg_current_xact_id_if_assigned()::text AS xid');
-      if (r.rows[0]?.xid === null) await finish(b, 'COMMIT');
-      else writers.push(b);
-    }
-    if (writers.length === 0) return { result, outcome: { id: null, status: 'committed' } };
-
-    const begun = await call('POST', '/v1/transactions', { interactive: true, branches: writers.map((b) => ({ resource: b.resource })), timeoutMs })
-      .catch((err: unknown) => ({ status: 0, body: { detail: String(err) } as Record<string, any> }));
-    if (begun.status !== 201 || !begun.body) {
-      await Promise.all(writers.map((b) => finish(b, 'ROLLBACK')));
-      throw new TransactionAbortedError(`the coordinator did not begin the transaction: ${begun.body?.detail ?? begun.status}`, null);
-    }
-    const id = begun.body.id as string;
-    const gids = new Map((begun.body.branches as { resource: string; gid: string }[]).map((b) => [b.resource, b.gid]));
-    const prepared = await Promise.allSettled(writers.map(async (b) => {
-      const gid = gids.get(b.resource)!;
-      if (!/^[A-Za-z0-9_\-:.]{1,200}$/.test(gid)) throw new Error(`unexpected gid ${gid}`);
-      const r = await b.client.query(`PREPARE TRANSACTION '${gid}'`);
-      b.client.release();
-      if (r.command !== 'PREPARE') throw new Error(`PREPARE on ${b.resource} was rolled back by the server`);
-    }));
-    const failed = prepared.find((p) => p.status === 'rejected');
-    if (failed) {
-      for (const [i, p] of prepared.entries()) if (p.status === 'rejected') writers[i]!.client.release(true);
-      const aborted = await call('POST', `/v1/transactions/${id}/abort`).catch(() => null);
-      throw new TransactionAbortedError('a branch could not be prepared; the transaction is aborted', (aborted?.body as Outcome) ?? null, { cause: (failed as PromiseRejectedResult).reason });
-    }
-    const committed = await call('POST', `/v1/transactions/${id}/commit`);
-    if (committed.status === 200 || committed.status === 202) return { result, outcome: committed.body as Outcome };
-    throw new TransactionAbortedError(`the transaction did not commit: ${committed.body?.error?.message ?? committed.body?.refusal?.message ?? committed.status}`, committed.body as Outcome);
-  }
-
+  const call = coordinatorCall(options);
   return {
-    /** Runs `fn` as one global transaction; returns its result and the outcome. */
-    async transaction<T>(fn: (tx: GlobalTransaction) => Promise<T>, opts: TransactionOptions = {}): Promise<{ result: T; outcome: Outcome }> {
-      const timeoutMs = opts.timeoutMs ?? 10_000;
+    async transaction<T>(fn: (tx: GlobalTransaction) => Promise<T>, opts: TransactionOptions = {}) {
+      const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+      if (!(timeoutMs > 0)) throw new Error(`timeoutMs must be positive, not ${timeoutMs}`);
       for (let tries = 0; ; tries++) {
         try {
-          return await attempt(fn, timeoutMs);
+          return await new Attempt(options.resources, call, timeoutMs).run(fn);
         } catch (err) {
           const code = (err as { code?: string }).code;
           if (tries < (opts.retries ?? 0) && code && RETRYABLE.has(code)) continue;
@@ -145,5 +139,3 @@ export function createClient(options: ClientOptions) {
     },
   };
 }
-
-export type TpcClient = ReturnType<typeof createClient>;

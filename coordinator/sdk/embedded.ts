@@ -7,15 +7,34 @@ import { startService, type RunningService } from '../service.ts';
 /**
  * The coordinator in-process, for a service that wants no extra hop. It runs the same engine and
  * the same recovery workers against the same log and Redis as the standalone service, so the two
- * cooperate: either may finish what the other began.
+ * cooperate: either may finish what the other began. Made by {@link createCoordinator}; hand it to
+ * `createClient({ coordinator, resources })`.
  */
 export interface EmbeddedCoordinator {
+  /** The running engine, workers and pools (no HTTP server: `service.url` is empty). */
   readonly service: RunningService;
-  /** The three interactive calls the SDK makes, answered as the REST API would answer them. */
+  /**
+   * The interactive calls the SDK makes (begin, join a branch, commit, abort), answered as the REST
+   * API would answer them, without authentication: the process that embeds the coordinator is
+   * trusted with every resource it configured.
+   */
   call(method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, any> | null }>;
+  /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
   close(): Promise<void>;
 }
 
+const TX_ACTION = /^\/v1\/transactions\/([0-9a-f-]{36})\/(commit|abort|branches)$/;
+
+/**
+ * Starts the coordinator inside this process: migrates the log if needed, opens the resources'
+ * pools, starts the recovery workers (BullMQ on the configured Redis) and the engine, but no HTTP
+ * server.
+ *
+ * @param config A resolved config, or environment-style variables (`DATABASE_URL`, `REDIS_URL`,
+ *   `TPC_RESOURCES`, `TPC_NAMESPACE`, …) validated as the standalone service validates them.
+ * @param options.logger A pino logger (default: the service's own, at `LOG_LEVEL`).
+ * @throws ConfigError for a bad variable, or the reason the log database or Redis cannot be used.
+ */
 export async function createCoordinator(config: Config | Record<string, string | undefined>, options: { logger?: Logger } = {}): Promise<EmbeddedCoordinator> {
   const resolved = 'databaseUrl' in config ? (config as Config) : loadConfig(config as Record<string, string | undefined>);
   const service = await startService(resolved, { ...options, listen: false });
@@ -32,7 +51,11 @@ export async function createCoordinator(config: Config | Record<string, string |
           const b = body as { branches: { resource: string }[]; timeoutMs?: number };
           return { status: 201, body: { ...(await engine.beginInteractive(b.branches.map((x) => x.resource), b.timeoutMs ?? resolved.defaultTimeoutMs, 'embedded')) } };
         }
-        const m = /^\/v1\/transactions\/([0-9a-f-]{36})\/(commit|abort)$/.exec(path);
+        const m = TX_ACTION.exec(path);
+        if (method === 'POST' && m?.[2] === 'branches') {
+          const { created, ...joined } = await engine.joinInteractive(m[1]!, (body as { resource: string }).resource, 'embedded');
+          return { status: created ? 201 : 200, body: joined };
+        }
         if (method === 'POST' && m) {
           return await settleInteractive(engine, m[1]!, m[2] as 'commit' | 'abort', 'embedded');
         }

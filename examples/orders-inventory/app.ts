@@ -1,7 +1,7 @@
 import express, { type Express } from 'express';
 import type { Generated } from 'kysely';
 import type pg from 'pg';
-import { createClient, type ClientOptions } from '../../coordinator/sdk/index.ts';
+import { createClient, type ClientOptions } from 'pg-2pc-coordinator';
 import type { InventoryDB, OrdersDB } from './schema.ts';
 
 type OrdersTables = { orders: Omit<OrdersDB['orders'], 'id' | 'placed_at'> & { id: Generated<number>; placed_at: Generated<Date> } };

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { startPostgresCluster } from '../../coordinator/embedded/postgres-cluster.ts';
 import { startRedisServer } from '../../coordinator/embedded/redis-server.ts';
-import { createCoordinator } from '../../coordinator/sdk/index.ts';
+import { createCoordinator } from 'pg-2pc-coordinator';
 import { createOrdersApp } from './app.ts';
 import { INVENTORY_SQL, ORDERS_SQL } from './schema.ts';
 

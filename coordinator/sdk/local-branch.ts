@@ -1,0 +1,108 @@
+import type { Kysely } from 'kysely';
+import type pg from 'pg';
+import { sendCancelRequest } from '../../participant-adapter/cancel-request.ts';
+import { pinnedKysely } from '../../participant-adapter/pinned-kysely.ts';
+import { beginStatement, endTransaction, prepareTransaction } from '../../participant-adapter/prepare-branch.ts';
+
+type State = 'open' | 'ending' | 'ended';
+
+/**
+ * One branch the SDK runs on the service's own pool: an open transaction on a pinned connection,
+ * handed to the callback as a Kysely. The branch counts the queries it has in flight, so the
+ * deadline can cancel exactly those, and it refuses queries once its transaction is over: a
+ * callback that kept its handle past the end would otherwise run them on a pooled connection that
+ * by then belongs to someone else.
+ */
+export class LocalBranch {
+  readonly db: Kysely<unknown>;
+  #state: State = 'open';
+  #inFlight = 0;
+  /** A cancel request may still be on its way: the connection is destroyed, never pooled again. */
+  #cancelSent = false;
+  #broken = false;
+  readonly #onError = () => { this.#broken = true; };
+
+  private constructor(readonly resource: string, private readonly client: pg.PoolClient) {
+    // A checked-out connection whose socket dies emits 'error'; with no listener the process would crash.
+    client.on('error', this.#onError);
+    this.db = pinnedKysely({ query: (text, values) => this.#query(text, values) });
+  }
+
+  /** Checks out a connection and runs BEGIN, each statement bounded by `statementTimeoutMs`. */
+  static async open(pool: pg.Pool, resource: string, statementTimeoutMs: number): Promise<LocalBranch> {
+    const client = await pool.connect();
+    try {
+      await client.query(beginStatement(statementTimeoutMs));
+    } catch (err) {
+      client.release(true);
+      throw err;
+    }
+    return new LocalBranch(resource, client);
+  }
+
+  #query(text: string, values?: unknown[]): Promise<pg.QueryResult> {
+    if (this.#state !== 'open') {
+      return Promise.reject(new Error(`the branch on ${this.resource} is closed: its global transaction has ended`));
+    }
+    this.#inFlight++;
+    return this.client.query(text, values).finally(() => { this.#inFlight--; });
+  }
+
+  /**
+   * Cancels the statement this branch is running, if any. A cancel names a backend, not a
+   * statement: the connection is marked so that release() destroys it, and a late cancel can never
+   * reach the next user of the pool. BEGIN has always completed here (open() awaits it), so a
+   * cancel cannot leave the branch's statements running outside a transaction.
+   */
+  async cancel(): Promise<void> {
+    if (this.#state !== 'open' || this.#inFlight === 0 || this.#cancelSent) return;
+    const c = this.client as unknown as { host: string; port: number; processID: number | null; secretKey: number | null };
+    if (c.processID == null || c.secretKey == null) return;
+    this.#cancelSent = true;
+    await sendCancelRequest({ host: c.host, port: c.port, processID: c.processID, secretKey: c.secretKey });
+  }
+
+  /** The callback has returned: from now on only the SDK ends the transaction; a kept handle is refused. */
+  seal(): void {
+    if (this.#state === 'open') this.#state = 'ending';
+  }
+
+  /** Whether the branch has written anything (a read-only branch takes no part in the decision). */
+  async wrote(): Promise<boolean> {
+    const r = await this.client.query<{ xid: string | null }>('SELECT pg_current_xact_id_if_assigned()::text AS xid');
+    return r.rows[0]?.xid != null;
+  }
+
+  /** Ends the transaction with COMMIT or ROLLBACK and gives the connection back. Never throws for ROLLBACK. */
+  async finish(ending: 'COMMIT' | 'ROLLBACK'): Promise<void> {
+    if (this.#state === 'ended') return;
+    this.#state = 'ending';
+    try {
+      const { sessionReset } = await endTransaction(this.client, ending);
+      this.#release(sessionReset);
+    } catch (err) {
+      this.#release(false);
+      if (ending === 'COMMIT') throw err;
+    }
+  }
+
+  /** Prepares the branch under `gid` and gives the connection back; false if the server rolled back instead. */
+  async prepare(gid: string): Promise<boolean> {
+    this.#state = 'ending';
+    try {
+      const { prepared, sessionReset } = await prepareTransaction(this.client, gid);
+      this.#release(sessionReset);
+      return prepared;
+    } catch (err) {
+      this.#release(false);
+      throw err;
+    }
+  }
+
+  #release(reusable: boolean): void {
+    if (this.#state === 'ended') return;
+    this.#state = 'ended';
+    this.client.off('error', this.#onError);
+    this.client.release(reusable && !this.#cancelSent && !this.#broken ? undefined : true);
+  }
+}
