@@ -35,7 +35,7 @@ export interface RunningService {
 
 export interface ServiceOptions {
   logger?: Logger;
-  /** BullMQ key prefix (tests isolate their queues with it). */
+  /** Overrides TPC_QUEUE_PREFIX (tests isolate their queues with it). */
   queuePrefix?: string;
   /** false: no HTTP server (the embedded coordinator); `url` is then empty. */
   listen?: boolean;
@@ -97,7 +97,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const queues = new JobQueues({
     redisUrl: config.redisUrl,
     namespace: config.namespace,
-    prefix: options.queuePrefix,
+    prefix: options.queuePrefix ?? config.queuePrefix,
     logger,
     retryBaseMs: config.retryBaseMs,
     retryMaxMs: config.retryMaxMs,

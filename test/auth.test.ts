@@ -138,7 +138,7 @@ describe('configuration', () => {
 
   it('a valid environment loads', () => {
     const c = loadConfig(env({ HOST: '0.0.0.0', PORT: '9000' }));
-    expect(c).toMatchObject({ port: 9000, host: '0.0.0.0', resources: { bank_a: expect.any(String) } });
+    expect(c).toMatchObject({ port: 9000, host: '0.0.0.0', resources: { bank_a: { kind: 'postgres', url: expect.any(String) } } });
     expect(loadConfig(env({ TPC_API_TOKENS: undefined })).tokens).toBeNull();
   });
 
@@ -155,6 +155,26 @@ describe('configuration', () => {
     'bad TPC_RESOURCES (%s): the error names TPC_RESOURCES', (resources) => {
       expect(configError(env({ TPC_RESOURCES: resources })).message).toContain('TPC_RESOURCES');
     });
+
+  it.each([
+    JSON.stringify({ bank_a: { url: 'ftp://x/2pc', token: 'participant-token-0123' } }),
+    JSON.stringify({ bank_a: { url: 'http://x/2pc', token: 'short' } }),
+    JSON.stringify({ bank_a: { url: 'http://x/2pc' } }),
+    JSON.stringify({ bank_a: { url: 'http://x/2pc', token: 'participant-token-0123', extra: 1 } }),
+  ])('a bad HTTP resource (%s): the error names TPC_RESOURCES and the resource', (resources) => {
+    expect(configError(env({ TPC_RESOURCES: resources })).message).toMatch(/^TPC_RESOURCES: bank_a/);
+  });
+
+  it('an HTTP resource loads beside a direct one', () => {
+    const c = loadConfig(env({ TPC_RESOURCES: JSON.stringify({ a: 'postgres://h/a', b: { url: 'https://stock.internal/2pc', token: 'participant-token-0123' } }) }));
+    expect(c.resources).toEqual({ a: { kind: 'postgres', url: 'postgres://h/a' }, b: { kind: 'http', url: 'https://stock.internal/2pc', token: 'participant-token-0123' } });
+  });
+
+  it('TPC_QUEUE_PREFIX: a Redis Cluster hash tag is accepted, anything else odd is named', () => {
+    expect(loadConfig(env({ TPC_QUEUE_PREFIX: '{tpc}' })).queuePrefix).toBe('{tpc}');
+    expect(loadConfig(env({})).queuePrefix).toBe('bull');
+    expect(configError(env({ TPC_QUEUE_PREFIX: 'has space' })).message).toContain('TPC_QUEUE_PREFIX');
+  });
 
   it.each(['abc', '-1', '70000', '80.5'])('bad PORT (%s): the error names PORT', (port) => {
     expect(configError(env({ PORT: port })).message).toMatch(/\bPORT\b/);

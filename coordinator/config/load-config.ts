@@ -61,6 +61,8 @@ const envSchema = z.object({
   TPC_RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(30),
   // How long a SIGTERM waits for transactions in flight before exiting anyway.
   TPC_SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  // BullMQ's key prefix. Instances of one namespace share queues only under the same prefix.
+  TPC_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.:{}-]{1,64}$/, 'letters, digits and _ . : - { }, at most 64').default('bull'),
   TPC_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits and _ . : -').optional(),
   TPC_FAILPOINTS: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -88,6 +90,8 @@ export interface Config {
   readonly reconcileIntervalMs: number;
   readonly retentionDays: number;
   readonly shutdownTimeoutMs: number;
+  /** BullMQ's key prefix in Redis. */
+  readonly queuePrefix: string;
   /** This process as the driver of the transactions it runs; unique per process unless set. */
   readonly instanceId: string | undefined;
   /** Test-only crash points (TPC_FAILPOINTS=after-decision:crash,…); empty in production. */
@@ -203,6 +207,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconcileIntervalMs: e.TPC_RECONCILE_INTERVAL_MS,
     retentionDays: e.TPC_RETENTION_DAYS,
     shutdownTimeoutMs: e.TPC_SHUTDOWN_TIMEOUT_MS,
+    queuePrefix: e.TPC_QUEUE_PREFIX,
     instanceId: e.TPC_INSTANCE_ID,
     failpoints: Object.freeze(failpoints),
   });
