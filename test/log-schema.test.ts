@@ -11,6 +11,18 @@ async function freshLog(name: string): Promise<string> {
   return createDatabase(inject('clusterA'), `${name}_${Math.random().toString(36).slice(2, 8)}`);
 }
 
+/** A migrated log database of its own for `fn`, with its store; closed afterwards. */
+async function withStore(name: string, fn: (store: TransactionsStore, url: string) => Promise<void>): Promise<void> {
+  const url = await freshLog(name);
+  await migrateLog(url);
+  const db = openLogDatabase({ url });
+  try {
+    await fn(new TransactionsStore(db), url);
+  } finally {
+    await db.close();
+  }
+}
+
 async function enumValues(url: string, type: string): Promise<string[]> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
@@ -44,11 +56,7 @@ describe('the log schema', () => {
   });
 
   it('refuses a state change whose expected state is stale, and keeps events append-only', async () => {
-    const url = await freshLog('cas');
-    await migrateLog(url);
-    const db = openLogDatabase({ url });
-    try {
-      const store = new TransactionsStore(db);
+    await withStore('cas', async (store, url) => {
       const id = '00000000-0000-4000-8000-000000000001';
       await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], detail: {} });
       // Fencing: a driver without the lease cannot move the transaction.
@@ -64,17 +72,11 @@ describe('the log schema', () => {
       await c.connect();
       await expect(c.query("UPDATE tpc_events SET kind = 'forged'")).rejects.toThrow(/append-only/);
       await c.end();
-    } finally {
-      await db.close();
-    }
+    });
   });
 
   it('makes a decision that did not see a joined branch fail its compare-and-set', async () => {
-    const url = await freshLog('join');
-    await migrateLog(url);
-    const db = openLogDatabase({ url });
-    try {
-      const store = new TransactionsStore(db);
+    await withStore('join', async (store) => {
       const id = '00000000-0000-4000-8000-000000000002';
       await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 10_000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: `tpc:n:${id}:0` }], detail: { interactive: true } });
       expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, gid: `tpc:n:${id}:1`, created: true });
@@ -85,8 +87,6 @@ describe('the log schema', () => {
       // Decided: nothing joins any more.
       expect(await store.joinBranch({ id, resource: 't', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toBeNull();
       expect((await store.load(id))?.branches.map((b) => b.resource)).toEqual(['r', 's']);
-    } finally {
-      await db.close();
-    }
+    });
   });
 });
