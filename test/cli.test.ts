@@ -108,8 +108,8 @@ describe('tpc, the command line', () => {
   it('shows resources and orphans; an unreachable service exits 1', async () => {
     const resources = await tpc(world, ['resources']);
     expect(resources.code).toBe(0);
-    expect(resources.stdout).toMatch(/^RESOURCE\s+REACHABLE\s+USABLE\s+VERSION\s+MAX PREPARED\s+PREPARED\s+OLDEST \(s\)/);
-    expect(resources.stdout).toMatch(/^bank_a\s+yes\s+yes\s+.+\s+64\s+0$/m);
+    expect(resources.stdout).toMatch(/^RESOURCE\s+KIND\s+REACHABLE\s+USABLE\s+VERSION\s+MAX PREPARED\s+PREPARED\s+OLDEST \(s\)/);
+    expect(resources.stdout).toMatch(/^bank_a\s+postgres\s+yes\s+yes\s+.+\s+64\s+0$/m);
     const items = JSON.parse((await tpc(world, ['resources', '--json'], TOKENS.reader)).stdout).items;
     expect(items.map((r: { resource: string }) => r.resource).sort()).toEqual(['bank_a', 'bank_b', 'bank_c', 'stuck']);
 

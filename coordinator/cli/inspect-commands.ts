@@ -9,6 +9,7 @@ const yesNo = (v: boolean) => (v ? 'yes' : 'no');
 
 const RESOURCE_COLUMNS: Column<ResourceReport>[] = [
   { header: 'RESOURCE', value: (r) => r.resource },
+  { header: 'KIND', value: (r) => r.kind },
   { header: 'REACHABLE', value: (r) => yesNo(r.reachable) },
   { header: 'USABLE', value: (r) => yesNo(r.usable) },
   { header: 'VERSION', value: (r) => r.serverVersion },
