@@ -36,8 +36,8 @@ describe('tpc, the command line', () => {
   beforeAll(async () => {
     stuckUrl = await createDatabase(inject('clusterA'), stuckDb);
     await query(stuckUrl, ACCOUNTS_SQL);
-    // Slow retries, so that the CLI, not the completion queue, finishes the stuck transaction.
-    world = await createWorld({ extraResources: { stuck: stuckUrl }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' } });
+    // Slow retries and reconciliation, so that the CLI, not the queues, finishes the stuck transaction.
+    world = await createWorld({ extraResources: { stuck: stuckUrl }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000', TPC_RECONCILE_INTERVAL_MS: '3600000' } });
     const r = await world.submit(transfer('bank_a', 'bank_b', 10));
     expect(r.status).toBe(201);
     committedId = r.body.id;
@@ -135,7 +135,8 @@ describe('tpc, the command line', () => {
           { resource: 'bank_c', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 30 WHERE id = 4', params: [] }] },
           { resource: 'stuck', statements: [{ sql: 'UPDATE accounts SET balance = balance + 30 WHERE id = 4', params: [] }] },
         ],
-        timeoutMs: 10_000,
+        // Far off: the deadline job would otherwise drive the stuck commit itself, before the CLI does.
+        timeoutMs: 120_000,
       });
       const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
       id = row!.id;
