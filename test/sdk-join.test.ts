@@ -35,7 +35,9 @@ describe('the SDK with a branch prepared by another service', () => {
     return Number(r.numUpdatedRows);
   }, { timeoutMs: Date.parse(joined.deadline) - Date.now() });
 
-  const preparedOnOtherService = async () => (await otherService.query('SELECT gid FROM pg_prepared_xacts')).rows;
+  // pg_prepared_xacts is cluster-wide, and other test files share the cluster: this world's gids only.
+  const preparedOnOtherService = async () =>
+    (await otherService.query('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${world.namespace}:`])).rows;
 
   it('commits the joined branch and the local one together', async () => {
     let joined!: JoinedBranch;
