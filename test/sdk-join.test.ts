@@ -111,4 +111,18 @@ describe('the SDK with a branch prepared by another service', () => {
       await embedded.close();
     }
   });
+
+  it('prepareBranch rolls back and rethrows what its callback throws, and refuses a bad gid before any work', async () => {
+    const gid = `tpc:${world.namespace}:00000000-0000-4000-8000-00000000000a:0`;
+    await expect(prepareBranch<BankDB, void>(otherService, gid, async (db) => {
+      await db.updateTable('accounts').set({ balance: 0 }).where('id', '=', 6).execute();
+      throw new Error('no stock');
+    }, { timeoutMs: 5000 })).rejects.toThrow('no stock');
+    let ran = false;
+    await expect(prepareBranch(otherService, "x'; COMMIT; --", async () => { ran = true; }, { timeoutMs: 5000 })).rejects.toMatchObject({ code: 'invalid_gid' });
+    expect(ran).toBe(false);
+    expect(await world.balance('bank_c', 6)).toBe(1000);
+    expect(await preparedOnOtherService()).toEqual([]);
+    expect(otherService.totalCount - otherService.idleCount).toBe(0); // the connection went back
+  });
 });
