@@ -129,8 +129,8 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     router.post(`/v1/transactions/:id/${action}`, o.auth.require('submit'), async (req, res) => {
       const id = String(req.params.id).toLowerCase();
       if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
-      const before = await o.engine.get(id);
-      assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
+      // From the log only: asking every database for its live state would cost the commit a round trip per branch.
+      assertResourcesAllowed(req.principal!, await o.engine.resourcesOf(id));
       const answer = await settleInteractive(o.engine, id, action, req.principal!.name);
       send(res, answer.status, answer.body);
     });
@@ -149,8 +149,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     if (!o.resources.has(resource)) throw new ValidationError(`unknown resource "${resource}"`, [{ path: 'resource', message: `unknown resource "${resource}"` }]);
     assertResourcesAllowed(req.principal!, [resource]);
     // As for commit and abort: a token acts only on transactions wholly within its resources.
-    const before = await o.engine.get(id);
-    assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
+    assertResourcesAllowed(req.principal!, await o.engine.resourcesOf(id));
     const joined = await o.engine.joinInteractive(id, resource, req.principal!.name);
     send(res, joined.created ? 201 : 200, { index: joined.index, resource: joined.resource, gid: joined.gid, deadline: joined.deadline });
   });

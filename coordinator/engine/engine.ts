@@ -114,6 +114,13 @@ export class Engine {
     return abortInteractive(this.#deps, id, actor);
   }
 
+  /** The resources of a transaction's branches, from the log alone: for access checks on the hot path. */
+  async resourcesOf(id: string): Promise<string[]> {
+    const tx = await this.#deps.store.load(id);
+    if (!tx) throw new NotFoundError(`transaction ${id} not found`);
+    return tx.branches.map((b) => b.resource);
+  }
+
   /** The log's view of a transaction with its audit trail. */
   async get(id: string): Promise<TransactionDetail> {
     const tx = await this.#deps.store.load(id);

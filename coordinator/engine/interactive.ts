@@ -104,7 +104,7 @@ async function commitOnce(deps: EngineDeps, id: string, actor: string | null): P
     branches: tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
     event: { kind: 'decided', actor, detail: { outcome: 'commit', interactive: true } },
   });
-  await resumeTransaction(deps, id);
+  await finishNow(deps, id);
 }
 
 /** The service asks to abort: every prepared branch is rolled back. */
@@ -118,7 +118,7 @@ async function decideAbort(deps: EngineDeps, id: string, actor: string | null, r
     id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason,
     event: { kind: 'decided', actor, detail: { outcome: 'abort', reason, interactive: true } },
   }).catch(rethrowStale(id));
-  await resumeTransaction(deps, id);
+  await finishNow(deps, id);
 }
 
 /** Takes the lease of an undecided transaction (the decision is a compare-and-set, so a live holder is no obstacle). */
@@ -138,4 +138,16 @@ function stale(id: string, err: unknown): unknown {
 
 function rethrowStale(id: string) {
   return (err: unknown) => { throw stale(id, err); };
+}
+
+/**
+ * Phase 2 right after the decision, as a submit does it. If a participant cannot be finished now,
+ * the completion job takes over at once (with backoff and the in-doubt count), rather than the
+ * next reconciliation pass.
+ */
+async function finishNow(deps: EngineDeps, id: string): Promise<void> {
+  const result = await resumeTransaction(deps, id);
+  if (result.state !== 'pending') return;
+  await deps.followUp.completionPending(id).catch((err: unknown) =>
+    deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
 }
