@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
+import type { Express } from 'express';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
@@ -28,6 +29,8 @@ export interface RunningService {
   engine: Engine;
   metrics: Metrics;
   participants: ReadonlyMap<string, Participant>;
+  /** The express app, so that a test can read its routes (test/openapi.test.ts checks them against the OpenAPI document). */
+  app?: Express;
   maintenance: { reconcile(): Promise<ReconcileReport>; prune(): Promise<number> };
   /** Stops taking requests, lets transactions in hand finish, closes every pool and connection. */
   close(): Promise<void>;
@@ -199,6 +202,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     engine,
     metrics,
     participants,
+    app,
     maintenance,
     close() {
       closing ??= (async () => {

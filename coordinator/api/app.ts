@@ -7,7 +7,6 @@ import { operatorRoutes, type OperatorRoutesOptions } from './operator-routes.ts
 import { queueBoard } from './queue-board.ts';
 import type { Queue } from 'bullmq';
 import { openApiDocument } from './openapi.ts';
-import { submitSchema } from './submit-schema.ts';
 import { problem, problemHandler } from './problem.ts';
 import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
@@ -40,7 +39,7 @@ export function createApp(o: AppOptions): Express {
     next();
   });
   app.use(healthRoutes(o.readiness, o.metrics.registry));
-  const openApi = openApiDocument(submitSchema(o.maxTimeoutMs));
+  const openApi = openApiDocument(o.maxTimeoutMs);
   app.get('/openapi.json', (_req, res) => { res.json(openApi); });
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   app.use(transactionsRoutes({ ...o, jsonBody }));

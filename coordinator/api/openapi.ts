@@ -1,113 +1,250 @@
 import { z } from 'zod';
-import type { SubmitSchema } from './submit-schema.ts';
+import { componentResponses, componentSchemas, securitySchemes } from './openapi-components.ts';
+import { orphanBody, resolveBody } from './operator-routes.ts';
+import { submitSchema } from './submit-schema.ts';
+import { IDEMPOTENCY_KEY, interactiveSchema, joinSchema, listQuery } from './transactions-routes.ts';
 
-const problem = { $ref: '#/components/schemas/Problem' };
-const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: problem } } });
+type Schema = Record<string, unknown>;
 
-/** The OpenAPI 3.1 document served at /openapi.json; the request schema is derived from the zod schema that validates it. */
-export function openApiDocument(schema: SubmitSchema): Record<string, unknown> {
-  const request = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;
-  delete request.$schema;
-  const view = { $ref: '#/components/schemas/Transaction' };
+/** The JSON Schema of what a zod schema accepts: requests are described by the code that validates them, never twice. */
+function inputSchema(schema: z.ZodType): Schema {
+  const json = z.toJSONSchema(schema, { io: 'input', target: 'draft-2020-12', unrepresentable: 'any' }) as Schema;
+  delete json.$schema; // the document's jsonSchemaDialect says it once
+  return json;
+}
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: Schema) => ({ 'application/json': { schema } });
+const answer = (description: string, schema: Schema) => ({ description, content: json(schema) });
+const body = (schema: Schema) => ({ required: true, content: json(schema) });
+const reply = (name: string) => ({ $ref: `#/components/responses/${name}` });
+const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: ref('Problem') } } });
+const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } };
+// OpenAPI 3.1 lets a non-OAuth requirement list role names: the token scope each operation needs.
+const scope = (s: 'submit' | 'read' | 'operate') => ({ security: [{ bearer: [s] }] });
+const open = { security: [] };
+// Every authenticated operation may answer these (auth.ts), before its own checks run.
+const denied = { 401: reply('Unauthorized'), 403: reply('Forbidden') };
+
+const LIST_PARAM_DOCS: Record<string, string> = {
+  status: 'Comma-separated transaction statuses, e.g. `committing,aborting`',
+  inDoubt: 'Only transactions whose phase 2 keeps failing (true) or not (false)',
+  resource: 'Only transactions with a branch on this resource',
+  since: 'Created at or after (ISO 8601 with offset)',
+  before: 'Created before (ISO 8601 with offset)',
+  cursor: '`next` from the previous page',
+  limit: 'Page size',
+};
+
+/** GET /v1/transactions's query parameters, one per property of the zod schema that validates the query. */
+function listParameters(): Schema[] {
+  const q = inputSchema(listQuery) as { properties: Record<string, Schema>; required?: string[] };
+  return Object.entries(q.properties).map(([name, schema]) => ({
+    name, in: 'query', required: q.required?.includes(name) ?? false, schema, ...(LIST_PARAM_DOCS[name] ? { description: LIST_PARAM_DOCS[name] } : {}),
+  }));
+}
+
+/** The OpenAPI 3.1 document served at /openapi.json. test/openapi.test.ts checks it against the app's routes. */
+export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
+  const begin = inputSchema(interactiveSchema) as { properties: Record<string, Schema> };
+  // The route checks this bound itself (its message names TPC_MAX_TIMEOUT_MS's value), not in the zod schema.
+  begin.properties.timeoutMs = { ...begin.properties.timeoutMs, maximum: maxTimeoutMs };
+  const interactiveAnswer = (done: string) => ({
+    200: answer(`${done}, as asked`, ref('InteractiveOutcome')),
+    202: answer('Decided; phase 2 still running', ref('InteractiveOutcome')),
+    409: answer('It ended otherwise (a branch not really prepared, the deadline passed, already decided): the outcome and the `refusal`', ref('InteractiveOutcome')),
+    ...denied,
+    404: reply('NotFound'),
+    503: reply('Unavailable'),
+  });
+
   return {
     openapi: '3.1.0',
-    info: { title: 'tpc: two-phase-commit coordinator for PostgreSQL', version: '1' },
+    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
+    info: {
+      title: 'tpc: two-phase-commit coordinator for PostgreSQL',
+      version: '1',
+      description: 'Errors are RFC 9457 application/problem+json with a stable `type` (`urn:tpc:problem:<code>`).',
+    },
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      securitySchemes,
       schemas: {
-        SubmitRequest: request,
-        Problem: {
-          type: 'object', required: ['type', 'title', 'status'],
-          properties: { type: { type: 'string' }, title: { type: 'string' }, status: { type: 'integer' }, detail: { type: 'string' }, instance: { type: 'string' }, errors: { type: 'array' } },
-        },
-        JoinedBranch: {
-          type: 'object', required: ['index', 'resource', 'gid', 'deadline'],
-          properties: { index: { type: 'integer' }, resource: { type: 'string' }, gid: { type: 'string' }, deadline: { type: 'string', format: 'date-time' } },
-        },
-        TxError: {
-          type: ['object', 'null'],
-          properties: { resource: { type: ['string', 'null'] }, statement: { type: ['integer', 'null'] }, code: { type: 'string' }, message: { type: 'string' } },
-        },
-        Transaction: {
-          type: 'object', required: ['id', 'status', 'branches', 'error'],
-          properties: {
-            id: { type: 'string', format: 'uuid' },
-            status: { enum: ['active', 'preparing', 'committing', 'aborting', 'committed', 'aborted'] },
-            branches: {
-              type: 'array',
-              items: {
-                type: 'object',
-                properties: {
-                  resource: { type: 'string' },
-                  status: { enum: ['active', 'prepared', 'committed', 'aborted'] },
-                  readOnly: { type: 'boolean' },
-                  results: { type: 'array', items: { type: 'object', properties: { rowCount: { type: 'integer' }, rows: { type: 'array', items: { type: 'object' } } } } },
-                },
-              },
-            },
-            error: { $ref: '#/components/schemas/TxError' },
-            events: {
-              type: 'array',
-              items: { type: 'object', properties: { at: { type: 'string', format: 'date-time' }, kind: { type: 'string' }, actor: { type: ['string', 'null'] }, detail: { type: 'object' } } },
-            },
-          },
-        },
+        SubmitRequest: inputSchema(submitSchema(maxTimeoutMs)),
+        InteractiveBeginRequest: begin,
+        JoinRequest: inputSchema(joinSchema),
+        ResolveRequest: inputSchema(resolveBody),
+        OrphanResolveRequest: inputSchema(orphanBody),
+        ...componentSchemas,
       },
+      responses: componentResponses,
     },
     security: [{ bearer: [] }],
     paths: {
       '/v1/transactions': {
         post: {
-          summary: 'Run one transaction atomically across several databases',
-          parameters: [{ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', maxLength: 255 } }],
-          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/SubmitRequest' } } } },
+          operationId: 'submitTransaction',
+          summary: 'Run one transaction atomically across several databases, or begin an interactive one',
+          description: 'Scope `submit`. With `"interactive": true`, begins a transaction whose branches the calling service runs and prepares itself.',
+          ...scope('submit'),
+          parameters: [{
+            name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', pattern: IDEMPOTENCY_KEY.source },
+            description: 'The same key with the same body answers the first transaction again; with another body, 422. Scoped to the token.',
+          }],
+          requestBody: body({ oneOf: [ref('SubmitRequest'), ref('InteractiveBeginRequest')] }),
           responses: {
-            201: { description: 'Committed on every database', content: { 'application/json': { schema: view } } },
-            202: { description: 'Decided; phase 2 still running', content: { 'application/json': { schema: view } } },
-            409: { description: 'Aborted; error says why', content: { 'application/json': { schema: view } } },
-            400: problemResponse('Malformed JSON, body too large, bad Idempotency-Key'),
-            401: problemResponse('No or unknown token'),
-            403: problemResponse('Token lacks the scope or a resource'),
-            422: problemResponse('The body breaks the contract, or the Idempotency-Key was used with another body'),
-            503: problemResponse('Log database unreachable, or a resource unusable'),
+            201: answer('Committed on every database; or an interactive transaction begun', { oneOf: [ref('Transaction'), ref('InteractiveBegin')] }),
+            202: answer('Decided (committing/aborting); phase 2 still running. `Location` to poll', ref('Transaction')),
+            409: answer('Aborted; `error` says which branch, which statement and why', ref('Transaction')),
+            400: problem('Malformed JSON, body too large, or a bad Idempotency-Key header'),
+            ...denied,
+            422: problem('The body breaks the contract (validation), or the Idempotency-Key was used with another body (idempotency-key-reused)'),
+            503: problem('The log database is unreachable (nothing applied), or a resource is unusable (resource-unusable)'),
           },
+        },
+        get: {
+          operationId: 'listTransactions',
+          summary: 'Transactions, newest first, a page at a time',
+          description: 'Scope `read`. A token limited to some resources sees only transactions wholly within them.',
+          ...scope('read'),
+          parameters: listParameters(),
+          responses: { 200: answer('A page', ref('TransactionPage')), ...denied, 422: reply('Invalid'), 503: reply('Unavailable') },
         },
       },
       '/v1/transactions/{id}': {
         get: {
-          summary: "The log's view of a transaction, with its audit trail",
-          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
-          responses: {
-            200: { description: 'The transaction', content: { 'application/json': { schema: view } } },
-            401: problemResponse('No or unknown token'),
-            403: problemResponse('Token lacks the scope or a resource'),
-            404: problemResponse('Unknown transaction'),
-          },
+          operationId: 'getTransaction',
+          summary: "The log's view of a transaction, each branch's live state and the audit trail",
+          description: 'Scope `read`.',
+          ...scope('read'),
+          parameters: [idParam],
+          responses: { 200: answer('The transaction', ref('TransactionDetail')), ...denied, 404: reply('NotFound'), 503: reply('Unavailable') },
+        },
+      },
+      '/v1/transactions/{id}/commit': {
+        post: {
+          operationId: 'commitInteractive',
+          summary: 'Commit an interactive transaction once the service has prepared every branch',
+          description: 'Scope `submit`. The coordinator looks every gid up in pg_prepared_xacts; a branch not really prepared, or a commit after the deadline, aborts everything.',
+          ...scope('submit'),
+          parameters: [idParam],
+          responses: interactiveAnswer('Committed'),
+        },
+      },
+      '/v1/transactions/{id}/abort': {
+        post: {
+          operationId: 'abortInteractive',
+          summary: 'Roll an interactive transaction back',
+          description: 'Scope `submit`.',
+          ...scope('submit'),
+          parameters: [idParam],
+          responses: interactiveAnswer('Aborted'),
         },
       },
       '/v1/transactions/{id}/branches': {
         post: {
+          operationId: 'joinInteractive',
           summary: 'Add a branch to an active interactive transaction, for another service to prepare under its gid',
-          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
-          requestBody: {
-            required: true,
-            content: { 'application/json': { schema: { type: 'object', additionalProperties: false, required: ['resource'], properties: { resource: { type: 'string', minLength: 1, maxLength: 63 } } } } },
-          },
+          description: 'Scope `submit`. The token must be allowed the resource and every resource the transaction already has.',
+          ...scope('submit'),
+          parameters: [idParam],
+          requestBody: body(ref('JoinRequest')),
           responses: {
-            201: { description: 'The new branch', content: { 'application/json': { schema: { $ref: '#/components/schemas/JoinedBranch' } } } },
-            200: { description: 'The resource already had a branch in this transaction: that one (a retried join)', content: { 'application/json': { schema: { $ref: '#/components/schemas/JoinedBranch' } } } },
-            400: problemResponse('Malformed JSON, body too large'),
-            401: problemResponse('No or unknown token'),
-            403: problemResponse('Token lacks the scope, the resource, or a resource of the transaction'),
-            404: problemResponse('Unknown transaction'),
-            409: problemResponse('Not active (type not-active), not interactive (not-interactive), or past its deadline (deadline-passed)'),
-            422: problemResponse('The body breaks the contract, or names an unknown resource'),
+            201: answer('The new branch', ref('JoinedBranch')),
+            200: answer('The resource already had a branch in this transaction: that one (a retried join)', ref('JoinedBranch')),
+            400: reply('BadRequest'),
+            ...denied,
+            404: reply('NotFound'),
+            409: problem('Not active (not-active), not interactive (not-interactive), or past its deadline (deadline-passed)'),
+            422: problem('The body breaks the contract, or names an unknown resource (validation)'),
+            503: reply('Unavailable'),
           },
         },
       },
-      '/healthz': { get: { security: [], summary: 'The process is up', responses: { 200: { description: 'up' } } } },
-      '/readyz': { get: { security: [], summary: 'Log database and Redis reachable', responses: { 200: { description: 'ready' }, 503: { description: 'not ready' } } } },
-      '/metrics': { get: { security: [], summary: 'Prometheus metrics', responses: { 200: { description: 'metrics' } } } },
+      '/v1/transactions/{id}/resolve': {
+        post: {
+          operationId: 'resolveTransaction',
+          summary: 'An operator decides or drives a transaction recovery cannot finish alone',
+          description: 'Scope `operate`. Without a decision the outcome becomes it; with one, the same outcome drives completion and the '
+            + 'opposite needs `force` (recorded as a heuristic outcome). Every call is written to the transaction\'s events.',
+          ...scope('operate'),
+          parameters: [idParam],
+          requestBody: body(ref('ResolveRequest')),
+          responses: {
+            200: answer('What was done, and the transaction after it', ref('ResolveResult')),
+            400: problem('Malformed JSON, or a body that breaks the contract, e.g. no reason (bad-resolution)'),
+            ...denied,
+            404: reply('NotFound'),
+            409: problem('Refused: already-finished, against-decision, not-prepared, or busy (another process drives it)'),
+            503: reply('Unavailable'),
+          },
+        },
+      },
+      '/v1/resources': {
+        get: {
+          operationId: 'listResources',
+          summary: "Each resource's health and this namespace's prepared branches on it",
+          description: 'Scope `read`. A token limited to some resources sees only those.',
+          ...scope('read'),
+          responses: { 200: answer('The resources', ref('ResourceList')), ...denied },
+        },
+      },
+      '/v1/orphans': {
+        get: {
+          operationId: 'listOrphans',
+          summary: 'Prepared branches of the namespace that the log does not know',
+          description: 'Scope `read`. Reconciliation rolls them back once older than TPC_MAX_TIMEOUT_MS.',
+          ...scope('read'),
+          responses: { 200: answer('The orphans, and the resources that could not be asked', ref('OrphanList')), ...denied, 503: reply('Unavailable') },
+        },
+      },
+      '/v1/orphans/resolve': {
+        post: {
+          operationId: 'resolveOrphan',
+          summary: 'Roll an orphan back (presumed abort), or commit it when forced',
+          description: 'Scope `operate`. Every call is written to the append-only tpc_audit table.',
+          ...scope('operate'),
+          requestBody: body(ref('OrphanResolveRequest')),
+          responses: {
+            200: answer('Done', ref('OrphanResolveResult')),
+            400: problem('Malformed JSON, or a body that breaks the contract (bad-resolution)'),
+            ...denied,
+            404: problem('The gid is not an orphan of this namespace on that resource (not-found)'),
+            409: problem('Commit without force (orphan-commit-refused), or finished by someone else meanwhile (orphan-gone)'),
+            422: problem('Unknown resource (validation)'),
+            503: reply('Unavailable'),
+          },
+        },
+      },
+      '/v1/session': {
+        post: {
+          operationId: 'createSession',
+          summary: 'Echo the bearer token into an HttpOnly cookie scoped to /queues, for the queue dashboard',
+          description: 'Any valid token. The cookie is accepted only by /queues, never by the API.',
+          responses: { 204: { description: 'Cookie set (tpc_queues)' }, 401: reply('Unauthorized') },
+        },
+      },
+      '/openapi.json': {
+        get: { operationId: 'openApi', summary: 'This document', ...open, responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) } },
+      },
+      '/healthz': {
+        get: { operationId: 'health', summary: 'The process is up', ...open, responses: { 200: answer('up', ref('Health')) } },
+      },
+      '/readyz': {
+        get: {
+          operationId: 'readiness',
+          summary: 'The log database and Redis answer',
+          ...open,
+          responses: { 200: answer('ready', ref('Readiness')), 503: answer('not ready: the failing check says why', ref('Readiness')) },
+        },
+      },
+      '/metrics': {
+        get: {
+          operationId: 'metrics',
+          summary: 'Prometheus metrics',
+          ...open,
+          responses: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        },
+      },
     },
   };
 }

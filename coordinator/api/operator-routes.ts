@@ -19,13 +19,14 @@ export interface OperatorRoutesOptions {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const resolveBody = z.strictObject({
+// Exported so that the OpenAPI document is generated from the schemas that validate.
+export const resolveBody = z.strictObject({
   outcome: z.enum(['commit', 'abort']),
   reason: z.string().trim().min(1, 'a reason is required').max(2000),
   force: z.boolean().default(false),
 });
 
-const orphanBody = z.strictObject({
+export const orphanBody = z.strictObject({
   resource: z.string().min(1).max(63),
   gid: z.string().min(1).max(200),
   outcome: z.enum(['commit', 'abort']).default('abort'),

@@ -30,16 +30,17 @@ export interface TransactionsRoutesOptions {
 }
 
 const cursorSchema = z.object({ createdAt: z.iso.datetime(), id: z.uuid() });
-const interactiveSchema = z.strictObject({
+/** Validates an interactive begin; exported so that the OpenAPI document is generated from it. */
+export const interactiveSchema = z.strictObject({
   interactive: z.literal(true),
   branches: z.array(z.strictObject({ resource: z.string().min(1).max(63) })).min(1).max(32)
     .refine((bs) => new Set(bs.map((b) => b.resource)).size === bs.length, 'a resource appears in more than one branch'),
   timeoutMs: z.number().int().min(1).optional(),
 });
 
-const joinSchema = z.strictObject({ resource: z.string().min(1).max(63) });
+export const joinSchema = z.strictObject({ resource: z.string().min(1).max(63) });
 
-const listQuery = z.strictObject({
+export const listQuery = z.strictObject({
   status: z.string().optional().transform((v, ctx) => {
     if (v === undefined) return undefined;
     const list = v.split(',').map((x) => x.trim()).filter(Boolean);
@@ -64,7 +65,7 @@ const listQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
 
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** POST answers: 201 committed, 409 aborted, 202 decided but phase 2 still running. */
