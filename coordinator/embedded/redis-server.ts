@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { freeLoopbackPort } from './free-port.ts';
 
@@ -13,14 +14,23 @@ export interface RedisServer {
   start(): Promise<void>;
 }
 
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
 export async function startRedisServer(binary = 'redis-server'): Promise<RedisServer> {
+  if (!binary.includes('/') && spawnSync('sh', ['-c', `command -v ${binary}`]).status !== 0) {
+    throw new Error(`cannot run ${binary}: it is not on PATH (install the Debian package "redis-server")`);
+  }
   const port = await freeLoopbackPort();
   let child: ChildProcess | undefined;
 
   const start = async () => {
-    const proc = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+    // Its own process group: a Ctrl-C at the terminal reaches us, and we stop Redis after the
+    // coordinator has finished with it. setpriv's parent-death signal ends it if we are killed
+    // outright, instead of leaving an orphan on a port nobody will use again.
+    const proc = SETPRIV
+      ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', binary, ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true })
+      : spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
     proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
     let fatal = false;
