@@ -44,6 +44,15 @@ describe('joining a branch to an interactive transaction', () => {
     if (type) expect(r.body.type).toBe(`urn:tpc:problem:${type}`);
   }
 
+  it('joins a transaction begun before branch_count existed (a rolling upgrade) after its own branches', async () => {
+    const t = await begin(['bank_a', 'bank_b']);
+    await world.db.log.query('UPDATE tpc_transactions SET branch_count = 0 WHERE id = $1', [t.id]);
+    const joined = await join(t.id, { resource: 'bank_c' });
+    expect(joined.status, JSON.stringify(joined.body)).toBe(201);
+    expect(joined.body).toMatchObject({ index: 2, gid: `tpc:${world.namespace}:${t.id}:2` });
+    expect((await world.request('POST', `/v1/transactions/${t.id}/abort`)).status).toBe(200);
+  });
+
   it('answers 201 with the new branch, 200 with the same one on a repeat, and the commit checks it', async () => {
     const t = await begin(['bank_a']);
     const first = await join(t.id, { resource: 'bank_c' });

@@ -45,7 +45,11 @@ export interface JoinedBranch {
  * already has a branch returns that branch, so a retried request is harmless.
  */
 export async function joinInteractive(deps: EngineDeps, id: string, resource: string, actor: string | null): Promise<JoinedBranch> {
-  const joined = await deps.store.joinBranch({ id, resource, gidPrefix: `${namespacePrefix(deps.namespace)}${id}:`, actor });
+  const joined = await deps.store.joinBranch({ id, resource, gidPrefix: `${namespacePrefix(deps.namespace)}${id}:`, actor }).catch((err: unknown) => {
+    // Lost the unique index to concurrent joins more than once: a conflict to retry, not a fault.
+    if ((err as { code?: string }).code === '23505') throw new ConflictError('busy', `concurrent joins to transaction ${id}; try again`);
+    throw err;
+  });
   if (!joined) {
     const tx = await deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);

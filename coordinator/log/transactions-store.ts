@@ -239,7 +239,10 @@ export class TransactionsStore {
       ), existing AS (
         SELECT b.index, b.gid, tx.deadline FROM tpc_branches b JOIN tx ON b.transaction_id = tx.id WHERE b.resource = ${r.resource}
       ), t AS (
-        UPDATE tpc_transactions SET branch_count = branch_count + 1, updated_at = now()
+        -- GREATEST: a transaction begun by a coordinator from before branch_count (a rolling upgrade)
+        -- has 0 there; its branches' count is then the next index. Otherwise the row's own counter,
+        -- re-read under the row lock, is the one that cannot be stale.
+        UPDATE tpc_transactions SET branch_count = GREATEST(branch_count, (SELECT count(*) FROM tpc_branches WHERE transaction_id = ${r.id}::uuid)) + 1, updated_at = now()
         WHERE id = (SELECT id FROM tx) AND status = 'active' AND deadline > now() AND NOT EXISTS (SELECT 1 FROM existing)
         RETURNING id, deadline, branch_count - 1 AS index
       ), b AS (
