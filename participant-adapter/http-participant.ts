@@ -104,7 +104,7 @@ export class HttpParticipant implements Participant {
           message: `the participant router for "${this.name}" serves namespace "${namespace}", not "${this.#namespace}": start it with --namespace ${this.#namespace} (or namespace: '${this.#namespace}')`,
         };
       }
-      return { ...h, resource: this.name, message: h.message?.replaceAll('{resource}', this.name) ?? null };
+      return { ...h, resource: this.name };
     } catch (err) {
       const unauthorized = err instanceof ParticipantError && err.code === 'unauthorized';
       return {

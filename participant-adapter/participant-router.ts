@@ -81,8 +81,7 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
 
   router.get(WIRE_PATHS.health, async (_req, res) => {
     const { resource: _omit, ...health } = await participant.health();
-    // The coordinator knows this database by its own resource name: let it put that in.
-    res.json({ ...health, namespace, message: health.message?.replaceAll(`"${name}"`, '"{resource}"') ?? null });
+    res.json({ ...health, namespace });
   });
 
   router.get(WIRE_PATHS.prepared, async (req, res) => {
