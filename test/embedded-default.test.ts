@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startRedisServer } from '../coordinator/embedded/redis-server.ts';
 import { query } from './harness/waits.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -100,5 +101,9 @@ describe('npm start with nothing configured', () => {
     third.child.kill('SIGTERM');
     expect(await third.exited).toBe(0);
     expect(await postmasterRunning(dataDir)).toBe(false);
+  });
+
+  it('says how to get Redis when there is no redis-server to start', async () => {
+    await expect(startRedisServer('tpc-no-such-redis-server')).rejects.toThrow(/not on PATH \(install the Debian package "redis-server"\)/);
   });
 });
