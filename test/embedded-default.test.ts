@@ -79,6 +79,10 @@ describe('npm start with nothing configured', () => {
     const bankA = logUrl.replace(/tpc_log$/, 'bank_a');
     expect((await query<{ balance: number }>(bankA, 'SELECT balance FROM accounts WHERE id = 1'))[0]!.balance).toBe(900);
 
+    // A second start on the same data directory would pull the database from under the first.
+    await expect(start(dataDir)).rejects.toThrow(/is in use by another start \(pid \d+\)/);
+    expect(JSON.parse((await sh('sh', ['-c', curl])).stdout).status).toBe('committed');
+
     first.child.kill('SIGINT');
     expect(await first.exited).toBe(0);
     expect(await postmasterRunning(dataDir)).toBe(false);
@@ -88,7 +92,7 @@ describe('npm start with nothing configured', () => {
     children.push(second.child);
     expect(line(second.banner, /dev token\s+(\S+)/)).toBe(token);
     const bankA2 = line(second.banner, /^\s*log\s+(\S+)/m).replace(/tpc_log$/, 'bank_a');
-    expect((await query<{ balance: number }>(bankA2, 'SELECT balance FROM accounts WHERE id = 1'))[0]!.balance).toBe(900);
+    expect((await query<{ balance: number }>(bankA2, 'SELECT balance FROM accounts WHERE id = 1'))[0]!.balance).toBe(800);
 
     // Killed outright, it leaves its Postgres running; the next start takes it over.
     second.child.kill('SIGKILL');

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { startPostgresCluster, type PostgresCluster } from './postgres-cluster.ts';
@@ -75,6 +75,31 @@ async function devToken(dataDir: string): Promise<string> {
 }
 
 /**
+ * One process at a time per data directory. A cluster found running is taken over (stopped and
+ * started again) when the process that started it is gone; while that process lives, taking it
+ * over would pull the database from under a running coordinator, so the start is refused.
+ */
+async function claim(dataDir: string): Promise<void> {
+  const file = join(dataDir, 'owner.pid');
+  if (existsSync(file)) {
+    const pid = Number((await readFile(file, 'utf8')).trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      throw new Error(`${dataDir} is in use by another start (pid ${pid}): stop it, or set TPC_DATA_DIR to another directory`);
+    }
+  }
+  await writeFile(file, `${process.pid}\n`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
  * Postgres refuses to run as root, so as root the cluster belongs to the postgres user, which must
  * be able to reach it. The data directory is opened for traversal (not reading: the dev token stays
  * private); if a parent is closed to that user (a clone under /root), the cluster is kept in
@@ -100,6 +125,7 @@ async function clusterDir(dataDir: string): Promise<string> {
 export async function startLocalEnvironment(options: LocalEnvironmentOptions): Promise<LocalEnvironment> {
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
+  await claim(dataDir);
   const cluster = await startPostgresCluster({ dataDir: await clusterDir(dataDir), binDir: options.pgBinDir, maxPreparedTransactions: 100 });
   let redis: RedisServer | undefined;
   try {
@@ -129,10 +155,12 @@ export async function startLocalEnvironment(options: LocalEnvironmentOptions): P
       cluster,
       async stop() {
         await Promise.allSettled([cluster.stop(), redis?.stop()]);
+        await rm(join(dataDir, 'owner.pid'), { force: true });
       },
     };
   } catch (err) {
     await Promise.allSettled([cluster.stop(), redis?.stop()]);
+    await rm(join(dataDir, 'owner.pid'), { force: true });
     throw err;
   }
 }
