@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { batchWrites } from './batched-writes.ts';
 import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
@@ -49,6 +50,7 @@ export class Branch implements BranchSession {
     // statement_timeout is the server-side backstop for the deadline: if our cancel request is lost,
     // a statement waiting on a lock still ends. Whole milliseconds, at least 1 (0 would disable it).
     const timeout = Math.max(1, Math.ceil(statementTimeoutMs));
+    batchWrites(client);
     this.#begun = this.#track(client.query(`BEGIN; SET LOCAL statement_timeout = ${timeout}`), 'BEGIN').then(
       () => true,
       () => { this.#beginFailed = true; return false; },
@@ -86,6 +88,7 @@ export class Branch implements BranchSession {
   /** Records the xid and prepares under `gid`, in one round trip. */
   async prepare(gid: string): Promise<PrepareResult> {
     const literal = gidLiteral(gid);
+    batchWrites(this.#client);
     const probe = this.xid();
     const prepare = this.#track(this.#client.query(`PREPARE TRANSACTION ${literal}`), 'PREPARE TRANSACTION');
     const reset = this.#resetSession();
@@ -108,6 +111,7 @@ export class Branch implements BranchSession {
 
   /** One-phase commit. Returns false when the server rolled back instead (the transaction had failed). */
   async commit(): Promise<boolean> {
+    batchWrites(this.#client);
     const commit = this.#track(this.#client.query('COMMIT'), 'COMMIT');
     const reset = this.#resetSession();
     const r = await commit.finally(() => reset);
@@ -118,6 +122,7 @@ export class Branch implements BranchSession {
 
   async rollback(): Promise<void> {
     if (this.#state !== 'open') return;
+    batchWrites(this.#client);
     const rollback = this.#track(this.#client.query('ROLLBACK'), 'ROLLBACK');
     const reset = this.#resetSession();
     await rollback.finally(() => reset);
