@@ -160,11 +160,63 @@ async function showTransaction(id) {
   say(`transaction ${short(id)}: ${t.status}`);
 }
 
+function orphanDialog(o, onDone) {
+  const reason = el('textarea', { id: 'orphan-reason', name: 'reason', required: true, rows: 3 });
+  const dialog = el('dialog', { 'aria-labelledby': 'orphan-title' });
+  const form = el('form', { method: 'dialog', onsubmit: async (e) => {
+    e.preventDefault();
+    dialog.close();
+    dialog.remove();
+    try {
+      const r = await api('/v1/orphans/resolve', { method: 'POST', body: JSON.stringify({ resource: o.resource, gid: o.gid, outcome: 'abort', reason: reason.value }) });
+      onDone(el('div', { class: 'ok', role: 'alert' }, `Rolled back ${o.gid} on ${o.resource}: ${r.result}.`));
+    } catch (err) {
+      onDone(el('div', { class: 'refusal', role: 'alert' }, el('strong', {}, `Refused (${err.status}): `), err.message));
+    }
+  } },
+  el('h3', { id: 'orphan-title' }, `Roll back ${o.gid}`),
+  el('p', {}, `A branch prepared on ${o.resource} that the log does not know. Reconciliation rolls it back once it is older than the longest deadline; this does it now.`),
+  el('label', { for: 'orphan-reason' }, 'Reason (recorded in the audit trail)'), reason,
+  el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Roll back'), el('button', { type: 'button', onclick: () => { dialog.close(); dialog.remove(); } }, 'Cancel')));
+  dialog.append(form);
+  document.body.append(dialog);
+  dialog.showModal();
+  reason.focus();
+}
+
+// Each participant database as the coordinator sees it, and the prepared branches nobody owns.
+async function showResources() {
+  const [resources, orphans] = await Promise.all([api('/v1/resources'), api('/v1/orphans')]);
+  const yes = (v) => (v ? 'yes' : el('span', { class: 'badge bad' }, 'no'));
+  const table = el('table', { id: 'resources' },
+    el('thead', {}, el('tr', {}, ...['Resource', 'Kind', 'Reachable', 'Usable', 'Prepared', 'Oldest (s)', 'Message'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, ...resources.items.map((r) => el('tr', {},
+      el('td', {}, el('a', { href: `#/?resource=${encodeURIComponent(r.resource)}` }, r.resource)),
+      el('td', {}, r.kind), el('td', {}, yes(r.reachable)), el('td', {}, yes(r.usable)),
+      el('td', {}, r.prepared ?? '—'), el('td', {}, r.oldestPreparedSeconds ?? '—'), el('td', {}, r.message ?? '')))));
+  const outcomeBox = el('div', { id: 'orphan-outcome' });
+  const reload = (box) => showResources().then(() => document.getElementById('orphan-outcome').replaceChildren(box));
+  const orphanTable = el('table', { id: 'orphans' },
+    el('thead', {}, el('tr', {}, ...['Resource', 'Gid', 'Prepared', 'Age (s)', ''].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, ...orphans.items.map((o) => el('tr', {},
+      el('td', {}, o.resource), el('td', {}, el('code', {}, o.gid)), el('td', {}, when(o.preparedAt)), el('td', {}, String(o.ageSeconds)),
+      el('td', {}, el('button', { class: 'orphan-rollback', onclick: () => orphanDialog(o, reload) }, 'Roll back…'))))));
+  main.replaceChildren(
+    el('p', {}, el('a', { href: '#/' }, '← all transactions')),
+    el('h2', {}, 'Resources'), table,
+    el('h2', {}, `Orphans (${orphans.items.length})`),
+    orphans.unreachable.length ? el('p', { class: 'refusal' }, `Not checked, unreachable: ${orphans.unreachable.join(', ')}`) : '',
+    orphans.items.length ? orphanTable : el('p', {}, 'No prepared branch of this namespace is unknown to the log.'),
+    outcomeBox);
+  say(`${resources.items.length} resources, ${orphans.items.length} orphans`);
+}
+
 async function route() {
   const hash = location.hash || '#/';
   try {
     const m = /^#\/tx\/([0-9a-f-]{36})/.exec(hash);
     if (m) await showTransaction(m[1]);
+    else if (hash.startsWith('#/resources')) await showResources();
     else await showList();
   } catch (err) {
     main.replaceChildren(el('div', { class: 'refusal', role: 'alert' },
