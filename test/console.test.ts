@@ -85,6 +85,27 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     await page.close();
   });
 
+  it('pages through older transactions and back to the newest', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await world.submit({ branches: [{ resource: 'bank_c', statements: [{ sql: 'SELECT $1::int AS n', params: [i] }] }] });
+      ids.push(r.body.id);
+    }
+    const page = await browser.newPage();
+    await page.goto(`${world.service.url}/console/`);
+    await page.fill('#token', TOKENS.full);
+    await page.click('#token-form button');
+    await page.goto(`${world.service.url}/console/#/?limit=2&resource=bank_c`);
+    await page.locator(`a[href="#/tx/${ids[2]}"]`).waitFor();
+    await page.click('#next-page');
+    await page.getByRole('heading', { name: 'Transactions (older)' }).waitFor();
+    await page.locator(`a[href="#/tx/${ids[0]}"]`).waitFor();
+    expect(await page.locator(`a[href="#/tx/${ids[2]}"]`).count()).toBe(0);
+    await page.click('#first-page');
+    await page.locator(`a[href="#/tx/${ids[2]}"]`).waitFor();
+    await page.close();
+  });
+
   it('lists the resources and rolls back an orphan after asking for a reason', async () => {
     // A prepared branch of the namespace that the log does not know, as a coordinator that died
     // before its begin record would leave it.

@@ -63,10 +63,14 @@ async function showList() {
   const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
   const statusFilter = params.get('status') ?? '';
   const resourceFilter = params.get('resource') ?? '';
-  const query = new URLSearchParams({ limit: '100' });
+  const cursor = params.get('cursor') ?? '';
+  const limit = params.get('limit') ?? '100';
+  const query = new URLSearchParams({ limit });
   if (statusFilter) query.set('status', statusFilter);
   if (resourceFilter) query.set('resource', resourceFilter);
-  const [inDoubt, all] = await Promise.all([api('/v1/transactions?inDoubt=true&limit=100'), api(`/v1/transactions?${query}`)]);
+  if (cursor) query.set('cursor', cursor);
+  // The in-doubt ones head the first page only; later pages continue the list where it stopped.
+  const [inDoubt, all] = await Promise.all([cursor ? { items: [] } : api('/v1/transactions?inDoubt=true&limit=100'), api(`/v1/transactions?${query}`)]);
   const seen = new Set(inDoubt.items.map((t) => t.id));
   // In-doubt transactions first: they are the ones waiting for a human.
   const rows = [...inDoubt.items, ...all.items.filter((t) => !seen.has(t.id))];
@@ -77,6 +81,7 @@ async function showList() {
   const filters = el('form', { class: 'filters', onsubmit: (e) => {
     e.preventDefault();
     const q = new URLSearchParams();
+    if (params.get('limit')) q.set('limit', params.get('limit'));
     if (statusSelect.value) q.set('status', statusSelect.value);
     if (resourceInput.value.trim()) q.set('resource', resourceInput.value.trim());
     location.hash = `#/?${q}`;
@@ -93,8 +98,17 @@ async function showList() {
       el('td', {}, when(t.createdAt)),
       el('td', {}, String(t.attempts)),
       el('td', {}, t.lastError?.message ?? '')))));
-  main.replaceChildren(el('h2', {}, `Transactions (${inDoubt.items.length} in doubt)`), filters,
-    rows.length ? table : el('p', {}, 'No transactions match.'));
+  const pageLink = (c) => {
+    const q = new URLSearchParams(params);
+    if (c) q.set('cursor', c); else q.delete('cursor');
+    return `#/?${q}`;
+  };
+  const paging = el('p', { class: 'paging' },
+    cursor ? el('a', { href: pageLink(null), id: 'first-page' }, '← newest') : '',
+    cursor && all.next ? ' · ' : '',
+    all.next ? el('a', { href: pageLink(all.next), id: 'next-page' }, 'older →') : '');
+  main.replaceChildren(el('h2', {}, cursor ? 'Transactions (older)' : `Transactions (${inDoubt.items.length} in doubt)`), filters,
+    rows.length ? table : el('p', {}, 'No transactions match.'), paging);
   say(`${rows.length} transactions`);
 }
 
