@@ -238,3 +238,43 @@ describe('the participant router', () => {
     expect(await world.balance('bank_c', 10)).toBe(1000);
   });
 });
+
+describe('a participant service with two replicas behind one URL', () => {
+  let world: World;
+  let replicas: RunningParticipantServer[];
+  let proxy: LossyProxy;
+  beforeAll(async () => {
+    world = await createWorld({
+      beforeStart: async (dbs) => {
+        const common = { databaseUrl: dbs.urls.bank_c, host: '127.0.0.1', port: 0, token: PARTICIPANT_TOKEN, namespace: dbs.namespace, allowStatements: true, logger: pino({ level: 'silent' }) };
+        replicas = [await startParticipantServer(common), await startParticipantServer(common)];
+        // Only the branch requests alternate, so that a background call cannot come between a
+        // lost reply and its retry and send the retry back to the same replica.
+        proxy = await startLossyProxy(replicas.map((r) => r.url), (m, p) => m === 'POST' && p.startsWith('/2pc/branches/'));
+        return { TPC_RESOURCES: JSON.stringify({ bank_a: dbs.urls.bank_a, bank_b: dbs.urls.bank_b, bank_c: { url: proxy.url, token: PARTICIPANT_TOKEN } }) };
+      },
+    });
+  });
+  afterAll(async () => {
+    await world.close();
+    await proxy.close();
+    for (const r of replicas) await r.close();
+  });
+
+  it('commits through either replica, and a PREPARE retried on the other one aborts without running twice', async () => {
+    const ok = await world.submit(transfer('bank_a', 'bank_c', 11, 1, 1));
+    expect(ok.body.status).toBe('committed');
+    // The first replica prepares and its reply is lost; the retry reaches the second replica,
+    // which knows only what pg_prepared_xacts says: prepared, results unknown.
+    proxy.dropReplies((m, p) => m === 'POST' && p.startsWith('/2pc/branches/'));
+    const retried = await world.submit(transfer('bank_a', 'bank_c', 13, 2, 2));
+    expect(retried.status).toBe(409);
+    expect(retried.body.error).toMatchObject({ resource: 'bank_c', code: 'results_lost' });
+    expect(await world.balance('bank_c', 2)).toBe(1000);
+    expect(await world.balance('bank_a', 2)).toBe(1000);
+    expect(await world.preparedGids()).toEqual([]);
+    const calls = proxy.calls.filter((c) => c.path === `/2pc/branches/${encodeURIComponent(`tpc:${world.namespace}:${retried.body.id}:1`)}`);
+    expect(calls.map((c) => c.dropped)).toEqual([true, false]);
+  });
+});
+

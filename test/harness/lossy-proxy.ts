@@ -28,8 +28,14 @@ export interface LossyProxy {
   close(): Promise<void>;
 }
 
-export async function startLossyProxy(target: string): Promise<LossyProxy> {
-  const upstream = new URL(target);
+/**
+ * `target`: one participant, or several replicas of it (same path): the calls that `rotate`
+ * matches go to them in turn, every other call to the first.
+ */
+export async function startLossyProxy(target: string | string[], rotate: Match = () => true): Promise<LossyProxy> {
+  const upstreams = (Array.isArray(target) ? target : [target]).map((t) => new URL(t));
+  const upstream = upstreams[0]!;
+  let turn = 0;
   const calls: ProxiedCall[] = [];
   const drops: { match: Match; left: number }[] = [];
   const hooks: { match: Match; fn: () => Promise<void> | void }[] = [];
@@ -44,7 +50,8 @@ export async function startLossyProxy(target: string): Promise<LossyProxy> {
       req.socket.destroy();
       return;
     }
-    const out = httpRequest({ host: upstream.hostname, port: upstream.port, method, path, headers: req.headers }, async (answer) => {
+    const to = rotate(method, path) ? upstreams[turn++ % upstreams.length]! : upstream;
+    const out = httpRequest({ host: to.hostname, port: to.port, method, path, headers: req.headers }, async (answer) => {
       const chunks: Buffer[] = [];
       for await (const c of answer) chunks.push(c as Buffer);
       call.status = answer.statusCode ?? null;
