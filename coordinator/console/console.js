@@ -112,29 +112,46 @@ async function showList() {
   say(`${rows.length} transactions`);
 }
 
-function resolveDialog(id, outcome, onDone) {
-  const reason = el('textarea', { id: 'reason', name: 'reason', required: true, rows: 3 });
-  const force = el('input', { id: 'force', type: 'checkbox', name: 'force' });
-  const dialog = el('dialog', { 'aria-labelledby': 'resolve-title' });
+/**
+ * A modal that asks for a reason (every operator action is audited with one), runs `act` with it
+ * and hands its outcome, or the refusal, to `onDone`.
+ */
+function reasonDialog({ id, reasonId, title, intro = [], extra = [], submit, act, onDone }) {
+  const reason = el('textarea', { id: reasonId, name: 'reason', required: true, rows: 3 });
+  const dialog = el('dialog', { 'aria-labelledby': `${id}-title` });
+  const close = () => { dialog.close(); dialog.remove(); };
   const form = el('form', { method: 'dialog', onsubmit: async (e) => {
     e.preventDefault();
-    dialog.close();
-    dialog.remove();
+    close();
     try {
-      const r = await api(`/v1/transactions/${id}/resolve`, { method: 'POST', body: JSON.stringify({ outcome, reason: reason.value, force: force.checked }) });
-      onDone(el('div', { class: 'ok', role: 'alert' }, `Resolved (${r.action}): ${r.result}; the transaction is now ${r.transaction.status}.`));
+      onDone(el('div', { class: 'ok', role: 'alert' }, await act(reason.value)));
     } catch (err) {
       onDone(el('div', { class: 'refusal', role: 'alert' }, el('strong', {}, `Refused (${err.status}): `), err.message));
     }
   } },
-  el('h3', { id: 'resolve-title' }, `${outcome === 'commit' ? 'Commit' : 'Abort'} transaction ${short(id)}`),
-  el('label', { for: 'reason' }, 'Reason (recorded in the audit trail)'), reason,
-  el('label', {}, force, ' Force against a written decision (records a heuristic outcome)'),
-  el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Resolve'), el('button', { type: 'button', onclick: () => { dialog.close(); dialog.remove(); } }, 'Cancel')));
+  el('h3', { id: `${id}-title` }, title), ...intro,
+  el('label', { for: reasonId }, 'Reason (recorded in the audit trail)'), reason, ...extra,
+  el('div', { class: 'actions' }, el('button', { type: 'submit' }, submit), el('button', { type: 'button', onclick: close }, 'Cancel')));
   dialog.append(form);
   document.body.append(dialog);
   dialog.showModal();
   reason.focus();
+}
+
+function resolveDialog(id, outcome, onDone) {
+  const force = el('input', { id: 'force', type: 'checkbox', name: 'force' });
+  reasonDialog({
+    id: 'resolve',
+    reasonId: 'reason',
+    title: `${outcome === 'commit' ? 'Commit' : 'Abort'} transaction ${short(id)}`,
+    extra: [el('label', {}, force, ' Force against a written decision (records a heuristic outcome)')],
+    submit: 'Resolve',
+    onDone,
+    act: async (reason) => {
+      const r = await api(`/v1/transactions/${id}/resolve`, { method: 'POST', body: JSON.stringify({ outcome, reason, force: force.checked }) });
+      return `Resolved (${r.action}): ${r.result}; the transaction is now ${r.transaction.status}.`;
+    },
+  });
 }
 
 async function showTransaction(id) {
@@ -175,27 +192,18 @@ async function showTransaction(id) {
 }
 
 function orphanDialog(o, onDone) {
-  const reason = el('textarea', { id: 'orphan-reason', name: 'reason', required: true, rows: 3 });
-  const dialog = el('dialog', { 'aria-labelledby': 'orphan-title' });
-  const form = el('form', { method: 'dialog', onsubmit: async (e) => {
-    e.preventDefault();
-    dialog.close();
-    dialog.remove();
-    try {
-      const r = await api('/v1/orphans/resolve', { method: 'POST', body: JSON.stringify({ resource: o.resource, gid: o.gid, outcome: 'abort', reason: reason.value }) });
-      onDone(el('div', { class: 'ok', role: 'alert' }, `Rolled back ${o.gid} on ${o.resource}: ${r.result}.`));
-    } catch (err) {
-      onDone(el('div', { class: 'refusal', role: 'alert' }, el('strong', {}, `Refused (${err.status}): `), err.message));
-    }
-  } },
-  el('h3', { id: 'orphan-title' }, `Roll back ${o.gid}`),
-  el('p', {}, `A branch prepared on ${o.resource} that the log does not know. Reconciliation rolls it back once it is older than the longest deadline; this does it now.`),
-  el('label', { for: 'orphan-reason' }, 'Reason (recorded in the audit trail)'), reason,
-  el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Roll back'), el('button', { type: 'button', onclick: () => { dialog.close(); dialog.remove(); } }, 'Cancel')));
-  dialog.append(form);
-  document.body.append(dialog);
-  dialog.showModal();
-  reason.focus();
+  reasonDialog({
+    id: 'orphan',
+    reasonId: 'orphan-reason',
+    title: `Roll back ${o.gid}`,
+    intro: [el('p', {}, `A branch prepared on ${o.resource} that the log does not know. Reconciliation rolls it back once it is older than the longest deadline; this does it now.`)],
+    submit: 'Roll back',
+    onDone,
+    act: async (reason) => {
+      const r = await api('/v1/orphans/resolve', { method: 'POST', body: JSON.stringify({ resource: o.resource, gid: o.gid, outcome: 'abort', reason }) });
+      return `Rolled back ${o.gid} on ${o.resource}: ${r.result}.`;
+    },
+  });
 }
 
 // Each participant database as the coordinator sees it, and the prepared branches nobody owns.
