@@ -154,7 +154,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
             400: reply('BadRequest'),
             ...denied,
             404: reply('NotFound'),
-            409: problem('Not active (not-active), not interactive (not-interactive), or past its deadline (deadline-passed)'),
+            409: problem('Not active (not-active), not interactive (not-interactive), past its deadline (deadline-passed), or lost to concurrent joins (busy: retry)'),
             422: problem('The body breaks the contract, or names an unknown resource (validation)'),
             503: reply('Unavailable'),
           },
