@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Participant } from '../participant-adapter/participant.ts';
+import { MeteredParticipant } from './observability/metered-participant.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
@@ -67,11 +68,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxConnections: config.logPoolSize,
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
-  const participants = new Map(Object.entries(config.resources).map(([name, resource]) => [name, createParticipant(name, resource, {
+  const meter = (p: Participant): Participant => new MeteredParticipant(p, metrics.participantOperation);
+  const participants = new Map(Object.entries(config.resources).map(([name, resource]) => [name, meter(createParticipant(name, resource, {
     namespace: config.namespace,
     poolSize: config.resourcePoolSize,
     onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
-  })]));
+  }))]));
 
   const unusable = new Map<string, string>();
   const checkResources = async () => {

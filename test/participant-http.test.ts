@@ -111,6 +111,21 @@ describe('a participant reached over HTTP', () => {
     expect(await world.balance('bank_a', 5)).toBe(991);
   });
 
+  it('times the calls made to each participant outside a branch, by operation and outcome', async () => {
+    expect((await world.submit(transfer('bank_a', 'bank_c', 1, 8, 8))).body.status).toBe('committed');
+    proxy.setDown(true);
+    try {
+      expect((await world.request('GET', '/v1/resources')).status).toBe(200);
+    } finally {
+      proxy.setDown(false);
+    }
+    const metrics = (await world.request('GET', '/metrics')).body as string;
+    const count = (labels: string) => Number(new RegExp(`^tpc_participant_operation_seconds_count\\{${labels}\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
+    expect(count('resource="bank_c",operation="commit_prepared",outcome="ok"')).toBeGreaterThanOrEqual(1);
+    expect(count('resource="bank_a",operation="commit_prepared",outcome="ok"')).toBeGreaterThanOrEqual(1);
+    expect(count('resource="bank_c",operation="health",outcome="error"')).toBeGreaterThanOrEqual(1);
+  });
+
   it('shows the remote resource in the operator views like any other', async () => {
     const resources = await world.request('GET', '/v1/resources');
     expect(resources.status).toBe(200);

@@ -1,11 +1,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EngineObserver } from '../engine/ports.ts';
+import type { RecordOperation } from './metered-participant.ts';
 
 export interface Metrics {
   registry: Registry;
   observer: EngineObserver;
   httpRequests: Counter<'route' | 'status'>;
   backgroundFailures: Counter<'loop'>;
+  /** Times one participant call outside a branch (see MeteredParticipant). */
+  participantOperation: RecordOperation;
   /** Reports the number of transactions in flight from `count` at each scrape. */
   trackInFlight(count: () => number): void;
 }
@@ -40,6 +43,11 @@ export function createMetrics(): Metrics {
     name: 'tpc_background_failures_total', help: 'Failures caught in background loops (they retry).',
     labelNames: ['loop'], registers: [registry],
   });
+  const participantOperations = new Histogram({
+    name: 'tpc_participant_operation_seconds', help: 'Calls to a participant outside a branch (phase 2, recovery, health), by resource, operation and outcome.',
+    labelNames: ['resource', 'operation', 'outcome'], registers: [registry],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  });
   let inFlightCount: () => number = () => 0;
   new Gauge({
     name: 'tpc_transactions_in_flight', help: 'Transactions this process is driving.', registers: [registry],
@@ -49,6 +57,7 @@ export function createMetrics(): Metrics {
     registry,
     httpRequests,
     backgroundFailures,
+    participantOperation: (resource, operation, outcome, seconds) => participantOperations.observe({ resource, operation, outcome }, seconds),
     trackInFlight: (count) => { inFlightCount = count; },
     observer: {
       phase: (phase, seconds) => phases.observe({ phase }, seconds),
