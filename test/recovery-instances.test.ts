@@ -83,13 +83,16 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
     const sent: Sent[] = [];
     const started = Date.now();
     let aDead = false;
+    let inFlightToA = 0;
     const client = async (c: number) => {
       for (let n = 0; Date.now() - started < LOAD_MS; n++) {
         const transfer = transferOf(c, n);
         const s: Sent = { key: `load-${c}-${n}`, transfer, body: bodyOf(transfer), indeterminate: false };
         sent.push(s);
         const toA = c < CLIENTS / 2 && !aDead;
-        const r = await httpRequest(toA ? A.url : B.url, 'POST', '/v1/transactions', s.body, { headers: { 'Idempotency-Key': s.key } }).catch(() => undefined);
+        if (toA) inFlightToA++;
+        const r = await httpRequest(toA ? A.url : B.url, 'POST', '/v1/transactions', s.body, { headers: { 'Idempotency-Key': s.key } })
+          .catch(() => undefined).finally(() => { if (toA) inFlightToA--; });
         if (r) {
           s.answer = r;
           s.via = toA ? 'a' : 'b';
@@ -101,6 +104,9 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
     };
     const killer = (async () => {
       await sleep(KILL_AT_MS);
+      // Kill while a request to A is in flight, so that some answer is surely lost. Under load all
+      // of A's clients may be busy asking B about a 202 at that moment; wait for one to come back.
+      for (let i = 0; i < 2_000 && inFlightToA === 0; i++) await sleep(1);
       aDead = true;
       expect(await A.kill('SIGKILL')).toBeNull();
     })();
