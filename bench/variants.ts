@@ -1,6 +1,7 @@
 import { Agent, request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
+import { batchWrites } from '../participant-adapter/batched-writes.ts';
 import type { VariantName } from './options.ts';
 import { BENCH_GID_PREFIX, type Bank, type World } from './world.ts';
 
@@ -58,67 +59,50 @@ function firstRejection(results: PromiseSettledResult<unknown>[]): unknown {
   return results.find((r): r is PromiseRejectedResult => r.status === 'rejected')?.reason;
 }
 
-/** (a) The same writes committed non-atomically: BEGIN; statement; COMMIT on each bank, in parallel, one round trip each. */
-async function localCommit(pool: pg.Pool, s: Statement): Promise<void> {
+/**
+ * BEGIN; the statement; `ending` (COMMIT or PREPARE TRANSACTION) on one pinned connection, in one
+ * round trip and one write, as the service sends a branch: the baselines get the same batching,
+ * so that the comparison measures the protocol and the service, not the number of writes.
+ */
+async function oneFlight(pool: pg.Pool, s: Statement, ending: string, endsWith: string): Promise<{ ended: boolean; error?: unknown }> {
   const client = await pool.connect();
   let broken = false;
   try {
+    batchWrites(client);
     const settled = await Promise.allSettled([
       client.query('BEGIN'),
       client.query(s.sql, s.params),
-      client.query('COMMIT'),
+      client.query(ending),
     ]);
+    const end = settled[2]!;
+    const ended = end.status === 'fulfilled' && (end.value as pg.QueryResult).command === endsWith;
     const err = firstRejection(settled);
     if (err !== undefined) {
-      broken = !(err as { code?: string }).code;
-      throw err;
+      broken = !(err as { code?: string }).code || end.status === 'rejected';
+      return { ended, error: err };
     }
-    const [, write, commit] = (settled as PromiseFulfilledResult<pg.QueryResult>[]).map((r) => r.value);
-    if (write!.rowCount !== 1) throw new Error(`${s.bank}: ${write!.rowCount} rows written, expected 1`);
-    if (commit!.command !== 'COMMIT') throw new Error(`${s.bank}: the server rolled back at COMMIT`);
+    const write = (settled[1] as PromiseFulfilledResult<pg.QueryResult>).value;
+    if (write.rowCount !== 1) return { ended, error: new Error(`${s.bank}: ${write.rowCount} rows written, expected 1`) };
+    if (!ended) return { ended, error: new Error(`${s.bank}: the server rolled back at ${endsWith}`) };
+    return { ended };
   } finally {
     client.release(broken || undefined);
   }
 }
 
+/** (a) The same writes committed non-atomically: BEGIN; statement; COMMIT on each bank, in parallel. */
 function baseline(world: World): Variant {
   return {
     name: 'a',
     label: 'non-atomic (3 local commits)',
     async run(tx) {
-      const settled = await Promise.allSettled(statementsOf(tx).map((s) => localCommit(world.banks[s.bank], s)));
-      const err = firstRejection(settled);
-      if (err !== undefined) throw err;
+      const results = await Promise.all(statementsOf(tx).map((s) => oneFlight(world.banks[s.bank], s, 'COMMIT', 'COMMIT')));
+      const failed = results.find((r) => r.error !== undefined);
+      if (failed) throw failed.error;
       return undefined;
     },
     close() {},
   };
-}
-
-/** BEGIN; statement; PREPARE TRANSACTION on one pinned connection, one round trip. */
-async function prepareBranch(pool: pg.Pool, s: Statement, gid: string): Promise<{ prepared: boolean; error?: unknown }> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    const settled = await Promise.allSettled([
-      client.query('BEGIN'),
-      client.query(s.sql, s.params),
-      client.query(`PREPARE TRANSACTION '${gid}'`),
-    ]);
-    const prep = settled[2]!;
-    const prepared = prep.status === 'fulfilled' && (prep.value as pg.QueryResult).command === 'PREPARE';
-    const err = firstRejection(settled);
-    if (err !== undefined) {
-      broken = prep.status === 'rejected';
-      return { prepared, error: err };
-    }
-    const write = (settled[1] as PromiseFulfilledResult<pg.QueryResult>).value;
-    if (write.rowCount !== 1) return { prepared, error: new Error(`${s.bank}: ${write.rowCount} rows written, expected 1`) };
-    if (!prepared) return { prepared, error: new Error(`${s.bank}: PREPARE was rolled back by the server`) };
-    return { prepared };
-  } finally {
-    client.release(broken || undefined);
-  }
 }
 
 let gidCounter = 0;
@@ -134,10 +118,10 @@ function bareProtocol(world: World): Variant {
       const statements = statementsOf(tx);
       const gids = statements.map((_, i) => `${BENCH_GID_PREFIX}${txid}:${i}`);
       const t0 = performance.now();
-      const votes = await Promise.all(statements.map((s, i) => prepareBranch(world.banks[s.bank], s, gids[i]!)));
+      const votes = await Promise.all(statements.map((s, i) => oneFlight(world.banks[s.bank], s, `PREPARE TRANSACTION '${gids[i]}'`, 'PREPARE')));
       const t1 = performance.now();
       const rollBack = () => Promise.allSettled(statements.map((s, i) =>
-        votes[i]!.prepared ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve()));
+        votes[i]!.ended ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve()));
       const no = votes.find((v) => v.error !== undefined);
       if (no) {
         await rollBack();
