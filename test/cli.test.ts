@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { eventually, query } from './harness/waits.ts';
-import { ACCOUNTS_SQL, TOKENS, createDatabase, createWorld, transfer, type World } from './harness/world.ts';
+import { ACCOUNTS_SQL, TOKENS, createDatabase, createWorld, move, pause, transfer, type World } from './harness/world.ts';
 
 const BIN = fileURLToPath(new URL('../bin/tpc.js', import.meta.url));
 
@@ -130,14 +130,8 @@ describe('tpc, the command line', () => {
     await Promise.all([log.connect(), adm.connect()]);
     let id: string;
     try {
-      const pending = world.submit({
-        branches: [
-          { resource: 'bank_c', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 30 WHERE id = 4', params: [] }] },
-          { resource: 'stuck', statements: [{ sql: 'UPDATE accounts SET balance = balance + 30 WHERE id = 4', params: [] }] },
-        ],
-        // Far off: the deadline job would otherwise drive the stuck commit itself, before the CLI does.
-        timeoutMs: 120_000,
-      });
+      // Far off: the deadline job would otherwise drive the stuck commit itself, before the CLI does.
+      const pending = world.submit(move('bank_c', 'stuck', 30, 4, { before: [pause(0.5)], timeoutMs: 120_000 }));
       const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
       id = row!.id;
       await log.query('BEGIN');

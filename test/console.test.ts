@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
 import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
-import { TOKENS, createWorld, type World } from './harness/world.ts';
+import { TOKENS, createWorld, move, pause, type World } from './harness/world.ts';
 
 /*
  * The console in headless Chromium (Debian's package; .ci/run installs it): an operator finds an
@@ -39,13 +39,7 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
 
   it('shows an in-doubt transaction, refuses the forbidden action, and resolves it', async () => {
     // A commit decision that cannot reach flaky: hold the decision until both branches are prepared, crash flaky.
-    const { id, answer } = await withDecisionHeld(world, {
-      branches: [
-        { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 70 WHERE id = 3', params: [] }] },
-        { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + 70 WHERE id = 3', params: [] }] },
-      ],
-      timeoutMs: 10_000,
-    }, async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
+    const { id, answer } = await withDecisionHeld(world, move('bank_a', 'flaky', 70, 3, { before: [pause(0.5)] }), async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
     expect(answer.status).toBe(202);
     await eventually(() => world.request('GET', `/v1/transactions/${id}`), (r) => r.body.inDoubt === true, 'the transaction in doubt');
 

@@ -4,15 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
 import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
-import { TOKENS, createWorld, type World } from './harness/world.ts';
+import { TOKENS, createWorld, move, pause, type World } from './harness/world.ts';
 
-const move = (from: string, to: string, amount: number, id: number) => ({
-  branches: [
-    { resource: from, statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, id] }] },
-    { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }] },
-  ],
-  timeoutMs: 10_000,
-});
 
 describe('operators', () => {
   let flaky: { cluster: PostgresCluster; url: string };
@@ -133,7 +126,7 @@ describe('operators', () => {
 
   it('refuse to act against a decision, drive it on request, and record every attempt', async () => {
     // A commit decision whose phase 2 cannot reach flaky: hold the decision, crash flaky, let it go.
-    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 30, 4),
+    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 30, 4, { before: [pause(0.5)] }),
       async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
     expect(answer.status).toBe(202);
 
@@ -178,7 +171,7 @@ describe('operators', () => {
     await log.connect();
     let id: string;
     try {
-      const pending = world.submit(move('bank_a', 'flaky', 40, 5));
+      const pending = world.submit(move('bank_a', 'flaky', 40, 5, { before: [pause(0.5)] }));
       const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
       id = row!.id;
       await log.query('BEGIN');

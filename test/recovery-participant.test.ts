@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { createWorld, type World } from './harness/world.ts';
+import { createWorld, move, pause, type World } from './harness/world.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
 import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 
@@ -11,15 +11,7 @@ import { eventually, query, restartAfterCrash, startFlakyParticipant } from './h
  * behind the coordinator's back after the commit decision (a heuristic hazard).
  */
 
-const move = (from: string, to: string, amount: number, id: number, slow = 0.5) => ({
-  branches: [
-    { resource: from, statements: [{ sql: 'SELECT pg_sleep($1)', params: [slow] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, id] }] },
-    { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }] },
-  ],
-  timeoutMs: 10_000,
-});
 
-/** `pg_ctl stop -m immediate` as the server's user (as root, through runuser, like the cluster helper). */
 
 describe('a participant that fails after prepare', () => {
   let flaky: { cluster: PostgresCluster; url: string };
@@ -41,7 +33,7 @@ describe('a participant that fails after prepare', () => {
   });
 
   it('stopped in immediate mode before completion: 202 committing, in doubt while down, committed once back', async () => {
-    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 25, 3),
+    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 25, 3, { before: [pause(0.5)] }),
       async (tx) => (await preparedOn(flaky.url, `tpc:${world.namespace}:${tx}:`)).length === 1
         && (await preparedOn(world.urls.bank_c, `tpc:${world.namespace}:${tx}:`)).length === 1,
       () => flaky.cluster.stopImmediately());
@@ -84,7 +76,7 @@ describe('a participant that fails after prepare', () => {
 
   it('a branch rolled back by hand after the commit decision: committed, flagged heuristic, never a clean success', async () => {
     const ns = world.namespace;
-    const { id, answer } = await withDecisionHeld(world, move('bank_a', 'bank_c', 40, 5),
+    const { id, answer } = await withDecisionHeld(world, move('bank_a', 'bank_c', 40, 5, { before: [pause(0.5)] }),
       async (tx) => (await preparedOn(world.urls.bank_a, `tpc:${ns}:${tx}:`)).length === 1
         && (await preparedOn(world.urls.bank_c, `tpc:${ns}:${tx}:`)).length === 1,
       async (tx) => {

@@ -5,7 +5,7 @@ import { openLogDatabase } from '../coordinator/log/log-database.ts';
 import { RecoveryStore } from '../coordinator/log/recovery-store.ts';
 import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
-import { createDatabases, createWorld, httpRequest, transfer, type Databases, type World } from './harness/world.ts';
+import { createDatabases, createWorld, httpRequest, move, pause, transfer, type Databases, type World } from './harness/world.ts';
 import { eventually, query } from './harness/waits.ts';
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -58,13 +58,7 @@ describe('log retention', () => {
     await log.connect();
     let unfinished: string;
     try {
-      const pending = world.submit({
-        branches: [
-          { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(0.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 7 WHERE id = 7', params: [] }] },
-          { resource: 'bank_c', statements: [{ sql: 'UPDATE accounts SET balance = balance + 7 WHERE id = 7', params: [] }] },
-        ],
-        timeoutMs: 10_000,
-      }, { headers: { 'Idempotency-Key': 'unfinished' } });
+      const pending = world.submit(move('bank_a', 'bank_c', 7, 7, { before: [pause(0.5)] }), { headers: { 'Idempotency-Key': 'unfinished' } });
       const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
         (rows) => rows.length === 1, 'the begin record', 10_000);
       unfinished = row!.id;

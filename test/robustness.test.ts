@@ -2,16 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { createWorld, type World } from './harness/world.ts';
+import { createWorld, move, pause, type World } from './harness/world.ts';
 import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 
-const move = (from: string, to: string, amount: number, id = 1, extra: object[] = []) => ({
-  branches: [
-    { resource: from, statements: [...extra, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, id] }] },
-    { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }] },
-  ],
-  timeoutMs: 5_000,
-});
 
 
 describe('a participant that fails', () => {
@@ -28,19 +21,19 @@ describe('a participant that fails', () => {
 
   it('refusing connections aborts the transaction in hand, and the service keeps serving', async () => {
     await flaky.cluster.stop();
-    const res = await world.submit(move('bank_a', 'flaky', 10));
+    const res = await world.submit(move('bank_a', 'flaky', 10, 1, { timeoutMs: 5_000 }));
     expect(res.status).toBe(409);
     expect(res.body.error).toMatchObject({ resource: 'flaky', code: 'connection_failure' });
     expect(await world.balance('bank_a', 1)).toBe(1000);
     expect((await world.request('GET', '/healthz')).status).toBe(200);
     await flaky.cluster.start();
-    const again = await world.submit(move('bank_a', 'flaky', 10));
+    const again = await world.submit(move('bank_a', 'flaky', 10, 1, { timeoutMs: 5_000 }));
     expect(again.status).toBe(201);
     expect(await world.balance('bank_a', 1)).toBe(990);
   });
 
   it('crashing mid-statement aborts everywhere and leaks no connection', async () => {
-    const pending = world.submit(move('flaky', 'bank_b', 5, 2, [{ sql: 'SELECT pg_sleep(3)', params: [] }]));
+    const pending = world.submit(move('flaky', 'bank_b', 5, 2, { timeoutMs: 5_000, before: [pause(3)] }));
     await sleep(400);
     await flaky.cluster.crash();
     const res = await pending;
@@ -51,7 +44,7 @@ describe('a participant that fails', () => {
     const rows = await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 2');
     expect(rows[0]!.balance).toBe(1000);
     // The dead connections were thrown away, not pooled: the next transaction works.
-    await eventually(() => world.submit(move('flaky', 'bank_b', 5, 2)), (r) => r.status === 201, 'a transfer after the restart');
+    await eventually(() => world.submit(move('flaky', 'bank_b', 5, 2, { timeoutMs: 5_000 })), (r) => r.status === 201, 'a transfer after the restart');
     expect(await world.balance('bank_b', 2)).toBe(1005);
   });
 
@@ -60,7 +53,7 @@ describe('a participant that fails', () => {
     await log.connect();
     try {
       // Slow the work a little so the test can hold the transaction's log row before the decision.
-      const pending = world.submit(move('bank_c', 'flaky', 25, 3, [{ sql: 'SELECT pg_sleep(0.5)', params: [] }]));
+      const pending = world.submit(move('bank_c', 'flaky', 25, 3, { timeoutMs: 5_000, before: [pause(0.5)] }));
       const [row] = await eventually(
         () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
         (rows) => rows.length === 1, 'the begin record');
@@ -99,7 +92,7 @@ describe('a log database that fails', () => {
 
   it('down: the request fails with 503, nothing is applied, readiness says why; back: it serves again', async () => {
     await logCluster.stop();
-    const res = await world.submit(move('bank_a', 'bank_c', 50, 4));
+    const res = await world.submit(move('bank_a', 'bank_c', 50, 4, { timeoutMs: 5_000 }));
     expect(res.status).toBe(503);
     expect(res.headers.get('content-type')).toMatch(/application\/problem\+json/);
     expect(await world.balance('bank_a', 4)).toBe(1000);
@@ -109,7 +102,7 @@ describe('a log database that fails', () => {
     expect(ready.status).toBe(503);
     expect(ready.body.checks.log.ok).toBe(false);
     await logCluster.start();
-    await eventually(() => world.submit(move('bank_a', 'bank_c', 50, 4)), (r) => r.status === 201, 'a transfer after the log returns');
+    await eventually(() => world.submit(move('bank_a', 'bank_c', 50, 4, { timeoutMs: 5_000 })), (r) => r.status === 201, 'a transfer after the log returns');
     expect(await world.balance('bank_a', 4)).toBe(950);
     expect((await world.request('GET', '/readyz')).status).toBe(200);
   });

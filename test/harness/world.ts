@@ -198,3 +198,22 @@ export function transfer(fromBank: Bank, toBank: Bank, amount: number, from = 1,
     ...extra,
   };
 }
+
+export interface StatementSpec { sql: string; params: unknown[] }
+
+/** A statement that keeps its branch busy for `seconds` (to hold a transaction open before its decision). */
+export const pause = (seconds: number): StatementSpec => ({ sql: 'SELECT pg_sleep($1)', params: [seconds] });
+
+/**
+ * Moves `amount` on account `id` from one resource to another, with no expectation (so it always
+ * commits when nothing fails); `before` runs first on the debited branch.
+ */
+export function move(from: string, to: string, amount: number, id = 1, options: { before?: StatementSpec[]; timeoutMs?: number } = {}) {
+  return {
+    branches: [
+      { resource: from, statements: [...(options.before ?? []), { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, id] }] },
+      { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }] },
+    ],
+    timeoutMs: options.timeoutMs ?? 10_000,
+  };
+}
