@@ -19,5 +19,3 @@ export class Failpoints {
     process.kill(process.pid, 'SIGKILL');
   }
 }
-
-export const NO_FAILPOINTS = new Failpoints();

@@ -38,10 +38,3 @@ export interface EngineDeps {
   followUp: FollowUp;
   failpoints: Failpoints;
 }
-
-export const silentObserver: EngineObserver = {
-  phase() {},
-  outcome() {},
-  branch() {},
-  hazard() {},
-};
