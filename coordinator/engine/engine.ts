@@ -116,9 +116,9 @@ export class Engine {
 
   /** The resources of a transaction's branches, from the log alone: for access checks on the hot path. */
   async resourcesOf(id: string): Promise<string[]> {
-    const tx = await this.#deps.store.load(id);
-    if (!tx) throw new NotFoundError(`transaction ${id} not found`);
-    return tx.branches.map((b) => b.resource);
+    const resources = await this.#deps.store.resourcesOf(id);
+    if (!resources) throw new NotFoundError(`transaction ${id} not found`);
+    return resources;
   }
 
   /** The log's view of a transaction with its audit trail. */

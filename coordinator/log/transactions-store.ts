@@ -265,6 +265,15 @@ export class TransactionsStore {
     await this.db.forced.insertInto('tpc_events').values({ transaction_id: id, kind, actor, detail: JSON.stringify(detail) }).execute();
   }
 
+  /** The resources of a transaction's branches, or null when there is no such transaction: for access checks. */
+  async resourcesOf(id: string): Promise<string[] | null> {
+    const r = await sql<{ resources: string[] }>`
+      SELECT coalesce(array_agg(b.resource ORDER BY b.index) FILTER (WHERE b.resource IS NOT NULL), '{}') AS resources
+      FROM tpc_transactions t LEFT JOIN tpc_branches b ON b.transaction_id = t.id
+      WHERE t.id = ${id}::uuid GROUP BY t.id`.execute(this.db.relaxed);
+    return r.rows[0]?.resources ?? null;
+  }
+
   async load(id: string): Promise<StoredTransaction | null> {
     const row = await this.db.forced
       .selectFrom('tpc_transactions as t')
