@@ -132,14 +132,15 @@ describe('joining a branch to an interactive transaction', () => {
     await eventually(() => world.request('GET', `/v1/transactions/${t.id}`), (x) => x.body.status === 'aborted', 'the abort at the deadline');
   });
 
-  it('answers 403 to a token without the resource, or without a resource of the transaction', async () => {
+  it('answers 403 to a token without the resource, and 404 (as for an unknown id) on a transaction it did not begin', async () => {
     const mine = await begin(['bank_a'], { token: TOKENS.limited });
     expectProblem(await join(mine.id, { resource: 'bank_c' }, TOKENS.limited), 403, 'forbidden-resource');
     expect((await join(mine.id, { resource: 'bank_a' }, TOKENS.limited)).status).toBe(200);
     const theirs = await begin(['bank_c']);
-    expectProblem(await join(theirs.id, { resource: 'bank_a' }, TOKENS.limited), 403, 'forbidden-resource');
+    expectProblem(await join(theirs.id, { resource: 'bank_a' }, TOKENS.limited), 404, 'not-found');
     expectProblem(await join(theirs.id, { resource: 'bank_a' }, TOKENS.reader), 403, 'forbidden');
-    for (const id of [mine.id, theirs.id]) expect((await world.request('POST', `/v1/transactions/${id}/abort`)).status).toBe(200);
+    expect((await world.request('POST', `/v1/transactions/${mine.id}/abort`, undefined, { token: TOKENS.limited })).status).toBe(200);
+    expect((await world.request('POST', `/v1/transactions/${theirs.id}/abort`)).status).toBe(200);
   });
 
   it('never leaves a prepared branch behind when joins race an abort', async () => {

@@ -4,9 +4,9 @@ import { Router, type RequestHandler, type Response } from 'express';
 import type { Engine } from '../engine/engine.ts';
 import { TX_STATUSES } from '../engine/states.ts';
 import type { ListFilter, TransactionSummary } from '../log/transaction-list.ts';
-import { ValidationError } from '../errors.ts';
+import { NotFoundError, ValidationError } from '../errors.ts';
 import type { TransactionView } from '../engine/types.ts';
-import { assertResourcesAllowed, type Authenticator } from './auth.ts';
+import { assertResourcesAllowed, type Authenticator, type Principal } from './auth.ts';
 import { settleInteractive } from './interactive-answer.ts';
 import { problem } from './problem.ts';
 import { parseSubmit, submitSchema } from './submit-schema.ts';
@@ -79,6 +79,18 @@ function send(res: Response, status: number, body: unknown): void {
   res.status(status).json(body);
 }
 
+/**
+ * Only the token that began an interactive transaction may commit, abort or join it. Any other token,
+ * and one whose resources do not cover the transaction, gets the very 404 an unknown id gets: an id
+ * seen in a log line or on a shared dashboard then confirms nothing, and cannot be used to abort or
+ * join another client's work. Operators act on it through /resolve, which is audited.
+ */
+async function assertOwner(engine: Engine, principal: Principal, id: string): Promise<void> {
+  const access = await engine.accessOf(id);
+  const covered = principal.resources.includes('*') || access.resources.every((r) => principal.resources.includes(r));
+  if (access.owner !== principal.name || !covered) throw new NotFoundError(`transaction ${id} not found`);
+}
+
 export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
   const router = Router();
   const schema = submitSchema(o.maxTimeoutMs);
@@ -131,7 +143,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       const id = String(req.params.id).toLowerCase();
       if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
       // From the log only: asking every database for its live state would cost the commit a round trip per branch.
-      assertResourcesAllowed(req.principal!, await o.engine.resourcesOf(id));
+      await assertOwner(o.engine, req.principal!, id);
       const answer = await settleInteractive(o.engine, id, action, req.principal!.name);
       send(res, answer.status, answer.body);
     });
@@ -149,8 +161,8 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     const { resource } = body.data;
     if (!o.resources.has(resource)) throw new ValidationError(`unknown resource "${resource}"`, [{ path: 'resource', message: `unknown resource "${resource}"` }]);
     assertResourcesAllowed(req.principal!, [resource]);
-    // As for commit and abort: a token acts only on transactions wholly within its resources.
-    assertResourcesAllowed(req.principal!, await o.engine.resourcesOf(id));
+    // As for commit and abort: only the token that began it, and only within its resources.
+    await assertOwner(o.engine, req.principal!, id);
     const joined = await o.engine.joinInteractive(id, resource, req.principal!.name);
     send(res, joined.created ? 201 : 200, { index: joined.index, resource: joined.resource, gid: joined.gid, deadline: joined.deadline });
   });

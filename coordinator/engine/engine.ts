@@ -114,11 +114,11 @@ export class Engine {
     return abortInteractive(this.#deps, id, actor);
   }
 
-  /** The resources of a transaction's branches, from the log alone: for access checks on the hot path. */
-  async resourcesOf(id: string): Promise<string[]> {
-    const resources = await this.#deps.store.resourcesOf(id);
-    if (!resources) throw new NotFoundError(`transaction ${id} not found`);
-    return resources;
+  /** The resources of a transaction's branches and the token that began it, from the log alone: for access checks on the hot path. */
+  async accessOf(id: string): Promise<{ resources: string[]; owner: string | null }> {
+    const access = await this.#deps.store.accessOf(id);
+    if (!access) throw new NotFoundError(`transaction ${id} not found`);
+    return access;
   }
 
   /** The log's view of a transaction with its audit trail. */

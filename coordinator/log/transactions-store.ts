@@ -265,13 +265,17 @@ export class TransactionsStore {
     await this.db.forced.insertInto('tpc_events').values({ transaction_id: id, kind, actor, detail: JSON.stringify(detail) }).execute();
   }
 
-  /** The resources of a transaction's branches, or null when there is no such transaction: for access checks. */
-  async resourcesOf(id: string): Promise<string[] | null> {
-    const r = await sql<{ resources: string[] }>`
-      SELECT coalesce(array_agg(b.resource ORDER BY b.index) FILTER (WHERE b.resource IS NOT NULL), '{}') AS resources
+  /**
+   * Who may act on a transaction: its branches' resources and the token that began it (the
+   * `submitted_by` of its begin record), or null when there is no such transaction. One read, so the
+   * owner check costs the commit path nothing beyond the access check it already had.
+   */
+  async accessOf(id: string): Promise<{ resources: string[]; owner: string | null } | null> {
+    const r = await sql<{ resources: string[]; owner: string | null }>`
+      SELECT coalesce(array_agg(b.resource ORDER BY b.index) FILTER (WHERE b.resource IS NOT NULL), '{}') AS resources, t.submitted_by AS owner
       FROM tpc_transactions t LEFT JOIN tpc_branches b ON b.transaction_id = t.id
       WHERE t.id = ${id}::uuid GROUP BY t.id`.execute(this.db.relaxed);
-    return r.rows[0]?.resources ?? null;
+    return r.rows[0] ?? null;
   }
 
   async load(id: string): Promise<StoredTransaction | null> {
