@@ -1,6 +1,6 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { assertStatementAllowed } from '../participant-adapter/statement-guard.ts';
 import { assertValidGid, DirectParticipant, GID_PATTERN } from '../participant-adapter/index.ts';
 import { branchGid } from '../coordinator/engine/gid.ts';
 import { createDatabase } from './harness/world.ts';
@@ -16,27 +16,16 @@ describe('gids', () => {
   });
 });
 
-describe('the statement guard', () => {
-  it('refuses statements that would end the transaction or change the session', () => {
-    for (const sql of ['COMMIT', ' rollback', '/* x */ END', '-- c\nPREPARE TRANSACTION \'x\'', 'begin', 'SAVEPOINT s', 'RELEASE s',
-      'SET search_path = x', 'set session authorization x', 'RESET ALL', 'DISCARD ALL', 'LISTEN x', 'COPY t FROM STDIN', '/* a /* nested */ */ commit', '   ']) {
-      expect(() => assertStatementAllowed(sql), sql).toThrow();
-    }
-    for (const sql of ['SELECT 1', 'UPDATE t SET a = 1', 'SET LOCAL lock_timeout = 100', 'set constraints all deferred', 'WITH x AS (SELECT 1) SELECT * FROM x', '(SELECT 1)', 'commit_log_reader()']) {
-      expect(() => assertStatementAllowed(sql), sql).not.toThrow();
-    }
-  });
-});
-
 describe('a participant', () => {
   it('prepares under a gid, finishes it from another session, lists it and reports its fate', async () => {
     const url = await createDatabase(inject('clusterB'), `pa_${Math.random().toString(36).slice(2, 8)}`);
     const p = new DirectParticipant({ name: 'pa', connectionString: url });
     try {
-      const setup = await p.openBranch({ statementTimeoutMs: 5000 });
-      await setup.run('CREATE TABLE t (id int PRIMARY KEY)');
-      expect(await setup.commit()).toBe(true);
-      setup.release();
+      // DDL is not a branch's work (the statement guard refuses it): set up with a plain connection.
+      const setup = new pg.Client({ connectionString: url });
+      await setup.connect();
+      await setup.query('CREATE TABLE t (id int PRIMARY KEY)');
+      await setup.end();
 
       const b = await p.openBranch({ statementTimeoutMs: 5000 });
       const insert = b.run('INSERT INTO t VALUES ($1)', [1]);
