@@ -37,6 +37,12 @@ export class Branch implements BranchSession {
   #inFlight = 0;
   /** A cancel request was sent: it may still be on its way, so this connection is never pooled again. */
   #cancelSent = false;
+  /**
+   * A statement was refused by the guard before it reached the server. The server's transaction
+   * has not failed (it never saw the statement), so a PREPARE or COMMIT sent now would succeed
+   * and make durable a branch missing part of its work: the branch may only roll back.
+   */
+  #refused: ParticipantError | undefined;
   readonly #onError = (err: Error) => {
     // A checked-out client with no listener would crash the process when its socket dies.
     this.#connectionError = err;
@@ -66,6 +72,7 @@ export class Branch implements BranchSession {
     try {
       assertStatementAllowed(sql);
     } catch (err) {
+      this.#refused ??= err as ParticipantError;
       return Promise.reject(err);
     }
     const query = this.#client.query({ text: sql, values: params as unknown[], queryMode: 'extended' } as pg.QueryConfig);
@@ -88,6 +95,11 @@ export class Branch implements BranchSession {
   /** Records the xid and prepares under `gid`, in one round trip. */
   async prepare(gid: string): Promise<PrepareResult> {
     const literal = gidLiteral(gid);
+    if (this.#refused) {
+      await this.rollback();
+      this.#assertBegun();
+      return { prepared: false, xid: null };
+    }
     batchWrites(this.#client);
     const probe = this.xid();
     const prepare = this.#track(this.#client.query(`PREPARE TRANSACTION ${literal}`), 'PREPARE TRANSACTION');
@@ -111,6 +123,11 @@ export class Branch implements BranchSession {
 
   /** One-phase commit. Returns false when the server rolled back instead (the transaction had failed). */
   async commit(): Promise<boolean> {
+    if (this.#refused) {
+      await this.rollback();
+      this.#assertBegun();
+      return false;
+    }
     batchWrites(this.#client);
     const commit = this.#track(this.#client.query('COMMIT'), 'COMMIT');
     const reset = this.#resetSession();
