@@ -2,6 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { ApiToken, Scope } from '../config/load-config.ts';
 import { problem } from './problem.ts';
+import { issueSession, sessionKey, verifySession } from './queue-session.ts';
+import { isSameOrigin, requestScheme } from './same-origin.ts';
 
 export interface Principal {
   name: string;
@@ -18,6 +20,9 @@ declare module 'express-serve-static-core' {
 }
 
 const QUEUE_COOKIE = 'tpc_queues';
+const QUEUE_COOKIE_PATH = '/queues';
+// Methods that change nothing (RFC 9110 safe methods): a cross-site page may cause them, to no effect.
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -28,37 +33,76 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  */
 export class Authenticator {
   readonly #tokens: { digest: Buffer; principal: Principal }[] | null;
+  readonly #principals = new Map<string, Principal>();
+  /** Per token name, the key its queue-board sessions are signed with; null with no tokens configured. */
+  readonly #sessionKeys: Map<string, Buffer> | null;
 
   constructor(tokens: readonly ApiToken[] | null) {
     this.#tokens = tokens?.map((t) => ({ digest: digest(t.token), principal: { name: t.name, scopes: t.scopes, resources: t.resources } })) ?? null;
+    for (const t of this.#tokens ?? []) this.#principals.set(t.principal.name, t.principal);
+    this.#sessionKeys = tokens ? new Map(tokens.map((t) => [t.name, sessionKey(t.token)])) : null;
   }
 
   /**
-   * POST /v1/session: a valid bearer token is echoed into an HttpOnly, SameSite=Strict cookie
-   * scoped to /queues, because the queue dashboard's own page cannot send an Authorization header.
-   * The cookie is never accepted by the API itself, so it cannot be used to forge API calls.
+   * POST /v1/session: a valid bearer token gets a session cookie for the queue board, whose own page
+   * cannot send an Authorization header. The cookie holds a signed, expiring value bound to the
+   * token's name (queue-session.ts), never the token: HttpOnly, SameSite=Strict, Path=/queues, and
+   * Secure when the browser came over https. The API itself never accepts it.
    */
   session(): RequestHandler {
     return (req, res) => {
-      this.#authenticate(req.headers.authorization);
-      const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-      if (m) res.cookie(QUEUE_COOKIE, m[1], { httpOnly: true, sameSite: 'strict', path: '/queues' });
+      const principal = this.#authenticate(req.headers.authorization);
+      res.setHeader('Cache-Control', 'no-store');
+      const key = this.#sessionKeys?.get(principal.name);
+      if (key) {
+        const { value, maxAgeMs } = issueSession(principal.name, key);
+        res.cookie(QUEUE_COOKIE, value, {
+          httpOnly: true, sameSite: 'strict', path: QUEUE_COOKIE_PATH, maxAge: maxAgeMs, secure: requestScheme(req) === 'https', encode: String,
+        });
+      }
       res.status(204).end();
     };
   }
 
-  /** Like require(), also accepting the /queues cookie set by session(). */
-  requireWithCookie(scope: Scope): RequestHandler {
+  /**
+   * For the queue board: the Authorization header, or else the session cookie. A request carried by
+   * the cookie (or, with no tokens configured, by nothing at all) is one a browser attaches
+   * credentials to by itself, so a page of any other site could send it: a state change then needs
+   * a same-origin request too (same-origin.ts). A request with the header cannot be forged that
+   * way, since no cross-site page can add the header without a CORS preflight.
+   */
+  requireForQueueBoard(scope: Scope): RequestHandler {
     return (req, _res, next) => {
-      const cookie = /(?:^|;\s*)tpc_queues=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
-      const header = req.headers.authorization ?? (cookie ? `Bearer ${decodeURIComponent(cookie)}` : undefined);
-      const principal = this.#authenticate(header);
+      let principal: Principal;
+      let ambient = true;
+      if (req.headers.authorization !== undefined || this.#tokens === null) {
+        principal = this.#authenticate(req.headers.authorization);
+        ambient = this.#tokens === null;
+      } else {
+        principal = this.#fromSession(req.headers.cookie);
+      }
       if (!principal.scopes.includes(scope)) {
         throw problem(403, 'forbidden', 'Forbidden', `token "${principal.name}" lacks the "${scope}" scope`);
+      }
+      if (ambient && !SAFE_METHODS.has(req.method) && !isSameOrigin(req)) {
+        throw problem(403, 'cross-origin', 'Forbidden', 'a change made with the session cookie must come from a page of this origin (Origin or Sec-Fetch-Site)');
       }
       req.principal = principal;
       next();
     };
+  }
+
+  #fromSession(cookieHeader: string | undefined): Principal {
+    // Several cookies of the name (another path's, a planted one): any valid one will do.
+    const values = [...(cookieHeader ?? '').matchAll(/(?:^|;)\s*tpc_queues=([^;]*)/g)].map((m) => m[1]!.trim());
+    if (!values.length) throw problem(401, 'unauthorized', 'Unauthorized', 'an Authorization: Bearer <token> header, or the session cookie from POST /v1/session, is required');
+    let why = '';
+    for (const value of values) {
+      const check = verifySession(value, (name) => this.#sessionKeys?.get(name) ?? null);
+      if (check.ok) return this.#principals.get(check.name)!;
+      why = check.why;
+    }
+    throw problem(401, 'unauthorized', 'Unauthorized', why);
   }
 
   require(scope: Scope): RequestHandler {

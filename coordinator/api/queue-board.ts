@@ -17,6 +17,6 @@ export function queueBoard(queues: Queue[], auth: Authenticator): Router {
   serverAdapter.setBasePath(QUEUE_BOARD_PATH);
   createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q)), serverAdapter, options: { uiConfig: { boardTitle: 'tpc queues' } } });
   const router = Router();
-  router.use(QUEUE_BOARD_PATH, auth.requireWithCookie('operate'), serverAdapter.getRouter() as Router);
+  router.use(QUEUE_BOARD_PATH, auth.requireForQueueBoard('operate'), serverAdapter.getRouter() as Router);
   return router;
 }

@@ -9,9 +9,25 @@ tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? '';
 document.getElementById('token-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
-  // The queue dashboard cannot send a header, so the token also goes into a same-site cookie.
-  await fetch('../v1/session', { method: 'POST', headers: headers() }).catch(() => {});
+  await renewSession(true);
   route();
+});
+
+// The queue dashboard cannot send a header, so it reads a session cookie that POST /v1/session
+// issues for the token. The session lasts an hour: it is renewed while the console is in use and
+// just before the dashboard is opened, so an operator at work never meets an expired one.
+let sessionRenewedAt = 0;
+async function renewSession(force = false) {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return;
+  if (!force && Date.now() - sessionRenewedAt < 300_000) return;
+  sessionRenewedAt = Date.now();
+  await fetch('../v1/session', { method: 'POST', headers: headers() }).catch(() => {});
+}
+document.getElementById('queues-link').addEventListener('click', async (e) => {
+  e.preventDefault();
+  const href = e.currentTarget.href;
+  await renewSession(true);
+  location.href = href;
 });
 
 function headers(json = false) {
@@ -235,6 +251,7 @@ async function showResources() {
 
 async function route() {
   const hash = location.hash || '#/';
+  renewSession();
   try {
     const m = /^#\/tx\/([0-9a-f-]{36})/.exec(hash);
     if (m) await showTransaction(m[1]);
