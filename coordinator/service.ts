@@ -9,6 +9,7 @@ import { MeteredParticipant } from './observability/metered-participant.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
+import { answerClientErrors } from './api/request-guard.ts';
 import type { Config } from './config/load-config.ts';
 import { Engine } from './engine/engine.ts';
 import { Failpoints } from './engine/failpoints.ts';
@@ -190,6 +191,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       s.once('error', reject);
     });
     server = listening;
+    answerClientErrors(listening);
     const address = listening.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

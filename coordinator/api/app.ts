@@ -8,6 +8,7 @@ import { queueBoard } from './queue-board.ts';
 import type { Queue } from 'bullmq';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemHandler } from './problem.ts';
+import { rejectMalformedUrl } from './request-guard.ts';
 import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
 export interface AppOptions extends Omit<TransactionsRoutesOptions, 'jsonBody'> {
@@ -38,6 +39,7 @@ export function createApp(o: AppOptions): Express {
     });
     next();
   });
+  app.use(rejectMalformedUrl());
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(o.maxTimeoutMs);
   app.get('/openapi.json', (_req, res) => { res.json(openApi); });

@@ -59,6 +59,11 @@ function toProblem(err: unknown): Problem {
     const code = e.type === 'entity.parse.failed' ? 'malformed-json' : e.type === 'entity.too.large' ? 'body-too-large' : 'bad-request';
     return { type: problemType(code), title: 'Bad request', status: 400, detail: e.message ?? 'the request body could not be read' };
   }
+  // Other client errors raised by express's own layers (the router's parameter decoding, …): their
+  // status, never a 500, since the request is what was wrong.
+  if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    return { type: problemType('bad-request'), title: 'Bad request', status: e.status, detail: 'the request could not be read' };
+  }
   if (err instanceof CoordinatorError) {
     return { type: problemType(err.code), title: 'Request failed', status: 500, detail: err.message };
   }

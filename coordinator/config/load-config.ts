@@ -159,9 +159,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const t = z.array(tokenSchema).min(1).safeParse(parseJson('TPC_API_TOKENS', e.TPC_API_TOKENS));
     if (!t.success) throw issuesOf('TPC_API_TOKENS', t.error);
     const seen = new Set<string>();
+    // A name is who a token is: the owner of its interactive transactions, the scope of its
+    // idempotency keys and what its queue-board sessions are bound to. Two tokens of one name would be one owner.
+    const names = new Set<string>();
     for (const tok of t.data) {
       if (seen.has(tok.token)) throw new ConfigError(`TPC_API_TOKENS: token of "${tok.name}" is used twice`);
+      if (names.has(tok.name)) throw new ConfigError(`TPC_API_TOKENS: the name "${tok.name}" is used by two tokens`);
       seen.add(tok.token);
+      names.add(tok.name);
     }
     tokens = t.data;
   }
