@@ -56,7 +56,7 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
       const c = v.name === 'c' ? w.coordinator : v.name === 'd' ? w.baseline : null;
       if (c) probes.push({ variant: v.name as 'c' | 'd', label: v.label, url: c.url, before: await scrapePhases(c.url) });
     }
-    if (options.pgStatStatements) await resetStatStatements(Object.values(w.urls).filter((u): u is string => !!u));
+    if (options.pgStatStatements) await resetStatStatements(Object.values(w.adminUrls));
     for (let round = 1; round <= options.rounds; round++) {
       for (const v of variants) {
         if (control.stopped) return;
@@ -82,7 +82,7 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
   if (steps) process.stdout.write(`\nMean ms per step:\n${steps}\n`);
   if (phases.tables) process.stdout.write(`\nService tpc_phase_duration_seconds (measured rounds):\n${phases.tables}\n`);
   for (const s of summaries) for (const [msg, n] of s.errorMessages) process.stdout.write(`(${s.variant}) ${n} × ${msg}\n`);
-  const statements = options.pgStatStatements ? await statStatementsReport(w.urls) : null;
+  const statements = options.pgStatStatements ? await statStatementsReport(w.adminUrls) : null;
   if (statements) process.stdout.write(`\npg_stat_statements over the measured rounds:\n${statements}\n`);
 
   // The services first (they drain what they drive), then whatever is still prepared is a finding.

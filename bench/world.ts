@@ -25,6 +25,12 @@ export interface World {
   clusters: PostgresCluster[];
   /** Every database; tpc_log_baseline only with --baseline-root. */
   urls: Record<Bank | 'tpc_log' | 'bench_log', string> & { tpc_log_baseline?: string };
+  /**
+   * The same databases as the superuser, for the diagnosis only (pg_stat_statements). The
+   * coordinators and the bench's own pools connect as each database's owner role, as a careful
+   * deployment does (and as the coordinator insists on).
+   */
+  adminUrls: Record<string, string>;
   /** The benchmark's own pools (variants a and b), pipelined like the service's participant pools. */
   banks: Record<Bank, pg.Pool>;
   /** Variant b's log: synchronous_commit=on, so the decision insert is a forced write. */
@@ -127,9 +133,11 @@ export async function startWorld(
       bank_b: await pg2.createDatabase('bank_b'),
       bank_c: await pg3.createDatabase('bank_c'),
     };
+    const owner: Record<string, PostgresCluster> = { tpc_log: pg1, bench_log: pg1, bank_a: pg1, bank_b: pg2, bank_c: pg3 };
+    const adminUrls: Record<string, string> = Object.fromEntries(Object.entries(owner).map(([db, c]) => [db, c.url(db)]));
     log(`seeding ${options.accounts} accounts in each bank`);
     await Promise.all(BANKS.map((b) => seed(urls[b], options.accounts)));
-    if (options.pgStatStatements) await enableStatStatements(Object.values(urls));
+    if (options.pgStatStatements) await enableStatStatements(Object.values(adminUrls));
     await adminQuery(urls.bench_log, 'CREATE TABLE decisions (txid text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())');
     // Start the measurement from a fresh checkpoint (the seeding's WAL is not flushed mid-run).
     await Promise.all(clusters.map((c) => adminQuery(c.url(), 'CHECKPOINT')));
@@ -158,7 +166,8 @@ export async function startWorld(
       // Its own log database (its migrations may differ) and namespace (gids, queues); the same banks.
       const logUrl = await pg1.createDatabase('tpc_log_baseline');
       urls.tpc_log_baseline = logUrl;
-      if (options.pgStatStatements) await enableStatStatements([logUrl]);
+      adminUrls.tpc_log_baseline = pg1.url('tpc_log_baseline');
+      if (options.pgStatStatements) await enableStatStatements([adminUrls.tpc_log_baseline]);
       const started = await startCoordinator(options, env(logUrl, `${NAMESPACE}-baseline`), log, options.baselineRoot);
       baseline = started;
       cleanups.push(() => started.close());
@@ -175,6 +184,7 @@ export async function startWorld(
     return {
       clusters,
       urls,
+      adminUrls,
       banks,
       benchLog,
       coordinator,

@@ -83,10 +83,14 @@ export class Branch implements BranchSession {
     }));
   }
 
-  /** The branch's transaction id, or null if it has written nothing. */
+  /**
+   * The branch's transaction id, or null if it has written nothing. It runs after the user's
+   * statements, inside their transaction, where a `SET LOCAL search_path` of theirs could put a
+   * function of the same name first: hence the schema-qualified names.
+   */
   async xid(): Promise<string | null> {
     const r = await this.#track(
-      this.#client.query({ text: 'SELECT pg_current_xact_id_if_assigned()::text AS xid', queryMode: 'extended' } as pg.QueryConfig),
+      this.#client.query({ text: 'SELECT pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS xid', queryMode: 'extended' } as pg.QueryConfig),
       'xid lookup',
     );
     return (r.rows[0]?.xid as string | null | undefined) ?? null;

@@ -2,7 +2,9 @@ import pg from 'pg';
 import { Branch } from './branch.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
-import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, XactStatus } from './participant.ts';
+import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, PreparedSlots, XactStatus } from './participant.ts';
+import { ROLE_POWERS_SQL, rolePowersOf, type RolePowers } from './role-powers.ts';
+import { sessionConnection } from './session-settings.ts';
 
 export interface DirectParticipantOptions {
   /** The resource name clients use. */
@@ -36,7 +38,9 @@ export class DirectParticipant implements Participant {
     if (!options.pool === !options.connectionString) throw new Error('DirectParticipant needs exactly one of connectionString and pool');
     this.#ownsPool = !options.pool;
     this.#pool = options.pool ?? new pg.Pool({
-      connectionString: options.connectionString,
+      // The session settings the branches and administrative queries rely on are fixed at startup,
+      // so a role default changed behind the coordinator's back cannot break them.
+      ...sessionConnection(options.connectionString!),
       max: options.maxConnections ?? 20,
       connectionTimeoutMillis: this.#timeoutMs,
       idleTimeoutMillis: 30_000,
@@ -73,7 +77,7 @@ export class DirectParticipant implements Participant {
   /** Prepared transactions of this database whose gid starts with `prefix`. */
   async listPrepared(prefix: string): Promise<PreparedBranchInfo[]> {
     const r = await this.#admin(
-      'SELECT gid, prepared, owner, database FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1) ORDER BY prepared',
+      'SELECT gid, prepared, owner, database FROM pg_catalog.pg_prepared_xacts WHERE database = pg_catalog.current_database() AND pg_catalog.starts_with(gid, $1) ORDER BY prepared',
       [prefix],
       'listing prepared transactions',
     );
@@ -94,15 +98,16 @@ export class DirectParticipant implements Participant {
       // xid is within 2^31 of xmax, on either side (xmax is the latest completed xid + 1, so a
       // prepared, still running xid may be above it).
       `SELECT p.prepared, (
-         SELECT count(*) FROM pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
-           SELECT x.virtualtransaction FROM pg_locks x
-           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::int AS locks,
+         SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
+           SELECT x.virtualtransaction FROM pg_catalog.pg_locks x
+           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::pg_catalog.int4 AS locks,
          (((s.xmax >> 32) + CASE
-             WHEN p.transaction::text::bigint - (s.xmax & 4294967295) > 2147483648 THEN -1
-             WHEN p.transaction::text::bigint - (s.xmax & 4294967295) < -2147483648 THEN 1
-             ELSE 0 END) << 32 | p.transaction::text::bigint)::text AS xid
-       FROM pg_prepared_xacts p, (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) s
-       WHERE p.gid = $1 AND p.database = current_database()`,
+             WHEN p.transaction::pg_catalog.text::pg_catalog.int8 - (s.xmax & 4294967295) > 2147483648 THEN -1
+             WHEN p.transaction::pg_catalog.text::pg_catalog.int8 - (s.xmax & 4294967295) < -2147483648 THEN 1
+             ELSE 0 END) << 32 | p.transaction::pg_catalog.text::pg_catalog.int8)::pg_catalog.text AS xid
+       FROM pg_catalog.pg_prepared_xacts p,
+         (SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8 AS xmax) s
+       WHERE p.gid = $1 AND p.database = pg_catalog.current_database()`,
       [gid],
       'inspecting a prepared transaction',
     );
@@ -113,7 +118,7 @@ export class DirectParticipant implements Participant {
   /** The fate of a transaction id: how a branch that is no longer prepared ended. */
   async xactStatus(xid: string): Promise<XactStatus> {
     if (!/^\d{1,20}$/.test(xid)) throw new ParticipantError('invalid_xid', `bad xid ${xid}`, { retryable: false, resource: this.name });
-    const r = await this.#admin('SELECT pg_xact_status($1::xid8) AS status', [xid], 'looking up a transaction status');
+    const r = await this.#admin('SELECT pg_catalog.pg_xact_status($1::pg_catalog.xid8) AS status', [xid], 'looking up a transaction status');
     // NULL: the xid is too old for the commit log to remember.
     return (r.rows[0]?.status as XactStatus | null) ?? 'unknown';
   }
@@ -121,7 +126,7 @@ export class DirectParticipant implements Participant {
   async health(): Promise<ParticipantHealth> {
     try {
       const r = await this.#admin(
-        "SELECT current_setting('server_version') AS version, current_setting('max_prepared_transactions')::int AS max_prepared",
+        "SELECT pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4 AS max_prepared",
         [],
         'health check',
       );
@@ -142,6 +147,28 @@ export class DirectParticipant implements Participant {
         message: err instanceof Error ? err.message : String(err),
       };
     }
+  }
+
+  /**
+   * The role this resource's connections run as, and its powers beyond its own database
+   * (superuser, CREATEROLE, server programs and files). Outside the Participant interface: only
+   * a direct connection can ask; a participant router's role is out of the coordinator's reach.
+   * Throws (a ParticipantError) when the database cannot be reached.
+   */
+  async roleReport(): Promise<RolePowers> {
+    const r = await this.#admin(ROLE_POWERS_SQL, [], 'reading the role\'s powers');
+    return rolePowersOf(r.rows[0] as Record<string, unknown>);
+  }
+
+  /** max_prepared_transactions and every gid prepared on the cluster (pg_prepared_xacts spans its databases). */
+  async preparedSlots(): Promise<PreparedSlots> {
+    const r = await this.#admin(
+      "SELECT pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4 AS max, " +
+        "coalesce((SELECT pg_catalog.array_agg(gid) FROM pg_catalog.pg_prepared_xacts), '{}') AS gids",
+      [],
+      'reading prepared-transaction slots',
+    );
+    return { maxPrepared: r.rows[0]!.max as number, preparedGids: r.rows[0]!.gids as string[] };
   }
 
   async close(): Promise<void> {

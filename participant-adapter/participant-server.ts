@@ -3,6 +3,7 @@ import express from 'express';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { participantRouter, type ParticipantRouterOptions } from './participant-router.ts';
+import { sessionConnection } from './session-settings.ts';
 
 export interface ParticipantServerOptions extends Omit<ParticipantRouterOptions, 'pool'> {
   databaseUrl: string;
@@ -28,7 +29,8 @@ export async function startParticipantServer(options: ParticipantServerOptions):
   const logger = options.logger ?? pino({ base: { service: 'tpc-participant' } });
   const mountPath = options.mountPath ?? '/2pc';
   const pool = new pg.Pool({
-    connectionString: options.databaseUrl,
+    // Session settings fixed at startup: a role default changed behind its back cannot break it.
+    ...sessionConnection(options.databaseUrl),
     max: options.poolSize ?? 20,
     connectionTimeoutMillis: options.operationTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,

@@ -53,6 +53,7 @@ describe('log retention', () => {
     const bankC = target.pathname.slice(1);
     const admin = new URL(world.urls.bank_c);
     admin.pathname = '/postgres';
+    admin.username = 'postgres'; // the superuser: only it may end the oracle's sessions too
     const log = new pg.Client({ connectionString: world.urls.log });
     await log.connect();
     let unfinished: string;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { FAILPOINT_PATTERN } from '../engine/failpoints.ts';
 import { NAMESPACE_PATTERN } from '../engine/gid.ts';
+import { loadStatementTemplates, TemplateFileError } from './statement-templates.ts';
 
 export const SCOPES = ['submit', 'read', 'operate'] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -11,6 +12,8 @@ const tokenSchema = z.object({
   token: z.string().min(16, 'a token must be at least 16 characters'),
   scopes: z.array(z.enum(SCOPES)).min(1),
   resources: z.array(z.string().min(1)).min(1),
+  // false: the token may submit statement templates (TPC_STATEMENTS_FILE) only, never SQL of its own.
+  sql: z.boolean().default(true),
 }).strict();
 export type ApiToken = z.infer<typeof tokenSchema>;
 
@@ -48,6 +51,15 @@ const envSchema = z.object({
   // 2 s: a client waiting for "completed" is not held long by an unreachable participant.
   TPC_COMPLETION_WAIT_MS: int(0, 600_000).default(2_000),
   TPC_RESOURCE_POOL_SIZE: int(1, 1000).default(20),
+  // 250 ms: a hot-path transaction holds its slots for a few ms to a few tens of ms, so slots turn
+  // over many times within it and a short burst is absorbed; a request that gets none in that
+  // time meets sustained overload, and a fast 503 with Retry-After serves it better than a long
+  // wait. Never more than half the transaction's timeout (admission.ts).
+  TPC_ADMISSION_WAIT_MS: int(0, 60_000).default(250),
+  // 200 waiting transactions: about twice what the service commits within one admission wait
+  // (~400/s on the benchmark's machine × 0.25 s). Waiters beyond that would only be refused at the
+  // end of their wait, after costing memory (a parsed body each) and latency: refuse them at once.
+  TPC_ADMISSION_QUEUE: int(0, 100_000).default(200),
   TPC_LOG_POOL_SIZE: int(2, 1000).default(10),
   TPC_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'a size such as 1mb or 512kb').default('1mb'),
   // Phase-2 retries: 500 ms doubling to 30 s, so a participant that comes back is finished within ~30 s.
@@ -65,6 +77,12 @@ const envSchema = z.object({
   TPC_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.:{}-]{1,64}$/, 'letters, digits and _ . : - { }, at most 64').default('bull'),
   TPC_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits and _ . : -').optional(),
   TPC_FAILPOINTS: z.string().optional(),
+  // A JSON file of named statements (name → SQL with $n parameters), each checked by the statement guard at start.
+  TPC_STATEMENTS_FILE: z.string().min(1).optional(),
+  // Resources allowed to connect as a role with powers beyond its database (superuser, CREATEROLE,
+  // server programs or files): comma-separated names, or "*". None by default: such a role turns
+  // any statement the guard misses into a shell on the database host.
+  TPC_PRIVILEGED_RESOURCES: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -81,6 +99,10 @@ export interface Config {
   readonly tokens: readonly ApiToken[] | null;
   readonly completionWaitMs: number;
   readonly resourcePoolSize: number;
+  /** Longest wait for admission slots before a 503 (never past half the transaction's timeout). */
+  readonly admissionWaitMs: number;
+  /** Most submissions waiting for slots at once; beyond it they are refused at once. */
+  readonly admissionQueue: number;
   readonly logPoolSize: number;
   readonly bodyLimit: string;
   readonly logLevel: string;
@@ -96,6 +118,10 @@ export interface Config {
   readonly instanceId: string | undefined;
   /** Test-only crash points (TPC_FAILPOINTS=after-decision:crash,…); empty in production. */
   readonly failpoints: readonly string[];
+  /** Statement templates from TPC_STATEMENTS_FILE (name → SQL), already passed by the statement guard; empty when unset. */
+  readonly statementTemplates: ReadonlyMap<string, string>;
+  /** Resources the operator allows to run as a privileged role (TPC_PRIVILEGED_RESOURCES); '*' for all. */
+  readonly privilegedResources: readonly string[] | '*';
 }
 
 /** A configuration problem, naming the variable. */
@@ -189,6 +215,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`TPC_RETRY_BASE_MS: ${e.TPC_RETRY_BASE_MS} exceeds TPC_RETRY_MAX_MS (${e.TPC_RETRY_MAX_MS})`);
   }
 
+  let statementTemplates: ReadonlyMap<string, string> = new Map();
+  if (e.TPC_STATEMENTS_FILE !== undefined) {
+    try {
+      statementTemplates = loadStatementTemplates(e.TPC_STATEMENTS_FILE);
+    } catch (err) {
+      if (err instanceof TemplateFileError) throw new ConfigError(`TPC_STATEMENTS_FILE: ${err.message}`);
+      throw err;
+    }
+  }
+
+  const privilegedResources = parsePrivilegedResources(e.TPC_PRIVILEGED_RESOURCES, Object.keys(resources.data));
+
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
@@ -203,6 +241,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     tokens: tokens ? Object.freeze(tokens) : null,
     completionWaitMs: e.TPC_COMPLETION_WAIT_MS,
     resourcePoolSize: e.TPC_RESOURCE_POOL_SIZE,
+    admissionWaitMs: e.TPC_ADMISSION_WAIT_MS,
+    admissionQueue: e.TPC_ADMISSION_QUEUE,
     logPoolSize: e.TPC_LOG_POOL_SIZE,
     bodyLimit: e.TPC_BODY_LIMIT,
     logLevel: e.LOG_LEVEL,
@@ -215,7 +255,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     queuePrefix: e.TPC_QUEUE_PREFIX,
     instanceId: e.TPC_INSTANCE_ID,
     failpoints: Object.freeze(failpoints),
+    statementTemplates,
+    privilegedResources,
   });
+}
+
+/** An opt-in names resources that exist: a typo must not silently leave the intended one refused, or mean nothing. */
+function parsePrivilegedResources(text: string | undefined, resources: string[]): readonly string[] | '*' {
+  const names = (text ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  if (names.includes('*')) {
+    if (names.length > 1) throw new ConfigError('TPC_PRIVILEGED_RESOURCES: "*" stands alone (every resource), not beside names');
+    return '*';
+  }
+  const unknown = names.filter((n) => !resources.includes(n));
+  if (unknown.length) {
+    throw new ConfigError(`TPC_PRIVILEGED_RESOURCES: no resource named ${unknown.map((n) => `"${n}"`).join(', ')} (resources: ${resources.join(', ')})`);
+  }
+  return Object.freeze([...new Set(names)]);
 }
 
 /** `npm run migrate` needs only the log database. */

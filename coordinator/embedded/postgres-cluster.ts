@@ -1,10 +1,11 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { ensureLoginRole, ensureOwnedDatabase } from './database-roles.ts';
 import { freeLoopbackPort } from './free-port.ts';
 
 const run = promisify(execFile);
@@ -18,8 +19,14 @@ export interface PostgresCluster {
   readonly host: string;
   readonly port: number;
   readonly dataDir: string;
+  /** The superuser's URL (over the Unix socket when the cluster has password authentication): setup and assertions only. */
   url(database?: string): string;
-  createDatabase(name: string): Promise<string>;
+  /**
+   * A database owned by a login role of the same name, which only that role (and superusers) may
+   * connect to; returns the role's URL, what a coordinator should be given: nothing it runs
+   * should connect as the superuser.
+   */
+  createDatabase(name: string, options?: { password?: string }): Promise<string>;
   /** Clean shutdown (`pg_ctl stop -m fast`). */
   stop(): Promise<void>;
   /** SIGKILL of the postmaster: what a power cut looks like to clients. */
@@ -41,7 +48,28 @@ export interface StartClusterOptions {
   dataDir?: string;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string | number>;
+  /**
+   * TCP connections need a role's password (scram-sha-256), and the superuser connects only over
+   * the Unix socket in the data directory. Without it (throwaway clusters) every local connection
+   * is trusted, as initdb -A trust makes it.
+   */
+  passwordAuth?: boolean;
 }
+
+/*
+ * Written at every start of a cluster with passwordAuth, so that a cluster made by an earlier
+ * version (initdb -A trust: anyone on loopback could log in as any role, the superuser included)
+ * is closed on its next start. The socket lives in the data directory (mode 0700), so only the OS
+ * user that owns the cluster, or root, reaches the superuser through it.
+ */
+const PASSWORD_HBA = `# Written by tpc at every start (coordinator/embedded/postgres-cluster.ts): edits are replaced.
+local   all   postgres                 trust
+local   all   all                      scram-sha-256
+host    all   postgres  127.0.0.1/32   reject
+host    all   postgres  ::1/128        reject
+host    all   all       127.0.0.1/32   scram-sha-256
+host    all   all       ::1/128        scram-sha-256
+`;
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -110,9 +138,11 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     // (SIGKILL of the postmaster) still recovers from WAL, which is what the tests exercise.
     // A kept cluster holds the user's data from one start to the next: it keeps fsync on.
     ...(persistent ? {} : { fsync: 'off', full_page_writes: 'off' }),
+    ...(options.passwordAuth ? { password_encryption: 'scram-sha-256' } : {}),
     ...options.settings,
   };
   const start = async () => {
+    if (options.passwordAuth) await writeFile(join(dataDir, 'pg_hba.conf'), PASSWORD_HBA);
     const opts = [
       `-p ${port}`, `-k ${dataDir}`, `-c listen_addresses=${host}`,
       ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`),
@@ -126,22 +156,26 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     port = await freeLoopbackPort();
     await start().catch(() => { throw err; });
   }
-  const url = (database = 'postgres') => `postgres://postgres@${host}:${port}/${database}`;
+  const url = (database = 'postgres') => options.passwordAuth
+    ? `postgres://postgres@localhost:${port}/${database}?host=${encodeURIComponent(dataDir)}`
+    : `postgres://postgres@${host}:${port}/${database}`;
   const cluster: PostgresCluster = {
     host,
     get port() { return port; },
     dataDir,
     url,
-    async createDatabase(name) {
+    async createDatabase(name, o = {}) {
       if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
       const client = new pg.Client({ connectionString: url() });
       await client.connect();
       try {
-        await client.query(`CREATE DATABASE ${name}`);
+        await ensureLoginRole(client, name, o.password);
+        await ensureOwnedDatabase(client, name, name);
       } finally {
         await client.end();
       }
-      return url(name);
+      const auth = o.password === undefined ? name : `${name}:${encodeURIComponent(o.password)}`;
+      return `postgres://${auth}@${host}:${port}/${name}`;
     },
     async stop() {
       await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'fast', 'stop']).catch(() => {});

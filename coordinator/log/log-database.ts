@@ -1,6 +1,7 @@
 import { Kysely, Migrator, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import { migrations } from '../../migrations/index.ts';
+import { sessionConnection } from '../../participant-adapter/session-settings.ts';
 import type { LogDatabase } from './schema.ts';
 
 export interface LogDatabaseOptions {
@@ -30,13 +31,14 @@ export interface LogDb {
 export function openLogDatabase(options: LogDatabaseOptions): LogDb {
   const pool = (synchronousCommit: 'on' | 'off') => {
     const p = new pg.Pool({
-      connectionString: options.url,
+      // synchronous_commit and every other setting the log's SQL relies on are fixed at startup,
+      // so a role default changed behind our back (search_path, read-only, timeouts) cannot break it.
+      ...sessionConnection(options.url, { synchronous_commit: synchronousCommit }),
       max: options.maxConnections ?? 10,
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: 'tpc-coordinator-log',
-      options: `-c synchronous_commit=${synchronousCommit}`,
       // A hung log server must not hold a transaction (and its participants' locks) forever: past
       // 10 s the statement is given up client-side; a decision write lost that way is settled by
       // recovery from what the log holds.
@@ -69,7 +71,7 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
  * lose the race wait, then find nothing left to do.
  */
 export async function migrateLog(url: string): Promise<string[]> {
-  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ ...sessionConnection(url), max: 1 }) }) });
   try {
     const migrator = new Migrator({
       db,

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../coordinator/config/load-config.ts';
+import { ensureLoginRole, ensureOwnedDatabase } from '../../coordinator/embedded/database-roles.ts';
 import { startService, type RunningService } from '../../coordinator/service.ts';
 
 export const BANKS = ['bank_a', 'bank_b', 'bank_c'] as const;
@@ -30,8 +31,9 @@ export interface World {
   service: RunningService;
   config: Config;
   namespace: string;
-  /** Direct connections to every database, to assert on the databases themselves. */
+  /** Direct connections to every database, as the superuser: the tests' oracle, to assert on the databases themselves. */
   db: Record<Bank | 'log', pg.Pool>;
+  /** What the coordinator is given: each database's own login role (its owner), never the superuser. */
   urls: Record<Bank | 'log', string>;
   request(method: string, path: string, body?: unknown, options?: { token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<HttpAnswer>;
   submit(body: unknown, options?: { token?: string; headers?: Record<string, string> }): Promise<HttpAnswer>;
@@ -42,15 +44,27 @@ export interface World {
   close(): Promise<void>;
 }
 
+/** The superuser's URL of a database on one of the suite's clusters: for setup and assertions, never for a coordinator. */
+export function adminUrl(cluster: { host: string; port: number }, name: string): string {
+  return `postgres://postgres@${cluster.host}:${cluster.port}/${name}`;
+}
+
+/**
+ * A database owned by a login role of the same name, which only that role (and the superuser)
+ * may connect to; returns the role's URL. Tests run the coordinator as a careful deployment does:
+ * on a role with no power beyond its own database (roles are cluster-wide, so the name carries
+ * the test's tag). The coordinator refuses a superuser resource without TPC_PRIVILEGED_RESOURCES.
+ */
 export async function createDatabase(cluster: { host: string; port: number }, name: string): Promise<string> {
-  const admin = new pg.Client({ host: cluster.host, port: cluster.port, user: 'postgres', database: 'postgres' });
+  const admin = new pg.Client({ connectionString: adminUrl(cluster, 'postgres') });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name}`);
+    await ensureLoginRole(admin, name);
+    await ensureOwnedDatabase(admin, name, name);
   } finally {
     await admin.end();
   }
-  return `postgres://postgres@${cluster.host}:${cluster.port}/${name}`;
+  return `postgres://${name}@${cluster.host}:${cluster.port}/${name}`;
 }
 
 export const ACCOUNTS_SQL = `
@@ -85,15 +99,24 @@ export async function createDatabases(options: WorldOptions = {}): Promise<Datab
   const tag = randomBytes(5).toString('hex');
   const a = inject('clusterA');
   const b = inject('clusterB');
+  const home = { log: a, bank_a: a, bank_b: a, bank_c: b };
+  const names = { log: `w${tag}_log`, bank_a: `w${tag}_bank_a`, bank_b: `w${tag}_bank_b`, bank_c: `w${tag}_bank_c` };
   const urls = {
-    log: options.logUrl ?? await createDatabase(a, `w${tag}_log`),
-    bank_a: await createDatabase(a, `w${tag}_bank_a`),
-    bank_b: await createDatabase(a, `w${tag}_bank_b`),
-    bank_c: await createDatabase(b, `w${tag}_bank_c`),
+    log: options.logUrl ?? await createDatabase(a, names.log),
+    bank_a: await createDatabase(a, names.bank_a),
+    bank_b: await createDatabase(a, names.bank_b),
+    bank_c: await createDatabase(b, names.bank_c),
   };
-  const db = Object.fromEntries(Object.entries(urls).map(([k, url]) => [k, new pg.Pool({ connectionString: url, max: 4 })])) as World['db'];
+  // The oracle connects as the superuser; a log given by the test (options.logUrl) is reached as given.
+  const admin = (k: Bank | 'log') => (k === 'log' && options.logUrl ? options.logUrl : adminUrl(home[k], names[k]));
+  const db = Object.fromEntries(Object.keys(urls).map((k) => [k, new pg.Pool({ connectionString: admin(k as Bank | 'log'), max: 4 })])) as World['db'];
   for (const pool of Object.values(db)) pool.on('error', () => {});
-  await Promise.all(BANKS.map((bank) => db[bank].query(ACCOUNTS_SQL)));
+  // Created by each bank's own role, so it owns its table, as an application's role would.
+  await Promise.all(BANKS.map(async (bank) => {
+    const owner = new pg.Client({ connectionString: urls[bank] });
+    await owner.connect();
+    try { await owner.query(ACCOUNTS_SQL); } finally { await owner.end(); }
+  }));
   const namespace = `t${tag}`;
   return {
     tag,
