@@ -21,6 +21,8 @@ import { findOrphans, inspectResources } from './operator/inspection.ts';
 import { resolveTransaction } from './operator/resolve.ts';
 import { resolveOrphan } from './operator/resolve-orphan.ts';
 import { migrateLog, openLogDatabase } from './log/log-database.ts';
+import { logRolePowers } from './log/log-role.ts';
+import { ResourcePrivileges } from './resource-privileges.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -70,19 +72,27 @@ export async function startService(config: Config, options: ServiceOptions = {})
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
   const meter = (p: Participant): Participant => new MeteredParticipant(p, metrics.participantOperation);
-  const participants = new Map(Object.entries(config.resources).map(([name, resource]) => [name, meter(createParticipant(name, resource, {
+  const created = new Map(Object.entries(config.resources).map(([name, resource]) => [name, createParticipant(name, resource, {
     namespace: config.namespace,
     poolSize: config.resourcePoolSize,
     onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
-  }))]));
+  })]));
+  const participants = new Map([...created].map(([name, p]) => [name, meter(p)]));
+  const privileges = new ResourcePrivileges({ participants: created, config, logger, logRole: () => logRolePowers(logDb.forced) });
 
   const unusable = new Map<string, string>();
-  const checkResources = async () => {
+  const reachable = new Set<string>();
+  const checkResources = async (atStart = false) => {
     await Promise.all([...participants.values()].map(async (p) => {
       const h = await p.health();
-      if (h.reachable && !h.usable) {
-        if (!unusable.has(p.name)) logger.error({ resource: p.name }, h.message ?? 'resource unusable');
-        unusable.set(p.name, h.message ?? 'resource unusable');
+      // A resource unreachable at start has its role checked once it answers: then a privileged
+      // one is marked unusable with the reason (never a crash of a running service).
+      const refusal = h.usable && !atStart ? await privileges.refusal(p.name) : null;
+      const reason = h.reachable && !h.usable ? h.message ?? 'resource unusable' : refusal;
+      if (h.reachable) reachable.add(p.name);
+      if (reason) {
+        if (!unusable.has(p.name)) logger.error({ resource: p.name }, reason);
+        unusable.set(p.name, reason);
       } else if (h.usable) {
         unusable.delete(p.name);
       } else {
@@ -90,7 +100,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
       }
     }));
   };
-  await checkResources();
+  await checkResources(true);
+  // A reachable resource whose role is privileged, without the operator's opt-in, refuses the start.
+  await privileges.checkAtStart(reachable).catch(async (err: unknown) => {
+    await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
+    throw err;
+  });
   const healthTimer = setInterval(() => {
     checkResources().catch((err: unknown) => {
       metrics.backgroundFailures.inc({ loop: 'resource-health' });
