@@ -7,6 +7,7 @@ import { NAMESPACE_PATTERN, isNamespaceGid, namespacePrefix } from './gid.ts';
 import { PROBLEM_TYPE_PREFIX, WIRE_PATHS, prepareBodySchema, type WireFinishAnswer, type WirePrepareAnswer } from './http-wire.ts';
 import { RecentAnswers } from './recent-answers.ts';
 import { runBranchRequest } from './run-branch-request.ts';
+import { statementRefusal } from './statement-guard.ts';
 
 export interface ParticipantRouterOptions {
   /** The service's own pool on its database; the router borrows connections from it and never ends it. */
@@ -132,6 +133,15 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
     if (!body.success) {
       problem(res, 422, 'invalid_request', body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
       return;
+    }
+    // Every statement is judged before a branch is opened: a refused one prepares nothing, and the
+    // answer says which and why instead of an empty "prepared" branch.
+    for (const [i, s] of body.data.statements.entries()) {
+      const reason = statementRefusal(s.sql);
+      if (reason !== null) {
+        problem(res, 422, 'statement_not_allowed', `statement ${i}: ${reason}`, { statement: i, reason });
+        return;
+      }
     }
     // Ends the statements if the coordinator goes away before the answer (its deadline passed).
     const gone = new AbortController();

@@ -31,14 +31,21 @@ export async function runBranchRequest(participant: DirectParticipant, gid: stri
     const preparing = branch.prepare(gid);
     const settled = await Promise.allSettled(runs);
     const [prep] = await Promise.allSettled([preparing]);
-    const prepared = prep!.status === 'fulfilled' && prep!.value.prepared;
+    let prepared = prep!.status === 'fulfilled' && prep!.value.prepared;
+    if (prepared && failure) {
+      // A statement failed yet PREPARE succeeded (it was refused before reaching the server, whose
+      // transaction therefore had not failed): the branch lacks part of its work, so it must not
+      // stay prepared. Branch.prepare already refuses this case; this keeps the promise here too.
+      await participant.rollbackPrepared(gid);
+      prepared = false;
+    }
     if (!failure && prep!.status === 'rejected') failure = failureOf(prep!.reason, participant.name, null);
     if (!failure && !prepared) {
       failure = { statement: null, code: 'prepare_failed', sqlState: null, retryable: false, message: `PREPARE on ${participant.name} was rolled back by the server` };
     }
     if (!prepared && branch.state === 'open') await branch.rollback().catch(() => {});
     const results = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as StatementResult] : []));
-    return { gid, prepared, xid: prep!.status === 'fulfilled' ? prep!.value.xid : null, results, failure: prepared ? null : failure };
+    return { gid, prepared, xid: prepared && prep!.status === 'fulfilled' ? prep!.value.xid : null, results, failure: prepared ? null : failure };
   } finally {
     cancelled.removeEventListener('abort', onCancel);
     branch.release();

@@ -9,9 +9,11 @@ export interface Principal {
   name: string;
   scopes: readonly Scope[];
   resources: readonly string[];
+  /** False: the token may submit statement templates only, never raw SQL (its `"sql": false`). */
+  sql: boolean;
 }
 
-const ANONYMOUS: Principal = { name: 'anonymous', scopes: ['submit', 'read', 'operate'], resources: ['*'] };
+const ANONYMOUS: Principal = { name: 'anonymous', scopes: ['submit', 'read', 'operate'], resources: ['*'], sql: true };
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -38,7 +40,7 @@ export class Authenticator {
   readonly #sessionKeys: Map<string, Buffer> | null;
 
   constructor(tokens: readonly ApiToken[] | null) {
-    this.#tokens = tokens?.map((t) => ({ digest: digest(t.token), principal: { name: t.name, scopes: t.scopes, resources: t.resources } })) ?? null;
+    this.#tokens = tokens?.map((t) => ({ digest: digest(t.token), principal: { name: t.name, scopes: t.scopes, resources: t.resources, sql: t.sql } })) ?? null;
     for (const t of this.#tokens ?? []) this.#principals.set(t.principal.name, t.principal);
     this.#sessionKeys = tokens ? new Map(tokens.map((t) => [t.name, sessionKey(t.token)])) : null;
   }

@@ -73,7 +73,10 @@ export const componentSchemas: Record<string, Schema> = {
       status: { type: 'integer', minimum: 400, maximum: 599 },
       detail: str,
       instance: str,
-      errors: { type: 'array', description: 'every validation issue', items: closed({ path: str, message: str }) },
+      errors: { type: 'array', description: 'every validation issue, or every refused statement', items: closed({ path: str, message: str }) },
+      branch: { ...int, description: 'statement_not_allowed: index of the branch of the (first) refused statement' },
+      statement: { ...int, description: 'statement_not_allowed: index of the refused statement within its branch' },
+      reason: { ...str, description: 'why; for statement_not_allowed, the statement guard\'s sentence naming the statement type or function' },
     },
     // Extensions (e.g. `resource` on resource-unusable) are allowed by RFC 9457.
     additionalProperties: true,

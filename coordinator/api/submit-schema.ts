@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { ParticipantError } from '../../participant-adapter/errors.ts';
-import { assertStatementAllowed } from '../../participant-adapter/statement-guard.ts';
+import { TEMPLATE_NAME } from '../config/statement-templates.ts';
 import type { SubmitRequest } from '../engine/types.ts';
 import { ValidationError } from '../errors.ts';
 
@@ -30,18 +29,23 @@ const jsonParam = z.unknown().superRefine((v, ctx) => {
   if (depthExceeds(v, MAX_PARAM_DEPTH)) ctx.addIssue({ code: 'custom', message: `a parameter may nest at most ${MAX_PARAM_DEPTH} levels` });
 });
 
+/*
+ * A statement is raw SQL (`sql`) or the name of a statement template (`statement`, from
+ * TPC_STATEMENTS_FILE), exactly one of the two. What the SQL does is judged after the structure,
+ * by the statement guard (statement-refusals.ts), so that a refusal has its own problem type.
+ */
 const statement = z.strictObject({
-  sql: z.string().min(1).max(MAX_SQL).superRefine((sql, ctx) => {
-    try {
-      assertStatementAllowed(sql);
-    } catch (err) {
-      if (err instanceof ParticipantError) ctx.addIssue({ code: 'custom', message: err.message });
-      else throw err;
-    }
-  }),
+  sql: z.string().min(1).max(MAX_SQL).optional()
+    .describe('One SQL statement with $n parameters, judged by the statement guard (422 statement_not_allowed when refused)'),
+  statement: z.string().regex(TEMPLATE_NAME, 'a template name is 1 to 100 letters, digits, "_" or "-"').optional()
+    .describe('In place of sql: the name of a statement template from TPC_STATEMENTS_FILE, run with params'),
   params: z.array(jsonParam).max(MAX_PARAMS).default([]),
   expect: z.strictObject({ rowCount: z.number().int().min(0).optional() }).optional(),
-});
+}).superRefine((s, ctx) => {
+  if ((s.sql === undefined) === (s.statement === undefined)) {
+    ctx.addIssue({ code: 'custom', message: 'give exactly one of "sql" and "statement" (the name of a statement template)' });
+  }
+}).meta({ oneOf: [{ required: ['sql'] }, { required: ['statement'] }] });
 
 const branch = z.strictObject({
   resource: z.string().min(1).max(63),
@@ -66,8 +70,21 @@ export function submitSchema(maxTimeoutMs: number) {
 
 export type SubmitSchema = ReturnType<typeof submitSchema>;
 
-/** Validates a body against the contract and the configured resources; throws ValidationError listing every issue. */
-export function parseSubmit(schema: SubmitSchema, body: unknown, resources: ReadonlySet<string>, defaultTimeoutMs: number): SubmitRequest {
+export interface ParsedSubmit {
+  /** The request with every template resolved to its SQL: what the engine runs and the idempotency hash covers. */
+  request: SubmitRequest;
+  /** Whether any statement was sent as raw SQL rather than a template (a `"sql": false` token may not). */
+  rawSql: boolean;
+}
+
+/**
+ * Validates a body against the contract, the configured resources and the statement templates;
+ * throws ValidationError listing every issue.
+ */
+export function parseSubmit(
+  schema: SubmitSchema, body: unknown, resources: ReadonlySet<string>, defaultTimeoutMs: number,
+  templates: ReadonlyMap<string, string> = new Map(),
+): ParsedSubmit {
   const parsed = schema.safeParse(body);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
@@ -78,12 +95,24 @@ export function parseSubmit(schema: SubmitSchema, body: unknown, resources: Read
     const issues = unknown.map(({ r, i }) => ({ path: `branches.${i}.resource`, message: `unknown resource "${r}"` }));
     throw new ValidationError(`invalid transaction: ${issues.map((i) => i.message).join('; ')}`, issues);
   }
-  return {
+  const missing = parsed.data.branches.flatMap((b, i) => b.statements.flatMap((s, j) =>
+    s.statement !== undefined && !templates.has(s.statement)
+      ? [{ path: `branches.${i}.statements.${j}.statement`, message: `unknown statement template "${s.statement}"` }] : []));
+  if (missing.length > 0) {
+    throw new ValidationError(`invalid transaction: ${missing.map((i) => i.message).join('; ')}`, missing);
+  }
+  let rawSql = false;
+  const request: SubmitRequest = {
     branches: parsed.data.branches.map((b) => ({
       resource: b.resource,
-      statements: b.statements.map((s) => ({ sql: s.sql, params: s.params as unknown[], ...(s.expect ? { expect: s.expect } : {}) })),
+      statements: b.statements.map((s) => {
+        if (s.sql !== undefined) rawSql = true;
+        const sql = s.sql ?? templates.get(s.statement!)!;
+        return { sql, params: s.params as unknown[], ...(s.expect ? { expect: s.expect } : {}) };
+      }),
     })),
     timeoutMs: parsed.data.timeoutMs ?? defaultTimeoutMs,
     wait: parsed.data.wait,
   };
+  return { request, rawSql };
 }

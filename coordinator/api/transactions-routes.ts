@@ -9,6 +9,7 @@ import type { TransactionView } from '../engine/types.ts';
 import { assertResourcesAllowed, type Authenticator, type Principal } from './auth.ts';
 import { settleInteractive } from './interactive-answer.ts';
 import { problem } from './problem.ts';
+import { assertStatementsAllowed } from './statement-refusals.ts';
 import { parseSubmit, submitSchema } from './submit-schema.ts';
 
 export interface TransactionsRoutesOptions {
@@ -27,6 +28,8 @@ export interface TransactionsRoutesOptions {
   jsonBody: RequestHandler;
   list: (filter: ListFilter) => Promise<{ items: TransactionSummary[]; next: { createdAt: string; id: string } | null }>;
   namespace: string;
+  /** Statement templates (TPC_STATEMENTS_FILE) a submission may name instead of sending SQL. */
+  templates?: ReadonlyMap<string, string>;
 }
 
 const cursorSchema = z.object({ createdAt: z.iso.datetime(), id: z.uuid() });
@@ -118,9 +121,13 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       send(res, 201, began);
       return;
     }
-    const request = parseSubmit(schema, req.body, o.resources, o.defaultTimeoutMs);
+    const { request, rawSql } = parseSubmit(schema, req.body, o.resources, o.defaultTimeoutMs, o.templates);
     const principal = req.principal!;
     assertResourcesAllowed(principal, request.branches.map((b) => b.resource));
+    if (rawSql && !principal.sql) {
+      throw problem(403, 'raw-sql-forbidden', 'Forbidden', `token "${principal.name}" may submit statement templates only ("statement": "<name>"), not "sql"`);
+    }
+    assertStatementsAllowed(request);
     const unusable = o.unusable();
     for (const b of request.branches) {
       const why = unusable.get(b.resource);
