@@ -55,3 +55,26 @@ export class UnavailableError extends CoordinatorError {
     super(message, options);
   }
 }
+
+/**
+ * The service is at capacity for a resource the transaction names: every slot is taken and no slot
+ * freed within the bounded wait, the wait queue is full, or the resource's cluster refused a
+ * PREPARE because its prepared-transaction slots were all held (SQLSTATE 53200). Nothing was
+ * applied. Retryable after `retryAfterSeconds`; a refused keyed request with no `transactionId` left
+ * nothing in the log either, so the same Idempotency-Key may be sent again.
+ */
+export class OverloadedError extends CoordinatorError {
+  override readonly name = 'OverloadedError';
+  readonly code = 'overloaded';
+  readonly retryable = true;
+  constructor(
+    message: string,
+    readonly resource: string,
+    readonly reason: 'queue_full' | 'wait_timeout' | 'no_capacity' | 'prepare_refused',
+    readonly retryAfterSeconds: number,
+    /** Set when the transaction was begun and then aborted (a PREPARE met 53200): its record says why. */
+    readonly transactionId?: string,
+  ) {
+    super(message);
+  }
+}

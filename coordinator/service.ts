@@ -9,6 +9,7 @@ import { MeteredParticipant } from './observability/metered-participant.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
+import { createAdmissionCapacity } from './admission-capacity.ts';
 import { answerClientErrors } from './api/request-guard.ts';
 import type { Config } from './config/load-config.ts';
 import { Engine } from './engine/engine.ts';
@@ -24,6 +25,7 @@ import { migrateLog, openLogDatabase } from './log/log-database.ts';
 import { logRolePowers } from './log/log-role.ts';
 import { ResourcePrivileges } from './resource-privileges.ts';
 import { TransactionsStore } from './log/transactions-store.ts';
+import { probeLog } from './log/log-probe.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { registerStateGauges } from './observability/state-gauges.ts';
@@ -80,6 +82,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const participants = new Map([...created].map(([name, p]) => [name, meter(p)]));
   const privileges = new ResourcePrivileges({ participants: created, config, logger, logRole: () => logRolePowers(logDb.forced) });
 
+  // Slots per resource for submitted transactions; capacity is read with the health check below.
+  const capacity = createAdmissionCapacity({
+    resources: config.resources, participants, slotsPerResource: config.resourcePoolSize,
+    waitMs: config.admissionWaitMs, queueLimit: config.admissionQueue, metrics, logger,
+  });
+
   const unusable = new Map<string, string>();
   const reachable = new Set<string>();
   const checkResources = async (atStart = false) => {
@@ -106,7 +114,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
     throw err;
   });
+  await capacity.refresh();
   const healthTimer = setInterval(() => {
+    void capacity.refresh(); // never throws: a failed reading keeps the last one, and is counted
     checkResources().catch((err: unknown) => {
       metrics.backgroundFailures.inc({ loop: 'resource-health' });
       logger.warn({ err }, 'resource health check failed');
@@ -139,6 +149,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     observer: metrics.observer,
     followUp: queues,
     failpoints: new Failpoints(config.failpoints),
+    admission: capacity.admission,
   };
   const engine = new Engine(engineDeps, { completionWaitMs: config.completionWaitMs, inDoubtAfterAttempts: config.inDoubtAfterAttempts });
   // What the maintenance jobs run; also on the service handle, so tests can run a pass directly.
@@ -191,7 +202,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics,
     bodyLimit: config.bodyLimit,
     readiness: [
-      { name: 'log', check: async () => { await sql`SELECT 1`.execute(logDb.forced); } },
+      // Queried as the hot path queries it, on a connection of its own (log-probe.ts): `SELECT 1`
+      // passed while a role default had broken every real query.
+      { name: 'log', check: () => probeLog(logDb.probe) },
       { name: 'redis', check: () => queues.ping() },
     ],
   });
@@ -226,6 +239,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     close() {
       closing ??= (async () => {
         clearInterval(healthTimer);
+        capacity.close();
         const stopped = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
         server?.closeIdleConnections();
         await engine.drain();

@@ -116,6 +116,15 @@ export class HttpParticipant implements Participant {
     }
   }
 
+  /**
+   * Not visible over HTTP: the router's service holds its database's credentials and slots. Its
+   * own concurrency bounds it; the coordinator bounds its branches there by TPC_RESOURCE_POOL_SIZE
+   * like a direct pool, and a PREPARE the router refuses with 53200 is answered 503 all the same.
+   */
+  async preparedSlots(): Promise<null> {
+    return null;
+  }
+
   async close(): Promise<void> {}
 
   #gidPath(gid: string): string {

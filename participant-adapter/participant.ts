@@ -34,6 +34,14 @@ export interface ParticipantHealth {
   message: string | null;
 }
 
+/** The prepared-transaction slots of a database's cluster, shared by every database on it. */
+export interface PreparedSlots {
+  /** max_prepared_transactions: a PREPARE beyond it fails with SQLSTATE 53200. */
+  maxPrepared: number;
+  /** Every gid prepared on the cluster now, whoever owns it and in whichever database. */
+  preparedGids: string[];
+}
+
 export type BranchState = 'open' | 'prepared' | 'finished' | 'broken';
 
 /** One open database transaction, from BEGIN to PREPARE (or a one-phase COMMIT, or ROLLBACK). */
@@ -83,5 +91,10 @@ export interface Participant {
   xactStatus(xid: string): Promise<XactStatus>;
   /** Never throws: an unreachable participant is reported as such. */
   health(): Promise<ParticipantHealth>;
+  /**
+   * The cluster's prepared-transaction slots and who holds them, for admission control; null when
+   * they are not visible from here (behind a participant router, whose own service bounds them).
+   */
+  preparedSlots(): Promise<PreparedSlots | null>;
   close(): Promise<void>;
 }

@@ -34,7 +34,8 @@ export function createApp(o: AppOptions): Express {
       o.metrics.httpRequests.inc({ route: `${req.method} ${route}`, status: String(res.statusCode) });
       // Method, route and status only: bodies carry statements and customer data.
       const entry = { method: req.method, route, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6, principal: req.principal?.name };
-      if (res.statusCode >= 500) o.logger.warn(entry, 'request failed');
+      // A 503 with Retry-After is an overload refusal: counted in the metrics, logged at debug only.
+      if (res.statusCode >= 500 && !res.hasHeader('Retry-After')) o.logger.warn(entry, 'request failed');
       else o.logger.debug(entry, 'request');
     });
     next();

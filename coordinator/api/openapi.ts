@@ -97,8 +97,21 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
             409: answer('Aborted; `error` says which branch, which statement and why', ref('Transaction')),
             400: problem('Malformed JSON, body too large, or a bad Idempotency-Key header'),
             ...denied,
-            422: problem('The body breaks the contract (validation), or the Idempotency-Key was used with another body (idempotency-key-reused)'),
-            503: problem('The log database is unreachable (nothing applied), or a resource is unusable (resource-unusable)'),
+            403: problem('The token lacks the scope (forbidden), may not use a resource involved (forbidden-resource), or has `"sql": false` '
+              + 'and sent a statement as `sql` rather than a template (raw-sql-forbidden)'),
+            422: problem('The body breaks the contract or names an unknown statement template (validation); the Idempotency-Key was used '
+              + 'with another body (idempotency-key-reused); or the statement guard refused a statement (statement_not_allowed: `branch` '
+              + 'and `resource` name the branch, `statement` its index within the branch, `reason` why; `errors` lists every refused '
+              + 'statement). Nothing was run or logged'),
+            503: {
+              ...problem('The log database is unreachable (nothing applied); a resource is unusable (resource-unusable); or the service is '
+                + 'at capacity (overloaded): no slot on `resource` freed within TPC_ADMISSION_WAIT_MS, the admission queue was full, or a '
+                + 'PREPARE found its cluster\'s prepared-transaction slots all held (SQLSTATE 53200; the transaction, `transactionId`, was '
+                + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused). Nothing was applied; retry after `Retry-After`'),
+              headers: {
+                'Retry-After': { description: 'Seconds to wait before retrying; sent with every overloaded answer', schema: { type: 'integer', minimum: 1 } },
+              },
+            },
           },
         },
         get: {

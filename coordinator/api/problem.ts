@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
-import { ConflictError, CoordinatorError, NotFoundError, UnavailableError, ValidationError } from '../errors.ts';
+import { ConflictError, CoordinatorError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
 
 /** Problem types are stable URIs: clients switch on them, so they never change once published. */
 export const problemType = (code: string) => `urn:tpc:problem:${code}`;
@@ -31,11 +31,14 @@ export function sendProblem(res: Response, p: Problem, instance?: string): void 
 export function problemHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const p = toProblem(err);
-    if (p.status >= 500 && !(err instanceof UnavailableError)) {
+    // Overload refusals are counted (tpc_admission_refusals_total), not logged: a line for each would
+    // add work exactly when the process has none to spare.
+    if (p.status >= 500 && !(err instanceof UnavailableError) && !(err instanceof OverloadedError)) {
       logger.error({ err, method: req.method, path: req.path }, 'unexpected error answering a request');
     }
     if (res.headersSent) return;
     if (p.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="tpc"');
+    if (err instanceof OverloadedError) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     sendProblem(res, p, req.originalUrl);
   };
 }
@@ -49,6 +52,12 @@ function toProblem(err: unknown): Problem {
   if (err instanceof ConflictError) {
     const status = err.code === 'idempotency_key_reused' ? 422 : 409;
     return { type: problemType(err.code.replaceAll('_', '-')), title: 'Conflict', status, detail: err.message };
+  }
+  if (err instanceof OverloadedError) {
+    return {
+      type: problemType('overloaded'), title: 'Overloaded', status: 503, detail: err.message, resource: err.resource, reason: err.reason,
+      ...(err.transactionId ? { transactionId: err.transactionId } : {}),
+    };
   }
   if (err instanceof UnavailableError) {
     return { type: problemType('unavailable'), title: 'Service unavailable', status: 503, detail: err.message };

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import { ConflictError, NotFoundError, OverloadedError, ValidationError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
+import { RETRY_AFTER_SECONDS } from './admission.ts';
+import { branchGid } from './gid.ts';
 import type { EngineDeps } from './ports.ts';
 import { abortInteractive, beginInteractive, commitInteractive, joinInteractive, type InteractiveBegin, type JoinedBranch } from './interactive.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
@@ -49,6 +51,25 @@ export class Engine {
     }
     const id = randomUUID();
     const deadlineAt = Date.now() + request.timeoutMs;
+    // Slots first, before the begin record is written: a refused request leaves nothing anywhere.
+    const ticket = await this.#deps.admission?.acquire(
+      request.branches.map((b) => b.resource),
+      request.branches.map((_, i) => branchGid(this.#deps.namespace, id, i)),
+      request.timeoutMs,
+    );
+    const release = () => ticket?.release();
+    let view: TransactionView;
+    try {
+      view = await this.#start(request, context, id, deadlineAt, release);
+    } catch (err) {
+      release(); // the run never started, or has ended (release is idempotent)
+      throw err;
+    }
+    return capacityChecked(view);
+  }
+
+  /** Writes the begin record and runs the transaction; `release` gives its slots back once the inline run ends. */
+  async #start(request: SubmitRequest, context: SubmitContext, id: string, deadlineAt: number, release: () => void): Promise<TransactionView> {
     let onDecided: (v: TransactionView) => void = () => {};
     const decided = new Promise<TransactionView>((resolve) => { onDecided = resolve; });
     const run = new TransactionRun(this.#deps, id, request, deadlineAt, {
@@ -72,6 +93,7 @@ export class Engine {
         if (outcome.requestHash !== context.idempotency.requestHash) {
           throw new ConflictError('idempotency_key_reused', `Idempotency-Key "${context.idempotency.key}" was used with a different request body`);
         }
+        release();
         return this.#replay(outcome.existingId, request.wait);
       }
     } else {
@@ -87,6 +109,8 @@ export class Engine {
     this.#running.set(id, full);
     const settle = (view?: TransactionView) => {
       this.#running.delete(id);
+      release();
+      if (view && isCapacityRefusal(view)) this.#deps.admission?.exhausted(view.error!.resource!);
       if (view && isFinal(view.status)) followUp.deadlineCleared(id).catch(() => {});
     };
     full.then(settle, () => settle());
@@ -201,6 +225,28 @@ export class Engine {
       await sleep(50);
     }
   }
+}
+
+// Postgres' "maximum number of prepared transactions reached" (ERRCODE_OUT_OF_MEMORY, class 53).
+const PREPARED_SLOTS_FULL = '53200';
+
+/** Aborted because a PREPARE found its cluster's prepared-transaction slots all taken (by someone else). */
+function isCapacityRefusal(view: TransactionView): boolean {
+  return (view.status === 'aborted' || view.status === 'aborting') && view.error?.code === PREPARED_SLOTS_FULL && view.error.resource !== null;
+}
+
+/**
+ * A capacity problem is not the client's conflict: the transaction aborted (nothing applied, the
+ * reason recorded), and the client is told to come back later, as for a refusal at admission. The
+ * same holds when a repeated Idempotency-Key replays it.
+ */
+function capacityChecked(view: TransactionView): TransactionView {
+  if (!isCapacityRefusal(view)) return view;
+  throw new OverloadedError(
+    `a PREPARE on resource "${view.error!.resource}" was refused: its cluster's prepared-transaction slots are all held (SQLSTATE 53200). ` +
+      `Transaction ${view.id} was aborted and nothing was applied; retry after ${RETRY_AFTER_SECONDS} s (with a new Idempotency-Key, if you sent one)`,
+    view.error!.resource!, 'prepare_refused', RETRY_AFTER_SECONDS, view.id,
+  );
 }
 
 export function viewOf(tx: StoredTransaction): TransactionView {

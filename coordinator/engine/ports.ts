@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Participant } from '../../participant-adapter/participant.ts';
 import type { RecoveryStore } from '../log/recovery-store.ts';
 import type { TransactionsStore } from '../log/transactions-store.ts';
+import type { Admission } from './admission.ts';
 import type { Failpoints } from './failpoints.ts';
 import type { TxStatus } from './states.ts';
 
@@ -37,4 +38,10 @@ export interface EngineDeps {
   observer: EngineObserver;
   followUp: FollowUp;
   failpoints: Failpoints;
+  /**
+   * Slots per resource for submitted transactions (the service always sets it). Interactive
+   * transactions take none: their branches are opened and prepared by the services that join them,
+   * and count against a cluster through the readings of pg_prepared_xacts.
+   */
+  admission?: Admission;
 }

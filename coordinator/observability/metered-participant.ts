@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, XactStatus, BranchSession } from '../../participant-adapter/participant.ts';
+import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, PreparedSlots, XactStatus, BranchSession } from '../../participant-adapter/participant.ts';
 
-export type ParticipantOperation = 'commit_prepared' | 'rollback_prepared' | 'list_prepared' | 'inspect_prepared' | 'xact_status' | 'health';
+export type ParticipantOperation = 'commit_prepared' | 'rollback_prepared' | 'list_prepared' | 'inspect_prepared' | 'xact_status' | 'health' | 'prepared_slots';
 export type RecordOperation = (resource: string, operation: ParticipantOperation, outcome: 'ok' | 'error', seconds: number) => void;
 
 /**
@@ -48,6 +48,10 @@ export class MeteredParticipant implements Participant {
     // health() never throws: an unreachable participant is an answer, and counts as an error here.
     this.record(this.name, 'health', h.reachable ? 'ok' : 'error', (performance.now() - t0) / 1000);
     return h;
+  }
+
+  preparedSlots(): Promise<PreparedSlots | null> {
+    return this.#timed('prepared_slots', () => this.inner.preparedSlots());
   }
 
   close(): Promise<void> {

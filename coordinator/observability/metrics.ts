@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AdmissionObserver, ResourceSlotsView } from '../engine/admission.ts';
 import type { EngineObserver } from '../engine/ports.ts';
 import type { RecordOperation } from './metered-participant.ts';
 
@@ -11,6 +12,10 @@ export interface Metrics {
   participantOperation: RecordOperation;
   /** Reports the number of transactions in flight from `count` at each scrape. */
   trackInFlight(count: () => number): void;
+  /** Admission waits and refusals (see engine/admission.ts). */
+  admission: AdmissionObserver;
+  /** Reports slots in use and capacity per resource, and the waiters, from `read` at each scrape. */
+  trackAdmission(read: () => { resources: ResourceSlotsView[]; waiting: number }): void;
 }
 
 /** A registry per service instance (not the global one), so that tests may run several in one process. */
@@ -53,9 +58,41 @@ export function createMetrics(): Metrics {
     name: 'tpc_transactions_in_flight', help: 'Transactions this process is driving.', registers: [registry],
     collect() { this.set(inFlightCount()); },
   });
+  const admissionWaits = new Histogram({
+    name: 'tpc_admission_wait_seconds', help: 'Time a submitted transaction waited for its slots, by outcome (admitted, refused).',
+    labelNames: ['outcome'], registers: [registry],
+    // 0.1 ms .. 1 s: most are admitted at once; the wait is bounded by TPC_ADMISSION_WAIT_MS (250 ms by default).
+    buckets: [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+  });
+  const admissionRefusals = new Counter({
+    name: 'tpc_admission_refusals_total',
+    help: 'Submissions answered 503 for lack of capacity, by the resource that was full and why (queue_full, wait_timeout, no_capacity, prepare_refused).',
+    labelNames: ['resource', 'reason'], registers: [registry],
+  });
+  let readAdmission: () => { resources: ResourceSlotsView[]; waiting: number } = () => ({ resources: [], waiting: 0 });
+  new Gauge({
+    name: 'tpc_admission_slots_in_use', help: 'Slots held by transactions this process drives, per resource.',
+    labelNames: ['resource'], registers: [registry],
+    collect() { for (const r of readAdmission().resources) this.set({ resource: r.resource }, r.inUse); },
+  });
+  new Gauge({
+    name: 'tpc_admission_slots_capacity',
+    help: 'Slots per resource: its pool, or fewer when its cluster has fewer free prepared-transaction slots (max_prepared_transactions less what others hold).',
+    labelNames: ['resource'], registers: [registry],
+    collect() { for (const r of readAdmission().resources) this.set({ resource: r.resource }, r.capacity); },
+  });
+  new Gauge({
+    name: 'tpc_admission_waiting', help: 'Submissions waiting for slots.', registers: [registry],
+    collect() { this.set(readAdmission().waiting); },
+  });
   return {
     registry,
     httpRequests,
+    admission: {
+      waited: (seconds, outcome) => admissionWaits.observe({ outcome }, seconds),
+      refused: (resource, reason) => admissionRefusals.inc({ resource, reason }),
+    },
+    trackAdmission: (read) => { readAdmission = read; },
     backgroundFailures,
     participantOperation: (resource, operation, outcome, seconds) => participantOperations.observe({ resource, operation, outcome }, seconds),
     trackInFlight: (count) => { inFlightCount = count; },
