@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { Admission, type AdmissionTicket } from '../coordinator/engine/admission.ts';
+import { OverloadedError } from '../coordinator/errors.ts';
+
+/*
+ * The admission queue's rules, in memory (no database is involved in deciding who goes first):
+ * all slots at once or none, first come first served among those that can proceed, bounded queue.
+ * test/admission.test.ts proves the same against a real cluster.
+ */
+
+const LONG = 60_000; // a wait that never ends within a test: only a release can admit
+
+function admission(options: { waitMs?: number; queueLimit?: number } = {}) {
+  const refusals: string[] = [];
+  const stale: string[] = [];
+  const a = new Admission({
+    waitMs: options.waitMs ?? LONG, queueLimit: options.queueLimit ?? 10,
+    observer: { waited: () => {}, refused: (resource, reason) => refusals.push(`${resource}:${reason}`) },
+    onStale: (cluster) => stale.push(cluster),
+  });
+  return { a, refusals, stale };
+}
+
+/** A pending acquisition whose outcome the test can look at without awaiting it. */
+function track(p: Promise<AdmissionTicket>) {
+  const t = { ticket: undefined as AdmissionTicket | undefined, error: undefined as unknown };
+  p.then((ticket) => { t.ticket = ticket; }, (err: unknown) => { t.error = err; });
+  return t;
+}
+
+const settle = () => new Promise((r) => setImmediate(r));
+
+describe('admission', () => {
+  it('takes every slot at once or none, and serves waiters that can proceed in arrival order', async () => {
+    const { a } = admission();
+    a.addResource('a', 1, null);
+    a.addResource('b', 1, null);
+    const t1 = await a.acquire(['a'], ['g1'], LONG);
+    const both = track(a.acquire(['a', 'b'], ['g2a', 'g2b'], LONG));
+    await settle();
+    expect(both.ticket).toBeUndefined();
+    // The waiter holds nothing while it waits: b is still free for someone else (no hold-and-wait).
+    const t3 = await a.acquire(['b'], ['g3'], LONG);
+    const onA = track(a.acquire(['a'], ['g4'], LONG));
+    await settle();
+
+    t1.release();
+    await settle();
+    // The first waiter still cannot proceed (b is taken): the later one whose slot is free goes.
+    expect(both.ticket).toBeUndefined();
+    expect(onA.ticket).toBeDefined();
+
+    t3.release();
+    onA.ticket!.release();
+    await settle();
+    expect(both.ticket).toBeDefined();
+    expect(a.snapshot()).toEqual({ resources: [{ resource: 'a', inUse: 1, capacity: 1 }, { resource: 'b', inUse: 1, capacity: 1 }], waiting: 0 });
+    both.ticket!.release();
+    both.ticket!.release(); // idempotent: slots are given back once
+    expect(a.snapshot().resources.map((r) => r.inUse)).toEqual([0, 0]);
+  });
+
+  it('refuses at once beyond the queue, and after the wait otherwise, naming the full resource', async () => {
+    const { a, refusals } = admission({ waitMs: 20, queueLimit: 1 });
+    a.addResource('a', 1, null);
+    await a.acquire(['a'], ['g1'], LONG);
+    const waiting = track(a.acquire(['a'], ['g2'], LONG));
+    await expect(a.acquire(['a'], ['g3'], LONG)).rejects.toMatchObject({ reason: 'queue_full', resource: 'a', retryAfterSeconds: 1 });
+    await expect(new Promise((r) => setTimeout(r, 50)).then(() => waiting.error)).resolves.toBeInstanceOf(OverloadedError);
+    expect((waiting.error as OverloadedError).reason).toBe('wait_timeout');
+    expect(refusals).toEqual(['a:queue_full', 'a:wait_timeout']);
+    expect(a.snapshot().waiting).toBe(0);
+  });
+
+  it('never waits past half the transaction timeout: a 1 ms timeout is refused at once', async () => {
+    const { a } = admission();
+    a.addResource('a', 1, null);
+    await a.acquire(['a'], ['g1'], LONG);
+    await expect(a.acquire(['a'], ['g2'], 1)).rejects.toMatchObject({ reason: 'wait_timeout' });
+  });
+
+  it('shares a cluster between its resources, counting only what others hold against it', async () => {
+    const { a, stale } = admission({ waitMs: 0 });
+    a.addResource('a', 10, 'pg:5432');
+    a.addResource('b', 10, 'pg:5432');
+    const mine = await a.acquire(['a', 'b'], ['tpc:x:1:0', 'tpc:x:1:1'], LONG);
+    // Of the five prepared on the cluster, two are this process's own: three are someone else's.
+    a.setClusterReading('pg:5432', 6, ['tpc:x:1:0', 'tpc:x:1:1', 'other:1', 'other:2', 'other:3']);
+    expect(a.snapshot().resources).toEqual([{ resource: 'a', inUse: 1, capacity: 3 }, { resource: 'b', inUse: 1, capacity: 3 }]);
+    await a.acquire(['a'], ['tpc:x:2:0'], LONG);
+    await expect(a.acquire(['b'], ['tpc:x:3:0'], LONG)).rejects.toMatchObject({ reason: 'wait_timeout', resource: 'b' });
+    // Refused while others hold slots there: the reading may be stale, have it read again.
+    expect(stale).toEqual(['pg:5432']);
+    mine.release();
+    a.setClusterReading('pg:5432', 6, []);
+    await expect(a.acquire(['a', 'b'], ['tpc:x:4:0', 'tpc:x:4:1'], LONG)).resolves.toBeDefined();
+    // More slots than the cluster has at all: refused at once, whatever the wait.
+    a.setClusterReading('pg:5432', 1, []);
+    await expect(a.acquire(['a', 'b'], ['tpc:x:5:0', 'tpc:x:5:1'], LONG)).rejects.toMatchObject({ reason: 'no_capacity' });
+  });
+});
