@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Express } from 'express';
 import { hostname } from 'node:os';
-import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Participant } from '../participant-adapter/participant.ts';
 import { MeteredParticipant } from './observability/metered-participant.ts';

@@ -21,7 +21,7 @@ const TOKENS_JSON = JSON.stringify([
 
 describe('interactive transactions have an owner', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld({ env: { TPC_API_TOKENS: TOKENS_JSON, TPC_RECONCILE_INTERVAL_MS: '60000', TPC_PRIVILEGED_RESOURCES: '*' } }); });
+  beforeAll(async () => { world = await createWorld({ env: { TPC_API_TOKENS: TOKENS_JSON, TPC_RECONCILE_INTERVAL_MS: '60000' } }); });
   afterAll(async () => { await world.close(); });
 
   async function begin(token: string, resources: Bank[] = ['bank_a', 'bank_c']) {

@@ -16,7 +16,7 @@ describe('the queue board', () => {
   let world: World;
   let queues: Queue[];
   beforeAll(async () => {
-    world = await createWorld({ env: { TPC_PRIVILEGED_RESOURCES: '*' } });
+    world = await createWorld();
     const prefix = `q${world.namespace.slice(1)}`; // createWorld's queue prefix for this world
     queues = ['completion', 'deadline', 'maintenance'].map((kind) => new Queue(`tpc-${world.namespace}-${kind}`, { connection: { url: inject('redisUrl') }, prefix }));
   });

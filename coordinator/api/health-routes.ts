@@ -19,13 +19,25 @@ function withTimeout(p: Promise<void>, ms: number): Promise<void> {
 
 export function healthRoutes(checks: ReadinessCheck[], registry: Registry): Router {
   const router = Router();
+  // One probe of each dependency at a time, shared by every /readyz asking meanwhile: a burst of
+  // probes (several orchestrators, a load balancer per zone) then costs one query, never a queue
+  // of them behind the probe's single connection.
+  const inFlight = new Map<string, Promise<void>>();
+  const probe = (c: ReadinessCheck): Promise<void> => {
+    let p = inFlight.get(c.name);
+    if (!p) {
+      p = c.check().finally(() => inFlight.delete(c.name));
+      inFlight.set(c.name, p);
+    }
+    return p;
+  };
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
   router.get('/readyz', async (_req, res) => {
     const results = await Promise.all(checks.map(async (c) => {
       try {
-        await withTimeout(c.check(), PROBE_TIMEOUT_MS);
+        await withTimeout(probe(c), PROBE_TIMEOUT_MS);
         return [c.name, { ok: true }] as const;
       } catch (err) {
         return [c.name, { ok: false, error: err instanceof Error ? err.message : String(err) }] as const;

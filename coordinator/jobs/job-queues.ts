@@ -126,6 +126,9 @@ export class JobQueues implements FollowUp {
   }
 
   async ping(): Promise<void> {
+    // Without an offline queue a ping while disconnected fails with ioredis' "Stream isn't
+    // writeable"; the connection's state says what is wrong in words an operator can act on.
+    if (this.#producer.status !== 'ready') throw new Error(`no connection to Redis (${this.#producer.status})`);
     await this.#producer.ping();
   }
 

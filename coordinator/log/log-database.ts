@@ -25,16 +25,18 @@ export interface LogDb {
    * `name` must always go with the same SQL text.
    */
   prepared<R>(mode: 'forced' | 'relaxed', name: string, query: CompiledQuery<R>): Promise<pg.QueryResult<R & pg.QueryResultRow>>;
+  /** One connection of its own, for the readiness probe (log-probe.ts). */
+  probe: Kysely<LogDatabase>;
   close(): Promise<void>;
 }
 
 export function openLogDatabase(options: LogDatabaseOptions): LogDb {
-  const pool = (synchronousCommit: 'on' | 'off') => {
+  const pool = (synchronousCommit: 'on' | 'off', max = options.maxConnections ?? 10) => {
     const p = new pg.Pool({
       // synchronous_commit and every other setting the log's SQL relies on are fixed at startup,
       // so a role default changed behind our back (search_path, read-only, timeouts) cannot break it.
       ...sessionConnection(options.url, { synchronous_commit: synchronousCommit }),
-      max: options.maxConnections ?? 10,
+      max,
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
       keepAlive: true,
@@ -53,14 +55,18 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
   const pools = { forced: pool('on'), relaxed: pool('off') };
   const forced = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pools.forced }) });
   const relaxed = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pools.relaxed }) });
+  // /readyz's own connection, made like the others so it has their session settings: a probe that
+  // borrowed from the hot pools would wait behind a saturated pool and report overload as an outage.
+  const probe = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pool('on', 1) }) });
   return {
     forced,
     relaxed,
+    probe,
     prepared(mode, name, query) {
       return pools[mode].query({ name, text: query.sql, values: query.parameters as unknown[] });
     },
     async close() {
-      await Promise.allSettled([forced.destroy(), relaxed.destroy()]);
+      await Promise.allSettled([forced.destroy(), relaxed.destroy(), probe.destroy()]);
     },
   };
 }
