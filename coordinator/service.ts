@@ -187,6 +187,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     defaultTimeoutMs: config.defaultTimeoutMs,
     maxTimeoutMs: config.maxTimeoutMs,
     unusable: () => unusable,
+    templates: config.statementTemplates,
     list: (filter) => listTransactions(logDb, filter),
     queues: queues.queues,
     operator: {
