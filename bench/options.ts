@@ -32,6 +32,11 @@ export interface BenchOptions {
   pgStatStatements: boolean;
   /** Update bench/RESULTS.md with this run's section. */
   write: boolean;
+  /** The overload mode (bench/overload.ts): the calm --concurrency, then each of `overloadClients`. */
+  overload: boolean;
+  overloadClients: number[];
+  /** Duration of each overload stage. */
+  overloadMs: number;
 }
 
 const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME> from the environment)
@@ -48,7 +53,12 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --baseline-root DIR  also run the coordinator from DIR as variant (d), alternating with (c): a before/after comparison
   --service-node-args="FLAGS"  extra Node flags for the child coordinator, e.g. --service-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
   --pg-stat-statements load pg_stat_statements in every cluster and list the costliest statements (diagnosis)
-  --no-write           do not update bench/RESULTS.md`;
+  --no-write           do not update bench/RESULTS.md
+  --overload           overload mode: the service alone at --concurrency clients (its calm rate), then at each of
+                       --overload-clients, with the same pools; reports commits/s against the calm rate, 503
+                       refusals and their latency, answers after the deadline, RSS, /healthz and /readyz latency
+  --overload-clients N,M  client counts of the overload stages   (default 400,1000)
+  --overload-seconds S duration of each overload stage            (default 10)`;
 
 function num(name: string, raw: string | undefined, fallback: number, min: number): number {
   if (raw === undefined || raw === '') return fallback;
@@ -82,6 +92,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       'baseline-root': { type: 'string' },
       'pg-stat-statements': { type: 'boolean' },
       'no-write': { type: 'boolean' },
+      overload: { type: 'boolean' },
+      'overload-clients': { type: 'string' },
+      'overload-seconds': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -112,5 +125,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     serviceNodeArgs: (values['service-node-args'] ?? env.BENCH_SERVICE_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
     pgStatStatements: values['pg-stat-statements'] ?? env.BENCH_PG_STAT_STATEMENTS === '1',
     write: !(values['no-write'] ?? env.BENCH_NO_WRITE === '1'),
+    overload: values.overload ?? env.BENCH_OVERLOAD === '1',
+    overloadClients: (values['overload-clients'] ?? env.BENCH_OVERLOAD_CLIENTS ?? '400,1000').split(',').map((x) => x.trim()).filter(Boolean)
+      .map((x) => Math.floor(num('overload-clients', x, 0, 1))),
+    overloadMs: Math.round(num('overload-seconds', values['overload-seconds'] ?? env.BENCH_OVERLOAD_SECONDS, 10, 0.1) * 1000),
   };
 }

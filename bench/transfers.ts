@@ -5,13 +5,15 @@
  *   (b) the bare 2PC protocol inline: prepare all, one forced log insert, commit prepared all;
  *   (c) the coordinator through POST /v1/transactions.
  * It starts its own Postgres clusters, Redis and coordinator, and tears them all down at the end,
- * on error and on Ctrl-C. Options: `npm run bench -- --help`.
+ * on error and on Ctrl-C. Options: `npm run bench -- --help`. With --overload it measures the
+ * service alone under 400 and 1000 clients against its calm rate instead (bench/overload.ts).
  */
 import { fileURLToPath } from 'node:url';
 import { snapshot, used, type CpuSnapshot } from './cpu.ts';
 import { resetStatStatements, statStatementsReport } from './diagnose.ts';
 import { scrapePhases, servicePhases, type ServiceProbe } from './metrics.ts';
 import { parseOptions, type BenchOptions } from './options.ts';
+import { runOverload } from './overload.ts';
 import { loadAverage, machine, renderSection, sectionKey, stepComparison, writeResults } from './report.ts';
 import { merge, timedRun, type RunSample } from './runner.ts';
 import { abLine, cpuTable, summarize, table, withRatios } from './stats.ts';
@@ -128,7 +130,8 @@ async function main(): Promise<number> {
   const loadBefore = loadAverage();
   try {
     const world = await startWorld(options, log, (close) => { closeWorld = close; });
-    if (!control.stopped) await measure(options, world, loadBefore);
+    if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
+    else if (!control.stopped) await measure(options, world, loadBefore);
   } finally {
     log('tearing down');
     await closeWorld?.();

@@ -1,0 +1,187 @@
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { randomTransfer, statementsOf } from './variants.ts';
+
+/*
+ * The clients of the overload benchmark: closed-loop REST clients that behave as the 503 asks
+ * (they wait Retry-After, plus jitter, before trying again), a prober that times /healthz and
+ * /readyz during the load, and a sampler of the coordinator's resident memory.
+ */
+
+// 5 s: the deadline the issue's collapse was measured against (answers after 12 s of a 5 s deadline).
+export const OVERLOAD_TIMEOUT_MS = 5_000;
+// Up to half a second on top of Retry-After: clients refused together must not all return in the same instant.
+const RETRY_JITTER_MS = 500;
+// A probe every 100 ms: an orchestrator's probe is far rarer; this only needs enough samples for a p99.
+const PROBE_INTERVAL_MS = 100;
+// Memory sampled 5 times a second: a stage lasts seconds, and the peak is what matters.
+const RSS_INTERVAL_MS = 200;
+
+export interface StageCounts {
+  commits: number;
+  commitLatencies: number[];
+  /** 503 overloaded answers, each with its latency. */
+  refusals: number;
+  refusalLatencies: number[];
+  /** 409 answers (a transfer aborted: under overload there should be none). */
+  aborted: number;
+  /** Any answer (or none) that came after the transaction's deadline. */
+  late: number;
+  /** Anything else: other statuses, failed connections; by message. */
+  errors: Map<string, number>;
+}
+
+interface Answer {
+  status: number;
+  text: string;
+  retryAfter: string | undefined;
+}
+
+function post(agent: Agent, url: URL, body: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      method: 'POST',
+      agent,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({
+        status: res.statusCode ?? 0,
+        text: Buffer.concat(chunks).toString('utf8'),
+        retryAfter: res.headers['retry-after'] as string | undefined,
+      }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** `clients` closed-loop clients sending random transfers for `durationMs`; what they got back. */
+export async function runClients(baseUrl: string, clients: number, durationMs: number, accounts: number, stopped: () => boolean): Promise<StageCounts> {
+  const agent = new Agent({ keepAlive: true, maxSockets: clients, maxFreeSockets: clients });
+  const url = new URL('/v1/transactions', baseUrl);
+  const counts: StageCounts = { commits: 0, commitLatencies: [], refusals: 0, refusalLatencies: [], aborted: 0, late: 0, errors: new Map() };
+  const error = (msg: string) => counts.errors.set(msg, (counts.errors.get(msg) ?? 0) + 1);
+  const end = performance.now() + durationMs;
+
+  const client = async () => {
+    while (!stopped() && performance.now() < end) {
+      const body = JSON.stringify({
+        branches: statementsOf(randomTransfer(accounts)).map((s) => ({
+          resource: s.bank,
+          statements: [{ sql: s.sql, params: s.params, expect: { rowCount: 1 } }],
+        })),
+        timeoutMs: OVERLOAD_TIMEOUT_MS,
+      });
+      const t0 = performance.now();
+      let answer: Answer;
+      try {
+        answer = await post(agent, url, body);
+      } catch (err) {
+        if (performance.now() - t0 > OVERLOAD_TIMEOUT_MS) counts.late++;
+        error(err instanceof Error ? err.message : String(err));
+        await sleep(100); // a failing connection must not spin
+        continue;
+      }
+      const ms = performance.now() - t0;
+      if (ms > OVERLOAD_TIMEOUT_MS) counts.late++;
+      if (answer.status === 201) {
+        counts.commits++;
+        counts.commitLatencies.push(ms);
+      } else if (answer.status === 503 && answer.text.includes('urn:tpc:problem:overloaded')) {
+        counts.refusals++;
+        counts.refusalLatencies.push(ms);
+        const seconds = Number(answer.retryAfter);
+        if (!Number.isFinite(seconds) || seconds < 1) error(`503 overloaded without a usable Retry-After (${answer.retryAfter})`);
+        await sleep((Number.isFinite(seconds) ? seconds : 1) * 1000 + Math.random() * RETRY_JITTER_MS);
+      } else if (answer.status === 409) {
+        counts.aborted++;
+        error(`409 ${answer.text.slice(0, 160)}`);
+      } else {
+        error(`HTTP ${answer.status}: ${answer.text.slice(0, 160)}`);
+        await sleep(100);
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: clients }, client));
+  } finally {
+    agent.destroy();
+  }
+  return counts;
+}
+
+export interface ProbeTimes {
+  healthz: number[];
+  readyz: number[];
+  /** Probes that did not answer 200 (or not at all), by path and what came back. */
+  failures: Map<string, number>;
+}
+
+/** Times GET /healthz and /readyz every 100 ms, on connections of their own, until `stop` is called. */
+export function startProber(baseUrl: string): { stop(): Promise<ProbeTimes> } {
+  const agent = new Agent({ keepAlive: true, maxSockets: 2 });
+  const times: ProbeTimes = { healthz: [], readyz: [], failures: new Map() };
+  let running = true;
+  const probe = (path: '/healthz' | '/readyz') => new Promise<void>((resolve) => {
+    const t0 = performance.now();
+    const fail = (what: string) => {
+      times.failures.set(`${path} ${what}`, (times.failures.get(`${path} ${what}`) ?? 0) + 1);
+      resolve();
+    };
+    const req = request(new URL(path, baseUrl), { agent }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        times[path === '/healthz' ? 'healthz' : 'readyz'].push(performance.now() - t0);
+        if (res.statusCode !== 200) fail(String(res.statusCode));
+        else resolve();
+      });
+      res.on('error', (err) => fail(err.message));
+    });
+    req.on('error', (err) => fail(err.message));
+    req.end();
+  });
+  const loop = (async () => {
+    while (running) {
+      const next = performance.now() + PROBE_INTERVAL_MS;
+      await Promise.all([probe('/healthz'), probe('/readyz')]);
+      await sleep(Math.max(0, next - performance.now()));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      agent.destroy();
+      return times;
+    },
+  };
+}
+
+/** The peak resident memory of process `pid` (this one when undefined), in MiB, until `stop` is called. */
+export function startRssSampler(pid: number | undefined): { stop(): number } {
+  const read = (): number => {
+    if (pid === undefined) return process.memoryUsage().rss / 2 ** 20;
+    try {
+      const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return kb ? Number(kb[1]) / 1024 : Number.NaN;
+    } catch {
+      return Number.NaN;
+    }
+  };
+  let peak = read();
+  const timer = setInterval(() => {
+    const v = read();
+    if (Number.isFinite(v)) peak = Number.isFinite(peak) ? Math.max(peak, v) : v;
+  }, RSS_INTERVAL_MS);
+  return {
+    stop() {
+      clearInterval(timer);
+      return peak;
+    },
+  };
+}
