@@ -108,6 +108,10 @@ describe('OpenAPI document', () => {
     expect(body({ interactive: true, branches: [{ resource: 'bank_a' }] })).toBe(true);
     expect(body({ branches: [] })).toBe(false);
     expect(body({ ...transfer('bank_a', 'bank_b', 1), interactive: true })).toBe(false);
+    // A statement is raw SQL or a template's name, exactly one of the two.
+    expect(body({ branches: [{ resource: 'bank_a', statements: [{ statement: 'debit', params: [1, 2] }] }] })).toBe(true);
+    expect(body({ branches: [{ resource: 'bank_a', statements: [{ statement: 'debit', sql: 'SELECT 1' }] }] })).toBe(false);
+    expect(body({ branches: [{ resource: 'bank_a', statements: [{ params: [] }] }] })).toBe(false);
     const params = doc.paths['/v1/transactions'].get.parameters.map((p: { name: string }) => p.name);
     expect(params).toEqual(['status', 'inDoubt', 'resource', 'since', 'before', 'cursor', 'limit']);
   });
@@ -124,6 +128,10 @@ describe('OpenAPI document', () => {
     const invalid = await world.submit({ branches: [] });
     expect(invalid.status).toBe(422);
     expectDocumented('/v1/transactions', 'POST', invalid);
+
+    const refused = await world.submit({ branches: [{ resource: 'bank_a', statements: [{ sql: 'COMMIT' }, { sql: 'SELECT pg_advisory_lock(1)' }] }] });
+    expect(refused.body).toMatchObject({ status: 422, type: 'urn:tpc:problem:statement_not_allowed', branch: 0, statement: 0 });
+    expectDocumented('/v1/transactions', 'POST', refused);
 
     const unauthorized = await world.request('GET', '/v1/transactions', undefined, { token: null });
     expect(unauthorized.status).toBe(401);

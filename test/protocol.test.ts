@@ -94,11 +94,18 @@ describe('the protocol', () => {
   });
 
   it('leaves nothing on the pooled session: settings and session locks taken by a statement are wiped', async () => {
+    // The statement guard refuses set_config(…, false) and pg_advisory_lock in a statement, but it
+    // cannot see inside a function the database already has: the session reset is what wipes them.
+    await world.db.bank_a.query(`
+      CREATE FUNCTION public.sneaky() RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM set_config('search_path', 'pg_catalog', false);
+        PERFORM pg_advisory_lock(42);
+      END $$`);
     const sneaky = {
       resource: 'bank_a',
       statements: [
-        { sql: "SELECT set_config('search_path', 'pg_catalog', false)", params: [] },
-        { sql: 'SELECT pg_advisory_lock(42)', params: [] },
+        { sql: 'SELECT public.sneaky()', params: [] },
         { sql: 'UPDATE public.accounts SET balance = balance - 1 WHERE id = 7', params: [] },
       ],
     };

@@ -45,7 +45,11 @@ const statement = z.strictObject({
   if ((s.sql === undefined) === (s.statement === undefined)) {
     ctx.addIssue({ code: 'custom', message: 'give exactly one of "sql" and "statement" (the name of a statement template)' });
   }
-}).meta({ oneOf: [{ required: ['sql'] }, { required: ['statement'] }] });
+}).meta({
+  // What the superRefine above says, for the OpenAPI document (each property restated beside
+  // `required`, as strict JSON Schema validators want).
+  oneOf: [{ properties: { sql: {} }, required: ['sql'] }, { properties: { statement: {} }, required: ['statement'] }],
+});
 
 const branch = z.strictObject({
   resource: z.string().min(1).max(63),
