@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../coordinator/config/load-config.ts';
 import { ensureLoginRole, ensureOwnedDatabase } from '../../coordinator/embedded/database-roles.ts';
@@ -78,6 +78,8 @@ export interface WorldOptions {
   extraResources?: Record<string, string>;
   /** A log database elsewhere (a cluster the test can stop). */
   logUrl?: string;
+  /** The service's logger (default: silent, or TEST_LOG_LEVEL), e.g. one writing to an array a test asserts on. */
+  logger?: Logger;
   /** Runs once the databases exist, before the coordinator starts; returns environment overrides. */
   beforeStart?: (dbs: Databases) => Promise<Record<string, string>>;
 }
@@ -179,7 +181,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const dbs = await createDatabases(options);
   const { db, urls, namespace, preparedGids } = dbs;
   const config = loadConfig({ ...dbs.env, ...(await options.beforeStart?.(dbs)) });
-  const service = await startService(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), queuePrefix: `q${dbs.tag}` });
+  const service = await startService(config, { logger: options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), queuePrefix: `q${dbs.tag}` });
   const request: World['request'] = (method, path, body, o = {}) => httpRequest(service.url, method, path, body, o);
 
   return {
