@@ -46,7 +46,8 @@ export async function ensureOwnedDatabase(admin: pg.ClientBase, name: string, ow
 
 /** Takes CONNECT and TEMPORARY on `name` from PUBLIC (superusers and explicit grants keep theirs). */
 export async function closeDatabaseToPublic(admin: pg.ClientBase, name: string): Promise<void> {
-  await admin.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(name)} FROM PUBLIC`);
+  // Any name a user gave a database of the cluster: quoted, not checked against ROLE_NAME.
+  await admin.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${escapeIdentifier(name)} FROM PUBLIC`);
 }
 
 /*

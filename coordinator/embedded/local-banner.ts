@@ -1,5 +1,6 @@
 import { relative } from 'node:path';
-import { DEMO_ACCOUNTS, DEMO_BALANCE, type LocalEnvironment } from './local-environment.ts';
+import { safeUrl } from '../observability/logger.ts';
+import { DEMO_ACCOUNTS, DEMO_BALANCE, ROLE_PASSWORDS_FILE, type LocalEnvironment } from './local-environment.ts';
 
 /** What a newcomer needs on screen once the embedded default is up: where, what, and a first request. */
 export function localBanner(url: string, local: LocalEnvironment): string {
@@ -17,7 +18,7 @@ export function localBanner(url: string, local: LocalEnvironment): string {
 
   coordinator  ${url}            console  ${url}/console/
   resources    ${local.resources.join(', ')} (table accounts: ids 1..${DEMO_ACCOUNTS}, ${DEMO_BALANCE} each when first created)
-  log          ${local.env.DATABASE_URL}
+  log          ${safeUrl(local.env.DATABASE_URL!)}   (each database has a role of its own; passwords in ${dir}/${ROLE_PASSWORDS_FILE})
   dev token    ${local.token ?? '(yours, from TPC_API_TOKENS)'}${local.token ? `   (all scopes; kept in ${dir}/dev-token)` : ''}
 
   move 100 from bank_a account 1 to bank_b account 7, atomically:

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
+import { closeDatabaseToPublic, ensureLoginRole, ensureOwnedDatabase, moveOwnership } from './database-roles.ts';
 import { startPostgresCluster, type PostgresCluster } from './postgres-cluster.ts';
 import { startRedisServer, type RedisServer } from './redis-server.ts';
 
@@ -11,6 +12,20 @@ import { startRedisServer, type RedisServer } from './redis-server.ts';
 export const DEMO_BANKS = ['bank_a', 'bank_b', 'bank_c'] as const;
 export const DEMO_ACCOUNTS = 10;
 export const DEMO_BALANCE = 1000;
+/** The log database, owned by a role of the same name (as each bank is by its own). */
+export const LOG_DATABASE = 'tpc_log';
+/** Where each role's password is kept in the data directory (JSON: role → password, mode 0600). */
+export const ROLE_PASSWORDS_FILE = 'db-passwords';
+
+/*
+ * Prepared transactions the cluster can hold at once, across its three banks: each bank's pool
+ * (TPC_RESOURCE_POOL_SIZE, 20) can have that many branches preparing, and prepared branches stay
+ * while phase 2 runs or waits on a retry, and SDK branches (joined from other services) and
+ * operators' leftovers add theirs: 3 × 20 = 60 in the steady state, with room above for a burst of
+ * decided-but-unfinished transactions. A slot costs shared memory for its locks only; running out
+ * fails PREPARE with 53200, which admission control is there to prevent.
+ */
+const MAX_PREPARED_TRANSACTIONS = 200;
 
 const ACCOUNTS_SQL = `
   CREATE TABLE IF NOT EXISTS accounts (id int PRIMARY KEY, owner text NOT NULL, balance int NOT NULL CHECK (balance >= 0));
@@ -44,22 +59,54 @@ export function wantsLocalEnvironment(env: Record<string, string | undefined>): 
   return !env.DATABASE_URL && !env.TPC_RESOURCES && !env.TPC_RESOURCES_FILE;
 }
 
-async function ensureDatabase(cluster: PostgresCluster, name: string, setupSql?: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: cluster.url() });
-  await admin.connect();
-  try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try { return await fn(c); } finally { await c.end(); }
+}
+
+/**
+ * Least privilege by construction: the log and each bank are owned by a login role of their own,
+ * with a password, and no role may connect to a database it does not own (CONNECT is taken from
+ * PUBLIC on every database of the cluster). The superuser stays with this setup, over the Unix
+ * socket; nothing the coordinator runs connects as it. A data directory made by an earlier
+ * version (everything owned by postgres, trust on loopback) is brought to the same state at every
+ * start: each step is idempotent. Returns each database's URL for its own role.
+ */
+async function setUpDatabases(cluster: PostgresCluster, passwords: Readonly<Record<string, string>>): Promise<Record<string, string>> {
+  const databases = [LOG_DATABASE, ...DEMO_BANKS];
+  await withClient(cluster.url(), async (admin) => {
+    for (const db of databases) {
+      await ensureLoginRole(admin, db, passwords[db]);
+      await ensureOwnedDatabase(admin, db, db);
+    }
+    const all = await admin.query<{ datname: string }>('SELECT datname FROM pg_catalog.pg_database WHERE datallowconn');
+    for (const { datname } of all.rows) await closeDatabaseToPublic(admin, datname);
+  });
+  for (const db of databases) await withClient(cluster.url(db), (c) => moveOwnership(c, db));
+  const urls = Object.fromEntries(databases.map((db) => [db, `postgres://${db}:${encodeURIComponent(passwords[db]!)}@${cluster.host}:${cluster.port}/${db}`]));
+  // The accounts table is made by the bank's own role, so it owns it from the start.
+  for (const bank of DEMO_BANKS) await withClient(urls[bank]!, (c) => c.query(ACCOUNTS_SQL));
+  return urls;
+}
+
+/** A password per role, made once and kept in the data directory, readable by its owner only. */
+async function rolePasswords(dataDir: string, roles: readonly string[]): Promise<Record<string, string>> {
+  const file = join(dataDir, ROLE_PASSWORDS_FILE);
+  let kept: Record<string, unknown> = {};
+  if (existsSync(file)) {
+    try { kept = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>; } catch { kept = {}; }
   }
-  const url = cluster.url(name);
-  if (setupSql) {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try { await c.query(setupSql); } finally { await c.end(); }
+  const passwords: Record<string, string> = {};
+  let changed = false;
+  for (const role of roles) {
+    const p = kept[role];
+    if (typeof p === 'string' && p.length >= 16) passwords[role] = p;
+    else { passwords[role] = randomBytes(18).toString('base64url'); changed = true; }
   }
-  return url;
+  if (changed) await writeFile(file, `${JSON.stringify({ ...kept, ...passwords }, null, 2)}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return passwords;
 }
 
 /** A token made once and kept in the data directory, so that a restart does not change it. */
@@ -126,12 +173,14 @@ export async function startLocalEnvironment(options: LocalEnvironmentOptions): P
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
   await claim(dataDir);
-  const cluster = await startPostgresCluster({ dataDir: await clusterDir(dataDir), binDir: options.pgBinDir, maxPreparedTransactions: 100 });
+  const cluster = await startPostgresCluster({
+    dataDir: await clusterDir(dataDir), binDir: options.pgBinDir, maxPreparedTransactions: MAX_PREPARED_TRANSACTIONS, passwordAuth: true,
+  });
   let redis: RedisServer | undefined;
   try {
-    const log = await ensureDatabase(cluster, 'tpc_log');
-    const banks: Record<string, string> = {};
-    for (const bank of DEMO_BANKS) banks[bank] = await ensureDatabase(cluster, bank, ACCOUNTS_SQL);
+    const urls = await setUpDatabases(cluster, await rolePasswords(dataDir, [LOG_DATABASE, ...DEMO_BANKS]));
+    const log = urls[LOG_DATABASE]!;
+    const banks: Record<string, string> = Object.fromEntries(DEMO_BANKS.map((bank) => [bank, urls[bank]!]));
     if (!options.redisUrl) {
       redis = await startRedisServer().catch((err: unknown) => {
         throw new Error(
