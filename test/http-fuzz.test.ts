@@ -173,6 +173,11 @@ describe('every route under generated paths, methods, headers and bodies', () =>
       expect(r.body).toMatchObject({ type: 'urn:tpc:problem:malformed-url', status: 400 });
     }
     expect(logged.slice(before).filter((l) => l.level >= 40)).toEqual([]);
+    // The OpenAPI document says so.
+    if (path.startsWith('/v1/')) {
+      const doc = (await world.request('GET', '/openapi.json')).body;
+      expect(Object.keys(doc.paths[path.replace('%ZZ', '{id}')][method.toLowerCase()].responses)).toContain('400');
+    }
   });
 
   /** One raw HTTP exchange, for requests fetch would never send. */

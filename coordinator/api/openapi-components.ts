@@ -168,7 +168,7 @@ const problemResponse = (description: string) => ({ description, content: { 'app
 
 /** Answers shared by many operations; each operation refers to them by name. */
 export const componentResponses: Record<string, Schema> = {
-  BadRequest: problemResponse('Malformed JSON, or a body over TPC_BODY_LIMIT'),
+  BadRequest: problemResponse('Malformed JSON, a body over TPC_BODY_LIMIT, or a path with malformed percent-encoding (malformed-url)'),
   Unauthorized: problemResponse('No token, or not a valid one (when TPC_API_TOKENS is set)'),
   Forbidden: problemResponse('The token lacks the scope (forbidden), or may not use a resource involved (forbidden-resource)'),
   NotFound: problemResponse('Unknown transaction'),

@@ -53,8 +53,9 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
     200: answer(`${done}, as asked`, ref('InteractiveOutcome')),
     202: answer('Decided; phase 2 still running', ref('InteractiveOutcome')),
     409: answer('It ended otherwise (a branch not really prepared, the deadline passed, already decided): the outcome and the `refusal`', ref('InteractiveOutcome')),
+    400: reply('BadRequest'),
     ...denied,
-    404: reply('NotFound'),
+    404: problem('Unknown transaction, or one this token did not begin or whose resources it may not use: the same answer, so an id confirms nothing'),
     503: reply('Unavailable'),
   });
 
@@ -130,14 +131,15 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
           description: 'Scope `read`.',
           ...scope('read'),
           parameters: [idParam],
-          responses: { 200: answer('The transaction', ref('TransactionDetail')), ...denied, 404: reply('NotFound'), 503: reply('Unavailable') },
+          responses: { 200: answer('The transaction', ref('TransactionDetail')), 400: reply('BadRequest'), ...denied, 404: reply('NotFound'), 503: reply('Unavailable') },
         },
       },
       '/v1/transactions/{id}/commit': {
         post: {
           operationId: 'commitInteractive',
           summary: 'Commit an interactive transaction once the service has prepared every branch',
-          description: 'Scope `submit`. The coordinator looks every gid up in pg_prepared_xacts; a branch not really prepared, or a commit after the deadline, aborts everything.',
+          description: 'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id; an operator uses /resolve). '
+            + 'The coordinator looks every gid up in pg_prepared_xacts; a branch not really prepared, or a commit after the deadline, aborts everything.',
           ...scope('submit'),
           parameters: [idParam],
           responses: interactiveAnswer('Committed'),
@@ -147,7 +149,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         post: {
           operationId: 'abortInteractive',
           summary: 'Roll an interactive transaction back',
-          description: 'Scope `submit`.',
+          description: 'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id; an operator uses /resolve).',
           ...scope('submit'),
           parameters: [idParam],
           responses: interactiveAnswer('Aborted'),
@@ -157,7 +159,8 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         post: {
           operationId: 'joinInteractive',
           summary: 'Add a branch to an active interactive transaction, for another service to prepare under its gid',
-          description: 'Scope `submit`. The token must be allowed the resource and every resource the transaction already has.',
+          description: 'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id). '
+            + 'The token must be allowed the resource (403 otherwise).',
           ...scope('submit'),
           parameters: [idParam],
           requestBody: body(ref('JoinRequest')),
@@ -166,7 +169,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
             200: answer('The resource already had a branch in this transaction: that one (a retried join)', ref('JoinedBranch')),
             400: reply('BadRequest'),
             ...denied,
-            404: reply('NotFound'),
+            404: problem('Unknown transaction, or one this token did not begin or whose resources it may not use: the same answer, so an id confirms nothing'),
             409: problem('Not active (not-active), not interactive (not-interactive), past its deadline (deadline-passed), or lost to concurrent joins (busy: retry)'),
             422: problem('The body breaks the contract, or names an unknown resource (validation)'),
             503: reply('Unavailable'),
@@ -231,8 +234,11 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
       '/v1/session': {
         post: {
           operationId: 'createSession',
-          summary: 'Echo the bearer token into an HttpOnly cookie scoped to /queues, for the queue dashboard',
-          description: 'Any valid token. The cookie is accepted only by /queues, never by the API.',
+          summary: 'A one-hour session cookie for the queue dashboard, whose page cannot send an Authorization header',
+          description: 'Any valid token. The cookie (tpc_queues: HttpOnly, SameSite=Strict, Path=/queues, Secure over https) holds a signed, expiring value '
+            + 'bound to the token\'s name, never the token; rotating or removing the token revokes it. Only /queues accepts it, never the API, and a change '
+            + 'made there with it (any method but GET, HEAD, OPTIONS) must come from a page of the same origin (Origin or Sec-Fetch-Site). '
+            + 'With no tokens configured, no cookie is set.',
           responses: { 204: { description: 'Cookie set (tpc_queues)' }, 401: reply('Unauthorized') },
         },
       },
@@ -245,7 +251,10 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
       '/readyz': {
         get: {
           operationId: 'readiness',
-          summary: 'The log database and Redis answer',
+          summary: 'The log can be queried (its tables, as the hot path uses them) and Redis answers',
+          description: '`checks` names each dependency; a failing one carries `error`, e.g. `relation "tpc_transactions" does not exist`, '
+            + '`permission denied for table tpc_events`, or `no connection to Redis (reconnecting)`. The log is probed on a connection of its own, '
+            + 'so a saturated pool does not read as an outage.',
           ...open,
           responses: { 200: answer('ready', ref('Readiness')), 503: answer('not ready: the failing check says why', ref('Readiness')) },
         },
