@@ -24,15 +24,23 @@ export interface AdmissionCapacity {
  * it has every slot, and a PREPARE that finds them taken is still answered 503, never 409.
  */
 export function clusterOf(url: string): string {
-  let u: URL;
+  // By hand rather than with URL: a socket directory leaves the host empty (postgres://u@/db?host=/run/pg),
+  // which URL refuses.
+  const rest = url.replace(/^postgres(ql)?:\/\//i, '');
+  const authority = rest.split(/[/?]/, 1)[0]!;
+  const query = new URLSearchParams(rest.includes('?') ? rest.slice(rest.indexOf('?') + 1) : '');
+  const hostPort = authority.slice(authority.lastIndexOf('@') + 1);
+  const bracket = hostPort.startsWith('[') ? hostPort.indexOf(']') + 1 : 0; // an IPv6 literal keeps its colons
+  const colon = hostPort.indexOf(':', bracket);
+  const rawHost = colon === -1 ? hostPort : hostPort.slice(0, colon);
+  let host = rawHost;
   try {
-    u = new URL(url);
+    host = decodeURIComponent(rawHost);
   } catch {
-    return url; // a form URL cannot read: its own cluster (pg reads it, or start-up fails there)
+    // not percent-encoding after all: keep it as written
   }
-  const host = (decodeURIComponent(u.hostname) || u.searchParams.get('host') || 'localhost').toLowerCase();
-  const port = u.port || u.searchParams.get('port') || '5432';
-  return `${host}:${port}`;
+  const port = (colon === -1 ? '' : hostPort.slice(colon + 1)) || query.get('port') || '5432';
+  return `${(host || query.get('host') || 'localhost').toLowerCase()}:${port}`;
 }
 
 /**

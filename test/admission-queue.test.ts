@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { clusterOf } from '../coordinator/admission-capacity.ts';
+import { loadConfig } from '../coordinator/config/load-config.ts';
 import { Admission, type AdmissionTicket } from '../coordinator/engine/admission.ts';
 import { OverloadedError } from '../coordinator/errors.ts';
 
@@ -97,5 +99,24 @@ describe('admission', () => {
     // More slots than the cluster has at all: refused at once, whatever the wait.
     a.setClusterReading('pg:5432', 1, []);
     await expect(a.acquire(['a', 'b'], ['tpc:x:5:0', 'tpc:x:5:1'], LONG)).rejects.toMatchObject({ reason: 'no_capacity' });
+  });
+});
+
+describe('admission configuration', () => {
+  const env = { DATABASE_URL: 'postgres://l@127.0.0.1/log', REDIS_URL: 'redis://127.0.0.1:6379', TPC_RESOURCES: '{"a":"postgres://u@127.0.0.1/a"}' };
+
+  it('has a short wait and a bounded queue by default, and names a bad knob', () => {
+    expect(loadConfig(env)).toMatchObject({ admissionWaitMs: 250, admissionQueue: 200 });
+    expect(loadConfig({ ...env, TPC_ADMISSION_WAIT_MS: '0', TPC_ADMISSION_QUEUE: '0' })).toMatchObject({ admissionWaitMs: 0, admissionQueue: 0 });
+    expect(() => loadConfig({ ...env, TPC_ADMISSION_WAIT_MS: 'soon' })).toThrow(/^TPC_ADMISSION_WAIT_MS: /);
+    expect(() => loadConfig({ ...env, TPC_ADMISSION_QUEUE: '-1' })).toThrow(/^TPC_ADMISSION_QUEUE: /);
+  });
+
+  it('groups direct resources by the host and port of their URL: databases of one cluster share its slots', () => {
+    expect(clusterOf('postgres://bank_a@127.0.0.1:5433/bank_a')).toBe(clusterOf('postgresql://bank_b:secret@127.0.0.1:5433/bank_b?sslmode=disable'));
+    expect(clusterOf('postgres://u@db.internal/a')).toBe('db.internal:5432');
+    expect(clusterOf('postgres://u@/a?host=/var/run/postgresql&port=5444')).toBe('/var/run/postgresql:5444');
+    expect(clusterOf('postgres://u@127.0.0.1:5433/a')).not.toBe(clusterOf('postgres://u@127.0.0.1:5434/a'));
+    expect(clusterOf('postgres://u:p%40ss@[::1]:5435/a')).toBe('[::1]:5435');
   });
 });
