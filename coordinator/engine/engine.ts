@@ -230,9 +230,13 @@ export class Engine {
 // Postgres' "maximum number of prepared transactions reached" (ERRCODE_OUT_OF_MEMORY, class 53).
 const PREPARED_SLOTS_FULL = '53200';
 
-/** Aborted because a PREPARE found its cluster's prepared-transaction slots all taken (by someone else). */
+/**
+ * Aborted because a PREPARE found its cluster's prepared-transaction slots all taken (by someone
+ * else). At PREPARE only (no statement index): 53200 from a statement is the server out of memory.
+ */
 function isCapacityRefusal(view: TransactionView): boolean {
-  return (view.status === 'aborted' || view.status === 'aborting') && view.error?.code === PREPARED_SLOTS_FULL && view.error.resource !== null;
+  return (view.status === 'aborted' || view.status === 'aborting') && view.error?.code === PREPARED_SLOTS_FULL
+    && view.error.resource !== null && view.error.statement === null;
 }
 
 /**
