@@ -95,6 +95,9 @@ const PROTECTED_SETTINGS: ReadonlyMap<string, string> = new Map([
   ['client_encoding', 'the guard reads statements as the server does only with the connection\'s own setting'],
   // The server-side backstop of the transaction's deadline, should a cancel request be lost.
   ['statement_timeout', 'the coordinator bounds every statement by the transaction\'s deadline'],
+  // A single writing branch is committed in one phase, and the log records it committed right
+  // after: an asynchronous COMMIT could be lost in a crash while the log says it happened.
+  ['synchronous_commit', 'the coordinator records a branch committed only once its commit is durable'],
 ]);
 
 /** Why a setting may not be changed by a branch (even for its transaction), or null when it may. */

@@ -98,6 +98,8 @@ const REFUSED: [string, RegExp][] = [
   ['SET LOCAL standard_conforming_strings = off', /standard_conforming_strings/],
   ["SET LOCAL client_encoding = 'SJIS'", /client_encoding/],
   ['SET LOCAL statement_timeout = 0', /statement_timeout/],
+  ['SET LOCAL synchronous_commit = off', /synchronous_commit .*durable/],
+  ["SELECT set_config('synchronous_commit', 'off', true)", /synchronous_commit/],
   ['ALTER ROLE CURRENT_USER SET search_path = pwned', /ALTER ROLE … SET/],
   ['ALTER DATABASE d SET search_path = pwned', /ALTER DATABASE … SET/],
   ["ALTER SYSTEM SET work_mem = '1GB'", /ALTER SYSTEM/],
