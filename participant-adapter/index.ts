@@ -13,5 +13,5 @@ export type {
   XactStatus,
 } from './participant.ts';
 export { ParticipantRouterError, participantRouter, type ParticipantRouterOptions } from './participant-router.ts';
-export { assertStatementAllowed } from './statement-guard.ts';
+export { assertStatementAllowed, statementRefusal } from './statement-guard.ts';
 export { prepareBranch, type PrepareBranchOptions } from './prepare-branch.ts';
