@@ -36,7 +36,12 @@ export interface RunningService {
   participants: ReadonlyMap<string, Participant>;
   /** The express app, so that a test can read its routes (test/openapi.test.ts checks them against the OpenAPI document). */
   app?: Express;
-  maintenance: { reconcile(): Promise<ReconcileReport>; prune(): Promise<number> };
+  maintenance: {
+    reconcile(): Promise<ReconcileReport>;
+    prune(): Promise<number>;
+    /** One pass of the periodic resource check (health, and each direct resource's role). */
+    checkResources(): Promise<void>;
+  };
   /** Stops taking requests, lets transactions in hand finish, closes every pool and connection. */
   close(): Promise<void>;
 }
@@ -235,7 +240,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics,
     participants,
     app,
-    maintenance,
+    maintenance: { ...maintenance, checkResources: () => checkResources() },
     close() {
       closing ??= (async () => {
         clearInterval(healthTimer);

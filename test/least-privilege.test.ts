@@ -3,7 +3,8 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { ConfigError, loadConfig } from '../coordinator/config/load-config.ts';
 import { startService, type RunningService } from '../coordinator/service.ts';
-import { adminUrl, createDatabases, createWorld, transfer, TOKENS, type Databases, type World } from './harness/world.ts';
+import { restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { adminUrl, createDatabases, createWorld, move, transfer, TOKENS, type Databases, type World } from './harness/world.ts';
 
 /** A logger whose lines the test can read: warnings at start are part of the contract. */
 function capturingLogger() {
@@ -85,6 +86,31 @@ describe('a resource whose role can act beyond its database', () => {
       service = undefined;
       await dbs!.end();
       dbs = undefined;
+    }
+  });
+
+  it('does not block the start while unreachable; once it answers, it is marked unusable with the reason', async () => {
+    const flaky = await startFlakyParticipant();
+    try {
+      await flaky.cluster.stop();
+      const r = await start({ late: flaky.cluster.url('flaky') });
+      expect(r.ok, r.ok ? '' : r.error.message).toBe(true);
+      await restartAfterCrash(flaky.cluster);
+      await service!.maintenance.checkResources();
+      const refused = await fetch(`${service!.url}/v1/transactions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKENS.full}` },
+        body: JSON.stringify(move('bank_a', 'late', 5, 1)),
+      });
+      expect(refused.status).toBe(503);
+      const body = await refused.json();
+      expect(body.type).toBe('urn:tpc:problem:resource-unusable');
+      expect(body.detail).toMatch(/resource "late" connects as role "postgres", which has SUPERUSER/);
+      expect((await dbs!.db.bank_a.query('SELECT balance FROM accounts WHERE id = 1')).rows[0].balance).toBe(1000);
+    } finally {
+      await service?.close();
+      service = undefined;
+      await flaky.cluster.destroy();
     }
   });
 
