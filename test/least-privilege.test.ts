@@ -103,7 +103,7 @@ describe('a resource whose role can act beyond its database', () => {
         body: JSON.stringify(move('bank_a', 'late', 5, 1)),
       });
       expect(refused.status).toBe(503);
-      const body = await refused.json();
+      const body = await refused.json() as { type: string; detail: string };
       expect(body.type).toBe('urn:tpc:problem:resource-unusable');
       expect(body.detail).toMatch(/resource "late" connects as role "postgres", which has SUPERUSER/);
       expect((await dbs!.db.bank_a.query('SELECT balance FROM accounts WHERE id = 1')).rows[0].balance).toBe(1000);
