@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedisServer, type RedisServer } from '../coordinator/embedded/redis-server.ts';
 import { eventually } from './harness/waits.ts';
@@ -13,9 +14,11 @@ describe('/readyz tells the truth', () => {
   let redis: RedisServer;
   let world: World;
   let role: string;
+  const logged: { level: number; msg: string }[] = [];
   beforeAll(async () => {
     redis = await startRedisServer();
-    world = await createWorld({ env: { REDIS_URL: redis.url } });
+    const sink = { write: (line: string) => { logged.push(JSON.parse(line)); } };
+    world = await createWorld({ env: { REDIS_URL: redis.url }, logger: pino({ level: 'warn' }, sink) });
     role = new URL(world.urls.log).username;
   });
   afterAll(async () => {
@@ -46,9 +49,16 @@ describe('/readyz tells the truth', () => {
     await asAdmin(`REVOKE SELECT ON tpc_transactions FROM ${role}`);
     try {
       expectNotReady(await ready(), 'log', /permission denied for table tpc_transactions/);
-      // The oracle agrees: the service really cannot use its log.
-      const submitted = await world.submit(transfer('bank_a', 'bank_b', 1));
-      expect(submitted.status).toBeGreaterThanOrEqual(500);
+      // It is not ready indeed: what needs the log answers 503 (an outage, not a 500), and nothing is logged at error level.
+      const before = logged.length;
+      const committed = await world.submit(transfer('bank_a', 'bank_b', 1));
+      expect(committed.status).toBe(503);
+      for (const path of ['/v1/transactions', `/v1/transactions/${committed.body.id ?? '00000000-0000-4000-8000-000000000000'}`]) {
+        const read = await world.request('GET', path);
+        expect(read.status, `${path}: ${JSON.stringify(read.body)}`).toBe(503);
+        expect(read.body.type).toBe('urn:tpc:problem:unavailable');
+      }
+      expect(logged.slice(before).filter((l) => l.level >= 50)).toEqual([]);
     } finally {
       await asAdmin(`GRANT SELECT ON tpc_transactions TO ${role}`);
     }

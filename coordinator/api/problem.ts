@@ -33,7 +33,10 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
     const p = toProblem(err);
     // Overload refusals are counted (tpc_admission_refusals_total), not logged: a line for each would
     // add work exactly when the process has none to spare.
-    if (p.status >= 500 && !(err instanceof UnavailableError) && !(err instanceof OverloadedError)) {
+    if (p.status >= 500 && isDatabaseUnavailable(err)) {
+      // An outage, not a bug: /readyz reports it too, so a warning without the stack is enough.
+      logger.warn({ err: (err as Error).message, code: (err as { code?: unknown }).code, method: req.method, path: req.path }, 'a database could not be queried');
+    } else if (p.status >= 500 && !(err instanceof UnavailableError) && !(err instanceof OverloadedError)) {
       logger.error({ err, method: req.method, path: req.path }, 'unexpected error answering a request');
     }
     if (res.headersSent) return;
@@ -41,6 +44,21 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
     if (err instanceof OverloadedError) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     sendProblem(res, p, req.originalUrl);
   };
+}
+
+// SQLSTATEs that say a database cannot serve us now, whatever the request: connection (08),
+// resources (53), operator intervention (57), system (58), login (28), a missing database (3D000),
+// the role's privileges or the log's tables gone (42501, 42P01: a REVOKE, a role's search_path
+// changed behind our back), read-only sessions (25006). A read route then answers 503, not 500.
+const UNAVAILABLE_SQLSTATE = /^(?:(?:08|53|57|58|28)[0-9A-Z]{3}|3D000|42501|42P01|25006)$/;
+const UNAVAILABLE_SOCKET = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN']);
+
+function isDatabaseUnavailable(err: unknown): boolean {
+  if (err instanceof CoordinatorError || err instanceof HttpProblem) return false;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || UNAVAILABLE_SOCKET.has(code))) return true;
+  // node-postgres' own messages for a connection lost or never made.
+  return err instanceof Error && /^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(err.message);
 }
 
 function toProblem(err: unknown): Problem {
@@ -72,6 +90,9 @@ function toProblem(err: unknown): Problem {
   // status, never a 500, since the request is what was wrong.
   if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
     return { type: problemType('bad-request'), title: 'Bad request', status: e.status, detail: 'the request could not be read' };
+  }
+  if (isDatabaseUnavailable(err)) {
+    return { type: problemType('unavailable'), title: 'Service unavailable', status: 503, detail: 'a database the service depends on cannot be queried right now (GET /readyz says why)' };
   }
   if (err instanceof CoordinatorError) {
     return { type: problemType(err.code), title: 'Request failed', status: 500, detail: err.message };
