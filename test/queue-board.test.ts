@@ -182,3 +182,34 @@ describe('the queue board', () => {
     await expectRefused(await fetch(`${world.service.url}/v1/session`, { method: 'POST', headers: { cookie } }), 401);
   });
 });
+
+describe('the queue board with no tokens configured (loopback only)', () => {
+  let world: World;
+  let queues: Queue[];
+  beforeAll(async () => {
+    world = await createWorld({ env: { TPC_API_TOKENS: '' } });
+    const prefix = `q${world.namespace.slice(1)}`;
+    queues = ['completion', 'deadline', 'maintenance'].map((kind) => new Queue(`tpc-${world.namespace}-${kind}`, { connection: { url: inject('redisUrl') }, prefix }));
+  });
+  afterAll(async () => {
+    await Promise.all((queues ?? []).map((q) => q.close()));
+    await world?.close();
+  });
+
+  it('a page of another site still cannot pause the queues: every request is let in, so a change needs the same origin', async () => {
+    const pause = (headers: Record<string, string>) => fetch(`${world.service.url}/queues/api/queues/pause`, { method: 'PUT', headers });
+    for (const headers of [{}, { origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }]) {
+      const res = await pause(headers);
+      expect(res.status, JSON.stringify(headers)).toBe(403);
+      expect(((await res.json()) as { type: string }).type).toBe('urn:tpc:problem:cross-origin');
+    }
+    expect((await Promise.all(queues.map((q) => q.isPaused()))).some(Boolean)).toBe(false);
+    expect((await pause({ origin: world.service.url })).status).toBe(200);
+    expect((await Promise.all(queues.map((q) => q.isPaused()))).every(Boolean)).toBe(true);
+    await Promise.all(queues.map((q) => q.resume()));
+    // No tokens, no session: nothing to put in a cookie.
+    const session = await fetch(`${world.service.url}/v1/session`, { method: 'POST' });
+    expect(session.status).toBe(204);
+    expect(session.headers.get('set-cookie')).toBeNull();
+  });
+});
