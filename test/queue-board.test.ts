@@ -198,7 +198,7 @@ describe('the queue board with no tokens configured (loopback only)', () => {
 
   it('a page of another site still cannot pause the queues: every request is let in, so a change needs the same origin', async () => {
     const pause = (headers: Record<string, string>) => fetch(`${world.service.url}/queues/api/queues/pause`, { method: 'PUT', headers });
-    for (const headers of [{}, { origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }]) {
+    for (const headers of [{}, { origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }] as Record<string, string>[]) {
       const res = await pause(headers);
       expect(res.status, JSON.stringify(headers)).toBe(403);
       expect(((await res.json()) as { type: string }).type).toBe('urn:tpc:problem:cross-origin');
