@@ -60,6 +60,17 @@ function post(agent: Agent, url: URL, body: string): Promise<Answer> {
   });
 }
 
+/** An abort's reason without the ids, so that the same reason is counted once: `<code> on <resource>: <message>`. */
+function abortReason(text: string): string {
+  try {
+    const e = (JSON.parse(text) as { error?: { code?: string; resource?: string | null; message?: string } }).error;
+    const message = (e?.message ?? '').replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '<id>').replace(/\d+/g, 'N');
+    return `${e?.code ?? '?'} on ${e?.resource ?? '?'}: ${message.slice(0, 160)}`;
+  } catch {
+    return text.slice(0, 160);
+  }
+}
+
 /** `clients` closed-loop clients sending random transfers for `durationMs`; what they got back. */
 export async function runClients(baseUrl: string, clients: number, durationMs: number, accounts: number, stopped: () => boolean): Promise<StageCounts> {
   const agent = new Agent({ keepAlive: true, maxSockets: clients, maxFreeSockets: clients });
@@ -100,7 +111,7 @@ export async function runClients(baseUrl: string, clients: number, durationMs: n
         await sleep((Number.isFinite(seconds) ? seconds : 1) * 1000 + Math.random() * RETRY_JITTER_MS);
       } else if (answer.status === 409) {
         counts.aborted++;
-        error(`409 ${answer.text.slice(0, 160)}`);
+        error(`409 ${abortReason(answer.text)}`);
       } else {
         error(`HTTP ${answer.status}: ${answer.text.slice(0, 160)}`);
         await sleep(100);

@@ -8,6 +8,7 @@
  * within 100 ms).
  */
 import { performance } from 'node:perf_hooks';
+import { snapshot, used, type CpuUsed } from './cpu.ts';
 import { OVERLOAD_TIMEOUT_MS, runClients, startProber, startRssSampler, type ProbeTimes, type StageCounts } from './overload-client.ts';
 import type { BenchOptions } from './options.ts';
 import { machine, writeResults } from './report.ts';
@@ -25,6 +26,8 @@ export interface StageResult extends StageCounts {
   probes: ProbeTimes;
   /** The service's tpc_admission_refusals_total over the stage, by reason. */
   refusalReasons: Map<string, number>;
+  /** CPU used during the stage: the coordinator's, and everyone else's on a shared machine. */
+  cpu: CpuUsed;
 }
 
 async function refusalReasons(url: string): Promise<Map<string, number>> {
@@ -42,16 +45,20 @@ async function refusalReasons(url: string): Promise<Map<string, number>> {
 
 async function runStage(w: World, options: BenchOptions, clients: number, durationMs: number, stopped: () => boolean): Promise<StageResult> {
   const before = await refusalReasons(w.coordinator.url);
+  const dataDirs = w.clusters.map((c) => c.dataDir);
+  const pids = w.coordinator.pid === undefined ? [] : [w.coordinator.pid];
+  const cpu0 = snapshot(dataDirs);
   const rss = startRssSampler(w.coordinator.pid);
   const prober = startProber(w.coordinator.url);
   const t0 = performance.now();
   const counts = await runClients(w.coordinator.url, clients, durationMs, options.accounts, stopped);
   const elapsedMs = performance.now() - t0;
+  const cpu = used(snapshot(dataDirs), cpu0, pids);
   const probes = await prober.stop();
   const rssPeakMiB = rss.stop();
   const after = await refusalReasons(w.coordinator.url);
   const reasons = new Map([...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 0));
-  return { ...counts, clients, elapsedMs, rssPeakMiB, probes, refusalReasons: reasons };
+  return { ...counts, clients, elapsedMs, rssPeakMiB, probes, refusalReasons: reasons, cpu };
 }
 
 const f = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
@@ -61,11 +68,13 @@ const rate = (s: StageResult) => (s.commits / s.elapsedMs) * 1000;
 function table(stages: StageResult[]): string {
   const calm = stages[0] ? rate(stages[0]) : Number.NaN;
   const head = ['clients', 'commits/s', '× calm', 'commit p50 ms', 'commit p99 ms', 'refusals', 'refusal p50 ms', 'refusal p99 ms',
-    '409s', 'after deadline', 'other errors', 'coordinator RSS peak MiB', '/healthz p99 ms', '/healthz max ms', '/readyz p99 ms', '/readyz max ms'];
+    '409s', 'after deadline', 'other errors', 'coordinator RSS peak MiB', 'coordinator cores', 'coordinator CPU ms per answer', 'not ours, cores', '/healthz p99 ms', '/healthz max ms', '/readyz p99 ms', '/readyz max ms'];
   const rows = stages.map((s) => [
     String(s.clients), f(rate(s)), f(rate(s) / calm, 2), f(p(s.commitLatencies, 0.5), 1), f(p(s.commitLatencies, 0.99), 1),
     String(s.refusals), f(p(s.refusalLatencies, 0.5), 1), f(p(s.refusalLatencies, 0.99), 1),
     String(s.aborted), String(s.late), String([...s.errors.values()].reduce((a, b) => a + b, 0) - s.aborted), f(s.rssPeakMiB),
+    f(s.cpu.coordinator / (s.elapsedMs / 1000), 2), f((s.cpu.coordinator * 1000) / (s.commits + s.refusals + s.aborted), 3),
+    f(s.cpu.foreign / (s.elapsedMs / 1000), 2),
     f(p(s.probes.healthz, 0.99), 1), f(Math.max(...s.probes.healthz), 1), f(p(s.probes.readyz, 0.99), 1), f(Math.max(...s.probes.readyz), 1),
   ]);
   return markdown(head, rows, head.map((_, i) => i > 0));
@@ -133,6 +142,8 @@ export async function runOverload(
     rendered,
     '',
     'Latencies are client-side. "after deadline": answers (or failures) that came later than the transaction\'s deadline.',
+    '"coordinator CPU ms per answer": its CPU over the stage divided by every answer it gave (commits, refusals, 409s);',
+    '"not ours": CPU of processes outside this benchmark (other people\'s work on a shared machine).',
     '/healthz and /readyz were probed every 100 ms during each stage on connections of their own.',
     '',
     ...judged,

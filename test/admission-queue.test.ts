@@ -74,6 +74,21 @@ describe('admission', () => {
     expect(a.snapshot().waiting).toBe(0);
   });
 
+  it('sheds before reading a request only when the queue is full and no resource has a free slot', async () => {
+    const { a, refusals } = admission({ queueLimit: 1 });
+    a.addResource('a', 1, null);
+    a.addResource('b', 1, null);
+    const onA = await a.acquire(['a'], ['g1'], LONG);
+    track(a.acquire(['a'], ['g2'], LONG)); // the queue is full now, but b is free: a request for b would be admitted
+    expect(a.shed()).toBeNull();
+    const onB = await a.acquire(['b'], ['g3'], LONG);
+    expect(a.shed()).toMatchObject({ reason: 'queue_full', resource: 'a', retryAfterSeconds: 1 });
+    expect(refusals).toEqual(['a:queue_full']);
+    onB.release();
+    expect(a.shed()).toBeNull();
+    onA.release();
+  });
+
   it('never waits past half the transaction timeout: a 1 ms timeout is refused at once', async () => {
     const { a } = admission();
     a.addResource('a', 1, null);

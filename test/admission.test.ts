@@ -132,6 +132,33 @@ describe('admission control', () => {
     }
   });
 
+  it('refuses before reading the body when the queue is full and every resource is taken', async () => {
+    // One slot per resource and no queue: a transaction over all five takes everything there is.
+    const w = await start({ TPC_RESOURCE_POOL_SIZE: '1', TPC_ADMISSION_QUEUE: '0' });
+    const locker = new pg.Client({ connectionString: urls.small_a });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('SELECT * FROM accounts WHERE id = 1 FOR UPDATE');
+      const add = (resource: string) => ({ resource, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 1', params: [] }] });
+      const everything = w.submit({ branches: ['small_a', 'small_b', 'bank_a', 'bank_b', 'bank_c'].map(add), timeoutMs: 30_000 });
+      await eventually(() => metric(w, 'tpc_admission_slots_in_use', 'resource="small_a"'), (n) => n === 1, 'the transaction admitted');
+
+      // Not even parsed: an invalid body gets the overload answer, not 422.
+      const shed = await w.submit({ not: 'a transaction' });
+      expect(shed.status).toBe(503);
+      expect(shed.headers.get('retry-after')).toBe('1');
+      expect(shed.body).toMatchObject({ type: 'urn:tpc:problem:overloaded', reason: 'queue_full' });
+
+      await locker.query('COMMIT');
+      expect((await everything).status).toBe(201);
+      // With slots free again, the same body is read and refused for what it is.
+      expect((await w.submit({ not: 'a transaction' })).status).toBe(422);
+    } finally {
+      await locker.end();
+    }
+  });
+
   it('answers 503 with Retry-After when someone else holds the prepared slots (53200), also on replay, and recovers when they let go', async () => {
     const w = await start({ TPC_ADMISSION_WAIT_MS: '50' });
     // Another owner fills all four slots of the cluster behind the coordinator's back.

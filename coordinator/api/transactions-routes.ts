@@ -98,7 +98,9 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
   const router = Router();
   const schema = submitSchema(o.maxTimeoutMs);
 
-  router.post('/v1/transactions', o.auth.require('submit'), o.jsonBody, async (req, res) => {
+  // Under overload, refused before the body is read when nothing could be admitted anyway (503, Retry-After).
+  const shed: RequestHandler = (_req, _res, next) => { next(o.engine.shed() ?? undefined); };
+  router.post('/v1/transactions', o.auth.require('submit'), shed, o.jsonBody, async (req, res) => {
     const keyHeader = req.get('Idempotency-Key');
     if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
       throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');

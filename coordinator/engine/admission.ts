@@ -168,6 +168,24 @@ export class Admission {
   }
 
   /**
+   * The refusal any submission would get now, before its body is even read: the queue is full and
+   * no resource has a free slot, so whatever it names it would be refused as queue_full once parsed.
+   * Under 1000 clients most requests are refused; refusing them this early spares the parsing and
+   * validation that would be thrown away, which is CPU the admitted transactions need. Null otherwise.
+   */
+  shed(): OverloadedError | null {
+    if (this.#queue.length < this.#options.queueLimit) return null;
+    for (const { own, cluster } of this.#resources.values()) {
+      if (own.inUse < own.capacity && (!cluster || cluster.inUse < cluster.capacity)) return null;
+    }
+    const head = this.#queue[0];
+    const blocked = head ? this.#blocking(head.resources, head.demand, false) : null;
+    const [first] = this.#resources;
+    if (!blocked && !first) return null;
+    return this.#refusal(blocked ?? { resource: first![0], pool: first![1].own }, 'queue_full', performance.now());
+  }
+
+  /**
    * A PREPARE on `resource` met 53200 although a slot was reserved for it: someone else (another
    * coordinator, an SDK service) filled the cluster since the last reading.
    */

@@ -117,6 +117,11 @@ export class Engine {
     return this.#answer(full, decided, request.wait);
   }
 
+  /** The overload refusal a submission gets before its body is read, when nothing could admit it now (see Admission.shed). */
+  shed(): OverloadedError | null {
+    return this.#deps.admission?.shed() ?? null;
+  }
+
   /** Begins an interactive transaction: the service runs and prepares its branches itself. */
   beginInteractive(resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
     for (const r of resources) if (!this.#deps.participants.has(r)) throw new ValidationError(`unknown resource "${r}"`);
