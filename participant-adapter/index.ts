@@ -15,3 +15,5 @@ export type {
 export { ParticipantRouterError, participantRouter, type ParticipantRouterOptions } from './participant-router.ts';
 export { assertStatementAllowed, statementRefusal } from './statement-guard.ts';
 export { prepareBranch, type PrepareBranchOptions } from './prepare-branch.ts';
+export { DANGEROUS_MEMBERSHIPS, type RolePowers } from './role-powers.ts';
+export { SESSION_SETTINGS, sessionConnection, startupOptions } from './session-settings.ts';
