@@ -180,6 +180,14 @@ describe('configuration', () => {
     expect(configError(env({ PORT: port })).message).toMatch(/\bPORT\b/);
   });
 
+  it('two tokens of one name: refused, since a name is who owns a transaction and holds a session', () => {
+    const twice = JSON.stringify([
+      { name: 'x', token: TOKENS.full, scopes: ['submit'], resources: ['*'] },
+      { name: 'x', token: TOKENS.reader, scopes: ['read'], resources: ['*'] },
+    ]);
+    expect(configError(env({ TPC_API_TOKENS: twice })).message).toMatch(/^TPC_API_TOKENS: the name "x" is used by two tokens/);
+  });
+
   it('bad TPC_API_TOKENS: the error names TPC_API_TOKENS', () => {
     expect(configError(env({ TPC_API_TOKENS: '[{"name":"x"' })).message).toContain('TPC_API_TOKENS');
     expect(configError(env({ TPC_API_TOKENS: JSON.stringify([{ name: 'x', token: 'short', scopes: ['read'], resources: ['*'] }]) })).message)
