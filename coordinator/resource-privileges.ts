@@ -107,12 +107,16 @@ export class ResourcePrivileges {
   }
 }
 
-/** The statements that take each power away; a membership through another role is revoked from that role. */
+/**
+ * How to take each power away. A superuser is best replaced, not demoted (the cluster's first
+ * superuser cannot be); a membership through another role is revoked from that role.
+ */
 function howToDrop({ role, powers }: RolePowers): string {
+  if (powers.includes('SUPERUSER')) {
+    return `e.g. CREATE ROLE app LOGIN PASSWORD '…', then ALTER DATABASE … OWNER TO app and ALTER TABLE … OWNER TO app, and connect as app`;
+  }
   const quoted = `"${role.replace(/"/g, '""')}"`;
-  return powers.map((p) => p === 'SUPERUSER' ? `ALTER ROLE ${quoted} NOSUPERUSER`
-    : p === 'CREATEROLE' ? `ALTER ROLE ${quoted} NOCREATEROLE`
-    : `REVOKE ${p} FROM ${quoted}`).join('; ');
+  return powers.map((p) => p === 'CREATEROLE' ? `ALTER ROLE ${quoted} NOCREATEROLE` : `REVOKE ${p} FROM ${quoted}`).join('; ');
 }
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
