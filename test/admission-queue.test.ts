@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { clusterOf } from '../coordinator/admission-capacity.ts';
 import { loadConfig } from '../coordinator/config/load-config.ts';
 import { Admission, type AdmissionTicket } from '../coordinator/engine/admission.ts';
-import { RetryAfter } from '../coordinator/engine/retry-after.ts';
 import { OverloadedError } from '../coordinator/errors.ts';
 
 /*
@@ -20,7 +19,6 @@ function admission(options: { waitMs?: number; queueLimit?: number } = {}) {
     waitMs: options.waitMs ?? LONG, queueLimit: options.queueLimit ?? 10,
     observer: { waited: () => {}, refused: (resource, reason) => refusals.push(`${resource}:${reason}`) },
     onStale: (cluster) => stale.push(cluster),
-    now: () => 0, // one window throughout: Retry-After stays 1 (its own test drives the clock)
   });
   return { a, refusals, stale };
 }
@@ -116,31 +114,6 @@ describe('admission', () => {
     // More slots than the cluster has at all: refused at once, whatever the wait.
     a.setClusterReading('pg:5432', 1, []);
     await expect(a.acquire(['a', 'b'], ['tpc:x:5:0', 'tpc:x:5:1'], LONG)).rejects.toMatchObject({ reason: 'no_capacity' });
-  });
-});
-
-describe('Retry-After', () => {
-  it('grows while far more is offered than admitted, up to 10 s, and falls back once the offer drops', () => {
-    let now = 0;
-    const r = new RetryAfter(() => now);
-    const second = (admitted: number, refused: number): number => {
-      for (let i = 0; i < admitted; i++) r.admitted();
-      let said = 0;
-      for (let i = 0; i < refused; i++) said = r.refused();
-      now += 1_000;
-      return said;
-    };
-    // Each second's answer comes from the second before it.
-    expect(second(100, 600)).toBe(1); // nothing known yet
-    expect(second(100, 600)).toBe(4); // 700 offered for 100 admitted: 1 × 700 / (2 × 100), rounded
-    expect(second(100, 300)).toBe(10); // 4 × 700 / 200 = 14: capped
-    expect(second(0, 50)).toBe(10); // 10 × 400 / 200 = 20: capped
-    expect(second(100, 100)).toBe(10); // nothing admitted at all: capped
-    expect(second(100, 1)).toBe(10); // offered = 2 × admitted: where it settles
-    expect(second(100, 1)).toBe(5); // offered ≈ admitted: halved
-    expect(second(100, 1)).toBe(3);
-    now += 5_000; // an idle stretch
-    expect(second(0, 1)).toBe(1);
   });
 });
 

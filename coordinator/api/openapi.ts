@@ -110,7 +110,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
                 + 'PREPARE found its cluster\'s prepared-transaction slots all held (SQLSTATE 53200; the transaction, `transactionId`, was '
                 + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused). Nothing was applied; retry after `Retry-After`'),
               headers: {
-                'Retry-After': { description: 'Seconds to wait before retrying, sent with every overloaded answer: 1 while the service keeps up, longer (up to 10) while far more is offered than it admits', schema: { type: 'integer', minimum: 1, maximum: 10 } },
+                'Retry-After': { description: 'Seconds to wait before retrying; sent with every overloaded answer', schema: { type: 'integer', minimum: 1 } },
               },
             },
           },

@@ -1,6 +1,5 @@
 import { performance } from 'node:perf_hooks';
 import { OverloadedError } from '../errors.ts';
-import { MIN_RETRY_AFTER_SECONDS, RetryAfter } from './retry-after.ts';
 
 /*
  * Admission control: a transaction starts only when every resource it names has a free slot.
@@ -23,8 +22,9 @@ import { MIN_RETRY_AFTER_SECONDS, RetryAfter } from './retry-after.ts';
 
 export type RefusalReason = OverloadedError['reason'];
 
-// A PREPARE refused for 53200 says so after the fact, once: the smallest delay the header can say.
-export const RETRY_AFTER_SECONDS = MIN_RETRY_AFTER_SECONDS;
+// 1 s: the smallest delay Retry-After can express (whole seconds). The bounded wait has already
+// absorbed bursts shorter than that; a client told to come back sooner would find the same queue.
+export const RETRY_AFTER_SECONDS = 1;
 
 /** What admission reports for metrics; implemented by coordinator/observability. */
 export interface AdmissionObserver {
@@ -45,8 +45,6 @@ export interface AdmissionOptions {
    * re-reads it (debounced).
    */
   onStale?: (cluster: string) => void;
-  /** The clock of the Retry-After estimate (tests drive it). */
-  now?: () => number;
 }
 
 /** The slots a transaction holds; release() gives them back (idempotent). */
@@ -90,11 +88,9 @@ export class Admission {
   /** Branch gids of the transactions holding slots: what a cluster reading must not count as someone else's. */
   readonly #held = new Set<string>();
   #queue: Waiter[] = [];
-  readonly #retryAfter: RetryAfter;
 
   constructor(options: AdmissionOptions) {
     this.#options = options;
-    this.#retryAfter = new RetryAfter(options.now);
   }
 
   /**
@@ -230,7 +226,6 @@ export class Admission {
   #grant(demand: Map<SlotPool, number>, gids: readonly string[], since: number): AdmissionTicket {
     for (const [pool, n] of demand) pool.inUse += n;
     for (const g of gids) this.#held.add(g);
-    this.#retryAfter.admitted();
     this.#options.observer?.waited((performance.now() - since) / 1000, 'admitted');
     let released = false;
     return {
@@ -272,7 +267,6 @@ export class Admission {
       : 'the transaction needs more slots than there are: ';
     // Others holding slots may have let go: have the reading refreshed, so capacity comes back.
     if (pool instanceof ClusterSlots && (pool.foreign > 0 || reason === 'no_capacity')) this.#options.onStale?.(pool.label);
-    const retryAfter = this.#retryAfter.refused();
-    return new OverloadedError(`${lead}${why}; nothing was applied, retry after ${retryAfter} s`, resource, reason, retryAfter);
+    return new OverloadedError(`${lead}${why}; nothing was applied, retry after ${RETRY_AFTER_SECONDS} s`, resource, reason, RETRY_AFTER_SECONDS);
   }
 }
