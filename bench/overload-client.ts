@@ -29,6 +29,8 @@ export interface StageCounts {
   aborted: number;
   /** Any answer (or none) that came after the transaction's deadline. */
   late: number;
+  /** When each late request was sent, ms into the stage, and what it got: to tell a start-up burst from a steady state. */
+  lateSent: { at: number; status: number; sentMs: number }[];
   /** Anything else: other statuses, failed connections; by message. */
   errors: Map<string, number>;
 }
@@ -37,25 +39,35 @@ interface Answer {
   status: number;
   text: string;
   retryAfter: string | undefined;
+  /** Time until the request was written to the socket (a new connection's handshake included), ms. */
+  sentMs: number;
+  /** Time until the first byte of the answer, ms. */
+  firstByteMs: number;
 }
 
 function post(agent: Agent, url: URL, body: string): Promise<Answer> {
+  const t0 = performance.now();
+  let sentMs = Number.NaN;
   return new Promise((resolve, reject) => {
     const req = request(url, {
       method: 'POST',
       agent,
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
     }, (res) => {
+      const firstByteMs = performance.now() - t0;
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({
         status: res.statusCode ?? 0,
         text: Buffer.concat(chunks).toString('utf8'),
         retryAfter: res.headers['retry-after'] as string | undefined,
+        sentMs,
+        firstByteMs,
       }));
       res.on('error', reject);
     });
     req.on('error', reject);
+    req.on('finish', () => { sentMs = performance.now() - t0; });
     req.end(body);
   });
 }
@@ -75,9 +87,10 @@ function abortReason(text: string): string {
 export async function runClients(baseUrl: string, clients: number, durationMs: number, accounts: number, stopped: () => boolean): Promise<StageCounts> {
   const agent = new Agent({ keepAlive: true, maxSockets: clients, maxFreeSockets: clients });
   const url = new URL('/v1/transactions', baseUrl);
-  const counts: StageCounts = { commits: 0, commitLatencies: [], refusals: 0, refusalLatencies: [], aborted: 0, late: 0, errors: new Map() };
+  const counts: StageCounts = { commits: 0, commitLatencies: [], refusals: 0, refusalLatencies: [], aborted: 0, late: 0, lateSent: [], errors: new Map() };
   const error = (msg: string) => counts.errors.set(msg, (counts.errors.get(msg) ?? 0) + 1);
-  const end = performance.now() + durationMs;
+  const start = performance.now();
+  const end = start + durationMs;
 
   const client = async () => {
     while (!stopped() && performance.now() < end) {
@@ -93,13 +106,19 @@ export async function runClients(baseUrl: string, clients: number, durationMs: n
       try {
         answer = await post(agent, url, body);
       } catch (err) {
-        if (performance.now() - t0 > OVERLOAD_TIMEOUT_MS) counts.late++;
+        if (performance.now() - t0 > OVERLOAD_TIMEOUT_MS) {
+          counts.late++;
+          counts.lateSent.push({ at: t0 - start, status: 0, sentMs: Number.NaN });
+        }
         error(err instanceof Error ? err.message : String(err));
         await sleep(100); // a failing connection must not spin
         continue;
       }
       const ms = performance.now() - t0;
-      if (ms > OVERLOAD_TIMEOUT_MS) counts.late++;
+      if (ms > OVERLOAD_TIMEOUT_MS) {
+        counts.late++;
+        counts.lateSent.push({ at: t0 - start, status: answer.status, sentMs: answer.sentMs });
+      }
       if (answer.status === 201) {
         counts.commits++;
         counts.commitLatencies.push(ms);

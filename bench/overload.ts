@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { snapshot, used, type CpuUsed } from './cpu.ts';
 import { OVERLOAD_TIMEOUT_MS, runClients, startProber, startRssSampler, type ProbeTimes, type StageCounts } from './overload-client.ts';
 import type { BenchOptions } from './options.ts';
+import { diff, meanMs, scrapePhases, type PhaseSnapshot } from './metrics.ts';
 import { machine, writeResults } from './report.ts';
 import { markdown, percentile } from './stats.ts';
 import { rollBackLeftovers, type World } from './world.ts';
@@ -28,6 +29,8 @@ export interface StageResult extends StageCounts {
   refusalReasons: Map<string, number>;
   /** CPU used during the stage: the coordinator's, and everyone else's on a shared machine. */
   cpu: CpuUsed;
+  /** The service's tpc_phase_duration_seconds over the stage: where an admitted transaction's time went. */
+  phases: PhaseSnapshot;
 }
 
 async function refusalReasons(url: string): Promise<Map<string, number>> {
@@ -45,6 +48,7 @@ async function refusalReasons(url: string): Promise<Map<string, number>> {
 
 async function runStage(w: World, options: BenchOptions, clients: number, durationMs: number, stopped: () => boolean): Promise<StageResult> {
   const before = await refusalReasons(w.coordinator.url);
+  const phasesBefore = await scrapePhases(w.coordinator.url);
   const dataDirs = w.clusters.map((c) => c.dataDir);
   const pids = w.coordinator.pid === undefined ? [] : [w.coordinator.pid];
   const cpu0 = snapshot(dataDirs);
@@ -57,8 +61,9 @@ async function runStage(w: World, options: BenchOptions, clients: number, durati
   const probes = await prober.stop();
   const rssPeakMiB = rss.stop();
   const after = await refusalReasons(w.coordinator.url);
+  const phases = diff(await scrapePhases(w.coordinator.url), phasesBefore);
   const reasons = new Map([...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 0));
-  return { ...counts, clients, elapsedMs, rssPeakMiB, probes, refusalReasons: reasons, cpu };
+  return { ...counts, clients, elapsedMs, rssPeakMiB, probes, refusalReasons: reasons, cpu, phases };
 }
 
 const f = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
@@ -68,13 +73,13 @@ const rate = (s: StageResult) => (s.commits / s.elapsedMs) * 1000;
 function table(stages: StageResult[]): string {
   const calm = stages[0] ? rate(stages[0]) : Number.NaN;
   const head = ['clients', 'commits/s', '× calm', 'commit p50 ms', 'commit p99 ms', 'refusals', 'refusal p50 ms', 'refusal p99 ms',
-    '409s', 'after deadline', 'other errors', 'coordinator RSS peak MiB', 'coordinator cores', 'coordinator CPU ms per answer', 'not ours, cores', '/healthz p99 ms', '/healthz max ms', '/readyz p99 ms', '/readyz max ms'];
+    '409s', 'after deadline', 'in service: total ms', 'prepare ms', 'decide ms', 'complete ms', 'other errors', 'coordinator RSS peak MiB', 'coordinator cores', 'coordinator CPU ms per answer', 'bench cores', 'machine busy %', 'not ours, cores', '/healthz p99 ms', '/healthz max ms', '/readyz p99 ms', '/readyz max ms'];
   const rows = stages.map((s) => [
     String(s.clients), f(rate(s)), f(rate(s) / calm, 2), f(p(s.commitLatencies, 0.5), 1), f(p(s.commitLatencies, 0.99), 1),
     String(s.refusals), f(p(s.refusalLatencies, 0.5), 1), f(p(s.refusalLatencies, 0.99), 1),
-    String(s.aborted), String(s.late), String([...s.errors.values()].reduce((a, b) => a + b, 0) - s.aborted), f(s.rssPeakMiB),
+    String(s.aborted), String(s.late), ...['total', 'prepare', 'decide', 'complete'].map((ph) => f(meanMs(s.phases, ph), 1)), String([...s.errors.values()].reduce((a, b) => a + b, 0) - s.aborted), f(s.rssPeakMiB),
     f(s.cpu.coordinator / (s.elapsedMs / 1000), 2), f((s.cpu.coordinator * 1000) / (s.commits + s.refusals + s.aborted), 3),
-    f(s.cpu.foreign / (s.elapsedMs / 1000), 2),
+    f(s.cpu.bench / (s.elapsedMs / 1000), 2), f(s.cpu.busyShare * 100), f(s.cpu.foreign / (s.elapsedMs / 1000), 2),
     f(p(s.probes.healthz, 0.99), 1), f(Math.max(...s.probes.healthz), 1), f(p(s.probes.readyz, 0.99), 1), f(Math.max(...s.probes.readyz), 1),
   ]);
   return markdown(head, rows, head.map((_, i) => i > 0));
@@ -113,6 +118,13 @@ export async function runOverload(
     const s = await runStage(w, options, clients, options.overloadMs, stopped);
     stages.push(s);
     log(`  ${f(rate(s))} commits/s, ${s.refusals} refusals, ${s.aborted} × 409, ${s.late} after the deadline, RSS peak ${f(s.rssPeakMiB)} MiB`);
+    if (s.lateSent.length) {
+      const bySecond = new Map<string, number>();
+      for (const l of s.lateSent) bySecond.set(`${Math.floor(l.at / 1000)}s:${l.status}`, (bySecond.get(`${Math.floor(l.at / 1000)}s:${l.status}`) ?? 0) + 1);
+      log(`  late answers by the second they were sent in, and status: ${[...bySecond].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+      const slowSend = s.lateSent.filter((l) => l.sentMs > 1_000).length;
+      log(`  of which ${slowSend} took over 1 s to be written (connection setup); median write ${f(p(s.lateSent.map((l) => l.sentMs), 0.5))} ms`);
+    }
   }
   const rendered = table(stages);
   const judged = verdicts(stages);
