@@ -4,7 +4,8 @@ import { inject } from 'vitest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { issueSession, sessionKey, SESSION_TTL_SECONDS } from '../coordinator/api/queue-session.ts';
 import { startService } from '../coordinator/service.ts';
-import { TOKENS, createWorld, type World } from './harness/world.ts';
+import { request as httpRequest } from 'node:http';
+import { TOKENS, createWorld, move, type World } from './harness/world.ts';
 
 /*
  * The queue board (/queues) changes state only for the operate scope and, when the browser's own
@@ -211,5 +212,32 @@ describe('the queue board with no tokens configured (loopback only)', () => {
     const session = await fetch(`${world.service.url}/v1/session`, { method: 'POST' });
     expect(session.status).toBe(204);
     expect(session.headers.get('set-cookie')).toBeNull();
+  });
+
+  it('the API too: a page of another origin cannot submit, and a rebound domain gets no answer', async () => {
+    const submit = (headers: Record<string, string>) => fetch(`${world.service.url}/v1/transactions`, {
+      method: 'POST', headers: { 'content-type': 'text/plain', ...headers }, body: JSON.stringify(move('bank_a', 'bank_b', 5)),
+    });
+    for (const headers of [{ origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }] as Record<string, string>[]) {
+      const res = await submit(headers);
+      expect(res.status, JSON.stringify(headers)).toBe(403);
+      expect(((await res.json()) as { type: string }).type).toBe('urn:tpc:problem:cross-origin');
+    }
+    expect(await world.balance('bank_a', 1)).toBe(1000);
+    // A client that is not a browser (no Origin, no Sec-Fetch-Site), or the service's own page, may.
+    expect((await submit({})).status).toBe(201);
+    expect((await submit({ origin: world.service.url })).status).toBe(201);
+    expect(await world.balance('bank_a', 1)).toBe(990);
+
+    // DNS rebinding: the page's own domain, pointed at 127.0.0.1, arrives in Host.
+    const { port } = new URL(world.service.url);
+    const withHost = (host: string) => new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/v1/transactions', headers: { host } }, (res) => { res.resume(); resolve(res.statusCode!); });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(await withHost(`evil.example:${port}`)).toBe(403);
+    expect(await withHost(`localhost:${port}`)).toBe(200);
+    expect(await withHost(`127.0.0.1:${port}`)).toBe(200);
   });
 });

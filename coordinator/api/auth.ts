@@ -1,9 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import type { Request, RequestHandler } from 'express';
 import type { ApiToken, Scope } from '../config/load-config.ts';
 import { problem } from './problem.ts';
 import { issueSession, sessionKey, verifySession } from './queue-session.ts';
-import { isSameOrigin, requestScheme } from './same-origin.ts';
+import { hasLoopbackHost, isCrossOrigin, isSameOrigin, requestScheme } from './same-origin.ts';
 
 export interface Principal {
   name: string;
@@ -77,6 +77,7 @@ export class Authenticator {
     return (req, _res, next) => {
       let principal: Principal;
       let ambient = true;
+      if (this.#tokens === null) assertLocalCaller(req);
       if (req.headers.authorization !== undefined || this.#tokens === null) {
         principal = this.#authenticate(req.headers.authorization);
         ambient = this.#tokens === null;
@@ -109,6 +110,7 @@ export class Authenticator {
 
   require(scope: Scope): RequestHandler {
     return (req, _res, next) => {
+      if (this.#tokens === null) assertLocalCaller(req);
       const principal = this.#authenticate(req.headers.authorization);
       if (!principal.scopes.includes(scope)) {
         throw problem(403, 'forbidden', 'Forbidden', `token "${principal.name}" lacks the "${scope}" scope`);
@@ -127,6 +129,21 @@ export class Authenticator {
     for (const t of this.#tokens) if (timingSafeEqual(t.digest, d)) found = t.principal;
     if (!found) throw problem(401, 'unauthorized', 'Unauthorized', 'the token is not valid');
     return found;
+  }
+}
+
+/**
+ * With no tokens configured (loopback only) nothing authenticates a request, so any web page the
+ * developer has open could send one to 127.0.0.1 (a form posting text/plain needs no preflight),
+ * or read the answers through a domain it rebinds to 127.0.0.1. Such a service answers only
+ * requests addressed to a loopback name, and changes nothing for a page of another origin.
+ */
+function assertLocalCaller(req: Request): void {
+  if (!hasLoopbackHost(req)) {
+    throw problem(403, 'host-not-allowed', 'Forbidden', 'with no API tokens configured, only requests addressed to a loopback name (localhost, 127.0.0.1, [::1]) are answered');
+  }
+  if (!SAFE_METHODS.has(req.method) && isCrossOrigin(req)) {
+    throw problem(403, 'cross-origin', 'Forbidden', 'with no API tokens configured, a page of another origin may not send requests that change anything');
   }
 }
 

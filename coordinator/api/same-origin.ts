@@ -44,3 +44,25 @@ export function isSameOrigin(req: Request): boolean {
   const port = url.protocol === 'https:' ? ':443' : ':80';
   return hosts.some((h) => h === url.host || h === `${url.host}${port}`);
 }
+
+/**
+ * Whether a browser sent this request from a page of another origin. Unlike isSameOrigin, a request
+ * with neither header passes: it comes from a client that is not a browser (curl, the SDK), which
+ * a web page cannot drive. "none" is a navigation the user made (a typed URL, a bookmark).
+ */
+export function isCrossOrigin(req: Request): boolean {
+  const site = req.get('sec-fetch-site');
+  if (site !== undefined) return !['same-origin', 'none'].includes(site.trim().toLowerCase());
+  return req.get('origin') !== undefined && !isSameOrigin(req);
+}
+
+const LOOPBACK_HOST = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$/i;
+
+/**
+ * Whether the Host header names this machine's loopback. A page on a domain the attacker rebinds
+ * to 127.0.0.1 (DNS rebinding) is "same-origin" with itself, but its requests carry its own domain
+ * in Host: an unauthenticated loopback service answers only requests addressed to a loopback name.
+ */
+export function hasLoopbackHost(req: Request): boolean {
+  return LOOPBACK_HOST.test(req.get('host')?.trim() ?? '');
+}
