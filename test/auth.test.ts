@@ -82,10 +82,10 @@ describe('authentication and authorization', () => {
     expect(get.status).toBe(200);
   });
 
-  it('the limited token may not read a transaction that touched bank_b: 403; the reader may: 200', async () => {
+  it('the limited token may not read a transaction that touched bank_b: 404, as for an unknown id; the reader may: 200', async () => {
     const post = await world.submit(transfer('bank_a', 'bank_b', 10));
     expect(post.status).toBe(201);
-    expectProblem(await world.request('GET', `/v1/transactions/${post.body.id}`, undefined, { token: TOKENS.limited }), 403);
+    expectProblem(await world.request('GET', `/v1/transactions/${post.body.id}`, undefined, { token: TOKENS.limited }), 404);
     const read = await world.request('GET', `/v1/transactions/${post.body.id}`, undefined, { token: TOKENS.reader });
     expect(read.status).toBe(200);
     expect(read.body).toMatchObject({ id: post.body.id, status: 'committed' });

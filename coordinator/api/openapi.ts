@@ -128,7 +128,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         get: {
           operationId: 'getTransaction',
           summary: "The log's view of a transaction, each branch's live state and the audit trail",
-          description: 'Scope `read`.',
+          description: 'Scope `read`. A token whose resources do not cover the transaction gets 404, as for an unknown id.',
           ...scope('read'),
           parameters: [idParam],
           responses: { 200: answer('The transaction', ref('TransactionDetail')), 400: reply('BadRequest'), ...denied, 404: reply('NotFound'), 503: reply('Unavailable') },
