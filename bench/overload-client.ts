@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { randomTransfer, statementsOf } from './variants.ts';
 
 /*
@@ -14,8 +16,6 @@ import { randomTransfer, statementsOf } from './variants.ts';
 export const OVERLOAD_TIMEOUT_MS = 5_000;
 // Up to half a second on top of Retry-After: clients refused together must not all return in the same instant.
 const RETRY_JITTER_MS = 500;
-// A probe every 100 ms: an orchestrator's probe is far rarer; this only needs enough samples for a p99.
-const PROBE_INTERVAL_MS = 100;
 // Memory sampled 5 times a second: a stage lasts seconds, and the peak is what matters.
 const RSS_INTERVAL_MS = 200;
 
@@ -152,42 +152,29 @@ export interface ProbeTimes {
   failures: Map<string, number>;
 }
 
-/** Times GET /healthz and /readyz every 100 ms, on connections of their own, until `stop` is called. */
-export function startProber(baseUrl: string): { stop(): Promise<ProbeTimes> } {
-  const agent = new Agent({ keepAlive: true, maxSockets: 2 });
-  const times: ProbeTimes = { healthz: [], readyz: [], failures: new Map() };
-  let running = true;
-  const probe = (path: '/healthz' | '/readyz') => new Promise<void>((resolve) => {
-    const t0 = performance.now();
-    const fail = (what: string) => {
-      times.failures.set(`${path} ${what}`, (times.failures.get(`${path} ${what}`) ?? 0) + 1);
-      resolve();
-    };
-    const req = request(new URL(path, baseUrl), { agent }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        times[path === '/healthz' ? 'healthz' : 'readyz'].push(performance.now() - t0);
-        if (res.statusCode !== 200) fail(String(res.statusCode));
-        else resolve();
-      });
-      res.on('error', (err) => fail(err.message));
-    });
-    req.on('error', (err) => fail(err.message));
-    req.end();
+/** Starts bench/overload-prober.ts in its own process; `stop` ends it and returns what it measured. */
+export async function startProber(baseUrl: string): Promise<{ stop(): Promise<ProbeTimes> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./overload-prober.ts', import.meta.url)), baseUrl], {
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
-  const loop = (async () => {
-    while (running) {
-      const next = performance.now() + PROBE_INTERVAL_MS;
-      await Promise.all([probe('/healthz'), probe('/readyz')]);
-      await sleep(Math.max(0, next - performance.now()));
-    }
-  })();
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: string) => {
+      out += d;
+      if (out.startsWith('ready\n')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`the prober exited (${code}) before it was ready`)));
+  });
+  await ready;
   return {
     async stop() {
-      running = false;
-      await loop;
-      agent.destroy();
-      return times;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.stdin.end();
+      await exited;
+      const line = out.split('\n').filter(Boolean).pop() ?? '{}';
+      const t = JSON.parse(line) as { healthz?: number[]; readyz?: number[]; failures?: Record<string, number> };
+      return { healthz: t.healthz ?? [], readyz: t.readyz ?? [], failures: new Map(Object.entries(t.failures ?? {})) };
     },
   };
 }

@@ -7,7 +7,7 @@
  * the coordinator's peak RSS, and /healthz and /readyz latency measured during the load (target:
  * within 100 ms).
  */
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { snapshot, used, type CpuUsed } from './cpu.ts';
 import { OVERLOAD_TIMEOUT_MS, runClients, startProber, startRssSampler, type ProbeTimes, type StageCounts } from './overload-client.ts';
 import type { BenchOptions } from './options.ts';
@@ -31,6 +31,8 @@ export interface StageResult extends StageCounts {
   cpu: CpuUsed;
   /** The service's tpc_phase_duration_seconds over the stage: where an admitted transaction's time went. */
   phases: PhaseSnapshot;
+  /** Worst delay of this benchmark's own event loop, ms: the clients' latencies are only as good as it is small. */
+  benchLoopDelayMaxMs: number;
 }
 
 async function refusalReasons(url: string): Promise<Map<string, number>> {
@@ -53,17 +55,20 @@ async function runStage(w: World, options: BenchOptions, clients: number, durati
   const pids = w.coordinator.pid === undefined ? [] : [w.coordinator.pid];
   const cpu0 = snapshot(dataDirs);
   const rss = startRssSampler(w.coordinator.pid);
-  const prober = startProber(w.coordinator.url);
+  const prober = await startProber(w.coordinator.url);
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
   const t0 = performance.now();
   const counts = await runClients(w.coordinator.url, clients, durationMs, options.accounts, stopped);
   const elapsedMs = performance.now() - t0;
+  loop.disable();
   const cpu = used(snapshot(dataDirs), cpu0, pids);
   const probes = await prober.stop();
   const rssPeakMiB = rss.stop();
   const after = await refusalReasons(w.coordinator.url);
   const phases = diff(await scrapePhases(w.coordinator.url), phasesBefore);
   const reasons = new Map([...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 0));
-  return { ...counts, clients, elapsedMs, rssPeakMiB, probes, refusalReasons: reasons, cpu, phases };
+  return { ...counts, clients, elapsedMs, rssPeakMiB, probes, refusalReasons: reasons, cpu, phases, benchLoopDelayMaxMs: loop.max / 1e6 };
 }
 
 const f = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
@@ -117,7 +122,8 @@ export async function runOverload(
     log(`stage: ${clients} clients for ${options.overloadMs / 1000} s`);
     const s = await runStage(w, options, clients, options.overloadMs, stopped);
     stages.push(s);
-    log(`  ${f(rate(s))} commits/s, ${s.refusals} refusals, ${s.aborted} × 409, ${s.late} after the deadline, RSS peak ${f(s.rssPeakMiB)} MiB`);
+    log(`  ${f(rate(s))} commits/s, ${s.refusals} refusals, ${s.aborted} × 409, ${s.late} after the deadline, RSS peak ${f(s.rssPeakMiB)} MiB, ` +
+      `the benchmark's own event loop delayed up to ${f(s.benchLoopDelayMaxMs)} ms`);
     if (s.lateSent.length) {
       const bySecond = new Map<string, number>();
       for (const l of s.lateSent) bySecond.set(`${Math.floor(l.at / 1000)}s:${l.status}`, (bySecond.get(`${Math.floor(l.at / 1000)}s:${l.status}`) ?? 0) + 1);
@@ -156,7 +162,7 @@ export async function runOverload(
     'Latencies are client-side. "after deadline": answers (or failures) that came later than the transaction\'s deadline.',
     '"coordinator CPU ms per answer": its CPU over the stage divided by every answer it gave (commits, refusals, 409s);',
     '"not ours": CPU of processes outside this benchmark (other people\'s work on a shared machine).',
-    '/healthz and /readyz were probed every 100 ms during each stage on connections of their own.',
+    '/healthz and /readyz were probed every 100 ms during each stage, from a process of their own (bench/overload-prober.ts).',
     '',
     ...judged,
     '',
