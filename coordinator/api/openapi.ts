@@ -108,7 +108,8 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
               ...problem('The log database is unreachable (nothing applied); a resource is unusable (resource-unusable); or the service is '
                 + 'at capacity (overloaded): no slot on `resource` freed within TPC_ADMISSION_WAIT_MS, the admission queue was full, or a '
                 + 'PREPARE found its cluster\'s prepared-transaction slots all held (SQLSTATE 53200; the transaction, `transactionId`, was '
-                + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused). Nothing was applied; retry after `Retry-After`'),
+                + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused); when the queue is full and every resource is '
+                + 'taken, the request is refused before its body is read. Nothing was applied; retry after `Retry-After`'),
               headers: {
                 'Retry-After': { description: 'Seconds to wait before retrying; sent with every overloaded answer', schema: { type: 'integer', minimum: 1 } },
               },
