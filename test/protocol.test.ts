@@ -190,11 +190,13 @@ describe('the protocol', () => {
       return world.submit(transfer(from, to, 10 + (i % 7), 1 + (i % 2), 1 + ((i + 1) % 2), { timeoutMs: 2000 }));
     }));
     // 202: decided, phase 2 still finishing (a loaded machine); the sums are taken once it has.
-    for (const a of answers) expect([201, 202, 409]).toContain(a.status);
+    // 503: more transfers than a bank's slots (TPC_RESOURCE_POOL_SIZE, 20), queued behind the row
+    // locks for longer than the admission wait: refused having changed nothing.
+    for (const a of answers) expect([201, 202, 409, 503]).toContain(a.status);
     await world.service.engine.drain();
     const totals = await Promise.all(banks.map((b) => world.db[b].query<{ s: string }>('SELECT sum(balance) AS s FROM accounts')));
     expect(totals.reduce((sum, t) => sum + Number(t.rows[0]!.s), 0)).toBe(30_000);
-    expect(answers.filter((a) => a.status !== 409).length).toBeGreaterThan(0);
+    expect(answers.filter((a) => a.status === 201 || a.status === 202).length).toBeGreaterThan(0);
   });
 });
 
