@@ -30,7 +30,7 @@ export interface StageCounts {
   /** Any answer (or none) that came after the transaction's deadline. */
   late: number;
   /** When each late request was sent, ms into the stage, and what it got: to tell a start-up burst from a steady state. */
-  lateSent: { at: number; status: number; sentMs: number }[];
+  lateSent: { at: number; status: number; sentMs: number; connectMs: number; firstByteMs: number }[];
   /** Anything else: other statuses, failed connections; by message. */
   errors: Map<string, number>;
 }
@@ -43,11 +43,14 @@ interface Answer {
   sentMs: number;
   /** Time until the first byte of the answer, ms. */
   firstByteMs: number;
+  /** Time until a new connection was established (0: a kept-alive one was reused), ms. */
+  connectMs: number;
 }
 
 function post(agent: Agent, url: URL, body: string): Promise<Answer> {
   const t0 = performance.now();
   let sentMs = Number.NaN;
+  let connectMs = 0;
   return new Promise((resolve, reject) => {
     const req = request(url, {
       method: 'POST',
@@ -63,11 +66,15 @@ function post(agent: Agent, url: URL, body: string): Promise<Answer> {
         retryAfter: res.headers['retry-after'] as string | undefined,
         sentMs,
         firstByteMs,
+        connectMs,
       }));
       res.on('error', reject);
     });
     req.on('error', reject);
     req.on('finish', () => { sentMs = performance.now() - t0; });
+    req.on('socket', (socket) => {
+      if (socket.connecting) socket.once('connect', () => { connectMs = performance.now() - t0; });
+    });
     req.end(body);
   });
 }
@@ -108,7 +115,7 @@ export async function runClients(baseUrl: string, clients: number, durationMs: n
       } catch (err) {
         if (performance.now() - t0 > OVERLOAD_TIMEOUT_MS) {
           counts.late++;
-          counts.lateSent.push({ at: t0 - start, status: 0, sentMs: Number.NaN });
+          counts.lateSent.push({ at: t0 - start, status: 0, sentMs: Number.NaN, connectMs: Number.NaN, firstByteMs: Number.NaN });
         }
         error(err instanceof Error ? err.message : String(err));
         await sleep(100); // a failing connection must not spin
@@ -117,7 +124,7 @@ export async function runClients(baseUrl: string, clients: number, durationMs: n
       const ms = performance.now() - t0;
       if (ms > OVERLOAD_TIMEOUT_MS) {
         counts.late++;
-        counts.lateSent.push({ at: t0 - start, status: answer.status, sentMs: answer.sentMs });
+        counts.lateSent.push({ at: t0 - start, status: answer.status, sentMs: answer.sentMs, connectMs: answer.connectMs, firstByteMs: answer.firstByteMs });
       }
       if (answer.status === 201) {
         counts.commits++;

@@ -130,6 +130,8 @@ export async function runOverload(
       log(`  late answers by the second they were sent in, and status: ${[...bySecond].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
       const slowSend = s.lateSent.filter((l) => l.sentMs > 1_000).length;
       log(`  of which ${slowSend} took over 1 s to be written (connection setup); median write ${f(p(s.lateSent.map((l) => l.sentMs), 0.5))} ms`);
+      const slowConnect = s.lateSent.filter((l) => l.connectMs > 1_000).length;
+      log(`  connections: ${slowConnect} took over 1 s to establish; median connect ${f(p(s.lateSent.map((l) => l.connectMs), 0.5))} ms, median first byte ${f(p(s.lateSent.map((l) => l.firstByteMs), 0.5))} ms`);
     }
   }
   const rendered = table(stages);

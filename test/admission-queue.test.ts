@@ -33,6 +33,21 @@ function track(p: Promise<AdmissionTicket>) {
 const settle = () => new Promise((r) => setImmediate(r));
 
 describe('admission', () => {
+  it('counts the time a request spent in the process before it arrived: past half its timeout, it is refused at once', async () => {
+    const { a, refusals } = admission();
+    a.addResource('a', 5, null);
+    // Free slots, but 3 of its 5 s went queued in the event loop: admitting it would likely answer late.
+    const late = await a.acquire(['a'], ['g1'], 5_000, 3_000).then(() => null, (err: unknown) => err);
+    expect(late).toBeInstanceOf(OverloadedError);
+    expect((late as OverloadedError).reason).toBe('wait_timeout');
+    expect(refusals).toEqual(['a:wait_timeout']);
+    expect(a.snapshot().resources[0]!.inUse).toBe(0);
+    // With most of its time left it is admitted as usual.
+    const ticket = await a.acquire(['a'], ['g2'], 5_000, 1_000);
+    expect(a.snapshot().resources[0]!.inUse).toBe(1);
+    ticket.release();
+  });
+
   it('takes every slot at once or none, and serves waiters that can proceed in arrival order', async () => {
     const { a } = admission();
     a.addResource('a', 1, null);

@@ -29,6 +29,8 @@ export function createApp(o: AppOptions): Express {
   app.set('etag', false);
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
+    // A transaction's deadline counts from here: under a burst, what follows may wait its turn.
+    res.locals.receivedAt = Date.now();
     res.on('finish', () => {
       const route = (req.route?.path as string | undefined) ?? 'unmatched';
       o.metrics.httpRequests.inc({ route: `${req.method} ${route}`, status: String(res.statusCode) });

@@ -140,16 +140,24 @@ export class Admission {
 
   /**
    * Takes one slot per branch (resource i for branch gid i), all at once, waiting at most the
-   * configured wait (and at most half of `timeoutMs`, so an admitted transaction keeps most of its
-   * time for its work). Refuses with OverloadedError, which changes nothing.
+   * configured wait (and, with the `queuedMs` the request already spent in this process before it
+   * got here, at most half of `timeoutMs`, so an admitted transaction keeps most of its time for
+   * its work). Refuses with OverloadedError, which changes nothing.
    */
-  acquire(resources: readonly string[], gids: readonly string[], timeoutMs: number): Promise<AdmissionTicket> {
+  acquire(resources: readonly string[], gids: readonly string[], timeoutMs: number, queuedMs = 0): Promise<AdmissionTicket> {
     const demand = this.#demandOf(resources);
     const since = performance.now();
     const never = this.#blocking(resources, demand, true);
     if (never) return Promise.reject(this.#refusal(never, 'no_capacity', since));
+    const budgetMs = Math.floor(timeoutMs / 2) - Math.max(0, queuedMs);
+    if (budgetMs <= 0) {
+      // Half its time went before the engine saw it (a burst queued in the event loop): admitted
+      // now, it would likely be answered after its deadline; refused, the client retries in time.
+      const own = { resource: resources[0]!, pool: this.#resources.get(resources[0]!)!.own };
+      return Promise.reject(this.#refusal(this.#blocking(resources, demand, false) ?? own, 'wait_timeout', since));
+    }
     if (this.#fits(demand)) return Promise.resolve(this.#grant(demand, gids, since));
-    const waitMs = Math.min(this.#options.waitMs, Math.floor(timeoutMs / 2));
+    const waitMs = Math.min(this.#options.waitMs, budgetMs);
     const full = this.#queue.length >= this.#options.queueLimit;
     if (waitMs <= 0 || full) {
       return Promise.reject(this.#refusal(this.#blocking(resources, demand, false)!, full ? 'queue_full' : 'wait_timeout', since));

@@ -50,12 +50,14 @@ export class Engine {
       if (!this.#deps.participants.has(b.resource)) throw new ValidationError(`unknown resource "${b.resource}"`);
     }
     const id = randomUUID();
-    const deadlineAt = Date.now() + request.timeoutMs;
+    const receivedAt = Math.min(context.receivedAt ?? Date.now(), Date.now());
+    const deadlineAt = receivedAt + request.timeoutMs;
     // Slots first, before the begin record is written: a refused request leaves nothing anywhere.
     const ticket = await this.#deps.admission?.acquire(
       request.branches.map((b) => b.resource),
       request.branches.map((_, i) => branchGid(this.#deps.namespace, id, i)),
       request.timeoutMs,
+      Date.now() - receivedAt,
     );
     const release = () => ticket?.release();
     let view: TransactionView;

@@ -24,6 +24,11 @@ export interface SubmitContext {
   /** Who submitted (the token's name), recorded in the log and the audit trail. */
   actor: string | null;
   idempotency?: { tokenName: string; key: string; requestHash: string };
+  /**
+   * When the request reached this process (epoch ms). The deadline counts from it: under a burst,
+   * a request can wait in the event loop before the engine sees it, and that time is the client's.
+   */
+  receivedAt?: number;
 }
 
 /** Why a transaction aborted: which branch, which statement, which error, or the deadline. */
