@@ -1,7 +1,6 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from './harness/waits.ts';
-import { createWorld, type Bank, type World } from './harness/world.ts';
+import { createWorld, prepareOwnBranch, type Bank, type World } from './harness/world.ts';
 
 /*
  * Interactive transactions over REST: the service runs its own statements and prepares each branch
@@ -11,19 +10,7 @@ describe('interactive transactions', () => {
   let world: World;
   beforeAll(async () => { world = await createWorld({ env: { TPC_RECONCILE_INTERVAL_MS: '300' } }); });
   afterAll(async () => { await world.close(); });
-
-  /** What a service does with a branch: its own statement on its own connection, then PREPARE under the gid. */
-  async function prepareBranch(bank: Bank, gid: string, sql: string): Promise<void> {
-    const c = new pg.Client({ connectionString: world.urls[bank] });
-    await c.connect();
-    try {
-      await c.query('BEGIN');
-      await c.query(sql);
-      await c.query(`PREPARE TRANSACTION '${gid}'`);
-    } finally {
-      await c.end();
-    }
-  }
+  const prepareBranch = (bank: Bank, gid: string, sql: string) => prepareOwnBranch(world.urls[bank], gid, sql);
 
   async function begin(timeoutMs = 10_000) {
     const r = await world.submit({ interactive: true, branches: [{ resource: 'bank_a' }, { resource: 'bank_c' }], timeoutMs });

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TOKENS, createWorld, type Bank, type HttpAnswer, type World } from './harness/world.ts';
+import { TOKENS, createWorld, prepareOwnBranch, type Bank, type HttpAnswer, type World } from './harness/world.ts';
 
 /*
  * An interactive transaction belongs to the token that began it: any other token gets exactly the
@@ -23,23 +22,12 @@ describe('interactive transactions have an owner', () => {
   let world: World;
   beforeAll(async () => { world = await createWorld({ env: { TPC_API_TOKENS: TOKENS_JSON, TPC_RECONCILE_INTERVAL_MS: '60000' } }); });
   afterAll(async () => { await world.close(); });
+  const prepare = (bank: Bank, gid: string, sql: string) => prepareOwnBranch(world.urls[bank], gid, sql);
 
   async function begin(token: string, resources: Bank[] = ['bank_a', 'bank_c']) {
     const r = await world.submit({ interactive: true, branches: resources.map((resource) => ({ resource })), timeoutMs: 20_000 }, { token });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     return { id: r.body.id as string, gids: (r.body.branches as { gid: string }[]).map((b) => b.gid) };
-  }
-
-  async function prepare(bank: Bank, gid: string, sql: string): Promise<void> {
-    const c = new pg.Client({ connectionString: world.urls[bank] });
-    await c.connect();
-    try {
-      await c.query('BEGIN');
-      await c.query(sql);
-      await c.query(`PREPARE TRANSACTION '${gid}'`);
-    } finally {
-      await c.end();
-    }
   }
 
   /** The log's record of a transaction: status, branches and events, to show a refused call changed nothing. */

@@ -242,3 +242,16 @@ export function move(from: string, to: string, amount: number, id = 1, options: 
     timeoutMs: options.timeoutMs ?? 10_000,
   };
 }
+
+/** What a service does with an interactive branch: its own statement on its own connection, then PREPARE under the gid. */
+export async function prepareOwnBranch(url: string, gid: string, sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query(sql);
+    await c.query(`PREPARE TRANSACTION '${gid}'`);
+  } finally {
+    await c.end();
+  }
+}
