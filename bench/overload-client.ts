@@ -79,6 +79,16 @@ function post(agent: Agent, url: URL, body: string): Promise<Answer> {
   });
 }
 
+/** What an unexpected answer was, without its ids, so that answers of one kind are counted together. */
+function answerKind(text: string): string {
+  try {
+    const body = JSON.parse(text) as { status?: unknown; type?: unknown };
+    if (typeof body.type === 'string') return body.type;
+    if (typeof body.status === 'string') return `status ${body.status}`;
+  } catch { /* not JSON */ }
+  return text.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '<id>').slice(0, 160);
+}
+
 /** An abort's reason without the ids, so that the same reason is counted once: `<code> on <resource>: <message>`. */
 function abortReason(text: string): string {
   try {
@@ -139,7 +149,7 @@ export async function runClients(baseUrl: string, clients: number, durationMs: n
         counts.aborted++;
         error(`409 ${abortReason(answer.text)}`);
       } else {
-        error(`HTTP ${answer.status}: ${answer.text.slice(0, 160)}`);
+        error(`HTTP ${answer.status}: ${answerKind(answer.text)}`);
         await sleep(100);
       }
     }
