@@ -46,6 +46,10 @@ describe('admission', () => {
     const ticket = await a.acquire(['a'], ['g2'], 5_000, 1_000);
     expect(a.snapshot().resources[0]!.inUse).toBe(1);
     ticket.release();
+    // A deadline of a few milliseconds is the client's choice: tried with a free slot, not refused.
+    const tiny = await a.acquire(['a'], ['g3'], 1, 2);
+    expect(a.snapshot().resources[0]!.inUse).toBe(1);
+    tiny.release();
   });
 
   it('takes every slot at once or none, and serves waiters that can proceed in arrival order', async () => {

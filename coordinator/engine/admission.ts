@@ -26,6 +26,11 @@ export type RefusalReason = OverloadedError['reason'];
 // absorbed bursts shorter than that; a client told to come back sooner would find the same queue.
 export const RETRY_AFTER_SECONDS = 1;
 
+// 100 ms: below this, time before admission is ordinary request handling, not a queue; a client
+// that asks for a deadline of a few milliseconds gets its transaction tried (and a 409 at the
+// deadline), as it asked, rather than an overload refusal with free slots.
+const LATE_AFTER_MS = 100;
+
 /** What admission reports for metrics; implemented by coordinator/observability. */
 export interface AdmissionObserver {
   /** Time a transaction spent waiting for its slots (0 when admitted at once), by outcome. */
@@ -149,15 +154,14 @@ export class Admission {
     const since = performance.now();
     const never = this.#blocking(resources, demand, true);
     if (never) return Promise.reject(this.#refusal(never, 'no_capacity', since));
-    const budgetMs = Math.floor(timeoutMs / 2) - Math.max(0, queuedMs);
-    if (budgetMs <= 0) {
+    if (queuedMs >= LATE_AFTER_MS && queuedMs > timeoutMs / 2) {
       // Half its time went before the engine saw it (a burst queued in the event loop): admitted
       // now, it would likely be answered after its deadline; refused, the client retries in time.
       const own = { resource: resources[0]!, pool: this.#resources.get(resources[0]!)!.own };
       return Promise.reject(this.#refusal(this.#blocking(resources, demand, false) ?? own, 'wait_timeout', since));
     }
     if (this.#fits(demand)) return Promise.resolve(this.#grant(demand, gids, since));
-    const waitMs = Math.min(this.#options.waitMs, budgetMs);
+    const waitMs = Math.min(this.#options.waitMs, Math.floor(timeoutMs / 2 - Math.max(0, queuedMs)));
     const full = this.#queue.length >= this.#options.queueLimit;
     if (waitMs <= 0 || full) {
       return Promise.reject(this.#refusal(this.#blocking(resources, demand, false)!, full ? 'queue_full' : 'wait_timeout', since));
