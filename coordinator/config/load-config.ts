@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { FAILPOINT_PATTERN } from '../engine/failpoints.ts';
 import { NAMESPACE_PATTERN } from '../engine/gid.ts';
+import { LogUrlError, parseLogUrl } from '../log/log-hosts.ts';
 import { loadStatementTemplates, TemplateFileError } from './statement-templates.ts';
 
 export const SCOPES = ['submit', 'read', 'operate'] as const;
@@ -19,6 +20,16 @@ export type ApiToken = z.infer<typeof tokenSchema>;
 
 const resourceName = z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, 'resource names are letters, digits, "_" and "-", starting with a letter');
 const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// connection string');
+// The log's URL may list several hosts with target_session_attrs (log-hosts.ts): a list that cannot
+// be read, or one that would put the log on a standby, is refused at start rather than at the first write.
+const logUrl = postgresUrl.superRefine((url, ctx) => {
+  try {
+    parseLogUrl(url);
+  } catch (err) {
+    if (!(err instanceof LogUrlError)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message });
+  }
+});
 const httpResource = z.object({
   url: z.url({ protocol: /^https?$/, error: 'must be the http(s):// URL where the participant router is mounted' }),
   token: z.string().min(16, 'a participant token must be at least 16 characters'),
@@ -36,7 +47,7 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 
 /** Every environment variable the service reads, with its default. The README's table mirrors this. */
 const envSchema = z.object({
-  DATABASE_URL: postgresUrl,
+  DATABASE_URL: logUrl,
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'),
   TPC_RESOURCES: z.string().optional(),
   TPC_RESOURCES_FILE: z.string().optional(),
@@ -276,7 +287,7 @@ function parsePrivilegedResources(text: string | undefined, resources: string[])
 
 /** `npm run migrate` needs only the log database. */
 export function loadLogUrl(env: Record<string, string | undefined> = process.env): string {
-  const url = postgresUrl.safeParse(env.DATABASE_URL);
+  const url = logUrl.safeParse(env.DATABASE_URL);
   if (!url.success) {
     throw new ConfigError(env.DATABASE_URL === undefined ? 'DATABASE_URL: is required but not set' : `DATABASE_URL: ${url.error.issues[0]!.message}`);
   }

@@ -1,7 +1,7 @@
 import { Kysely, Migrator, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import { migrations } from '../../migrations/index.ts';
-import { sessionConnection } from '../../participant-adapter/session-settings.ts';
+import { logConnection } from './log-hosts.ts';
 import type { LogDatabase } from './schema.ts';
 
 export interface LogDatabaseOptions {
@@ -35,7 +35,8 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
     const p = new pg.Pool({
       // synchronous_commit and every other setting the log's SQL relies on are fixed at startup,
       // so a role default changed behind our back (search_path, read-only, timeouts) cannot break it.
-      ...sessionConnection(options.url, { synchronous_commit: synchronousCommit }),
+      // With several hosts in the URL, each connection goes to the one that takes writes (log-hosts.ts).
+      ...logConnection(options.url, { synchronous_commit: synchronousCommit }),
       max,
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
@@ -77,7 +78,7 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
  * lose the race wait, then find nothing left to do.
  */
 export async function migrateLog(url: string): Promise<string[]> {
-  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ ...sessionConnection(url), max: 1 }) }) });
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ ...logConnection(url), max: 1 }) }) });
   try {
     const migrator = new Migrator({
       db,
