@@ -51,8 +51,11 @@ export class UnavailableError extends CoordinatorError {
   override readonly name = 'UnavailableError';
   readonly code = 'unavailable';
   readonly retryable = true;
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** Sent as Retry-After when the service knows when asking again makes sense. */
+  readonly retryAfterSeconds?: number;
+  constructor(message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
     super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
 

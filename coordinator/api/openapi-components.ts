@@ -87,7 +87,7 @@ export const componentSchemas: Record<string, Schema> = {
       closed({
         resource: { type: ['string', 'null'] },
         statement: { type: ['integer', 'null'], description: 'index of the statement within its branch' },
-        code: { ...str, description: 'SQLSTATE, or a coordinator code such as deadline_exceeded or expectation_failed' },
+        code: { ...str, description: 'SQLSTATE, or a coordinator code such as deadline_exceeded, expectation_failed, log_lost_transaction or abandoned' },
         message: str,
       }),
     ],

@@ -94,8 +94,12 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
           requestBody: body({ oneOf: [ref('SubmitRequest'), ref('InteractiveBeginRequest')] }),
           responses: {
             201: answer('Committed on every database; or an interactive transaction begun', { oneOf: [ref('Transaction'), ref('InteractiveBegin')] }),
-            202: answer('Decided (committing/aborting); phase 2 still running. `Location` to poll', ref('Transaction')),
-            409: answer('Aborted; `error` says which branch, which statement and why', ref('Transaction')),
+            202: answer('Decided (committing/aborting; preparing for a one-phase commit); phase 2 still running. `Location` to poll. '
+              + 'Never sent for an undecided transaction (`active`): that is a 503', ref('Transaction')),
+            409: answer('Aborted; `error` says which branch, which statement and why. `error.code` log_lost_transaction: the log lost '
+              + 'the transaction\'s record before any decision (a failover to a standby its begin record had not reached); its branches '
+              + 'were rolled back at once, nothing was applied, and it may be sent again. `error.code` abandoned (a repeated '
+              + 'Idempotency-Key): the first attempt was begun but never run or decided; nothing was applied; send it with a new key', ref('Transaction')),
             400: problem('Malformed JSON, body too large, or a bad Idempotency-Key header'),
             ...denied,
             403: problem('The token lacks the scope (forbidden), may not use a resource involved (forbidden-resource), or has `"sql": false` '
@@ -105,13 +109,14 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
               + 'and `resource` name the branch, `statement` its index within the branch, `reason` why; `errors` lists every refused '
               + 'statement). Nothing was run or logged'),
             503: {
-              ...problem('The log database is unreachable (nothing applied); a resource is unusable (resource-unusable); or the service is '
+              ...problem('The log database is unreachable: nothing applied, or, when `detail` says so, an outcome recovery settles; a '
+                + 'transaction not decided yet (`detail` names it; ask again with the same Idempotency-Key or GET it); a resource is unusable (resource-unusable); or the service is '
                 + 'at capacity (overloaded): no slot on `resource` freed within TPC_ADMISSION_WAIT_MS, the admission queue was full, or a '
                 + 'PREPARE found its cluster\'s prepared-transaction slots all held (SQLSTATE 53200; the transaction, `transactionId`, was '
                 + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused); when the queue is full and every resource is '
                 + 'taken, the request is refused before its body is read. Nothing was applied; retry after `Retry-After`'),
               headers: {
-                'Retry-After': { description: 'Seconds to wait before retrying; sent with every overloaded answer', schema: { type: 'integer', minimum: 1 } },
+                'Retry-After': { description: 'Seconds to wait before retrying; sent with every overloaded answer and with an undecided or unreadable-log one', schema: { type: 'integer', minimum: 1 } },
               },
             },
           },

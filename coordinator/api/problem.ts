@@ -42,6 +42,7 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
     if (res.headersSent) return;
     if (p.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="tpc"');
     if (err instanceof OverloadedError) res.setHeader('Retry-After', String(err.retryAfterSeconds));
+    if (err instanceof UnavailableError && err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     sendProblem(res, p, req.originalUrl);
   };
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError, NotFoundError, OverloadedError, ValidationError } from '../errors.ts';
+import { ConflictError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
 import type { StoredTransaction } from '../log/transactions-store.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { branchGid } from './gid.ts';
@@ -67,7 +67,7 @@ export class Engine {
       release(); // the run never started, or has ended (release is idempotent)
       throw err;
     }
-    return capacityChecked(view);
+    return decidedChecked(capacityChecked(view));
   }
 
   /** Writes the begin record and runs the transaction; `release` gives its slots back once the inline run ends. */
@@ -211,11 +211,11 @@ export class Engine {
     return Promise.race([full, late]).finally(() => clearTimeout(timer));
   }
 
-  async #followLog(id: string): Promise<TransactionView> {
+  /** The log's view after following it, or null when the log holds no such transaction (its record was lost). */
+  async #followLog(id: string): Promise<TransactionView | null> {
     await resumeTransaction(this.#deps, id);
     const tx = await this.#deps.store.load(id);
-    if (!tx) throw new NotFoundError(`transaction ${id} vanished from the log`);
-    return viewOf(tx);
+    return tx ? viewOf(tx) : null;
   }
 
   /** The first request's answer for a repeated key: joins its run, or waits on the log until it settles. */
@@ -224,11 +224,35 @@ export class Engine {
     if (running) return running;
     for (;;) {
       const tx = await this.#deps.store.load(id);
-      if (!tx) throw new NotFoundError(`transaction ${id} not found`);
+      // The key was read a moment ago, and goes with its transaction (pruned together): the key is
+      // free again, so the client's retry begins anew.
+      if (!tx) throw new UnavailableError(`transaction ${id} of this Idempotency-Key is no longer in the log; retry`, { retryAfterSeconds: RETRY_AFTER_SECONDS });
+      if (tx.status === 'active' && tx.driver === this.#deps.instanceId && !this.#running.has(id)) {
+        // Recorded as driven by this process, yet no run of it drives it: the keyed begin's reply
+        // was lost with its log connection after the record was written (that attempt answered
+        // 503, and touched no branch: they wait for a confirmed keyed begin), or this instance id
+        // ran before a restart. Nobody will decide it, so it is aborted now (presumed abort, by the
+        // compare-and-set a live driver would win) rather than making the retry wait for its
+        // deadline. Another process cannot know this, and waits for the deadline's abort.
+        await resumeTransaction(this.#deps, id, { abandoned: {
+          resource: null, statement: null, code: 'abandoned',
+          message: 'the first attempt under this Idempotency-Key was begun but never decided (its begin write lost its log connection, or its coordinator restarted): ' +
+            'it was aborted and nothing was applied; send it again with a new Idempotency-Key',
+        } }).catch(() => {});
+        await sleep(50);
+        continue;
+      }
       const settled = isFinal(tx.status) || (wait === 'decided' && tx.status !== 'active');
-      // Past its deadline plus the completion wait, answer with what the log holds (202 if undecided).
+      // Past its deadline plus the completion wait, answer with what the log holds.
       const overdue = Date.now() > tx.deadline.getTime() + this.#options.completionWaitMs;
-      if (settled || overdue) return viewOf(tx);
+      if (settled) return viewOf(tx);
+      if (overdue) {
+        // Still undecided past its deadline: its driver died. Abort it now (presumed abort, a
+        // compare-and-set that a live driver would win) rather than answer undecided.
+        if (tx.status === 'active') await resumeTransaction(this.#deps, id).catch(() => {});
+        const now = await this.#deps.store.load(id);
+        return now ? viewOf(now) : viewOf(tx);
+      }
       await sleep(50);
     }
   }
@@ -257,6 +281,20 @@ function capacityChecked(view: TransactionView): TransactionView {
     `a PREPARE on resource "${view.error!.resource}" was refused: its cluster's prepared-transaction slots are all held (SQLSTATE 53200). ` +
       `Transaction ${view.id} was aborted and nothing was applied; retry after ${RETRY_AFTER_SECONDS} s (with a new Idempotency-Key, if you sent one)`,
     view.error!.resource!, 'prepare_refused', RETRY_AFTER_SECONDS, view.id,
+  );
+}
+
+/**
+ * 202 means decided. A transaction still undecided when the answer is due (an operator took it
+ * over from its driver; a repeated key's first attempt overdue and held by another recovering
+ * process) is answered 503 with Retry-After: asking again, with the same Idempotency-Key or by
+ * GET, gives the outcome once it is decided.
+ */
+function decidedChecked(view: TransactionView): TransactionView {
+  if (view.status !== 'active') return view;
+  throw new UnavailableError(
+    `transaction ${view.id} is not decided yet; ask again after ${RETRY_AFTER_SECONDS} s (GET /v1/transactions/${view.id}, or the same request with the same Idempotency-Key)`,
+    { retryAfterSeconds: RETRY_AFTER_SECONDS },
   );
 }
 

@@ -25,14 +25,14 @@ export const RECOVERY_LEASE_MS = 30_000;
  * at most one driver acts at a time. The decision in the log wins; no decision past the deadline
  * means abort (presumed abort), decided by a compare-and-set so that it cannot race a live driver.
  */
-export async function resumeTransaction(deps: EngineDeps, id: string): Promise<ResumeResult> {
+export async function resumeTransaction(deps: EngineDeps, id: string, options: ResumeOptions = {}): Promise<ResumeResult> {
   const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS);
   if (!tx) {
     const seen = await deps.store.load(id);
     if (!seen) return { state: 'gone' };
     return isFinal(seen.status) ? { state: 'finished', status: seen.status } : { state: 'busy' };
   }
-  const result = await drive(deps, tx).catch((err: unknown): ResumeResult => {
+  const result = await drive(deps, tx, options).catch((err: unknown): ResumeResult => {
     if (err instanceof StaleStateError) return { state: 'busy' };
     return { state: 'pending', error: { resource: null, statement: null, code: 'internal', message: err instanceof Error ? err.message : String(err) } };
   });
@@ -41,7 +41,15 @@ export async function resumeTransaction(deps: EngineDeps, id: string): Promise<R
   return result;
 }
 
-async function drive(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeResult> {
+export interface ResumeOptions {
+  /**
+   * The caller knows that no driver will ever decide this undecided transaction (see
+   * Engine.#replay): abort it now instead of waiting for its deadline, with this reason.
+   */
+  abandoned?: TxError;
+}
+
+async function drive(deps: EngineDeps, tx: StoredTransaction, options: ResumeOptions): Promise<ResumeResult> {
   switch (tx.status) {
     case 'committed':
     case 'aborted':
@@ -53,8 +61,8 @@ async function drive(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeRes
     case 'preparing':
       return settleOnePhase(deps, tx);
     case 'active': {
-      if (new Date(tx.deadline).getTime() > Date.now()) return { state: 'not-due' };
-      const reason: TxError = { resource: null, statement: null, code: 'deadline_exceeded', message: 'deadline passed before a decision was recorded' };
+      if (!options.abandoned && new Date(tx.deadline).getTime() > Date.now()) return { state: 'not-due' };
+      const reason: TxError = options.abandoned ?? { resource: null, statement: null, code: 'deadline_exceeded', message: 'deadline passed before a decision was recorded' };
       // branchesChecked: a branch joined since the load would be missed by the rollback below; the
       // compare-and-set then fails (busy) and the next attempt loads it too.
       await deps.store.transition({

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import { StaleStateError, UnavailableError } from '../errors.ts';
 import type { BranchUpdate } from '../log/transactions-store.ts';
@@ -10,11 +11,18 @@ import type { EngineDeps } from './ports.ts';
 import type { BranchStatus, TxStatus } from './states.ts';
 import type { StatementOutcome, SubmitRequest, TransactionView, TxError } from './types.ts';
 
+// How long a driver keeps asking a log it cannot read before it hands the transaction to recovery.
+const LOG_WAIT_MS = 5_000;
+const LOG_RETRY_MS = 250;
+
 export interface RunHooks {
   /** Called once the decision is durable (or the outcome final), before phase 2 finishes. */
   decided(view: TransactionView): void;
-  /** Resolves the transaction from the log when another process moved it first. */
-  followLog(id: string): Promise<TransactionView>;
+  /**
+   * Resolves the transaction from the log when a compare-and-set found it moved; null when the log
+   * holds no such transaction at all. Throws when the log cannot be read.
+   */
+  followLog(id: string): Promise<TransactionView | null>;
 }
 
 /**
@@ -121,7 +129,7 @@ export class TransactionRun {
         event: { kind: 'decided', detail: { outcome: 'commit' } },
       });
     } catch (err) {
-      if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+      if (err instanceof StaleStateError) return this.#movedOrLost(refs);
       // The decision may or may not be on disk: leave the branches prepared. Recovery reads the
       // log and finishes them whichever way it says (no record of a decision means abort).
       await this.#handOff();
@@ -167,7 +175,7 @@ export class TransactionRun {
       } catch (err) {
         await branch.rollback().catch(() => {});
         release();
-        if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+        if (err instanceof StaleStateError) return this.#movedOrLost([]);
         throw new UnavailableError('the transaction log could not record the commit; nothing was applied', { cause: err });
       }
       let committed: boolean;
@@ -212,7 +220,7 @@ export class TransactionRun {
       });
       this.#deps.failpoints.hit('after-decision');
     } catch (err) {
-      if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+      if (err instanceof StaleStateError) return this.#movedOrLost(prepared);
       // No commit decision was ever written, so rolling back is safe even unrecorded (presumed abort).
       this.#deps.logger.warn({ err, transactionId: this.#id }, 'abort decision not recorded; rolling back anyway');
       await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
@@ -257,7 +265,12 @@ export class TransactionRun {
         event: { kind, detail: error ? { outcome: to, reason: error } : { outcome: to } },
       });
     } catch (err) {
-      if (err instanceof StaleStateError) return this.#hooks.followLog(this.#id);
+      // From active, nothing of this run was decided in the log (a read-only commit, an abort with
+      // nothing prepared): the same as a lost decision. After a decision, phase 2 is done.
+      if (err instanceof StaleStateError) {
+        if (from === 'active') return this.#movedOrLost([]);
+        return (await this.#hooks.followLog(this.#id)) ?? this.#afterDecisionGone(to, error);
+      }
       this.#deps.logger.warn({ err, transactionId: this.#id }, 'completion not recorded; recovery will record it');
       if (from !== 'active') await this.#handOff();
     }
@@ -266,6 +279,71 @@ export class TransactionRun {
       this.#deps.observer.branch(b.resource, this.#readOnly[i] ? 'read_only' : s === 'committed' || s === 'aborted' ? s : 'pending');
     });
     return this.#view(to, error);
+  }
+
+  /**
+   * A compare-and-set made before any decision of this run matched no row. Either another process
+   * moved the transaction (an operator's resolve, the abort at its deadline): the log says how it
+   * ends and is followed. Or the log no longer holds it at all: its begin record, written with
+   * synchronous_commit = off, was lost (a failover to a standby it had not reached yet). Then this
+   * driver, which still holds the branches in memory, settles it at once by presumed abort: every
+   * branch it prepared is rolled back now, leaving no orphan for the orphan timeout.
+   *
+   * Why rolling back is always safe here: a commit decision is a forced compare-and-set on the
+   * transaction's own row, so it is never written without the begin record existing, and a forced
+   * commit makes every earlier WAL record durable with it (the synchronous standby confirms up to
+   * its commit record). A decision that was durably written therefore cannot be lost while the row
+   * it updated is; no row means no commit decision, ours (this CAS failed) or an operator's.
+   */
+  async #movedOrLost(prepared: PreparedRef[]): Promise<TransactionView> {
+    const seen = await this.#readLog(prepared);
+    if (seen) return seen;
+    const results = await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
+    const stuck = results.filter((r) => !r.done);
+    if (stuck.length > 0) {
+      // The outcome is still abort (nothing can commit it now); such a branch is an orphan for the
+      // orphan timeout (TPC_MAX_TIMEOUT_MS) or an operator's /resolve-orphan.
+      this.#deps.logger.error({ transactionId: this.#id, gids: stuck.map((r) => this.#gids[r.index]) }, 'log lost the transaction; a prepared branch could not be rolled back');
+    }
+    this.#deps.logger.warn({ transactionId: this.#id }, 'the log lost the transaction before its decision; rolled back');
+    this.#statuses = this.#statuses.map(() => 'aborted');
+    stuck.forEach((r) => { this.#statuses[r.index] = 'prepared'; });
+    return this.#view('aborted', {
+      resource: null, statement: null, code: 'log_lost_transaction',
+      message: `the transaction log lost the record of transaction ${this.#id} (as after a failover of the log database) before any decision: ` +
+        'it was aborted, its branches rolled back, and nothing was applied; it may be sent again',
+    });
+  }
+
+  /** A completion write found no row after this run's decision and phase 2: the outcome is what the databases did. */
+  #afterDecisionGone(to: 'committed' | 'aborted', error: TxError | null): TransactionView {
+    this.#deps.logger.error({ transactionId: this.#id, outcome: to }, 'the log lost a decided transaction (an asynchronous standby, or a row deleted by hand)');
+    return this.#view(to, error);
+  }
+
+  /**
+   * Follows the log, asking again while it cannot be read: a log failing over is unreachable for
+   * a moment (measured 0.2–1.6 s), and the branches keep their locks meanwhile. Past that, the
+   * transaction is handed to recovery and the client told to come back: without the log this
+   * driver cannot know whether an operator decided it.
+   */
+  async #readLog(prepared: PreparedRef[]): Promise<TransactionView | null> {
+    const giveUpAt = Math.min(Date.now() + LOG_WAIT_MS, Math.max(this.#control.deadlineAt, Date.now() + 1_000));
+    for (;;) {
+      try {
+        return await this.#hooks.followLog(this.#id);
+      } catch (err) {
+        if (Date.now() >= giveUpAt) {
+          await this.#handOff();
+          throw new UnavailableError(
+            `the transaction log cannot be read to settle transaction ${this.#id}` +
+              (prepared.length > 0 ? '; its prepared branches will be settled by recovery' : '; nothing was applied'),
+            { cause: err, retryAfterSeconds: 1 },
+          );
+        }
+        await sleep(LOG_RETRY_MS);
+      }
+    }
   }
 
   async #undoUnlogged(work: BranchWork[]): Promise<void> {

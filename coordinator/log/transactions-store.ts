@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
-import { StaleStateError } from '../errors.ts';
+import { StaleStateError, UnavailableError } from '../errors.ts';
 import { canTransition, FINAL_TX_STATUSES, type BranchStatus, type TxStatus } from '../engine/states.ts';
 import type { LogDb } from './log-database.ts';
 
@@ -118,8 +118,25 @@ const DECISIONS: readonly TxStatus[] = ['preparing', 'committing', 'aborting'];
 export class TransactionsStore {
   constructor(private readonly db: LogDb) {}
 
-  /** The begin record with its branches, its first event and, if given, the idempotency key: one statement, not forced. */
+  /**
+   * The begin record with its branches, its first event and, if given, the idempotency key: one
+   * statement. Not forced, except with a key: an unkeyed record lost in a failover costs only its
+   * own transaction (its driver rolls back, see TransactionRun), but a lost key would let a retry
+   * start a second transaction while the first one's prepared branches, driven by a process that
+   * died too, wait for the orphan timeout. Forced, the key reaches the synchronous standby before
+   * any branch is touched (keyed requests await it anyway), so a retry always finds the first attempt.
+   */
   async begin(record: BeginRecord): Promise<BeginOutcome> {
+    // The key was seen taken, then not found by the lookup (its transaction pruned in between, or
+    // the two reads met different servers across a failover): the insert is tried again.
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await this.#beginOnce(record);
+      if (outcome) return outcome;
+      if (attempt >= 3) throw new UnavailableError('the Idempotency-Key could not be read back from the transaction log; nothing was done', { retryAfterSeconds: 1 });
+    }
+  }
+
+  async #beginOnce(record: BeginRecord): Promise<BeginOutcome | null> {
     const key = record.idempotency;
     const branches = JSON.stringify(record.branches);
     const query = sql<{ created: number }>`
@@ -144,15 +161,15 @@ export class TransactionsStore {
       )
       SELECT (SELECT count(*) FROM t)::int AS created
     `.compile(this.db.relaxed);
-    const result = await this.db.prepared('relaxed', 'tpc_begin', query);
+    const result = await this.db.prepared(key ? 'forced' : 'relaxed', 'tpc_begin', query);
     if (result.rows[0]?.created === 1 || !key) return { created: true };
     const existing = await this.db.forced
       .selectFrom('tpc_idempotency_keys')
       .select(['transaction_id', 'request_hash'])
       .where('token_name', '=', key.tokenName)
       .where('key', '=', key.key)
-      .executeTakeFirstOrThrow();
-    return { created: false, existingId: existing.transaction_id, requestHash: existing.request_hash };
+      .executeTakeFirst();
+    return existing ? { created: false, existingId: existing.transaction_id, requestHash: existing.request_hash } : null;
   }
 
   /**
