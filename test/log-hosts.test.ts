@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, loadLogUrl } from '../coordinator/config/load-config.ts';
 import { findPostgresBinDir, startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { logConnection, parseLogUrl } from '../coordinator/log/log-hosts.ts';
+import { startService } from '../coordinator/service.ts';
 import { createDatabases, createWorld, transfer, type World } from './harness/world.ts';
 
 const run = promisify(execFile);
@@ -18,10 +19,10 @@ const asServerUser = (bin: string, args: string[]) =>
   isRoot ? run('runuser', ['-u', 'postgres', '--', bin, ...args]) : run(bin, args);
 
 describe('DATABASE_URL with several hosts: validation', () => {
-  const envWith = async (url: string) => ({ ...(await createDatabases()).env, DATABASE_URL: url });
-
   it('refuses a list it cannot use, naming DATABASE_URL; a single-host URL is left to node-postgres as before', async () => {
-    const env = await envWith('postgres://u@h1:5432/db');
+    const dbs = await createDatabases();
+    await dbs.end();
+    const env = dbs.env;
     const refused: [string, RegExp][] = [
       ['postgres://u@h1:5432,h2:5432/db?target_session_attrs=standby', /^DATABASE_URL: target_session_attrs=standby would put the log on a server that cannot take its writes/],
       ['postgres://u@h1:5432,h2:5432/db?target_session_attrs=prefer-standby', /^DATABASE_URL: target_session_attrs=prefer-standby/],
@@ -50,6 +51,16 @@ describe('DATABASE_URL with several hosts: validation', () => {
 });
 
 describe('DATABASE_URL with target_session_attrs: connections', () => {
+  it('a start with no host that takes writes fails naming every host and why, without the password', async () => {
+    const dbs = await createDatabases();
+    await dbs.end();
+    const config = loadConfig({ ...dbs.env, DATABASE_URL: 'postgres://u:secret@127.0.0.1:1,127.0.0.1:2/db?target_session_attrs=read-write' });
+    const failure = await startService(config).then(() => null, (err: Error) => err.message);
+    expect(failure).toMatch(/^log database \(DATABASE_URL=postgres:\/\/u:\*\*\*@127\.0\.0\.1:1,127\.0\.0\.1:2\/db\): .*no log host fits target_session_attrs=read-write \(127\.0\.0\.1:1: .*ECONNREFUSED.*; 127\.0\.0\.1:2: .*ECONNREFUSED/);
+    expect(failure).not.toContain('secret');
+  });
+
+
   it('keep the session settings, and one that meets a read-only error (25006) leaves the pool when released', async () => {
     const dbs = await createDatabases();
     const { hostname: host, port, pathname, username } = new URL(dbs.urls.log);

@@ -22,6 +22,12 @@ export function safeUrl(url: string): string {
     if (u.password) u.password = '***';
     return u.toString();
   } catch {
+    // A log URL listing several hosts (h1:5432,h2:5432) is no WHATWG URL, yet names what failed.
+    const multiHost = /^(postgres(?:ql)?:\/\/)(?:([^:@/?#]*)(:[^@/?#]*)?@)?([^/?#]*,[^/?#]*)([^?#]*)/.exec(url);
+    if (multiHost) {
+      const [, scheme, user, password, hosts, path] = multiHost;
+      return `${scheme}${user === undefined ? '' : `${user}${password ? ':***' : ''}@`}${hosts}${path}`;
+    }
     return '[unparseable url]';
   }
 }
