@@ -71,7 +71,7 @@ export function parseLogUrl(url: string): LogHosts | null {
 const READ_ONLY = '25006';
 
 /**
- * Which host takes the log now. Shared by every connection of one URL, so that one failover is
+ * Which host takes the log now. Shared by every connection of one pool, so that one failover is
  * searched for once, not by each of the pool's connections at the same time.
  */
 class PrimaryFinder {
