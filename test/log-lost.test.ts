@@ -64,6 +64,21 @@ describe('a transaction the log lost before its decision', () => {
     expect((await world.request('GET', `/v1/transactions/${id}`)).status).toBe(404);
   });
 
+  it('a branch failed after another was prepared, record deleted before the abort is written: the prepared one rolled back at once', async () => {
+    const before = await world.balance('bank_a', 6);
+    const body = {
+      branches: [
+        { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 2 WHERE id = 6', params: [] }] },
+        { resource: 'bank_c', statements: [pause(0.8), { sql: 'UPDATE accounts SET balance = balance + 2 WHERE id = -1', params: [], expect: { rowCount: 1 } }] },
+      ],
+      timeoutMs: 10_000,
+    };
+    const { id, answer } = await heldBeforeDecision(world, body, {}, 1, lose);
+    expectLost(answer, id);
+    expect(await world.preparedGids()).toEqual([]);
+    expect(await world.balance('bank_a', 6)).toBe(before);
+  });
+
   it('a keyed one: the retry with the same key (lost with the record) runs once and commits', async () => {
     const key = { 'Idempotency-Key': `lost-${randomBytes(4).toString('hex')}` };
     const body = move('bank_b', 'bank_c', 7, 2, { before: [pause(0.3)] });
