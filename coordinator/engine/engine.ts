@@ -30,6 +30,11 @@ export class Engine {
   readonly #options: EngineOptions;
   /** Runs in this process, by id: a replayed request joins the run instead of polling the log. */
   readonly #running = new Map<string, Promise<TransactionView>>();
+  /**
+   * Keyed begins of this process whose reply has not come back yet: a replay of the same key must
+   * not take such a transaction for abandoned (see #replay) while its run is about to start.
+   */
+  readonly #beginning = new Set<string>();
 
   constructor(deps: EngineDeps, options: EngineOptions) {
     this.#deps = deps;
@@ -90,8 +95,10 @@ export class Engine {
     });
     if (context.idempotency) {
       // A keyed request must know it is the first before touching any database.
-      const outcome = await begin;
+      this.#beginning.add(id);
+      const outcome = await begin.catch((err: unknown) => { this.#beginning.delete(id); throw err; });
       if (!outcome.created) {
+        this.#beginning.delete(id);
         if (outcome.requestHash !== context.idempotency.requestHash) {
           throw new ConflictError('idempotency_key_reused', `Idempotency-Key "${context.idempotency.key}" was used with a different request body`);
         }
@@ -109,6 +116,7 @@ export class Engine {
 
     const full = run.run(begin);
     this.#running.set(id, full);
+    this.#beginning.delete(id);
     const settle = (view?: TransactionView) => {
       this.#running.delete(id);
       release();
@@ -220,14 +228,14 @@ export class Engine {
 
   /** The first request's answer for a repeated key: joins its run, or waits on the log until it settles. */
   async #replay(id: string, wait: SubmitRequest['wait']): Promise<TransactionView> {
-    const running = this.#running.get(id);
-    if (running) return running;
     for (;;) {
+      const running = this.#running.get(id);
+      if (running) return running;
       const tx = await this.#deps.store.load(id);
       // The key was read a moment ago, and goes with its transaction (pruned together): the key is
       // free again, so the client's retry begins anew.
       if (!tx) throw new UnavailableError(`transaction ${id} of this Idempotency-Key is no longer in the log; retry`, { retryAfterSeconds: RETRY_AFTER_SECONDS });
-      if (tx.status === 'active' && tx.driver === this.#deps.instanceId && !this.#running.has(id)) {
+      if (tx.status === 'active' && tx.driver === this.#deps.instanceId && !this.#beginning.has(id)) {
         // Recorded as driven by this process, yet no run of it drives it: the keyed begin's reply
         // was lost with its log connection after the record was written (that attempt answered
         // 503, and touched no branch: they wait for a confirmed keyed begin), or this instance id
