@@ -78,7 +78,12 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
  * lose the race wait, then find nothing left to do.
  */
 export async function migrateLog(url: string): Promise<string[]> {
-  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ ...logConnection(url), max: 1 }) }) });
+  const pool = new pg.Pool({ ...logConnection(url), max: 1 });
+  // As for the service's pools: an error on an idle or handed-out connection (the server ending it,
+  // a late error for a query already given up) must fail the migration, never crash the process.
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
   try {
     const migrator = new Migrator({
       db,
