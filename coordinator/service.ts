@@ -233,7 +233,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const address = listening.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-    logger.info({ url, resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'coordinator listening');
+    logger.info({ url, resources: [...participants.keys()], namespace: config.namespace, instanceId, redis: queues.redis }, 'coordinator listening');
   } else {
     logger.info({ resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'embedded coordinator started');
   }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { FAILPOINT_PATTERN } from '../engine/failpoints.ts';
 import { NAMESPACE_PATTERN } from '../engine/gid.ts';
+import { parseRedisUrl, RedisUrlError } from '../jobs/redis-target.ts';
 import { LogUrlError, parseLogUrl } from '../log/log-hosts.ts';
 import { loadStatementTemplates, TemplateFileError } from './statement-templates.ts';
 
@@ -48,7 +49,14 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 /** Every environment variable the service reads, with its default. The README's table mirrors this. */
 const envSchema = z.object({
   DATABASE_URL: logUrl,
-  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'),
+  REDIS_URL: z.string().superRefine((url, ctx) => {
+    try {
+      parseRedisUrl(url);
+    } catch (err) {
+      if (!(err instanceof RedisUrlError)) throw err;
+      ctx.addIssue({ code: 'custom', message: err.message });
+    }
+  }),
   TPC_RESOURCES: z.string().optional(),
   TPC_RESOURCES_FILE: z.string().optional(),
   PORT: int(0, 65535).default(8080),

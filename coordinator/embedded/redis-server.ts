@@ -16,7 +16,14 @@ export interface RedisServer {
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
-export async function startRedisServer(binary = 'redis-server'): Promise<RedisServer> {
+export interface RedisServerOptions {
+  /** A configuration file, read first (a Sentinel's, which it also rewrites). */
+  configFile?: string;
+  /** More arguments after the defaults, e.g. `--replicaof 127.0.0.1 6379` or `--sentinel`. */
+  args?: string[];
+}
+
+export async function startRedisServer(binary = 'redis-server', options: RedisServerOptions = {}): Promise<RedisServer> {
   if (!binary.includes('/') && spawnSync('sh', ['-c', `command -v ${binary}`]).status !== 0) {
     throw new Error(`cannot run ${binary}: it is not on PATH (install the Debian package "redis-server")`);
   }
@@ -24,7 +31,10 @@ export async function startRedisServer(binary = 'redis-server'): Promise<RedisSe
   let child: ChildProcess | undefined;
 
   const start = async () => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+    const args = [
+      ...(options.configFile ? [options.configFile] : []),
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.args ?? []),
+    ];
     // Its own process group: a Ctrl-C at the terminal reaches us, and we stop Redis after the
     // coordinator has finished with it. setpriv's parent-death signal ends it if we are killed
     // outright, instead of leaving an orphan on a port nobody will use again.

@@ -1,11 +1,13 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { FollowUp } from '../engine/ports.ts';
 import type { ReconcileReport } from '../engine/reconciler.ts';
 import type { ResumeResult } from '../engine/resume-from-log.ts';
+import { connectRedis, parseRedisUrl, type RedisTarget } from './redis-target.ts';
 
 export interface JobQueuesOptions {
+  /** One server, or a Sentinel group (redis-target.ts). */
   redisUrl: string;
   namespace: string;
   /** BullMQ key prefix; tests give each world its own. */
@@ -41,19 +43,24 @@ const CLOSE_GRACE_MS = 5_000;
  */
 export class JobQueues implements FollowUp {
   readonly #o: JobQueuesOptions;
+  readonly #target: RedisTarget;
   readonly #producer: Redis;
   readonly #completion: Queue;
   readonly #deadline: Queue;
   readonly #maintenance: Queue;
   readonly #workers: Worker[] = [];
   readonly #workerConnections: Redis[] = [];
+  #lastError: string | undefined;
   #schedulerTimer: NodeJS.Timeout | undefined;
 
   constructor(options: JobQueuesOptions) {
     this.#o = options;
-    // No offline queue: while Redis is down an add fails at once instead of hanging a request.
-    this.#producer = new Redis(options.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
-    this.#producer.on('error', () => {});
+    this.#target = parseRedisUrl(options.redisUrl);
+    // No offline queue: while Redis is down (or a Sentinel failover is under way) an add fails at
+    // once instead of hanging a request; reconciliation re-creates what was not added.
+    this.#producer = connectRedis(this.#target, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.#producer.on('error', (err: Error) => { this.#lastError = err.message; });
+    this.#producer.on('ready', () => { this.#lastError = undefined; });
     const queue = (kind: string) => {
       const q = new Queue(`tpc-${options.namespace}-${kind}`, { connection: this.#producer, prefix: options.prefix });
       q.on('error', () => {});
@@ -62,6 +69,11 @@ export class JobQueues implements FollowUp {
     this.#completion = queue('completion');
     this.#deadline = queue('deadline');
     this.#maintenance = queue('maintenance');
+  }
+
+  /** Where Redis is, without passwords (a Sentinel URL says so), for the start-up log line. */
+  get redis(): string {
+    return this.#target.redacted;
   }
 
   /** The queues, for inspection (Bull Board). */
@@ -128,7 +140,9 @@ export class JobQueues implements FollowUp {
   async ping(): Promise<void> {
     // Without an offline queue a ping while disconnected fails with ioredis' "Stream isn't
     // writeable"; the connection's state says what is wrong in words an operator can act on.
-    if (this.#producer.status !== 'ready') throw new Error(`no connection to Redis (${this.#producer.status})`);
+    if (this.#producer.status !== 'ready') {
+      throw new Error(`no connection to Redis (${this.#producer.status}${this.#lastError ? `: ${this.#lastError}` : ''})`);
+    }
     await this.#producer.ping();
   }
 
@@ -161,7 +175,7 @@ export class JobQueues implements FollowUp {
   }
 
   #worker(name: string, process: (job: TxJob) => Promise<void>, concurrency: number, loop: 'completion' | 'deadline' | 'reconcile'): void {
-    const connection = new Redis(this.#o.redisUrl, { maxRetriesPerRequest: null });
+    const connection = connectRedis(this.#target, { maxRetriesPerRequest: null });
     connection.on('error', () => {});
     this.#workerConnections.push(connection);
     const { retryBaseMs, retryMaxMs, logger } = this.#o;
