@@ -3,6 +3,7 @@ import { DirectParticipant } from '../participant-adapter/direct-participant.ts'
 import type { Participant } from '../participant-adapter/participant.ts';
 import type { RolePowers } from '../participant-adapter/role-powers.ts';
 import type { Config } from './config/load-config.ts';
+import { parseLogUrl } from './log/log-hosts.ts';
 
 export interface ResourcePrivilegesOptions {
   /** The participants as created (not wrapped): only a DirectParticipant can report its role. */
@@ -94,7 +95,7 @@ export class ResourcePrivileges {
    */
   #warnIfSharesLogRole(name: string, role: string): void {
     const resource = this.#o.config.resources[name];
-    if (role !== this.#logRole || resource?.kind !== 'postgres' || serverOf(resource.url) !== serverOf(this.#o.config.databaseUrl)) return;
+    if (role !== this.#logRole || resource?.kind !== 'postgres' || !logServers(this.#o.config.databaseUrl).has(serverOf(resource.url))) return;
     this.#warnOnce(`shares-log:${name}:${role}`, { resource: name, role },
       `resource "${name}" connects as role "${role}" on the log's server, the log's own role: a token on it can change that role's ` +
       'settings or end its sessions, the log\'s among them; give the resource a role of its own');
@@ -120,6 +121,14 @@ function howToDrop({ role, powers }: RolePowers): string {
 }
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+/** Every server a log URL names: one, or each host of a multi-host URL (a standby may be promoted). */
+function logServers(url: string): Set<string | null> {
+  const hosts = parseLogUrl(url);
+  const servers = new Set(hosts ? hosts.urls.map(serverOf) : [serverOf(url)]);
+  servers.delete(null);
+  return servers;
+}
 
 /** host:port of a connection string, loopback names made one; null when it cannot be read. */
 function serverOf(url: string): string | null {

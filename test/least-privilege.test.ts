@@ -126,6 +126,19 @@ describe('a resource whose role can act beyond its database', () => {
     expect(r.ok, r.ok ? '' : r.error.message).toBe(true);
     expect(r.warnings().some((w) => w.includes(`resource "alias" connects as role "${logRole}" on the log's server, the log's own role`))).toBe(true);
   });
+
+  it('and when the log URL lists several hosts, on any of them (a standby may become the log\'s server)', async () => {
+    const a = inject('clusterA');
+    const probe = await createDatabases();
+    const log = new URL(probe.urls.log);
+    await probe.end();
+    await asSuperuser(a, 'postgres', `GRANT CONNECT ON DATABASE postgres TO ${log.username}`);
+    // A host that refuses connections first: the log is found on the second, the resource's server.
+    const multiHost = `postgres://${log.username}@127.0.0.1:1,${log.host}${log.pathname}?target_session_attrs=read-write`;
+    const r = await start({ alias: roleUrl(a, log.username, 'postgres') }, { DATABASE_URL: multiHost });
+    expect(r.ok, r.ok ? '' : r.error.message).toBe(true);
+    expect(r.warnings().some((w) => w.includes(`resource "alias" connects as role "${log.username}" on the log's server, the log's own role`))).toBe(true);
+  });
 });
 
 describe('TPC_PRIVILEGED_RESOURCES', () => {
