@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -53,9 +53,16 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
   const servers: RedisServer[] = [];
   const sentinels: RedisServer[] = [];
   try {
-    const first = await startRedisServer();
+    // A replica's full sync goes through an RDB file in its working directory: one of ours per
+    // server, so none writes into the caller's, and none loads another's file when restarted.
+    const own = async (name: string) => {
+      const d = join(dir, name);
+      await mkdir(d);
+      return d;
+    };
+    const first = await startRedisServer('redis-server', { args: ['--dir', await own('a')] });
     servers.push(first);
-    servers.push(await startRedisServer('redis-server', { args: ['--replicaof', '127.0.0.1', String(first.port)] }));
+    servers.push(await startRedisServer('redis-server', { args: ['--dir', await own('b'), '--replicaof', '127.0.0.1', String(first.port)] }));
     for (let i = 0; i < 3; i++) {
       // A Sentinel rewrites its configuration file (what it learned, its epoch): one file each.
       const configFile = join(dir, `sentinel-${i}.conf`);
