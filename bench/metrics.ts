@@ -63,6 +63,21 @@ export function diff(after: PhaseSnapshot, before: PhaseSnapshot): PhaseSnapshot
   return out;
 }
 
+/** Two spans' observations together (the rounds of one variant, between which other variants ran). */
+export function addPhases(a: PhaseSnapshot | undefined, b: PhaseSnapshot): PhaseSnapshot {
+  const out: PhaseSnapshot = new Map();
+  for (const phase of new Set([...(a?.keys() ?? []), ...b.keys()])) {
+    const x = a?.get(phase);
+    const y = b.get(phase);
+    const buckets = new Map<number, number>();
+    for (const le of new Set([...(x?.buckets.keys() ?? []), ...(y?.buckets.keys() ?? [])])) {
+      buckets.set(le, (x?.buckets.get(le) ?? 0) + (y?.buckets.get(le) ?? 0));
+    }
+    out.set(phase, { sum: (x?.sum ?? 0) + (y?.sum ?? 0), count: (x?.count ?? 0) + (y?.count ?? 0), buckets });
+  }
+  return out;
+}
+
 /** The upper bound of the bucket holding quantile q (a histogram only knows that much). */
 function bucketQuantile(h: Histogram, q: number): number {
   const target = q * h.count;
@@ -99,24 +114,26 @@ export interface ServiceSteps {
   http: number;
 }
 
-export interface ServiceProbe {
-  variant: 'c' | 'd';
+/**
+ * One service variant's observations over its measured rounds. Read around each of its rounds, not
+ * over the whole run: two variants may drive the same coordinator ((c) and its keyed twin (e)).
+ */
+export interface ServicePhases {
+  variant: string;
   label: string;
-  url: string;
-  before: PhaseSnapshot;
+  phases: PhaseSnapshot;
 }
 
-/** The phase histograms of each coordinator since `before`: one table each, and the step means. */
-export async function servicePhases(probes: ServiceProbe[], meanLatency: (variant: string) => number): Promise<{ tables: string | null; steps: ServiceSteps[] }> {
+/** One table per service variant, and its step means. */
+export function servicePhases(observed: ServicePhases[], meanLatency: (variant: string) => number): { tables: string | null; steps: ServiceSteps[] } {
   const tables: string[] = [];
   const steps: ServiceSteps[] = [];
-  for (const p of probes) {
-    const phases = diff(await scrapePhases(p.url), p.before);
-    tables.push(probes.length > 1 ? `(${p.variant}) ${p.label}:\n\n${phaseTable(phases)}` : phaseTable(phases));
+  for (const { variant, label, phases } of observed) {
+    tables.push(observed.length > 1 ? `(${variant}) ${label}:\n\n${phaseTable(phases)}` : phaseTable(phases));
     steps.push({
-      variant: p.variant,
+      variant,
       prepare: meanMs(phases, 'prepare'), decide: meanMs(phases, 'decide'), complete: meanMs(phases, 'complete'),
-      total: meanMs(phases, 'total'), http: meanLatency(p.variant),
+      total: meanMs(phases, 'total'), http: meanLatency(variant),
     });
   }
   return { tables: tables.length ? tables.join('\n\n') : null, steps };

@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 
-export type VariantName = 'a' | 'b' | 'c' | 'd';
+/** (e) and (f) are (c) and (d) with a fresh Idempotency-Key on every request (see variants.ts). */
+export type VariantName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
+const VARIANT_NAMES: readonly VariantName[] = ['a', 'b', 'c', 'd', 'e', 'f'];
 
 export interface BenchOptions {
   /** Concurrent clients (workers), the same for every variant. */
@@ -48,7 +50,9 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --fsync on|off       fsync and full_page_writes of the clusters (default on)
   --service child|inproc  run the coordinator as a child process or in this process (default child)
   --pool N             connections per database, bench and service alike (default: concurrency)
-  --variants a,b,c     which variants to run                       (default a,b,c, plus d with --baseline-root)
+  --variants a,b,c     which variants to run                       (default a,b,c, plus d with --baseline-root);
+                       e and f are c and d with a fresh Idempotency-Key per request (keyed begins are forced):
+                       --variants c,e compares keyed and unkeyed requests in alternating rounds
   --coordinator-root DIR  run the coordinator's code from another checkout (before/after comparisons; needs its node_modules)
   --baseline-root DIR  also run the coordinator from DIR as variant (d), alternating with (c): a before/after comparison
   --service-node-args="FLAGS"  extra Node flags for the child coordinator, e.g. --service-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
@@ -107,9 +111,11 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   const baselineRoot = values['baseline-root'] ?? (env.BENCH_BASELINE_ROOT || undefined);
   const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d' : 'a,b,c');
   const variants = variantsRaw.split(',').map((v) => v.trim()).filter(Boolean);
-  for (const v of variants) if (!['a', 'b', 'c', 'd'].includes(v)) throw new Error(`--variants: unknown variant "${v}" (a, b, c or d)`);
+  for (const v of variants) if (!(VARIANT_NAMES as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant "${v}" (${VARIANT_NAMES.join(', ')})`);
   if (variants.length === 0) throw new Error('--variants: name at least one of a, b, c');
-  if (variants.includes('d') && !baselineRoot) throw new Error('--variants: d is the coordinator from --baseline-root DIR; give that too');
+  for (const v of ['d', 'f']) {
+    if (variants.includes(v) && !baselineRoot) throw new Error(`--variants: ${v} is the coordinator from --baseline-root DIR; give that too`);
+  }
   return {
     concurrency,
     rounds: Math.floor(num('rounds', values.rounds ?? env.BENCH_ROUNDS, 4, 1)),

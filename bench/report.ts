@@ -62,11 +62,19 @@ export interface RunReport {
   preparedLeft: string[];
 }
 
+/** The variants as given, when they are not the default set (a run of (c) and (e) is a setup of its own). */
+function chosenVariants(o: BenchOptions): string | null {
+  const given = o.variants.join(',');
+  return given === (o.baselineRoot ? 'a,b,c,d' : 'a,b,c') ? null : given;
+}
+
 /** One section per revision and setup: a rerun replaces its own, a new revision adds one (before/after stay side by side). */
 export function sectionKey(o: BenchOptions, revision: string): string {
   const rev = /^[0-9a-f]{4,40}/.exec(revision)?.[0] ?? 'unknown';
   const dirty = revision.includes('uncommitted') ? '-dirty' : '';
-  return `${rev}${dirty}-fsync-${o.fsync}-${o.service}-c${o.concurrency}${o.pgStatStatements ? '-pgss' : ''}${o.baselineRoot ? '-ab' : ''}`;
+  const variants = chosenVariants(o);
+  return `${rev}${dirty}-fsync-${o.fsync}-${o.service}-c${o.concurrency}${o.pgStatStatements ? '-pgss' : ''}${o.baselineRoot ? '-ab' : ''}` +
+    `${variants ? `-${variants.replaceAll(',', '')}` : ''}`;
 }
 
 export function renderSection(r: RunReport): string {
@@ -87,7 +95,8 @@ export function renderSection(r: RunReport): string {
       `${o.accounts} accounts per bank; ${o.pool} connection${o.pool === 1 ? '' : 's'} per database (benchmark pools and service pools alike); ` +
       `fsync=${o.fsync}, full_page_writes=${o.fsync}, synchronous_commit=on`,
     `- command: \`npm run bench -- --fsync ${o.fsync} --service ${o.service} --concurrency ${o.concurrency} --rounds ${o.rounds} ` +
-      `--round-seconds ${o.roundMs / 1000}${o.coordinatorRoot ? ' --coordinator-root DIR' : ''}${o.baselineRoot ? ' --baseline-root DIR' : ''}` +
+      `--round-seconds ${o.roundMs / 1000}${chosenVariants(o) ? ` --variants ${chosenVariants(o)}` : ''}` +
+      `${o.coordinatorRoot ? ' --coordinator-root DIR' : ''}${o.baselineRoot ? ' --baseline-root DIR' : ''}` +
       `${o.pgStatStatements ? ' --pg-stat-statements' : ''}\``,
     '',
     r.table,

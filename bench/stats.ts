@@ -102,15 +102,42 @@ export function table(summaries: Summary[]): string {
   return markdown(head, rows, [false, ...head.slice(1).map(() => true)]);
 }
 
-/** (c) against (d), the change against its baseline: throughput, per round, latency and coordinator CPU. */
-export function abLine(summaries: Summary[]): string | null {
-  const c = summaries.find((s) => s.variant === 'c');
-  const d = summaries.find((s) => s.variant === 'd');
-  if (!c || !d || d.tps === 0) return null;
-  const perRound = c.perRoundTps.map((t, i) => t / (d.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
-  return `(c) against (d): throughput × ${f(c.tps / d.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}), ` +
-    `mean latency ${f(c.mean, 2)} against ${f(d.mean, 2)} ms, coordinator CPU ${f(c.cpuMsPerTx.coordinator, 3)} against ${f(d.cpuMsPerTx.coordinator, 3)} ms per transfer.`;
+/**
+ * Pairs that ran in alternating rounds of one run, the first against the second: the change against its
+ * baseline ((c)/(d)), keyed against unkeyed requests ((e)/(c), (f)/(d)), and the two keyed ones ((e)/(f)).
+ */
+const PAIRS: readonly [Variant['name'], Variant['name'], string][] = [
+  ['c', 'd', 'the change against its baseline'],
+  ['e', 'c', 'keyed against unkeyed'],
+  ['f', 'd', 'keyed against unkeyed, baseline'],
+  ['e', 'f', 'keyed, the change against its baseline'],
+];
+
+/**
+ * One line per pair: throughput (overall and by round), latency, and CPU per transfer of the coordinator
+ * and of the cluster holding the log (`logCluster`, an index into the clusters; it holds a bank too, the
+ * same for both, so the difference is the log's).
+ */
+export function abLines(summaries: Summary[], logCluster: number): string | null {
+  const lines: string[] = [];
+  for (const [x, y, what] of PAIRS) {
+    const c = summaries.find((s) => s.variant === x);
+    const d = summaries.find((s) => s.variant === y);
+    if (!c || !d || d.tps === 0) continue;
+    const perRound = c.perRoundTps.map((t, i) => t / (d.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
+    const logCpu = (s: Summary) => s.cpuMsPerTx.clusters[logCluster] ?? Number.NaN;
+    // The median of the per-round ratios shrugs off a burst of other people's work that hit one round.
+    const median = percentile([...perRound].sort((p, q) => p - q), 0.5);
+    lines.push(`(${x}) against (${y}), ${what}: throughput × ${f(c.tps / d.tps, 2)} ` +
+      `(by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, median ${f(median, 2)}), ` +
+      `p50 ${f(c.p50, 2)} against ${f(d.p50, 2)} ms, mean ${f(c.mean, 2)} against ${f(d.mean, 2)} ms; CPU per transfer: ` +
+      `log cluster ${f(logCpu(c), 3)} against ${f(logCpu(d), 3)} ms (${signed(logCpu(c) - logCpu(d))}), ` +
+      `coordinator ${f(c.cpuMsPerTx.coordinator, 3)} against ${f(d.cpuMsPerTx.coordinator, 3)} ms (${signed(c.cpuMsPerTx.coordinator - d.cpuMsPerTx.coordinator)}).`);
+  }
+  return lines.length ? lines.join('\n\n') : null;
 }
+
+const signed = (n: number) => (Number.isFinite(n) ? `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(3)}` : '–');
 
 /** Where the CPU went, per completed transfer. */
 export function cpuTable(summaries: Summary[], clusterNames: string[]): string {

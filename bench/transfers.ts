@@ -3,7 +3,8 @@
  * alternating in rounds so that machine noise hits every variant alike:
  *   (a) non-atomic: a local transaction on each database, in parallel (the baseline);
  *   (b) the bare 2PC protocol inline: prepare all, one forced log insert, commit prepared all;
- *   (c) the coordinator through POST /v1/transactions.
+ *   (c) the coordinator through POST /v1/transactions;
+ *   (e) the same with a fresh Idempotency-Key per request (keyed begins are forced), on request.
  * It starts its own Postgres clusters, Redis and coordinator, and tears them all down at the end,
  * on error and on Ctrl-C. Options: `npm run bench -- --help`. With --overload it measures the
  * service alone under 400 and 1000 clients against its calm rate instead (bench/overload.ts).
@@ -11,12 +12,12 @@
 import { fileURLToPath } from 'node:url';
 import { snapshot, used, type CpuSnapshot } from './cpu.ts';
 import { resetStatStatements, statStatementsReport } from './diagnose.ts';
-import { scrapePhases, servicePhases, type ServiceProbe } from './metrics.ts';
+import { addPhases, diff, scrapePhases, servicePhases, type PhaseSnapshot } from './metrics.ts';
 import { parseOptions, type BenchOptions } from './options.ts';
 import { runOverload } from './overload.ts';
 import { loadAverage, machine, renderSection, sectionKey, stepComparison, writeResults } from './report.ts';
 import { merge, timedRun, type RunSample } from './runner.ts';
-import { abLine, cpuTable, summarize, table, withRatios } from './stats.ts';
+import { abLines, cpuTable, summarize, table, withRatios } from './stats.ts';
 import { makeVariants, randomTransfer, type Variant } from './variants.ts';
 import { CLUSTER_NAMES, rollBackLeftovers, startWorld, type World } from './world.ts';
 
@@ -42,7 +43,7 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
   const variants = makeVariants(w, options.variants, options.concurrency);
   const next = () => randomTransfer(options.accounts);
   const samples = new Map<Variant['name'], RunSample[]>(variants.map((v) => [v.name, []]));
-  const probes: ServiceProbe[] = [];
+  const phasesOf = new Map<Variant['name'], PhaseSnapshot>();
   const dataDirs = w.clusters.map((c) => c.dataDir);
   const pids = [w.coordinator.pid, w.baseline?.pid].filter((p): p is number => p !== undefined);
   const cpu = { snapshot: () => snapshot(dataDirs), used: (a: CpuSnapshot, b: CpuSnapshot) => used(a, b, pids) };
@@ -54,16 +55,14 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
         log(`warm-up (${v.name}): ${s.completed} tx, ${s.errors} errors`);
       }
     }
-    for (const v of variants) {
-      const c = v.name === 'c' ? w.coordinator : v.name === 'd' ? w.baseline : null;
-      if (c) probes.push({ variant: v.name as 'c' | 'd', label: v.label, url: c.url, before: await scrapePhases(c.url) });
-    }
     if (options.pgStatStatements) await resetStatStatements(Object.values(w.adminUrls));
     for (let round = 1; round <= options.rounds; round++) {
       for (const v of variants) {
         if (control.stopped) return;
+        const before = v.serviceUrl ? await scrapePhases(v.serviceUrl) : null;
         const s = await timedRun(v, next, options.concurrency, options.roundMs, control, cpu);
         samples.get(v.name)!.push(s);
+        if (v.serviceUrl && before) phasesOf.set(v.name, addPhases(phasesOf.get(v.name), diff(await scrapePhases(v.serviceUrl), before)));
         const tps = (s.completed / s.elapsedMs) * 1000;
         const foreign = s.cpu.foreign / (s.elapsedMs / 1000);
         log(`round ${round}/${options.rounds} (${v.name}): ${tps.toFixed(0)} tx/s, ${s.errors} errors, ` +
@@ -75,9 +74,13 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
   }
 
   const summaries = withRatios(variants.map((v) => summarize(v, merge(samples.get(v.name)!, dataDirs.length))));
-  const phases = await servicePhases(probes, (variant) => summaries.find((s) => s.variant === variant)?.mean ?? Number.NaN);
+  const observed = variants.flatMap((v) => {
+    const phases = phasesOf.get(v.name);
+    return phases ? [{ variant: v.name, label: v.label, phases }] : [];
+  });
+  const phases = servicePhases(observed, (variant) => summaries.find((s) => s.variant === variant)?.mean ?? Number.NaN);
   const steps = stepComparison(summaries.find((s) => s.variant === 'b'), phases.steps);
-  const ab = abLine(summaries);
+  const ab = abLines(summaries, 0);
   const rendered = ab ? `${table(summaries)}\n\n${ab}` : table(summaries);
   const cpuRendered = cpuTable(summaries, CLUSTER_NAMES);
   process.stdout.write(`\n${rendered}\n\nCPU ms per transfer:\n${cpuRendered}\n`);

@@ -31,6 +31,8 @@ export interface Phases {
 export interface Variant {
   name: VariantName;
   label: string;
+  /** The coordinator this variant drives (its /metrics are read around each of its rounds); undefined for (a) and (b). */
+  serviceUrl?: string;
   run(tx: Transfer): Promise<Phases | undefined>;
   close(): void;
 }
@@ -143,15 +145,24 @@ function bareProtocol(world: World): Variant {
   };
 }
 
-/** (c) The coordinator through its REST API, over keep-alive HTTP/1.1 connections (one per client); (d) the same against the baseline. */
-function service(name: 'c' | 'd', label: string, baseUrl: string, concurrency: number): Variant {
+/**
+ * (c) The coordinator through its REST API, over keep-alive HTTP/1.1 connections (one per client); (d) the same
+ * against the baseline. (e) and (f) are (c) and (d) with a fresh Idempotency-Key on every request: the service
+ * forces a keyed begin record and waits for it before touching a bank, so keyed against unkeyed, in alternating
+ * rounds of one run, is what that costs. A fresh key per transfer: never a replay, always a first attempt.
+ */
+function service(name: 'c' | 'd' | 'e' | 'f', label: string, baseUrl: string, concurrency: number, keyed: boolean): Variant {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   const url = new URL('/v1/transactions', baseUrl);
+  const keyPrefix = `bench-${name}-${Date.now().toString(36)}-`;
+  let keys = 0;
   const post = (body: string) => new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    if (keyed) headers['idempotency-key'] = `${keyPrefix}${++keys}`;
     const req = request(url, {
       method: 'POST',
       agent,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      headers,
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -164,6 +175,7 @@ function service(name: 'c' | 'd', label: string, baseUrl: string, concurrency: n
   return {
     name,
     label,
+    serviceUrl: baseUrl,
     async run(tx) {
       const body = JSON.stringify({
         branches: statementsOf(tx).map((s) => ({
@@ -188,8 +200,10 @@ export function makeVariants(world: World, names: readonly VariantName[], concur
   const all: Record<VariantName, () => Variant> = {
     a: () => baseline(world),
     b: () => bareProtocol(world),
-    c: () => service('c', world.baseline ? `coordinator ${world.coordinator.revision}, REST` : 'coordinator, REST', world.coordinator.url, concurrency),
-    d: () => service('d', `baseline ${world.baseline?.revision ?? '?'}, REST`, world.baseline!.url, concurrency),
+    c: () => service('c', world.baseline ? `coordinator ${world.coordinator.revision}, REST` : 'coordinator, REST', world.coordinator.url, concurrency, false),
+    d: () => service('d', `baseline ${world.baseline?.revision ?? '?'}, REST`, world.baseline!.url, concurrency, false),
+    e: () => service('e', world.baseline ? `coordinator ${world.coordinator.revision}, REST, keyed` : 'coordinator, REST, keyed', world.coordinator.url, concurrency, true),
+    f: () => service('f', `baseline ${world.baseline?.revision ?? '?'}, REST, keyed`, world.baseline!.url, concurrency, true),
   };
   return names.map((n) => all[n]());
 }
