@@ -71,6 +71,15 @@ export function parseLogUrl(url: string): LogHosts | null {
 const READ_ONLY = '25006';
 
 /**
+ * No host takes the log's writes now (mid-failover: the primary dead, the standby not yet
+ * promoted). SQLSTATE 08001, as a connection that could not be made, so that a caller handling
+ * the log's outages by code (the API's 503) treats it as one: without a code it was answered 500.
+ */
+function unreachable(message: string): Error {
+  return Object.assign(new Error(message), { code: '08001' });
+}
+
+/**
  * Which host takes the log now. Shared by every connection of one pool, so that one failover is
  * searched for once, not by each of the pool's connections at the same time.
  */
@@ -130,7 +139,7 @@ class PrimaryFinder {
         await probe.end().catch(() => {});
       }
     }
-    throw new Error(`no log host fits target_session_attrs=${this.spec.targetSessionAttrs} (${refusals.join('; ')})`);
+    throw unreachable(`no log host fits target_session_attrs=${this.spec.targetSessionAttrs} (${refusals.join('; ')})`);
   }
 }
 
@@ -211,7 +220,7 @@ function hostAwareClient(finder: PrimaryFinder): typeof pg.Client {
         // The server changed role since it was found (a failover in between): search again next time.
         finder.forget(this.#index);
         await this.end().catch(() => {});
-        throw new Error(`log host ${host}:${port} ${unfit} (target_session_attrs=${finder.spec.targetSessionAttrs})`);
+        throw unreachable(`log host ${host}:${port} ${unfit} (target_session_attrs=${finder.spec.targetSessionAttrs})`);
       }
     }
   } as unknown as typeof pg.Client;
