@@ -128,15 +128,13 @@ export class TransactionRun {
         branches: work.map((w) => ({ index: w.index, status: 'prepared', xid: w.xid, readOnly: w.xid === null })),
         event: { kind: 'decided', detail: { outcome: 'commit' } },
       });
-    } catch (err) {
-      if (err instanceof StaleStateError) return this.#movedOrLost(refs);
-      // The decision may or may not be on disk: leave the branches prepared. Recovery reads the
-      // log and finishes them whichever way it says (no record of a decision means abort).
-      await this.#handOff();
-      throw new UnavailableError(
-        `the commit decision of transaction ${this.#id} could not be confirmed; its outcome will be settled by recovery`,
-        { cause: err },
-      );
+    } catch {
+      // Another process moved it first (StaleStateError), or the decision may or may not be on
+      // disk (the log died under it, as in a failover): either way the log is asked. A decision
+      // that reached the promoted standby is finished now; a begin record that did not (unforced)
+      // is gone, and with it any decision: the branches are rolled back at once. Handing off
+      // instead left those to the orphan timeout (TPC_MAX_TIMEOUT_MS): recovery finds no record.
+      return this.#movedOrLost(refs);
     }
     this.#deps.failpoints.hit('after-decision');
     this.#deps.observer.phase('decide', (performance.now() - t0) / 1000);
@@ -282,7 +280,8 @@ export class TransactionRun {
   }
 
   /**
-   * A compare-and-set made before any decision of this run matched no row. Either another process
+   * A compare-and-set made before any decision of this run matched no row (or, for the commit
+   * decision, could not be confirmed: the same question, asked of the log). Either another process
    * moved the transaction (an operator's resolve, the abort at its deadline): the log says how it
    * ends and is followed. Or the log no longer holds it at all: its begin record, written with
    * synchronous_commit = off, was lost (a failover to a standby it had not reached yet). Then this
