@@ -188,33 +188,42 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     }
 
     const transfers: Transfer[] = [];
+    const newTransfer = (label: string, keyed: boolean, pauseSeconds: number): Transfer => {
+      const [from, to] = [...BANKS].sort(() => Math.random() - 0.5) as [Bank, Bank];
+      const t: Transfer = {
+        key: `${dbs.namespace}-${label}`, keyed, from, to, pause: pauseSeconds,
+        fromAccount: randomInt(1, ACCOUNTS + 1), toAccount: randomInt(1, ACCOUNTS + 1), answers: [], outcome: 'unknown',
+      };
+      transfers.push(t);
+      return t;
+    };
+    const urls = services.map((s) => s.url);
     let stopping = false;
     const client = async (n: number, keyed: boolean) => {
       for (let i = 0; !stopping; i++) {
-        const [from, to] = [...BANKS].sort(() => Math.random() - 0.5) as [Bank, Bank];
-        const t: Transfer = {
-          key: `${dbs.namespace}-${keyed ? 'k' : 'u'}${n}-${i}`, keyed, from, to,
-          fromAccount: randomInt(1, ACCOUNTS + 1), toAccount: randomInt(1, ACCOUNTS + 1), answers: [], outcome: 'unknown',
-          // Some transfers span the failover (all of the unkeyed client's, whose begin records are not forced: one lost
-          // with the old primary is what log_lost_transaction answers).
-          pause: keyed && randomInt(6) !== 0 ? 0 : 0.2 + randomInt(13) / 10,
-        };
-        transfers.push(t);
-        await drive(n % 2 === 0 ? [services[0]!.url, services[1]!.url] : [services[1]!.url, services[0]!.url], t);
+        // Some transfers span the failover (all of the unkeyed client's, whose begin records are not forced: one lost
+        // with the old primary is what log_lost_transaction answers).
+        const t = newTransfer(`${keyed ? 'k' : 'u'}${n}-${i}`, keyed, keyed && randomInt(6) !== 0 ? 0 : 0.2 + randomInt(13) / 10);
+        await drive(n % 2 === 0 ? urls : [...urls].reverse(), t);
       }
     };
     const clients = [...Array.from({ length: CLIENTS }, (_, n) => client(n, true)), client(CLIENTS, false)];
 
     await sleep(1_500);
+    // A prober sends a fresh unkeyed transfer every 50 ms from the kill on, without waiting for the
+    // earlier ones: the clients, held by the outage and then told Retry-After, would otherwise hide
+    // the moment the service commits again.
+    const probes: Promise<void>[] = [];
+    const prober = setInterval(() => { probes.push(drive([urls[probes.length % 2]!], newTransfer(`p${probes.length}`, false, 0))); }, 50);
     const { killedAt, promotedAt } = await pair.failover();
     proxy?.switchTo(pair.primary);
     // Committing again: the first commit of a transfer first sent after the kill (its begin needed the new primary).
     const firstCommit = () => Math.min(...transfers.flatMap((t) => t.answers.filter((a) => a.status === 201 && t.answers[0]!.sentAt > killedAt).map((a) => a.at)));
-    await eventually(async () => firstCommit(), (at) => Number.isFinite(at), 'a commit after the kill', 30_000);
+    await eventually(async () => firstCommit(), (at) => Number.isFinite(at), 'a commit after the kill', 30_000).finally(() => clearInterval(prober));
     const committedAgainAt = firstCommit();
     await sleep(2_000);
     stopping = true;
-    await Promise.all(clients);
+    await Promise.all([...clients, ...probes]);
 
     // Settled: nothing prepared under this namespace on any bank, every log row final.
     await eventually(async () => ({
@@ -225,9 +234,8 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     const answers = transfers.flatMap((t) => t.answers);
     const kind = (a: Answer) => (a.status === null ? (a.hung ? 'no answer in 30 s' : 'network') : `${a.method === 'GET' ? 'GET ' : ''}${a.status}${a.txStatus && a.status !== 503 ? ` ${a.txStatus}` : ''}${a.code ? ` ${a.code}` : ''}${a.status === 503 ? ` ${a.problemType?.replace('urn:tpc:problem:', '') ?? ''}${a.retryAfter ? '' : ' (no Retry-After)'}` : ''}`);
     const counts: Record<string, number> = {};
-    for (const t of transfers) {
-      for (const a of t.answers) counts[`${t.keyed ? '' : 'unkeyed: '}${kind(a)}`] = (counts[`${t.keyed ? '' : 'unkeyed: '}${kind(a)}`] ?? 0) + 1;
-    }
+    const role = (t: Transfer) => (t.keyed ? '' : t.key.startsWith(`${dbs.namespace}-p`) ? 'probe: ' : 'unkeyed: ');
+    for (const t of transfers) for (const a of t.answers) counts[role(t) + kind(a)] = (counts[role(t) + kind(a)] ?? 0) + 1;
     counts['transfers committed'] = transfers.filter((t) => t.outcome === 'committed').length;
     counts['transfers aborted'] = transfers.filter((t) => t.outcome === 'aborted').length;
     counts['transfers unknown'] = transfers.filter((t) => t.outcome === 'unknown').length;
