@@ -39,6 +39,8 @@ export class Engine {
    * not take such a transaction for abandoned (see #replay) while its run is about to start.
    */
   readonly #beginning = new Set<string>();
+  /** Transactions a job of this process is driving from the log right now. */
+  readonly #resuming = new Set<string>();
 
   constructor(deps: EngineDeps, options: EngineOptions) {
     this.#deps = deps;
@@ -209,12 +211,21 @@ export class Engine {
    */
   async resume(id: string): Promise<ResumeResult> {
     if (this.#running.has(id)) return { state: 'busy' }; // its driver is in this process
-    const result = await resumeTransaction(this.#deps, id);
-    if (result.state === 'pending' && result.error) {
-      await this.#deps.recovery.recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts).catch((err: unknown) =>
-        this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+    // One driver per transaction inside this instance too: the lease admits its own holder, so a
+    // completion job and a deadline job (or reconciliation's requeue) of one transaction would
+    // otherwise both send every COMMIT PREPARED. The second one retries later and finds it done.
+    if (this.#resuming.has(id)) return { state: 'busy' };
+    this.#resuming.add(id);
+    try {
+      const result = await resumeTransaction(this.#deps, id);
+      if (result.state === 'pending' && result.error) {
+        await this.#deps.recovery.recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts).catch((err: unknown) =>
+          this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+      }
+      return result;
+    } finally {
+      this.#resuming.delete(id);
     }
-    return result;
   }
 
   /** Resolves once every transaction this process drives has finished. */
