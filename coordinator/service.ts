@@ -167,6 +167,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       maxTimeoutMs: config.maxTimeoutMs,
       batch: RECONCILE_BATCH,
       enqueue: (id) => queues.completionPending(id),
+      inDoubtAfterMs: retryingFor(config.inDoubtAfterAttempts, config.retryBaseMs, config.retryMaxMs),
     }),
     /** Deletes finished transactions past retention in batches; returns how many. */
     prune: async () => {
@@ -261,4 +262,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       return closing;
     },
   };
+}
+
+/** How long `attempts` failed phase-2 attempts take at the jobs' backoff (base, 2·base, 4·base … capped). */
+export function retryingFor(attempts: number, baseMs: number, maxMs: number): number {
+  let total = 0;
+  for (let k = 0; k < attempts && total < 86_400_000; k++) total += Math.min(maxMs, baseMs * 2 ** k);
+  return total;
 }

@@ -41,13 +41,15 @@ describe('a participant that fails after prepare', () => {
     expect(answer.headers.get('location')).toBe(`/v1/transactions/${id}`);
     expect(await world.balance('bank_c', 3)).toBe(975); // committed where it could be
 
-    // Retried with backoff while down; after two failed attempts the operators see it.
+    // Retried with backoff while down; after two failed attempts, or once unfinished for as long
+    // as two attempts take at the retry schedule (whichever a reconciliation pass sees first), the
+    // operators see it, with the last attempt's error.
     const listed = await eventually(
       () => world.request('GET', '/v1/transactions?inDoubt=true'),
-      (r) => r.status === 200 && r.body.items.some((t: { id: string }) => t.id === id), 'the transaction listed in doubt');
+      (r) => r.status === 200 && r.body.items.some((t: { id: string; lastError: unknown }) => t.id === id && t.lastError), 'the transaction listed in doubt');
     const item = listed.body.items.find((t: { id: string }) => t.id === id);
     expect(item).toMatchObject({ status: 'committing', inDoubt: true, resources: ['bank_c', 'flaky'] });
-    expect(item.attempts).toBeGreaterThanOrEqual(2);
+    expect(item.attempts).toBeGreaterThanOrEqual(1);
     expect(item.lastError).toMatchObject({ resource: 'flaky' });
     const filtered = await world.request('GET', '/v1/transactions?inDoubt=true&status=committing');
     expect(filtered.body.items.map((t: { id: string }) => t.id)).toContain(id);

@@ -13,6 +13,10 @@ import type { LiveBranch, SubmitContext, SubmitRequest, TransactionDetail, Trans
 
 // 1 s: an operator's page must come back even when a participant is down; it then says so.
 const LIVE_VIEW_TIMEOUT_MS = 1_000;
+// 2 s: a hot-path transaction ends in milliseconds, so almost none lives long enough to need a
+// Redis reminder of its deadline; one that does (a slow statement, an unreachable database) pays
+// two Redis commands, small beside what it already waits for.
+const DEADLINE_JOB_GRACE_MS = 2_000;
 
 export interface EngineOptions {
   /** Failed phase-2 attempts after which a transaction is flagged in doubt for operators. */
@@ -35,6 +39,8 @@ export class Engine {
    * not take such a transaction for abandoned (see #replay) while its run is about to start.
    */
   readonly #beginning = new Set<string>();
+  /** Transactions a job of this process is driving from the log right now. */
+  readonly #resuming = new Set<string>();
 
   constructor(deps: EngineDeps, options: EngineOptions) {
     this.#deps = deps;
@@ -109,19 +115,27 @@ export class Engine {
       begin.catch(() => {}); // awaited inside the run, before any decision
     }
     begin.then(() => this.#deps.failpoints.hit('after-begin'), () => {});
-    // Insurance against this process dying: some instance aborts the transaction at its deadline.
-    // Not awaited, and allowed to fail (Redis down): reconciliation covers a lost reminder.
+    // Insurance against this process dying, at no cost per transaction: reconciliation's sweep
+    // aborts an overdue transaction whose driver's lease lapsed within one interval of its
+    // deadline. Only one still running after the grace period gets a delayed job at its exact
+    // deadline (not awaited, allowed to fail: the sweep covers a lost reminder too).
     const { followUp } = this.#deps;
-    followUp.deadlineSet(id, deadlineAt).catch(() => {});
+    let reminded = false;
+    const reminder = setTimeout(() => {
+      if (deadlineAt <= Date.now()) return;
+      reminded = true;
+      followUp.deadlineSet(id, deadlineAt).catch(() => {});
+    }, DEADLINE_JOB_GRACE_MS);
 
     const full = run.run(begin);
     this.#running.set(id, full);
     this.#beginning.delete(id);
     const settle = (view?: TransactionView) => {
+      clearTimeout(reminder);
       this.#running.delete(id);
       release();
       if (view && isCapacityRefusal(view)) this.#deps.admission?.exhausted(view.error!.resource!);
-      if (view && isFinal(view.status)) followUp.deadlineCleared(id).catch(() => {});
+      if (reminded && view && isFinal(view.status)) followUp.deadlineCleared(id).catch(() => {});
     };
     full.then(settle, () => settle());
     return this.#answer(full, decided, request.wait);
@@ -197,12 +211,21 @@ export class Engine {
    */
   async resume(id: string): Promise<ResumeResult> {
     if (this.#running.has(id)) return { state: 'busy' }; // its driver is in this process
-    const result = await resumeTransaction(this.#deps, id);
-    if (result.state === 'pending' && result.error) {
-      await this.#deps.recovery.recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts).catch((err: unknown) =>
-        this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+    // One driver per transaction inside this instance too: the lease admits its own holder, so a
+    // completion job and a deadline job (or reconciliation's requeue) of one transaction would
+    // otherwise both send every COMMIT PREPARED. The second one retries later and finds it done.
+    if (this.#resuming.has(id)) return { state: 'busy' };
+    this.#resuming.add(id);
+    try {
+      const result = await resumeTransaction(this.#deps, id);
+      if (result.state === 'pending' && result.error) {
+        await this.#deps.recovery.recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts).catch((err: unknown) =>
+          this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+      }
+      return result;
+    } finally {
+      this.#resuming.delete(id);
     }
-    return result;
   }
 
   /** Resolves once every transaction this process drives has finished. */

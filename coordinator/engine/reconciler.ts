@@ -13,12 +13,16 @@ export interface ReconcileOptions {
   batch: number;
   /** Queues the completion of a transaction (deduplicated by transaction id). */
   enqueue: (transactionId: string) => Promise<void>;
+  /** A decided transaction still unfinished this long after its decision is flagged in doubt. */
+  inDoubtAfterMs: number;
 }
 
 export interface ReconcileReport {
   requeued: number;
   orphansRolledBack: number;
   leftoversFinished: number;
+  /** Decided transactions flagged in doubt by this pass (unfinished too long after their decision). */
+  flaggedInDoubt: number;
   errors: number;
 }
 
@@ -31,11 +35,13 @@ const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
  * worker takes the lease before acting.
  */
 export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Promise<ReconcileReport> {
-  const report: ReconcileReport = { requeued: 0, orphansRolledBack: 0, leftoversFinished: 0, errors: 0 };
+  const report: ReconcileReport = { requeued: 0, orphansRolledBack: 0, leftoversFinished: 0, flaggedInDoubt: 0, errors: 0 };
   const requeue = async (id: string) => {
     await options.enqueue(id);
     report.requeued++;
   };
+
+  report.flaggedInDoubt = await deps.recovery.flagOverdue(deps.namespace, options.inDoubtAfterMs);
 
   for (const tx of await deps.recovery.unattended(deps.namespace, options.batch)) {
     // Active ones not yet past their deadline still belong to their driver.

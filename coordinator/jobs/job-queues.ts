@@ -110,7 +110,7 @@ export class JobQueues implements FollowUp {
     this.#worker(this.#maintenance.name, async (job: Job) => {
       if (job.name === 'reconcile') {
         const report = await handlers.reconcile();
-        if (report.requeued || report.orphansRolledBack || report.leftoversFinished || report.errors) {
+        if (report.requeued || report.orphansRolledBack || report.leftoversFinished || report.flaggedInDoubt || report.errors) {
           this.#o.logger.info({ ...report }, 'reconciliation pass');
         }
       } else if (job.name === 'prune') {

@@ -57,6 +57,29 @@ export class RecoveryStore {
     return r.rows[0]?.in_doubt ?? false;
   }
 
+  /**
+   * Flags in doubt every decided transaction of the namespace still unfinished `olderThanMs` after
+   * its decision, in one statement, whatever its count of attempts: in a long outage with a large
+   * backlog each transaction's job runs seldom, so counting attempts alone would show operators a
+   * fraction of what is stuck. Returns how many were flagged now.
+   */
+  async flagOverdue(namespace: string, olderThanMs: number): Promise<number> {
+    const r = await sql<{ flagged: number }>`
+      WITH t AS (
+        UPDATE tpc_transactions SET in_doubt = true, updated_at = now()
+        WHERE namespace = ${namespace} AND status NOT IN ('committed', 'aborted') AND status IN ('committing', 'aborting')
+          AND NOT in_doubt AND decided_at < now() - make_interval(secs => ${olderThanMs / 1000})
+        RETURNING id, attempts, decided_at, last_error
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, detail)
+        SELECT t.id, 'in_doubt', jsonb_build_object('attempts', t.attempts, 'error', t.last_error, 'unfinishedSince', t.decided_at)
+        FROM t
+      )
+      SELECT count(*)::int AS flagged FROM t
+    `.execute(this.db.relaxed);
+    return r.rows[0]?.flagged ?? 0;
+  }
+
   /** Unfinished transactions of the namespace that nobody holds a live lease on: work that may have been lost. */
   async unattended(namespace: string, limit: number): Promise<{ id: string; status: TxStatus; deadline: Date }[]> {
     const r = await sql<{ id: string; status: TxStatus; deadline: Date }>`
