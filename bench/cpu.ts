@@ -13,6 +13,8 @@ interface Proc {
   comm: string;
   /** CPU seconds (user + system, all threads). */
   cpu: number;
+  /** CPU seconds of its children that ended and were waited for (cutime + cstime). */
+  endedChildren: number;
 }
 
 export interface CpuSnapshot {
@@ -53,9 +55,12 @@ function procOf(pid: number): Proc | null {
   const stat = read(`/proc/${pid}/stat`);
   if (!stat) return null;
   const close = stat.lastIndexOf(')');
-  // Fields after the ")" that ends the command name: ppid is the 4th field, utime the 14th, stime the 15th.
+  // Fields after the ")" that ends the command name: ppid is the 4th field, utime the 14th, stime the 15th, cutime and cstime the 16th and 17th.
   const f = stat.slice(close + 2).split(' ');
-  return { ppid: Number(f[1]), comm: stat.slice(stat.indexOf('(') + 1, close), cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK };
+  return {
+    ppid: Number(f[1]), comm: stat.slice(stat.indexOf('(') + 1, close),
+    cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK, endedChildren: (Number(f[13]) + Number(f[14])) / CLK_TCK,
+  };
 }
 
 function postmasterPid(dataDir: string): number | null {
@@ -90,7 +95,11 @@ export function snapshot(dataDirs: readonly string[]): CpuSnapshot {
 
 /**
  * Per-process differences, attributed to their owner. A process that started in between counts
- * in full; one that ended in between is lost (pooled connections live on, so little is).
+ * in full; one that ended in between is lost (pooled connections live on, so little is), except a
+ * Postgres backend: its postmaster waits for it, so the kernel adds its CPU to the postmaster's
+ * cutime/cstime, which count for the cluster. Connections that churn (a proxy cutting them, as
+ * --backlog's does) would otherwise hide their backends' CPU. A backend that was already running at
+ * the first snapshot and ended before the second is counted in full, a slight overcount.
  */
 export function used(after: CpuSnapshot, before: CpuSnapshot, coordinatorPids: readonly number[]): CpuUsed {
   const total = after.machineTotal - before.machineTotal;
@@ -106,6 +115,11 @@ export function used(after: CpuSnapshot, before: CpuSnapshot, coordinatorPids: r
   if (after.procs.size === 0) {
     return { ...out, clusters: out.clusters.map(() => Number.NaN), redis: Number.NaN, bench: Number.NaN, coordinator: Number.NaN, foreign: Number.NaN };
   }
+  after.postmasters.forEach((pid, i) => {
+    const a = pid === null ? undefined : after.procs.get(pid);
+    const b = pid === null ? undefined : before.procs.get(pid);
+    if (a && b) out.clusters[i]! += Math.max(0, a.endedChildren - b.endedChildren);
+  });
   for (const [pid, p] of after.procs) {
     const d = p.cpu - (before.procs.get(pid)?.cpu ?? 0);
     if (d <= 0) continue;

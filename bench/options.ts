@@ -39,6 +39,12 @@ export interface BenchOptions {
   overloadClients: number[];
   /** Duration of each overload stage. */
   overloadMs: number;
+  /**
+   * The backlog mode (bench/backlog.ts): `backlogSize` transfers decided while bank_c's phase 2 is
+   * cut, then bank_c restored and the drain measured; with --baseline-root, once per coordinator.
+   */
+  backlog: boolean;
+  backlogSize: number;
 }
 
 const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME> from the environment)
@@ -62,7 +68,12 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
                        --overload-clients, with the same pools; reports commits/s against the calm rate, 503
                        refusals and their latency, answers after the deadline, RSS, /healthz and /readyz latency
   --overload-clients N,M  client counts of the overload stages   (default 400,1000)
-  --overload-seconds S duration of each overload stage            (default 10)`;
+  --overload-seconds S duration of each overload stage            (default 10)
+  --backlog            backlog mode (issue 13): N transfers (debit on bank_a or bank_b, credit on bank_c) decided while a
+                       proxy cuts every COMMIT PREPARED to bank_c, then bank_c restored; reports the drain time and rate,
+                       the coordinator's RSS (idle, building, draining), CPU per part, COMMIT PREPAREDs sent, and checks
+                       the money; with --baseline-root, the same for the baseline coordinator afterwards
+  --backlog-size N     transactions in the backlog                 (default 10000; --accounts is raised to at least N)`;
 
 function num(name: string, raw: string | undefined, fallback: number, min: number): number {
   if (raw === undefined || raw === '') return fallback;
@@ -99,6 +110,8 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       overload: { type: 'boolean' },
       'overload-clients': { type: 'string' },
       'overload-seconds': { type: 'string' },
+      backlog: { type: 'boolean' },
+      'backlog-size': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -116,12 +129,17 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   for (const v of ['d', 'f']) {
     if (variants.includes(v) && !baselineRoot) throw new Error(`--variants: ${v} is the coordinator from --baseline-root DIR; give that too`);
   }
+  const backlog = values.backlog ?? env.BENCH_BACKLOG === '1';
+  const backlogSize = Math.floor(num('backlog-size', values['backlog-size'] ?? env.BENCH_BACKLOG_SIZE, 10_000, 1));
+  // Each backlog transfer credits an account of its own on bank_c: its prepared branch holds that
+  // row's lock until the drain, so two transfers sharing an account would wait on each other.
+  const accounts = Math.floor(num('accounts', values.accounts ?? env.BENCH_ACCOUNTS, 10_000, 2));
   return {
     concurrency,
     rounds: Math.floor(num('rounds', values.rounds ?? env.BENCH_ROUNDS, 4, 1)),
     roundMs: Math.round(num('round-seconds', values['round-seconds'] ?? env.BENCH_ROUND_SECONDS, 5, 0.1) * 1000),
     warmupMs: Math.round(num('warmup-seconds', values['warmup-seconds'] ?? env.BENCH_WARMUP_SECONDS, 2, 0) * 1000),
-    accounts: Math.floor(num('accounts', values.accounts ?? env.BENCH_ACCOUNTS, 10_000, 2)),
+    accounts: backlog ? Math.max(accounts, backlogSize) : accounts,
     fsync: oneOf('fsync', values.fsync ?? env.BENCH_FSYNC, ['on', 'off'] as const, 'on'),
     service: oneOf('service', values.service ?? env.BENCH_SERVICE, ['child', 'inproc'] as const, 'child'),
     pool: Math.floor(num('pool', values.pool ?? env.BENCH_POOL, concurrency, 1)),
@@ -135,5 +153,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     overloadClients: (values['overload-clients'] ?? env.BENCH_OVERLOAD_CLIENTS ?? '400,1000').split(',').map((x) => x.trim()).filter(Boolean)
       .map((x) => Math.floor(num('overload-clients', x, 0, 1))),
     overloadMs: Math.round(num('overload-seconds', values['overload-seconds'] ?? env.BENCH_OVERLOAD_SECONDS, 10, 0.1) * 1000),
+    backlog,
+    backlogSize,
   };
 }

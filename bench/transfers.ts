@@ -7,13 +7,15 @@
  *   (e) the same with a fresh Idempotency-Key per request (keyed begins are forced), on request.
  * It starts its own Postgres clusters, Redis and coordinator, and tears them all down at the end,
  * on error and on Ctrl-C. Options: `npm run bench -- --help`. With --overload it measures the
- * service alone under 400 and 1000 clients against its calm rate instead (bench/overload.ts).
+ * service alone under 400 and 1000 clients against its calm rate instead (bench/overload.ts); with
+ * --backlog it builds a backlog of decided transactions and measures its drain (bench/backlog.ts).
  */
 import { fileURLToPath } from 'node:url';
 import { snapshot, used, type CpuSnapshot } from './cpu.ts';
 import { resetStatStatements, statStatementsReport } from './diagnose.ts';
 import { addPhases, diff, scrapePhases, servicePhases, type PhaseSnapshot } from './metrics.ts';
 import { parseOptions, type BenchOptions } from './options.ts';
+import { runBacklog } from './backlog.ts';
 import { runOverload } from './overload.ts';
 import { loadAverage, machine, renderSection, sectionKey, stepComparison, writeResults } from './report.ts';
 import { merge, timedRun, type RunSample } from './runner.ts';
@@ -133,7 +135,8 @@ async function main(): Promise<number> {
   const loadBefore = loadAverage();
   try {
     const world = await startWorld(options, log, (close) => { closeWorld = close; });
-    if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
+    if (!control.stopped && options.backlog) await runBacklog(options, world, control, log, RESULTS, loadBefore);
+    else if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped) await measure(options, world, loadBefore);
   } finally {
     log('tearing down');

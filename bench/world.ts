@@ -4,6 +4,7 @@ import { startRedisServer } from '../coordinator/embedded/redis-server.ts';
 import type { BenchOptions } from './options.ts';
 import { startCoordinator, type Coordinator } from './coordinator.ts';
 import { enableStatStatements, STAT_STATEMENTS_SETTINGS } from './diagnose.ts';
+import { startCutProxy, type CutProxy } from './pg-cut-proxy.ts';
 
 export const BANKS = ['bank_a', 'bank_b', 'bank_c'] as const;
 export type Bank = (typeof BANKS)[number];
@@ -36,8 +37,12 @@ export interface World {
   /** Variant b's log: synchronous_commit=on, so the decision insert is a forced write. */
   benchLog: pg.Pool;
   coordinator: Coordinator;
-  /** The coordinator from --baseline-root (variant d), with its own log database and namespace; else null. */
+  /** The coordinator from --baseline-root (variant d), with its own log database and namespace; else null (and in --backlog mode). */
   baseline: Coordinator | null;
+  /** --backlog: the proxy the coordinators reach bank_c through (bench/pg-cut-proxy.ts); else null. */
+  bankCProxy: CutProxy | null;
+  /** --backlog: starts a coordinator from `root` on a new log database `logDatabase` (runs one after the other). */
+  startCoordinatorFrom(root: string | undefined, namespace: string, logDatabase: string): Promise<{ coordinator: Coordinator; logUrl: string }>;
   postgresVersion: string;
   redisVersion: string;
   /** Prepared transactions still on any bank (gid list), read just before the world is torn down. */
@@ -116,7 +121,9 @@ export async function startWorld(
       ...(options.pgStatStatements ? STAT_STATEMENTS_SETTINGS : {}),
     };
     log(`starting 3 PostgreSQL clusters (fsync=${options.fsync}) and Redis`);
-    const started = await Promise.allSettled([0, 1, 2].map(() => startPostgresCluster({ maxPreparedTransactions: 128, settings })));
+    // --backlog leaves every branch on bank_c (pg3) prepared at once; each needs a slot of its own.
+    const slots = (i: number) => (options.backlog && i === 2 ? options.backlogSize + 128 : 128);
+    const started = await Promise.allSettled([0, 1, 2].map((i) => startPostgresCluster({ maxPreparedTransactions: slots(i), settings })));
     const clusters = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     for (const c of clusters) cleanups.push(() => c.destroy());
     const failed = started.find((s) => s.status === 'rejected');
@@ -147,10 +154,16 @@ export async function startWorld(
     cleanups.push(() => Promise.allSettled([...Object.values(banks), benchLog].map((p) => p.end())));
 
     const postgresVersion = (await adminQuery<{ v: string }>(urls.bank_a, "SELECT current_setting('server_version') AS v"))[0]!.v;
+    let bankCProxy: CutProxy | null = null;
+    if (options.backlog) {
+      const proxy = await startCutProxy(pg3.host, pg3.port);
+      bankCProxy = proxy;
+      cleanups.push(() => proxy.close());
+    }
     const env = (logUrl: string, namespace: string) => ({
       DATABASE_URL: logUrl,
       REDIS_URL: redis.url,
-      TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c }),
+      TPC_RESOURCES: JSON.stringify({ bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: bankCProxy ? bankCProxy.via(urls.bank_c) : urls.bank_c }),
       HOST: '127.0.0.1',
       TPC_NAMESPACE: namespace,
       LOG_LEVEL: 'silent',
@@ -162,7 +175,7 @@ export async function startWorld(
     cleanups.push(() => coordinator.close());
     log(`coordinator (${options.service}, ${coordinator.revision}) listening at ${coordinator.url}`);
     let baseline: Coordinator | null = null;
-    if (options.baselineRoot) {
+    if (options.baselineRoot && !options.backlog) {
       // Its own log database (its migrations may differ) and namespace (gids, queues); the same banks.
       const logUrl = await pg1.createDatabase('tpc_log_baseline');
       urls.tpc_log_baseline = logUrl;
@@ -181,6 +194,13 @@ export async function startWorld(
       return rows.flatMap((r) => r.rows.map((x) => x.gid));
     };
 
+    const startCoordinatorFrom = async (root: string | undefined, namespace: string, logDatabase: string) => {
+      const logUrl = await pg1.createDatabase(logDatabase);
+      const started = await startCoordinator(options, env(logUrl, namespace), log, root);
+      cleanups.push(() => started.close());
+      return { coordinator: started, logUrl };
+    };
+
     return {
       clusters,
       urls,
@@ -189,6 +209,8 @@ export async function startWorld(
       benchLog,
       coordinator,
       baseline,
+      bankCProxy,
+      startCoordinatorFrom,
       postgresVersion,
       redisVersion: await redisVersion(),
       preparedLeft,
