@@ -348,10 +348,8 @@ function documented(a: Answer): boolean {
   if (a.status === null) return !a.hung; // a connection that failed: the client cannot tell, and retries by key
   const problem = a.contentType?.startsWith('application/problem+json') ?? false;
   if (a.status === 503) {
-    // Retry-After is promised (README, OpenAPI) with an overload refusal, an undecided transaction
-    // and a log that cannot be read to settle one; "the log database is unreachable" promises none.
-    const promised = a.problemType === 'urn:tpc:problem:overloaded' || /not decided yet|cannot be read to settle/.test(a.detail ?? '');
-    return problem && (a.problemType === 'urn:tpc:problem:unavailable' || a.problemType === 'urn:tpc:problem:overloaded') && (!promised || !!a.retryAfter);
+    // Every 503 says when to retry (README, OpenAPI), a log outage too.
+    return problem && (a.problemType === 'urn:tpc:problem:unavailable' || a.problemType === 'urn:tpc:problem:overloaded') && /^\d+$/.test(a.retryAfter ?? '');
   }
   if (a.method === 'GET') return a.status === 200 && a.txStatus !== undefined && a.txStatus !== 'active';
   if (a.status === 201) return a.txStatus === 'committed';

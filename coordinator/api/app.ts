@@ -36,8 +36,9 @@ export function createApp(o: AppOptions): Express {
       o.metrics.httpRequests.inc({ route: `${req.method} ${route}`, status: String(res.statusCode) });
       // Method, route and status only: bodies carry statements and customer data.
       const entry = { method: req.method, route, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6, principal: req.principal?.name };
-      // A 503 with Retry-After is an overload refusal: counted in the metrics, logged at debug only.
-      if (res.statusCode >= 500 && !res.hasHeader('Retry-After')) o.logger.warn(entry, 'request failed');
+      // An expected refusal (overload, not decided yet: see problem.ts) is counted in the metrics
+      // and logged at debug only.
+      if (res.statusCode >= 500 && !res.locals.expectedRefusal) o.logger.warn(entry, 'request failed');
       else o.logger.debug(entry, 'request');
     });
     next();

@@ -116,7 +116,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
                 + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused); when the queue is full and every resource is '
                 + 'taken, the request is refused before its body is read. Nothing was applied; retry after `Retry-After`'),
               headers: {
-                'Retry-After': { description: 'Seconds to wait before retrying; sent with every overloaded answer and with an undecided or unreadable-log one', schema: { type: 'integer', minimum: 1 } },
+                'Retry-After': { description: 'Seconds to wait before retrying; sent with every 503 (1 for an outage of the log or a database)', schema: { type: 'integer', minimum: 1 } },
               },
             },
           },

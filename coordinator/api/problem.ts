@@ -27,6 +27,9 @@ export function sendProblem(res: Response, p: Problem, instance?: string): void 
   res.status(p.status).type('application/problem+json').send(JSON.stringify({ ...p, ...(instance ? { instance } : {}) }));
 }
 
+// 1 s: a log failover or a database restart is over in seconds; sooner would be a busy loop.
+const OUTAGE_RETRY_AFTER_SECONDS = 1;
+
 /** The one place errors become HTTP answers; anything unexpected is logged and answered 500 without internals. */
 export function problemHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
@@ -41,8 +44,12 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
     }
     if (res.headersSent) return;
     if (p.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="tpc"');
-    if (err instanceof OverloadedError) res.setHeader('Retry-After', String(err.retryAfterSeconds));
-    if (err instanceof UnavailableError && err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(err.retryAfterSeconds));
+    // Every 503 says when to come back: a client retrying an outage (a log failover, a database
+    // restarting) at once and in a loop only adds to it. An expected refusal (overload, a
+    // transaction not decided yet) is marked so that the access log does not count it a failure.
+    const retryAfter = err instanceof OverloadedError ? err.retryAfterSeconds : err instanceof UnavailableError ? err.retryAfterSeconds : undefined;
+    if (retryAfter !== undefined) res.locals.expectedRefusal = true;
+    if (p.status === 503) res.setHeader('Retry-After', String(retryAfter ?? OUTAGE_RETRY_AFTER_SECONDS));
     sendProblem(res, p, req.originalUrl);
   };
 }
