@@ -145,7 +145,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     pruneIntervalMs: PRUNE_INTERVAL_MS,
     onFailure: (loop) => metrics.backgroundFailures.inc({ loop }),
   });
-  const store = new TransactionsStore(logDb);
+  const store = new TransactionsStore(logDb, metrics.groupCommit);
   const recovery = new RecoveryStore(logDb, store);
   if (config.failpoints.length) logger.warn({ failpoints: config.failpoints }, 'FAILPOINTS ARMED: this process will crash on purpose (tests only)');
   const engineDeps = {
@@ -256,6 +256,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         await engine.drain();
         await stopped;
         await queues.close();
+        await store.close();
         await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
         logger.info('coordinator stopped');
       })();

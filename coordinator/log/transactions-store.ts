@@ -1,8 +1,10 @@
 import { sql } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
-import { StaleStateError, UnavailableError } from '../errors.ts';
-import { canTransition, FINAL_TX_STATUSES, type BranchStatus, type TxStatus } from '../engine/states.ts';
+import { UnavailableError } from '../errors.ts';
+import { canTransition, type BranchStatus, type TxStatus } from '../engine/states.ts';
+import type { GroupCommitObserver } from './group-commit.ts';
 import type { LogDb } from './log-database.ts';
+import { TransitionWriter } from './transition-writer.ts';
 
 export interface BeginRecord {
   id: string;
@@ -109,14 +111,17 @@ export interface StoredTransaction {
   events: StoredEvent[];
 }
 
-const DECISIONS: readonly TxStatus[] = ['preparing', 'committing', 'aborting'];
 
 /**
  * The transaction aggregate of the log. Each write is one statement (a data-modifying CTE), so the
  * happy path costs three statements: begin, decision, completion.
  */
 export class TransactionsStore {
-  constructor(private readonly db: LogDb) {}
+  readonly #transitions: TransitionWriter;
+
+  constructor(private readonly db: LogDb, observer?: GroupCommitObserver) {
+    this.#transitions = new TransitionWriter(db, observer);
+  }
 
   /**
    * The begin record with its branches, its first event and, if given, the idempotency key: one
@@ -180,50 +185,12 @@ export class TransactionsStore {
     if (!canTransition(record.from, record.to)) {
       throw new Error(`illegal transition ${record.from} → ${record.to} for ${record.id}`);
     }
-    const decides = DECISIONS.includes(record.to) || (record.from === 'active' && FINAL_TX_STATUSES.includes(record.to));
-    const completes = FINAL_TX_STATUSES.includes(record.to);
-    const branches = JSON.stringify(
-      (record.branches ?? []).map((b) => ({
-        index: b.index, status: b.status, xid: b.xid ?? null, read_only: b.readOnly ?? null,
-        results: b.results ?? null, error: b.error ?? null, heuristic: b.heuristic ?? null,
-      })),
-    );
-    const error = record.error === undefined || record.error === null ? null : JSON.stringify(record.error);
-    const detail = JSON.stringify(record.event.detail ?? {});
-    const mode = record.forced ? 'forced' : 'relaxed';
-    const query = sql<{ moved: number }>`
-      WITH t AS (
-        UPDATE tpc_transactions SET
-          status = ${record.to}::tpc_tx_status,
-          one_phase = one_phase OR ${record.onePhase ?? false},
-          heuristic = heuristic OR ${record.heuristic ?? false},
-          in_doubt = in_doubt AND NOT ${completes},
-          error = COALESCE(${error}::jsonb, error),
-          decided_at = CASE WHEN ${decides} THEN now() ELSE decided_at END,
-          completed_at = CASE WHEN ${completes} THEN now() ELSE completed_at END,
-          updated_at = now()
-        WHERE id = ${record.id}::uuid AND status = ${record.from}::tpc_tx_status AND driver = ${record.driver}
-          AND (${record.branchesChecked ?? null}::int IS NULL OR branch_count <= ${record.branchesChecked ?? null}::int)
-        RETURNING id
-      ), b AS (
-        UPDATE tpc_branches AS br SET
-          status = x.status::tpc_branch_status,
-          xid = COALESCE(x.xid, br.xid),
-          read_only = COALESCE(x.read_only, br.read_only),
-          results = COALESCE(x.results, br.results),
-          error = COALESCE(x.error, br.error),
-          heuristic = COALESCE(x.heuristic, br.heuristic)
-        FROM t, jsonb_to_recordset(${branches}::jsonb)
-          AS x(index int, status text, xid text, read_only boolean, results jsonb, error jsonb, heuristic text)
-        WHERE br.transaction_id = t.id AND br.index = x.index
-      ), e AS (
-        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
-        SELECT t.id, ${record.event.kind}, ${record.event.actor ?? null}, ${detail}::jsonb FROM t
-      )
-      SELECT count(*)::int AS moved FROM t
-    `.compile(this.db[mode]);
-    const result = await this.db.prepared(mode, 'tpc_transition', query);
-    if (result.rows[0]?.moved !== 1) throw new StaleStateError(record.id, record.from, record.to);
+    await this.#transitions.write(record);
+  }
+
+  /** Writes the state changes queued for group commit; later ones are refused (the service is stopping). */
+  close(): Promise<void> {
+    return this.#transitions.close();
   }
 
   /**

@@ -1,0 +1,82 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { describe, expect, inject, it } from 'vitest';
+import { StaleStateError } from '../coordinator/errors.ts';
+import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
+import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
+import { createDatabase } from './harness/world.ts';
+
+/*
+ * The log's state changes with group commit, against a real log: concurrent transitions share one
+ * statement, each remains its own compare-and-set, and each caller gets its own result.
+ */
+describe('state changes written in batches', () => {
+  it('each of many concurrent transitions gets its own result; stale ones fail alone; rows, branches and events agree', async () => {
+    const url = await createDatabase(inject('clusterA'), `tw_${Math.random().toString(36).slice(2, 8)}`);
+    await migrateLog(url);
+    const db = openLogDatabase({ url, maxConnections: 4 });
+    const sizes: number[] = [];
+    const store = new TransactionsStore(db, { flushed: (_name, size) => { sizes.push(size); }, refused: () => {} });
+    const oracle = new pg.Client({ connectionString: url });
+    await oracle.connect();
+    try {
+      const N = 120;
+      const ids = Array.from({ length: N }, () => randomUUID());
+      await Promise.all(ids.map((id) => store.begin({
+        id, namespace: 'tw', deadline: new Date(Date.now() + 60_000), submittedBy: 'test', driver: 'me',
+        branches: [{ index: 0, resource: 'a', gid: `tpc:tw:${id}:0` }, { index: 1, resource: 'b', gid: `tpc:tw:${id}:1` }],
+        detail: {},
+      })));
+      // Every third one is written by a driver that does not hold it: refused, alone.
+      const decide = (id: string, i: number) => store.transition({
+        id, from: 'active', to: 'committing', forced: true, driver: i % 3 === 0 ? 'someone-else' : 'me',
+        branches: [{ index: 0, status: 'prepared', xid: String(1000 + i) }, { index: 1, status: 'prepared', xid: String(2000 + i) }],
+        event: { kind: 'decided', detail: { outcome: 'commit', i } },
+      }).then(() => 'moved', (err: unknown) => err);
+      const decided = await Promise.all(ids.map(decide));
+      for (const [i, r] of decided.entries()) {
+        if (i % 3 === 0) {
+          expect(r).toBeInstanceOf(StaleStateError);
+          expect((r as Error).message).toContain(ids[i]);
+        } else {
+          expect(r).toBe('moved');
+        }
+      }
+      expect(sizes.some((s) => s > 1), `batch sizes ${sizes.join(',')}`).toBe(true);
+      expect(sizes.every((s) => s <= 64)).toBe(true);
+
+      const rows = (await oracle.query<{ id: string; status: string; decided: boolean; xids: string[]; events: string[] }>(`
+        SELECT t.id, t.status::text, t.decided_at IS NOT NULL AS decided,
+          (SELECT array_agg(b.xid ORDER BY b.index) FROM tpc_branches b WHERE b.transaction_id = t.id) AS xids,
+          (SELECT array_agg(e.kind || ':' || coalesce(e.detail->>'i', '') ORDER BY e.id) FROM tpc_events e WHERE e.transaction_id = t.id) AS events
+        FROM tpc_transactions t`)).rows;
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      for (const [i, id] of ids.entries()) {
+        const r = byId.get(id)!;
+        if (i % 3 === 0) expect(r).toMatchObject({ status: 'active', decided: false, xids: [null, null], events: ['begun:'] });
+        else expect(r).toMatchObject({ status: 'committing', decided: true, xids: [String(1000 + i), String(2000 + i)], events: ['begun:', `decided:${i}`] });
+      }
+
+      // The same transaction twice in one burst (two writers racing): exactly one moves it.
+      const id = ids[1]!;
+      const race = await Promise.all([0, 1].map(() => store.transition({
+        id, from: 'committing', to: 'committed', forced: false, driver: 'me',
+        branches: [{ index: 0, status: 'committed' }, { index: 1, status: 'committed' }], event: { kind: 'completed' },
+      }).then(() => 'moved', (err: unknown) => err)));
+      expect(race.filter((r) => r === 'moved')).toHaveLength(1);
+      expect(race.filter((r) => r instanceof StaleStateError)).toHaveLength(1);
+      const completed = await oracle.query('SELECT count(*)::int AS n FROM tpc_events WHERE transaction_id = $1 AND kind = $2', [id, 'completed']);
+      expect(completed.rows[0].n).toBe(1);
+
+      // Shutdown writes what is queued, then refuses.
+      const last = store.transition({ id: ids[2]!, from: 'committing', to: 'committed', forced: false, driver: 'me', event: { kind: 'completed' } });
+      await store.close();
+      await expect(last).resolves.toBeUndefined();
+      await expect(store.transition({ id: ids[4]!, from: 'committing', to: 'committed', forced: false, driver: 'me', event: { kind: 'completed' } }))
+        .rejects.toThrow(/closed/);
+    } finally {
+      await oracle.end();
+      await db.close();
+    }
+  });
+});
