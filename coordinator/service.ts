@@ -145,7 +145,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     pruneIntervalMs: PRUNE_INTERVAL_MS,
     onFailure: (loop) => metrics.backgroundFailures.inc({ loop }),
   });
-  const store = new TransactionsStore(logDb, metrics.groupCommit);
+  const failpoints = new Failpoints(config.failpoints);
+  const store = new TransactionsStore(logDb, metrics.groupCommit, failpoints);
   const recovery = new RecoveryStore(logDb, store);
   if (config.failpoints.length) logger.warn({ failpoints: config.failpoints }, 'FAILPOINTS ARMED: this process will crash on purpose (tests only)');
   const engineDeps = {
@@ -157,7 +158,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     logger,
     observer: metrics.observer,
     followUp: queues,
-    failpoints: new Failpoints(config.failpoints),
+    failpoints,
     admission: capacity.admission,
   };
   const engine = new Engine(engineDeps, { completionWaitMs: config.completionWaitMs, inDoubtAfterAttempts: config.inDoubtAfterAttempts });

@@ -19,6 +19,7 @@ const CASES = [
   { failpoint: 'after-begin', committed: false },
   { failpoint: 'after-prepare-0', committed: false },
   { failpoint: 'after-prepare-1', committed: false },
+  { failpoint: 'after-decision-written', committed: true },
   { failpoint: 'after-decision', committed: true },
   { failpoint: 'after-complete-0', committed: true },
   { failpoint: 'after-complete-1', committed: true },

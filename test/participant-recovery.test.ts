@@ -119,9 +119,10 @@ describe('a participant service killed and restarted', () => {
       expect(r.body).toMatchObject({ id, status: 'committing', error: null });
       expect(proxy!.calls.filter((x) => x.method === 'GET' && x.path === gidPath(c!.gid)).map((x) => x.status)).toContain(200);
 
-      // The operator views while it is down: the transaction in doubt, bank_c's branch unreachable.
+      // The operator views while it is down: the transaction in doubt (by attempts, or by the clock
+      // before its next attempt), bank_c's branch unreachable.
       const listed = await eventually(() => world.request('GET', '/v1/transactions?inDoubt=true'),
-        (l) => l.status === 200 && l.body.items.some((t: { id: string }) => t.id === id), 'the transaction listed in doubt');
+        (l) => l.status === 200 && l.body.items.some((t: { id: string; lastError: unknown }) => t.id === id && t.lastError), 'the transaction listed in doubt');
       expect(listed.body.items.find((t: { id: string }) => t.id === id)).toMatchObject({
         status: 'committing', inDoubt: true, resources: ['bank_a', 'bank_c'], lastError: { resource: 'bank_c' },
       });

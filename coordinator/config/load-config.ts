@@ -226,7 +226,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const item of (e.TPC_FAILPOINTS ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
     const [name, action = 'crash'] = item.split(':');
     if (!FAILPOINT_PATTERN.test(name!) || action !== 'crash') {
-      throw new ConfigError(`TPC_FAILPOINTS: "${item}" is not <point>:crash with point one of after-begin, after-prepare-<n>, after-decision, after-complete-<n>`);
+      throw new ConfigError(`TPC_FAILPOINTS: "${item}" is not <point>:crash with point one of after-begin, after-prepare-<n>, after-decision-written, after-decision, after-complete-<n>`);
     }
     failpoints.push(name!);
   }

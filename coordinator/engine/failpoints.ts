@@ -3,7 +3,9 @@
  * prove recovery from a coordinator that dies exactly there. With none configured, `hit` returns
  * after one size check: nothing else runs in production.
  */
-export const FAILPOINT_PATTERN = /^(after-begin|after-decision|after-prepare-\d+|after-complete-\d+)$/;
+// after-decision-written: a batch of decisions is durable in the log, and none of its callers has
+// been told (group commit: a batch written but not acknowledged).
+export const FAILPOINT_PATTERN = /^(after-begin|after-decision|after-decision-written|after-prepare-\d+|after-complete-\d+)$/;
 
 export class Failpoints {
   readonly #active: ReadonlySet<string>;

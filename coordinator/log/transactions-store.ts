@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
 import { UnavailableError } from '../errors.ts';
 import { canTransition, type BranchStatus, type TxStatus } from '../engine/states.ts';
+import type { Failpoints } from '../engine/failpoints.ts';
 import type { GroupCommitObserver } from './group-commit.ts';
 import type { LogDb } from './log-database.ts';
 import { TransitionWriter } from './transition-writer.ts';
@@ -119,8 +120,8 @@ export interface StoredTransaction {
 export class TransactionsStore {
   readonly #transitions: TransitionWriter;
 
-  constructor(private readonly db: LogDb, observer?: GroupCommitObserver) {
-    this.#transitions = new TransitionWriter(db, observer);
+  constructor(private readonly db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
+    this.#transitions = new TransitionWriter(db, observer, failpoints);
   }
 
   /**

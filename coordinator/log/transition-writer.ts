@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import type { Failpoints } from '../engine/failpoints.ts';
 import { StaleStateError } from '../errors.ts';
 import { FINAL_TX_STATUSES, type TxStatus } from '../engine/states.ts';
 import { GroupCommit, type GroupCommitObserver } from './group-commit.ts';
@@ -43,11 +44,15 @@ export class TransitionWriter {
   readonly #forced: GroupCommit<TransitionRow, true>;
   readonly #relaxed: GroupCommit<TransitionRow, true>;
 
-  constructor(db: LogDb, observer?: GroupCommitObserver) {
+  constructor(db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
     this.#db = db;
     const writer = (mode: 'forced' | 'relaxed') => new GroupCommit<TransitionRow, true>({
       name: `transition-${mode}`, maxBatch: MAX_BATCH, maxQueued: MAX_QUEUED, observer,
-      write: (rows) => (rows.length === 1 ? this.#one(mode, rows[0]!) : this.#many(mode, rows)),
+      write: async (rows) => {
+        const results = await (rows.length === 1 ? this.#one(mode, rows[0]!) : this.#many(mode, rows));
+        if (mode === 'forced') failpoints?.hit('after-decision-written');
+        return results;
+      },
     });
     this.#forced = writer('forced');
     this.#relaxed = writer('relaxed');
