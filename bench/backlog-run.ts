@@ -34,6 +34,22 @@ export const PHASES: Phase[] = ['idle', 'build', 'drain'];
 /** What each account of each bank should hold, as a difference from the seeded balance. */
 export type Expected = Record<Bank, Int32Array>;
 
+/** Heap used and allocated, external (Buffers), and RSS, MiB, as the coordinator reports them on /metrics. */
+export interface Memory {
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  rss: number;
+}
+
+function memoryOf(gauges: Map<string, number>): Memory {
+  const mib = (name: string) => (gauges.get(name) ?? Number.NaN) / 2 ** 20;
+  return {
+    heapUsed: mib('tpc_process_nodejs_heap_size_used_bytes'), heapTotal: mib('tpc_process_nodejs_heap_size_total_bytes'),
+    external: mib('tpc_process_nodejs_external_memory_bytes'), rss: mib('tpc_process_process_resident_memory_bytes'),
+  };
+}
+
 export interface BacklogRun {
   label: string;
   revision: string;
@@ -48,6 +64,8 @@ export interface BacklogRun {
   /** The coordinator's /metrics at the end of the outage, and how long that scrape took. */
   gauges: Map<string, number>;
   scrapeMs: number;
+  /** The coordinator's own memory figures (prom-client's process metrics), MiB: at the end of the idle time, of the outage, of the drain. */
+  memory: Record<Phase, Memory>;
   preparedOnBankCAtCutEnd: number;
   proxyDuringOutage: CutCounts;
   /** From the restore: first commit seen, half, 90 %, all (null if not within the limit), ms. */
@@ -183,7 +201,9 @@ async function scrape(url: string): Promise<{ gauges: Map<string, number>; ms: n
   const gauges = new Map<string, number>();
   try {
     const text = await (await fetch(`${url}/metrics`)).text();
-    for (const m of text.matchAll(/^(tpc_in_doubt_transactions|tpc_heuristic_transactions|tpc_orphan_branches|tpc_prepared_branches)(\{[^}]*\})? (\S+)$/gm)) {
+    const names = 'tpc_in_doubt_transactions|tpc_heuristic_transactions|tpc_orphan_branches|tpc_prepared_branches|' +
+      'tpc_process_nodejs_heap_size_used_bytes|tpc_process_nodejs_heap_size_total_bytes|tpc_process_nodejs_external_memory_bytes|tpc_process_process_resident_memory_bytes';
+    for (const m of text.matchAll(new RegExp(`^(${names})(\\{[^}]*\\})? (\\S+)$`, 'gm'))) {
       gauges.set(`${m[1]}${m[2] ?? ''}`, Number(m[3]));
     }
   } catch {
@@ -256,6 +276,7 @@ export async function runBacklogOnce(
   try {
     log(`[${target.label}] idle for ${IDLE_MS / 1000} s`);
     await sleep(IDLE_MS);
+    const idleMemory = memoryOf((await scrape(coordinator.url)).gauges);
 
     proxy.cut();
     rss.set('build');
@@ -315,12 +336,14 @@ export async function runBacklogOnce(
     const hwmMiB = coordinator.pid === undefined ? Number.NaN : readStatus(coordinator.pid, 'VmHWM');
     log(`[${target.label}] drained in ${drainMs === null ? 'NOT within the limit' : `${(drainMs / 1000).toFixed(1)} s`}; ` +
       `${proxyDuringDrain.commitPreparedForwarded} COMMIT PREPARED sent to bank_c; RSS peak ${rssByPhase.drain.peak.toFixed(0)} MiB`);
+    const drainMemory = memoryOf((await scrape(coordinator.url)).gauges);
     const end = await byStatus();
     const problems = await verify(w, accounts, expected);
     if (end.statuses.get('committed') !== toCommit) problems.push(`log: ${end.statuses.get('committed') ?? 0} committed of ${toCommit} decided`);
     return {
       label: target.label, revision: coordinator.revision, namespace: target.namespace, submitted: size, buildMs, answers,
-      logAtCutEnd: atCut.statuses, inDoubtInLog: atCut.inDoubt, gauges, scrapeMs, preparedOnBankCAtCutEnd, proxyDuringOutage,
+      logAtCutEnd: atCut.statuses, inDoubtInLog: atCut.inDoubt, gauges, scrapeMs,
+      memory: { idle: idleMemory, build: memoryOf(gauges), drain: drainMemory }, preparedOnBankCAtCutEnd, proxyDuringOutage,
       firstCommitMs, halfMs, ninetyMs, drainMs, curve, toCommit, proxyDuringDrain, rss: rssByPhase, hwmMiB, cpuBuild, cpuDrain,
       problems, logAtEnd: end.statuses, heuristics: end.heuristic,
     };

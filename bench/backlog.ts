@@ -50,6 +50,8 @@ function summaryTable(runs: BacklogRun[]): string {
     row('new connections to bank_c during the drain', (r) => String(r.proxyDuringDrain.connections)),
     ...PHASES.map((p) => row(`coordinator RSS ${p}: median / peak, MiB`, (r) => `${f(r.rss[p].median)} / **${f(r.rss[p].peak)}**`)),
     row('coordinator VmHWM at the end, MiB', (r) => f(r.hwmMiB)),
+    ...PHASES.map((p) => row(`heap used / heap total / external / RSS at the end of ${p === 'build' ? 'the outage' : p === 'idle' ? 'idling' : 'the drain'}, MiB`,
+      (r) => [r.memory[p].heapUsed, r.memory[p].heapTotal, r.memory[p].external, r.memory[p].rss].map((x) => f(x)).join(' / '))),
     row('log at the end', (r) => count(r.logAtEnd)),
     row('heuristic hazards', (r) => String(r.heuristics)),
     row('verification (money, every transfer on both banks)', (r) => (r.problems.length ? `FAILED (${r.problems.length})` : 'ok')),
