@@ -3,7 +3,7 @@ import { jsonArrayFrom } from 'kysely/helpers/postgres';
 import { UnavailableError } from '../errors.ts';
 import { canTransition, type BranchStatus, type TxStatus } from '../engine/states.ts';
 import type { Failpoints } from '../engine/failpoints.ts';
-import type { GroupCommitObserver } from './group-commit.ts';
+import { GroupCommit, type GroupCommitObserver } from './group-commit.ts';
 import type { LogDb } from './log-database.ts';
 import { TransitionWriter } from './transition-writer.ts';
 
@@ -119,9 +119,12 @@ export interface StoredTransaction {
  */
 export class TransactionsStore {
   readonly #transitions: TransitionWriter;
+  readonly #unkeyedBegins: GroupCommit<BeginRecord, BeginOutcome>;
 
   constructor(private readonly db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
     this.#transitions = new TransitionWriter(db, observer, failpoints);
+    // Bounds as the transitions' (transition-writer.ts).
+    this.#unkeyedBegins = new GroupCommit({ name: 'begin', maxBatch: 64, maxQueued: 2_000, observer, write: (records) => this.#beginBatch(records) });
   }
 
   /**
@@ -133,6 +136,7 @@ export class TransactionsStore {
    * any branch is touched (keyed requests await it anyway), so a retry always finds the first attempt.
    */
   async begin(record: BeginRecord): Promise<BeginOutcome> {
+    if (!record.idempotency) return this.#unkeyedBegins.submit(record);
     // The key was seen taken, then not found by the lookup (its transaction pruned in between, or
     // the two reads met different servers across a failover): the insert is tried again.
     for (let attempt = 1; ; attempt++) {
@@ -140,6 +144,40 @@ export class TransactionsStore {
       if (outcome) return outcome;
       if (attempt >= 3) throw new UnavailableError('the Idempotency-Key could not be read back from the transaction log; nothing was done', { retryAfterSeconds: 1 });
     }
+  }
+
+  /**
+   * Unkeyed begin records of concurrent requests in one statement (group commit); one alone is
+   * written with the single-record statement. They cannot conflict (fresh ids, no key), so a
+   * batch either writes them all or fails each of its callers, as its own write would have.
+   */
+  async #beginBatch(records: BeginRecord[]): Promise<BeginOutcome[]> {
+    if (records.length === 1) return [(await this.#beginOnce(records[0]!))!];
+    const rows = JSON.stringify(records.map((r) => ({
+      id: r.id, namespace: r.namespace, deadline: r.deadline, submitted_by: r.submittedBy, driver: r.driver,
+      branch_count: r.branches.length, branches: r.branches, detail: r.detail,
+    })));
+    const query = sql<{ created: number }>`
+      WITH x AS (
+        SELECT * FROM jsonb_to_recordset(${rows}::jsonb) AS x(id uuid, namespace text, deadline timestamptz,
+          submitted_by text, driver text, branch_count int, branches jsonb, detail jsonb)
+      ), t AS (
+        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count)
+        SELECT id, namespace, deadline, submitted_by, driver, deadline, branch_count FROM x
+        RETURNING id
+      ), b AS (
+        INSERT INTO tpc_branches (transaction_id, index, resource, gid)
+        SELECT x.id, y.index, y.resource, y.gid
+        FROM x, jsonb_to_recordset(x.branches) AS y(index int, resource text, gid text)
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT x.id, 'begun', x.submitted_by, x.detail FROM x
+      )
+      SELECT (SELECT count(*) FROM t)::int AS created
+    `.compile(this.db.relaxed);
+    const result = await this.db.prepared('relaxed', 'tpc_begin_batch', query);
+    if (result.rows[0]?.created !== records.length) throw new Error(`a batch of ${records.length} begin records wrote ${result.rows[0]?.created}`);
+    return records.map(() => ({ created: true }));
   }
 
   async #beginOnce(record: BeginRecord): Promise<BeginOutcome | null> {
@@ -190,8 +228,8 @@ export class TransactionsStore {
   }
 
   /** Writes the state changes queued for group commit; later ones are refused (the service is stopping). */
-  close(): Promise<void> {
-    return this.#transitions.close();
+  async close(): Promise<void> {
+    await Promise.all([this.#unkeyedBegins.close(), this.#transitions.close()]);
   }
 
   /**

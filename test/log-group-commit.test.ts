@@ -79,4 +79,37 @@ describe('state changes written in batches', () => {
       await db.close();
     }
   });
+
+  it('concurrent unkeyed begin records share statements; each is whole (row, branches, event)', async () => {
+    const url = await createDatabase(inject('clusterA'), `twb_${Math.random().toString(36).slice(2, 8)}`);
+    await migrateLog(url);
+    const db = openLogDatabase({ url, maxConnections: 4 });
+    const sizes: number[] = [];
+    const store = new TransactionsStore(db, { flushed: (name, size) => { if (name === 'begin') sizes.push(size); }, refused: () => {} });
+    const oracle = new pg.Client({ connectionString: url });
+    await oracle.connect();
+    try {
+      const ids = Array.from({ length: 150 }, () => randomUUID());
+      const outcomes = await Promise.all(ids.map((id, i) => store.begin({
+        id, namespace: 'twb', deadline: new Date(Date.now() + 60_000 + i), submittedBy: i % 2 ? 'tok' : null, driver: 'me',
+        branches: Array.from({ length: 1 + (i % 3) }, (_, b) => ({ index: b, resource: `r${b}`, gid: `tpc:twb:${id}:${b}` })),
+        detail: { i },
+      })));
+      expect(outcomes.every((o) => o.created)).toBe(true);
+      expect(sizes.some((s) => s > 1), `batch sizes ${sizes.join(',')}`).toBe(true);
+      const rows = (await oracle.query<{ id: string; submitted_by: string | null; branch_count: number; branches: number; events: string[]; lease: boolean }>(`
+        SELECT t.id, t.submitted_by, t.branch_count, t.lease_until = t.deadline AS lease,
+          (SELECT count(*)::int FROM tpc_branches b WHERE b.transaction_id = t.id) AS branches,
+          (SELECT array_agg(e.kind || ':' || (e.detail->>'i')) FROM tpc_events e WHERE e.transaction_id = t.id) AS events
+        FROM tpc_transactions t WHERE t.namespace = 'twb' AND t.status = 'active'`)).rows;
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      for (const [i, id] of ids.entries()) {
+        expect(byId.get(id)).toMatchObject({ submitted_by: i % 2 ? 'tok' : null, branch_count: 1 + (i % 3), branches: 1 + (i % 3), events: [`begun:${i}`], lease: true });
+      }
+    } finally {
+      await oracle.end();
+      await store.close();
+      await db.close();
+    }
+  });
 });
