@@ -99,7 +99,10 @@ export function snapshot(dataDirs: readonly string[]): CpuSnapshot {
  * Postgres backend: its postmaster waits for it, so the kernel adds its CPU to the postmaster's
  * cutime/cstime, which count for the cluster. Connections that churn (a proxy cutting them, as
  * --backlog's does) would otherwise hide their backends' CPU. A backend that was already running at
- * the first snapshot and ended before the second is counted in full, a slight overcount.
+ * the first snapshot and ended before the second adds its whole life to cutime: what the first
+ * snapshot saw of it is taken off again. (Counted in full, an idle pooled connection of another
+ * variant closing during a round, after its idle timeout, charged that variant's earlier CPU to
+ * this round: seen as a baseline whose banks "cost" 2.5 ms per transfer and a negative remainder.)
  */
 export function used(after: CpuSnapshot, before: CpuSnapshot, coordinatorPids: readonly number[]): CpuUsed {
   const total = after.machineTotal - before.machineTotal;
@@ -118,7 +121,10 @@ export function used(after: CpuSnapshot, before: CpuSnapshot, coordinatorPids: r
   after.postmasters.forEach((pid, i) => {
     const a = pid === null ? undefined : after.procs.get(pid);
     const b = pid === null ? undefined : before.procs.get(pid);
-    if (a && b) out.clusters[i]! += Math.max(0, a.endedChildren - b.endedChildren);
+    if (!a || !b) return;
+    let seenBefore = 0;
+    for (const [child, c] of before.procs) if (c.ppid === pid && !after.procs.has(child)) seenBefore += c.cpu;
+    out.clusters[i]! += Math.max(0, a.endedChildren - b.endedChildren - seenBefore);
   });
   for (const [pid, p] of after.procs) {
     const d = p.cpu - (before.procs.get(pid)?.cpu ?? 0);
