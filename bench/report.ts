@@ -110,6 +110,9 @@ export function renderSection(r: RunReport): string {
     'machine, other people\'s work; "kernel, unattributed": the rest — interrupts, and processes that ended mid-round):',
     '',
     r.cpuTable,
+    ...(o.variants.includes('h') ? ['', '(h) runs its coordinator (engine, workers, pools) inside the benchmark process: its CPU is in "bench process",',
+      'with the load generator and the SDK, and "coordinator(s)" is only the idle child of (c). (b) does its protocol in the',
+      'benchmark process too, so (h)\'s bench process + clusters + Redis compares with (b)\'s bench process + clusters.'] : []),
   ];
   if (r.stepComparison) lines.push('', 'Mean time per protocol step, ms: (b) timed by the benchmark, (c) from the service\'s `tpc_phase_duration_seconds`:', '', r.stepComparison);
   if (r.servicePhases) lines.push('', 'The service\'s `tpc_phase_duration_seconds` over the measured rounds:', '', r.servicePhases);

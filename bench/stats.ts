@@ -137,6 +137,37 @@ export function abLines(summaries: Summary[], logCluster: number): string | null
   return lines.length ? lines.join('\n\n') : null;
 }
 
+/** CPU ms per transfer of every part of this benchmark (clusters, Redis, the bench process, coordinator children): the whole transaction's. */
+function oursMs(s: Summary): number {
+  const c = s.cpuMsPerTx;
+  return [...c.clusters, c.redis, c.bench, Number.isFinite(c.coordinator) ? c.coordinator : 0].reduce((a, b) => a + b, 0);
+}
+
+/**
+ * The service variants against the bare protocol (b), as issue 13 states its aims: throughput (the
+ * embedded SDK at >= 0.9× bare), latency (at one client, p50 <= 1.3× bare + 1 ms), and the whole
+ * transaction's CPU. (h) runs its coordinator inside the benchmark process, so its CPU is in "bench
+ * process" and nowhere else: its service side is bench process + clusters + Redis, against (b)'s
+ * bench process + clusters (+ its Redis, ~0); (c) and (g) add the coordinator child's.
+ */
+export function againstBareLines(summaries: Summary[], concurrency: number): string | null {
+  const b = summaries.find((s) => s.variant === 'b');
+  if (!b || b.tps === 0) return null;
+  const lines: string[] = [];
+  for (const s of summaries) {
+    if (!['c', 'e', 'g', 'h'].includes(s.variant)) continue;
+    const perRound = s.perRoundTps.map((t, i) => t / (b.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
+    const median = percentile([...perRound].sort((p, q) => p - q), 0.5);
+    const p50Bound = 1.3 * b.p50 + 1;
+    const where = s.variant === 'h' ? ' (bench process, coordinator included, + clusters + Redis)' : ' (bench process + clusters + Redis + coordinator child)';
+    lines.push(`(${s.variant}) against (b) bare: throughput × ${f(s.tps / b.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, ` +
+      `median ${f(median, 2)}); p50 ${f(s.p50, 2)} against ${f(b.p50, 2)} ms` +
+      (concurrency === 1 ? ` (one-client aim: p50 <= 1.3 × (b) + 1 ms = ${f(p50Bound, 2)} ms: ${s.p50 <= p50Bound ? 'met' : 'not met'})` : '') +
+      `; CPU per transfer${where} ${f(oursMs(s), 3)} against (b)'s ${f(oursMs(b), 3)} ms (× ${f(oursMs(s) / oursMs(b), 2)}).`);
+  }
+  return lines.length ? lines.join('\n\n') : null;
+}
+
 const signed = (n: number) => (Number.isFinite(n) ? `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(3)}` : '–');
 
 /** Where the CPU went, per completed transfer. */

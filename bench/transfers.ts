@@ -4,7 +4,8 @@
  *   (a) non-atomic: a local transaction on each database, in parallel (the baseline);
  *   (b) the bare 2PC protocol inline: prepare all, one forced log insert, commit prepared all;
  *   (c) the coordinator through POST /v1/transactions;
- *   (e) the same with a fresh Idempotency-Key per request (keyed begins are forced), on request.
+ *   (e) the same with a fresh Idempotency-Key per request (keyed begins are forced), on request;
+ *   (g) the SDK over REST and (h) the SDK with an embedded coordinator, on request (sdk-variants.ts).
  * It starts its own Postgres clusters, Redis and coordinator, and tears them all down at the end,
  * on error and on Ctrl-C. Options: `npm run bench -- --help`. With --overload it measures the
  * service alone under 400 and 1000 clients against its calm rate instead (bench/overload.ts); with
@@ -19,7 +20,7 @@ import { runBacklog } from './backlog.ts';
 import { runOverload } from './overload.ts';
 import { loadAverage, machine, renderSection, sectionKey, stepComparison, writeResults } from './report.ts';
 import { merge, timedRun, type RunSample } from './runner.ts';
-import { abLines, cpuTable, summarize, table, withRatios } from './stats.ts';
+import { abLines, againstBareLines, cpuTable, summarize, table, withRatios } from './stats.ts';
 import { makeVariants, randomTransfer, type Variant } from './variants.ts';
 import { CLUSTER_NAMES, rollBackLeftovers, startWorld, type World } from './world.ts';
 
@@ -42,7 +43,7 @@ function onSignal(signal: NodeJS.Signals): void {
 }
 
 async function measure(options: BenchOptions, w: World, loadBefore: string): Promise<void> {
-  const variants = makeVariants(w, options.variants, options.concurrency);
+  const variants = await makeVariants(w, options.variants, options.concurrency);
   const next = () => randomTransfer(options.accounts);
   const samples = new Map<Variant['name'], RunSample[]>(variants.map((v) => [v.name, []]));
   const phasesOf = new Map<Variant['name'], PhaseSnapshot>();
@@ -72,7 +73,7 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
       }
     }
   } finally {
-    for (const v of variants) v.close();
+    await Promise.all(variants.map((v) => v.close()));
   }
 
   const summaries = withRatios(variants.map((v) => summarize(v, merge(samples.get(v.name)!, dataDirs.length))));
@@ -82,8 +83,8 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
   });
   const phases = servicePhases(observed, (variant) => summaries.find((s) => s.variant === variant)?.mean ?? Number.NaN);
   const steps = stepComparison(summaries.find((s) => s.variant === 'b'), phases.steps);
-  const ab = abLines(summaries, 0);
-  const rendered = ab ? `${table(summaries)}\n\n${ab}` : table(summaries);
+  const comparisons = [abLines(summaries, 0), againstBareLines(summaries, options.concurrency)].filter((x): x is string => x !== null);
+  const rendered = [table(summaries), ...comparisons].join('\n\n');
   const cpuRendered = cpuTable(summaries, CLUSTER_NAMES);
   process.stdout.write(`\n${rendered}\n\nCPU ms per transfer:\n${cpuRendered}\n`);
   if (steps) process.stdout.write(`\nMean ms per step:\n${steps}\n`);

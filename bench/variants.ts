@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { batchWrites } from '../participant-adapter/batched-writes.ts';
 import type { VariantName } from './options.ts';
+import { sdkEmbedded, sdkOverRest } from './sdk-variants.ts';
 import { BENCH_GID_PREFIX, type Bank, type World } from './world.ts';
 
 /** One transfer: a debit on one bank, a credit on another, an audit row on the third. */
@@ -34,7 +35,8 @@ export interface Variant {
   /** The coordinator this variant drives (its /metrics are read around each of its rounds); undefined for (a) and (b). */
   serviceUrl?: string;
   run(tx: Transfer): Promise<Phases | undefined>;
-  close(): void;
+  /** Frees what the variant holds; (h) stops its embedded coordinator, which lets its transactions finish first. */
+  close(): void | Promise<void>;
 }
 
 const PERMUTATIONS: [Bank, Bank, Bank][] = [
@@ -196,14 +198,18 @@ function service(name: 'c' | 'd' | 'e' | 'f', label: string, baseUrl: string, co
   };
 }
 
-export function makeVariants(world: World, names: readonly VariantName[], concurrency: number): Variant[] {
-  const all: Record<VariantName, () => Variant> = {
+export async function makeVariants(world: World, names: readonly VariantName[], concurrency: number): Promise<Variant[]> {
+  const all: Record<VariantName, () => Variant | Promise<Variant>> = {
     a: () => baseline(world),
     b: () => bareProtocol(world),
     c: () => service('c', world.baseline ? `coordinator ${world.coordinator.revision}, REST` : 'coordinator, REST', world.coordinator.url, concurrency, false),
     d: () => service('d', `baseline ${world.baseline?.revision ?? '?'}, REST`, world.baseline!.url, concurrency, false),
     e: () => service('e', world.baseline ? `coordinator ${world.coordinator.revision}, REST, keyed` : 'coordinator, REST, keyed', world.coordinator.url, concurrency, true),
     f: () => service('f', `baseline ${world.baseline?.revision ?? '?'}, REST, keyed`, world.baseline!.url, concurrency, true),
+    g: () => sdkOverRest(world),
+    h: () => sdkEmbedded(world),
   };
-  return names.map((n) => all[n]());
+  const made: Variant[] = [];
+  for (const n of names) made.push(await all[n]());
+  return made;
 }

@@ -41,6 +41,10 @@ export interface World {
   baseline: Coordinator | null;
   /** --backlog: the proxy the coordinators reach bank_c through (bench/pg-cut-proxy.ts); else null. */
   bankCProxy: CutProxy | null;
+  /** The environment the coordinators get (log, Redis, banks, pool sizes), under `namespace`: for the embedded one of variant (h). */
+  coordinatorEnv(namespace: string): Record<string, string>;
+  /** Registers a teardown step (run in reverse order of registration, on error and Ctrl-C too). */
+  addCleanup(fn: () => Promise<unknown>): void;
   /** --backlog: starts a coordinator from `root` on a new log database `logDatabase` (runs one after the other). */
   startCoordinatorFrom(root: string | undefined, namespace: string, logDatabase: string): Promise<{ coordinator: Coordinator; logUrl: string }>;
   postgresVersion: string;
@@ -211,6 +215,8 @@ export async function startWorld(
       baseline,
       bankCProxy,
       startCoordinatorFrom,
+      coordinatorEnv: (namespace) => env(urls.tpc_log, namespace),
+      addCleanup: (fn) => { cleanups.push(fn); },
       postgresVersion,
       redisVersion: await redisVersion(),
       preparedLeft,
