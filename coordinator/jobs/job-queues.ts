@@ -51,6 +51,7 @@ export class JobQueues implements FollowUp {
   readonly #workers: Worker[] = [];
   readonly #workerConnections: Redis[] = [];
   #lastError: string | undefined;
+  #closing = false;
   #schedulerTimer: NodeJS.Timeout | undefined;
 
   constructor(options: JobQueuesOptions) {
@@ -58,7 +59,7 @@ export class JobQueues implements FollowUp {
     this.#target = parseRedisUrl(options.redisUrl);
     // No offline queue: while Redis is down (or a Sentinel failover is under way) an add fails at
     // once instead of hanging a request; reconciliation re-creates what was not added.
-    this.#producer = connectRedis(this.#target, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.#producer = this.#revived(connectRedis(this.#target, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }));
     this.#producer.on('error', (err: Error) => { this.#lastError = err.message; });
     this.#producer.on('ready', () => { this.#lastError = undefined; });
     const queue = (kind: string) => {
@@ -147,6 +148,7 @@ export class JobQueues implements FollowUp {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
     clearInterval(this.#schedulerTimer);
     const graceful = (async () => {
       await Promise.allSettled(this.#workers.map((w) => w.close()));
@@ -163,6 +165,21 @@ export class JobQueues implements FollowUp {
     this.#producer.disconnect();
   }
 
+  /**
+   * ioredis ends a connection for good when a connect attempt fails outright instead of retrying
+   * (a Sentinel connector disconnected mid-connect is one way): the producer, or a worker's
+   * connection, would then stay dead until a restart. One that ends while this is not closing is
+   * connected again a second later.
+   */
+  #revived(connection: Redis): Redis {
+    connection.on('end', () => {
+      if (this.#closing) return;
+      this.#o.logger.warn('a Redis connection ended; connecting it again');
+      setTimeout(() => { if (!this.#closing) connection.connect().catch(() => {}); }, 1_000).unref();
+    });
+    return connection;
+  }
+
   #retrying(jobId: string) {
     // removeOnFail: a failed job kept under its fixed id would silently swallow every later re-add
     // (reconciliation's included) and leave the transaction unfinished for good.
@@ -175,7 +192,7 @@ export class JobQueues implements FollowUp {
   }
 
   #worker(name: string, process: (job: TxJob) => Promise<void>, concurrency: number, loop: 'completion' | 'deadline' | 'reconcile'): void {
-    const connection = connectRedis(this.#target, { maxRetriesPerRequest: null });
+    const connection = this.#revived(connectRedis(this.#target, { maxRetriesPerRequest: null }));
     connection.on('error', () => {});
     this.#workerConnections.push(connection);
     const { retryBaseMs, retryMaxMs, logger } = this.#o;

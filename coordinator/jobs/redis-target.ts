@@ -101,8 +101,11 @@ function redactSentinelUrl(url: string, userinfo: string | undefined, params: UR
 export function connectRedis(target: RedisTarget, extra: RedisOptions): Redis {
   const reconnectOnError = (err: Error) => (err.message.startsWith('READONLY') ? 2 : false);
   if (typeof target.connectWith === 'string') return new Redis(target.connectWith, { reconnectOnError, ...extra });
-  // failoverDetector: the Sentinels' +switch-master moves connections as soon as a failover is
-  // decided, rather than when the old primary's connection finally drops (a partition can keep it
-  // open for minutes).
-  return new Redis({ ...target.connectWith, failoverDetector: true, reconnectOnError, ...extra });
+  // Not ioredis' failoverDetector: its +switch-master disconnects the connector, and when that lands
+  // while a connection is being made (resolving the primary, or its TCP connect), the connect fails
+  // with "Connection is closed." and ioredis ends the connection for good, never to reconnect (seen
+  // in a CI run: /readyz named Redis as "end" for the rest of the test, and a worker's would starve
+  // its queue). A killed primary drops its connections, which then reconnect through the Sentinels;
+  // a demoted one answers READONLY, which reconnects at once (above).
+  return new Redis({ ...target.connectWith, reconnectOnError, ...extra });
 }
