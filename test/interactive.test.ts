@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { eventually } from './harness/waits.ts';
 import { createWorld, prepareOwnBranch, type Bank, type World } from './harness/world.ts';
 
@@ -34,6 +35,20 @@ describe('interactive transactions', () => {
     for (const b of xids.rows) {
       const fate = await world.db[b.resource].query('SELECT pg_xact_status($1::xid8) AS s', [b.xid]);
       expect(fate.rows[0].s).toBe('committed');
+    }
+  });
+
+  it('leaves no deadline job behind once it is finished', async () => {
+    const t = await begin();
+    const redis = new Redis(inject('redisUrl'), { maxRetriesPerRequest: 1 });
+    try {
+      await eventually(() => redis.keys(`*:deadline-${t.id}`), (k) => k.length > 0, 'its deadline job', 5_000);
+      await prepareBranch('bank_a', t.a, 'UPDATE accounts SET balance = balance - 1 WHERE id = 9');
+      await prepareBranch('bank_c', t.c, 'UPDATE accounts SET balance = balance + 1 WHERE id = 9');
+      expect((await world.request('POST', `/v1/transactions/${t.id}/commit`)).status).toBe(200);
+      await eventually(() => redis.keys(`*:deadline-${t.id}`), (k) => k.length === 0, 'the deadline job removed', 5_000);
+    } finally {
+      redis.disconnect();
     }
   });
 

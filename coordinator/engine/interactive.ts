@@ -151,6 +151,8 @@ function rethrowStale(id: string) {
  */
 async function finishNow(deps: EngineDeps, id: string): Promise<void> {
   const result = await resumeTransaction(deps, id);
+  // Its deadline job would otherwise fire later and drive a transaction long finished.
+  if (result.state === 'finished') deps.followUp.deadlineCleared(id).catch(() => {});
   if (result.state !== 'pending') return;
   await deps.followUp.completionPending(id).catch((err: unknown) =>
     deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
