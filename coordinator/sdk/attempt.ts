@@ -145,13 +145,17 @@ export class Attempt {
     }
     const writers: LocalBranch[] = [];
     try {
-      for (const b of [...this.#open]) {
-        if (await b.wrote()) writers.push(b);
-        else {
-          this.#open.delete(b);
-          await b.finish('COMMIT');
-        }
-      }
+      // Every branch is asked at once (one round trip each, in parallel, not one after the other).
+      const open = [...this.#open];
+      const wrote = await Promise.allSettled(open.map((b) => b.wrote()));
+      const refused = wrote.find((w): w is PromiseRejectedResult => w.status === 'rejected');
+      if (refused) throw refused.reason;
+      const readers: LocalBranch[] = [];
+      open.forEach((b, i) => ((wrote[i] as PromiseFulfilledResult<boolean>).value ? writers : readers).push(b));
+      await Promise.all(readers.map((b) => {
+        this.#open.delete(b);
+        return b.finish('COMMIT');
+      }));
       if (writers.length === 0 && !this.#global) return { result, outcome: { id: null, status: 'committed' } };
       if (!this.#global) await this.#begin(writers.map((b) => b.resource));
       else await Promise.all(writers.filter((b) => !this.#global!.gids.has(b.resource)).map((b) => this.#addBranch(this.#global!, b.resource)));
