@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, NotFoundError, StaleStateError } from '../errors.ts';
+import type { StoredTransaction } from '../log/transactions-store.ts';
 import { branchGid, namespacePrefix } from './gid.ts';
 import type { EngineDeps } from './ports.ts';
-import { RECOVERY_LEASE_MS, resumeTransaction } from './resume-from-log.ts';
+import { finishHeld, RECOVERY_LEASE_MS, resumeTransaction } from './resume-from-log.ts';
 import type { TxError } from './types.ts';
 
 export interface InteractiveBegin {
@@ -108,7 +109,12 @@ async function commitOnce(deps: EngineDeps, id: string, actor: string | null): P
     branches: tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
     event: { kind: 'decided', actor, detail: { outcome: 'commit', interactive: true } },
   });
-  await finishNow(deps, id);
+  // Still under the lease taken above, and the log now holds what was just written: phase 2 from
+  // that, without taking the lease again or reading the transaction back.
+  await finishNow(deps, id, {
+    ...tx, status: 'committing',
+    branches: tx.branches.map((b) => ({ ...b, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
+  });
 }
 
 /** The service asks to abort: every prepared branch is rolled back. */
@@ -149,8 +155,8 @@ function rethrowStale(id: string) {
  * the completion job takes over at once (with backoff and the in-doubt count), rather than the
  * next reconciliation pass.
  */
-async function finishNow(deps: EngineDeps, id: string): Promise<void> {
-  const result = await resumeTransaction(deps, id);
+async function finishNow(deps: EngineDeps, id: string, held?: StoredTransaction): Promise<void> {
+  const result = await (held ? finishHeld(deps, held) : resumeTransaction(deps, id));
   // Its deadline job would otherwise fire later and drive a transaction long finished.
   if (result.state === 'finished') deps.followUp.deadlineCleared(id).catch(() => {});
   if (result.state !== 'pending') return;

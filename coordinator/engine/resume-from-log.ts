@@ -32,12 +32,21 @@ export async function resumeTransaction(deps: EngineDeps, id: string, options: R
     if (!seen) return { state: 'gone' };
     return isFinal(seen.status) ? { state: 'finished', status: seen.status } : { state: 'busy' };
   }
+  return finishHeld(deps, tx, options);
+}
+
+/**
+ * Drives a transaction whose lease this process holds, from `tx` as it stands in the log: what
+ * resumeTransaction does once it has taken the lease and read the log. A process that has just
+ * written a decision itself, under its lease, knows that state and saves both statements.
+ */
+export async function finishHeld(deps: EngineDeps, tx: StoredTransaction, options: ResumeOptions = {}): Promise<ResumeResult> {
   const result = await drive(deps, tx, options).catch((err: unknown): ResumeResult => {
     if (err instanceof StaleStateError) return { state: 'busy' };
     return { state: 'pending', error: { resource: null, statement: null, code: 'internal', message: err instanceof Error ? err.message : String(err) } };
   });
   // Not finished: let go at once so that the next attempt, from whichever instance, may take it.
-  if (result.state !== 'finished') await deps.recovery.release(id, deps.instanceId).catch(() => {});
+  if (result.state !== 'finished') await deps.recovery.release(tx.id, deps.instanceId).catch(() => {});
   return result;
 }
 
