@@ -8,7 +8,7 @@ import { startRedisServer, type RedisServer } from '../coordinator/embedded/redi
 import { startService, type RunningService } from '../coordinator/service.ts';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
 import { eventually } from './harness/waits.ts';
-import { createDatabases, httpRequest, pause, type Databases } from './harness/world.ts';
+import { createDatabases, httpRequest, pause, prepareOwnBranch, type Databases } from './harness/world.ts';
 
 /*
  * Deadlines cost Redis nothing per transaction: the driver enforces its own in process, and the
@@ -60,6 +60,16 @@ describe('deadlines without Redis on the happy path', () => {
         }, i % 2 ? { headers: { 'Idempotency-Key': `k-${randomBytes(4).toString('hex')}` } } : {});
         expect(r.status, JSON.stringify(r.body)).toBe(201);
         ids.push(r.body.id);
+      }
+      // Interactive ones too, committed by a call to this instance within the grace period.
+      for (let i = 0; i < 4; i++) {
+        const begun = await httpRequest(survivor.url, 'POST', '/v1/transactions', { interactive: true, branches: [{ resource: 'bank_a' }, { resource: 'bank_b' }], timeoutMs: 10_000 });
+        expect(begun.status, JSON.stringify(begun.body)).toBe(201);
+        const [a, b] = begun.body.branches as { gid: string }[];
+        await prepareOwnBranch(dbs.urls.bank_a, a!.gid, 'UPDATE accounts SET balance = balance - 1 WHERE id = 2');
+        await prepareOwnBranch(dbs.urls.bank_b, b!.gid, 'UPDATE accounts SET balance = balance + 1 WHERE id = 2');
+        expect((await httpRequest(survivor.url, 'POST', `/v1/transactions/${begun.body.id}/commit`)).status).toBe(200);
+        ids.push(begun.body.id);
       }
       // The monitor sees every command; the workers' own polling names no transaction.
       await new Promise((r) => setTimeout(r, 300));

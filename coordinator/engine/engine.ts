@@ -39,6 +39,8 @@ export class Engine {
    * not take such a transaction for abandoned (see #replay) while its run is about to start.
    */
   readonly #beginning = new Set<string>();
+  /** Interactive transactions begun here whose deadline job is not added yet (see beginInteractive). */
+  readonly #interactiveReminders = new Map<string, NodeJS.Timeout>();
   /** Transactions a job of this process is driving from the log right now. */
   readonly #resuming = new Set<string>();
 
@@ -147,9 +149,32 @@ export class Engine {
   }
 
   /** Begins an interactive transaction: the service runs and prepares its branches itself. */
-  beginInteractive(resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
+  async beginInteractive(resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
     for (const r of resources) if (!this.#deps.participants.has(r)) throw new ValidationError(`unknown resource "${r}"`);
-    return beginInteractive(this.#deps, resources, timeoutMs, actor);
+    const begun = await beginInteractive(this.#deps, resources, timeoutMs, actor);
+    // The service drives it and may die after preparing: reconciliation's sweep rolls it back after
+    // its deadline. As for a submission, only one still open after the grace period gets a delayed
+    // deadline job (most are committed within milliseconds, by a call to this instance).
+    const deadlineAt = Date.parse(begun.deadline);
+    const timer = setTimeout(() => {
+      this.#interactiveReminders.delete(begun.id);
+      if (deadlineAt > Date.now()) this.#deps.followUp.deadlineSet(begun.id, deadlineAt).catch(() => {});
+    }, DEADLINE_JOB_GRACE_MS);
+    timer.unref();
+    this.#interactiveReminders.set(begun.id, timer);
+    return begun;
+  }
+
+  /** Its outcome was asked of this instance: no reminder is needed any more (one already added is removed). */
+  #interactiveSettled(id: string): void {
+    const timer = this.#interactiveReminders.get(id);
+    if (timer) {
+      clearTimeout(timer);
+      this.#interactiveReminders.delete(id);
+    } else {
+      // Added already, or by another instance's timer: a job left would drive a finished transaction later.
+      this.#deps.followUp.deadlineCleared(id).catch(() => {});
+    }
   }
 
   /** Adds a branch on `resource` to an active interactive transaction, for another service to prepare. */
@@ -159,12 +184,20 @@ export class Engine {
   }
 
   /** Commits an interactive transaction if every branch is really prepared; otherwise it aborts. */
-  commitInteractive(id: string, actor: string | null): Promise<void> {
-    return commitInteractive(this.#deps, id, actor);
+  async commitInteractive(id: string, actor: string | null): Promise<void> {
+    try {
+      await commitInteractive(this.#deps, id, actor);
+    } finally {
+      this.#interactiveSettled(id);
+    }
   }
 
-  abortInteractive(id: string, actor: string | null): Promise<void> {
-    return abortInteractive(this.#deps, id, actor);
+  async abortInteractive(id: string, actor: string | null): Promise<void> {
+    try {
+      await abortInteractive(this.#deps, id, actor);
+    } finally {
+      this.#interactiveSettled(id);
+    }
   }
 
   /** The resources of a transaction's branches and the token that began it, from the log alone: for access checks on the hot path. */

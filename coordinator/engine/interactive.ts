@@ -26,8 +26,6 @@ export async function beginInteractive(deps: EngineDeps, resources: string[], ti
     id, namespace: deps.namespace, deadline: new Date(deadlineAt), submittedBy: actor, driver: deps.instanceId,
     branches, detail: { timeoutMs, resources, interactive: true },
   });
-  // The service may die after preparing: the deadline job (or reconciliation) then rolls back.
-  deps.followUp.deadlineSet(id, deadlineAt).catch(() => {});
   return { id, status: 'active', deadline: new Date(deadlineAt).toISOString(), branches: branches.map(({ resource, gid }) => ({ resource, gid })) };
 }
 
@@ -157,8 +155,6 @@ function rethrowStale(id: string) {
  */
 async function finishNow(deps: EngineDeps, id: string, held?: StoredTransaction): Promise<void> {
   const result = await (held ? finishHeld(deps, held) : resumeTransaction(deps, id));
-  // Its deadline job would otherwise fire later and drive a transaction long finished.
-  if (result.state === 'finished') deps.followUp.deadlineCleared(id).catch(() => {});
   if (result.state !== 'pending') return;
   await deps.followUp.completionPending(id).catch((err: unknown) =>
     deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
