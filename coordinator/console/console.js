@@ -76,6 +76,7 @@ function say(text) {
 }
 
 async function showList() {
+  const gen = generation;
   const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
   const statusFilter = params.get('status') ?? '';
   const resourceFilter = params.get('resource') ?? '';
@@ -123,6 +124,7 @@ async function showList() {
     cursor ? el('a', { href: pageLink(null), id: 'first-page' }, '← newest') : '',
     cursor && all.next ? ' · ' : '',
     all.next ? el('a', { href: pageLink(all.next), id: 'next-page' }, 'older →') : '');
+  if (gen !== generation) return; // a later navigation has taken the page
   main.replaceChildren(el('h2', {}, cursor ? 'Transactions (older)' : `Transactions (${inDoubt.items.length} in doubt)`), filters,
     rows.length ? table : el('p', {}, 'No transactions match.'), paging);
   say(`${rows.length} transactions`);
@@ -171,6 +173,7 @@ function resolveDialog(id, outcome, onDone) {
 }
 
 async function showTransaction(id) {
+  const gen = generation;
   const t = await api(`/v1/transactions/${id}`);
   const outcomeBox = el('div', { id: 'outcome' });
   const live = (b) => {
@@ -192,7 +195,8 @@ async function showTransaction(id) {
     el('time', { datetime: e.at }, when(e.at)), ' ', el('strong', {}, e.kind), e.actor ? ` by ${e.actor}` : '',
     ' ', el('code', {}, JSON.stringify(e.detail)))));
   const finished = t.status === 'committed' || t.status === 'aborted';
-  const reload = (box) => showTransaction(id).then(() => document.getElementById('outcome').replaceChildren(box));
+  const reload = (box) => showTransaction(id).then(() => document.getElementById('outcome')?.replaceChildren(box));
+  if (gen !== generation) return;
   main.replaceChildren(
     el('p', {}, el('a', { href: '#/' }, '← all transactions')),
     el('h2', {}, 'Transaction ', el('code', {}, t.id)),
@@ -224,6 +228,7 @@ function orphanDialog(o, onDone) {
 
 // Each participant database as the coordinator sees it, and the prepared branches nobody owns.
 async function showResources() {
+  const gen = generation;
   const [resources, orphans] = await Promise.all([api('/v1/resources'), api('/v1/orphans')]);
   const yes = (v) => (v ? 'yes' : el('span', { class: 'badge bad' }, 'no'));
   const table = el('table', { id: 'resources' },
@@ -233,12 +238,13 @@ async function showResources() {
       el('td', {}, r.kind), el('td', {}, yes(r.reachable)), el('td', {}, yes(r.usable)),
       el('td', {}, r.prepared ?? '—'), el('td', {}, r.oldestPreparedSeconds ?? '—'), el('td', {}, r.message ?? '')))));
   const outcomeBox = el('div', { id: 'orphan-outcome' });
-  const reload = (box) => showResources().then(() => document.getElementById('orphan-outcome').replaceChildren(box));
+  const reload = (box) => showResources().then(() => document.getElementById('orphan-outcome')?.replaceChildren(box));
   const orphanTable = el('table', { id: 'orphans' },
     el('thead', {}, el('tr', {}, ...['Resource', 'Gid', 'Prepared', 'Age (s)', ''].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, ...orphans.items.map((o) => el('tr', {},
       el('td', {}, o.resource), el('td', {}, el('code', {}, o.gid)), el('td', {}, when(o.preparedAt)), el('td', {}, String(o.ageSeconds)),
       el('td', {}, el('button', { class: 'orphan-rollback', onclick: () => orphanDialog(o, reload) }, 'Roll back…'))))));
+  if (gen !== generation) return;
   main.replaceChildren(
     el('p', {}, el('a', { href: '#/' }, '← all transactions')),
     el('h2', {}, 'Resources'), table,
@@ -249,7 +255,15 @@ async function showResources() {
   say(`${resources.items.length} resources, ${orphans.items.length} orphans`);
 }
 
+/*
+ * Each navigation has a number; a view renders only if no later navigation has begun. Otherwise a
+ * slow answer for an earlier one (the list fetched at sign-in, say) lands after the newer view and
+ * replaces it: seen on a loaded machine as a paged list overwritten by the first page.
+ */
+let generation = 0;
+
 async function route() {
+  const mine = ++generation;
   const hash = location.hash || '#/';
   renewSession();
   try {
@@ -258,6 +272,7 @@ async function route() {
     else if (hash.startsWith('#/resources')) await showResources();
     else await showList();
   } catch (err) {
+    if (mine !== generation) return;
     main.replaceChildren(el('div', { class: 'refusal', role: 'alert' },
       err.status === 401 ? 'Enter an API token above (scope read to look, operate to act).' : `Could not load: ${err.message}`));
   }
