@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { startRedisServer, type RedisServer } from '../coordinator/embedded/redis-server.ts';
 import { retryingFor } from '../coordinator/service.ts';
-import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { decidedWithFlakyDown, eventually, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 import { createWorld, type World } from './harness/world.ts';
 
 /*
@@ -31,20 +31,9 @@ describe('a decided transaction unfinished for too long', () => {
   it('is flagged in doubt by the reconciliation pass though its job never ran twice', async () => {
     expect(retryingFor(2, 1000, 1000)).toBe(2000);
     expect(retryingFor(5, 500, 30_000)).toBe(15_500);
-    const pending = world.submit({
-      branches: [
-        { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(1.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 2 WHERE id = 3', params: [] }] },
-        { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + 2 WHERE id = 3', params: [] }] },
-      ],
-      timeoutMs: 10_000,
-    });
-    await eventually(() => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'the flaky branch prepared', 10_000);
-    await flaky.cluster.crash();
-    const answer = await pending;
-    expect(answer.body.status).toBe('committing');
+    const id = await decidedWithFlakyDown(world, flaky, 2, 3);
     // No Redis: its completion job cannot run again (a large backlog looks the same to one transaction).
     await redis.crash();
-    const id = answer.body.id as string;
     const row = async () => (await world.db.log.query<{ in_doubt: boolean; attempts: number }>('SELECT in_doubt, attempts FROM tpc_transactions WHERE id = $1', [id])).rows[0]!;
 
     // Not yet overdue: a pass leaves it alone (the pass fails later, on queueing without Redis).

@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from '../coordinator/config/load-config.ts';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { parseRedisUrl } from '../coordinator/jobs/redis-target.ts';
 import { startSentinelGroup, type SentinelGroup } from './harness/redis-sentinel.ts';
-import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { decidedWithFlakyDown, eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 import { createDatabases, createWorld, transfer, type HttpAnswer, type World } from './harness/world.ts';
 
 describe('REDIS_URL naming a Sentinel group: validation', () => {
@@ -74,22 +74,7 @@ describe('Redis fails over through Sentinel under load', () => {
     }
   });
 
-  /** A transfer bank_a → flaky decided to commit while flaky is down: phase 2 is left to its completion job. */
-  async function decidedWithFlakyDown(amount: number, account: number): Promise<string> {
-    const pending = world.submit({
-      branches: [
-        { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(1.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, account] }] },
-        { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, account] }] },
-      ],
-      timeoutMs: 10_000,
-    });
-    await eventually(() => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'the flaky branch prepared', 10_000);
-    await flaky.cluster.crash();
-    const answer = await pending;
-    expect(answer.status, JSON.stringify(answer.body)).toBe(202);
-    expect(answer.body.status).toBe('committing');
-    return answer.body.id as string;
-  }
+  const decided = (amount: number, account: number) => decidedWithFlakyDown(world, flaky, amount, account);
 
   const logStatus = async (id: string) =>
     (await world.db.log.query<{ status: string }>('SELECT status::text FROM tpc_transactions WHERE id = $1', [id])).rows[0]?.status;
@@ -102,7 +87,7 @@ describe('Redis fails over through Sentinel under load', () => {
 
   it('submissions commit throughout; the jobs queued before and after the failover finish their transactions', async () => {
     // A completion job queued on the primary, and replicated, before the failover.
-    const before = await decidedWithFlakyDown(5, 8);
+    const before = await decided(5, 8);
     const replica = new Redis({ port: group.servers[1]!.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
     replica.on('error', () => {});
     try {
@@ -145,7 +130,7 @@ describe('Redis fails over through Sentinel under load', () => {
     // The job queued before the failover survived it, and a worker on the new primary runs it.
     await completedByItsJob(before);
     // A job queued after the failover: the producer follows the Sentinels too.
-    const after = await decidedWithFlakyDown(7, 9);
+    const after = await decided(7, 9);
     await completedByItsJob(after);
     expect(await group.primary()).toBe(promoted);
 
@@ -156,7 +141,7 @@ describe('Redis fails over through Sentinel under load', () => {
       c.on('error', () => {});
       try { return ((await c.call('ROLE')) as unknown[])[0]; } finally { c.disconnect(); }
     }, (role) => role === 'slave', 'the old primary turned replica', 30_000);
-    const third = await decidedWithFlakyDown(3, 10);
+    const third = await decided(3, 10);
     await completedByItsJob(third);
 
     // Each of the client's submissions moved 1 from its account on bank_a to the same account on bank_b or bank_c.

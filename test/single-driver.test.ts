@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { decidedWithFlakyDown, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 import { createWorld, type World } from './harness/world.ts';
 
 /*
@@ -23,25 +23,15 @@ describe('resuming one transaction twice at once in one instance', () => {
   });
 
   it('drives it once; the second is busy', async () => {
-    const pending = world.submit({
-      branches: [
-        { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(1.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - 4 WHERE id = 4', params: [] }] },
-        { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + 4 WHERE id = 4', params: [] }] },
-      ],
-      timeoutMs: 10_000,
-    });
-    await eventually(() => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'the flaky branch prepared', 10_000);
-    await flaky.cluster.crash();
-    const answer = await pending;
-    expect(answer.body.status).toBe('committing');
+    const id = await decidedWithFlakyDown(world, flaky, 4, 4);
     await restartAfterCrash(flaky.cluster);
 
-    const [first, second] = await Promise.all([world.service.engine.resume(answer.body.id), world.service.engine.resume(answer.body.id)]);
+    const [first, second] = await Promise.all([world.service.engine.resume(id), world.service.engine.resume(id)]);
     expect(first).toEqual({ state: 'finished', status: 'committed' });
     expect(second).toEqual({ state: 'busy' });
     expect(await query(flaky.url, 'SELECT gid FROM pg_prepared_xacts')).toEqual([]);
     expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 4'))[0]!.balance).toBe(1004);
     // Once it is done, a later attempt finds it finished.
-    expect(await world.service.engine.resume(answer.body.id)).toMatchObject({ state: expect.stringMatching(/^(finished|gone)$/) });
+    expect(await world.service.engine.resume(id)).toMatchObject({ state: expect.stringMatching(/^(finished|gone)$/) });
   });
 });

@@ -1,9 +1,9 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { startRedisServer, type RedisServer } from '../../coordinator/embedded/redis-server.ts';
+import { eventually } from './waits.ts';
 
 /**
  * A Redis primary, one replica and three Sentinels watching them, every one a throwaway server on
@@ -18,7 +18,7 @@ export interface SentinelGroup {
   readonly servers: RedisServer[];
   /** The server the Sentinels name as primary now. */
   primary(): Promise<RedisServer>;
-  /** Waits until the Sentinels agree on a primary other than `old` that says it is one, and its replica (if any) follows it. */
+  /** Waits until the Sentinels agree on a primary other than `old`, and that server acts as one. */
   failedOver(old: RedisServer, limitMs?: number): Promise<RedisServer>;
   stop(): Promise<void>;
 }
@@ -33,18 +33,6 @@ async function withClient<T>(port: number, fn: (c: Redis) => Promise<T>): Promis
     return await fn(c);
   } finally {
     c.disconnect();
-  }
-}
-
-async function until<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, limitMs: number): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  let last: T | undefined;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) last = v;
-    if (v !== undefined && ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)}`);
-    await sleep(100);
   }
 }
 
@@ -79,7 +67,7 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
     }
     // A failover needs the replica known to the Sentinels and the Sentinels known to each other
     // (they meet through hello messages on the primary, every 2 s).
-    await until(() => Promise.all(sentinels.map((s) => withClient(s.port, async (c) => ({
+    await eventually(() => Promise.all(sentinels.map((s) => withClient(s.port, async (c) => ({
       sentinels: ((await c.call('SENTINEL', 'SENTINELS', MASTER)) as unknown[]).length,
       replicas: ((await c.call('SENTINEL', 'REPLICAS', MASTER)) as string[][]).filter((r) => !String(r[r.indexOf('flags') + 1]).includes('down')).length,
     })))), (v) => v.every((x) => x.sentinels === 2 && x.replicas === 1), 'the Sentinels to know each other and the replica', 20_000);
@@ -106,10 +94,10 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
       return byPort(await masterPort(sentinels[0]!));
     },
     async failedOver(old, limitMs = 30_000) {
-      const ports = await until(() => Promise.all(sentinels.map(masterPort)),
+      const ports = await eventually(() => Promise.all(sentinels.map(masterPort)),
         (p) => p.every((x) => x === p[0] && x !== old.port), 'the Sentinels to agree on a new primary', limitMs);
       const promoted = byPort(ports[0]!);
-      await until(() => role(promoted), (r) => r === 'master', 'the promoted replica to act as primary', limitMs);
+      await eventually(() => role(promoted), (r) => r === 'master', 'the promoted replica to act as primary', limitMs);
       return promoted;
     },
     async stop() {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { startPostgresCluster, type PostgresCluster } from '../../coordinator/embedded/postgres-cluster.ts';
-import { ACCOUNTS_SQL } from './world.ts';
+import { ACCOUNTS_SQL, type HttpAnswer } from './world.ts';
 
 /** One query on a fresh connection (no pool to leak or to hold a dead socket). */
 export async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
@@ -47,4 +47,28 @@ export async function startFlakyParticipant(): Promise<{ cluster: PostgresCluste
   const url = await cluster.createDatabase('flaky');
   await query(url, ACCOUNTS_SQL);
   return { cluster, url };
+}
+
+/**
+ * A transfer of `amount` on `account` from bank_a to the flaky participant, decided to commit while
+ * flaky is down: its branch is prepared, then its cluster crashed before phase 2 (bank_a's branch
+ * sleeps meanwhile), so the answer is 202 committing and phase 2 is left to recovery. Returns its id.
+ */
+export async function decidedWithFlakyDown(
+  world: { submit(body: unknown): Promise<HttpAnswer> }, flaky: { cluster: PostgresCluster; url: string }, amount: number, account: number,
+): Promise<string> {
+  const pending = world.submit({
+    branches: [
+      { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(1.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, account] }] },
+      { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, account] }] },
+    ],
+    timeoutMs: 10_000,
+  });
+  await eventually(() => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'the flaky branch prepared', 10_000);
+  await flaky.cluster.crash();
+  const answer = await pending;
+  if (answer.status !== 202 || answer.body.status !== 'committing') {
+    throw new Error(`expected 202 committing with the participant down, got ${answer.status} ${JSON.stringify(answer.body)}`);
+  }
+  return answer.body.id as string;
 }
