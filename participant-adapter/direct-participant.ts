@@ -90,17 +90,18 @@ export class DirectParticipant implements Participant {
   }
 
   /** The live state of one gid: prepared since when, and how many locks it holds (null: not prepared). */
-  async inspectPrepared(gid: string): Promise<PreparedBranchState | null> {
+  async inspectPrepared(gid: string, options: { locks?: boolean } = {}): Promise<PreparedBranchState | null> {
+    const withLocks = options.locks ?? true;
     const r = await this.#admin(
       // A prepared transaction's locks have no pid; they share the virtual transaction of its xid lock.
       // pg_prepared_xacts gives a 32-bit xid; pg_xact_status wants the 64-bit one. Its epoch is that of
       // the snapshot's xmax, adjusted by one when the two lie on either side of a wraparound: a live
       // xid is within 2^31 of xmax, on either side (xmax is the latest completed xid + 1, so a
       // prepared, still running xid may be above it).
-      `SELECT p.prepared, (
+      `SELECT p.prepared, ${withLocks ? `(
          SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
            SELECT x.virtualtransaction FROM pg_catalog.pg_locks x
-           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::pg_catalog.int4 AS locks,
+           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::pg_catalog.int4` : 'NULL::pg_catalog.int4'} AS locks,
          (((s.xmax >> 32) + CASE
              WHEN p.transaction::pg_catalog.text::pg_catalog.int8 - (s.xmax & 4294967295) > 2147483648 THEN -1
              WHEN p.transaction::pg_catalog.text::pg_catalog.int8 - (s.xmax & 4294967295) < -2147483648 THEN 1
@@ -112,7 +113,7 @@ export class DirectParticipant implements Participant {
       'inspecting a prepared transaction',
     );
     const row = r.rows[0];
-    return row ? { preparedAt: row.prepared as Date, locks: row.locks as number, xid: row.xid as string } : null;
+    return row ? { preparedAt: row.prepared as Date, locks: row.locks as number | null, xid: row.xid as string } : null;
   }
 
   /** The fate of a transaction id: how a branch that is no longer prepared ended. */

@@ -83,6 +83,7 @@ export class HttpParticipant implements Participant {
     return r.branches.map((b) => ({ ...b, preparedAt: new Date(b.preparedAt) }));
   }
 
+  /** The router answers the full state (with locks) whatever is asked: one call either way. */
   async inspectPrepared(gid: string): Promise<PreparedBranchState | null> {
     const r = await this.#call<(Omit<PreparedBranchState, 'preparedAt'> & { preparedAt: string }) | null>('GET', this.#gidPath(gid), { accept: [404] });
     return r ? { preparedAt: new Date(r.preparedAt), locks: r.locks, xid: r.xid } : null;

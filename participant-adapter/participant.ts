@@ -17,8 +17,8 @@ export interface PreparedBranchInfo {
 /** A prepared branch as its database sees it now. */
 export interface PreparedBranchState {
   preparedAt: Date;
-  /** Locks the prepared transaction holds (rows, tables): what it blocks until decided. */
-  locks: number;
+  /** Locks the prepared transaction holds (rows, tables): what it blocks until decided; null when not asked for. */
+  locks: number | null;
   /** The 64-bit transaction id, for pg_xact_status once the gid is gone. */
   xid: string;
 }
@@ -85,8 +85,12 @@ export interface Participant {
   rollbackPrepared(gid: string): Promise<'rolled-back' | 'not-found'>;
   /** Prepared transactions of this database whose gid starts with `prefix`, oldest first. */
   listPrepared(prefix: string): Promise<PreparedBranchInfo[]>;
-  /** The live state of one gid, or null when it is not prepared. */
-  inspectPrepared(gid: string): Promise<PreparedBranchState | null>;
+  /**
+   * The live state of one gid, or null when it is not prepared. `locks: false`: the caller needs
+   * only whether it is prepared and its xid (a commit's check, a retried prepare), and the count of
+   * its locks, a scan of pg_locks, is left out.
+   */
+  inspectPrepared(gid: string, options?: { locks?: boolean }): Promise<PreparedBranchState | null>;
   /** The fate of a transaction id: how a branch that is no longer prepared ended. */
   xactStatus(xid: string): Promise<XactStatus>;
   /** Never throws: an unreachable participant is reported as such. */

@@ -14,7 +14,7 @@ function failureOf(err: unknown, resource: string, statement: number | null): Wi
  * statements early when the coordinator goes away (its deadline or a sibling's failure).
  */
 export async function runBranchRequest(participant: DirectParticipant, gid: string, body: PrepareBody, cancelled: AbortSignal): Promise<WirePrepareAnswer> {
-  const already = await participant.inspectPrepared(gid);
+  const already = await participant.inspectPrepared(gid, { locks: false });
   if (already) {
     // Prepared by an earlier call whose answer this process no longer holds (it restarted).
     return { gid, prepared: true, xid: already.xid, results: null, failure: null };

@@ -36,7 +36,13 @@ describe('a participant', () => {
       expect((await p.listPrepared('tpc:pa:')).map((x) => x.gid)).toEqual(['tpc:pa:tx1:0']);
       expect(await p.listPrepared('tpc:other:')).toEqual([]);
       expect(await p.xactStatus(prepared.xid!)).toBe('in progress');
+      // The full state counts the locks it holds; a commit's check asks only for prepared and xid.
+      const full = await p.inspectPrepared('tpc:pa:tx1:0');
+      expect(full).toMatchObject({ xid: prepared.xid, preparedAt: expect.any(Date), locks: expect.any(Number) });
+      expect(full!.locks).toBeGreaterThan(0);
+      expect(await p.inspectPrepared('tpc:pa:tx1:0', { locks: false })).toEqual({ ...full, locks: null });
       expect(await p.commitPrepared('tpc:pa:tx1:0')).toBe('committed');
+      expect(await p.inspectPrepared('tpc:pa:tx1:0', { locks: false })).toBeNull();
       expect(await p.commitPrepared('tpc:pa:tx1:0')).toBe('not-found'); // idempotent
       expect(await p.xactStatus(prepared.xid!)).toBe('committed');
 

@@ -89,7 +89,7 @@ async function commitOnce(deps: EngineDeps, id: string, actor: string | null): P
   const xids = new Map<number, string | null>();
   await Promise.all(tx.branches.map(async (b) => {
     const p = deps.participants.get(b.resource);
-    const seen = p ? await p.inspectPrepared(b.gid).catch(() => null) : null;
+    const seen = p ? await p.inspectPrepared(b.gid, { locks: false }).catch(() => null) : null;
     if (!seen) missing.push(b.resource);
     else xids.set(b.index, seen.xid);
   }));

@@ -34,8 +34,8 @@ export class MeteredParticipant implements Participant {
     return this.#timed('list_prepared', () => this.inner.listPrepared(prefix));
   }
 
-  inspectPrepared(gid: string): Promise<PreparedBranchState | null> {
-    return this.#timed('inspect_prepared', () => this.inner.inspectPrepared(gid));
+  inspectPrepared(gid: string, options?: { locks?: boolean }): Promise<PreparedBranchState | null> {
+    return this.#timed('inspect_prepared', () => this.inner.inspectPrepared(gid, options));
   }
 
   xactStatus(xid: string): Promise<XactStatus> {
