@@ -225,10 +225,30 @@ export async function startService(config: Config, options: ServiceOptions = {})
   // Embedded (createCoordinator): the same engine, log and recovery workers, without HTTP.
   let server: Server | undefined;
   let url = '';
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      clearInterval(healthTimer);
+      capacity.close();
+      const stopped = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+      server?.closeIdleConnections();
+      await engine.drain();
+      await stopped;
+      await queues.close();
+      await store.close();
+      await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
+      logger.info('coordinator stopped');
+    })();
+    return closing;
+  };
   if (options.listen !== false) {
-    const listening: Server = await new Promise((resolve, reject) => {
-      const s = app.listen(config.port, config.host, LISTEN_BACKLOG, () => resolve(s));
-      s.once('error', reject);
+    const listening: Server = await new Promise<Server>((resolve, reject) => {
+      // Express 5 hands a listen error (EADDRINUSE) to this callback instead of emitting it: a
+      // callback that ignored it reported a taken port as "listening" and the process stayed up.
+      const s = app.listen(config.port, config.host, LISTEN_BACKLOG, (err?: Error) => (err ? reject(err) : resolve(s)));
+    }).catch(async (err: unknown) => {
+      await close();
+      throw listenError(err, config.host, config.port);
     });
     server = listening;
     answerClientErrors(listening);
@@ -240,7 +260,6 @@ export async function startService(config: Config, options: ServiceOptions = {})
     logger.info({ resources: [...participants.keys()], namespace: config.namespace, instanceId }, 'embedded coordinator started');
   }
 
-  let closing: Promise<void> | undefined;
   return {
     url,
     engine,
@@ -248,22 +267,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
     participants,
     app,
     maintenance: { ...maintenance, checkResources: () => checkResources() },
-    close() {
-      closing ??= (async () => {
-        clearInterval(healthTimer);
-        capacity.close();
-        const stopped = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-        server?.closeIdleConnections();
-        await engine.drain();
-        await stopped;
-        await queues.close();
-        await store.close();
-        await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
-        logger.info('coordinator stopped');
-      })();
-      return closing;
-    },
+    close,
   };
+}
+
+/** A listen failure that names the address and the variables that chose it. */
+function listenError(err: unknown, host: string, port: number): Error {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  if (code === 'EADDRINUSE') {
+    return new Error(`port ${port} is already in use (${where}, from PORT=${port}): stop what holds it, or set PORT to a free port`, { cause: err });
+  }
+  return new Error(`cannot listen on ${where} (PORT=${port}, HOST=${host}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 
 /** How long `attempts` failed phase-2 attempts take at the jobs' backoff (base, 2·base, 4·base … capped). */

@@ -49,13 +49,14 @@ export async function startParticipantServer(options: ParticipantServerOptions):
   app.get('/healthz', (_req, res) => { res.json({ status: 'ok' }); });
   app.use(mountPath, participantRouter({ ...routerOptions, pool }));
 
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(port, host, () => resolve(s));
-    s.once('error', reject);
+  const server: Server = await new Promise<Server>((resolve, reject) => {
+    // Express 5 hands a listen error (EADDRINUSE) to this callback instead of emitting it: a
+    // callback that ignored it announced a router on a port another process answers.
+    const s = app.listen(port, host, (err?: Error) => (err ? reject(err) : resolve(s)));
   }).catch(async (err: unknown) => {
     await pool.end();
     throw err;
-  }) as Server;
+  });
   const address = server.address();
   const boundPort = typeof address === 'object' && address ? address.port : port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}${mountPath}`;

@@ -54,6 +54,8 @@ export function createApp(o: AppOptions): Express {
   app.use(queueBoard(o.queues, o.auth));
   // The operator console: static files that use the same API and tokens as any client.
   app.use('/console', express.static(CONSOLE_DIR, { index: 'index.html', maxAge: 0 }));
+  // The address a newcomer types first: the console, rather than a 404 in JSON.
+  app.get('/', (_req, res) => { res.redirect(302, '/console/'); });
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(problemHandler(o.logger));
   return app;

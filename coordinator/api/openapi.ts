@@ -248,6 +248,12 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
           responses: { 204: { description: 'Cookie set (tpc_queues)' }, 401: reply('Unauthorized') },
         },
       },
+      '/': {
+        get: {
+          operationId: 'home', summary: 'Redirects to the operator console at /console/', ...open,
+          responses: { 302: { description: 'Location: /console/' } },
+        },
+      },
       '/openapi.json': {
         get: { operationId: 'openApi', summary: 'This document', ...open, responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) } },
       },

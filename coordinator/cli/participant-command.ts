@@ -24,10 +24,12 @@ export function participantCommand(): Command {
     .addOption(new Option('--namespace <ns>', "the coordinator's TPC_NAMESPACE: only its gids are answered").default('tpc').env('TPC_NAMESPACE'))
     .addOption(new Option('--name <name>', 'a name for this database in messages').default('participant'))
     .option('--allow-statements', 'run SQL sent by the coordinator (REST submissions naming this resource); off by default', false)
-    .action(async (opts: Record<string, unknown>) => {
+    .action(async (opts: Record<string, unknown>, command: Command) => {
       const parsed = optionsSchema.safeParse({ ...opts, token: process.env.TPC_PARTICIPANT_TOKEN });
       if (!parsed.success) throw new UsageError(parsed.error.issues[0]!.message);
-      const server = await startParticipantServer(parsed.data);
+      const server = await startParticipantServer(parsed.data).catch((err: unknown) => {
+        throw listenError(err, parsed.data.host, parsed.data.port, command.getOptionValueSource('port'));
+      });
       process.stdout.write(`participant router for ${parsed.data.name} at ${server.url}\n`);
       const stop = () => { server.close().then(() => process.exit(0), () => process.exit(1)); };
       process.once('SIGTERM', stop);
@@ -35,4 +37,15 @@ export function participantCommand(): Command {
       // Keeps the command's promise pending: the process lives until a signal stops it.
       await new Promise(() => {});
     });
+}
+
+/** A taken port names the port and where it came from (--port, TPC_PARTICIPANT_PORT or the default). */
+function listenError(err: unknown, host: string, port: number, source: string | undefined): unknown {
+  if ((err as NodeJS.ErrnoException | undefined)?.code !== 'EADDRINUSE') return err;
+  const from = source === 'env' ? `TPC_PARTICIPANT_PORT=${port}` : source === 'cli' ? `--port ${port}` : `the default --port ${port}`;
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return new Error(
+    `port ${port} is already in use (${where}, from ${from}): stop what holds it, or choose a free one with --port or TPC_PARTICIPANT_PORT`,
+    { cause: err },
+  );
 }

@@ -5,6 +5,7 @@ import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { closeDatabaseToPublic, ensureLoginRole, ensureOwnedDatabase, moveOwnership } from './database-roles.ts';
+import { readKeptPorts, writeKeptPorts } from './kept-ports.ts';
 import { startPostgresCluster, type PostgresCluster } from './postgres-cluster.ts';
 import { startRedisServer, type RedisServer } from './redis-server.ts';
 
@@ -50,6 +51,10 @@ export interface LocalEnvironment {
   /** The dev token (full scopes, every resource); null when the user gave TPC_API_TOKENS. */
   readonly token: string | null;
   readonly resources: readonly string[];
+  /** Each demo bank's URL for its own role (password included): what a newcomer points a pg.Pool at. */
+  readonly bankUrls: Readonly<Record<string, string>>;
+  /** The Redis it started; null when the user gave REDIS_URL. */
+  readonly redisUrl: string | null;
   readonly cluster: PostgresCluster;
   stop(): Promise<void>;
 }
@@ -164,31 +169,45 @@ async function clusterDir(dataDir: string): Promise<string> {
   return join(elsewhere, 'postgres');
 }
 
+/** A saved URL stops working when its server moves: say so, where the user sees it. */
+function movedNotice(server: string, wanted: number | undefined, got: number): void {
+  if (wanted === undefined || wanted === got) return;
+  process.stderr.write(`${server}'s port of the last start (${wanted}) is taken by another program: it is on ${got} this time\n`);
+}
+
 /**
  * The embedded default: a Postgres cluster kept under the data directory (the log and the demo
- * banks), a Redis on a free port, and a dev token. Reused on the next start: the balances and the
- * log survive, Redis starts empty (it only holds reminders; reconciliation recreates them).
+ * banks), a Redis, each on the port of its last start when that is free, and a dev token. Reused
+ * on the next start: the balances and the log survive, Redis starts empty (it only holds
+ * reminders; reconciliation recreates them).
  */
 export async function startLocalEnvironment(options: LocalEnvironmentOptions): Promise<LocalEnvironment> {
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
   await claim(dataDir);
+  // The ports of the last start are asked for again, so the URLs a user saved (a pg.Pool's, a
+  // psql alias) keep working; one taken meanwhile by another program gets a new port instead.
+  const kept = await readKeptPorts(dataDir);
   const cluster = await startPostgresCluster({
     dataDir: await clusterDir(dataDir), binDir: options.pgBinDir, maxPreparedTransactions: MAX_PREPARED_TRANSACTIONS, passwordAuth: true,
+    port: kept.postgres,
   });
+  movedNotice('Postgres', kept.postgres, cluster.port);
   let redis: RedisServer | undefined;
   try {
     const urls = await setUpDatabases(cluster, await rolePasswords(dataDir, [LOG_DATABASE, ...DEMO_BANKS]));
     const log = urls[LOG_DATABASE]!;
     const banks: Record<string, string> = Object.fromEntries(DEMO_BANKS.map((bank) => [bank, urls[bank]!]));
     if (!options.redisUrl) {
-      redis = await startRedisServer().catch((err: unknown) => {
+      redis = await startRedisServer('redis-server', { port: kept.redis }).catch((err: unknown) => {
         throw new Error(
           'no redis-server to start for the embedded default: install it (Debian: apt-get install redis-server) or set REDIS_URL to a Redis you run',
           { cause: err },
         );
       });
+      movedNotice('Redis', kept.redis, redis.port);
     }
+    await writeKeptPorts(dataDir, { postgres: cluster.port, redis: redis?.port ?? kept.redis });
     const token = options.tokens ? null : await devToken(dataDir);
     const env: Record<string, string> = {
       DATABASE_URL: log,
@@ -201,6 +220,8 @@ export async function startLocalEnvironment(options: LocalEnvironmentOptions): P
       env,
       token,
       resources: Object.keys(banks),
+      bankUrls: banks,
+      redisUrl: redis?.url ?? null,
       cluster,
       async stop() {
         await Promise.allSettled([cluster.stop(), redis?.stop()]);

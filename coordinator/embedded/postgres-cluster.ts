@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { ensureLoginRole, ensureOwnedDatabase } from './database-roles.ts';
-import { freeLoopbackPort } from './free-port.ts';
+import { freeLoopbackPort, preferredLoopbackPort } from './free-port.ts';
 
 const run = promisify(execFile);
 
@@ -46,6 +46,8 @@ export interface StartClusterOptions {
    * it the cluster lives in a fresh temporary directory and runs without fsync (tests, bench).
    */
   dataDir?: string;
+  /** The port to listen on when it is free (the embedded default's port of its last start); otherwise a free one. */
+  port?: number;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string | number>;
   /**
@@ -130,7 +132,7 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     await asServerUser(pgCtl, ['-D', dataDir, '-w', '-m', 'fast', 'stop']).catch(() => {});
   }
   const host = '127.0.0.1';
-  let port = await freeLoopbackPort();
+  let port = await preferredLoopbackPort(options.port);
   const settings: Record<string, string | number> = {
     max_prepared_transactions: options.maxPreparedTransactions ?? 64,
     max_connections: 200,

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { freeLoopbackPort } from './free-port.ts';
+import { freeLoopbackPort, preferredLoopbackPort } from './free-port.ts';
 
 /** A throwaway redis-server on a loopback port that keeps nothing on disk, so a restart comes back empty. */
 export interface RedisServer {
@@ -21,13 +21,15 @@ export interface RedisServerOptions {
   configFile?: string;
   /** More arguments after the defaults, e.g. `--replicaof 127.0.0.1 6379` or `--sentinel`. */
   args?: string[];
+  /** The port to listen on when it is free (the embedded default's port of its last start); otherwise a free one. */
+  port?: number;
 }
 
 export async function startRedisServer(binary = 'redis-server', options: RedisServerOptions = {}): Promise<RedisServer> {
   if (!binary.includes('/') && spawnSync('sh', ['-c', `command -v ${binary}`]).status !== 0) {
     throw new Error(`cannot run ${binary}: it is not on PATH (install the Debian package "redis-server")`);
   }
-  const port = await freeLoopbackPort();
+  let port = await preferredLoopbackPort(options.port);
   let child: ChildProcess | undefined;
 
   const start = async () => {
@@ -75,7 +77,14 @@ export async function startRedisServer(binary = 'redis-server', options: RedisSe
     await exited;
   };
 
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    // Another process may have taken the port between our probe and the bind: pick again once.
+    if (child?.exitCode === null) throw err;
+    port = await freeLoopbackPort();
+    await start().catch(() => { throw err; });
+  }
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
