@@ -2,8 +2,17 @@ import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import type { GlobalTransaction, JoinedBranch, Outcome } from './client.ts';
 import { answerDetail, type CoordinatorAnswer, type CoordinatorCall } from './coordinator-call.ts';
-import { TransactionAbortedError, type AbortCode } from './errors.ts';
+import { TransactionAbortedError, TransactionOutcomeUnknownError, type AbortCode } from './errors.ts';
 import { LocalBranch } from './local-branch.ts';
+import { isStatementCanceled } from './statement-cancel.ts';
+
+// A cancelled statement this close to the deadline is taken for the deadline. The branch's
+// statement_timeout (set at BEGIN to the time left, rounded up) should not fire before the
+// deadline, but its error can reach this process before the SDK's own timer runs (an I/O callback
+// may run before a due timer), and the server's clock and ours tick apart by a few milliseconds.
+// A cancel from elsewhere this close to the deadline changes nothing: no prepare and commit round
+// trip could have been completed in the time left.
+const DEADLINE_MARGIN_MS = 50;
 
 /** The coordinator's transaction, once begun: its id, deadline and the gid of every branch it knows. */
 interface Global {
@@ -19,6 +28,7 @@ interface Global {
  * flight, and the coordinator's transaction gets the time left as its own timeout.
  */
 export class Attempt {
+  /** On the monotonic clock (as setTimeout's), so a step of the wall clock cannot move it. */
   readonly #deadlineAt: number;
   /** Local branches by resource, while they open (a second branch() call waits on the first). */
   readonly #locals = new Map<string, Promise<LocalBranch>>();
@@ -36,7 +46,7 @@ export class Attempt {
   readonly #timer: NodeJS.Timeout;
 
   constructor(private readonly pools: Record<string, pg.Pool>, private readonly call: CoordinatorCall, private readonly timeoutMs: number) {
-    this.#deadlineAt = Date.now() + timeoutMs;
+    this.#deadlineAt = performance.now() + timeoutMs;
     let expire!: (err: Error) => void;
     this.#expired = new Promise<never>((_, reject) => { expire = reject; });
     this.#expired.catch(() => {}); // not awaited once the callback has returned
@@ -59,8 +69,10 @@ export class Attempt {
     try {
       result = await Promise.race([fn(this.tx), this.#expired]);
     } catch (err) {
+      // Judged before the rollback, whose time must not turn the callback's own error into a deadline.
+      const late = this.#atDeadline(err);
       const aborted = await this.#abandon();
-      if (this.#deadlinePassed) throw this.#deadlineError(aborted, err);
+      if (late) throw this.#deadlineError(aborted, err);
       throw err;
     }
     clearTimeout(this.#timer);
@@ -139,7 +151,7 @@ export class Attempt {
     this.#closed = true;
     for (const b of this.#open) b.seal();
     await this.#turn; // a join the callback did not wait for
-    if (Date.now() >= this.#deadlineAt) {
+    if (performance.now() >= this.#deadlineAt) {
       this.#deadlinePassed = true;
       throw this.#deadlineError(await this.#abandon());
     }
@@ -160,7 +172,10 @@ export class Attempt {
       if (!this.#global) await this.#begin(writers.map((b) => b.resource));
       else await Promise.all(writers.filter((b) => !this.#global!.gids.has(b.resource)).map((b) => this.#addBranch(this.#global!, b.resource)));
     } catch (err) {
+      // A read-only branch's COMMIT or the check of what a branch wrote can meet the statement bound too.
+      const late = !(err instanceof TransactionAbortedError) && this.#atDeadline(err);
       const aborted = await this.#abandon();
+      if (late) throw this.#deadlineError(aborted, err);
       if (err instanceof TransactionAbortedError) throw new TransactionAbortedError(err.code, err.message, err.outcome ?? aborted, { cause: err.cause });
       throw err;
     }
@@ -171,7 +186,9 @@ export class Attempt {
     }));
     const failed = prepared.find((p): p is PromiseRejectedResult => p.status === 'rejected');
     if (failed) {
+      const late = this.#atDeadline(failed.reason);
       const aborted = await this.#abandon();
+      if (late) throw this.#deadlineError(aborted, failed.reason);
       throw new TransactionAbortedError('prepare_failed', `a branch could not be prepared; transaction ${g.id} is aborted`, aborted, { cause: failed.reason });
     }
     return { result, outcome: await this.#commit(g) };
@@ -186,10 +203,14 @@ export class Attempt {
       const settled = await this.call('POST', `/v1/transactions/${g.id}/abort`);
       const status = settled.body?.status as string | undefined;
       if (status === 'committed' || status === 'committing') return settled.body as Outcome;
-      if (settled.status === 0 || settled.status >= 500) {
-        throw new TransactionAbortedError('outcome_unknown', `the coordinator did not answer the commit of transaction ${g.id} (${answerDetail(r)}); its log holds the outcome`, null);
+      if (status === 'aborted' || status === 'aborting') {
+        const late = settled.body?.error?.code === 'deadline_exceeded';
+        throw this.#refused(late ? 'deadline_exceeded' : 'commit_refused', `transaction ${g.id} did not commit`, settled);
       }
-      throw this.#refused('commit_refused', `transaction ${g.id} did not commit`, settled);
+      // Neither answer says what was decided: only the log knows, and it may well say committed.
+      throw new TransactionOutcomeUnknownError(g.id,
+        `the coordinator did not answer the commit of transaction ${g.id} (${answerDetail(r)}), nor the abort that would settle it `
+        + `(${answerDetail(settled)}); it may have committed: ask tpc.outcome('${g.id}') before doing the work again`);
     }
     const refusal = r.body?.refusal?.code as string | undefined;
     throw this.#refused(refusal === 'deadline_passed' ? 'deadline_exceeded' : 'commit_refused', `transaction ${g.id} did not commit`, r);
@@ -216,12 +237,23 @@ export class Attempt {
     return (r.body as Outcome | null) ?? null;
   }
 
+  /**
+   * Whether a failure belongs to the deadline: the SDK's timer fired, the deadline has passed, or
+   * a statement was cancelled within {@link DEADLINE_MARGIN_MS} of it (the branch's own statement
+   * bound, which can win the race against the timer). A 57014 well before the deadline is not
+   * ours (a statement_timeout the callback set, an operator's cancel) and stays as it is.
+   */
+  #atDeadline(err: unknown): boolean {
+    const now = performance.now();
+    return this.#deadlinePassed || now >= this.#deadlineAt || (isStatementCanceled(err) && now >= this.#deadlineAt - DEADLINE_MARGIN_MS);
+  }
+
   #remainingMs(): number {
-    return Math.max(0, this.#deadlineAt - Date.now());
+    return Math.max(0, this.#deadlineAt - performance.now());
   }
 
   #assertOpen(): void {
-    if (this.#deadlinePassed || Date.now() >= this.#deadlineAt) throw this.#deadlineError(null);
+    if (this.#deadlinePassed || performance.now() >= this.#deadlineAt) throw this.#deadlineError(null);
     if (this.#closed) throw this.#endedError();
   }
 

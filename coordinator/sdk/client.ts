@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { Attempt } from './attempt.ts';
 import { coordinatorCall } from './coordinator-call.ts';
 import type { EmbeddedCoordinator } from './embedded.ts';
+import { awaitOutcome, type OutcomeOptions, type OutcomeReport } from './outcome.ts';
 
 /** How a service reaches the coordinator, and the pools it works on. */
 export interface ClientOptions {
@@ -89,11 +90,26 @@ export interface TpcClient {
    * prepared under the gids the coordinator gives, joined branches must have been prepared by
    * their services, and the coordinator decides. A thrown error rolls every branch back (and
    * aborts at the coordinator, if it knew the transaction) and is rethrown as it was; a
-   * transaction that did not commit for any other reason throws {@link TransactionAbortedError}.
+   * transaction that did not commit for any other reason throws {@link TransactionAbortedError}
+   * (past the deadline always with code `deadline_exceeded`). When the commit was asked for and
+   * no answer came, it throws {@link TransactionOutcomeUnknownError} instead: the transaction may
+   * have committed; ask {@link TpcClient.outcome} before doing the work again.
    *
    * @returns the callback's result and the outcome.
    */
   transaction<T>(fn: (tx: GlobalTransaction) => Promise<T>, options?: TransactionOptions): Promise<{ result: T; outcome: Outcome }>;
+  /**
+   * What became of transaction `id` (for example `err.transactionId` of a
+   * {@link TransactionOutcomeUnknownError}): reads it from the coordinator (`GET
+   * /v1/transactions/:id`, or the embedded coordinator's log) until it is committed or aborted or
+   * `waitMs` has passed, asking again while the coordinator does not answer. Over HTTP the token
+   * needs the `read` scope.
+   *
+   * @returns `decision: 'commit'` (done: never do it again), `'abort'` (nothing applied), or null
+   *   (still undecided, or `status: 'unreachable'`); `final` once every branch is finished.
+   * @throws Error when the coordinator does not know the id, or refuses to show it.
+   */
+  outcome(id: string, options?: OutcomeOptions): Promise<OutcomeReport>;
 }
 
 const RETRYABLE = new Set(['40001', '40P01']);
@@ -124,6 +140,7 @@ export function createClient(options: ClientOptions): TpcClient {
   if (!options.url === !options.coordinator) throw new Error('createClient needs exactly one of url and coordinator');
   const call = coordinatorCall(options);
   return {
+    outcome: (id, opts) => awaitOutcome(call, id, opts),
     async transaction<T>(fn: (tx: GlobalTransaction) => Promise<T>, opts: TransactionOptions = {}) {
       const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
       if (!(timeoutMs > 0)) throw new Error(`timeoutMs must be positive, not ${timeoutMs}`);

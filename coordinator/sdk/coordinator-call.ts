@@ -6,7 +6,8 @@ export interface CoordinatorAnswer {
   body: Record<string, any> | null;
 }
 
-export type CoordinatorCall = (method: 'POST', path: string, body?: unknown) => Promise<CoordinatorAnswer>;
+/** `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait). */
+export type CoordinatorCall = (method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>;
 
 // 60 s: longer than any answer the coordinator gives on purpose (a commit answers 202 once its
 // completion wait is over), so only a coordinator that hangs is given up on.
@@ -18,12 +19,22 @@ const REQUEST_TIMEOUT_MS = 60_000;
  */
 export function coordinatorCall(target: { url?: string; token?: string; coordinator?: EmbeddedCoordinator }): CoordinatorCall {
   const embedded = target.coordinator;
-  if (embedded) return (method, path, body) => embedded.call(method, path, body).catch((err: unknown) => ({ status: 0, body: { detail: String(err) } }));
+  if (embedded) {
+    return (method, path, body, options) => {
+      const answer = embedded.call(method, path, body).catch((err: unknown) => ({ status: 0, body: { detail: String(err) } }));
+      if (options?.timeoutMs === undefined) return answer;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<CoordinatorAnswer>((resolve) => {
+        timer = setTimeout(() => resolve({ status: 0, body: { detail: `no answer within ${options.timeoutMs} ms` } }), options.timeoutMs);
+      });
+      return Promise.race([answer, late]).finally(() => clearTimeout(timer));
+    };
+  }
   const headers = { 'content-type': 'application/json', ...(target.token ? { authorization: `Bearer ${target.token}` } : {}) };
-  return async (method, path, body) => {
+  return async (method, path, body, options) => {
     try {
       const res = await fetch(new URL(path, target.url), {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(options?.timeoutMs ?? REQUEST_TIMEOUT_MS),
       });
       return { status: res.status, body: (await res.json().catch(() => null)) as Record<string, any> | null };
     } catch (err) {

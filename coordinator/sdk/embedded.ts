@@ -14,9 +14,9 @@ export interface EmbeddedCoordinator {
   /** The running engine, workers and pools (no HTTP server: `service.url` is empty). */
   readonly service: RunningService;
   /**
-   * The interactive calls the SDK makes (begin, join a branch, commit, abort), answered as the REST
-   * API would answer them, without authentication: the process that embeds the coordinator is
-   * trusted with every resource it configured.
+   * The interactive calls the SDK makes (begin, join a branch, commit, abort, read a transaction),
+   * answered as the REST API would answer them, without authentication: the process that embeds
+   * the coordinator is trusted with every resource it configured.
    */
   call(method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, any> | null }>;
   /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
@@ -24,6 +24,7 @@ export interface EmbeddedCoordinator {
 }
 
 const TX_ACTION = /^\/v1\/transactions\/([0-9a-f-]{36})\/(commit|abort|branches)$/;
+const TX_DETAIL = /^\/v1\/transactions\/([0-9a-f-]{36})$/;
 
 /**
  * Starts the coordinator inside this process: migrates the log if needed, opens the resources'
@@ -51,6 +52,8 @@ export async function createCoordinator(config: Config | Record<string, string |
           const b = body as { branches: { resource: string }[]; timeoutMs?: number };
           return { status: 201, body: { ...(await engine.beginInteractive(b.branches.map((x) => x.resource), b.timeoutMs ?? resolved.defaultTimeoutMs, 'embedded')) } };
         }
+        const read = method === 'GET' ? TX_DETAIL.exec(path) : null;
+        if (read) return { status: 200, body: { ...(await engine.get(read[1]!)) } };
         const m = TX_ACTION.exec(path);
         if (method === 'POST' && m?.[2] === 'branches') {
           const { created, ...joined } = await engine.joinInteractive(m[1]!, (body as { resource: string }).resource, 'embedded');
