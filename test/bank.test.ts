@@ -371,7 +371,7 @@ describe('bank: transfers across three databases under a nemesis', () => {
       if (!op.id) return `${head}; no transaction id known`;
       const tx = (await world.dbs.db.log.query(
         `SELECT status, driver, lease_until, deadline, attempts, in_doubt, last_error, created_at, decided_at FROM tpc_transactions WHERE id = $1`, [op.id])).rows[0] as unknown;
-      const branches = (await world.dbs.db.log.query('SELECT index, resource, status, xid, gid FROM tpc_branches WHERE transaction_id = $1 ORDER BY index', [op.id])).rows;
+      const branches = (await world.dbs.db.log.query('SELECT index, resource, status, xid, gid FROM tpc_branch_rows WHERE transaction_id = $1 ORDER BY index', [op.id])).rows;
       const events = (await world.dbs.db.log.query('SELECT at, kind, actor, detail FROM tpc_events WHERE transaction_id = $1 ORDER BY id', [op.id])).rows;
       return `${head}; now ${new Date().toISOString()}; log ${JSON.stringify(tx)}; branches ${JSON.stringify(branches)}; events ${JSON.stringify(events)}`;
     };
@@ -501,7 +501,7 @@ describe('bank: transfers across three databases under a nemesis', () => {
     // no heuristic outcome, and exactly one transaction per key the clients used.
     const logRows = (await world.dbs.db.log.query<{ id: string; status: string; heuristic: boolean; branches: string[] }>(`
       SELECT t.id, t.status, t.heuristic, array_agg(b.status::text ORDER BY b.index) AS branches
-      FROM tpc_transactions t JOIN tpc_branches b ON b.transaction_id = t.id
+      FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id
       WHERE t.namespace = $1 GROUP BY t.id`, [world.dbs.namespace])).rows;
     const logProblems: string[] = [];
     for (const row of logRows) {

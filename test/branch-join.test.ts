@@ -46,7 +46,14 @@ describe('joining a branch to an interactive transaction', () => {
 
   it('joins a transaction begun before branch_count existed (a rolling upgrade) after its own branches', async () => {
     const t = await begin(['bank_a', 'bank_b']);
-    await world.db.log.query('UPDATE tpc_transactions SET branch_count = 0 WHERE id = $1', [t.id]);
+    // The row as a coordinator from before branch_count and the lean log wrote it: branches in
+    // tpc_branches, the interactive flag in the 'begun' event, and no count.
+    await world.db.log.query(`
+      WITH t AS (SELECT id, branches, submitted_by FROM tpc_transactions WHERE id = $1),
+      b AS (INSERT INTO tpc_branches (transaction_id, index, resource, gid)
+        SELECT t.id, (x->>'index')::int, x->>'resource', x->>'gid' FROM t, jsonb_array_elements(t.branches) AS x),
+      e AS (INSERT INTO tpc_events (transaction_id, kind, actor, detail) SELECT id, 'begun', submitted_by, '{"interactive": true}' FROM t)
+      UPDATE tpc_transactions SET branches = NULL, branch_count = 0, interactive = false WHERE id = $1`, [t.id]);
     const joined = await join(t.id, { resource: 'bank_c' });
     expect(joined.status, JSON.stringify(joined.body)).toBe(201);
     expect(joined.body).toMatchObject({ index: 2, gid: `tpc:${world.namespace}:${t.id}:2` });

@@ -69,7 +69,7 @@ describe('a coordinator killed at each step boundary', () => {
     expect(await dbs.balance('bank_a', account)).toBe(committed ? 900 : 1000);
     expect(await dbs.balance('bank_c', account)).toBe(committed ? 1100 : 1000);
     expect(await dbs.preparedGids()).toEqual([]);
-    const log = await dbs.db.log.query('SELECT t.status, array_agg(b.status::text ORDER BY b.index) AS branches FROM tpc_transactions t JOIN tpc_branches b ON b.transaction_id = t.id WHERE t.id = $1 GROUP BY t.status', [answer.body.id]);
+    const log = await dbs.db.log.query('SELECT t.status, array_agg(b.status::text ORDER BY b.index) AS branches FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id WHERE t.id = $1 GROUP BY t.status', [answer.body.id]);
     expect(log.rows[0]).toEqual({ status: committed ? 'committed' : 'aborted', branches: committed ? ['committed', 'committed'] : ['aborted', 'aborted'] });
   });
 });

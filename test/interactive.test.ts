@@ -31,7 +31,7 @@ describe('interactive transactions', () => {
     expect(await world.balance('bank_a', 1)).toBe(985);
     expect(await world.balance('bank_c', 1)).toBe(1015);
     // The 64-bit xid recorded from pg_prepared_xacts is the real one: recovery can ask its fate.
-    const xids = await world.db.log.query<{ resource: Bank; xid: string }>('SELECT resource, xid FROM tpc_branches WHERE transaction_id = $1', [t.id]);
+    const xids = await world.db.log.query<{ resource: Bank; xid: string }>('SELECT resource, xid FROM tpc_branch_rows WHERE transaction_id = $1', [t.id]);
     for (const b of xids.rows) {
       const fate = await world.db[b.resource].query('SELECT pg_xact_status($1::xid8) AS s', [b.xid]);
       expect(fate.rows[0].s).toBe('committed');

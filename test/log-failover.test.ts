@@ -285,7 +285,7 @@ describe('the log fails over to its synchronous standby mid-load', () => {
       ledgers.set(bank, new Map(rows.map((r) => [r.key, r.xid])));
     }
     const branches = await logRows<{ id: string; status: string; resource: string; xid: string | null }>(
-      'SELECT t.id, t.status, b.resource, b.xid FROM tpc_transactions t JOIN tpc_branches b ON b.transaction_id = t.id WHERE t.namespace = $1', [dbs.namespace]);
+      'SELECT t.id, t.status, b.resource, b.xid FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id WHERE t.namespace = $1', [dbs.namespace]);
     const byXid = new Map(branches.filter((b) => b.xid !== null).map((b) => [`${b.resource}/${b.xid}`, b]));
     const keys = new Map((await logRows<{ key: string; id: string; status: string }>(
       'SELECT k.key, t.id, t.status FROM tpc_idempotency_keys k JOIN tpc_transactions t ON t.id = k.transaction_id WHERE t.namespace = $1', [dbs.namespace])).map((k) => [k.key, k]));

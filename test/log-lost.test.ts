@@ -179,9 +179,12 @@ describe('a keyed submission whose begin write meets a dropped log connection', 
       await blocker.query('BEGIN');
       await blocker.query('LOCK TABLE tpc_idempotency_keys IN EXCLUSIVE MODE');
       const pending = world.submit(body, { headers: key });
-      await eventually(
+      // An answer before the begin ever waited (seen once on a loaded CI machine) says why.
+      const early = pending.then((r) => { throw new Error(`answered ${r.status} before its begin waited on the lock: ${JSON.stringify(r.body)}`); });
+      early.catch(() => {});
+      await Promise.race([early, eventually(
         () => blocker.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'tpc-coordinator-log'").then((r) => r.rowCount),
-        (n) => n === 1, 'the begin waiting on the lock', 10_000);
+        (n) => n === 1, 'the begin waiting on the lock', 10_000)]);
       proxy.resetAll();
       answer = await pending;
     } finally {

@@ -38,7 +38,7 @@ describe('the log schema', () => {
   it('applies once when several coordinators migrate at the same time', async () => {
     const url = await freshLog('mig');
     const results = await Promise.all([migrateLog(url), migrateLog(url), migrateLog(url)]);
-    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit', '0004_branch_joins']); // exactly one of them applied it
+    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit', '0004_branch_joins', '0005_lean_log']); // exactly one of them applied it
     expect(await migrateLog(url)).toEqual([]);
   });
 
@@ -58,7 +58,7 @@ describe('the log schema', () => {
   it('refuses a state change whose expected state is stale, and keeps events append-only', async () => {
     await withStore('cas', async (store, url) => {
       const id = '00000000-0000-4000-8000-000000000001';
-      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], detail: {} });
+      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], timeoutMs: 1000 });
       // Fencing: a driver without the lease cannot move the transaction.
       await expect(store.transition({ id, driver: 'someone-else', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
       await store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } });
@@ -78,7 +78,7 @@ describe('the log schema', () => {
   it('makes a decision that did not see a joined branch fail its compare-and-set', async () => {
     await withStore('join', async (store) => {
       const id = '00000000-0000-4000-8000-000000000002';
-      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 10_000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: `tpc:n:${id}:0` }], detail: { interactive: true } });
+      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 10_000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: `tpc:n:${id}:0` }], timeoutMs: 10_000, interactive: true });
       expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, gid: `tpc:n:${id}:1`, created: true });
       expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, created: false });
       // A commit that checked one branch, while there are two now, must not be written.

@@ -33,7 +33,7 @@ describe('interactive transactions have an owner', () => {
   /** The log's record of a transaction: status, branches and events, to show a refused call changed nothing. */
   async function logState(id: string) {
     const tx = await world.db.log.query('SELECT status, decided_at, branch_count FROM tpc_transactions WHERE id = $1', [id]);
-    const branches = await world.db.log.query('SELECT index, resource, status FROM tpc_branches WHERE transaction_id = $1 ORDER BY index', [id]);
+    const branches = await world.db.log.query('SELECT index, resource, status FROM tpc_branch_rows WHERE transaction_id = $1 ORDER BY index', [id]);
     const events = await world.db.log.query('SELECT kind, actor FROM tpc_events WHERE transaction_id = $1 ORDER BY id', [id]);
     return { tx: tx.rows, branches: branches.rows, events: events.rows };
   }

@@ -64,7 +64,7 @@ describe('a participant reached over HTTP', () => {
     expect(r.status).toBe(201);
     expect(r.body.status).toBe('committed');
     expect(r.body.branches[0].results[1].rows).toEqual([{ balance: 1001 }]);
-    const logged = await world.db.log.query('SELECT status, xid FROM tpc_branches WHERE transaction_id = $1', [r.body.id]);
+    const logged = await world.db.log.query('SELECT status, xid FROM tpc_branch_rows WHERE transaction_id = $1', [r.body.id]);
     expect(logged.rows[0]).toMatchObject({ status: 'committed', xid: expect.stringMatching(/^\d+$/) });
   });
 

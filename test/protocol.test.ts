@@ -9,7 +9,7 @@ const update = (resource: string, amount: number, id: number) => ({
 
 async function logRow(world: World, id: string) {
   const tx = await world.db.log.query('SELECT status, one_phase, error FROM tpc_transactions WHERE id = $1', [id]);
-  const branches = await world.db.log.query('SELECT resource, status, xid, read_only FROM tpc_branches WHERE transaction_id = $1 ORDER BY index', [id]);
+  const branches = await world.db.log.query('SELECT resource, status, xid, read_only FROM tpc_branch_rows WHERE transaction_id = $1 ORDER BY index', [id]);
   return { ...tx.rows[0], branches: branches.rows };
 }
 

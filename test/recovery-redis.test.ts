@@ -169,7 +169,7 @@ describe('Redis restarted empty and flushed while decisions wait for phase 2', (
       (rows) => rows.length === N && rows.every((r) => r.status === 'committed'), 'every decided transaction committed', 30_000);
     const unfinished = await query(world.urls.log, "SELECT id, status FROM tpc_transactions WHERE status NOT IN ('committed', 'aborted')");
     expect(unfinished).toEqual([]);
-    const branches = await query<{ status: string }>(world.urls.log, 'SELECT DISTINCT status::text FROM tpc_branches WHERE transaction_id = ANY($1::uuid[])', [decided]);
+    const branches = await query<{ status: string }>(world.urls.log, 'SELECT DISTINCT status::text FROM tpc_branch_rows WHERE transaction_id = ANY($1::uuid[])', [decided]);
     expect(branches).toEqual([{ status: 'committed' }]);
 
     expect(await world.preparedGids()).toEqual([]);

@@ -17,7 +17,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 async function footprint(url: string, ids: string[]) {
   const [row] = await query<{ tx: number; branches: number; events: number; keys: number }>(url, `
     SELECT (SELECT count(*) FROM tpc_transactions WHERE id = ANY($1::uuid[]))::int AS tx,
-      (SELECT count(*) FROM tpc_branches WHERE transaction_id = ANY($1::uuid[]))::int AS branches,
+      (SELECT count(*) FROM tpc_branch_rows WHERE transaction_id = ANY($1::uuid[]))::int AS branches,
       (SELECT count(*) FROM tpc_events WHERE transaction_id = ANY($1::uuid[]))::int AS events,
       (SELECT count(*) FROM tpc_idempotency_keys WHERE transaction_id = ANY($1::uuid[]))::int AS keys`, [ids]);
   return row!;

@@ -98,7 +98,7 @@ export class Engine {
       submittedBy: context.actor,
       driver: this.#deps.instanceId,
       branches: request.branches.map((b, index) => ({ index, resource: b.resource, gid: run.gids[index]! })),
-      detail: { timeoutMs: request.timeoutMs, resources: request.branches.map((b) => b.resource) },
+      timeoutMs: request.timeoutMs,
       idempotency: context.idempotency,
     });
     if (context.idempotency) {

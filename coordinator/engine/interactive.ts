@@ -24,7 +24,7 @@ export async function beginInteractive(deps: EngineDeps, resources: string[], ti
   const branches = resources.map((resource, index) => ({ index, resource, gid: branchGid(deps.namespace, id, index) }));
   await deps.store.begin({
     id, namespace: deps.namespace, deadline: new Date(deadlineAt), submittedBy: actor, driver: deps.instanceId,
-    branches, detail: { timeoutMs, resources, interactive: true },
+    branches, timeoutMs, interactive: true,
   });
   return { id, status: 'active', deadline: new Date(deadlineAt).toISOString(), branches: branches.map(({ resource, gid }) => ({ resource, gid })) };
 }
@@ -105,7 +105,7 @@ async function commitOnce(deps: EngineDeps, id: string, actor: string | null): P
   await deps.store.transition({
     id, driver: deps.instanceId, from: 'active', to: 'committing', forced: true, branchesChecked: tx.branches.length,
     branches: tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
-    event: { kind: 'decided', actor, detail: { outcome: 'commit', interactive: true } },
+    event: { kind: 'decided', actor, detail: { outcome: 'commit', interactive: true }, derivable: actor === tx.submitted_by },
   });
   // Still under the lease taken above, and the log now holds what was just written: phase 2 from
   // that, without taking the lease again or reading the transaction back.
@@ -154,7 +154,7 @@ function rethrowStale(id: string) {
  * next reconciliation pass.
  */
 async function finishNow(deps: EngineDeps, id: string, held?: StoredTransaction): Promise<void> {
-  const result = await (held ? finishHeld(deps, held) : resumeTransaction(deps, id));
+  const result = await (held ? finishHeld(deps, held, { inline: true }) : resumeTransaction(deps, id));
   if (result.state !== 'pending') return;
   await deps.followUp.completionPending(id).catch((err: unknown) =>
     deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));

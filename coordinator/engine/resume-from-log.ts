@@ -56,6 +56,11 @@ export interface ResumeOptions {
    * Engine.#replay): abort it now instead of waiting for its deadline, with this reason.
    */
   abandoned?: TxError;
+  /**
+   * The caller drives the transaction inline, right after deciding it (an interactive commit): its
+   * clean completion is the happy path, not recovery's work, and a lean row derives its event.
+   */
+  inline?: boolean;
 }
 
 async function drive(deps: EngineDeps, tx: StoredTransaction, options: ResumeOptions): Promise<ResumeResult> {
@@ -64,9 +69,9 @@ async function drive(deps: EngineDeps, tx: StoredTransaction, options: ResumeOpt
     case 'aborted':
       return { state: 'finished', status: tx.status };
     case 'committing':
-      return finishDecided(deps, tx, 'commit');
+      return finishDecided(deps, tx, 'commit', options);
     case 'aborting':
-      return finishDecided(deps, tx, 'abort');
+      return finishDecided(deps, tx, 'abort', options);
     case 'preparing':
       return settleOnePhase(deps, tx);
     case 'active': {
@@ -78,7 +83,7 @@ async function drive(deps: EngineDeps, tx: StoredTransaction, options: ResumeOpt
         id: tx.id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason, branchesChecked: tx.branches.length,
         event: { kind: 'decided', detail: { outcome: 'abort', reason, by: 'recovery' } },
       });
-      return finishDecided(deps, { ...tx, status: 'aborting' }, 'abort');
+      return finishDecided(deps, { ...tx, status: 'aborting' }, 'abort', options);
     }
   }
 }
@@ -88,7 +93,7 @@ function firstError(results: FinishResult[]): TxError | null {
   return null;
 }
 
-async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: Outcome): Promise<ResumeResult> {
+async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: Outcome, options: ResumeOptions): Promise<ResumeResult> {
   // Under abort, a branch still marked active may have been prepared just before a crash.
   const open = tx.branches.filter((b) => b.status === 'prepared' || (outcome === 'abort' && b.status === 'active'));
   const refs: PreparedRef[] = open.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, xid: b.xid }));
@@ -112,7 +117,11 @@ async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: O
       const fate = hazards.find((h) => h.ref.index === r.index)?.fate;
       return { index: r.index, status: fate ? fateStatus(fate, final) : final, heuristic: fate };
     }),
-    event: { kind: 'completed', detail: { outcome: final, by: 'recovery', ...(first ? { heuristic: hazards.map((h) => ({ resource: h.ref.resource, fate: h.fate })) } : {}) } },
+    event: {
+      kind: 'completed',
+      detail: { outcome: final, ...(options.inline ? {} : { by: 'recovery' }), ...(first ? { heuristic: hazards.map((h) => ({ resource: h.ref.resource, fate: h.fate })) } : {}) },
+      derivable: options.inline && final === 'committed' && !first,
+    },
   });
   deps.observer.outcome(final);
   return { state: 'finished', status: final };

@@ -126,7 +126,7 @@ export class TransactionRun {
       await this.#deps.store.transition({
         id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'committing', forced: true,
         branches: work.map((w) => ({ index: w.index, status: 'prepared', xid: w.xid, readOnly: w.xid === null })),
-        event: { kind: 'decided', detail: { outcome: 'commit' } },
+        event: { kind: 'decided', detail: { outcome: 'commit' }, derivable: true },
       });
     } catch {
       // Another process moved it first (StaleStateError), or the decision may or may not be on
@@ -167,7 +167,7 @@ export class TransactionRun {
         await this.#deps.store.transition({
           id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'preparing', forced: true, onePhase: true,
           branches: [{ index: 0, status: 'active', xid }],
-          event: { kind: 'decided', detail: { outcome: 'one-phase commit' } },
+          event: { kind: 'decided', detail: { outcome: 'one-phase commit' }, derivable: true },
         });
         this.#deps.failpoints.hit('after-decision');
       } catch (err) {
@@ -260,7 +260,7 @@ export class TransactionRun {
     try {
       await this.#deps.store.transition({
         id: this.#id, driver: this.#deps.instanceId, from, to, forced: false, error, heuristic: this.#heuristic, branches: this.#branchUpdates(),
-        event: { kind, detail: error ? { outcome: to, reason: error } : { outcome: to } },
+        event: { kind, detail: error ? { outcome: to, reason: error } : { outcome: to }, derivable: kind === 'completed' && to === 'committed' && !error && !this.#heuristic },
       });
     } catch (err) {
       // From active, nothing of this run was decided in the log (a read-only commit, an abort with

@@ -6,6 +6,7 @@ import type { LogDatabase } from './schema.ts';
 const NEEDED: readonly [table: string, privileges: string][] = [
   ['tpc_transactions', 'SELECT, INSERT, UPDATE'],
   ['tpc_branches', 'SELECT, INSERT, UPDATE'],
+  ['tpc_branch_rows', 'SELECT'],
   ['tpc_events', 'SELECT, INSERT'],
   ['tpc_idempotency_keys', 'SELECT, INSERT'],
 ];

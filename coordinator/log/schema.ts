@@ -5,6 +5,8 @@ import type { BranchStatus, TxStatus } from '../engine/states.ts';
 export interface LogDatabase {
   tpc_transactions: TransactionsTable;
   tpc_branches: BranchesTable;
+  /** A view: every branch, in tpc_branches or in a lean row's branches (migration 0005). */
+  tpc_branch_rows: BranchesTable;
   tpc_events: EventsTable;
   tpc_idempotency_keys: IdempotencyKeysTable;
   tpc_audit: AuditTable;
@@ -44,6 +46,12 @@ export interface TransactionsTable {
   heuristic: Generated<boolean>;
   /** Branches the transaction has, counting joined ones (migration 0004). */
   branch_count: Generated<number>;
+  /** The branches of a lean row (migration 0005); null on a row whose branches are in tpc_branches. */
+  branches: unknown | null;
+  timeout_ms: number | null;
+  interactive: Generated<boolean>;
+  /** Bumped by every status change of this revision (the lean-row guard of migration 0005). */
+  version: Generated<number>;
 }
 
 export interface BranchesTable {

@@ -35,7 +35,7 @@ export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ item
   if (f.namespace) conditions.push(sql`t.namespace = ${f.namespace}`);
   if (f.status?.length) conditions.push(sql`t.status::text = ANY(${f.status}::text[])`);
   if (f.inDoubt !== undefined) conditions.push(sql`t.in_doubt = ${f.inDoubt}`);
-  if (f.resource) conditions.push(sql`EXISTS (SELECT 1 FROM tpc_branches b WHERE b.transaction_id = t.id AND b.resource = ${f.resource})`);
+  if (f.resource) conditions.push(sql`EXISTS (SELECT 1 FROM tpc_branch_rows b WHERE b.transaction_id = t.id AND b.resource = ${f.resource})`);
   if (f.since) conditions.push(sql`t.created_at >= ${f.since}`);
   if (f.before) conditions.push(sql`t.created_at < ${f.before}`);
   if (f.cursor) conditions.push(sql`(t.created_at, t.id) < (${f.cursor.createdAt}::timestamptz, ${f.cursor.id}::uuid)`);
@@ -45,7 +45,7 @@ export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ item
   }>`
     SELECT t.id, t.status, t.created_at, to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_key,
       t.deadline, t.decided_at, t.completed_at, t.in_doubt, t.heuristic, t.attempts, t.last_error, t.error,
-      ARRAY(SELECT b.resource FROM tpc_branches b WHERE b.transaction_id = t.id ORDER BY b.index) AS resources
+      ARRAY(SELECT b.resource FROM tpc_branch_rows b WHERE b.transaction_id = t.id ORDER BY b.index) AS resources
     FROM tpc_transactions t
     WHERE ${sql.join(conditions, sql` AND `)}
     ORDER BY t.created_at DESC, t.id DESC

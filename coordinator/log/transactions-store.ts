@@ -1,27 +1,14 @@
 import { sql } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
-import { UnavailableError } from '../errors.ts';
 import { canTransition, type BranchStatus, type TxStatus } from '../engine/states.ts';
 import type { Failpoints } from '../engine/failpoints.ts';
-import { GroupCommit, type GroupCommitObserver } from './group-commit.ts';
+import { BeginWriter, type BeginOutcome, type BeginRecord } from './begin-writer.ts';
+import type { GroupCommitObserver } from './group-commit.ts';
+import { withHappyPathEvents, type LogEvent } from './happy-path-events.ts';
 import type { LogDb } from './log-database.ts';
 import { TransitionWriter } from './transition-writer.ts';
 
-export interface BeginRecord {
-  id: string;
-  namespace: string;
-  deadline: Date;
-  submittedBy: string | null;
-  /** The instance driving it; its lease runs until the deadline (see RecoveryStore.acquire). */
-  driver: string;
-  branches: { index: number; resource: string; gid: string }[];
-  detail: Record<string, unknown>;
-  idempotency?: { tokenName: string; key: string; requestHash: string };
-}
-
-export type BeginOutcome =
-  | { created: true }
-  | { created: false; existingId: string; requestHash: string };
+export type { BeginOutcome, BeginRecord } from './begin-writer.ts';
 
 export interface BranchUpdate {
   index: number;
@@ -52,7 +39,11 @@ export interface TransitionRecord {
    * caller checked. A branch joined since then (POST …/branches) makes it fail with StaleStateError.
    */
   branchesChecked?: number;
-  event: { kind: string; actor?: string | null; detail?: Record<string, unknown> };
+  /**
+   * derivable: a happy-path event (a commit decision, a clean completion), which a lean row derives
+   * from its timestamps (happy-path-events.ts) rather than writing it.
+   */
+  event: { kind: string; actor?: string | null; detail?: Record<string, unknown>; derivable?: boolean };
 }
 
 export interface JoinRecord {
@@ -114,106 +105,21 @@ export interface StoredTransaction {
 
 
 /**
- * The transaction aggregate of the log. Each write is one statement (a data-modifying CTE), so the
- * happy path costs three statements: begin, decision, completion.
+ * The transaction aggregate of the log. A happy-path transaction is one lean row (migration 0005)
+ * written three times: begin, decision, completion, each shared with concurrent ones (group commit).
  */
 export class TransactionsStore {
   readonly #transitions: TransitionWriter;
-  readonly #unkeyedBegins: GroupCommit<BeginRecord, BeginOutcome>;
+  readonly #begins: BeginWriter;
 
   constructor(private readonly db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
     this.#transitions = new TransitionWriter(db, observer, failpoints);
-    // Bounds as the transitions' (transition-writer.ts).
-    this.#unkeyedBegins = new GroupCommit({ name: 'begin', maxBatch: 64, maxQueued: 2_000, observer, write: (records) => this.#beginBatch(records) });
+    this.#begins = new BeginWriter(db, observer);
   }
 
-  /**
-   * The begin record with its branches, its first event and, if given, the idempotency key: one
-   * statement. Not forced, except with a key: an unkeyed record lost in a failover costs only its
-   * own transaction (its driver rolls back, see TransactionRun), but a lost key would let a retry
-   * start a second transaction while the first one's prepared branches, driven by a process that
-   * died too, wait for the orphan timeout. Forced, the key reaches the synchronous standby before
-   * any branch is touched (keyed requests await it anyway), so a retry always finds the first attempt.
-   */
-  async begin(record: BeginRecord): Promise<BeginOutcome> {
-    if (!record.idempotency) return this.#unkeyedBegins.submit(record);
-    // The key was seen taken, then not found by the lookup (its transaction pruned in between, or
-    // the two reads met different servers across a failover): the insert is tried again.
-    for (let attempt = 1; ; attempt++) {
-      const outcome = await this.#beginOnce(record);
-      if (outcome) return outcome;
-      if (attempt >= 3) throw new UnavailableError('the Idempotency-Key could not be read back from the transaction log; nothing was done', { retryAfterSeconds: 1 });
-    }
-  }
-
-  /**
-   * Unkeyed begin records of concurrent requests in one statement (group commit); one alone is
-   * written with the single-record statement. They cannot conflict (fresh ids, no key), so a
-   * batch either writes them all or fails each of its callers, as its own write would have.
-   */
-  async #beginBatch(records: BeginRecord[]): Promise<BeginOutcome[]> {
-    if (records.length === 1) return [(await this.#beginOnce(records[0]!))!];
-    const rows = JSON.stringify(records.map((r) => ({
-      id: r.id, namespace: r.namespace, deadline: r.deadline, submitted_by: r.submittedBy, driver: r.driver,
-      branch_count: r.branches.length, branches: r.branches, detail: r.detail,
-    })));
-    const query = sql<{ created: number }>`
-      WITH x AS (
-        SELECT * FROM jsonb_to_recordset(${rows}::jsonb) AS x(id uuid, namespace text, deadline timestamptz,
-          submitted_by text, driver text, branch_count int, branches jsonb, detail jsonb)
-      ), t AS (
-        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count)
-        SELECT id, namespace, deadline, submitted_by, driver, deadline, branch_count FROM x
-        RETURNING id
-      ), b AS (
-        INSERT INTO tpc_branches (transaction_id, index, resource, gid)
-        SELECT x.id, y.index, y.resource, y.gid
-        FROM x, jsonb_to_recordset(x.branches) AS y(index int, resource text, gid text)
-      ), e AS (
-        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
-        SELECT x.id, 'begun', x.submitted_by, x.detail FROM x
-      )
-      SELECT (SELECT count(*) FROM t)::int AS created
-    `.compile(this.db.relaxed);
-    const result = await this.db.prepared('relaxed', 'tpc_begin_batch', query);
-    if (result.rows[0]?.created !== records.length) throw new Error(`a batch of ${records.length} begin records wrote ${result.rows[0]?.created}`);
-    return records.map(() => ({ created: true }));
-  }
-
-  async #beginOnce(record: BeginRecord): Promise<BeginOutcome | null> {
-    const key = record.idempotency;
-    const branches = JSON.stringify(record.branches);
-    const query = sql<{ created: number }>`
-      WITH k AS (
-        INSERT INTO tpc_idempotency_keys (token_name, key, request_hash, transaction_id)
-        SELECT ${key?.tokenName ?? null}, ${key?.key ?? null}, ${key?.requestHash ?? null}, ${record.id}::uuid
-        WHERE ${key !== undefined}
-        ON CONFLICT DO NOTHING
-        RETURNING transaction_id
-      ), t AS (
-        INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count)
-        SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}, ${record.driver}, ${record.deadline}, ${record.branches.length}
-        WHERE ${key === undefined} OR EXISTS (SELECT 1 FROM k)
-        RETURNING id
-      ), b AS (
-        INSERT INTO tpc_branches (transaction_id, index, resource, gid)
-        SELECT t.id, x.index, x.resource, x.gid
-        FROM t, jsonb_to_recordset(${branches}::jsonb) AS x(index int, resource text, gid text)
-      ), e AS (
-        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
-        SELECT t.id, 'begun', ${record.submittedBy}, ${JSON.stringify(record.detail)}::jsonb FROM t
-      )
-      SELECT (SELECT count(*) FROM t)::int AS created
-    `.compile(this.db.relaxed);
-    const result = await this.db.prepared(key ? 'forced' : 'relaxed', 'tpc_begin', query);
-    if (result.rows[0]?.created === 1 || !key) return { created: true };
-    const existing = await this.db.forced
-      .selectFrom('tpc_idempotency_keys')
-      .select(['transaction_id', 'request_hash'])
-      .where('token_name', '=', key.tokenName)
-      .where('key', '=', key.key)
-      .executeTakeFirst();
-    return existing ? { created: false, existingId: existing.transaction_id, requestHash: existing.request_hash } : null;
+  /** The begin record: a lean row, forced only with an idempotency key (see BeginWriter). */
+  begin(record: BeginRecord): Promise<BeginOutcome> {
+    return this.#begins.write(record);
   }
 
   /**
@@ -229,7 +135,7 @@ export class TransactionsStore {
 
   /** Writes the state changes queued for group commit; later ones are refused (the service is stopping). */
   async close(): Promise<void> {
-    await Promise.all([this.#unkeyedBegins.close(), this.#transitions.close()]);
+    await Promise.all([this.#begins.close(), this.#transitions.close()]);
   }
 
   /**
@@ -254,10 +160,57 @@ export class TransactionsStore {
   }
 
   async #joinOnce(r: JoinRecord): Promise<JoinedBranchRecord | null> {
+    const lean = await this.#joinLean(r);
+    return lean === 'not lean' ? this.#joinClassic(r) : lean;
+  }
+
+  /**
+   * A lean row's join appends the branch to the row's own array. Two joins of one resource racing:
+   * the second waits on the row lock, then Postgres re-checks its WHERE on the row the first wrote,
+   * whose branches now hold the resource; it writes nothing and says so, and the next try returns
+   * the winner's branch.
+   */
+  async #joinLean(r: JoinRecord): Promise<JoinedBranchRecord | null | 'not lean'> {
+    const resource = JSON.stringify([{ resource: r.resource }]);
+    const result = await sql<JoinedBranchRecord & { lean: boolean; raced: boolean }>`
+      WITH tx AS (
+        SELECT id, deadline, branches FROM tpc_transactions WHERE id = ${r.id}::uuid AND branches IS NOT NULL
+      ), open AS (
+        SELECT * FROM tx WHERE EXISTS (SELECT 1 FROM tpc_transactions WHERE id = ${r.id}::uuid AND status = 'active' AND deadline > now() AND interactive)
+      ), existing AS (
+        SELECT (b->>'index')::int AS index, b->>'gid' AS gid, open.deadline FROM open, jsonb_array_elements(open.branches) AS b WHERE b->>'resource' = ${r.resource}
+      ), t AS (
+        UPDATE tpc_transactions SET branch_count = branch_count + 1, updated_at = now(),
+          branches = branches || jsonb_build_array(jsonb_build_object('index', branch_count, 'resource', ${r.resource}::text, 'gid', ${r.gidPrefix}::text || branch_count, 'status', 'active'))
+        WHERE id = (SELECT id FROM open) AND status = 'active' AND deadline > now() AND interactive
+          AND NOT EXISTS (SELECT 1 FROM existing) AND NOT branches @> ${resource}::jsonb
+        RETURNING id, deadline, branch_count - 1 AS index, ${r.gidPrefix}::text || (branch_count - 1) AS gid
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT t.id, 'branch_joined', ${r.actor}, jsonb_build_object('resource', ${r.resource}::text, 'index', t.index) FROM t
+      )
+      SELECT index, gid, deadline, true AS created, true AS lean, false AS raced FROM t
+      UNION ALL
+      SELECT index, gid, deadline, false, true, false FROM existing
+      UNION ALL
+      SELECT NULL, NULL, NULL, NULL, EXISTS (SELECT 1 FROM tx), EXISTS (SELECT 1 FROM open)
+      WHERE NOT EXISTS (SELECT 1 FROM t) AND NOT EXISTS (SELECT 1 FROM existing)
+    `.execute(this.db.forced);
+    const row = result.rows[0];
+    if (!row) return null;
+    if (row.index !== null) return { index: row.index, gid: row.gid, deadline: row.deadline, created: row.created };
+    if (!row.lean) return 'not lean';
+    // Open, yet neither joined nor found: a join of the same resource won the row lock (see above).
+    if (row.raced) throw Object.assign(new Error(`a concurrent join of ${r.resource} to ${r.id}`), { code: '23505' });
+    return null;
+  }
+
+  /** A join to a row begun by a revision before the lean log (a rolling upgrade): its branches are rows of tpc_branches. */
+  async #joinClassic(r: JoinRecord): Promise<JoinedBranchRecord | null> {
     const result = await sql<JoinedBranchRecord>`
       WITH tx AS (
         SELECT id, deadline FROM tpc_transactions
-        WHERE id = ${r.id}::uuid AND status = 'active' AND deadline > now()
+        WHERE id = ${r.id}::uuid AND status = 'active' AND deadline > now() AND branches IS NULL
           AND EXISTS (SELECT 1 FROM tpc_events e WHERE e.transaction_id = ${r.id}::uuid AND e.kind = 'begun' AND e.detail @> '{"interactive": true}')
       ), existing AS (
         SELECT b.index, b.gid, tx.deadline FROM tpc_branches b JOIN tx ON b.transaction_id = tx.id WHERE b.resource = ${r.resource}
@@ -296,18 +249,24 @@ export class TransactionsStore {
   async accessOf(id: string): Promise<{ resources: string[]; owner: string | null } | null> {
     const r = await sql<{ resources: string[]; owner: string | null }>`
       SELECT coalesce(array_agg(b.resource ORDER BY b.index) FILTER (WHERE b.resource IS NOT NULL), '{}') AS resources, t.submitted_by AS owner
-      FROM tpc_transactions t LEFT JOIN tpc_branches b ON b.transaction_id = t.id
+      FROM tpc_transactions t LEFT JOIN tpc_branch_rows b ON b.transaction_id = t.id
       WHERE t.id = ${id}::uuid GROUP BY t.id`.execute(this.db.relaxed);
     return r.rows[0] ?? null;
   }
 
+  /** The whole transaction: its branches whichever row holds them, its written events and, for a lean row, its derived ones. */
   async load(id: string): Promise<StoredTransaction | null> {
     const row = await this.db.forced
       .selectFrom('tpc_transactions as t')
-      .selectAll('t')
+      .select([
+        't.id', 't.namespace', 't.status', 't.one_phase', 't.deadline', 't.submitted_by', 't.error', 't.created_at', 't.decided_at',
+        't.completed_at', 't.driver', 't.lease_until', 't.attempts', 't.last_error', 't.in_doubt', 't.heuristic', 't.timeout_ms', 't.interactive',
+      ])
       .select((eb) => [
+        eb('t.branches', 'is not', null).as('lean'),
+        sql<boolean>`t.decided_at IS NOT NULL AND t.decided_at IS DISTINCT FROM t.completed_at`.as('decided_apart'),
         jsonArrayFrom(
-          eb.selectFrom('tpc_branches as b')
+          eb.selectFrom('tpc_branch_rows as b')
             .select(['b.index', 'b.resource', 'b.gid', 'b.status', 'b.xid', 'b.read_only', 'b.results', 'b.error', 'b.heuristic', 'b.last_error'])
             .whereRef('b.transaction_id', '=', 't.id')
             .orderBy('b.index'),
@@ -321,6 +280,11 @@ export class TransactionsStore {
       ])
       .where('t.id', '=', id)
       .executeTakeFirst();
-    return (row as unknown as StoredTransaction | undefined) ?? null;
+    if (!row) return null;
+    const { lean, decided_apart, timeout_ms, interactive, ...tx } = row as typeof row & { branches: StoredBranch[]; events: StoredEvent[] };
+    const events = lean
+      ? withHappyPathEvents({ ...tx, decided_apart, timeout_ms, interactive, resources: tx.branches.map((b) => b.resource) }, tx.events as LogEvent[]) as StoredEvent[]
+      : tx.events;
+    return { ...(tx as unknown as StoredTransaction), events };
   }
 }

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Failpoints } from '../engine/failpoints.ts';
 import { StaleStateError } from '../errors.ts';
 import { FINAL_TX_STATUSES, type TxStatus } from '../engine/states.ts';
@@ -7,6 +7,17 @@ import type { LogDb } from './log-database.ts';
 import type { TransitionRecord } from './transactions-store.ts';
 
 const DECISIONS: readonly TxStatus[] = ['committing', 'aborting', 'preparing'];
+
+/**
+ * A lean row's branches with `updates` merged in: each update replaces the fields it names of the
+ * branch with its index, in the row's order. The row's own branches are read, not rewritten from
+ * the caller's memory, so a branch joined meanwhile is never dropped.
+ */
+function mergedBranches(updates: RawBuilder<unknown>, current: RawBuilder<unknown> = sql`branches`): RawBuilder<unknown> {
+  return sql`SELECT jsonb_agg(o.value || coalesce(u.value, '{}'::jsonb) ORDER BY o.ord)
+    FROM jsonb_array_elements(${current}) WITH ORDINALITY AS o(value, ord)
+    LEFT JOIN jsonb_array_elements(${updates}) AS u(value) ON u.value->'index' = o.value->'index'`;
+}
 
 /** One transition as the statement reads it (snake_case: the jsonb keys are the columns). */
 interface TransitionRow {
@@ -24,6 +35,17 @@ interface TransitionRow {
   event_kind: string;
   event_actor: string | null;
   event_detail: Record<string, unknown>;
+  /** A happy-path event: a lean row derives it from its timestamps (happy-path-events.ts), so it is not written. */
+  derivable: boolean;
+}
+
+/** A branch update with its unset fields left out: merged into a lean row's branch, it changes only what it names. */
+function branchJson(b: NonNullable<TransitionRecord['branches']>[number]): Record<string, unknown> {
+  const fields: Record<string, unknown> = {
+    index: b.index, status: b.status, xid: b.xid, read_only: b.readOnly, results: b.results, error: b.error, heuristic: b.heuristic,
+  };
+  for (const k of Object.keys(fields)) if (fields[k] === undefined || fields[k] === null) delete fields[k];
+  return fields;
 }
 
 // 64 transitions per statement: a few hundred microseconds of server work, and few row locks held
@@ -70,13 +92,11 @@ export class TransitionWriter {
       completes: FINAL_TX_STATUSES.includes(record.to),
       error: record.error === undefined ? null : record.error,
       branches_checked: record.branchesChecked ?? null,
-      branches: (record.branches ?? []).map((b) => ({
-        index: b.index, status: b.status, xid: b.xid ?? null, read_only: b.readOnly ?? null,
-        results: b.results ?? null, error: b.error ?? null, heuristic: b.heuristic ?? null,
-      })),
+      branches: (record.branches ?? []).map(branchJson),
       event_kind: record.event.kind,
       event_actor: record.event.actor ?? null,
       event_detail: record.event.detail ?? {},
+      derivable: record.event.derivable ?? false,
     };
     return (record.forced ? this.#forced : this.#relaxed).submit(row);
   }
@@ -99,10 +119,12 @@ export class TransitionWriter {
           error = COALESCE(${error}::jsonb, error),
           decided_at = CASE WHEN ${r.decides} THEN now() ELSE decided_at END,
           completed_at = CASE WHEN ${r.completes} THEN now() ELSE completed_at END,
-          updated_at = now()
+          updated_at = now(),
+          version = version + 1,
+          branches = CASE WHEN branches IS NULL THEN NULL ELSE (${mergedBranches(sql`${JSON.stringify(r.branches)}::jsonb`)}) END
         WHERE id = ${r.id}::uuid AND status = ${r.from}::tpc_tx_status AND driver = ${r.driver}
           AND (${r.branches_checked}::int IS NULL OR branch_count <= ${r.branches_checked}::int)
-        RETURNING id
+        RETURNING id, branches IS NULL AS classic
       ), b AS (
         UPDATE tpc_branches AS br SET
           status = x.status::tpc_branch_status,
@@ -113,10 +135,11 @@ export class TransitionWriter {
           heuristic = COALESCE(x.heuristic, br.heuristic)
         FROM t, jsonb_to_recordset(${JSON.stringify(r.branches)}::jsonb)
           AS x(index int, status text, xid text, read_only boolean, results jsonb, error jsonb, heuristic text)
-        WHERE br.transaction_id = t.id AND br.index = x.index
+        WHERE t.classic AND br.transaction_id = t.id AND br.index = x.index
       ), e AS (
         INSERT INTO tpc_events (transaction_id, kind, actor, detail)
         SELECT t.id, ${r.event_kind}, ${r.event_actor}, ${JSON.stringify(r.event_detail)}::jsonb FROM t
+        WHERE t.classic OR NOT ${r.derivable}
       )
       SELECT count(*)::int AS moved FROM t
     `.compile(this.#db[mode]);
@@ -135,7 +158,7 @@ export class TransitionWriter {
         SELECT * FROM jsonb_to_recordset(${JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })))}::jsonb) AS x(
           id uuid, "from" tpc_tx_status, "to" tpc_tx_status, driver text, one_phase boolean, heuristic boolean,
           decides boolean, completes boolean, error jsonb, branches_checked int, branches jsonb,
-          event_kind text, event_actor text, event_detail jsonb, ord int)
+          event_kind text, event_actor text, event_detail jsonb, derivable boolean, ord int)
       ), t AS (
         UPDATE tpc_transactions AS tx SET
           status = x."to",
@@ -145,11 +168,13 @@ export class TransitionWriter {
           error = COALESCE(NULLIF(x.error, 'null'::jsonb), tx.error),
           decided_at = CASE WHEN x.decides THEN now() ELSE tx.decided_at END,
           completed_at = CASE WHEN x.completes THEN now() ELSE tx.completed_at END,
-          updated_at = now()
+          updated_at = now(),
+          version = tx.version + 1,
+          branches = CASE WHEN tx.branches IS NULL THEN NULL ELSE (${mergedBranches(sql`x.branches`, sql`tx.branches`)}) END
         FROM x
         WHERE tx.id = x.id AND tx.status = x."from" AND tx.driver = x.driver
           AND (x.branches_checked IS NULL OR tx.branch_count <= x.branches_checked)
-        RETURNING x.ord, x.id, x.branches, x.event_kind, x.event_actor, x.event_detail
+        RETURNING x.ord, x.id, x.branches, x.event_kind, x.event_actor, x.event_detail, x.derivable, tx.branches IS NULL AS classic
       ), b AS (
         UPDATE tpc_branches AS br SET
           status = y.status::tpc_branch_status,
@@ -160,10 +185,11 @@ export class TransitionWriter {
           heuristic = COALESCE(y.heuristic, br.heuristic)
         FROM t, jsonb_to_recordset(t.branches)
           AS y(index int, status text, xid text, read_only boolean, results jsonb, error jsonb, heuristic text)
-        WHERE br.transaction_id = t.id AND br.index = y.index
+        WHERE t.classic AND br.transaction_id = t.id AND br.index = y.index
       ), e AS (
         INSERT INTO tpc_events (transaction_id, kind, actor, detail)
         SELECT t.id, t.event_kind, t.event_actor, t.event_detail FROM t
+        WHERE t.classic OR NOT t.derivable
       )
       SELECT ord FROM t
     `.compile(this.#db[mode]);

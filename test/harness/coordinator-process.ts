@@ -15,9 +15,10 @@ export interface CoordinatorProcess {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startCoordinatorProcess(env: Record<string, string>): Promise<CoordinatorProcess> {
+/** `root`: another checkout of the project (an earlier revision, for a rolling upgrade); this one by default. */
+export async function startCoordinatorProcess(env: Record<string, string>, options: { root?: string } = {}): Promise<CoordinatorProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'coordinator/main.ts'], {
-    cwd: ROOT,
+    cwd: options.root ?? ROOT,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,0 +1,116 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWorld, prepareOwnBranch, type World } from './harness/world.ts';
+
+/*
+ * The lean log (migration 0005): a happy-path transaction is one row of tpc_transactions, with no
+ * row of tpc_branches and no event written; GET still gives its branches and its events, the
+ * happy path's derived from the row. What is not the happy path is written as before.
+ */
+const update = (resource: string, amount: number, id: number) => ({
+  resource,
+  statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }],
+});
+
+describe('the lean log', () => {
+  let world: World;
+  beforeAll(async () => { world = await createWorld(); });
+  afterAll(async () => { await world.close(); });
+
+  /** What the log holds for a transaction: its rows in each table, and what GET makes of them. */
+  async function stored(id: string) {
+    const [row, branches, events] = await Promise.all([
+      world.db.log.query('SELECT status::text, version, timeout_ms, interactive, jsonb_array_length(branches) AS lean_branches FROM tpc_transactions WHERE id = $1', [id]),
+      world.db.log.query('SELECT count(*)::int AS n FROM tpc_branches WHERE transaction_id = $1', [id]),
+      world.db.log.query('SELECT kind FROM tpc_events WHERE transaction_id = $1 ORDER BY id', [id]),
+    ]);
+    const shown = await world.request('GET', `/v1/transactions/${id}`);
+    expect(shown.status).toBe(200);
+    return {
+      row: row.rows[0],
+      branchRows: branches.rows[0].n as number,
+      written: events.rows.map((e) => e.kind as string),
+      shown: shown.body,
+    };
+  }
+
+  const kinds = (shown: { events: { kind: string }[] }) => shown.events.map((e) => e.kind);
+
+  it('writes a two-phase commit as one row, and shows it whole', async () => {
+    const r = await world.submit({ branches: [update('bank_a', -3, 1), update('bank_c', 3, 1)], timeoutMs: 7_000 });
+    expect(r.status).toBe(201);
+    const s = await stored(r.body.id);
+    // Begin, decision, completion: three versions of one row, nothing else.
+    expect(s.row).toEqual({ status: 'committed', version: 3, timeout_ms: 7_000, interactive: false, lean_branches: 2 });
+    expect(s.branchRows).toBe(0);
+    expect(s.written).toEqual([]);
+    expect(kinds(s.shown)).toEqual(['begun', 'decided', 'completed']);
+    expect(s.shown.events[0]).toMatchObject({ actor: 'full', detail: { timeoutMs: 7_000, resources: ['bank_a', 'bank_c'] } });
+    expect(s.shown.events[1]).toMatchObject({ actor: null, detail: { outcome: 'commit' } });
+    expect(s.shown.events[2]).toMatchObject({ detail: { outcome: 'committed' } });
+    expect(s.shown.events[1].at).toBe(s.shown.decidedAt);
+    expect(s.shown.events[2].at).toBe(s.shown.completedAt);
+    expect(s.shown.branches.map((b: { status: string; readOnly: boolean }) => `${b.status}:${b.readOnly}`)).toEqual(['committed:false', 'committed:false']);
+    // The xids recorded at the decision are in the row, and say how each branch ended.
+    const xids = await world.db.log.query<{ resource: 'bank_a' | 'bank_c'; xid: string }>('SELECT resource, xid FROM tpc_branch_rows WHERE transaction_id = $1', [r.body.id]);
+    for (const b of xids.rows) expect((await world.db[b.resource].query('SELECT pg_xact_status($1::xid8) AS s', [b.xid])).rows[0].s).toBe('committed');
+  });
+
+  it('derives a one-phase commit and a read-only commit as the earlier log wrote them', async () => {
+    const one = await world.submit({ branches: [update('bank_b', 1, 2)] });
+    expect(one.status).toBe(201);
+    const s1 = await stored(one.body.id);
+    expect(s1.written).toEqual([]);
+    expect(kinds(s1.shown)).toEqual(['begun', 'decided', 'completed']);
+    expect(s1.shown.events[1].detail).toEqual({ outcome: 'one-phase commit' });
+
+    const read = await world.submit({ branches: [{ resource: 'bank_b', statements: [{ sql: 'SELECT balance FROM accounts WHERE id = 2', params: [] }] }] });
+    expect(read.status).toBe(201);
+    const s2 = await stored(read.body.id);
+    expect(s2.written).toEqual([]);
+    // Decided and completed by one statement: no decision of its own, as before.
+    expect(kinds(s2.shown)).toEqual(['begun', 'completed']);
+    expect(s2.shown.branches[0]).toMatchObject({ status: 'committed', readOnly: true, results: [{ rows: [{ balance: expect.any(Number) }] }] });
+  });
+
+  it('writes what is not the happy path: an abort keeps its reason as an event', async () => {
+    const r = await world.submit({ branches: [update('bank_a', -1, 3), update('bank_c', -5_000, 3)] });
+    expect(r.status).toBe(409);
+    const s = await stored(r.body.id);
+    expect(s.branchRows).toBe(0);
+    expect(s.written.length).toBeGreaterThan(0);
+    expect(s.written.every((k) => k !== 'begun')).toBe(true);
+    expect(kinds(s.shown)[0]).toBe('begun');
+    const reasons = s.shown.events.filter((e: { detail: { reason?: unknown } }) => e.detail.reason);
+    expect(reasons[0].detail.reason).toMatchObject({ resource: 'bank_c', code: '23514' });
+    expect(s.shown.events.some((e: { kind: string; detail: { outcome?: string } }) => e.kind === 'decided' && e.detail.outcome === 'commit')).toBe(false);
+  });
+
+  it('derives an interactive commit by its owner, and keeps a join as an event', async () => {
+    const r = await world.submit({ interactive: true, branches: [{ resource: 'bank_a' }], timeoutMs: 10_000 });
+    expect(r.status).toBe(201);
+    const id = r.body.id as string;
+    const joined = await world.request('POST', `/v1/transactions/${id}/branches`, { resource: 'bank_c' });
+    expect(joined.status).toBe(201);
+    await prepareOwnBranch(world.urls.bank_a, r.body.branches[0].gid, 'UPDATE accounts SET balance = balance - 2 WHERE id = 4');
+    await prepareOwnBranch(world.urls.bank_c, joined.body.gid, 'UPDATE accounts SET balance = balance + 2 WHERE id = 4');
+    expect((await world.request('POST', `/v1/transactions/${id}/commit`)).status).toBe(200);
+    const s = await stored(id);
+    expect(s.row).toMatchObject({ status: 'committed', interactive: true, lean_branches: 2 });
+    expect(s.written).toEqual(['branch_joined']);
+    expect(kinds(s.shown)).toEqual(['begun', 'branch_joined', 'decided', 'completed']);
+    expect(s.shown.events[0].detail).toEqual({ timeoutMs: 10_000, resources: ['bank_a'], interactive: true });
+    expect(s.shown.events[2]).toMatchObject({ actor: 'full', detail: { outcome: 'commit', interactive: true } });
+    expect(await world.balance('bank_c', 4)).toBe(1002);
+  });
+
+  it('refuses a status change of a lean row that does not bump its version (what an earlier revision would write)', async () => {
+    const r = await world.submit({ interactive: true, branches: [{ resource: 'bank_a' }], timeoutMs: 10_000 });
+    const id = r.body.id as string;
+    // The earlier revision's abort decision, as it wrote it: status and driver, no version.
+    await expect(world.db.log.query("UPDATE tpc_transactions SET status = 'aborting', decided_at = now() WHERE id = $1", [id]))
+      .rejects.toThrow(/keeps its branches in tpc_transactions.branches: a coordinator of a revision before migration 0005_lean_log cannot change its status/);
+    // Other changes (a lease, an attempt counted) are harmless and still allowed.
+    await world.db.log.query('UPDATE tpc_transactions SET attempts = attempts + 1 WHERE id = $1', [id]);
+    expect((await world.request('POST', `/v1/transactions/${id}/abort`)).status).toBe(200);
+  });
+});
