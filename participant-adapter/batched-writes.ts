@@ -7,7 +7,7 @@ interface Corkable {
 
 /**
  * Holds back this connection's writes until the current turn of the event loop is over, so that
- * queries issued back to back (BEGIN, the statements, the xid probe, PREPARE, DISCARD ALL in
+ * queries issued back to back (BEGIN, the statements, the xid probe, PREPARE, the session reset in
  * pipeline mode) leave in one write instead of one each. On loopback a write costs its sender the
  * receiver's TCP processing too, and these writes were the coordinator's largest CPU cost.
  * setImmediate, not nextTick or a microtask: the code that issues the rest of a batch resumes in

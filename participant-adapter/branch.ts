@@ -4,7 +4,9 @@ import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { BranchSession, BranchState } from './participant.ts';
+import { resetSession } from './session-reset.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
+import type { StatementNames } from './statement-names.ts';
 
 export interface StatementResult {
   command: string;
@@ -19,6 +21,13 @@ export interface PrepareResult {
   xid: string | null;
 }
 
+const XID_PROBE = 'SELECT pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS xid';
+
+/** 25P02: "current transaction is aborted, commands ignored until end of transaction block". */
+function isFailedTransaction(err: unknown): boolean {
+  return err instanceof ParticipantError && err.sqlState === '25P02';
+}
+
 /**
  * One open database transaction on one pinned connection (BEGIN … PREPARE must share a session).
  * The pool runs in pipeline mode, so calls made without awaiting the previous one travel together:
@@ -30,6 +39,9 @@ export class Branch implements BranchSession {
   #state: BranchState = 'open';
   #connectionError: Error | undefined;
   #sessionReset = false;
+  readonly #names: StatementNames | undefined;
+  /** A named statement failed: it may be stale on the server, so the reset drops them all. */
+  #namedFailed = false;
   /** Resolves true once BEGIN has run; false if it failed. */
   readonly #begun: Promise<boolean>;
   #beginFailed = false;
@@ -49,9 +61,11 @@ export class Branch implements BranchSession {
     this.#state = 'broken';
   };
 
-  constructor(resource: string, client: pg.PoolClient, statementTimeoutMs: number) {
+  /** `names` picks the statements sent as named (parsed and planned once per connection); without it, all are unnamed. */
+  constructor(resource: string, client: pg.PoolClient, statementTimeoutMs: number, names?: StatementNames) {
     this.resource = resource;
     this.#client = client;
+    this.#names = names;
     client.on('error', this.#onError);
     // statement_timeout is the server-side backstop for the deadline: if our cancel request is lost,
     // a statement waiting on a lock still ends. Whole milliseconds, at least 1 (0 would disable it).
@@ -75,7 +89,10 @@ export class Branch implements BranchSession {
       this.#refused ??= err as ParticipantError;
       return Promise.reject(err);
     }
-    const query = this.#client.query({ text: sql, values: params as unknown[], queryMode: 'extended' } as pg.QueryConfig);
+    const name = this.#names?.nameFor(sql);
+    const query = this.#client.query({ name, text: sql, values: params as unknown[], queryMode: 'extended' } as pg.QueryConfig);
+    // Refused only because an earlier statement failed (25P02), it is not stale.
+    if (name !== undefined) query.catch((err: { code?: string }) => { if (err?.code !== '25P02') this.#namedFailed = true; });
     return this.#track(query, 'statement').then((r) => ({
       command: r.command,
       rowCount: r.rowCount ?? 0,
@@ -90,13 +107,17 @@ export class Branch implements BranchSession {
    */
   async xid(): Promise<string | null> {
     const r = await this.#track(
-      this.#client.query({ text: 'SELECT pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS xid', queryMode: 'extended' } as pg.QueryConfig),
+      this.#client.query({ text: XID_PROBE, queryMode: 'extended' } as pg.QueryConfig),
       'xid lookup',
     );
     return (r.rows[0]?.xid as string | null | undefined) ?? null;
   }
 
-  /** Records the xid and prepares under `gid`, in one round trip. */
+  /**
+   * Records the xid and prepares under `gid`, in one round trip. The xid probe and PREPARE are one
+   * simple query (one message and one answer for the server, not two); the probe stays unnamed:
+   * a function the branch calls could re-make a named one and fake the xid the log records.
+   */
   async prepare(gid: string): Promise<PrepareResult> {
     const literal = gidLiteral(gid);
     if (this.#refused) {
@@ -105,24 +126,44 @@ export class Branch implements BranchSession {
       return { prepared: false, xid: null };
     }
     batchWrites(this.#client);
-    const probe = this.xid();
-    const prepare = this.#track(this.#client.query(`PREPARE TRANSACTION ${literal}`), 'PREPARE TRANSACTION');
+    const ending = this.#track(
+      this.#client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>,
+      'PREPARE TRANSACTION',
+    );
     const reset = this.#resetSession();
-    const [xid, prep] = await Promise.allSettled([probe, prepare]);
+    const [settled] = await Promise.allSettled([ending]);
     await reset;
     this.#assertBegun();
-    if (prep.status === 'rejected') {
+    if (settled.status === 'rejected') {
+      if (isFailedTransaction(settled.reason) && this.#client.getTransactionStatus() === 'E') {
+        // An earlier statement had failed: the probe was refused, so PREPARE never ran (the
+        // server skips the rest of a query after an error) and the reset behind it was refused
+        // too. Rolling back is what PREPARE would have done; it costs a round trip on this path only.
+        return this.#rollBackFailed();
+      }
       this.#state = 'broken';
-      throw prep.reason;
+      throw settled.reason;
     }
-    if (prep.value.command !== 'PREPARE') {
+    const [probe, prepare] = settled.value;
+    if (prepare?.command !== 'PREPARE') {
       // The transaction had failed earlier; the server rolled it back instead.
       this.#state = 'finished';
       return { prepared: false, xid: null };
     }
     this.#state = 'prepared';
-    if (xid.status === 'rejected') throw xid.reason; // cannot happen after a successful PREPARE
-    return { prepared: true, xid: xid.value };
+    return { prepared: true, xid: (probe?.rows[0]?.xid as string | null | undefined) ?? null };
+  }
+
+  async #rollBackFailed(): Promise<PrepareResult> {
+    try {
+      await this.#track(this.#client.query('ROLLBACK'), 'ROLLBACK');
+    } catch (err) {
+      this.#state = 'broken';
+      throw err;
+    }
+    this.#state = 'finished';
+    await this.#resetSession();
+    return { prepared: false, xid: null };
   }
 
   /** One-phase commit. Returns false when the server rolled back instead (the transaction had failed). */
@@ -178,17 +219,9 @@ export class Branch implements BranchSession {
     client.release(clean ? undefined : (this.#connectionError ?? true));
   }
 
-  /*
-   * Statements can leave state on the session that outlives the transaction: set_config(…, false),
-   * a session advisory lock, a temporary table, a cursor WITH HOLD. The connection goes back to the
-   * pool only after DISCARD ALL, sent in the same flight as the statement that ends the
-   * transaction (so it costs no round trip); if it fails the connection is destroyed instead.
-   */
+  /** Sent in the same flight as the statement that ends the transaction; false: destroy, do not pool (session-reset.ts). */
   #resetSession(): Promise<void> {
-    return this.#client.query('DISCARD ALL').then(
-      () => { this.#sessionReset = true; },
-      () => { this.#sessionReset = false; },
-    );
+    return resetSession(this.#client, { discardIf: () => this.#namedFailed }).then((ok) => { this.#sessionReset = ok; });
   }
 
   /**

@@ -5,6 +5,7 @@ import { gidLiteral } from './gid.ts';
 import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, PreparedSlots, XactStatus } from './participant.ts';
 import { ROLE_POWERS_SQL, rolePowersOf, type RolePowers } from './role-powers.ts';
 import { sessionConnection } from './session-settings.ts';
+import { StatementNames } from './statement-names.ts';
 
 export interface DirectParticipantOptions {
   /** The resource name clients use. */
@@ -31,6 +32,8 @@ export class DirectParticipant implements Participant {
   readonly #pool: pg.Pool;
   readonly #ownsPool: boolean;
   readonly #timeoutMs: number;
+  /** One naming for the whole pool: node-postgres refuses a name reused for other text on a connection. */
+  readonly #names = new StatementNames();
 
   constructor(options: DirectParticipantOptions) {
     this.name = options.name;
@@ -62,7 +65,7 @@ export class DirectParticipant implements Participant {
 
   async openBranch(options: OpenBranchOptions): Promise<Branch> {
     const client = await this.#connect(options.signal);
-    return new Branch(this.name, client, options.statementTimeoutMs);
+    return new Branch(this.name, client, options.statementTimeoutMs, this.#names);
   }
 
   /** COMMIT PREPARED from any session. 'not-found' when no such gid is prepared (already finished, or never prepared). */

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { ParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import { pinnedKysely } from './pinned-kysely.ts';
+import { resetSession } from './session-reset.ts';
 
 export interface PrepareBranchOptions {
   /**
@@ -20,14 +21,15 @@ export function beginStatement(timeoutMs: number): string {
 
 /**
  * Ends the open transaction on `client` with `ending` (COMMIT, ROLLBACK or PREPARE TRANSACTION) and
- * sends DISCARD ALL in the same flight, so the reset costs no round trip. Statements can leave
+ * resets the session in the same flight, so the reset costs no round trip. Statements can leave
  * state on the session that outlives the transaction (set_config(…, false), advisory locks,
- * temporary tables): `sessionReset` false means the connection must be destroyed, not pooled.
+ * temporary tables): `sessionReset` false means the connection must be destroyed, not pooled. The
+ * pool's own named statements survive the reset, verified (session-reset.ts).
  */
 export async function endTransaction(client: pg.ClientBase, ending: string): Promise<{ command: string; sessionReset: boolean }> {
-  // pg queues queries in order: DISCARD ALL runs right after the ending, whether or not it failed.
+  // pg queues queries in order: the reset runs right after the ending, whether or not it failed.
   const end = client.query(ending);
-  const reset = client.query('DISCARD ALL').then(() => true, () => false);
+  const reset = resetSession(client);
   const r = await end.finally(() => reset);
   return { command: r.command, sessionReset: await reset };
 }

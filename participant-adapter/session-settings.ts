@@ -4,7 +4,8 @@
  * (`ALTER ROLE CURRENT_USER SET search_path = pwned`, `… SET default_transaction_read_only = on`),
  * and a token whose resource shares a role with the log, or with another resource, could do so to
  * break every later connection of that role. Settings given at startup take precedence over role
- * and database defaults, cost no round trip, and are what `DISCARD ALL` returns a session to.
+ * and database defaults, cost no round trip, and are what the session reset between transactions
+ * (`RESET ALL`, session-reset.ts) returns a session to.
  *
  * Only settings that exist on every server the coordinator supports (PostgreSQL 13+:
  * pg_current_xact_id) are listed: an unknown name in the startup packet refuses the connection.
