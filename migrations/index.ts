@@ -4,6 +4,7 @@ import * as m0002 from './0002_recovery.ts';
 import * as m0003 from './0003_operator_audit.ts';
 import * as m0004 from './0004_branch_joins.ts';
 import * as m0005 from './0005_lean_log.ts';
+import * as m0006 from './0006_hot_decisions.ts';
 
 /** Append-only: a landed migration is never edited, only followed by a new one. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0003_operator_audit': m0003,
   '0004_branch_joins': m0004,
   '0005_lean_log': m0005,
+  '0006_hot_decisions': m0006,
 };

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from './harness/waits.ts';
 import { createWorld, prepareOwnBranch, type World } from './harness/world.ts';
 
 /*
@@ -101,6 +102,14 @@ describe('the lean log', () => {
     expect(s.shown.events[0].detail).toEqual({ timeoutMs: 10_000, resources: ['bank_a'], interactive: true });
     expect(s.shown.events[2]).toMatchObject({ actor: 'full', detail: { outcome: 'commit', interactive: true } });
     expect(await world.balance('bank_c', 4)).toBe(1002);
+  });
+
+  it('writes each commit decision as a heap-only (HOT) update: no index entry for the forced write', async () => {
+    const stats = () => world.db.log.query<{ hot: number }>("SELECT n_tup_hot_upd::int AS hot FROM pg_stat_user_tables WHERE relname = 'tpc_transactions'").then((r) => r.rows[0]!.hot);
+    const before = await stats();
+    for (let i = 0; i < 6; i++) expect((await world.submit({ branches: [update('bank_a', -1, 5), update('bank_b', 1, 5)] })).status).toBe(201);
+    // Statistics reach the view a moment after each backend's transactions.
+    await eventually(stats, (hot) => hot - before >= 6, 'six HOT updates counted', 10_000);
   });
 
   it('refuses a status change of a lean row that does not bump its version (what an earlier revision would write)', async () => {

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
+import { complete } from '../coordinator/engine/state-changes.ts';
 import { BRANCH_STATUSES, TX_STATUSES, TX_TRANSITIONS, canTransition } from '../coordinator/engine/states.ts';
 import { StaleStateError } from '../coordinator/errors.ts';
 import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
@@ -38,7 +39,7 @@ describe('the log schema', () => {
   it('applies once when several coordinators migrate at the same time', async () => {
     const url = await freshLog('mig');
     const results = await Promise.all([migrateLog(url), migrateLog(url), migrateLog(url)]);
-    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit', '0004_branch_joins', '0005_lean_log']); // exactly one of them applied it
+    expect(results.flat()).toEqual(['0001_log_schema', '0002_recovery', '0003_operator_audit', '0004_branch_joins', '0005_lean_log', '0006_hot_decisions']); // exactly one of them applied it
     expect(await migrateLog(url)).toEqual([]);
   });
 
@@ -64,7 +65,8 @@ describe('the log schema', () => {
       await store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } });
       // A second driver that still believes the transaction active loses the compare-and-set.
       await expect(store.transition({ id, driver: 'me', from: 'active', to: 'aborting', forced: false, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
-      await expect(store.transition({ id, driver: 'me', from: 'committing', to: 'aborted', forced: false, event: { kind: 'x' } })).rejects.toThrow(/illegal transition/);
+      // The transition table is the engine's: a change against the decision is refused before it reaches the log.
+      await expect(complete({ store, instanceId: 'me' }, id, { from: 'committing', outcome: 'aborted' }, { by: 'recovery' })).rejects.toThrow(/illegal transition/);
       const tx = await store.load(id);
       expect(tx?.status).toBe('committing');
       expect(tx?.events.map((e) => e.kind)).toEqual(['begun', 'decided']);

@@ -36,7 +36,7 @@ describe.skipIf(!available)('a rolling upgrade to the lean log: the revision bef
     ]);
     fresh = await startCoordinatorProcess({ ...dbs.env, ...FAST, TPC_INSTANCE_ID: 'new' });
     const applied = await dbs.db.log.query<{ name: string }>('SELECT name FROM tpc_migrations ORDER BY name');
-    expect(applied.rows.map((r) => r.name).at(-1)).toBe('0005_lean_log');
+    expect(applied.rows.map((r) => r.name)).toContain('0005_lean_log');
   }, 90_000);
 
   afterAll(async () => {

@@ -1,13 +1,14 @@
 import { sql } from 'kysely';
+import type { AuditEntry, LoggedTransaction, RecoveryLog } from '../engine/log-port.ts';
 import type { TxStatus } from '../engine/states.ts';
 import type { LogDb } from './log-database.ts';
-import type { TransactionsStore, StoredTransaction } from './transactions-store.ts';
+import type { TransactionsStore } from './transactions-store.ts';
 
 /**
  * The log queries of recovery: leases (who drives a transaction), attempts and the in-doubt flag,
  * the scans of reconciliation and the retention prune.
  */
-export class RecoveryStore {
+export class RecoveryStore implements RecoveryLog {
   constructor(private readonly db: LogDb, private readonly transactions: TransactionsStore) {}
 
   /**
@@ -15,7 +16,7 @@ export class RecoveryStore {
    * over), this driver already, or a lease run out (its driver died or stalled). Every later state
    * change checks `driver = me`, so a driver that lost its lease cannot write over the new one.
    */
-  async acquire(id: string, driver: string, leaseMs: number, options: { takeOverUndecided?: boolean } = {}): Promise<StoredTransaction | null> {
+  async acquire(id: string, driver: string, leaseMs: number, options: { takeOverUndecided?: boolean } = {}): Promise<LoggedTransaction | null> {
     // takeOverUndecided (operators only): an undecided transaction's lease may be taken from a live
     // lease holder, because the decision itself is a compare-and-set on status = 'active': whichever
     // of the two writes it first wins, and the other, fenced out, follows the log.
@@ -67,7 +68,7 @@ export class RecoveryStore {
     const r = await sql<{ flagged: number }>`
       WITH t AS (
         UPDATE tpc_transactions SET in_doubt = true, updated_at = now()
-        WHERE namespace = ${namespace} AND status NOT IN ('committed', 'aborted') AND status IN ('committing', 'aborting')
+        WHERE namespace = ${namespace} AND NOT finished AND status IN ('committing', 'aborting')
           AND NOT in_doubt AND decided_at < now() - make_interval(secs => ${olderThanMs / 1000})
         RETURNING id, attempts, decided_at, last_error
       ), e AS (
@@ -84,7 +85,7 @@ export class RecoveryStore {
   async unattended(namespace: string, limit: number): Promise<{ id: string; status: TxStatus; deadline: Date }[]> {
     const r = await sql<{ id: string; status: TxStatus; deadline: Date }>`
       SELECT id, status, deadline FROM tpc_transactions
-      WHERE namespace = ${namespace} AND status NOT IN ('committed', 'aborted')
+      WHERE namespace = ${namespace} AND NOT finished
         AND (lease_until IS NULL OR lease_until < now())
       ORDER BY deadline LIMIT ${limit}
     `.execute(this.db.forced);
@@ -111,7 +112,7 @@ export class RecoveryStore {
   }
 
   /** An operator action on something that is not a logged transaction (an orphan branch). */
-  async audit(entry: { actor: string; action: string; resource: string; gid: string; transactionId: string | null; reason: string; detail: Record<string, unknown> }): Promise<void> {
+  async audit(entry: AuditEntry): Promise<void> {
     await this.db.forced.insertInto('tpc_audit').values({
       actor: entry.actor, action: entry.action, resource: entry.resource, gid: entry.gid,
       transaction_id: entry.transactionId, reason: entry.reason, detail: JSON.stringify(entry.detail),
@@ -123,7 +124,7 @@ export class RecoveryStore {
     const r = await sql`
       DELETE FROM tpc_transactions WHERE id IN (
         SELECT id FROM tpc_transactions
-        WHERE status IN ('committed', 'aborted') AND completed_at < ${before}
+        WHERE finished AND completed_at < ${before}
         LIMIT ${batchSize}
       )
     `.execute(this.db.relaxed);

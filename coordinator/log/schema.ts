@@ -52,6 +52,8 @@ export interface TransactionsTable {
   interactive: Generated<boolean>;
   /** Bumped by every status change of this revision (the lean-row guard of migration 0005). */
   version: Generated<number>;
+  /** status is committed or aborted: computed by the log (migration 0006), never written. */
+  finished: ColumnType<boolean, never, never>;
 }
 
 export interface BranchesTable {
