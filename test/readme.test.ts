@@ -1,5 +1,5 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -18,7 +18,7 @@ function sources(dir: string): string[] {
   });
 }
 
-describe('the README configuration table', () => {
+describe('the README', () => {
   it('has a row for every environment variable the code reads', () => {
     const read = new Set<string>();
     for (const file of [...sources(join(ROOT, 'coordinator')), ...sources(join(ROOT, 'participant-adapter'))]) {
@@ -34,5 +34,16 @@ describe('the README configuration table', () => {
     const missing = [...read].filter((v) => !documented.has(v)).sort();
     expect(missing, `variables read by the code without a row in the README's configuration table`).toEqual([]);
     expect(read.size).toBeGreaterThan(30);
+  });
+
+  it('links only to files inside the repository, and each exists', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const targets = [...readme.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((t) => !/^(https?:|mailto:|#)/.test(t));
+    expect(targets.length).toBeGreaterThan(3);
+    for (const target of targets) {
+      const path = normalize(join(ROOT, target.split('#')[0]!));
+      expect(path.startsWith(ROOT), `${target} leads outside the repository`).toBe(true);
+      expect(existsSync(path), `${target} does not exist`).toBe(true);
+    }
   });
 });
