@@ -1,3 +1,4 @@
+import type { CallerTransaction } from '../engine/trusted-commit.ts';
 import type { EmbeddedCoordinator } from './embedded.ts';
 
 export interface CoordinatorAnswer {
@@ -6,8 +7,13 @@ export interface CoordinatorAnswer {
   body: Record<string, any> | null;
 }
 
-/** `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait). */
-export type CoordinatorCall = (method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>;
+/**
+ * `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait).
+ * `commitPrepared`: only for an embedded coordinator, the commit that takes the SDK's word for the
+ * branches it prepared (EmbeddedCoordinator.commitPrepared).
+ */
+export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>)
+  & { commitPrepared?: (id: string, transaction: CallerTransaction) => Promise<CoordinatorAnswer> };
 
 // 60 s: longer than any answer the coordinator gives on purpose (a commit answers 202 once its
 // completion wait is over), so only a coordinator that hangs is given up on.
@@ -20,8 +26,9 @@ const REQUEST_TIMEOUT_MS = 60_000;
 export function coordinatorCall(target: { url?: string; token?: string; coordinator?: EmbeddedCoordinator }): CoordinatorCall {
   const embedded = target.coordinator;
   if (embedded) {
-    return (method, path, body, options) => {
-      const answer = embedded.call(method, path, body).catch((err: unknown) => ({ status: 0, body: { detail: String(err) } }));
+    const noAnswer = (err: unknown): CoordinatorAnswer => ({ status: 0, body: { detail: String(err) } });
+    const call: CoordinatorCall = (method, path, body, options) => {
+      const answer = embedded.call(method, path, body).catch(noAnswer);
       if (options?.timeoutMs === undefined) return answer;
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<CoordinatorAnswer>((resolve) => {
@@ -29,6 +36,11 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
       });
       return Promise.race([answer, late]).finally(() => clearTimeout(timer));
     };
+    // An EmbeddedCoordinator made by hand (a test's stand-in) may answer `call` alone.
+    if (typeof embedded.commitPrepared === 'function') {
+      call.commitPrepared = (id, transaction) => embedded.commitPrepared(id, transaction).catch(noAnswer);
+    }
+    return call;
   }
   const headers = { 'content-type': 'application/json', ...(target.token ? { authorization: `Bearer ${target.token}` } : {}) };
   return async (method, path, body, options) => {
