@@ -16,6 +16,7 @@ import { Failpoints } from './engine/failpoints.ts';
 import { reconcile, type ReconcileReport } from './engine/reconciler.ts';
 import { JobQueues } from './jobs/job-queues.ts';
 import { RecoveryStore } from './log/recovery-store.ts';
+import { countTransactions } from './log/transaction-counts.ts';
 import { listTransactions } from './log/transaction-list.ts';
 import { findOrphans, inspectResources } from './operator/inspection.ts';
 import { resolveTransaction } from './operator/resolve.ts';
@@ -210,6 +211,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       resolve: (id, request) => resolveTransaction(engineDeps, id, request),
       resolveOrphan: (request) => resolveOrphan(engineDeps, request),
       detail: (id) => engine.get(id),
+      list: (filter) => listTransactions(logDb, filter),
+      counts: (filter) => countTransactions(logDb, filter),
+      namespace: config.namespace,
     },
     namespace: config.namespace,
     logger,

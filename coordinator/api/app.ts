@@ -63,8 +63,9 @@ export function createApp(o: AppOptions): Express {
   const openApi = openApiDocument(o.maxTimeoutMs);
   app.get('/openapi.json', (_req, res) => { res.json(openApi); });
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
-  app.use(transactionsRoutes({ ...o, jsonBody }));
+  // First: its GET /v1/transactions/counts and /lookup would otherwise be taken for an :id.
   app.use(operatorRoutes({ ...o.operator, auth: o.auth, jsonBody }));
+  app.use(transactionsRoutes({ ...o, jsonBody }));
   app.post('/v1/session', o.auth.session());
   app.use(queueBoard(o.queues, o.auth));
   // The operator console: static files that use the same API and tokens as any client.

@@ -137,6 +137,17 @@ export const componentSchemas: Record<string, Schema> = {
     items: { type: 'array', items: ref('TransactionSummary') },
     next: { type: ['string', 'null'], description: 'pass as `cursor` for the next page; null on the last' },
   }),
+  TransactionCounts: closed({
+    byStatus: { ...closed(Object.fromEntries(TX_STATUSES.map((s) => [s, int]))), description: 'every status, zeros included' },
+    inDoubt: int,
+    heuristic: int,
+    total: int,
+  }),
+  TransactionLookup: closed({
+    items: { type: 'array', items: ref('TransactionSummary') },
+    unique: { ...bool, description: 'the prefix names exactly one transaction: items[0]' },
+    more: { ...bool, description: 'more candidates than `limit`: type more of the id' },
+  }),
   ResourceReport: closed({
     resource: str,
     kind: { enum: ['postgres', 'http'], description: "its own pool, or the database's participant router" },

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { componentResponses, componentSchemas, securitySchemes } from './openapi-components.ts';
-import { orphanBody, resolveBody } from './operator-routes.ts';
+import { countsQuery, lookupQuery, orphanBody, resolveBody } from './operator-routes.ts';
 import { submitSchema } from './submit-schema.ts';
 import { IDEMPOTENCY_KEY, interactiveSchema, joinSchema, listQuery } from './transactions-routes.ts';
 
@@ -36,11 +36,16 @@ const LIST_PARAM_DOCS: Record<string, string> = {
   limit: 'Page size',
 };
 
-/** GET /v1/transactions's query parameters, one per property of the zod schema that validates the query. */
-function listParameters(): Schema[] {
-  const q = inputSchema(listQuery) as { properties: Record<string, Schema>; required?: string[] };
+const LOOKUP_PARAM_DOCS: Record<string, string> = {
+  id: 'A transaction id or its start (at least 4 hex digits; dashes optional, only where an id has them), e.g. the 8 the console shows',
+  limit: 'At most this many candidates',
+};
+
+/** Query parameters, one per property of the zod schema that validates the query. */
+function queryParameters(schema: z.ZodType, docs: Record<string, string>): Schema[] {
+  const q = inputSchema(schema) as { properties: Record<string, Schema>; required?: string[] };
   return Object.entries(q.properties).map(([name, schema]) => ({
-    name, in: 'query', required: q.required?.includes(name) ?? false, schema, ...(LIST_PARAM_DOCS[name] ? { description: LIST_PARAM_DOCS[name] } : {}),
+    name, in: 'query', required: q.required?.includes(name) ?? false, schema, ...(docs[name] ? { description: docs[name] } : {}),
   }));
 }
 
@@ -126,8 +131,35 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
           summary: 'Transactions, newest first, a page at a time',
           description: 'Scope `read`. A token limited to some resources sees only transactions wholly within them.',
           ...scope('read'),
-          parameters: listParameters(),
+          parameters: queryParameters(listQuery, LIST_PARAM_DOCS),
           responses: { 200: answer('A page', ref('TransactionPage')), ...denied, 422: reply('Invalid'), 503: reply('Unavailable') },
+        },
+      },
+      '/v1/transactions/counts': {
+        get: {
+          operationId: 'countTransactions',
+          summary: 'How many transactions per status, in doubt and heuristic',
+          description: 'Scope `read`. Filtered like the list by resource and creation window; a token limited to some resources counts only '
+            + 'transactions wholly within them.',
+          ...scope('read'),
+          parameters: queryParameters(countsQuery, LIST_PARAM_DOCS),
+          responses: { 200: answer('The counts', ref('TransactionCounts')), ...denied, 422: reply('Invalid'), 503: reply('Unavailable') },
+        },
+      },
+      '/v1/transactions/lookup': {
+        get: {
+          operationId: 'lookupTransaction',
+          summary: 'The transactions whose id starts with a prefix: one if it is unique, else the candidates',
+          description: 'Scope `read`. A range scan of the primary key, no pattern matching. Transactions outside the token\'s resources are not listed.',
+          ...scope('read'),
+          parameters: queryParameters(lookupQuery, LOOKUP_PARAM_DOCS),
+          responses: {
+            200: answer('The candidates, newest first; `unique` when the prefix names exactly one', ref('TransactionLookup')),
+            ...denied,
+            404: reply('NotFound'),
+            422: reply('Invalid'),
+            503: reply('Unavailable'),
+          },
         },
       },
       '/v1/transactions/{id}': {

@@ -1,6 +1,11 @@
 import { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import type { TransactionDetail } from '../engine/types.ts';
+import { NotFoundError, ValidationError } from '../errors.ts';
+import { MIN_PREFIX_HEX, idRange } from '../log/id-prefix.ts';
+import type { CountFilter, TransactionCounts } from '../log/transaction-counts.ts';
+import type { ListFilter, TransactionSummary } from '../log/transaction-list.ts';
+import { TX_STATUSES } from '../engine/states.ts';
 import type { Orphan, ResourceReport } from '../operator/inspection.ts';
 import type { ResolveRequest, ResolveResult } from '../operator/resolve.ts';
 import type { OrphanResolveRequest } from '../operator/resolve-orphan.ts';
@@ -15,6 +20,9 @@ export interface OperatorRoutesOptions {
   resolve: (id: string, request: ResolveRequest) => Promise<ResolveResult>;
   resolveOrphan: (request: OrphanResolveRequest) => Promise<{ result: string }>;
   detail: (id: string) => Promise<TransactionDetail>;
+  list: (filter: ListFilter) => Promise<{ items: TransactionSummary[]; next: unknown }>;
+  counts: (filter: CountFilter) => Promise<TransactionCounts>;
+  namespace: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -34,6 +42,25 @@ export const orphanBody = z.strictObject({
   force: z.boolean().default(false),
 });
 
+const window = {
+  resource: z.string().min(1).max(63).optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
+  before: z.iso.datetime({ offset: true }).optional(),
+};
+export const countsQuery = z.strictObject(window);
+
+/** Strict: hex digits and dashes where a uuid has them, at least MIN_PREFIX_HEX digits (id-prefix.ts). */
+export const lookupQuery = z.strictObject({
+  id: z.string().min(MIN_PREFIX_HEX).max(36).regex(/^[0-9a-fA-F-]+$/, 'hex digits and dashes only')
+    .refine((v) => idRange(v) !== null, `the start of a transaction id: at least ${MIN_PREFIX_HEX} hex digits, dashes only where an id has them`),
+  limit: z.coerce.number().int().min(1).max(50).default(20),
+});
+
+function invalidQuery(issues: z.core.$ZodIssue[]): ValidationError {
+  const errors = issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+  return new ValidationError(`invalid query: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors);
+}
+
 function badRequest(code: string, issues: z.core.$ZodIssue[]) {
   const errors = issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
   return problem(400, code, 'Bad request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
@@ -42,6 +69,35 @@ function badRequest(code: string, issues: z.core.$ZodIssue[]) {
 /** What operators use to find and resolve what recovery cannot: resources, orphans, resolutions. */
 export function operatorRoutes(o: OperatorRoutesOptions): Router {
   const router = Router();
+
+  // Mounted before the transactions' routes (app.ts), so these two are not taken for an id.
+  router.get('/v1/transactions/counts', o.auth.require('read'), async (req, res) => {
+    const q = countsQuery.safeParse(req.query);
+    if (!q.success) throw invalidQuery(q.error.issues);
+    const p = req.principal!;
+    const counts = await o.counts({
+      namespace: o.namespace,
+      resource: q.data.resource,
+      since: q.data.since ? new Date(q.data.since) : undefined,
+      before: q.data.before ? new Date(q.data.before) : undefined,
+      visible: p.resources.includes('*') ? '*' : p.resources,
+    });
+    // Every status named, zeros included, so a client need not know the list of statuses.
+    res.json({ ...counts, byStatus: Object.fromEntries(TX_STATUSES.map((s) => [s, counts.byStatus[s] ?? 0])) });
+  });
+
+  // The short id the console and the CLI show, or any unique start of an id: every candidate, newest first.
+  router.get('/v1/transactions/lookup', o.auth.require('read'), async (req, res) => {
+    const q = lookupQuery.safeParse(req.query);
+    if (!q.success) throw invalidQuery(q.error.issues);
+    const p = req.principal!;
+    // As the list and GET /v1/transactions/:id: a transaction outside the token's resources is not
+    // there, filtered in SQL so that neither `more` nor `unique` hints at one.
+    const visible = p.resources.includes('*') ? undefined : p.resources;
+    const { items, next } = await o.list({ namespace: o.namespace, idRange: idRange(q.data.id)!, visible, limit: q.data.limit });
+    if (items.length === 0) throw new NotFoundError(`no transaction id starts with ${q.data.id.toLowerCase()}`);
+    res.json({ items, unique: items.length === 1 && next === null, more: next !== null });
+  });
 
   router.get('/v1/resources', o.auth.require('read'), async (req, res) => {
     const principal = req.principal!;

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { TxStatus } from '../engine/states.ts';
+import type { IdRange } from './id-prefix.ts';
 import type { LogDb } from './log-database.ts';
 
 export interface ListFilter {
@@ -7,6 +8,10 @@ export interface ListFilter {
   status?: TxStatus[];
   inDoubt?: boolean;
   resource?: string;
+  /** Ids starting with a prefix (id-prefix.ts): a range of the primary key. */
+  idRange?: IdRange;
+  /** Only transactions wholly within these resources (a limited token's), filtered in SQL so that pages and `next` count only those. */
+  visible?: readonly string[];
   since?: Date;
   before?: Date;
   /** Opaque position from a previous page. */
@@ -36,6 +41,10 @@ export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ item
   if (f.status?.length) conditions.push(sql`t.status::text = ANY(${f.status}::text[])`);
   if (f.inDoubt !== undefined) conditions.push(sql`t.in_doubt = ${f.inDoubt}`);
   if (f.resource) conditions.push(sql`EXISTS (SELECT 1 FROM tpc_branch_rows b WHERE b.transaction_id = t.id AND b.resource = ${f.resource})`);
+  if (f.idRange) conditions.push(sql`t.id BETWEEN ${f.idRange.low}::uuid AND ${f.idRange.high}::uuid`);
+  if (f.visible) {
+    conditions.push(sql`NOT EXISTS (SELECT 1 FROM tpc_branch_rows b WHERE b.transaction_id = t.id AND NOT (b.resource = ANY(${[...f.visible]}::text[])))`);
+  }
   if (f.since) conditions.push(sql`t.created_at >= ${f.since}`);
   if (f.before) conditions.push(sql`t.created_at < ${f.before}`);
   if (f.cursor) conditions.push(sql`(t.created_at, t.id) < (${f.cursor.createdAt}::timestamptz, ${f.cursor.id}::uuid)`);
