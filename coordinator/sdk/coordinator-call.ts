@@ -1,9 +1,16 @@
-import type { EmbeddedCoordinator } from './embedded.ts';
-
 export interface CoordinatorAnswer {
   /** The HTTP status; 0 when no answer came (connection refused, timed out). */
   status: number;
   body: Record<string, any> | null;
+}
+
+/**
+ * What the SDK needs of a coordinator in the same process: its `call`. `createCoordinator`'s
+ * result has it. Named here, not taken from embedded.ts, so that the client's types (and the
+ * pg-2pc-client package) do not pull in the service, express, BullMQ and ioredis.
+ */
+export interface InProcessCoordinator {
+  call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
 }
 
 /** `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait). */
@@ -17,7 +24,7 @@ const REQUEST_TIMEOUT_MS = 60_000;
  * The interactive calls the SDK makes, to a coordinator over HTTP or to an embedded one in-process.
  * Never throws: no answer is status 0, so every caller handles one shape.
  */
-export function coordinatorCall(target: { url?: string; token?: string; coordinator?: EmbeddedCoordinator }): CoordinatorCall {
+export function coordinatorCall(target: { url?: string; token?: string; coordinator?: InProcessCoordinator }): CoordinatorCall {
   const embedded = target.coordinator;
   if (embedded) {
     return (method, path, body, options) => {

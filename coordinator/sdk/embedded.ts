@@ -3,6 +3,7 @@ import { ConflictError, CoordinatorError, NotFoundError, ValidationError } from 
 import { settleInteractive } from '../api/interactive-answer.ts';
 import { loadConfig, type Config } from '../config/load-config.ts';
 import { startService, type RunningService } from '../service.ts';
+import type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
 
 /**
  * The coordinator in-process, for a service that wants no extra hop. It runs the same engine and
@@ -10,7 +11,7 @@ import { startService, type RunningService } from '../service.ts';
  * cooperate: either may finish what the other began. Made by {@link createCoordinator}; hand it to
  * `createClient({ coordinator, resources })`.
  */
-export interface EmbeddedCoordinator {
+export interface EmbeddedCoordinator extends InProcessCoordinator {
   /** The running engine, workers and pools (no HTTP server: `service.url` is empty). */
   readonly service: RunningService;
   /**
@@ -18,7 +19,7 @@ export interface EmbeddedCoordinator {
    * answered as the REST API would answer them, without authentication: the process that embeds
    * the coordinator is trusted with every resource it configured.
    */
-  call(method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, any> | null }>;
+  call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
   /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
   close(): Promise<void>;
 }
