@@ -48,6 +48,8 @@ export interface BenchOptions {
    */
   backlog: boolean;
   backlogSize: number;
+  /** Rounds of the one-client latency measurement after the main one (b, c, d, h among the variants); 0: none. */
+  latencyRounds: number;
 }
 
 const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME> from the environment)
@@ -59,7 +61,7 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --fsync on|off       fsync and full_page_writes of the clusters (default on)
   --service child|inproc  run the coordinator as a child process or in this process (default child)
   --pool N             connections per database, bench and service alike (default: concurrency)
-  --variants a,b,c     which variants to run                       (default a,b,c, plus d with --baseline-root);
+  --variants a,b,c     which variants to run                       (default a,b,c,g,h, plus d with --baseline-root);
                        e and f are c and d with a fresh Idempotency-Key per request (keyed begins are forced):
                        --variants c,e compares keyed and unkeyed requests in alternating rounds;
                        g is the SDK (createClient) over REST to c's coordinator, h the SDK with an embedded
@@ -78,6 +80,8 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
                        proxy cuts every COMMIT PREPARED to bank_c, then bank_c restored; reports the drain time and rate,
                        the coordinator's RSS (idle, building, draining), CPU per part, COMMIT PREPAREDs sent, and checks
                        the money; with --baseline-root, the same for the baseline coordinator afterwards
+  --latency-rounds N   rounds of the one-client latency measurement that follows (b, c, d, h among --variants;
+                       default 2; 0: none)
   --backlog-size N     transactions in the backlog                 (default 10000; --accounts is raised to at least N)`;
 
 function num(name: string, raw: string | undefined, fallback: number, min: number): number {
@@ -117,6 +121,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       'overload-seconds': { type: 'string' },
       backlog: { type: 'boolean' },
       'backlog-size': { type: 'string' },
+      'latency-rounds': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -127,7 +132,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   }
   const concurrency = Math.floor(num('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 32, 1));
   const baselineRoot = values['baseline-root'] ?? (env.BENCH_BASELINE_ROOT || undefined);
-  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d' : 'a,b,c');
+  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d,g,h' : 'a,b,c,g,h');
   const variants = variantsRaw.split(',').map((v) => v.trim()).filter(Boolean);
   for (const v of variants) if (!(VARIANT_NAMES as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant "${v}" (${VARIANT_NAMES.join(', ')})`);
   if (variants.length === 0) throw new Error('--variants: name at least one of a, b, c');
@@ -160,5 +165,6 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     overloadMs: Math.round(num('overload-seconds', values['overload-seconds'] ?? env.BENCH_OVERLOAD_SECONDS, 10, 0.1) * 1000),
     backlog,
     backlogSize,
+    latencyRounds: Math.floor(num('latency-rounds', values['latency-rounds'] ?? env.BENCH_LATENCY_ROUNDS, 2, 0)),
   };
 }

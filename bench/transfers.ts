@@ -42,7 +42,7 @@ function onSignal(signal: NodeJS.Signals): void {
   }
 }
 
-async function measure(options: BenchOptions, w: World, loadBefore: string): Promise<void> {
+async function measure(options: BenchOptions, w: World, loadBefore: string, last: boolean): Promise<void> {
   const variants = await makeVariants(w, options.variants, options.concurrency);
   const next = () => randomTransfer(options.accounts);
   const samples = new Map<Variant['name'], RunSample[]>(variants.map((v) => [v.name, []]));
@@ -94,7 +94,9 @@ async function measure(options: BenchOptions, w: World, loadBefore: string): Pro
   if (statements) process.stdout.write(`\npg_stat_statements over the measured rounds:\n${statements}\n`);
 
   // The services first (they drain what they drive), then whatever is still prepared is a finding.
-  await Promise.all([w.coordinator.close(), w.baseline?.close()]);
+  // Before another measurement the services stay up: what they still drive is given 15 s to finish.
+  if (last) await Promise.all([w.coordinator.close(), w.baseline?.close()]);
+  else for (let waited = 0; waited < 15_000 && (await w.preparedLeft()).length > 0; waited += 250) await new Promise((r) => setTimeout(r, 250));
   const preparedLeft = await w.preparedLeft();
   if (preparedLeft.length) {
     log(`prepared transactions left behind: ${preparedLeft.length}; rolling them back`);
@@ -138,7 +140,16 @@ async function main(): Promise<number> {
     const world = await startWorld(options, log, (close) => { closeWorld = close; });
     if (!control.stopped && options.backlog) await runBacklog(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
-    else if (!control.stopped) await measure(options, world, loadBefore);
+    else if (!control.stopped) {
+      // The one-client round: latency without queueing, for the variants that have a p50 aim.
+      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h'].includes(v));
+      const latency = options.concurrency > 1 && options.latencyRounds > 0 && oneClient.length > 1;
+      await measure(options, world, loadBefore, !latency);
+      if (latency && !control.stopped) {
+        log(`one-client round: ${oneClient.join(', ')}`);
+        await measure({ ...options, concurrency: 1, variants: oneClient, rounds: options.latencyRounds, warmupMs: Math.min(options.warmupMs, 1000) }, world, loadBefore, true);
+      }
+    }
   } finally {
     log('tearing down');
     await closeWorld?.();

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { titleMisfit } from './harness/problem-title.ts';
 import { BANKS, createWorld, TOKENS, transfer, type HttpAnswer, type World } from './harness/world.ts';
 
 /*
@@ -16,6 +17,7 @@ function expectProblem(res: HttpAnswer, status: number): void {
   expect(res.status, JSON.stringify(res.body)).toBe(status);
   expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json\b/);
   expect(res.body).toMatchObject({ type: expect.stringMatching(PROBLEM_TYPE), title: expect.any(String), status, detail: expect.any(String) });
+  expect(titleMisfit(res.body)).toBeNull();
 }
 
 async function logRows(world: World): Promise<number> {

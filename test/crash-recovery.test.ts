@@ -23,6 +23,7 @@ const CASES = [
   { failpoint: 'after-decision', committed: true },
   { failpoint: 'after-complete-0', committed: true },
   { failpoint: 'after-complete-1', committed: true },
+  { failpoint: 'before-completion-written', committed: true },
 ] as const;
 
 async function settled(url: string, body: unknown, key: string): Promise<{ status: number; body: any }> {

@@ -3,6 +3,7 @@ import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { titleMisfit } from './harness/problem-title.ts';
 import { TOKENS, createWorld, transfer, type World } from './harness/world.ts';
 
 /*
@@ -75,6 +76,7 @@ const bodyArb: fc.Arbitrary<Body> = fc.oneof(
 );
 
 interface Sent { method: string; path: string; headers: Record<string, string>; body: Body }
+
 
 describe('every route under generated paths, methods, headers and bodies', () => {
   const logged: { level: number; msg?: string; err?: unknown }[] = [];
@@ -149,6 +151,7 @@ describe('every route under generated paths, methods, headers and bodies', () =>
         if (res.status >= 400 && s.method !== 'HEAD' && !settledOtherwise && (!isUi || res.status === 401 || res.status === 403)) {
           expect(res.headers.get('content-type'), what).toMatch(/^application\/problem\+json\b/);
           expect(JSON.parse(text), what).toMatchObject({ type: expect.stringMatching(/^urn:tpc:problem:/), status: res.status });
+          expect(titleMisfit(JSON.parse(text)), what).toBeNull();
         }
         const errors = logged.slice(before).filter((l) => l.level >= 50 || l.msg === 'request failed');
         expect(errors, what).toEqual([]);
@@ -212,6 +215,7 @@ describe('every route under generated paths, methods, headers and bodies', () =>
     expect(answer).toMatch(/\r\nContent-Type: application\/problem\+json\r\n/i);
     const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
     expect(body).toMatchObject({ type: expect.stringMatching(/^urn:tpc:problem:/), status: Number(answer.slice(9, 12)) });
+    expect(titleMisfit(body)).toBeNull();
     expect(logged.slice(before).filter((l) => l.level >= 50)).toEqual([]);
   });
 

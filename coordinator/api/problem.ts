@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { ConflictError, CoordinatorError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
@@ -77,7 +78,7 @@ function toProblem(err: unknown): Problem {
   if (err instanceof NotFoundError) return { type: problemType('not-found'), title: 'Not found', status: 404, detail: err.message };
   if (err instanceof ConflictError) {
     const status = err.code === 'idempotency_key_reused' ? 422 : 409;
-    return { type: problemType(err.code.replaceAll('_', '-')), title: 'Conflict', status, detail: err.message };
+    return { type: problemType(err.code.replaceAll('_', '-')), title: STATUS_CODES[status]!, status, detail: err.message };
   }
   if (err instanceof OverloadedError) {
     return {
@@ -97,7 +98,7 @@ function toProblem(err: unknown): Problem {
   // Other client errors raised by express's own layers (the router's parameter decoding, …): their
   // status, never a 500, since the request is what was wrong.
   if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-    return { type: problemType('bad-request'), title: 'Bad request', status: e.status, detail: 'the request could not be read' };
+    return { type: problemType('bad-request'), title: STATUS_CODES[e.status] ?? 'Bad request', status: e.status, detail: 'the request could not be read' };
   }
   if (isDatabaseUnavailable(err)) {
     return { type: problemType('unavailable'), title: 'Service unavailable', status: 503, detail: 'a database the service depends on cannot be queried right now (GET /readyz says why)' };

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
-import type { StoredTransaction } from '../log/transactions-store.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { branchGid } from './gid.ts';
+import type { LoggedTransaction } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
 import { abortInteractive, beginInteractive, commitInteractive, joinInteractive, type InteractiveBegin, type JoinedBranch } from './interactive.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
@@ -214,7 +214,7 @@ export class Engine {
     const detail = detailOf(tx);
     const unfinished = !isFinal(tx.status);
     detail.branchDetails = await Promise.all(tx.branches.map(async (b): Promise<LiveBranch> => ({
-      resource: b.resource, gid: b.gid, xid: b.xid, heuristic: b.heuristic, lastError: b.last_error ?? null,
+      resource: b.resource, gid: b.gid, xid: b.xid, heuristic: b.heuristic, lastError: b.lastError ?? null,
       ...(unfinished ? { live: await this.#live(b.resource, b.gid) } : {}),
     })));
     return detail;
@@ -362,14 +362,14 @@ function decidedChecked(view: TransactionView): TransactionView {
   );
 }
 
-export function viewOf(tx: StoredTransaction): TransactionView {
+export function viewOf(tx: LoggedTransaction): TransactionView {
   return {
     id: tx.id,
     status: tx.status,
     branches: tx.branches.map((b) => ({
       resource: b.resource,
       status: b.status,
-      readOnly: b.read_only,
+      readOnly: b.readOnly,
       results: (b.results as TransactionView['branches'][number]['results'] | null) ?? [],
     })),
     error: (tx.error as TxError | null) ?? null,
@@ -378,18 +378,18 @@ export function viewOf(tx: StoredTransaction): TransactionView {
 
 const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 
-export function detailOf(tx: StoredTransaction): TransactionDetail {
+export function detailOf(tx: LoggedTransaction): TransactionDetail {
   return {
     ...viewOf(tx),
-    inDoubt: tx.in_doubt,
+    inDoubt: tx.inDoubt,
     heuristic: tx.heuristic,
     attempts: tx.attempts,
-    lastError: tx.last_error ?? null,
-    onePhase: tx.one_phase,
+    lastError: tx.lastError ?? null,
+    onePhase: tx.onePhase,
     deadline: iso(tx.deadline)!,
-    createdAt: iso(tx.created_at)!,
-    decidedAt: iso(tx.decided_at),
-    completedAt: iso(tx.completed_at),
+    createdAt: iso(tx.createdAt)!,
+    decidedAt: iso(tx.decidedAt),
+    completedAt: iso(tx.completedAt),
     events: tx.events.map((e) => ({ at: iso(e.at)!, kind: e.kind, actor: e.actor, detail: e.detail })),
   };
 }

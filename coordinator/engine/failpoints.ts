@@ -4,8 +4,9 @@
  * after one size check: nothing else runs in production.
  */
 // after-decision-written: a batch of decisions is durable in the log, and none of its callers has
-// been told (group commit: a batch written but not acknowledged).
-export const FAILPOINT_PATTERN = /^(after-begin|after-decision|after-decision-written|after-prepare-\d+|after-complete-\d+)$/;
+// been told (group commit: a batch written but not acknowledged). before-completion-written: phase
+// 2 done, its completion record queued for the log but not written (a deferred completion lost).
+export const FAILPOINT_PATTERN = /^(after-begin|after-decision|after-decision-written|before-completion-written|after-prepare-\d+|after-complete-\d+)$/;
 
 export class Failpoints {
   readonly #active: ReadonlySet<string>;

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, NotFoundError, StaleStateError } from '../errors.ts';
-import type { StoredTransaction } from '../log/transactions-store.ts';
 import { branchGid, namespacePrefix } from './gid.ts';
+import type { LoggedTransaction } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
 import { finishHeld, RECOVERY_LEASE_MS, resumeTransaction } from './resume-from-log.ts';
+import { decide } from './state-changes.ts';
 import type { TxError } from './types.ts';
 
 export interface InteractiveBegin {
@@ -44,11 +45,8 @@ export interface JoinedBranch {
  * already has a branch returns that branch, so a retried request is harmless.
  */
 export async function joinInteractive(deps: EngineDeps, id: string, resource: string, actor: string | null): Promise<JoinedBranch> {
-  const joined = await deps.store.joinBranch({ id, resource, gidPrefix: `${namespacePrefix(deps.namespace)}${id}:`, actor }).catch((err: unknown) => {
-    // Lost the unique index to concurrent joins more than once: a conflict to retry, not a fault.
-    if ((err as { code?: string }).code === '23505') throw new ConflictError('busy', `concurrent joins to transaction ${id}; try again`);
-    throw err;
-  });
+  // Joins that keep racing for one resource end in ConcurrentJoinError: a conflict to retry, not a fault.
+  const joined = await deps.store.joinBranch({ id, resource, gidPrefix: `${namespacePrefix(deps.namespace)}${id}:`, actor });
   if (!joined) {
     const tx = await deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);
@@ -102,11 +100,10 @@ async function commitOnce(deps: EngineDeps, id: string, actor: string | null): P
     throw new ConflictError('not_prepared', `cannot commit transaction ${id}: the branch on ${missing.join(', ')} is not prepared under its gid; the transaction is aborted`);
   }
   // StaleStateError here: decided meanwhile, or a branch joined since the check (commitInteractive tells which).
-  await deps.store.transition({
-    id, driver: deps.instanceId, from: 'active', to: 'committing', forced: true, branchesChecked: tx.branches.length,
-    branches: tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
-    event: { kind: 'decided', actor, detail: { outcome: 'commit', interactive: true }, derivable: actor === tx.submitted_by },
-  });
+  await decide(deps, id, {
+    outcome: 'commit', checked: tx.branches.length,
+    branches: tx.branches.map((b) => ({ index: b.index, xid: xids.get(b.index) ?? null })),
+  }, { by: 'client', actor, owner: tx.submittedBy });
   // Still under the lease taken above, and the log now holds what was just written: phase 2 from
   // that, without taking the lease again or reading the transaction back.
   await finishNow(deps, id, {
@@ -122,10 +119,7 @@ export async function abortInteractive(deps: EngineDeps, id: string, actor: stri
 }
 
 async function decideAbort(deps: EngineDeps, id: string, actor: string | null, reason: TxError): Promise<void> {
-  await deps.store.transition({
-    id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason,
-    event: { kind: 'decided', actor, detail: { outcome: 'abort', reason, interactive: true } },
-  }).catch(rethrowStale(id));
+  await decide(deps, id, { outcome: 'abort', reason }, { by: 'client', actor }).catch(rethrowStale(id));
   await finishNow(deps, id);
 }
 
@@ -153,7 +147,7 @@ function rethrowStale(id: string) {
  * the completion job takes over at once (with backoff and the in-doubt count), rather than the
  * next reconciliation pass.
  */
-async function finishNow(deps: EngineDeps, id: string, held?: StoredTransaction): Promise<void> {
+async function finishNow(deps: EngineDeps, id: string, held?: LoggedTransaction): Promise<void> {
   const result = await (held ? finishHeld(deps, held, { inline: true }) : resumeTransaction(deps, id));
   if (result.state !== 'pending') return;
   await deps.followUp.completionPending(id).catch((err: unknown) =>

@@ -1,9 +1,8 @@
 import type { Logger } from 'pino';
 import type { Participant } from '../../participant-adapter/participant.ts';
-import type { RecoveryStore } from '../log/recovery-store.ts';
-import type { TransactionsStore } from '../log/transactions-store.ts';
 import type { Admission } from './admission.ts';
 import type { Failpoints } from './failpoints.ts';
+import type { RecoveryLog, TransactionLog } from './log-port.ts';
 import type { TxStatus } from './states.ts';
 
 /** What the engine reports for metrics; implemented by coordinator/observability. */
@@ -28,8 +27,9 @@ export interface FollowUp {
 }
 
 export interface EngineDeps {
-  store: TransactionsStore;
-  recovery: RecoveryStore;
+  /** The log, as storage. Its state changes go through state-changes.ts only. */
+  store: TransactionLog;
+  recovery: RecoveryLog;
   participants: ReadonlyMap<string, Participant>;
   namespace: string;
   /** This process, as the driver recorded on the transactions it drives (the lease's owner). */

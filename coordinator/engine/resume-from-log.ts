@@ -1,7 +1,8 @@
 import { StaleStateError } from '../errors.ts';
-import type { StoredTransaction } from '../log/transactions-store.ts';
+import type { LoggedTransaction } from './log-port.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
+import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
 import { isFinal, type TxStatus } from './states.ts';
 import type { TxError } from './types.ts';
 
@@ -40,7 +41,7 @@ export async function resumeTransaction(deps: EngineDeps, id: string, options: R
  * resumeTransaction does once it has taken the lease and read the log. A process that has just
  * written a decision itself, under its lease, knows that state and saves both statements.
  */
-export async function finishHeld(deps: EngineDeps, tx: StoredTransaction, options: ResumeOptions = {}): Promise<ResumeResult> {
+export async function finishHeld(deps: EngineDeps, tx: LoggedTransaction, options: ResumeOptions = {}): Promise<ResumeResult> {
   const result = await drive(deps, tx, options).catch((err: unknown): ResumeResult => {
     if (err instanceof StaleStateError) return { state: 'busy' };
     return { state: 'pending', error: { resource: null, statement: null, code: 'internal', message: err instanceof Error ? err.message : String(err) } };
@@ -63,7 +64,7 @@ export interface ResumeOptions {
   inline?: boolean;
 }
 
-async function drive(deps: EngineDeps, tx: StoredTransaction, options: ResumeOptions): Promise<ResumeResult> {
+async function drive(deps: EngineDeps, tx: LoggedTransaction, options: ResumeOptions): Promise<ResumeResult> {
   switch (tx.status) {
     case 'committed':
     case 'aborted':
@@ -79,10 +80,7 @@ async function drive(deps: EngineDeps, tx: StoredTransaction, options: ResumeOpt
       const reason: TxError = options.abandoned ?? { resource: null, statement: null, code: 'deadline_exceeded', message: 'deadline passed before a decision was recorded' };
       // branchesChecked: a branch joined since the load would be missed by the rollback below; the
       // compare-and-set then fails (busy) and the next attempt loads it too.
-      await deps.store.transition({
-        id: tx.id, driver: deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason, branchesChecked: tx.branches.length,
-        event: { kind: 'decided', detail: { outcome: 'abort', reason, by: 'recovery' } },
-      });
+      await decide(deps, tx.id, { outcome: 'abort', reason, checked: tx.branches.length }, { by: 'recovery' });
       return finishDecided(deps, { ...tx, status: 'aborting' }, 'abort', options);
     }
   }
@@ -93,7 +91,7 @@ function firstError(results: FinishResult[]): TxError | null {
   return null;
 }
 
-async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: Outcome, options: ResumeOptions): Promise<ResumeResult> {
+async function finishDecided(deps: EngineDeps, tx: LoggedTransaction, outcome: Outcome, options: ResumeOptions): Promise<ResumeResult> {
   // Under abort, a branch still marked active may have been prepared just before a crash.
   const open = tx.branches.filter((b) => b.status === 'prepared' || (outcome === 'abort' && b.status === 'active'));
   const refs: PreparedRef[] = open.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, xid: b.xid }));
@@ -102,32 +100,25 @@ async function finishDecided(deps: EngineDeps, tx: StoredTransaction, outcome: O
   if (!results.every((r) => r.done)) {
     return { state: 'pending', error: firstError(results) };
   }
-  const hazards = results.flatMap((r) => (r.done && r.hazard ? [{ ref: refs.find((x) => x.index === r.index)!, fate: r.fate }] : []));
+  const hazards = results.flatMap((r): Hazard[] => (r.done && r.hazard ? [{ index: r.index, resource: refs.find((x) => x.index === r.index)!.resource, fate: r.fate }] : []));
   for (const h of hazards) {
-    deps.observer.hazard(h.ref.resource);
-    deps.logger.error({ transactionId: tx.id, resource: h.ref.resource, gid: h.ref.gid, fate: h.fate, decision: outcome },
+    deps.observer.hazard(h.resource);
+    deps.logger.error({ transactionId: tx.id, resource: h.resource, gid: refs.find((x) => x.index === h.index)!.gid, fate: h.fate, decision: outcome },
       'heuristic hazard: a branch ended against the decision');
   }
-  const first = hazards[0];
-  await deps.store.transition({
-    id: tx.id, driver: deps.instanceId, from: tx.status, to: final, forced: false,
-    heuristic: hazards.length > 0,
-    error: first ? { resource: first.ref.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${first.ref.resource} ended ${first.fate} against the ${outcome} decision` } : undefined,
+  await complete(deps, tx.id, {
+    from: tx.status, outcome: final, hazards,
+    error: hazards[0] ? hazardError(hazards[0], outcome) : undefined,
     branches: refs.map((r) => {
-      const fate = hazards.find((h) => h.ref.index === r.index)?.fate;
+      const fate = hazards.find((h) => h.index === r.index)?.fate;
       return { index: r.index, status: fate ? fateStatus(fate, final) : final, heuristic: fate };
     }),
-    event: {
-      kind: 'completed',
-      detail: { outcome: final, ...(options.inline ? {} : { by: 'recovery' }), ...(first ? { heuristic: hazards.map((h) => ({ resource: h.ref.resource, fate: h.fate })) } : {}) },
-      derivable: options.inline && final === 'committed' && !first,
-    },
-  });
+  }, { by: 'recovery', inline: options.inline });
   deps.observer.outcome(final);
   return { state: 'finished', status: final };
 }
 
-async function settleOnePhase(deps: EngineDeps, tx: StoredTransaction): Promise<ResumeResult> {
+async function settleOnePhase(deps: EngineDeps, tx: LoggedTransaction): Promise<ResumeResult> {
   const branch = tx.branches[0];
   const participant = branch ? deps.participants.get(branch.resource) : undefined;
   if (!branch?.xid || !participant) {
@@ -142,12 +133,11 @@ async function settleOnePhase(deps: EngineDeps, tx: StoredTransaction): Promise<
   // In progress: the session that ran COMMIT is still alive; its outcome is not known yet.
   if (fate === 'in progress') return { state: 'pending', error: null };
   const final = fate === 'committed' ? 'committed' : 'aborted';
-  await deps.store.transition({
-    id: tx.id, driver: deps.instanceId, from: 'preparing', to: final, forced: false,
+  await complete(deps, tx.id, {
+    from: 'preparing', outcome: final,
     error: final === 'aborted' ? { resource: branch.resource, statement: null, code: 'commit_failed', message: `one-phase commit on ${branch.resource} ended ${fate}` } : undefined,
     branches: [{ index: 0, status: final }],
-    event: { kind: 'completed', detail: { outcome: final, by: 'recovery' } },
-  });
+  }, { by: 'recovery' });
   deps.observer.outcome(final);
   return { state: 'finished', status: final };
 }

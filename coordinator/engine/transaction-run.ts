@@ -2,12 +2,13 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import { StaleStateError, UnavailableError } from '../errors.ts';
-import type { BranchUpdate } from '../log/transactions-store.ts';
 import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
 import { WorkControl } from './deadline.ts';
 import { branchGid } from './gid.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
+import type { BranchUpdate } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
+import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
 import type { BranchStatus, TxStatus } from './states.ts';
 import type { StatementOutcome, SubmitRequest, TransactionView, TxError } from './types.ts';
 
@@ -40,7 +41,6 @@ export class TransactionRun {
   #results: StatementOutcome[][];
   #statuses: BranchStatus[];
   #readOnly: boolean[];
-  #heuristic = false;
   #fates: (string | undefined)[] = [];
 
   constructor(deps: EngineDeps, id: string, request: SubmitRequest, deadlineAt: number, hooks: RunHooks) {
@@ -123,11 +123,10 @@ export class TransactionRun {
     const refs = work.map((w) => this.#ref(w.index, w.xid));
     const t0 = performance.now();
     try {
-      await this.#deps.store.transition({
-        id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'committing', forced: true,
-        branches: work.map((w) => ({ index: w.index, status: 'prepared', xid: w.xid, readOnly: w.xid === null })),
-        event: { kind: 'decided', detail: { outcome: 'commit' }, derivable: true },
-      });
+      await decide(this.#deps, this.#id, {
+        outcome: 'commit', checked: this.#request.branches.length,
+        branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
+      }, { by: 'driver' });
     } catch {
       // Another process moved it first (StaleStateError), or the decision may or may not be on
       // disk (the log died under it, as in a failover): either way the log is asked. A decision
@@ -155,7 +154,7 @@ export class TransactionRun {
         release();
         this.#statuses[0] = 'committed';
         this.#readOnly[0] = true;
-        return this.#finish('active', 'committed', null, 'completed');
+        return this.#finish('active', 'committed', null);
       }
       if (this.#control.expired) {
         await branch.rollback();
@@ -164,11 +163,7 @@ export class TransactionRun {
       }
       try {
         // The hand-off: the xid is durable before COMMIT, so recovery can learn the outcome.
-        await this.#deps.store.transition({
-          id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'preparing', forced: true, onePhase: true,
-          branches: [{ index: 0, status: 'active', xid }],
-          event: { kind: 'decided', detail: { outcome: 'one-phase commit' }, derivable: true },
-        });
+        await decide(this.#deps, this.#id, { outcome: 'one-phase commit', xid }, { by: 'driver' });
         this.#deps.failpoints.hit('after-decision');
       } catch (err) {
         await branch.rollback().catch(() => {});
@@ -184,7 +179,7 @@ export class TransactionRun {
         if (err instanceof ParticipantError && err.sqlState && !err.retryable) {
           // The server refused the commit (a deferred constraint, a serialization failure): it rolled back.
           this.#statuses[0] = 'aborted';
-          return this.#finish('preparing', 'aborted', { resource: this.#request.branches[0]!.resource, statement: null, code: err.sqlState, message: err.message }, 'completed');
+          return this.#finish('preparing', 'aborted', { resource: this.#request.branches[0]!.resource, statement: null, code: err.sqlState, message: err.message });
         }
         // The connection died during COMMIT: only the xid can tell what happened.
         await this.#handOff();
@@ -193,7 +188,7 @@ export class TransactionRun {
       release();
       this.#statuses[0] = committed ? 'committed' : 'aborted';
       return this.#finish('preparing', committed ? 'committed' : 'aborted', committed ? null
-        : { resource: this.#request.branches[0]!.resource, statement: null, code: 'commit_failed', message: 'the database rolled back at COMMIT' }, 'completed');
+        : { resource: this.#request.branches[0]!.resource, statement: null, code: 'commit_failed', message: 'the database rolled back at COMMIT' });
     } finally {
       release();
     }
@@ -208,14 +203,10 @@ export class TransactionRun {
     }));
     const prepared = work.filter((w) => w.prepared).map((w) => this.#ref(w.index, w.xid));
     this.#statuses = this.#statuses.map(() => 'aborted');
-    if (prepared.length === 0) return this.#finish('active', 'aborted', reason, 'aborted');
+    if (prepared.length === 0) return this.#finish('active', 'aborted', reason);
     prepared.forEach((r) => { this.#statuses[r.index] = 'prepared'; });
     try {
-      await this.#deps.store.transition({
-        id: this.#id, driver: this.#deps.instanceId, from: 'active', to: 'aborting', forced: false, error: reason,
-        branches: this.#branchUpdates(),
-        event: { kind: 'decided', detail: { outcome: 'abort', reason } },
-      });
+      await decide(this.#deps, this.#id, { outcome: 'abort', reason, branches: this.#branchUpdates() }, { by: 'driver' });
       this.#deps.failpoints.hit('after-decision');
     } catch (err) {
       if (err instanceof StaleStateError) return this.#movedOrLost(prepared);
@@ -238,7 +229,7 @@ export class TransactionRun {
     for (const r of results) if (r.done) this.#statuses[r.index] = r.hazard ? fateStatus(r.fate, final) : final;
     const hazard = this.#hazardError(results, refs);
     if (results.every((r) => r.done)) {
-      return this.#finish(from, outcome === 'commit' ? 'committed' : 'aborted', hazard ?? reason, 'completed');
+      return this.#finish(from, outcome === 'commit' ? 'committed' : 'aborted', hazard ?? reason);
     }
     await this.#handOff();
     return this.#view(from, reason);
@@ -248,20 +239,16 @@ export class TransactionRun {
     for (const r of results) if (r.done && r.hazard) this.#fates[r.index] = r.fate;
     const hit = results.find((r) => r.done && r.hazard);
     if (!hit || !hit.done || !hit.hazard) return null;
-    this.#heuristic = true;
     const ref = refs.find((r) => r.index === hit.index)!;
     this.#deps.observer.hazard(ref.resource);
     this.#deps.logger.error({ transactionId: this.#id, resource: ref.resource, gid: ref.gid, fate: hit.fate }, 'heuristic hazard: branch ended against the decision');
-    return { resource: ref.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${ref.resource} ended ${hit.fate} against the decision` };
+    return hazardError({ index: ref.index, resource: ref.resource, fate: hit.fate }, null);
   }
 
   /** Writes a final state (not forced) and answers from memory; a lost write is re-driven by recovery. */
-  async #finish(from: TxStatus, to: 'committed' | 'aborted', error: TxError | null, kind: string): Promise<TransactionView> {
+  async #finish(from: TxStatus, to: 'committed' | 'aborted', error: TxError | null): Promise<TransactionView> {
     try {
-      await this.#deps.store.transition({
-        id: this.#id, driver: this.#deps.instanceId, from, to, forced: false, error, heuristic: this.#heuristic, branches: this.#branchUpdates(),
-        event: { kind, detail: error ? { outcome: to, reason: error } : { outcome: to }, derivable: kind === 'completed' && to === 'committed' && !error && !this.#heuristic },
-      });
+      await complete(this.#deps, this.#id, { from, outcome: to, error, hazards: this.#hazards(), branches: this.#branchUpdates() }, { by: 'driver' });
     } catch (err) {
       // From active, nothing of this run was decided in the log (a read-only commit, an abort with
       // nothing prepared): the same as a lost decision. After a decision, phase 2 is done.
@@ -369,6 +356,11 @@ export class TransactionRun {
 
   #ref(index: number, xid: string | null): PreparedRef {
     return { index, resource: this.#request.branches[index]!.resource, gid: this.#gids[index]!, xid };
+  }
+
+  /** The branches found ended against the decision (see #hazardError). */
+  #hazards(): Hazard[] {
+    return this.#fates.flatMap((fate, index) => (fate === undefined ? [] : [{ index, resource: this.#request.branches[index]!.resource, fate }]));
   }
 
   #branchUpdates(): BranchUpdate[] {

@@ -1,26 +1,8 @@
 import { sql } from 'kysely';
+import type { BeginOutcome, BeginRecord } from '../engine/log-port.ts';
 import { UnavailableError } from '../errors.ts';
 import { GroupCommit, type GroupCommitObserver } from './group-commit.ts';
 import type { LogDb } from './log-database.ts';
-
-export interface BeginRecord {
-  id: string;
-  namespace: string;
-  deadline: Date;
-  submittedBy: string | null;
-  /** The instance driving it; its lease runs until the deadline (see RecoveryStore.acquire). */
-  driver: string;
-  branches: { index: number; resource: string; gid: string }[];
-  /** The timeout the client asked for (the deadline is the request's arrival plus it). */
-  timeoutMs: number;
-  /** Begun by POST /v1/transactions/interactive: its branches prepare elsewhere and may be joined. */
-  interactive?: boolean;
-  idempotency?: { tokenName: string; key: string; requestHash: string };
-}
-
-export type BeginOutcome =
-  | { created: true }
-  | { created: false; existingId: string; requestHash: string };
 
 // As the transitions' bounds (transition-writer.ts).
 const MAX_BATCH = 64;

@@ -1,68 +1,21 @@
 import { sql } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
-import { canTransition, type BranchStatus, type TxStatus } from '../engine/states.ts';
+import {
+  ConcurrentJoinError, type BeginOutcome, type BeginRecord, type JoinedBranchRecord, type JoinRecord, type LoggedBranch,
+  type LoggedEvent, type LoggedTransaction, type TransactionLog, type TransitionRecord,
+} from '../engine/log-port.ts';
 import type { Failpoints } from '../engine/failpoints.ts';
-import { BeginWriter, type BeginOutcome, type BeginRecord } from './begin-writer.ts';
+import type { BranchStatus, TxStatus } from '../engine/states.ts';
+import { BeginWriter } from './begin-writer.ts';
 import type { GroupCommitObserver } from './group-commit.ts';
 import { withHappyPathEvents, type LogEvent } from './happy-path-events.ts';
 import type { LogDb } from './log-database.ts';
 import { TransitionWriter } from './transition-writer.ts';
 
-export type { BeginOutcome, BeginRecord } from './begin-writer.ts';
+export type { BeginOutcome, BeginRecord, BranchUpdate, JoinedBranchRecord, JoinRecord, TransitionRecord } from '../engine/log-port.ts';
 
-export interface BranchUpdate {
-  index: number;
-  status: BranchStatus;
-  /** How the branch really ended when that was against the decision. */
-  heuristic?: string;
-  xid?: string | null;
-  readOnly?: boolean;
-  results?: unknown;
-  error?: unknown;
-}
-
-export interface TransitionRecord {
-  id: string;
-  from: TxStatus;
-  to: TxStatus;
-  /** Wait for the WAL flush: required for the commit decision, the commit point. */
-  forced: boolean;
-  /** Fencing: the change applies only while this instance holds the transaction's lease. */
-  driver: string;
-  onePhase?: boolean;
-  /** A branch was found ended against the decision: flagged for operators, never a clean success. */
-  heuristic?: boolean;
-  error?: unknown;
-  branches?: BranchUpdate[];
-  /**
-   * The change applies only if the transaction has at most this many branches: the ones the
-   * caller checked. A branch joined since then (POST …/branches) makes it fail with StaleStateError.
-   */
-  branchesChecked?: number;
-  /**
-   * derivable: a happy-path event (a commit decision, a clean completion), which a lean row derives
-   * from its timestamps (happy-path-events.ts) rather than writing it.
-   */
-  event: { kind: string; actor?: string | null; detail?: Record<string, unknown>; derivable?: boolean };
-}
-
-export interface JoinRecord {
-  id: string;
-  resource: string;
-  /** The gid of the new branch is this followed by its index (see engine/gid.ts). */
-  gidPrefix: string;
-  actor: string | null;
-}
-
-export interface JoinedBranchRecord {
-  index: number;
-  gid: string;
-  deadline: Date;
-  /** False when the resource already had a branch in the transaction: that one is returned. */
-  created: boolean;
-}
-
-export interface StoredBranch {
+/** A branch as the log's columns name it; mapped to LoggedBranch at this boundary. */
+interface BranchRow {
   index: number;
   resource: string;
   gid: string;
@@ -75,40 +28,19 @@ export interface StoredBranch {
   last_error: unknown;
 }
 
-export interface StoredEvent {
-  at: string;
-  kind: string;
-  actor: string | null;
-  detail: Record<string, unknown>;
-}
+const branchOf = (b: BranchRow): LoggedBranch => ({
+  index: b.index, resource: b.resource, gid: b.gid, status: b.status, xid: b.xid, readOnly: b.read_only,
+  results: b.results, error: b.error, heuristic: b.heuristic, lastError: b.last_error,
+});
 
-export interface StoredTransaction {
-  id: string;
-  namespace: string;
-  status: TxStatus;
-  one_phase: boolean;
-  deadline: Date;
-  submitted_by: string | null;
-  error: unknown;
-  created_at: Date;
-  decided_at: Date | null;
-  completed_at: Date | null;
-  driver: string | null;
-  lease_until: Date | null;
-  attempts: number;
-  last_error: unknown;
-  in_doubt: boolean;
-  heuristic: boolean;
-  branches: StoredBranch[];
-  events: StoredEvent[];
-}
-
+// 23505 (unique_violation): a join of the same resource won the race; the next try finds its branch.
+const RACED = '23505';
 
 /**
  * The transaction aggregate of the log. A happy-path transaction is one lean row (migration 0005)
  * written three times: begin, decision, completion, each shared with concurrent ones (group commit).
  */
-export class TransactionsStore {
+export class TransactionsStore implements TransactionLog {
   readonly #transitions: TransitionWriter;
   readonly #begins: BeginWriter;
 
@@ -125,11 +57,9 @@ export class TransactionsStore {
   /**
    * One guarded state change: `UPDATE … WHERE id AND status = from`, with its branch updates and
    * its event in the same statement. Zero rows means another process moved first: StaleStateError.
+   * Whether from → to is allowed is the engine's to check (engine/state-changes.ts), before this.
    */
   async transition(record: TransitionRecord): Promise<void> {
-    if (!canTransition(record.from, record.to)) {
-      throw new Error(`illegal transition ${record.from} → ${record.to} for ${record.id}`);
-    }
     await this.#transitions.write(record);
   }
 
@@ -154,7 +84,8 @@ export class TransactionsStore {
       try {
         return await this.#joinOnce(record);
       } catch (err) {
-        if ((err as { code?: string }).code !== '23505' || attempt >= 3) throw err;
+        if ((err as { code?: string }).code !== RACED) throw err;
+        if (attempt >= 3) throw new ConcurrentJoinError(record.id);
       }
     }
   }
@@ -201,7 +132,7 @@ export class TransactionsStore {
     if (row.index !== null) return { index: row.index, gid: row.gid, deadline: row.deadline, created: row.created };
     if (!row.lean) return 'not lean';
     // Open, yet neither joined nor found: a join of the same resource won the row lock (see above).
-    if (row.raced) throw Object.assign(new Error(`a concurrent join of ${r.resource} to ${r.id}`), { code: '23505' });
+    if (row.raced) throw Object.assign(new Error(`a concurrent join of ${r.resource} to ${r.id}`), { code: RACED });
     return null;
   }
 
@@ -255,7 +186,7 @@ export class TransactionsStore {
   }
 
   /** The whole transaction: its branches whichever row holds them, its written events and, for a lean row, its derived ones. */
-  async load(id: string): Promise<StoredTransaction | null> {
+  async load(id: string): Promise<LoggedTransaction | null> {
     const row = await this.db.forced
       .selectFrom('tpc_transactions as t')
       .select([
@@ -281,10 +212,15 @@ export class TransactionsStore {
       .where('t.id', '=', id)
       .executeTakeFirst();
     if (!row) return null;
-    const { lean, decided_apart, timeout_ms, interactive, ...tx } = row as typeof row & { branches: StoredBranch[]; events: StoredEvent[] };
-    const events = lean
-      ? withHappyPathEvents({ ...tx, decided_apart, timeout_ms, interactive, resources: tx.branches.map((b) => b.resource) }, tx.events as LogEvent[]) as StoredEvent[]
+    const tx = row as typeof row & { status: TxStatus; branches: BranchRow[]; events: LoggedEvent[] };
+    const events = tx.lean
+      ? withHappyPathEvents({ ...tx, resources: tx.branches.map((b) => b.resource) }, tx.events as LogEvent[])
       : tx.events;
-    return { ...(tx as unknown as StoredTransaction), events };
+    return {
+      id: tx.id, namespace: tx.namespace, status: tx.status, onePhase: tx.one_phase, deadline: tx.deadline, submittedBy: tx.submitted_by,
+      error: tx.error, createdAt: tx.created_at, decidedAt: tx.decided_at, completedAt: tx.completed_at, driver: tx.driver,
+      leaseUntil: tx.lease_until, attempts: tx.attempts, lastError: tx.last_error, inDoubt: tx.in_doubt, heuristic: tx.heuristic,
+      branches: tx.branches.map(branchOf), events,
+    };
   }
 }

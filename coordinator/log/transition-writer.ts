@@ -71,6 +71,9 @@ export class TransitionWriter {
     const writer = (mode: 'forced' | 'relaxed') => new GroupCommit<TransitionRow, true>({
       name: `transition-${mode}`, maxBatch: MAX_BATCH, maxQueued: MAX_QUEUED, observer,
       write: async (rows) => {
+        // Phase 2 is done on every branch of a completing transaction, its answer may be on its
+        // way, and the completion, not forced, is still only in this batch: a crash loses it.
+        if (mode === 'relaxed' && rows.some((r) => r.completes && r.from !== 'active')) failpoints?.hit('before-completion-written');
         const results = await (rows.length === 1 ? this.#one(mode, rows[0]!) : this.#many(mode, rows));
         if (mode === 'forced') failpoints?.hit('after-decision-written');
         return results;

@@ -1,9 +1,10 @@
 import { ConflictError, NotFoundError, StaleStateError } from '../errors.ts';
 import { namespacePrefix } from '../engine/gid.ts';
 import { fateStatus, finishAll, type Outcome } from '../engine/phase-two.ts';
+import type { LoggedTransaction } from '../engine/log-port.ts';
 import type { EngineDeps } from '../engine/ports.ts';
 import { RECOVERY_LEASE_MS, resumeTransaction, type ResumeResult } from '../engine/resume-from-log.ts';
-import type { StoredTransaction } from '../log/transactions-store.ts';
+import { complete, decide as writeDecision, forcedError, recordOperatorAction } from '../engine/state-changes.ts';
 
 export interface ResolveRequest {
   outcome: Outcome;
@@ -31,7 +32,7 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
   const seen = await deps.store.load(id);
   if (!seen) throw new NotFoundError(`transaction ${id} not found`);
   const audit = (action: string, detail: Record<string, unknown>) =>
-    deps.store.appendEvent(id, 'operator_resolve', req.actor, { outcome: req.outcome, reason: req.reason, force: req.force, action, ...detail });
+    recordOperatorAction(deps, id, req.actor, { outcome: req.outcome, reason: req.reason, force: req.force, action, ...detail });
 
   if (seen.status === 'committed' || seen.status === 'aborted') {
     if (DECIDED[seen.status] === req.outcome) {
@@ -47,7 +48,7 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
   const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS, { takeOverUndecided: true });
   if (!tx) {
     await audit('refused', { result: 'driven by another process' });
-    throw new ConflictError('busy', `transaction ${id} is being driven by ${seen.driver ?? 'another process'} until ${seen.lease_until?.toISOString?.() ?? seen.lease_until}; try again then`);
+    throw new ConflictError('busy', `transaction ${id} is being driven by ${seen.driver ?? 'another process'} until ${seen.leaseUntil?.toISOString?.() ?? seen.leaseUntil}; try again then`);
   }
   try {
     if (tx.status === 'active') return await decide(deps, tx, req, audit);
@@ -76,7 +77,7 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
 }
 
 /** No decision yet: the operator's outcome becomes it. Commit only if every branch is really prepared. */
-async function decide(deps: EngineDeps, tx: StoredTransaction, req: ResolveRequest, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
+async function decide(deps: EngineDeps, tx: LoggedTransaction, req: ResolveRequest, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
   if (req.outcome === 'commit') {
     const missing: string[] = [];
     for (const b of tx.branches) {
@@ -90,13 +91,10 @@ async function decide(deps: EngineDeps, tx: StoredTransaction, req: ResolveReque
     }
   }
   // branchesChecked: a branch joined after the check above must not be committed unchecked.
-  await deps.store.transition({
-    id: tx.id, driver: deps.instanceId, from: 'active', to: req.outcome === 'commit' ? 'committing' : 'aborting', forced: true,
-    branchesChecked: req.outcome === 'commit' ? tx.branches.length : undefined,
-    branches: req.outcome === 'commit' ? tx.branches.map((b) => ({ index: b.index, status: 'prepared' as const })) : undefined,
-    error: req.outcome === 'abort' ? { resource: null, statement: null, code: 'operator_abort', message: req.reason } : undefined,
-    event: { kind: 'decided', actor: req.actor, detail: { outcome: req.outcome, by: 'operator', reason: req.reason } },
-  }).catch(async (err: unknown) => {
+  await writeDecision(deps, tx.id, req.outcome === 'commit'
+    ? { outcome: 'commit', checked: tx.branches.length, branches: tx.branches.map((b) => ({ index: b.index })) }
+    : { outcome: 'abort', reason: { resource: null, statement: null, code: 'operator_abort', message: req.reason } },
+  { by: 'operator', actor: req.actor, note: req.reason }).catch(async (err: unknown) => {
     if (!(err instanceof StaleStateError)) throw err;
     await audit('refused', { result: 'changed meanwhile' });
     throw new ConflictError('busy', `transaction ${tx.id} changed while it was being resolved (decided by another process, or a branch joined); try again`);
@@ -107,7 +105,7 @@ async function decide(deps: EngineDeps, tx: StoredTransaction, req: ResolveReque
 }
 
 /** Against the decision, on the operator's word: the branches go the other way and the transaction is flagged heuristic. */
-async function forceAgainst(deps: EngineDeps, tx: StoredTransaction, req: ResolveRequest, decided: Outcome, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
+async function forceAgainst(deps: EngineDeps, tx: LoggedTransaction, req: ResolveRequest, decided: Outcome, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
   const open = tx.branches.filter((b) => b.status === 'prepared' || b.status === 'active');
   const refs = open.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, xid: b.xid }));
   const results = await finishAll(deps.participants, refs, req.outcome, deps.failpoints);
@@ -118,12 +116,11 @@ async function forceAgainst(deps: EngineDeps, tx: StoredTransaction, req: Resolv
   const forcedStatus = req.outcome === 'commit' ? 'committed' : 'aborted';
   for (const r of refs) deps.observer.hazard(r.resource);
   deps.logger.error({ transactionId: tx.id, decision: decided, forced: req.outcome, actor: req.actor, reason: req.reason }, 'operator forced a resolution against the decision: heuristic outcome');
-  await deps.store.transition({
-    id: tx.id, driver: deps.instanceId, from: tx.status, to: decided === 'commit' ? 'committed' : 'aborted', forced: true, heuristic: true,
-    error: { resource: refs[0]?.resource ?? null, statement: null, code: 'heuristic_hazard', message: `forced ${req.outcome} by ${req.actor} against the ${decided} decision: ${req.reason}` },
+  await complete(deps, tx.id, {
+    from: tx.status, outcome: decided === 'commit' ? 'committed' : 'aborted',
+    error: forcedError(refs[0]?.resource ?? null, req.outcome, req.actor, decided, req.reason),
     branches: results.map((r) => ({ index: r.index, status: r.done && r.hazard ? fateStatus(r.fate, forcedStatus) : forcedStatus, heuristic: `forced ${req.outcome}` })),
-    event: { kind: 'completed', actor: req.actor, detail: { outcome: decided === 'commit' ? 'committed' : 'aborted', heuristic: true, forced: req.outcome } },
-  });
+  }, { by: 'operator', actor: req.actor, forced: req.outcome });
   await audit('forced', { result: `branches ${forcedStatus} against the ${decided} decision` });
   return { action: 'forced', result: 'finished' };
 }
