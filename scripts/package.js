@@ -2,7 +2,7 @@
 // `npm run package`: builds, then packs the two packages into dist/packages/:
 //
 //   pg-2pc-coordinator-<version>.tgz  everything: service, embedded coordinator, participant adapter
-//                                     and router, CLI (bin/tpc.js), migrations;
+//                                     and router, CLI (bin/tpc.js), migrations, the README and docs/;
 //   pg-2pc-client-<version>.tgz       what a service needs to take part: the files that the client
 //                                     entry (coordinator/sdk/client-package.ts) reaches, depending on
 //                                     pg and kysely only.
@@ -90,6 +90,8 @@ function packCoordinator(stage, out) {
   for (const dir of ['coordinator', 'participant-adapter', 'migrations']) cpSync(join(DIST, dir), join(stage, 'dist', dir), { recursive: true });
   cpSync(join(ROOT, 'bin', 'tpc.js'), join(stage, 'bin', 'tpc.js'));
   cpSync(join(ROOT, 'README.md'), join(stage, 'README.md'));
+  // The README links into docs/: the links hold in the package too.
+  if (existsSync(join(ROOT, 'docs'))) cpSync(join(ROOT, 'docs'), join(stage, 'docs'), { recursive: true });
   const dependencies = { ...rootPackage.dependencies, ...pick(FULL_TYPE_DEPENDENCIES) };
   for (const name of DEV_ONLY_AT_RUN_TIME) delete dependencies[name];
   const pkg = {
