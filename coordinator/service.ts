@@ -27,6 +27,7 @@ import { TransactionsStore } from './log/transactions-store.ts';
 import { probeLog } from './log/log-probe.ts';
 import { createLogger, safeUrl } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { registerQueueGauges } from './observability/queue-gauges.ts';
 import { registerStateGauges } from './observability/state-gauges.ts';
 
 export interface RunningService {
@@ -191,6 +192,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     resources: () => inspectResources(engineDeps),
     orphans: () => findOrphans(engineDeps),
   });
+  registerQueueGauges(metrics.registry, () => queues.queues, config.namespace);
 
   const app = createApp({
     engine,

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { Branch } from './branch.ts';
+import { CoalescedQueries } from './coalesced-queries.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, PreparedSlots, XactStatus } from './participant.ts';
@@ -34,6 +35,8 @@ export class DirectParticipant implements Participant {
   readonly #timeoutMs: number;
   /** One naming for the whole pool: node-postgres refuses a name reused for other text on a connection. */
   readonly #names = new StatementNames();
+  /** COMMIT/ROLLBACK PREPARED issued together share a connection and a write; null when the pool is not pipelined. */
+  readonly #phaseTwo: CoalescedQueries | null;
 
   constructor(options: DirectParticipantOptions) {
     this.name = options.name;
@@ -56,6 +59,9 @@ export class DirectParticipant implements Participant {
     // the same packet as "ready for query" would then be emitted with no listener and kill the
     // process. Every connection keeps this one for life; the error still fails its queries.
     if (this.#ownsPool) this.#pool.on('connect', (client) => client.on('error', () => {}));
+    // On a pool not in pipeline mode the queries would wait for each other's answers, one round trip each.
+    const pipelined = this.#ownsPool || (this.#pool as unknown as { options?: { pipeline?: boolean } }).options?.pipeline === true;
+    this.#phaseTwo = pipelined ? new CoalescedQueries({ connect: () => this.#connect(), timeoutMs: this.#timeoutMs }) : null;
   }
 
   /** Connections handed out and not yet returned: a leak check for tests and metrics. */
@@ -180,8 +186,10 @@ export class DirectParticipant implements Participant {
   }
 
   async #finishPrepared<T extends string>(command: string, gid: string, done: T): Promise<T | 'not-found'> {
+    const text = `${command} ${gidLiteral(gid)}`;
     try {
-      await this.#admin(`${command} ${gidLiteral(gid)}`, undefined, command);
+      if (this.#phaseTwo) await this.#phaseTwo.query(text).catch((err: unknown) => { throw toParticipantError(err, this.name, command); });
+      else await this.#admin(text, undefined, command);
       return done;
     } catch (err) {
       // 42704 undefined_object: "prepared transaction with identifier … does not exist".

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import express, { type Express } from 'express';
+import express, { type Express, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
@@ -27,20 +27,35 @@ export function createApp(o: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use((req, res, next) => {
-    const started = process.hrtime.bigint();
+  // One counter child per route and status, found by a string key: prom-client would otherwise
+  // hash the label object on every request.
+  const requestCounters = new Map<string, { inc(): void }>();
+  // Shared by every response (`this` is the response): no closure made per request.
+  function finished(this: Response): void {
+    const req = this.req;
+    const route = (req.route?.path as string | undefined) ?? 'unmatched';
+    const status = this.statusCode;
+    const key = `${req.method} ${route} ${status}`;
+    let counter = requestCounters.get(key);
+    if (!counter) {
+      counter = o.metrics.httpRequests.labels({ route: `${req.method} ${route}`, status: String(status) });
+      requestCounters.set(key, counter);
+    }
+    counter.inc();
+    // An expected refusal (overload, not decided yet: see problem.ts) is counted in the metrics
+    // and logged at debug only.
+    const failed = status >= 500 && !this.locals.expectedRefusal;
+    if (!failed && !o.logger.isLevelEnabled('debug')) return;
+    // Method, route and status only: bodies carry statements and customer data.
+    const entry = { method: req.method, route, status, ms: Number(process.hrtime.bigint() - (this.locals.startedNs as bigint)) / 1e6, principal: req.principal?.name };
+    if (failed) o.logger.warn(entry, 'request failed');
+    else o.logger.debug(entry, 'request');
+  }
+  app.use((_req, res, next) => {
+    res.locals.startedNs = process.hrtime.bigint();
     // A transaction's deadline counts from here: under a burst, what follows may wait its turn.
     res.locals.receivedAt = Date.now();
-    res.on('finish', () => {
-      const route = (req.route?.path as string | undefined) ?? 'unmatched';
-      o.metrics.httpRequests.inc({ route: `${req.method} ${route}`, status: String(res.statusCode) });
-      // Method, route and status only: bodies carry statements and customer data.
-      const entry = { method: req.method, route, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6, principal: req.principal?.name };
-      // An expected refusal (overload, not decided yet: see problem.ts) is counted in the metrics
-      // and logged at debug only.
-      if (res.statusCode >= 500 && !res.locals.expectedRefusal) o.logger.warn(entry, 'request failed');
-      else o.logger.debug(entry, 'request');
-    });
+    res.on('finish', finished);
     next();
   });
   app.use(rejectMalformedUrl());

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 
 export interface ReadinessCheck {
   name: string;
@@ -31,6 +31,17 @@ export function healthRoutes(checks: ReadinessCheck[], registry: Registry): Rout
     }
     return p;
   };
+  // The same probes, at scrape time, so that an alert rule can say which dependency /readyz fails on.
+  new Gauge({
+    name: 'tpc_dependency_up', help: 'Whether each dependency /readyz checks (the log, Redis) answers now (1) or not (0).',
+    labelNames: ['dependency'], registers: [registry],
+    async collect() {
+      await Promise.all(checks.map(async (c) => {
+        const ok = await withTimeout(probe(c), PROBE_TIMEOUT_MS).then(() => 1, () => 0);
+        this.set({ dependency: c.name }, ok);
+      }));
+    },
+  });
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });

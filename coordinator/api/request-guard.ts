@@ -10,6 +10,11 @@ import { problem, problemType } from './problem.ts';
  */
 export function rejectMalformedUrl(): RequestHandler {
   return (req, _res, next) => {
+    // Only a percent sign can make the decoding fail.
+    if (!req.path.includes('%')) {
+      next();
+      return;
+    }
     try {
       decodeURIComponent(req.path);
     } catch {

@@ -80,8 +80,16 @@ function submitStatus(view: TransactionView): number {
   return 202;
 }
 
+/**
+ * What express's res.json sends here (no ETag, no replacer or spacing are configured), without its
+ * generic work per call: the content type re-parsed to set its charset, the freshness check.
+ */
 function send(res: Response, status: number, body: unknown): void {
-  res.status(status).json(body);
+  const json = JSON.stringify(body);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(json));
+  res.end(json);
 }
 
 /**

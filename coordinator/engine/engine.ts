@@ -9,6 +9,7 @@ import { abortInteractive, beginInteractive, commitInteractive, joinInteractive,
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
 import { TransactionRun } from './transaction-run.ts';
+import { commitTrusted, type CallerTransaction, type TrustedAnswer } from './trusted-commit.ts';
 import type { LiveBranch, SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
 
 // 1 s: an operator's page must come back even when a participant is down; it then says so.
@@ -187,6 +188,20 @@ export class Engine {
   async commitInteractive(id: string, actor: string | null): Promise<void> {
     try {
       await commitInteractive(this.#deps, id, actor);
+    } finally {
+      this.#interactiveSettled(id);
+    }
+  }
+
+  /**
+   * The embedded SDK's commit of branches it prepared itself (see trusted-commit.ts): the answer
+   * from memory, or null once committed (or refused) the checked way, whose answer is in the log.
+   */
+  async commitTrusted(id: string, caller: CallerTransaction, actor: string | null): Promise<TrustedAnswer | null> {
+    try {
+      const fast = await commitTrusted(this.#deps, id, caller, actor);
+      if (fast === 'fallback') await commitInteractive(this.#deps, id, actor);
+      return typeof fast === 'object' ? fast : null;
     } finally {
       this.#interactiveSettled(id);
     }

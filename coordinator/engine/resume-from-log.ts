@@ -62,6 +62,8 @@ export interface ResumeOptions {
    * clean completion is the happy path, not recovery's work, and a lean row derives its event.
    */
   inline?: boolean;
+  /** Told of the branches found ended against the decision: a caller answering from memory must not say it went cleanly. */
+  onHazards?: (hazards: Hazard[]) => void;
 }
 
 async function drive(deps: EngineDeps, tx: LoggedTransaction, options: ResumeOptions): Promise<ResumeResult> {
@@ -115,6 +117,7 @@ async function finishDecided(deps: EngineDeps, tx: LoggedTransaction, outcome: O
     }),
   }, { by: 'recovery', inline: options.inline });
   deps.observer.outcome(final);
+  if (hazards.length > 0) options.onHazards?.(hazards);
   return { state: 'finished', status: final };
 }
 

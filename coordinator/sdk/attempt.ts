@@ -156,14 +156,25 @@ export class Attempt {
       throw this.#deadlineError(await this.#abandon());
     }
     const writers: LocalBranch[] = [];
+    /** The xid of each branch prepared here, by resource: known from the probe, or learnt with PREPARE. */
+    const xids = new Map<string, string | null>();
     try {
-      // Every branch is asked at once (one round trip each, in parallel, not one after the other).
-      const open = [...this.#open];
-      const wrote = await Promise.allSettled(open.map((b) => b.wrote()));
-      const refused = wrote.find((w): w is PromiseRejectedResult => w.status === 'rejected');
+      // A branch that ran only SELECTs is asked whether it wrote (all at once, one round trip each,
+      // in parallel); one that ran anything else is taken for a writer, and learns its xid with PREPARE.
+      const asked = [...this.#open].filter((b) => !b.mayHaveWritten);
+      writers.push(...[...this.#open].filter((b) => b.mayHaveWritten));
+      const probed = await Promise.allSettled(asked.map((b) => b.xid()));
+      const refused = probed.find((w): w is PromiseRejectedResult => w.status === 'rejected');
       if (refused) throw refused.reason;
       const readers: LocalBranch[] = [];
-      open.forEach((b, i) => ((wrote[i] as PromiseFulfilledResult<boolean>).value ? writers : readers).push(b));
+      asked.forEach((b, i) => {
+        const xid = (probed[i] as PromiseFulfilledResult<string | null>).value;
+        if (xid === null) readers.push(b);
+        else {
+          writers.push(b);
+          xids.set(b.resource, xid);
+        }
+      });
       await Promise.all(readers.map((b) => {
         this.#open.delete(b);
         return b.finish('COMMIT');
@@ -182,7 +193,15 @@ export class Attempt {
     const g = this.#global!;
     const prepared = await Promise.allSettled(writers.map(async (b) => {
       this.#open.delete(b);
-      if (!(await b.prepare(g.gids.get(b.resource)!))) throw new Error(`PREPARE on ${b.resource} was rolled back by the server: its transaction had failed`);
+      const gid = g.gids.get(b.resource)!;
+      let ok: boolean;
+      if (xids.has(b.resource)) ok = await b.prepare(gid);
+      else {
+        const r = await b.prepareWithXid(gid);
+        ok = r.prepared;
+        xids.set(b.resource, r.xid);
+      }
+      if (!ok) throw new Error(`PREPARE on ${b.resource} was rolled back by the server: its transaction had failed`);
     }));
     const failed = prepared.find((p): p is PromiseRejectedResult => p.status === 'rejected');
     if (failed) {
@@ -191,11 +210,20 @@ export class Attempt {
       if (late) throw this.#deadlineError(aborted, failed.reason);
       throw new TransactionAbortedError('prepare_failed', `a branch could not be prepared; transaction ${g.id} is aborted`, aborted, { cause: failed.reason });
     }
-    return { result, outcome: await this.#commit(g) };
+    return { result, outcome: await this.#commit(g, xids) };
   }
 
-  async #commit(g: Global): Promise<Outcome> {
-    const r = await this.call('POST', `/v1/transactions/${g.id}/commit`);
+  /**
+   * Asks the coordinator to decide. An embedded one is told each branch this attempt prepared
+   * (every PREPARE above succeeded) with its xid, and looks up only the joined ones; over REST the
+   * coordinator looks every branch up itself.
+   */
+  async #commit(g: Global, xids: Map<string, string | null>): Promise<Outcome> {
+    const trusted = this.call.commitPrepared;
+    const branches = [...g.gids].map(([resource, gid]) => ({ resource, gid, joined: !xids.has(resource), xid: xids.get(resource) ?? null }));
+    const r = trusted
+      ? await trusted(g.id, { deadline: g.deadline, branches })
+      : await this.call('POST', `/v1/transactions/${g.id}/commit`);
     if (r.status === 200 || r.status === 202) return r.body as Outcome;
     if (r.status === 0 || r.status >= 500) {
       // No answer: the decision may or may not be written. An abort request settles it either way:

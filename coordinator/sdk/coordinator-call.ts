@@ -1,3 +1,5 @@
+import type { CallerTransaction } from '../engine/caller-transaction.ts';
+
 export interface CoordinatorAnswer {
   /** The HTTP status; 0 when no answer came (connection refused, timed out). */
   status: number;
@@ -5,16 +7,25 @@ export interface CoordinatorAnswer {
 }
 
 /**
- * What the SDK needs of a coordinator in the same process: its `call`. `createCoordinator`'s
- * result has it. Named here, not taken from embedded.ts, so that the client's types (and the
- * pg-2pc-client package) do not pull in the service, express, BullMQ and ioredis.
+/**
+ * What the SDK needs of a coordinator in the same process: its `call`, and the commit that takes
+ * the SDK's word for the branches it prepared (`commitPrepared`, optional: a stand-in may answer
+ * `call` alone). `createCoordinator`'s result has both. Named here, not taken from embedded.ts, so
+ * that the client's types (and the pg-2pc-client package) do not pull in the service, express,
+ * BullMQ and ioredis.
  */
 export interface InProcessCoordinator {
   call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
+  commitPrepared?(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
 }
 
-/** `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait). */
-export type CoordinatorCall = (method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>;
+/**
+ * `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait).
+ * `commitPrepared`: only for an embedded coordinator, the commit that takes the SDK's word for the
+ * branches it prepared (EmbeddedCoordinator.commitPrepared).
+ */
+export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>)
+  & { commitPrepared?: (id: string, transaction: CallerTransaction) => Promise<CoordinatorAnswer> };
 
 // 60 s: longer than any answer the coordinator gives on purpose (a commit answers 202 once its
 // completion wait is over), so only a coordinator that hangs is given up on.
@@ -27,8 +38,9 @@ const REQUEST_TIMEOUT_MS = 60_000;
 export function coordinatorCall(target: { url?: string; token?: string; coordinator?: InProcessCoordinator }): CoordinatorCall {
   const embedded = target.coordinator;
   if (embedded) {
-    return (method, path, body, options) => {
-      const answer = embedded.call(method, path, body).catch((err: unknown) => ({ status: 0, body: { detail: String(err) } }));
+    const noAnswer = (err: unknown): CoordinatorAnswer => ({ status: 0, body: { detail: String(err) } });
+    const call: CoordinatorCall = (method, path, body, options) => {
+      const answer = embedded.call(method, path, body).catch(noAnswer);
       if (options?.timeoutMs === undefined) return answer;
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<CoordinatorAnswer>((resolve) => {
@@ -36,6 +48,12 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
       });
       return Promise.race([answer, late]).finally(() => clearTimeout(timer));
     };
+    // An EmbeddedCoordinator made by hand (a test's stand-in) may answer `call` alone.
+    const commitPrepared = embedded.commitPrepared?.bind(embedded);
+    if (commitPrepared) {
+      call.commitPrepared = (id, transaction) => commitPrepared(id, transaction).catch(noAnswer);
+    }
+    return call;
   }
   const headers = { 'content-type': 'application/json', ...(target.token ? { authorization: `Bearer ${target.token}` } : {}) };
   return async (method, path, body, options) => {

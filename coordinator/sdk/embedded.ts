@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { ConflictError, CoordinatorError, NotFoundError, ValidationError } from '../errors.ts';
 import { settleInteractive } from '../api/interactive-answer.ts';
+import type { CallerTransaction } from '../engine/caller-transaction.ts';
 import { loadConfig, type Config } from '../config/load-config.ts';
 import { startService, type RunningService } from '../service.ts';
 import type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
@@ -20,6 +21,15 @@ export interface EmbeddedCoordinator extends InProcessCoordinator {
    * the coordinator is trusted with every resource it configured.
    */
   call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
+  /**
+   * The commit the SDK asks for once every branch it ran itself is prepared, answered as `call`
+   * answers `POST /v1/transactions/:id/commit`. It takes the SDK's word for those branches (their
+   * xids; PREPARE succeeded on them), which only a caller in this process can give: the REST API
+   * never does, and branches joined for other services are looked up on their databases all the
+   * same. Anything unusual (a takeover, a branch joined meanwhile, the deadline) ends in the
+   * ordinary commit, which checks every branch.
+   */
+  commitPrepared(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
   /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
   close(): Promise<void>;
 }
@@ -64,6 +74,13 @@ export async function createCoordinator(config: Config | Record<string, string |
           return await settleInteractive(engine, m[1]!, m[2] as 'commit' | 'abort', 'embedded');
         }
         return { status: 404, body: { detail: `no embedded route for ${method} ${path}` } };
+      } catch (err) {
+        return problem(err);
+      }
+    },
+    async commitPrepared(id, transaction) {
+      try {
+        return await settleInteractive(engine, id, 'commit', 'embedded', transaction);
       } catch (err) {
         return problem(err);
       }

@@ -2,9 +2,15 @@ import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import { sendCancelRequest } from '../../participant-adapter/cancel-request.ts';
 import { pinnedKysely } from '../../participant-adapter/pinned-kysely.ts';
+import { gidLiteral } from '../../participant-adapter/gid.ts';
 import { beginStatement, endTransaction, prepareTransaction } from '../../participant-adapter/prepare-branch.ts';
+import { resetSession } from '../../participant-adapter/session-reset.ts';
 
 type State = 'open' | 'ending' | 'ended';
+
+const XID_PROBE = 'SELECT pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS xid';
+// A query that starts with SELECT reads, unless a function it calls writes: the probe tells.
+const READS = /^\s*select\b/i;
 
 /**
  * One branch the SDK runs on the service's own pool: an open transaction on a pinned connection,
@@ -17,6 +23,7 @@ export class LocalBranch {
   readonly db: Kysely<unknown>;
   #state: State = 'open';
   #inFlight = 0;
+  #onlySelects = true;
   /** A cancel request may still be on its way: the connection is destroyed, never pooled again. */
   #cancelSent = false;
   #broken = false;
@@ -45,6 +52,7 @@ export class LocalBranch {
       return Promise.reject(new Error(`the branch on ${this.resource} is closed: its global transaction has ended`));
     }
     this.#inFlight++;
+    if (this.#onlySelects && !READS.test(text)) this.#onlySelects = false;
     return this.client.query(text, values).finally(() => { this.#inFlight--; });
   }
 
@@ -67,10 +75,53 @@ export class LocalBranch {
     if (this.#state === 'open') this.#state = 'ending';
   }
 
-  /** Whether the branch has written anything (a read-only branch takes no part in the decision). */
-  async wrote(): Promise<boolean> {
+  /**
+   * The branch's xid, or null if it has written nothing (a read-only branch takes no part in the
+   * decision). The embedded coordinator records it with the decision without asking again.
+   */
+  async xid(): Promise<string | null> {
     const r = await this.client.query<{ xid: string | null }>('SELECT pg_current_xact_id_if_assigned()::text AS xid');
-    return r.rows[0]?.xid != null;
+    return r.rows[0]?.xid ?? null;
+  }
+
+  /**
+   * Whether the branch ran a statement other than a SELECT: it almost surely wrote, and is then
+   * prepared without asking first (prepareWithXid); a branch of SELECTs alone is asked (xid()).
+   */
+  get mayHaveWritten(): boolean {
+    return !this.#onlySelects;
+  }
+
+  /**
+   * Prepares the branch under `gid` and learns its xid in the same round trip: the probe and
+   * PREPARE as one simple query, the session reset right behind it. `prepared` false: the server
+   * rolled back instead (the transaction had failed). An xid of null: the branch wrote nothing
+   * after all, and is a prepared read-only branch (committed with the others, its fate moot).
+   */
+  async prepareWithXid(gid: string): Promise<{ prepared: boolean; xid: string | null }> {
+    this.#state = 'ending';
+    const literal = gidLiteral(gid);
+    let results: pg.QueryResult[];
+    let reset: Promise<boolean> | undefined;
+    try {
+      const ending = this.client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>;
+      reset = resetSession(this.client);
+      results = await ending.finally(() => reset);
+    } catch (err) {
+      await reset;
+      // 25P02: an earlier statement had failed, so the probe was refused and PREPARE never ran
+      // (nor the reset behind it). Rolling back is what PREPARE would have done.
+      if ((err as { code?: string }).code === '25P02') {
+        await this.finish('ROLLBACK');
+        return { prepared: false, xid: null };
+      }
+      this.#release(false);
+      throw err;
+    }
+    this.#release(await reset);
+    const [probe, prepare] = results;
+    if (prepare?.command !== 'PREPARE') return { prepared: false, xid: null };
+    return { prepared: true, xid: (probe?.rows[0]?.xid as string | null | undefined) ?? null };
   }
 
   /** Ends the transaction with COMMIT or ROLLBACK and gives the connection back. Never throws for ROLLBACK. */
