@@ -5,6 +5,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCoordinatorProcess } from './harness/coordinator-process.ts';
+import { createDatabases, TOKENS } from './harness/world.ts';
 
 /*
  * The two tarballs of `npm run package`, installed into fresh projects as a user's service would
@@ -138,6 +140,37 @@ console.log(JSON.stringify({ names: Object.keys(m).sort(), aborted: unknown inst
     expect(errors).toBe('');
     expect(files.some((f) => f.includes('/node_modules/pg-2pc-client/'))).toBe(true);
     expect(files.filter((f) => SERVER_PACKAGES.test(f))).toEqual([]);
+  });
+
+  it('the client: a plain-JavaScript project with only it and pg runs a two-bank transaction against npm start', async () => {
+    const dbs = await createDatabases();
+    const service = await startCoordinatorProcess({ ...dbs.env, LOG_LEVEL: 'warn' }, { compiled: true });
+    try {
+      const dir = await project(tarballs.client, 'pg-2pc-client', ['pg', 'kysely'], '');
+      await writeFile(join(dir, 'transfer.js'), `
+import pg from 'pg';
+import { createClient } from 'pg-2pc-client';
+
+const [url, token, a, b] = process.argv.slice(2);
+const pools = { bank_a: new pg.Pool({ connectionString: a }), bank_b: new pg.Pool({ connectionString: b }) };
+const tpc = createClient({ url, token, resources: pools });
+const { outcome } = await tpc.transaction(async (tx) => {
+  const from = await tx.branch('bank_a');
+  const to = await tx.branch('bank_b');
+  await from.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 7) })).where('id', '=', 4).execute();
+  await to.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 7) })).where('id', '=', 4).execute();
+}, { timeoutMs: 10_000 });
+console.log(outcome.status);
+await Promise.all(Object.values(pools).map((p) => p.end()));
+`);
+      const { stdout } = await sh(process.execPath, ['transfer.js', service.url, TOKENS.full, dbs.urls.bank_a, dbs.urls.bank_b], { cwd: dir });
+      expect(stdout.trim()).toBe('committed');
+      expect([await dbs.balance('bank_a', 4), await dbs.balance('bank_b', 4)]).toEqual([993, 1007]);
+      expect(await dbs.preparedGids()).toEqual([]);
+    } finally {
+      await service.kill('SIGTERM');
+      await dbs.end();
+    }
   });
 
   it('the coordinator: plain Node imports createCoordinator, runs tpc, and a strict nodenext project type-checks against it', async () => {
