@@ -1,29 +1,14 @@
 #!/usr/bin/env node
-// `tpc`: runs coordinator/cli/main.ts through tsx (a dependency), in a child Node process that
-// inherits stdio and whose exit code (or signal) becomes ours. tsx and main.ts are resolved from
-// this file, so the shim works from any working directory.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+// `tpc`: the compiled CLI (dist/, made by `npm run build`, which `npm ci` and `npm install` run as
+// `prepare`), in this process: no tsx and no child process, so a command starts in a few hundred
+// milliseconds instead of seconds. From source, without a build: `npm run tpc -- <args>`.
+const main = new URL('../dist/coordinator/cli/main.js', import.meta.url);
 
-const main = fileURLToPath(new URL('../coordinator/cli/main.ts', import.meta.url));
-const tsx = import.meta.resolve('tsx');
-
-const child = spawn(process.execPath, [...process.execArgv, '--import', tsx, main, ...process.argv.slice(2)], { stdio: 'inherit' });
-
-// A terminal's Ctrl-C reaches the whole process group, the child included: do not send it twice
-// (`tpc serve` reads a second signal as "exit now"). Signals sent to this process alone are passed on.
-process.on('SIGINT', () => {});
-for (const signal of ['SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
-
-child.on('error', (err) => {
-  process.stderr.write(`tpc: cannot start ${process.execPath}: ${err.message}\n`);
-  process.exit(1);
-});
-child.on('exit', (code, signal) => {
-  if (signal) {
-    process.removeAllListeners(signal);
-    process.kill(process.pid, signal);
-    return;
-  }
-  process.exit(code ?? 1);
-});
+try {
+  await import(main.href);
+} catch (err) {
+  // Only the missing build itself gets the hint; any other error is the CLI's own and surfaces whole.
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes(main.pathname)) throw err;
+  process.stderr.write('tpc: the compiled CLI is missing (dist/coordinator/cli/main.js): run `npm run build`, or `npm run tpc -- <args>` to run it from source\n');
+  process.exitCode = 1;
+}

@@ -113,7 +113,7 @@ describe('OpenAPI document', () => {
     expect(body({ branches: [{ resource: 'bank_a', statements: [{ statement: 'debit', sql: 'SELECT 1' }] }] })).toBe(false);
     expect(body({ branches: [{ resource: 'bank_a', statements: [{ params: [] }] }] })).toBe(false);
     const params = doc.paths['/v1/transactions'].get.parameters.map((p: { name: string }) => p.name);
-    expect(params).toEqual(['status', 'inDoubt', 'resource', 'since', 'before', 'cursor', 'limit']);
+    expect(params).toEqual(['status', 'inDoubt', 'resource', 'idPrefix', 'since', 'before', 'cursor', 'limit']);
   });
 
   it('real answers validate against the documented schemas', async () => {

@@ -30,6 +30,7 @@ const LIST_PARAM_DOCS: Record<string, string> = {
   status: 'Comma-separated transaction statuses, e.g. `committing,aborting`',
   inDoubt: 'Only transactions whose phase 2 keeps failing (true) or not (false)',
   resource: 'Only transactions with a branch on this resource',
+  idPrefix: 'Only transactions whose id starts with these hex digits (dashes optional), e.g. the 8 the console shows',
   since: 'Created at or after (ISO 8601 with offset)',
   before: 'Created before (ISO 8601 with offset)',
   cursor: '`next` from the previous page',

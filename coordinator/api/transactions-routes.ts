@@ -54,6 +54,8 @@ export const listQuery = z.strictObject({
   }),
   inDoubt: z.enum(['true', 'false']).optional().transform((v) => (v === undefined ? undefined : v === 'true')),
   resource: z.string().min(1).max(63).optional(),
+  idPrefix: z.string().regex(/^(?:[0-9a-f]-?){1,32}$/i, 'expected the first hex digits of a transaction id').optional()
+    .transform((v) => v?.replace(/-/g, '').toLowerCase()),
   since: z.iso.datetime({ offset: true }).optional(),
   before: z.iso.datetime({ offset: true }).optional(),
   cursor: z.string().max(200).optional().transform((v, ctx) => {
@@ -195,6 +197,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       status: q.data.status,
       inDoubt: q.data.inDoubt,
       resource: q.data.resource,
+      idPrefix: q.data.idPrefix,
       since: q.data.since ? new Date(q.data.since) : undefined,
       before: q.data.before ? new Date(q.data.before) : undefined,
       cursor: q.data.cursor,

@@ -5,7 +5,7 @@ type Query = Record<string, string | number | boolean | undefined>;
 
 /** A small client of the coordinator's REST API: JSON in, JSON out, problem+json → ApiError. */
 export class ApiClient {
-  constructor(private readonly config: Pick<CliConfig, 'url' | 'token' | 'timeoutMs'>) {}
+  constructor(private readonly config: Pick<CliConfig, 'url' | 'token' | 'timeoutMs' | 'devTokenFile'>) {}
 
   get<T>(path: string, query: Query = {}): Promise<T> {
     const params = new URLSearchParams();
@@ -16,6 +16,14 @@ export class ApiClient {
 
   post<T>(path: string, body: unknown): Promise<T> {
     return this.#call<T>('POST', path, body);
+  }
+
+  /** A 401 says where the token comes from and where `npm start` keeps the dev token. */
+  #tokenHint(): string {
+    const given = this.config.token ? 'the token given (--token or TPC_TOKEN) was refused' : 'no token was given: set TPC_TOKEN (or pass --token)';
+    return `${given}. A service started with \`npm start\` and no TPC_API_TOKENS keeps its dev token in ${this.config.devTokenFile} `
+      + `(under TPC_DATA_DIR, default .tpc in the directory it was started from; the banner prints it): `
+      + `export TPC_TOKEN=$(cat ${this.config.devTokenFile})`;
   }
 
   async #call<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -52,6 +60,7 @@ export class ApiClient {
         typeof p.title === 'string' ? p.title : res.statusText || 'Request failed',
         typeof p.detail === 'string' ? p.detail : parsed === null && text ? text.slice(0, 500) : null,
         parsed,
+        res.status === 401 ? this.#tokenHint() : null,
       );
     }
     if (parsed === null) throw new ConnectionError(`${method} ${url}: the answer is not JSON`);

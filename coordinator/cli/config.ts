@@ -8,6 +8,8 @@ export interface CliConfig {
   token: string | null;
   json: boolean;
   timeoutMs: number;
+  /** Where `npm start`'s embedded default keeps its dev token (TPC_DATA_DIR, default .tpc), for the 401 message. */
+  devTokenFile: string;
 }
 
 export interface GlobalOptions {
@@ -30,5 +32,6 @@ export function cliConfig(options: GlobalOptions, env: NodeJS.ProcessEnv = proce
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--url / TPC_URL: "${raw}" is not an http(s) URL`);
   const token = options.token ?? (env.TPC_TOKEN || undefined) ?? null;
-  return { url: url.href.replace(/\/+$/, ''), token, json: options.json === true, timeoutMs: 60_000 };
+  const devTokenFile = `${(env.TPC_DATA_DIR || '.tpc').replace(/\/+$/, '')}/dev-token`;
+  return { url: url.href.replace(/\/+$/, ''), token, json: options.json === true, timeoutMs: 60_000, devTokenFile };
 }

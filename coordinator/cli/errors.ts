@@ -16,6 +16,8 @@ export class ApiError extends Error {
     readonly title: string,
     readonly detail: string | null,
     readonly body: unknown,
+    /** What to do about it, when the CLI knows (a 401: where the token comes from). */
+    readonly hint: string | null = null,
   ) {
     super(detail ?? title);
   }
@@ -36,6 +38,7 @@ export function describeError(err: unknown): { message: string; exitCode: number
     if (Array.isArray(issues)) {
       for (const i of issues as { path?: unknown; message?: unknown }[]) lines.push(`  - ${String(i.path ?? '')}: ${String(i.message ?? '')}`);
     }
+    if (err.hint) lines.push(`  ${err.hint}`);
     return { message: lines.join('\n'), exitCode: EXIT_API };
   }
   if (err instanceof ConnectionError) return { message: `error: ${err.message}`, exitCode: EXIT_API };

@@ -7,12 +7,17 @@ import { migrateCommand, serveCommand } from './local-commands.ts';
 import { participantCommand } from './participant-command.ts';
 import { txCommand } from './tx-commands.ts';
 
+/** The version in our package.json: two levels up from the source, three from the compiled dist/. */
 function packageVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
+  for (const path of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'pg-2pc-coordinator' && pkg.version) return pkg.version;
+    } catch {
+      // Not there (or not ours): try the next place.
+    }
   }
+  return 'unknown';
 }
 
 /** `tpc`: the operator's command line for the coordinator. */

@@ -1,18 +1,20 @@
 import { Command, Option } from 'commander';
-import { z } from 'zod';
 import { NAMESPACE_PATTERN } from '../../participant-adapter/gid.ts';
-import { startParticipantServer } from '../../participant-adapter/participant-server.ts';
 import { UsageError } from './errors.ts';
 
-const optionsSchema = z.object({
-  databaseUrl: z.string({ error: '--database-url is required' }).regex(/^postgres(ql)?:\/\//, '--database-url must be a postgres:// connection string'),
-  port: z.coerce.number({ error: '--port must be a number' }).int().min(0, '--port must be 0–65535').max(65535, '--port must be 0–65535'),
-  host: z.string().min(1),
-  namespace: z.string().regex(NAMESPACE_PATTERN, `--namespace must match ${NAMESPACE_PATTERN}`),
-  name: z.string().min(1).max(100),
-  allowStatements: z.boolean(),
-  token: z.string({ error: 'TPC_PARTICIPANT_TOKEN is required but not set' }).min(16, 'TPC_PARTICIPANT_TOKEN must be at least 16 characters'),
-});
+// zod is loaded when the command runs, not when the CLI starts: every other command would pay for it.
+async function optionsSchema() {
+  const { z } = await import('zod');
+  return z.object({
+    databaseUrl: z.string({ error: '--database-url is required' }).regex(/^postgres(ql)?:\/\//, '--database-url must be a postgres:// connection string'),
+    port: z.coerce.number({ error: '--port must be a number' }).int().min(0, '--port must be 0–65535').max(65535, '--port must be 0–65535'),
+    host: z.string().min(1),
+    namespace: z.string().regex(NAMESPACE_PATTERN, `--namespace must match ${NAMESPACE_PATTERN}`),
+    name: z.string().min(1).max(100),
+    allowStatements: z.boolean(),
+    token: z.string({ error: 'TPC_PARTICIPANT_TOKEN is required but not set' }).min(16, 'TPC_PARTICIPANT_TOKEN must be at least 16 characters'),
+  });
+}
 
 /** `tpc participant`: the participant router as a sidecar process for one database. */
 export function participantCommand(): Command {
@@ -25,8 +27,10 @@ export function participantCommand(): Command {
     .addOption(new Option('--name <name>', 'a name for this database in messages').default('participant'))
     .option('--allow-statements', 'run SQL sent by the coordinator (REST submissions naming this resource); off by default', false)
     .action(async (opts: Record<string, unknown>, command: Command) => {
-      const parsed = optionsSchema.safeParse({ ...opts, token: process.env.TPC_PARTICIPANT_TOKEN });
+      const parsed = (await optionsSchema()).safeParse({ ...opts, token: process.env.TPC_PARTICIPANT_TOKEN });
       if (!parsed.success) throw new UsageError(parsed.error.issues[0]!.message);
+      // Loaded here, not at the top: express, pg, pino and the SQL parser would slow every other command.
+      const { startParticipantServer } = await import('../../participant-adapter/participant-server.ts');
       const server = await startParticipantServer(parsed.data).catch((err: unknown) => {
         throw listenError(err, parsed.data.host, parsed.data.port, command.getOptionValueSource('port'));
       });

@@ -4,6 +4,7 @@ import type { ResolveAnswer, TransactionDetail, TransactionPage } from './api-ty
 import { apiContext } from './context.ts';
 import { UsageError } from './errors.ts';
 import { emit } from './output.ts';
+import { resolveTransactionId } from './short-id.ts';
 import { renderDetail, renderList, renderResolve } from './tx-render.ts';
 
 function parseLimit(v: string): number {
@@ -55,15 +56,16 @@ export function txCommand(): Command {
 
   tx.command('show')
     .description('one transaction: branches with their live state, and the audit trail')
-    .argument('<id>', 'transaction id')
+    .argument('<id>', 'transaction id, or its start as the console shows it (8 hex digits) when no other id starts so')
     .action(async (id: string, _o: unknown, cmd: Command) => {
       const { config, api } = apiContext(cmd);
-      emit(config.json, await api.get<TransactionDetail>(`/v1/transactions/${encodeId(id)}`), renderDetail);
+      const full = await resolveTransactionId(api, id);
+      emit(config.json, await api.get<TransactionDetail>(`/v1/transactions/${encodeId(full)}`), renderDetail);
     });
 
   tx.command('resolve')
     .description('resolve a transaction recovery cannot finish (exactly one of --commit, --abort)')
-    .argument('<id>', 'transaction id')
+    .argument('<id>', 'transaction id, or its start as the console shows it when no other id starts so')
     .option('--commit', 'resolve as commit')
     .option('--abort', 'resolve as abort')
     .option('--reason <text>', 'why (required; recorded in the audit trail)')
@@ -72,7 +74,8 @@ export function txCommand(): Command {
       if (Boolean(o.commit) === Boolean(o.abort)) throw new UsageError('exactly one of --commit or --abort is required');
       if (o.reason === undefined || o.reason.trim() === '') throw new UsageError('--reason "<why>" is required');
       const { config, api } = apiContext(cmd);
-      const answer = await api.post<ResolveAnswer>(`/v1/transactions/${encodeId(id)}/resolve`, {
+      const full = await resolveTransactionId(api, id);
+      const answer = await api.post<ResolveAnswer>(`/v1/transactions/${encodeId(full)}/resolve`, {
         outcome: o.commit ? 'commit' : 'abort',
         reason: o.reason,
         force: o.force === true,

@@ -1,30 +1,13 @@
 import { StaleStateError } from '../errors.ts';
 import { branchGid } from './gid.ts';
 import type { LoggedTransaction } from './log-port.ts';
+import type { CallerBranch, CallerTransaction } from './caller-transaction.ts';
+
+export type { CallerBranch, CallerTransaction } from './caller-transaction.ts';
 import type { EngineDeps } from './ports.ts';
 import { finishHeld } from './resume-from-log.ts';
 import { decide } from './state-changes.ts';
 import type { TransactionView } from './types.ts';
-
-/** A branch of the transaction as the in-process caller knows it. */
-export interface CallerBranch {
-  resource: string;
-  gid: string;
-  /** A branch joined for another service: looked up on its database, whatever the caller says. */
-  joined: boolean;
-  /**
-   * Of a branch the caller prepared itself, on its own connection, and saw PREPARE succeed: its
-   * xid, or null if it wrote nothing (a prepared read-only branch). Ignored for a joined branch.
-   */
-  xid: string | null;
-}
-
-/** What the caller knows of its transaction besides its branches. */
-export interface CallerTransaction {
-  branches: CallerBranch[];
-  /** The deadline the begin answered (ISO 8601). */
-  deadline: string;
-}
 
 /** The commit's answer, built from what was just done; `deadline` as the begin answered it. */
 export type TrustedAnswer = TransactionView & { deadline: string; onePhase: false; inDoubt: false; heuristic: false };

@@ -1,8 +1,7 @@
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import { Attempt } from './attempt.ts';
-import { coordinatorCall } from './coordinator-call.ts';
-import type { EmbeddedCoordinator } from './embedded.ts';
+import { coordinatorCall, type InProcessCoordinator } from './coordinator-call.ts';
 import { awaitOutcome, type OutcomeOptions, type OutcomeReport } from './outcome.ts';
 
 /** How a service reaches the coordinator, and the pools it works on. */
@@ -10,7 +9,7 @@ export interface ClientOptions {
   /** The coordinator's base URL, e.g. `http://127.0.0.1:8080`. Give exactly one of `url` and `coordinator`. */
   url?: string;
   /** An embedded coordinator ({@link createCoordinator}): no HTTP hop, same log and recovery workers. */
-  coordinator?: EmbeddedCoordinator;
+  coordinator?: InProcessCoordinator;
   /** Bearer token with the `submit` scope, and every resource the service uses (none when the coordinator runs without tokens). */
   token?: string;
   /**

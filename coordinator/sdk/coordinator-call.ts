@@ -1,10 +1,22 @@
-import type { CallerTransaction } from '../engine/trusted-commit.ts';
-import type { EmbeddedCoordinator } from './embedded.ts';
+import type { CallerTransaction } from '../engine/caller-transaction.ts';
 
 export interface CoordinatorAnswer {
   /** The HTTP status; 0 when no answer came (connection refused, timed out). */
   status: number;
   body: Record<string, any> | null;
+}
+
+/**
+/**
+ * What the SDK needs of a coordinator in the same process: its `call`, and the commit that takes
+ * the SDK's word for the branches it prepared (`commitPrepared`, optional: a stand-in may answer
+ * `call` alone). `createCoordinator`'s result has both. Named here, not taken from embedded.ts, so
+ * that the client's types (and the pg-2pc-client package) do not pull in the service, express,
+ * BullMQ and ioredis.
+ */
+export interface InProcessCoordinator {
+  call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
+  commitPrepared?(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
 }
 
 /**
@@ -23,7 +35,7 @@ const REQUEST_TIMEOUT_MS = 60_000;
  * The interactive calls the SDK makes, to a coordinator over HTTP or to an embedded one in-process.
  * Never throws: no answer is status 0, so every caller handles one shape.
  */
-export function coordinatorCall(target: { url?: string; token?: string; coordinator?: EmbeddedCoordinator }): CoordinatorCall {
+export function coordinatorCall(target: { url?: string; token?: string; coordinator?: InProcessCoordinator }): CoordinatorCall {
   const embedded = target.coordinator;
   if (embedded) {
     const noAnswer = (err: unknown): CoordinatorAnswer => ({ status: 0, body: { detail: String(err) } });
@@ -37,8 +49,9 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
       return Promise.race([answer, late]).finally(() => clearTimeout(timer));
     };
     // An EmbeddedCoordinator made by hand (a test's stand-in) may answer `call` alone.
-    if (typeof embedded.commitPrepared === 'function') {
-      call.commitPrepared = (id, transaction) => embedded.commitPrepared(id, transaction).catch(noAnswer);
+    const commitPrepared = embedded.commitPrepared?.bind(embedded);
+    if (commitPrepared) {
+      call.commitPrepared = (id, transaction) => commitPrepared(id, transaction).catch(noAnswer);
     }
     return call;
   }

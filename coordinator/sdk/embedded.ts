@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import { ConflictError, CoordinatorError, NotFoundError, ValidationError } from '../errors.ts';
 import { settleInteractive } from '../api/interactive-answer.ts';
-import type { CallerTransaction } from '../engine/trusted-commit.ts';
+import type { CallerTransaction } from '../engine/caller-transaction.ts';
 import { loadConfig, type Config } from '../config/load-config.ts';
 import { startService, type RunningService } from '../service.ts';
+import type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
 
 /**
  * The coordinator in-process, for a service that wants no extra hop. It runs the same engine and
@@ -11,7 +12,7 @@ import { startService, type RunningService } from '../service.ts';
  * cooperate: either may finish what the other began. Made by {@link createCoordinator}; hand it to
  * `createClient({ coordinator, resources })`.
  */
-export interface EmbeddedCoordinator {
+export interface EmbeddedCoordinator extends InProcessCoordinator {
   /** The running engine, workers and pools (no HTTP server: `service.url` is empty). */
   readonly service: RunningService;
   /**
@@ -19,7 +20,7 @@ export interface EmbeddedCoordinator {
    * answered as the REST API would answer them, without authentication: the process that embeds
    * the coordinator is trusted with every resource it configured.
    */
-  call(method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, any> | null }>;
+  call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
   /**
    * The commit the SDK asks for once every branch it ran itself is prepared, answered as `call`
    * answers `POST /v1/transactions/:id/commit`. It takes the SDK's word for those branches (their
@@ -28,7 +29,7 @@ export interface EmbeddedCoordinator {
    * same. Anything unusual (a takeover, a branch joined meanwhile, the deadline) ends in the
    * ordinary commit, which checks every branch.
    */
-  commitPrepared(id: string, transaction: CallerTransaction): Promise<{ status: number; body: Record<string, any> | null }>;
+  commitPrepared(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
   /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
   close(): Promise<void>;
 }

@@ -15,9 +15,13 @@ export interface CoordinatorProcess {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** `root`: another checkout of the project (an earlier revision, for a rolling upgrade); this one by default. */
-export async function startCoordinatorProcess(env: Record<string, string>, options: { root?: string } = {}): Promise<CoordinatorProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'coordinator/main.ts'], {
+/**
+ * `root`: another checkout of the project (an earlier revision, for a rolling upgrade); this one by
+ * default. `compiled`: run dist/ as `npm start` does (the test setup keeps it fresh), not the sources.
+ */
+export async function startCoordinatorProcess(env: Record<string, string>, options: { root?: string; compiled?: boolean } = {}): Promise<CoordinatorProcess> {
+  const entry = options.compiled ? ['dist/coordinator/main.js'] : ['--import', 'tsx', 'coordinator/main.ts'];
+  const child = spawn(process.execPath, entry, {
     cwd: options.root ?? ROOT,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
