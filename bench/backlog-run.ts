@@ -45,8 +45,10 @@ export interface Memory {
 function memoryOf(gauges: Map<string, number>): Memory {
   const mib = (name: string) => (gauges.get(name) ?? Number.NaN) / 2 ** 20;
   return {
-    heapUsed: mib('tpc_process_nodejs_heap_size_used_bytes'), heapTotal: mib('tpc_process_nodejs_heap_size_total_bytes'),
-    external: mib('tpc_process_nodejs_external_memory_bytes'), rss: mib('tpc_process_process_resident_memory_bytes'),
+    heapUsed: mib('tpc_process_nodejs_heap_size_used_bytes'),
+    heapTotal: mib('tpc_process_nodejs_heap_size_total_bytes'),
+    external: mib('tpc_process_nodejs_external_memory_bytes'),
+    rss: mib('tpc_process_process_resident_memory_bytes'),
   };
 }
 
@@ -107,7 +109,9 @@ function rssTrace(pid: number | undefined) {
     if (Number.isFinite(v)) samples.get(phase)!.push(v);
   }, RSS_INTERVAL_MS);
   return {
-    set(p: Phase) { phase = p; },
+    set(p: Phase) {
+      phase = p;
+    },
     stop(): Record<Phase, { median: number; peak: number }> {
       clearInterval(timer);
       const out = {} as Record<Phase, { median: number; peak: number }>;
@@ -125,7 +129,9 @@ function post(agent: Agent, url: URL, body: string): Promise<{ status: number; t
     const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] as string | undefined }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] as string | undefined }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -138,7 +144,12 @@ function post(agent: Agent, url: URL, body: string): Promise<{ status: number; t
  * an account of its own on bank_c, whose row lock the prepared branch holds until the drain.
  */
 async function build(
-  baseUrl: string, size: number, concurrency: number, expected: Expected, stopped: () => boolean, log: (msg: string) => void,
+  baseUrl: string,
+  size: number,
+  concurrency: number,
+  expected: Expected,
+  stopped: () => boolean,
+  log: (msg: string) => void,
 ): Promise<Map<string, number>> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   const url = new URL('/v1/transactions', baseUrl);
@@ -156,7 +167,10 @@ async function build(
       const body = JSON.stringify({
         branches: [
           { resource: debit, statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, i], expect: { rowCount: 1 } }] },
-          { resource: 'bank_c', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, i], expect: { rowCount: 1 } }] },
+          {
+            resource: 'bank_c',
+            statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, i], expect: { rowCount: 1 } }],
+          },
         ],
         timeoutMs: BACKLOG_TIMEOUT_MS,
       });
@@ -175,7 +189,11 @@ async function build(
           continue;
         }
         let bodyStatus = '?';
-        try { bodyStatus = String((JSON.parse(a.text) as { status?: unknown }).status ?? '?'); } catch { /* not JSON */ }
+        try {
+          bodyStatus = String((JSON.parse(a.text) as { status?: unknown }).status ?? '?');
+        } catch {
+          /* not JSON */
+        }
         count(`${a.status} ${bodyStatus}`);
         // 202 committing (phase 2 cut) is what the outage should give; 201 would mean the cut leaked.
         if (a.status === 201 || a.status === 202) {
@@ -201,7 +219,8 @@ async function scrape(url: string): Promise<{ gauges: Map<string, number>; ms: n
   const gauges = new Map<string, number>();
   try {
     const text = await (await fetch(`${url}/metrics`)).text();
-    const names = 'tpc_in_doubt_transactions|tpc_heuristic_transactions|tpc_orphan_branches|tpc_prepared_branches|' +
+    const names =
+      'tpc_in_doubt_transactions|tpc_heuristic_transactions|tpc_orphan_branches|tpc_prepared_branches|' +
       'tpc_process_nodejs_heap_size_used_bytes|tpc_process_nodejs_heap_size_total_bytes|tpc_process_nodejs_external_memory_bytes|tpc_process_process_resident_memory_bytes';
     for (const m of text.matchAll(new RegExp(`^(${names})(\\{[^}]*\\})? (\\S+)$`, 'gm'))) {
       gauges.set(`${m[1]}${m[2] ?? ''}`, Number(m[3]));
@@ -248,28 +267,45 @@ export interface RunTarget {
 }
 
 export async function runBacklogOnce(
-  w: World, proxy: CutProxy, target: RunTarget, size: number, concurrency: number, accounts: number, expected: Expected,
-  stopped: () => boolean, log: (msg: string) => void,
+  w: World,
+  proxy: CutProxy,
+  target: RunTarget,
+  size: number,
+  concurrency: number,
+  accounts: number,
+  expected: Expected,
+  stopped: () => boolean,
+  log: (msg: string) => void,
 ): Promise<BacklogRun> {
   const { coordinator } = target;
   const logDb = new pg.Client({ connectionString: target.logUrl });
   await logDb.connect();
   const prefix = namespacePrefix(target.namespace);
   const byStatus = async () => {
-    const rows = (await logDb.query<{ status: string; n: number; in_doubt: number; heuristic: number }>(
-      `SELECT status::text AS status, count(*)::int AS n, (count(*) FILTER (WHERE in_doubt))::int AS in_doubt,
+    const rows = (
+      await logDb.query<{ status: string; n: number; in_doubt: number; heuristic: number }>(
+        `SELECT status::text AS status, count(*)::int AS n, (count(*) FILTER (WHERE in_doubt))::int AS in_doubt,
               (count(*) FILTER (WHERE heuristic))::int AS heuristic
-       FROM tpc_transactions WHERE namespace = $1 GROUP BY status`, [target.namespace])).rows;
+       FROM tpc_transactions WHERE namespace = $1 GROUP BY status`,
+        [target.namespace],
+      )
+    ).rows;
     return {
       statuses: new Map(rows.map((r) => [r.status, r.n])),
       inDoubt: rows.reduce((a, r) => a + r.in_doubt, 0),
       heuristic: rows.reduce((a, r) => a + r.heuristic, 0),
     };
   };
-  const committed = async () => (await logDb.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM tpc_transactions WHERE namespace = $1 AND status = 'committed'", [target.namespace])).rows[0]!.n;
-  const prepared = async (bank: Bank) => (await w.banks[bank].query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1)', [prefix])).rows[0]!.n;
+  const committed = async () =>
+    (await logDb.query<{ n: number }>("SELECT count(*)::int AS n FROM tpc_transactions WHERE namespace = $1 AND status = 'committed'", [target.namespace]))
+      .rows[0]!.n;
+  const prepared = async (bank: Bank) =>
+    (
+      await w.banks[bank].query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1)',
+        [prefix],
+      )
+    ).rows[0]!.n;
   const dataDirs = w.clusters.map((c) => c.dataDir);
   const pids = coordinator.pid === undefined ? [] : [coordinator.pid];
   const rss = rssTrace(coordinator.pid);
@@ -291,9 +327,11 @@ export async function runBacklogOnce(
     const { gauges, ms: scrapeMs } = await scrape(coordinator.url);
     const preparedOnBankCAtCutEnd = await prepared('bank_c');
     const proxyDuringOutage = diffCounts(proxy.counts(), proxy0);
-    log(`[${target.label}] built in ${(buildMs / 1000).toFixed(1)} s: ${[...answers].map(([k, n]) => `${n} × ${k}`).join(', ')}; ` +
-      `log: ${[...atCut.statuses].map(([k, n]) => `${n} ${k}`).join(', ')} (${atCut.inDoubt} in doubt); ${preparedOnBankCAtCutEnd} prepared on bank_c; ` +
-      `gauge in doubt ${gauges.get('tpc_in_doubt_transactions') ?? '?'}`);
+    log(
+      `[${target.label}] built in ${(buildMs / 1000).toFixed(1)} s: ${[...answers].map(([k, n]) => `${n} × ${k}`).join(', ')}; ` +
+        `log: ${[...atCut.statuses].map(([k, n]) => `${n} ${k}`).join(', ')} (${atCut.inDoubt} in doubt); ${preparedOnBankCAtCutEnd} prepared on bank_c; ` +
+        `gauge in doubt ${gauges.get('tpc_in_doubt_transactions') ?? '?'}`,
+    );
 
     const toCommit = [...answers].filter(([k]) => k.startsWith('201') || k.startsWith('202')).reduce((a, [, n]) => a + n, 0);
     const already = await committed();
@@ -334,18 +372,42 @@ export async function runBacklogOnce(
     const proxyDuringDrain = diffCounts(proxy.counts(), proxy1);
     const rssByPhase = rss.stop();
     const hwmMiB = coordinator.pid === undefined ? Number.NaN : readStatus(coordinator.pid, 'VmHWM');
-    log(`[${target.label}] drained in ${drainMs === null ? 'NOT within the limit' : `${(drainMs / 1000).toFixed(1)} s`}; ` +
-      `${proxyDuringDrain.commitPreparedForwarded} COMMIT PREPARED sent to bank_c; RSS peak ${rssByPhase.drain.peak.toFixed(0)} MiB`);
+    log(
+      `[${target.label}] drained in ${drainMs === null ? 'NOT within the limit' : `${(drainMs / 1000).toFixed(1)} s`}; ` +
+        `${proxyDuringDrain.commitPreparedForwarded} COMMIT PREPARED sent to bank_c; RSS peak ${rssByPhase.drain.peak.toFixed(0)} MiB`,
+    );
     const drainMemory = memoryOf((await scrape(coordinator.url)).gauges);
     const end = await byStatus();
     const problems = await verify(w, accounts, expected);
     if (end.statuses.get('committed') !== toCommit) problems.push(`log: ${end.statuses.get('committed') ?? 0} committed of ${toCommit} decided`);
     return {
-      label: target.label, revision: coordinator.revision, namespace: target.namespace, submitted: size, buildMs, answers,
-      logAtCutEnd: atCut.statuses, inDoubtInLog: atCut.inDoubt, gauges, scrapeMs,
-      memory: { idle: idleMemory, build: memoryOf(gauges), drain: drainMemory }, preparedOnBankCAtCutEnd, proxyDuringOutage,
-      firstCommitMs, halfMs, ninetyMs, drainMs, curve, toCommit, proxyDuringDrain, rss: rssByPhase, hwmMiB, cpuBuild, cpuDrain,
-      problems, logAtEnd: end.statuses, heuristics: end.heuristic,
+      label: target.label,
+      revision: coordinator.revision,
+      namespace: target.namespace,
+      submitted: size,
+      buildMs,
+      answers,
+      logAtCutEnd: atCut.statuses,
+      inDoubtInLog: atCut.inDoubt,
+      gauges,
+      scrapeMs,
+      memory: { idle: idleMemory, build: memoryOf(gauges), drain: drainMemory },
+      preparedOnBankCAtCutEnd,
+      proxyDuringOutage,
+      firstCommitMs,
+      halfMs,
+      ninetyMs,
+      drainMs,
+      curve,
+      toCommit,
+      proxyDuringDrain,
+      rss: rssByPhase,
+      hwmMiB,
+      cpuBuild,
+      cpuDrain,
+      problems,
+      logAtEnd: end.statuses,
+      heuristics: end.heuristic,
     };
   } finally {
     rss.stop();

@@ -35,23 +35,34 @@ function summaryTable(runs: BacklogRun[]): string {
     row('log at the end of the outage', (r) => count(r.logAtCutEnd)),
     row('flagged in doubt in the log then', (r) => String(r.inDoubtInLog)),
     row('tpc_in_doubt_transactions then (GET /metrics)', (r) => f(r.gauges.get('tpc_in_doubt_transactions'))),
-    row('tpc_prepared_branches{bank_c} / tpc_orphan_branches{bank_c} then', (r) =>
-      `${f(r.gauges.get('tpc_prepared_branches{resource="bank_c"}'))} / ${f(r.gauges.get('tpc_orphan_branches{resource="bank_c"}'))}`),
+    row(
+      'tpc_prepared_branches{bank_c} / tpc_orphan_branches{bank_c} then',
+      (r) => `${f(r.gauges.get('tpc_prepared_branches{resource="bank_c"}'))} / ${f(r.gauges.get('tpc_orphan_branches{resource="bank_c"}'))}`,
+    ),
     row('that /metrics scrape took, ms', (r) => f(r.scrapeMs)),
     row('prepared on bank_c then (pg_prepared_xacts)', (r) => String(r.preparedOnBankCAtCutEnd)),
-    row('COMMIT PREPARED cut / let through during the outage', (r) => `${r.proxyDuringOutage.commitPreparedCut} / ${r.proxyDuringOutage.commitPreparedForwarded}`),
+    row(
+      'COMMIT PREPARED cut / let through during the outage',
+      (r) => `${r.proxyDuringOutage.commitPreparedCut} / ${r.proxyDuringOutage.commitPreparedForwarded}`,
+    ),
     row('new connections to bank_c during the outage', (r) => String(r.proxyDuringOutage.connections)),
     row('transactions to drain', (r) => String(r.toCommit)),
     row('first commit after the restore, s', (r) => s(r.firstCommitMs)),
     row('50 % / 90 % committed, s', (r) => `${s(r.halfMs)} / ${s(r.ninetyMs)}`),
     row('**drain, s** (all committed, nothing prepared)', (r) => `**${s(r.drainMs)}**`),
     row('**drain rate, tx/s**', (r) => `**${r.drainMs === null ? '–' : f(r.toCommit / (r.drainMs / 1000))}**`),
-    row('COMMIT PREPARED sent to bank_c during the drain', (r) => `${r.proxyDuringDrain.commitPreparedForwarded} (${f(r.proxyDuringDrain.commitPreparedForwarded / r.toCommit, 2)} per branch)`),
+    row(
+      'COMMIT PREPARED sent to bank_c during the drain',
+      (r) => `${r.proxyDuringDrain.commitPreparedForwarded} (${f(r.proxyDuringDrain.commitPreparedForwarded / r.toCommit, 2)} per branch)`,
+    ),
     row('new connections to bank_c during the drain', (r) => String(r.proxyDuringDrain.connections)),
     ...PHASES.map((p) => row(`coordinator RSS ${p}: median / peak, MiB`, (r) => `${f(r.rss[p].median)} / **${f(r.rss[p].peak)}**`)),
     row('coordinator VmHWM at the end, MiB', (r) => f(r.hwmMiB)),
-    ...PHASES.map((p) => row(`heap used / heap total / external / RSS at the end of ${p === 'build' ? 'the outage' : p === 'idle' ? 'idling' : 'the drain'}, MiB`,
-      (r) => [r.memory[p].heapUsed, r.memory[p].heapTotal, r.memory[p].external, r.memory[p].rss].map((x) => f(x)).join(' / '))),
+    ...PHASES.map((p) =>
+      row(`heap used / heap total / external / RSS at the end of ${p === 'build' ? 'the outage' : p === 'idle' ? 'idling' : 'the drain'}, MiB`, (r) =>
+        [r.memory[p].heapUsed, r.memory[p].heapTotal, r.memory[p].external, r.memory[p].rss].map((x) => f(x)).join(' / '),
+      ),
+    ),
     row('log at the end', (r) => count(r.logAtEnd)),
     row('heuristic hazards', (r) => String(r.heuristics)),
     row('verification (money, every transfer on both banks)', (r) => (r.problems.length ? `FAILED (${r.problems.length})` : 'ok')),
@@ -68,13 +79,20 @@ function cpuTable(runs: BacklogRun[], pick: (r: BacklogRun) => { cpu: CpuUsed; m
     ['not ours (other processes)', (c) => c.foreign],
     ['machine (every process and the kernel)', (c) => c.machine],
   ];
-  const rows = parts.map(([name, get]) => [name, ...runs.flatMap((r) => {
-    const { cpu, ms, tx } = pick(r);
-    return [`${f(get(cpu), 1)} s`, f(get(cpu) / (ms / 1000), 2), f((get(cpu) * 1000) / tx, 2)];
-  })]);
+  const rows = parts.map(([name, get]) => [
+    name,
+    ...runs.flatMap((r) => {
+      const { cpu, ms, tx } = pick(r);
+      return [`${f(get(cpu), 1)} s`, f(get(cpu) / (ms / 1000), 2), f((get(cpu) * 1000) / tx, 2)];
+    }),
+  ]);
   rows.push(['machine busy', ...runs.flatMap((r) => [`${f(pick(r).cpu.busyShare * 100)} %`, '', ''])]);
   const head = ['part', ...runs.flatMap((r) => [`${r.label}: CPU`, 'cores', 'ms per tx'])];
-  return markdown(head, rows, head.map((_, i) => i > 0));
+  return markdown(
+    head,
+    rows,
+    head.map((_, i) => i > 0),
+  );
 }
 
 function verdicts(runs: BacklogRun[]): string[] {
@@ -100,12 +118,21 @@ function curves(runs: BacklogRun[]): string[] {
 }
 
 export async function runBacklog(
-  options: BenchOptions, w: World, control: { readonly stopped: boolean }, log: (msg: string) => void, resultsPath: string, loadBefore: string,
+  options: BenchOptions,
+  w: World,
+  control: { readonly stopped: boolean },
+  log: (msg: string) => void,
+  resultsPath: string,
+  loadBefore: string,
 ): Promise<void> {
   const proxy = w.bankCProxy;
   if (!proxy) throw new Error('--backlog needs the world started with bank_c behind the cut proxy');
   const size = options.backlogSize;
-  const expected: Expected = { bank_a: new Int32Array(options.accounts + 1), bank_b: new Int32Array(options.accounts + 1), bank_c: new Int32Array(options.accounts + 1) };
+  const expected: Expected = {
+    bank_a: new Int32Array(options.accounts + 1),
+    bank_b: new Int32Array(options.accounts + 1),
+    bank_c: new Int32Array(options.accounts + 1),
+  };
   const targets: (() => Promise<RunTarget>)[] = [
     () => Promise.resolve({ label: 'coordinator', coordinator: w.coordinator, namespace: NAMESPACE, logUrl: w.urls.tpc_log }),
   ];
@@ -134,8 +161,10 @@ export async function runBacklog(
   const cpuBuild = cpuTable(runs, (r) => ({ cpu: r.cpuBuild, ms: r.buildMs, tx: r.submitted }));
   const judged = verdicts(runs);
   const drainCurves = curves(runs);
-  process.stdout.write(`\n${summary}\n\nCPU during the drain:\n${cpuDrain}\n\nCPU while building the backlog:\n${cpuBuild}\n\n` +
-    `Committed, by second of the drain:\n${drainCurves.join('\n')}\n\n${judged.join('\n')}\n`);
+  process.stdout.write(
+    `\n${summary}\n\nCPU during the drain:\n${cpuDrain}\n\nCPU while building the backlog:\n${cpuBuild}\n\n` +
+      `Committed, by second of the drain:\n${drainCurves.join('\n')}\n\n${judged.join('\n')}\n`,
+  );
 
   await Promise.all(started.map((t) => t.coordinator.close()));
   const preparedLeft = await w.preparedLeft();
@@ -168,7 +197,7 @@ export async function runBacklog(
     '',
     cpuDrain,
     '',
-    'CPU while building the backlog (includes the outage\'s failed COMMIT PREPARED retries and the reconnections they cause):',
+    "CPU while building the backlog (includes the outage's failed COMMIT PREPARED retries and the reconnections they cause):",
     '',
     cpuBuild,
     '',

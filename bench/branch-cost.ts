@@ -91,7 +91,12 @@ async function runRound(p: ParticipantLike, tag: string, n: number): Promise<voi
 }
 
 const settings: Record<string, string> = statStatements
-  ? { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_utility': 'on', 'pg_stat_statements.track_planning': 'on', 'pg_stat_statements.max': '20000' }
+  ? {
+      shared_preload_libraries: 'pg_stat_statements',
+      'pg_stat_statements.track_utility': 'on',
+      'pg_stat_statements.track_planning': 'on',
+      'pg_stat_statements.max': '20000',
+    }
   : {};
 const cluster = await startPostgresCluster({ maxPreparedTransactions: 64, settings });
 try {
@@ -104,7 +109,9 @@ try {
   await admin.query('VACUUM ANALYZE accounts');
   if (statStatements) await admin.query('CREATE EXTENSION pg_stat_statements');
 
-  const variants: [string, ParticipantLike][] = [['after', new (await load(resolve(import.meta.dirname, '..')))({ name: 'bank', connectionString: url, maxConnections: concurrency })]];
+  const variants: [string, ParticipantLike][] = [
+    ['after', new (await load(resolve(import.meta.dirname, '..')))({ name: 'bank', connectionString: url, maxConnections: concurrency })],
+  ];
   for (const root of (args['baseline-root'] ?? []).reverse()) {
     variants.unshift([basename(root), new (await load(root))({ name: 'bank', connectionString: url, maxConnections: concurrency })]);
   }
@@ -126,19 +133,23 @@ try {
       clientCpu.set(name, [...(clientCpu.get(name) ?? []), (spent.user + spent.system) / 1e3 / branches]);
       if (statStatements && r === 0) {
         // Utility statements carry their gid literal on PG 15: fold them to one line each.
-        const rows = (await admin.query<{ q: string; calls: string; ms: number }>(`
+        const rows = (
+          await admin.query<{ q: string; calls: string; ms: number }>(`
           SELECT regexp_replace(regexp_replace(query, '''[^'']*''', '''…''', 'g'), '\\s+', ' ', 'g') AS q,
                  sum(calls)::text AS calls, sum(total_exec_time + total_plan_time) AS ms
           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bank')
             AND query NOT LIKE '%pg_stat_statements%'
-          GROUP BY 1 ORDER BY 3 DESC`)).rows;
+          GROUP BY 1 ORDER BY 3 DESC`)
+        ).rows;
         statements.set(name, new Map(rows.map((x) => [`${x.q.slice(0, 110)}`, Number(x.calls) / branches])));
         console.log(`\n${name}: statements per branch (pg_stat_statements, calls / branches, server ms per branch)`);
         for (const x of rows) console.log(`  ${(Number(x.calls) / branches).toFixed(2).padStart(5)}  ${(x.ms / branches).toFixed(4)} ms  ${x.q.slice(0, 110)}`);
       }
     }
   }
-  console.log(`\nserver CPU ms per branch (cluster processes, /proc/*/schedstat), ${rounds} rounds of ${branches} branches of ${perBranch} UPDATE(s), ${concurrency} concurrent:`);
+  console.log(
+    `\nserver CPU ms per branch (cluster processes, /proc/*/schedstat), ${rounds} rounds of ${branches} branches of ${perBranch} UPDATE(s), ${concurrency} concurrent:`,
+  );
   const show = (figures: Map<string, number[]>) => {
     for (const [name, v] of figures) {
       const mean = v.reduce((a, b) => a + b, 0) / v.length;

@@ -75,12 +75,16 @@ async function startChild(env: Record<string, string>, options: BenchOptions, ro
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
   let closing: Promise<void> | undefined;
-  const exited = new Promise<void>((resolve) => child.once('exit', (code, signal) => {
-    if (!closing) log(`coordinator exited unexpectedly (${signal ?? `code ${code}`}): ${stderr.trim() || 'no output'}`);
-    resolve();
-  }));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      if (!closing) log(`coordinator exited unexpectedly (${signal ?? `code ${code}`}): ${stderr.trim() || 'no output'}`);
+      resolve();
+    }),
+  );
   const url = `http://127.0.0.1:${port}`;
   const close = () => {
     closing ??= (async () => {
@@ -106,8 +110,8 @@ type ConfigModule = typeof import('../coordinator/config/load-config.ts');
 
 async function startInProcess(env: Record<string, string>, root: string): Promise<Coordinator> {
   // Imported only when asked for, and from the checkout under test.
-  const { startService: start } = await import(pathToFileURL(join(root, 'coordinator/service.ts')).href) as ServiceModule;
-  const { loadConfig: load } = await import(pathToFileURL(join(root, 'coordinator/config/load-config.ts')).href) as ConfigModule;
+  const { startService: start } = (await import(pathToFileURL(join(root, 'coordinator/service.ts')).href)) as ServiceModule;
+  const { loadConfig: load } = (await import(pathToFileURL(join(root, 'coordinator/config/load-config.ts')).href)) as ConfigModule;
   const service = await start(load({ ...env, PORT: '0' }), { logger: pino({ level: 'silent' }) });
   await waitReady(service.url, null, () => '');
   let closing: Promise<void> | undefined;

@@ -58,8 +58,10 @@ function procOf(pid: number): Proc | null {
   // Fields after the ")" that ends the command name: ppid is the 4th field, utime the 14th, stime the 15th, cutime and cstime the 16th and 17th.
   const f = stat.slice(close + 2).split(' ');
   return {
-    ppid: Number(f[1]), comm: stat.slice(stat.indexOf('(') + 1, close),
-    cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK, endedChildren: (Number(f[13]) + Number(f[14])) / CLK_TCK,
+    ppid: Number(f[1]),
+    comm: stat.slice(stat.indexOf('(') + 1, close),
+    cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK,
+    endedChildren: (Number(f[13]) + Number(f[14])) / CLK_TCK,
   };
 }
 
@@ -82,7 +84,9 @@ export function snapshot(dataDirs: readonly string[]): CpuSnapshot {
   const procs = new Map<number, Proc>();
   let pids: number[] = [];
   try {
-    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+    pids = readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number);
   } catch {
     // no /proc
   }

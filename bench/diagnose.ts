@@ -46,12 +46,21 @@ export async function statStatementsReport(dbs: Record<string, string | undefine
   const parts: string[] = [];
   for (const [name, url] of Object.entries(dbs)) {
     if (!url) continue;
-    const rows = await withClient(url, async (c) => (await c.query<Row>(`
+    const rows = await withClient(
+      url,
+      async (c) =>
+        (
+          await c.query<Row>(
+            `
       SELECT query, calls::text, plans::text, total_plan_time, total_exec_time, wal_bytes::text
       FROM pg_stat_statements
       WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND calls > 0
       ORDER BY total_plan_time + total_exec_time DESC
-      LIMIT $1`, [limit])).rows);
+      LIMIT $1`,
+            [limit],
+          )
+        ).rows,
+    );
     const table = rows.map((r) => {
       const calls = Number(r.calls);
       return [
@@ -65,10 +74,17 @@ export async function statStatementsReport(dbs: Record<string, string | undefine
         (Number(r.wal_bytes) / calls).toFixed(0),
       ];
     });
-    parts.push(`${name}:\n\n${markdown(
-      ['statement', 'calls', 'plans', 'plan µs/call', 'exec µs/call', 'total s', 'WAL bytes/call'],
-      table, [false, true, true, true, true, true, true],
-    )}`);
+    parts.push(
+      `${name}:\n\n${markdown(['statement', 'calls', 'plans', 'plan µs/call', 'exec µs/call', 'total s', 'WAL bytes/call'], table, [
+        false,
+        true,
+        true,
+        true,
+        true,
+        true,
+        true,
+      ])}`,
+    );
   }
   return parts.join('\n\n');
 }

@@ -22,7 +22,10 @@ import { GroupCommit } from '../coordinator/log/group-commit.ts';
  * length, so it looks cheaper than the generic one).
  */
 
-const arg = (name: string) => { const i = process.argv.indexOf(`--${name}`); return i < 0 ? undefined : process.argv[i + 1]; };
+const arg = (name: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i < 0 ? undefined : process.argv[i + 1];
+};
 const seconds = Number(arg('seconds') ?? 3);
 const clientCounts = (arg('clients') ?? '1,16,64').split(',').map(Number);
 const fsync = process.argv.includes('--fsync');
@@ -36,7 +39,11 @@ const BATCH = `
   WHERE r.id = u.id AND r.status = u.expected
   RETURNING u.ord`;
 
-interface Move { id: number; from: string; to: string }
+interface Move {
+  id: number;
+  from: string;
+  to: string;
+}
 type Writer = { write(m: Move): Promise<void>; statements(): number; close(): Promise<void> };
 
 function direct(pool: pg.Pool): Writer {
@@ -55,7 +62,10 @@ function direct(pool: pg.Pool): Writer {
 function batched(pool: pg.Pool, maxInFlight: number, singleAlone = false): Writer {
   let statements = 0;
   const batcher = new GroupCommit<Move, true>({
-    name: 'bench', maxBatch: 256, maxQueued: 10_000, maxInFlight,
+    name: 'bench',
+    maxBatch: 256,
+    maxQueued: 10_000,
+    maxInFlight,
     write: async (items) => {
       statements += 1;
       if (singleAlone && items.length === 1) {
@@ -65,14 +75,21 @@ function batched(pool: pg.Pool, maxInFlight: number, singleAlone = false): Write
         return [r.rowCount === 1 ? true : new Error(`stale ${m.id}`)];
       }
       const r = await pool.query<{ ord: string }>({
-        name: 'gc_batch', text: BATCH,
+        name: 'gc_batch',
+        text: BATCH,
         values: [items.map((m) => m.id), items.map((m) => m.from), items.map((m) => m.to)],
       });
       const matched = new Set(r.rows.map((row) => Number(row.ord)));
       return items.map((m, i) => (matched.has(i + 1) ? true : new Error(`stale ${m.id}`)));
     },
   });
-  return { write: async (m) => { await batcher.submit(m); }, statements: () => statements, close: () => batcher.close() };
+  return {
+    write: async (m) => {
+      await batcher.submit(m);
+    },
+    statements: () => statements,
+    close: () => batcher.close(),
+  };
 }
 
 /** CPU seconds so far of the postmaster and its children (the backends): the log database's cost. */
@@ -81,7 +98,11 @@ function serverCpuSeconds(postmasterPid: number): number {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
-    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8'); } catch { continue; }
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const pid = Number(entry);
     if (pid !== postmasterPid && Number(fields[1]) !== postmasterPid) continue;
@@ -97,18 +118,20 @@ async function run(pool: pg.Pool, writer: Writer, clients: number, pmPid: number
   const cpu0 = process.cpuUsage();
   const server0 = serverCpuSeconds(pmPid);
   const started = performance.now();
-  await Promise.all(Array.from({ length: clients }, async (_, c) => {
-    const id = offset + c;
-    let status = 'a';
-    while (performance.now() < stopAt) {
-      const next = status === 'a' ? 'b' : 'a';
-      const t = performance.now();
-      await writer.write({ id, from: status, to: next });
-      latency += performance.now() - t;
-      status = next;
-      writes += 1;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      const id = offset + c;
+      let status = 'a';
+      while (performance.now() < stopAt) {
+        const next = status === 'a' ? 'b' : 'a';
+        const t = performance.now();
+        await writer.write({ id, from: status, to: next });
+        latency += performance.now() - t;
+        status = next;
+        writes += 1;
+      }
+    }),
+  );
   const elapsed = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const serverCpu = serverCpuSeconds(pmPid) - server0;
@@ -146,11 +169,18 @@ try {
     ];
     for (const [mode, make] of modes) {
       const r = await run(pool, make(), clients, pmPid, 0);
-      console.log([
-        String(clients).padStart(7), mode.padEnd(12), r.writesPerSecond.toFixed(0).padStart(10), r.statementsPerSecond.toFixed(0).padStart(13),
-        r.meanBatch.toFixed(1).padStart(11), r.meanLatencyMs.toFixed(2).padStart(16), r.clientCpuUsPerWrite.toFixed(1).padStart(14),
-        r.serverCpuUsPerWrite.toFixed(1).padStart(18),
-      ].join('  '));
+      console.log(
+        [
+          String(clients).padStart(7),
+          mode.padEnd(12),
+          r.writesPerSecond.toFixed(0).padStart(10),
+          r.statementsPerSecond.toFixed(0).padStart(13),
+          r.meanBatch.toFixed(1).padStart(11),
+          r.meanLatencyMs.toFixed(2).padStart(16),
+          r.clientCpuUsPerWrite.toFixed(1).padStart(14),
+          r.serverCpuUsPerWrite.toFixed(1).padStart(18),
+        ].join('  '),
+      );
     }
   }
   await pool.end();

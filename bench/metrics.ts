@@ -23,7 +23,10 @@ export function parsePhases(text: string): PhaseSnapshot {
   const phases: PhaseSnapshot = new Map();
   const get = (phase: string) => {
     let h = phases.get(phase);
-    if (!h) phases.set(phase, (h = { sum: 0, count: 0, buckets: new Map() }));
+    if (!h) {
+      h = { sum: 0, count: 0, buckets: new Map() };
+      phases.set(phase, h);
+    }
     return h;
   };
   for (const line of text.split('\n')) {
@@ -132,8 +135,11 @@ export function servicePhases(observed: ServicePhases[], meanLatency: (variant: 
     tables.push(observed.length > 1 ? `(${variant}) ${label}:\n\n${phaseTable(phases)}` : phaseTable(phases));
     steps.push({
       variant,
-      prepare: meanMs(phases, 'prepare'), decide: meanMs(phases, 'decide'), complete: meanMs(phases, 'complete'),
-      total: meanMs(phases, 'total'), http: meanLatency(variant),
+      prepare: meanMs(phases, 'prepare'),
+      decide: meanMs(phases, 'decide'),
+      complete: meanMs(phases, 'complete'),
+      total: meanMs(phases, 'total'),
+      http: meanLatency(variant),
     });
   }
   return { tables: tables.length ? tables.join('\n\n') : null, steps };

@@ -133,8 +133,12 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   const concurrency = Math.floor(num('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 32, 1));
   const baselineRoot = values['baseline-root'] ?? (env.BENCH_BASELINE_ROOT || undefined);
   const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d,g,h' : 'a,b,c,g,h');
-  const variants = variantsRaw.split(',').map((v) => v.trim()).filter(Boolean);
-  for (const v of variants) if (!(VARIANT_NAMES as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant "${v}" (${VARIANT_NAMES.join(', ')})`);
+  const variants = variantsRaw
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+  for (const v of variants)
+    if (!(VARIANT_NAMES as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant "${v}" (${VARIANT_NAMES.join(', ')})`);
   if (variants.length === 0) throw new Error('--variants: name at least one of a, b, c');
   for (const v of ['d', 'f']) {
     if (variants.includes(v) && !baselineRoot) throw new Error(`--variants: ${v} is the coordinator from --baseline-root DIR; give that too`);
@@ -160,7 +164,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     pgStatStatements: values['pg-stat-statements'] ?? env.BENCH_PG_STAT_STATEMENTS === '1',
     write: !(values['no-write'] ?? env.BENCH_NO_WRITE === '1'),
     overload: values.overload ?? env.BENCH_OVERLOAD === '1',
-    overloadClients: (values['overload-clients'] ?? env.BENCH_OVERLOAD_CLIENTS ?? '400,1000').split(',').map((x) => x.trim()).filter(Boolean)
+    overloadClients: (values['overload-clients'] ?? env.BENCH_OVERLOAD_CLIENTS ?? '400,1000')
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean)
       .map((x) => Math.floor(num('overload-clients', x, 0, 1))),
     overloadMs: Math.round(num('overload-seconds', values['overload-seconds'] ?? env.BENCH_OVERLOAD_SECONDS, 10, 0.1) * 1000),
     backlog,

@@ -52,28 +52,39 @@ function post(agent: Agent, url: URL, body: string): Promise<Answer> {
   let sentMs = Number.NaN;
   let connectMs = 0;
   return new Promise((resolve, reject) => {
-    const req = request(url, {
-      method: 'POST',
-      agent,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-    }, (res) => {
-      const firstByteMs = performance.now() - t0;
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({
-        status: res.statusCode ?? 0,
-        text: Buffer.concat(chunks).toString('utf8'),
-        retryAfter: res.headers['retry-after'] as string | undefined,
-        sentMs,
-        firstByteMs,
-        connectMs,
-      }));
-      res.on('error', reject);
-    });
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        const firstByteMs = performance.now() - t0;
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString('utf8'),
+            retryAfter: res.headers['retry-after'] as string | undefined,
+            sentMs,
+            firstByteMs,
+            connectMs,
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
-    req.on('finish', () => { sentMs = performance.now() - t0; });
+    req.on('finish', () => {
+      sentMs = performance.now() - t0;
+    });
     req.on('socket', (socket) => {
-      if (socket.connecting) socket.once('connect', () => { connectMs = performance.now() - t0; });
+      if (socket.connecting)
+        socket.once('connect', () => {
+          connectMs = performance.now() - t0;
+        });
     });
     req.end(body);
   });
@@ -85,7 +96,9 @@ function answerKind(text: string): string {
     const body = JSON.parse(text) as { status?: unknown; type?: unknown };
     if (typeof body.type === 'string') return body.type;
     if (typeof body.status === 'string') return `status ${body.status}`;
-  } catch { /* not JSON */ }
+  } catch {
+    /* not JSON */
+  }
   return text.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '<id>').slice(0, 160);
 }
 

@@ -15,27 +15,30 @@ const base = process.argv[2]!;
 const agent = new Agent({ keepAlive: true, maxSockets: 2 });
 const times = { healthz: [] as number[], readyz: [] as number[], failures: {} as Record<string, number> };
 let running = true;
-process.stdin.on('end', () => { running = false; });
+process.stdin.on('end', () => {
+  running = false;
+});
 process.stdin.resume();
 
-const probe = (path: '/healthz' | '/readyz') => new Promise<void>((resolve) => {
-  const t0 = performance.now();
-  const fail = (what: string) => {
-    times.failures[`${path} ${what}`] = (times.failures[`${path} ${what}`] ?? 0) + 1;
-    resolve();
-  };
-  const req = request(new URL(path, base), { agent }, (res) => {
-    res.resume();
-    res.on('end', () => {
-      times[path === '/healthz' ? 'healthz' : 'readyz'].push(performance.now() - t0);
-      if (res.statusCode !== 200) fail(String(res.statusCode));
-      else resolve();
+const probe = (path: '/healthz' | '/readyz') =>
+  new Promise<void>((resolve) => {
+    const t0 = performance.now();
+    const fail = (what: string) => {
+      times.failures[`${path} ${what}`] = (times.failures[`${path} ${what}`] ?? 0) + 1;
+      resolve();
+    };
+    const req = request(new URL(path, base), { agent }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        times[path === '/healthz' ? 'healthz' : 'readyz'].push(performance.now() - t0);
+        if (res.statusCode !== 200) fail(String(res.statusCode));
+        else resolve();
+      });
+      res.on('error', (err) => fail(err.message));
     });
-    res.on('error', (err) => fail(err.message));
+    req.on('error', (err) => fail(err.message));
+    req.end();
   });
-  req.on('error', (err) => fail(err.message));
-  req.end();
-});
 
 process.stdout.write('ready\n');
 while (running) {

@@ -72,22 +72,71 @@ async function runStage(w: World, options: BenchOptions, clients: number, durati
 }
 
 const f = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
-const p = (values: number[], q: number) => percentile([...values].sort((a, b) => a - b), q);
+const p = (values: number[], q: number) =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    q,
+  );
 const rate = (s: StageResult) => (s.commits / s.elapsedMs) * 1000;
 
 function table(stages: StageResult[]): string {
   const calm = stages[0] ? rate(stages[0]) : Number.NaN;
-  const head = ['clients', 'commits/s', '× calm', 'commit p50 ms', 'commit p99 ms', 'refusals', 'refusal p50 ms', 'refusal p99 ms',
-    '409s', 'after deadline', 'in service: total ms', 'prepare ms', 'decide ms', 'complete ms', 'other errors', 'coordinator RSS peak MiB', 'coordinator cores', 'coordinator CPU ms per answer', 'bench cores', 'machine busy %', 'not ours, cores', '/healthz p99 ms', '/healthz max ms', '/readyz p99 ms', '/readyz max ms'];
+  const head = [
+    'clients',
+    'commits/s',
+    '× calm',
+    'commit p50 ms',
+    'commit p99 ms',
+    'refusals',
+    'refusal p50 ms',
+    'refusal p99 ms',
+    '409s',
+    'after deadline',
+    'in service: total ms',
+    'prepare ms',
+    'decide ms',
+    'complete ms',
+    'other errors',
+    'coordinator RSS peak MiB',
+    'coordinator cores',
+    'coordinator CPU ms per answer',
+    'bench cores',
+    'machine busy %',
+    'not ours, cores',
+    '/healthz p99 ms',
+    '/healthz max ms',
+    '/readyz p99 ms',
+    '/readyz max ms',
+  ];
   const rows = stages.map((s) => [
-    String(s.clients), f(rate(s)), f(rate(s) / calm, 2), f(p(s.commitLatencies, 0.5), 1), f(p(s.commitLatencies, 0.99), 1),
-    String(s.refusals), f(p(s.refusalLatencies, 0.5), 1), f(p(s.refusalLatencies, 0.99), 1),
-    String(s.aborted), String(s.late), ...['total', 'prepare', 'decide', 'complete'].map((ph) => f(meanMs(s.phases, ph), 1)), String([...s.errors.values()].reduce((a, b) => a + b, 0) - s.aborted), f(s.rssPeakMiB),
-    f(s.cpu.coordinator / (s.elapsedMs / 1000), 2), f((s.cpu.coordinator * 1000) / (s.commits + s.refusals + s.aborted), 3),
-    f(s.cpu.bench / (s.elapsedMs / 1000), 2), f(s.cpu.busyShare * 100), f(s.cpu.foreign / (s.elapsedMs / 1000), 2),
-    f(p(s.probes.healthz, 0.99), 1), f(Math.max(...s.probes.healthz), 1), f(p(s.probes.readyz, 0.99), 1), f(Math.max(...s.probes.readyz), 1),
+    String(s.clients),
+    f(rate(s)),
+    f(rate(s) / calm, 2),
+    f(p(s.commitLatencies, 0.5), 1),
+    f(p(s.commitLatencies, 0.99), 1),
+    String(s.refusals),
+    f(p(s.refusalLatencies, 0.5), 1),
+    f(p(s.refusalLatencies, 0.99), 1),
+    String(s.aborted),
+    String(s.late),
+    ...['total', 'prepare', 'decide', 'complete'].map((ph) => f(meanMs(s.phases, ph), 1)),
+    String([...s.errors.values()].reduce((a, b) => a + b, 0) - s.aborted),
+    f(s.rssPeakMiB),
+    f(s.cpu.coordinator / (s.elapsedMs / 1000), 2),
+    f((s.cpu.coordinator * 1000) / (s.commits + s.refusals + s.aborted), 3),
+    f(s.cpu.bench / (s.elapsedMs / 1000), 2),
+    f(s.cpu.busyShare * 100),
+    f(s.cpu.foreign / (s.elapsedMs / 1000), 2),
+    f(p(s.probes.healthz, 0.99), 1),
+    f(Math.max(...s.probes.healthz), 1),
+    f(p(s.probes.readyz, 0.99), 1),
+    f(Math.max(...s.probes.readyz), 1),
   ]);
-  return markdown(head, rows, head.map((_, i) => i > 0));
+  return markdown(
+    head,
+    rows,
+    head.map((_, i) => i > 0),
+  );
 }
 
 /** Whether each overload stage met the issue's targets, one line each. */
@@ -109,7 +158,12 @@ function verdicts(stages: StageResult[]): string[] {
 }
 
 export async function runOverload(
-  options: BenchOptions, w: World, control: { readonly stopped: boolean }, log: (msg: string) => void, resultsPath: string, loadBefore: string,
+  options: BenchOptions,
+  w: World,
+  control: { readonly stopped: boolean },
+  log: (msg: string) => void,
+  resultsPath: string,
+  loadBefore: string,
 ): Promise<void> {
   const stopped = () => control.stopped;
   if (options.warmupMs > 0) {
@@ -122,22 +176,44 @@ export async function runOverload(
     log(`stage: ${clients} clients for ${options.overloadMs / 1000} s`);
     const s = await runStage(w, options, clients, options.overloadMs, stopped);
     stages.push(s);
-    log(`  ${f(rate(s))} commits/s, ${s.refusals} refusals, ${s.aborted} × 409, ${s.late} after the deadline, RSS peak ${f(s.rssPeakMiB)} MiB, ` +
-      `the benchmark's own event loop delayed up to ${f(s.benchLoopDelayMaxMs)} ms`);
+    log(
+      `  ${f(rate(s))} commits/s, ${s.refusals} refusals, ${s.aborted} × 409, ${s.late} after the deadline, RSS peak ${f(s.rssPeakMiB)} MiB, ` +
+        `the benchmark's own event loop delayed up to ${f(s.benchLoopDelayMaxMs)} ms`,
+    );
     if (s.lateSent.length) {
       const bySecond = new Map<string, number>();
       for (const l of s.lateSent) bySecond.set(`${Math.floor(l.at / 1000)}s:${l.status}`, (bySecond.get(`${Math.floor(l.at / 1000)}s:${l.status}`) ?? 0) + 1);
       log(`  late answers by the second they were sent in, and status: ${[...bySecond].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
       const slowSend = s.lateSent.filter((l) => l.sentMs > 1_000).length;
-      log(`  of which ${slowSend} took over 1 s to be written (connection setup); median write ${f(p(s.lateSent.map((l) => l.sentMs), 0.5))} ms`);
+      log(
+        `  of which ${slowSend} took over 1 s to be written (connection setup); median write ${f(
+          p(
+            s.lateSent.map((l) => l.sentMs),
+            0.5,
+          ),
+        )} ms`,
+      );
       const slowConnect = s.lateSent.filter((l) => l.connectMs > 1_000).length;
-      log(`  connections: ${slowConnect} took over 1 s to establish; median connect ${f(p(s.lateSent.map((l) => l.connectMs), 0.5))} ms, median first byte ${f(p(s.lateSent.map((l) => l.firstByteMs), 0.5))} ms`);
+      log(
+        `  connections: ${slowConnect} took over 1 s to establish; median connect ${f(
+          p(
+            s.lateSent.map((l) => l.connectMs),
+            0.5,
+          ),
+        )} ms, median first byte ${f(
+          p(
+            s.lateSent.map((l) => l.firstByteMs),
+            0.5,
+          ),
+        )} ms`,
+      );
     }
   }
   const rendered = table(stages);
   const judged = verdicts(stages);
-  const reasons = stages.map((s) => `- ${s.clients} clients: ${s.refusalReasons.size
-    ? [...s.refusalReasons].map(([k, n]) => `${n} ${k}`).join(', ') : 'none'}`);
+  const reasons = stages.map(
+    (s) => `- ${s.clients} clients: ${s.refusalReasons.size ? [...s.refusalReasons].map(([k, n]) => `${n} ${k}`).join(', ') : 'none'}`,
+  );
   const errors = stages.flatMap((s) => [...s.errors].map(([msg, n]) => `- (${s.clients} clients) ${n} × ${msg}`));
   process.stdout.write(`\n${rendered}\n\n${judged.join('\n')}\n\nRefusals by reason (service metrics):\n${reasons.join('\n')}\n`);
   if (errors.length) process.stdout.write(`\nErrors:\n${errors.join('\n')}\n`);
@@ -168,7 +244,7 @@ export async function runOverload(
     '',
     ...judged,
     '',
-    'Refusals by reason (the service\'s `tpc_admission_refusals_total`):',
+    "Refusals by reason (the service's `tpc_admission_refusals_total`):",
     '',
     ...reasons,
     '',

@@ -142,9 +142,15 @@ export async function startCutProxy(targetHost: string, targetPort: number): Pro
       u.port = String(port);
       return u.toString();
     },
-    cut() { isCut = true; },
-    restore() { isCut = false; },
-    get isCut() { return isCut; },
+    cut() {
+      isCut = true;
+    },
+    restore() {
+      isCut = false;
+    },
+    get isCut() {
+      return isCut;
+    },
     counts: () => ({ ...counts }),
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

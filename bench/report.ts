@@ -73,8 +73,10 @@ export function sectionKey(o: BenchOptions, revision: string): string {
   const rev = /^[0-9a-f]{4,40}/.exec(revision)?.[0] ?? 'unknown';
   const dirty = revision.includes('uncommitted') ? '-dirty' : '';
   const variants = chosenVariants(o);
-  return `${rev}${dirty}-fsync-${o.fsync}-${o.service}-c${o.concurrency}${o.pgStatStatements ? '-pgss' : ''}${o.baselineRoot ? '-ab' : ''}` +
-    `${variants ? `-${variants.replaceAll(',', '')}` : ''}`;
+  return (
+    `${rev}${dirty}-fsync-${o.fsync}-${o.service}-c${o.concurrency}${o.pgStatStatements ? '-pgss' : ''}${o.baselineRoot ? '-ab' : ''}` +
+    `${variants ? `-${variants.replaceAll(',', '')}` : ''}`
+  );
 }
 
 export function renderSection(r: RunReport): string {
@@ -110,17 +112,26 @@ export function renderSection(r: RunReport): string {
     'machine, other people\'s work; "kernel, unattributed": the rest — interrupts, and processes that ended mid-round):',
     '',
     r.cpuTable,
-    ...(o.variants.includes('h') ? ['', '(h) runs its coordinator (engine, workers, pools) inside the benchmark process: its CPU is in "bench process",',
-      'with the load generator and the SDK, and "coordinator(s)" is only the idle child of (c). (b) does its protocol in the',
-      'benchmark process too, so (h)\'s bench process + clusters + Redis compares with (b)\'s bench process + clusters.'] : []),
+    ...(o.variants.includes('h')
+      ? [
+          '',
+          '(h) runs its coordinator (engine, workers, pools) inside the benchmark process: its CPU is in "bench process",',
+          'with the load generator and the SDK, and "coordinator(s)" is only the idle child of (c). (b) does its protocol in the',
+          "benchmark process too, so (h)'s bench process + clusters + Redis compares with (b)'s bench process + clusters.",
+        ]
+      : []),
   ];
-  if (r.stepComparison) lines.push('', 'Mean time per protocol step, ms: (b) timed by the benchmark, (c) from the service\'s `tpc_phase_duration_seconds`:', '', r.stepComparison);
-  if (r.servicePhases) lines.push('', 'The service\'s `tpc_phase_duration_seconds` over the measured rounds:', '', r.servicePhases);
+  if (r.stepComparison)
+    lines.push('', "Mean time per protocol step, ms: (b) timed by the benchmark, (c) from the service's `tpc_phase_duration_seconds`:", '', r.stepComparison);
+  if (r.servicePhases) lines.push('', "The service's `tpc_phase_duration_seconds` over the measured rounds:", '', r.servicePhases);
   if (r.statements) lines.push('', 'pg_stat_statements over the measured rounds (all variants), costliest first:', '', r.statements);
   lines.push('', errors.length ? `Errors:\n\n${errors.join('\n')}` : 'Errors: none.');
-  lines.push('', r.preparedLeft.length
-    ? `Prepared transactions left after the run (rolled back by the benchmark before teardown): ${r.preparedLeft.join(', ')}`
-    : 'Prepared transactions left after the run: none.');
+  lines.push(
+    '',
+    r.preparedLeft.length
+      ? `Prepared transactions left after the run (rolled back by the benchmark before teardown): ${r.preparedLeft.join(', ')}`
+      : 'Prepared transactions left after the run: none.',
+  );
   return lines.join('\n');
 }
 
@@ -154,8 +165,6 @@ export function writeResults(path: string, key: string, section: string): void {
   const text = existsSync(path) ? readFileSync(path, 'utf8') : HEADER;
   const i = text.indexOf(begin);
   const j = text.indexOf(end);
-  const next = i !== -1 && j > i
-    ? text.slice(0, i) + block + text.slice(j + end.length)
-    : `${text.replace(/\n*$/, '\n')}\n${block}\n`;
+  const next = i !== -1 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.replace(/\n*$/, '\n')}\n${block}\n`;
   writeFileSync(path, next);
 }

@@ -44,9 +44,14 @@ export async function timedRun(
 ): Promise<RunSample> {
   const cpu0 = cpu.snapshot();
   const sample: RunSample = {
-    completed: 0, errors: 0, latencies: [], elapsedMs: 0,
-    phaseSums: { prepare: 0, decide: 0, complete: 0 }, phaseCount: 0,
-    errorMessages: new Map(), cpu: cpu.used(cpu0, cpu0),
+    completed: 0,
+    errors: 0,
+    latencies: [],
+    elapsedMs: 0,
+    phaseSums: { prepare: 0, decide: 0, complete: 0 },
+    phaseCount: 0,
+    errorMessages: new Map(),
+    cpu: cpu.used(cpu0, cpu0),
   };
   const start = performance.now();
   const end = start + durationMs;
@@ -84,9 +89,15 @@ export async function timedRun(
 /** Every round's samples of one variant, merged. */
 export function merge(samples: RunSample[], clusters: number): RunSample & { perRoundTps: number[] } {
   const out: RunSample & { perRoundTps: number[] } = {
-    completed: 0, errors: 0, latencies: [], elapsedMs: 0,
-    phaseSums: { prepare: 0, decide: 0, complete: 0 }, phaseCount: 0,
-    errorMessages: new Map(), cpu: zeroUsed(clusters), perRoundTps: [],
+    completed: 0,
+    errors: 0,
+    latencies: [],
+    elapsedMs: 0,
+    phaseSums: { prepare: 0, decide: 0, complete: 0 },
+    phaseCount: 0,
+    errorMessages: new Map(),
+    cpu: zeroUsed(clusters),
+    perRoundTps: [],
   };
   let busyWeighted = 0;
   for (const s of samples) {

@@ -28,7 +28,7 @@ interface BankDB {
 export const EMBEDDED_NAMESPACE = `${NAMESPACE}-embedded`;
 
 async function loadSdk(root: string): Promise<SdkModule> {
-  return await import(pathToFileURL(join(root, 'coordinator/sdk/index.ts')).href) as SdkModule;
+  return (await import(pathToFileURL(join(root, 'coordinator/sdk/index.ts')).href)) as SdkModule;
 }
 
 /**
@@ -39,19 +39,28 @@ async function loadSdk(root: string): Promise<SdkModule> {
  * a 202 does for (c): the run then says so rather than counting a transfer not yet applied.
  */
 async function transfer(tpc: TpcClient, t: Transfer): Promise<void> {
-  const { outcome } = await tpc.transaction(async (tx) => {
-    const [debit, credit, audit] = await Promise.all([
-      tx.branch<BankDB>(t.debit), tx.branch<BankDB>(t.credit), tx.branch<BankDB>(t.audit),
-    ]);
-    const [d, c, a] = await Promise.all([
-      debit.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', t.amount) })).where('id', '=', t.from).executeTakeFirst(),
-      credit.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', t.amount) })).where('id', '=', t.to).executeTakeFirst(),
-      audit.insertInto('audit').values({ src: t.from, dst: t.to, amount: t.amount }).executeTakeFirst(),
-    ]);
-    if (d.numUpdatedRows !== 1n) throw new Error(`${t.debit}: ${d.numUpdatedRows} rows debited, expected 1`);
-    if (c.numUpdatedRows !== 1n) throw new Error(`${t.credit}: ${c.numUpdatedRows} rows credited, expected 1`);
-    if (a.numInsertedOrUpdatedRows !== 1n) throw new Error(`${t.audit}: ${a.numInsertedOrUpdatedRows} audit rows, expected 1`);
-  }, { timeoutMs: 10_000 });
+  const { outcome } = await tpc.transaction(
+    async (tx) => {
+      const [debit, credit, audit] = await Promise.all([tx.branch<BankDB>(t.debit), tx.branch<BankDB>(t.credit), tx.branch<BankDB>(t.audit)]);
+      const [d, c, a] = await Promise.all([
+        debit
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', t.amount) }))
+          .where('id', '=', t.from)
+          .executeTakeFirst(),
+        credit
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '+', t.amount) }))
+          .where('id', '=', t.to)
+          .executeTakeFirst(),
+        audit.insertInto('audit').values({ src: t.from, dst: t.to, amount: t.amount }).executeTakeFirst(),
+      ]);
+      if (d.numUpdatedRows !== 1n) throw new Error(`${t.debit}: ${d.numUpdatedRows} rows debited, expected 1`);
+      if (c.numUpdatedRows !== 1n) throw new Error(`${t.credit}: ${c.numUpdatedRows} rows credited, expected 1`);
+      if (a.numInsertedOrUpdatedRows !== 1n) throw new Error(`${t.audit}: ${a.numInsertedOrUpdatedRows} audit rows, expected 1`);
+    },
+    { timeoutMs: 10_000 },
+  );
   if (outcome.status !== 'committed') throw new Error(`status ${outcome.status} (transaction ${outcome.id})`);
 }
 
@@ -64,7 +73,10 @@ export async function sdkOverRest(world: World): Promise<Variant> {
     label: world.baseline ? `SDK ${world.coordinator.revision} over REST` : 'SDK over REST',
     // No serviceUrl: the service's phase histograms time its own steps of a REST submission; for an
     // interactive transaction the SDK does the work and the prepares, so (c)'s step table would mislead.
-    run: async (tx) => { await transfer(tpc, tx); return undefined; },
+    run: async (tx) => {
+      await transfer(tpc, tx);
+      return undefined;
+    },
     close() {},
   };
 }
@@ -84,7 +96,10 @@ export async function sdkEmbedded(world: World): Promise<Variant> {
   return {
     name: 'h',
     label: 'SDK, embedded coordinator (its CPU: bench process)',
-    run: async (tx) => { await transfer(tpc, tx); return undefined; },
+    run: async (tx) => {
+      await transfer(tpc, tx);
+      return undefined;
+    },
     // Lets the transactions in hand finish: anything still prepared afterwards is a finding.
     close,
   };

@@ -61,9 +61,10 @@ export function summarize(variant: Variant, s: RunSample & { perRoundTps: number
       coordinator: perTx(s.cpu.coordinator),
       foreign: perTx(s.cpu.foreign),
     },
-    phases: s.phaseCount > 0
-      ? { prepare: s.phaseSums.prepare / s.phaseCount, decide: s.phaseSums.decide / s.phaseCount, complete: s.phaseSums.complete / s.phaseCount }
-      : null,
+    phases:
+      s.phaseCount > 0
+        ? { prepare: s.phaseSums.prepare / s.phaseCount, decide: s.phaseSums.decide / s.phaseCount, complete: s.phaseSums.complete / s.phaseCount }
+        : null,
     errorMessages: s.errorMessages,
   };
 }
@@ -127,12 +128,17 @@ export function abLines(summaries: Summary[], logCluster: number): string | null
     const perRound = c.perRoundTps.map((t, i) => t / (d.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
     const logCpu = (s: Summary) => s.cpuMsPerTx.clusters[logCluster] ?? Number.NaN;
     // The median of the per-round ratios shrugs off a burst of other people's work that hit one round.
-    const median = percentile([...perRound].sort((p, q) => p - q), 0.5);
-    lines.push(`(${x}) against (${y}), ${what}: throughput × ${f(c.tps / d.tps, 2)} ` +
-      `(by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, median ${f(median, 2)}), ` +
-      `p50 ${f(c.p50, 2)} against ${f(d.p50, 2)} ms, mean ${f(c.mean, 2)} against ${f(d.mean, 2)} ms; CPU per transfer: ` +
-      `log cluster ${f(logCpu(c), 3)} against ${f(logCpu(d), 3)} ms (${signed(logCpu(c) - logCpu(d))}), ` +
-      `coordinator ${f(c.cpuMsPerTx.coordinator, 3)} against ${f(d.cpuMsPerTx.coordinator, 3)} ms (${signed(c.cpuMsPerTx.coordinator - d.cpuMsPerTx.coordinator)}).`);
+    const median = percentile(
+      [...perRound].sort((p, q) => p - q),
+      0.5,
+    );
+    lines.push(
+      `(${x}) against (${y}), ${what}: throughput × ${f(c.tps / d.tps, 2)} ` +
+        `(by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, median ${f(median, 2)}), ` +
+        `p50 ${f(c.p50, 2)} against ${f(d.p50, 2)} ms, mean ${f(c.mean, 2)} against ${f(d.mean, 2)} ms; CPU per transfer: ` +
+        `log cluster ${f(logCpu(c), 3)} against ${f(logCpu(d), 3)} ms (${signed(logCpu(c) - logCpu(d))}), ` +
+        `coordinator ${f(c.cpuMsPerTx.coordinator, 3)} against ${f(d.cpuMsPerTx.coordinator, 3)} ms (${signed(c.cpuMsPerTx.coordinator - d.cpuMsPerTx.coordinator)}).`,
+    );
   }
   return lines.length ? lines.join('\n\n') : null;
 }
@@ -157,13 +163,18 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
   for (const s of summaries) {
     if (!['c', 'e', 'g', 'h'].includes(s.variant)) continue;
     const perRound = s.perRoundTps.map((t, i) => t / (b.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
-    const median = percentile([...perRound].sort((p, q) => p - q), 0.5);
+    const median = percentile(
+      [...perRound].sort((p, q) => p - q),
+      0.5,
+    );
     const p50Bound = 1.3 * b.p50 + 1;
     const where = s.variant === 'h' ? ' (bench process, coordinator included, + clusters + Redis)' : ' (bench process + clusters + Redis + coordinator child)';
-    lines.push(`(${s.variant}) against (b) bare: throughput × ${f(s.tps / b.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, ` +
-      `median ${f(median, 2)}); p50 ${f(s.p50, 2)} against ${f(b.p50, 2)} ms` +
-      (concurrency === 1 ? ` (one-client aim: p50 <= 1.3 × (b) + 1 ms = ${f(p50Bound, 2)} ms: ${s.p50 <= p50Bound ? 'met' : 'not met'})` : '') +
-      `; CPU per transfer${where} ${f(oursMs(s), 3)} against (b)'s ${f(oursMs(b), 3)} ms (× ${f(oursMs(s) / oursMs(b), 2)}).`);
+    lines.push(
+      `(${s.variant}) against (b) bare: throughput × ${f(s.tps / b.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, ` +
+        `median ${f(median, 2)}); p50 ${f(s.p50, 2)} against ${f(b.p50, 2)} ms` +
+        (concurrency === 1 ? ` (one-client aim: p50 <= 1.3 × (b) + 1 ms = ${f(p50Bound, 2)} ms: ${s.p50 <= p50Bound ? 'met' : 'not met'})` : '') +
+        `; CPU per transfer${where} ${f(oursMs(s), 3)} against (b)'s ${f(oursMs(b), 3)} ms (× ${f(oursMs(s) / oursMs(b), 2)}).`,
+    );
   }
   return lines.length ? lines.join('\n\n') : null;
 }

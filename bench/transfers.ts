@@ -68,8 +68,10 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
         if (v.serviceUrl && before) phasesOf.set(v.name, addPhases(phasesOf.get(v.name), diff(await scrapePhases(v.serviceUrl), before)));
         const tps = (s.completed / s.elapsedMs) * 1000;
         const foreign = s.cpu.foreign / (s.elapsedMs / 1000);
-        log(`round ${round}/${options.rounds} (${v.name}): ${tps.toFixed(0)} tx/s, ${s.errors} errors, ` +
-          `machine ${Math.round(s.cpu.busyShare * 100)} % busy, other processes ${foreign.toFixed(2)} cores`);
+        log(
+          `round ${round}/${options.rounds} (${v.name}): ${tps.toFixed(0)} tx/s, ${s.errors} errors, ` +
+            `machine ${Math.round(s.cpu.busyShare * 100)} % busy, other processes ${foreign.toFixed(2)} cores`,
+        );
       }
     }
   } finally {
@@ -82,7 +84,10 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
     return phases ? [{ variant: v.name, label: v.label, phases }] : [];
   });
   const phases = servicePhases(observed, (variant) => summaries.find((s) => s.variant === variant)?.mean ?? Number.NaN);
-  const steps = stepComparison(summaries.find((s) => s.variant === 'b'), phases.steps);
+  const steps = stepComparison(
+    summaries.find((s) => s.variant === 'b'),
+    phases.steps,
+  );
   const comparisons = [abLines(summaries, 0), againstBareLines(summaries, options.concurrency)].filter((x): x is string => x !== null);
   const rendered = [table(summaries), ...comparisons].join('\n\n');
   const cpuRendered = cpuTable(summaries, CLUSTER_NAMES);
@@ -109,8 +114,14 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
       machine: machine(w.postgresVersion, w.redisVersion, loadBefore),
       coordinator: { root: w.coordinator.root, revision: w.coordinator.revision },
       baseline: w.baseline ? { root: w.baseline.root, revision: w.baseline.revision } : null,
-      options, table: rendered, cpuTable: cpuRendered, statements, summaries,
-      servicePhases: phases.tables, stepComparison: steps, preparedLeft,
+      options,
+      table: rendered,
+      cpuTable: cpuRendered,
+      statements,
+      summaries,
+      servicePhases: phases.tables,
+      stepComparison: steps,
+      preparedLeft,
     });
     writeResults(RESULTS, sectionKey(options, w.coordinator.revision), section);
     log(`wrote ${RESULTS}`);
@@ -137,7 +148,9 @@ async function main(): Promise<number> {
   const started = Date.now();
   const loadBefore = loadAverage();
   try {
-    const world = await startWorld(options, log, (close) => { closeWorld = close; });
+    const world = await startWorld(options, log, (close) => {
+      closeWorld = close;
+    });
     if (!control.stopped && options.backlog) await runBacklog(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped) {
@@ -147,7 +160,12 @@ async function main(): Promise<number> {
       await measure(options, world, loadBefore, !latency);
       if (latency && !control.stopped) {
         log(`one-client round: ${oneClient.join(', ')}`);
-        await measure({ ...options, concurrency: 1, variants: oneClient, rounds: options.latencyRounds, warmupMs: Math.min(options.warmupMs, 1000) }, world, loadBefore, true);
+        await measure(
+          { ...options, concurrency: 1, variants: oneClient, rounds: options.latencyRounds, warmupMs: Math.min(options.warmupMs, 1000) },
+          world,
+          loadBefore,
+          true,
+        );
       }
     }
   } finally {

@@ -40,8 +40,12 @@ export interface Variant {
 }
 
 const PERMUTATIONS: [Bank, Bank, Bank][] = [
-  ['bank_a', 'bank_b', 'bank_c'], ['bank_a', 'bank_c', 'bank_b'], ['bank_b', 'bank_a', 'bank_c'],
-  ['bank_b', 'bank_c', 'bank_a'], ['bank_c', 'bank_a', 'bank_b'], ['bank_c', 'bank_b', 'bank_a'],
+  ['bank_a', 'bank_b', 'bank_c'],
+  ['bank_a', 'bank_c', 'bank_b'],
+  ['bank_b', 'bank_a', 'bank_c'],
+  ['bank_b', 'bank_c', 'bank_a'],
+  ['bank_c', 'bank_a', 'bank_b'],
+  ['bank_c', 'bank_b', 'bank_a'],
 ];
 
 /** Random banks (every bank plays every role equally often) and random accounts over `accounts` rows. */
@@ -73,11 +77,7 @@ async function oneFlight(pool: pg.Pool, s: Statement, ending: string, endsWith: 
   let broken = false;
   try {
     batchWrites(client);
-    const settled = await Promise.allSettled([
-      client.query('BEGIN'),
-      client.query(s.sql, s.params),
-      client.query(ending),
-    ]);
+    const settled = await Promise.allSettled([client.query('BEGIN'), client.query(s.sql, s.params), client.query(ending)]);
     const end = settled[2]!;
     const ended = end.status === 'fulfilled' && (end.value as pg.QueryResult).command === endsWith;
     const err = firstRejection(settled);
@@ -124,8 +124,8 @@ function bareProtocol(world: World): Variant {
       const t0 = performance.now();
       const votes = await Promise.all(statements.map((s, i) => oneFlight(world.banks[s.bank], s, `PREPARE TRANSACTION '${gids[i]}'`, 'PREPARE')));
       const t1 = performance.now();
-      const rollBack = () => Promise.allSettled(statements.map((s, i) =>
-        votes[i]!.ended ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve()));
+      const rollBack = () =>
+        Promise.allSettled(statements.map((s, i) => (votes[i]!.ended ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve())));
       const no = votes.find((v) => v.error !== undefined);
       if (no) {
         await rollBack();
@@ -158,22 +158,27 @@ function service(name: 'c' | 'd' | 'e' | 'f', label: string, baseUrl: string, co
   const url = new URL('/v1/transactions', baseUrl);
   const keyPrefix = `bench-${name}-${Date.now().toString(36)}-`;
   let keys = 0;
-  const post = (body: string) => new Promise<{ status: number; text: string }>((resolve, reject) => {
-    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-    if (keyed) headers['idempotency-key'] = `${keyPrefix}${++keys}`;
-    const req = request(url, {
-      method: 'POST',
-      agent,
-      headers,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
+  const post = (body: string) =>
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+      if (keyed) headers['idempotency-key'] = `${keyPrefix}${++keys}`;
+      const req = request(
+        url,
+        {
+          method: 'POST',
+          agent,
+          headers,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
     });
-    req.on('error', reject);
-    req.end(body);
-  });
   return {
     name,
     label,
@@ -204,7 +209,14 @@ export async function makeVariants(world: World, names: readonly VariantName[], 
     b: () => bareProtocol(world),
     c: () => service('c', world.baseline ? `coordinator ${world.coordinator.revision}, REST` : 'coordinator, REST', world.coordinator.url, concurrency, false),
     d: () => service('d', `baseline ${world.baseline?.revision ?? '?'}, REST`, world.baseline!.url, concurrency, false),
-    e: () => service('e', world.baseline ? `coordinator ${world.coordinator.revision}, REST, keyed` : 'coordinator, REST, keyed', world.coordinator.url, concurrency, true),
+    e: () =>
+      service(
+        'e',
+        world.baseline ? `coordinator ${world.coordinator.revision}, REST, keyed` : 'coordinator, REST, keyed',
+        world.coordinator.url,
+        concurrency,
+        true,
+      ),
     f: () => service('f', `baseline ${world.baseline?.revision ?? '?'}, REST, keyed`, world.baseline!.url, concurrency, true),
     g: () => sdkOverRest(world),
     h: () => sdkEmbedded(world),

@@ -101,11 +101,7 @@ async function adminQuery<T extends pg.QueryResultRow>(url: string, text: string
 }
 
 /** `register` receives the teardown at once, so that a crash while the world is starting still cleans up. */
-export async function startWorld(
-  options: BenchOptions,
-  log: (msg: string) => void,
-  register: (close: () => Promise<void>) => void,
-): Promise<World> {
+export async function startWorld(options: BenchOptions, log: (msg: string) => void, register: (close: () => Promise<void>) => void): Promise<World> {
   const cleanups: (() => Promise<unknown>)[] = [];
   let closed: Promise<void> | undefined;
   const close = () => {
@@ -192,9 +188,9 @@ export async function startWorld(
     }
 
     const preparedLeft = async () => {
-      const rows = await Promise.all(BANKS.map((b) => banks[b].query<{ gid: string }>(
-        'SELECT gid FROM pg_prepared_xacts WHERE database = current_database()',
-      )));
+      const rows = await Promise.all(
+        BANKS.map((b) => banks[b].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')),
+      );
       return rows.flatMap((r) => r.rows.map((x) => x.gid));
     };
 
@@ -216,7 +212,9 @@ export async function startWorld(
       bankCProxy,
       startCoordinatorFrom,
       coordinatorEnv: (namespace) => env(urls.tpc_log, namespace),
-      addCleanup: (fn) => { cleanups.push(fn); },
+      addCleanup: (fn) => {
+        cleanups.push(fn);
+      },
       postgresVersion,
       redisVersion: await redisVersion(),
       preparedLeft,

@@ -9,6 +9,8 @@ try {
 } catch (err) {
   // Only the missing build itself gets the hint; any other error is the CLI's own and surfaces whole.
   if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes(main.pathname)) throw err;
-  process.stderr.write('tpc: the compiled CLI is missing (dist/coordinator/cli/main.js): run `npm run build`, or `npm run tpc -- <args>` to run it from source\n');
+  process.stderr.write(
+    'tpc: the compiled CLI is missing (dist/coordinator/cli/main.js): run `npm run build`, or `npm run tpc -- <args>` to run it from source\n',
+  );
   process.exitCode = 1;
 }

@@ -78,7 +78,11 @@ export function createAdmissionCapacity(options: {
       if (slots === undefined) continue;
       if (slots === null) return;
       // Gids this process held when the reading started are its own slots even if released since.
-      admission.setClusterReading(cluster, slots.maxPrepared, slots.preparedGids.filter((g) => !before.has(g)));
+      admission.setClusterReading(
+        cluster,
+        slots.maxPrepared,
+        slots.preparedGids.filter((g) => !before.has(g)),
+      );
       return;
     }
     metrics.backgroundFailures.inc({ loop: 'admission-capacity' });
@@ -106,7 +110,9 @@ export function createAdmissionCapacity(options: {
 
   return {
     admission,
-    refresh: async () => { await Promise.all([...members.keys()].map(read)); },
+    refresh: async () => {
+      await Promise.all([...members.keys()].map(read));
+    },
     close: () => {
       closed = true;
       for (const t of scheduled.values()) clearTimeout(t);

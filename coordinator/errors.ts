@@ -13,7 +13,10 @@ export class ValidationError extends CoordinatorError {
   override readonly name = 'ValidationError';
   readonly code = 'validation';
   readonly retryable = false;
-  constructor(message: string, readonly issues: { path: string; message: string }[] = []) {
+  constructor(
+    message: string,
+    readonly issues: { path: string; message: string }[] = [],
+  ) {
     super(message);
   }
 }
@@ -28,7 +31,10 @@ export class NotFoundError extends CoordinatorError {
 export class ConflictError extends CoordinatorError {
   override readonly name = 'ConflictError';
   readonly retryable = false;
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -41,7 +47,11 @@ export class StaleStateError extends CoordinatorError {
   override readonly name = 'StaleStateError';
   readonly code = 'stale_state';
   readonly retryable = false;
-  constructor(readonly transactionId: string, readonly expected: string, readonly wanted: string) {
+  constructor(
+    readonly transactionId: string,
+    readonly expected: string,
+    readonly wanted: string,
+  ) {
     super(`transaction ${transactionId} was not ${expected} when moving it to ${wanted}`);
   }
 }

@@ -59,10 +59,13 @@ async function main(): Promise<void> {
       exit(1);
     }, config.shutdownTimeoutMs);
     timer.unref();
-    service.close().then(() => exit(0), (err: unknown) => {
-      logger.error({ err }, 'shutdown failed');
-      exit(1);
-    });
+    service.close().then(
+      () => exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

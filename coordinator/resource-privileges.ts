@@ -50,15 +50,19 @@ export class ResourcePrivileges {
     const log = await this.#o.logRole();
     this.#logRole = log.role;
     if (log.powers.length) {
-      this.#o.logger.warn({ role: log.role, powers: log.powers },
+      this.#o.logger.warn(
+        { role: log.role, powers: log.powers },
         `the log database (DATABASE_URL) connects as role "${log.role}", which has ${log.powers.join(', ')}: ` +
-        'give the log a role that owns only the log database');
+          'give the log a role that owns only the log database',
+      );
     }
     const refused: string[] = [];
-    await Promise.all([...reachable].map(async (name) => {
-      const reason = await this.refusal(name);
-      if (reason) refused.push(reason);
-    }));
+    await Promise.all(
+      [...reachable].map(async (name) => {
+        const reason = await this.refusal(name);
+        if (reason) refused.push(reason);
+      }),
+    );
     if (refused.length) throw new PrivilegedResourceError(refused.sort().join('\n'));
   }
 
@@ -80,13 +84,18 @@ export class ResourcePrivileges {
     const allowed = this.#o.config.privilegedResources === '*' || this.#o.config.privilegedResources.includes(name);
     const what = `resource "${name}" connects as role "${report.role}", which has ${report.powers.join(', ')}`;
     if (allowed) {
-      this.#warnOnce(`privileged:${name}:${report.role}`, { resource: name, role: report.role, powers: report.powers },
-        `${what}: allowed by TPC_PRIVILEGED_RESOURCES, so a submit token on it can act beyond its transaction (run programs or read files on the database host, reach other databases)`);
+      this.#warnOnce(
+        `privileged:${name}:${report.role}`,
+        { resource: name, role: report.role, powers: report.powers },
+        `${what}: allowed by TPC_PRIVILEGED_RESOURCES, so a submit token on it can act beyond its transaction (run programs or read files on the database host, reach other databases)`,
+      );
       return null;
     }
-    return `${what}, so a submit token on it could act beyond its transaction (run programs or read files on the database host, reach other databases). ` +
+    return (
+      `${what}, so a submit token on it could act beyond its transaction (run programs or read files on the database host, reach other databases). ` +
       `Connect it as a role without these powers, one that owns only this database's tables (${howToDrop(report)}), ` +
-      `or allow it by name with TPC_PRIVILEGED_RESOURCES=${name}`;
+      `or allow it by name with TPC_PRIVILEGED_RESOURCES=${name}`
+    );
   }
 
   /*
@@ -96,9 +105,12 @@ export class ResourcePrivileges {
   #warnIfSharesLogRole(name: string, role: string): void {
     const resource = this.#o.config.resources[name];
     if (role !== this.#logRole || resource?.kind !== 'postgres' || !logServers(this.#o.config.databaseUrl).has(serverOf(resource.url))) return;
-    this.#warnOnce(`shares-log:${name}:${role}`, { resource: name, role },
+    this.#warnOnce(
+      `shares-log:${name}:${role}`,
+      { resource: name, role },
       `resource "${name}" connects as role "${role}" on the log's server, the log's own role: a token on it can change that role's ` +
-      'settings or end its sessions, the log\'s among them; give the resource a role of its own');
+        "settings or end its sessions, the log's among them; give the resource a role of its own",
+    );
   }
 
   #warnOnce(key: string, fields: Record<string, unknown>, message: string): void {
@@ -117,7 +129,7 @@ function howToDrop({ role, powers }: RolePowers): string {
     return `e.g. CREATE ROLE app LOGIN PASSWORD '…', then ALTER DATABASE … OWNER TO app and ALTER TABLE … OWNER TO app, and connect as app`;
   }
   const quoted = `"${role.replace(/"/g, '""')}"`;
-  return powers.map((p) => p === 'CREATEROLE' ? `ALTER ROLE ${quoted} NOCREATEROLE` : `REVOKE ${p} FROM ${quoted}`).join('; ');
+  return powers.map((p) => (p === 'CREATEROLE' ? `ALTER ROLE ${quoted} NOCREATEROLE` : `REVOKE ${p} FROM ${quoted}`)).join('; ');
 }
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);

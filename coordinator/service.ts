@@ -85,39 +85,51 @@ export async function startService(config: Config, options: ServiceOptions = {})
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
   const meter = (p: Participant): Participant => new MeteredParticipant(p, metrics.participantOperation);
-  const created = new Map(Object.entries(config.resources).map(([name, resource]) => [name, createParticipant(name, resource, {
-    namespace: config.namespace,
-    poolSize: config.resourcePoolSize,
-    onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
-  })]));
+  const created = new Map(
+    Object.entries(config.resources).map(([name, resource]) => [
+      name,
+      createParticipant(name, resource, {
+        namespace: config.namespace,
+        poolSize: config.resourcePoolSize,
+        onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
+      }),
+    ]),
+  );
   const participants = new Map([...created].map(([name, p]) => [name, meter(p)]));
   const privileges = new ResourcePrivileges({ participants: created, config, logger, logRole: () => logRolePowers(logDb.forced) });
 
   // Slots per resource for submitted transactions; capacity is read with the health check below.
   const capacity = createAdmissionCapacity({
-    resources: config.resources, participants, slotsPerResource: config.resourcePoolSize,
-    waitMs: config.admissionWaitMs, queueLimit: config.admissionQueue, metrics, logger,
+    resources: config.resources,
+    participants,
+    slotsPerResource: config.resourcePoolSize,
+    waitMs: config.admissionWaitMs,
+    queueLimit: config.admissionQueue,
+    metrics,
+    logger,
   });
 
   const unusable = new Map<string, string>();
   const reachable = new Set<string>();
   const checkResources = async (atStart = false) => {
-    await Promise.all([...participants.values()].map(async (p) => {
-      const h = await p.health();
-      // A resource unreachable at start has its role checked once it answers: then a privileged
-      // one is marked unusable with the reason (never a crash of a running service).
-      const refusal = h.usable && !atStart ? await privileges.refusal(p.name) : null;
-      const reason = h.reachable && !h.usable ? h.message ?? 'resource unusable' : refusal;
-      if (h.reachable) reachable.add(p.name);
-      if (reason) {
-        if (!unusable.has(p.name)) logger.error({ resource: p.name }, reason);
-        unusable.set(p.name, reason);
-      } else if (h.usable) {
-        unusable.delete(p.name);
-      } else {
-        logger.warn({ resource: p.name, error: h.message }, 'resource unreachable');
-      }
-    }));
+    await Promise.all(
+      [...participants.values()].map(async (p) => {
+        const h = await p.health();
+        // A resource unreachable at start has its role checked once it answers: then a privileged
+        // one is marked unusable with the reason (never a crash of a running service).
+        const refusal = h.usable && !atStart ? await privileges.refusal(p.name) : null;
+        const reason = h.reachable && !h.usable ? (h.message ?? 'resource unusable') : refusal;
+        if (h.reachable) reachable.add(p.name);
+        if (reason) {
+          if (!unusable.has(p.name)) logger.error({ resource: p.name }, reason);
+          unusable.set(p.name, reason);
+        } else if (h.usable) {
+          unusable.delete(p.name);
+        } else {
+          logger.warn({ resource: p.name, error: h.message }, 'resource unreachable');
+        }
+      }),
+    );
   };
   await checkResources(true);
   // A reachable resource whose role is privileged, without the operator's opt-in, refuses the start.
@@ -166,12 +178,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const engine = new Engine(engineDeps, { completionWaitMs: config.completionWaitMs, inDoubtAfterAttempts: config.inDoubtAfterAttempts });
   // What the maintenance jobs run; also on the service handle, so tests can run a pass directly.
   const maintenance = {
-    reconcile: () => reconcile(engineDeps, {
-      maxTimeoutMs: config.maxTimeoutMs,
-      batch: RECONCILE_BATCH,
-      enqueue: (id) => queues.completionPending(id),
-      inDoubtAfterMs: retryingFor(config.inDoubtAfterAttempts, config.retryBaseMs, config.retryMaxMs),
-    }),
+    reconcile: () =>
+      reconcile(engineDeps, {
+        maxTimeoutMs: config.maxTimeoutMs,
+        batch: RECONCILE_BATCH,
+        enqueue: (id) => queues.completionPending(id),
+        inDoubtAfterMs: retryingFor(config.inDoubtAfterAttempts, config.retryBaseMs, config.retryMaxMs),
+      }),
     /** Deletes finished transactions past retention in batches; returns how many. */
     prune: async () => {
       const before = new Date(Date.now() - config.retentionDays * 86_400_000);

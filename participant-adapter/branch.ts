@@ -73,7 +73,10 @@ export class Branch implements BranchSession {
     batchWrites(client);
     this.#begun = this.#track(client.query(`BEGIN; SET LOCAL statement_timeout = ${timeout}`), 'BEGIN').then(
       () => true,
-      () => { this.#beginFailed = true; return false; },
+      () => {
+        this.#beginFailed = true;
+        return false;
+      },
     );
   }
 
@@ -92,7 +95,10 @@ export class Branch implements BranchSession {
     const name = this.#names?.nameFor(sql);
     const query = this.#client.query({ name, text: sql, values: params as unknown[], queryMode: 'extended' } as pg.QueryConfig);
     // Refused only because an earlier statement failed (25P02), it is not stale.
-    if (name !== undefined) query.catch((err: { code?: string }) => { if (err?.code !== '25P02') this.#namedFailed = true; });
+    if (name !== undefined)
+      query.catch((err: { code?: string }) => {
+        if (err?.code !== '25P02') this.#namedFailed = true;
+      });
     return this.#track(query, 'statement').then((r) => ({
       command: r.command,
       rowCount: r.rowCount ?? 0,
@@ -106,10 +112,7 @@ export class Branch implements BranchSession {
    * function of the same name first: hence the schema-qualified names.
    */
   async xid(): Promise<string | null> {
-    const r = await this.#track(
-      this.#client.query({ text: XID_PROBE, queryMode: 'extended' } as pg.QueryConfig),
-      'xid lookup',
-    );
+    const r = await this.#track(this.#client.query({ text: XID_PROBE, queryMode: 'extended' } as pg.QueryConfig), 'xid lookup');
     return (r.rows[0]?.xid as string | null | undefined) ?? null;
   }
 
@@ -221,7 +224,9 @@ export class Branch implements BranchSession {
 
   /** Sent in the same flight as the statement that ends the transaction; false: destroy, do not pool (session-reset.ts). */
   #resetSession(): Promise<void> {
-    return resetSession(this.#client, { discardIf: () => this.#namedFailed }).then((ok) => { this.#sessionReset = ok; });
+    return resetSession(this.#client, { discardIf: () => this.#namedFailed }).then((ok) => {
+      this.#sessionReset = ok;
+    });
   }
 
   /**
@@ -232,13 +237,21 @@ export class Branch implements BranchSession {
     if (!this.#beginFailed) return;
     this.#state = 'broken';
     throw new ParticipantError('begin_failed', `BEGIN failed on ${this.resource}: the branch's statements did not run inside a transaction`, {
-      retryable: false, resource: this.resource,
+      retryable: false,
+      resource: this.resource,
     });
   }
 
   #track<T>(promise: Promise<T>, what: string): Promise<T> {
     this.#inFlight++;
-    promise.then(() => { this.#inFlight--; }, () => { this.#inFlight--; });
+    promise.then(
+      () => {
+        this.#inFlight--;
+      },
+      () => {
+        this.#inFlight--;
+      },
+    );
     return promise.catch((err: unknown) => {
       if (!(err instanceof ParticipantError)) {
         const mapped = toParticipantError(err, this.resource, what);

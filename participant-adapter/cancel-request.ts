@@ -9,7 +9,10 @@ export function sendCancelRequest(target: { host: string; port: number; processI
   return new Promise((resolve) => {
     const path = target.host.startsWith('/') ? `${target.host}/.s.PGSQL.${target.port}` : undefined;
     const socket: Socket = path ? connect(path) : connect(target.port, target.host);
-    const done = () => { socket.destroy(); resolve(); };
+    const done = () => {
+      socket.destroy();
+      resolve();
+    };
     socket.setTimeout(2_000, done);
     socket.once('error', done);
     socket.once('connect', () => {

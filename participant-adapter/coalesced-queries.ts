@@ -98,8 +98,15 @@ export class CoalescedQueries {
         sent = Promise.reject(err);
       }
       sent.then(
-        (r) => { answered(); w.resolve(r); },
-        (err: unknown) => { if (connectionLost(err)) broken = true; answered(); w.reject(err); },
+        (r) => {
+          answered();
+          w.resolve(r);
+        },
+        (err: unknown) => {
+          if (connectionLost(err)) broken = true;
+          answered();
+          w.reject(err);
+        },
       );
     }
     if (corkable) stream.uncork!();

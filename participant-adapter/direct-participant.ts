@@ -43,17 +43,19 @@ export class DirectParticipant implements Participant {
     this.#timeoutMs = options.operationTimeoutMs ?? 5_000;
     if (!options.pool === !options.connectionString) throw new Error('DirectParticipant needs exactly one of connectionString and pool');
     this.#ownsPool = !options.pool;
-    this.#pool = options.pool ?? new pg.Pool({
-      // The session settings the branches and administrative queries rely on are fixed at startup,
-      // so a role default changed behind the coordinator's back cannot break them.
-      ...sessionConnection(options.connectionString!),
-      max: options.maxConnections ?? 20,
-      connectionTimeoutMillis: this.#timeoutMs,
-      idleTimeoutMillis: 30_000,
-      keepAlive: true,
-      application_name: options.applicationName ?? 'tpc-coordinator',
-      pipeline: true,
-    } as pg.PoolConfig);
+    this.#pool =
+      options.pool ??
+      new pg.Pool({
+        // The session settings the branches and administrative queries rely on are fixed at startup,
+        // so a role default changed behind the coordinator's back cannot break them.
+        ...sessionConnection(options.connectionString!),
+        max: options.maxConnections ?? 20,
+        connectionTimeoutMillis: this.#timeoutMs,
+        idleTimeoutMillis: 30_000,
+        keepAlive: true,
+        application_name: options.applicationName ?? 'tpc-coordinator',
+        pipeline: true,
+      } as pg.PoolConfig);
     if (this.#ownsPool) this.#pool.on('error', (err) => options.onIdleError?.(err));
     // pg-pool drops its own 'error' listener when it hands a connection out; a fatal error read in
     // the same packet as "ready for query" would then be emitted with no listener and kill the
@@ -107,10 +109,14 @@ export class DirectParticipant implements Participant {
       // the snapshot's xmax, adjusted by one when the two lie on either side of a wraparound: a live
       // xid is within 2^31 of xmax, on either side (xmax is the latest completed xid + 1, so a
       // prepared, still running xid may be above it).
-      `SELECT p.prepared, ${withLocks ? `(
+      `SELECT p.prepared, ${
+        withLocks
+          ? `(
          SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l WHERE l.pid IS NULL AND l.virtualtransaction = (
            SELECT x.virtualtransaction FROM pg_catalog.pg_locks x
-           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::pg_catalog.int4` : 'NULL::pg_catalog.int4'} AS locks,
+           WHERE x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction LIMIT 1))::pg_catalog.int4`
+          : 'NULL::pg_catalog.int4'
+      } AS locks,
          (((s.xmax >> 32) + CASE
              WHEN p.transaction::pg_catalog.text::pg_catalog.int8 - (s.xmax & 4294967295) > 2147483648 THEN -1
              WHEN p.transaction::pg_catalog.text::pg_catalog.int8 - (s.xmax & 4294967295) < -2147483648 THEN 1
@@ -147,13 +153,19 @@ export class DirectParticipant implements Participant {
         usable: max > 0,
         serverVersion: r.rows[0]!.version as string,
         maxPreparedTransactions: max,
-        message: max > 0 ? null
-          : `max_prepared_transactions is 0 on resource "${this.name}", so PREPARE TRANSACTION fails there: ` +
-            'start its server with max_prepared_transactions set (e.g. -c max_prepared_transactions=100, or ALTER SYSTEM and a restart)',
+        message:
+          max > 0
+            ? null
+            : `max_prepared_transactions is 0 on resource "${this.name}", so PREPARE TRANSACTION fails there: ` +
+              'start its server with max_prepared_transactions set (e.g. -c max_prepared_transactions=100, or ALTER SYSTEM and a restart)',
       };
     } catch (err) {
       return {
-        resource: this.name, reachable: false, usable: false, serverVersion: null, maxPreparedTransactions: null,
+        resource: this.name,
+        reachable: false,
+        usable: false,
+        serverVersion: null,
+        maxPreparedTransactions: null,
         message: err instanceof Error ? err.message : String(err),
       };
     }
@@ -166,7 +178,7 @@ export class DirectParticipant implements Participant {
    * Throws (a ParticipantError) when the database cannot be reached.
    */
   async roleReport(): Promise<RolePowers> {
-    const r = await this.#admin(ROLE_POWERS_SQL, [], 'reading the role\'s powers');
+    const r = await this.#admin(ROLE_POWERS_SQL, [], "reading the role's powers");
     return rolePowersOf(r.rows[0] as Record<string, unknown>);
   }
 
@@ -188,7 +200,10 @@ export class DirectParticipant implements Participant {
   async #finishPrepared<T extends string>(command: string, gid: string, done: T): Promise<T | 'not-found'> {
     const text = `${command} ${gidLiteral(gid)}`;
     try {
-      if (this.#phaseTwo) await this.#phaseTwo.query(text).catch((err: unknown) => { throw toParticipantError(err, this.name, command); });
+      if (this.#phaseTwo)
+        await this.#phaseTwo.query(text).catch((err: unknown) => {
+          throw toParticipantError(err, this.name, command);
+        });
       else await this.#admin(text, undefined, command);
       return done;
     } catch (err) {
@@ -201,7 +216,10 @@ export class DirectParticipant implements Participant {
   async #connect(signal?: AbortSignal): Promise<pg.PoolClient> {
     signal?.throwIfAborted();
     const connecting = this.#pool.connect();
-    if (!signal) return connecting.catch((err) => { throw toParticipantError(err, this.name, 'connecting'); });
+    if (!signal)
+      return connecting.catch((err) => {
+        throw toParticipantError(err, this.name, 'connecting');
+      });
     return new Promise<pg.PoolClient>((resolve, reject) => {
       // Exactly one of the two paths below owns the connection once it arrives. Releasing it from
       // both would hand back a client the pool may already have given to another waiter.
@@ -210,7 +228,8 @@ export class DirectParticipant implements Participant {
       connecting.then(
         (c) => {
           signal.removeEventListener('abort', onAbort);
-          if (signal.aborted) c.release(); // arrived too late: back to the pool, never leaked
+          if (signal.aborted)
+            c.release(); // arrived too late: back to the pool, never leaked
           else resolve(c);
         },
         (err) => {

@@ -36,11 +36,16 @@ export function toParticipantError(err: unknown, resource: string, what: string)
   const message = typeof e?.message === 'string' ? e.message : String(err);
   if (sqlState) {
     return new ParticipantError(sqlState, `${what} on ${resource}: ${message}`, {
-      sqlState, retryable: RETRYABLE_SQLSTATE.test(sqlState), resource, cause: err,
+      sqlState,
+      retryable: RETRYABLE_SQLSTATE.test(sqlState),
+      resource,
+      cause: err,
     });
   }
   // No SQLSTATE: the socket failed (refused, reset, timed out) and the server's view is unknown.
   return new ParticipantError('connection_failure', `${what} on ${resource}: ${message}`, {
-    retryable: true, resource, cause: err,
+    retryable: true,
+    resource,
+    cause: err,
   });
 }

@@ -48,7 +48,9 @@ export class HttpBranch implements BranchSession {
 
   run(sql: string, params: readonly unknown[] = []): Promise<StatementResult> {
     if (this.#sent || this.#state !== 'open') {
-      return Promise.reject(new ParticipantError('branch_closed', `the branch on ${this.resource} was already sent`, { retryable: false, resource: this.resource }));
+      return Promise.reject(
+        new ParticipantError('branch_closed', `the branch on ${this.resource} was already sent`, { retryable: false, resource: this.resource }),
+      );
     }
     return new Promise((resolve, reject) => this.#pending.push({ sql, params: [...params], resolve, reject }));
   }
@@ -62,11 +64,15 @@ export class HttpBranch implements BranchSession {
   }
 
   async prepare(gid: string): Promise<PrepareResult> {
-    if (this.#sent) throw new ParticipantError('branch_closed', `the branch on ${this.resource} was already sent`, { retryable: false, resource: this.resource });
+    if (this.#sent)
+      throw new ParticipantError('branch_closed', `the branch on ${this.resource} was already sent`, { retryable: false, resource: this.resource });
     this.#sent = true;
     const statements = this.#pending;
     this.#pending = [];
-    const body: PrepareBody = { statements: statements.map((s) => ({ sql: s.sql, params: s.params })), statementTimeoutMs: Math.max(1, Math.ceil(this.#options.statementTimeoutMs)) };
+    const body: PrepareBody = {
+      statements: statements.map((s) => ({ sql: s.sql, params: s.params })),
+      statementTimeoutMs: Math.max(1, Math.ceil(this.#options.statementTimeoutMs)),
+    };
     let answer: WirePrepareAnswer;
     try {
       answer = await this.#sendWithRetries(gid, body);
@@ -92,7 +98,8 @@ export class HttpBranch implements BranchSession {
     // aborted transaction, which recovery rolls back (presumed abort).
     this.#inFlight?.abort();
     this.#state = 'finished';
-    for (const s of this.#pending) s.reject(new ParticipantError('rolled_back', `the branch on ${this.resource} was rolled back`, { retryable: false, resource: this.resource }));
+    for (const s of this.#pending)
+      s.reject(new ParticipantError('rolled_back', `the branch on ${this.resource} was rolled back`, { retryable: false, resource: this.resource }));
     this.#pending = [];
   }
 
@@ -109,7 +116,8 @@ export class HttpBranch implements BranchSession {
   async #sendWithRetries(gid: string, body: PrepareBody): Promise<WirePrepareAnswer> {
     const giveUpAt = this.#opened + this.#options.statementTimeoutMs;
     for (let wait = RETRY_FIRST_MS; ; wait = Math.min(wait * 2, RETRY_MAX_MS)) {
-      if (this.#cancelled) throw new ParticipantError('cancelled', `the branch on ${this.resource} was cancelled`, { retryable: false, resource: this.resource });
+      if (this.#cancelled)
+        throw new ParticipantError('cancelled', `the branch on ${this.resource} was cancelled`, { retryable: false, resource: this.resource });
       const controller = new AbortController();
       this.#inFlight = controller;
       try {
@@ -129,22 +137,32 @@ export class HttpBranch implements BranchSession {
     if (answer.results === null && !failure) {
       // Prepared before the participant restarted, answering a retry: the work is there but what
       // it returned is not. The caller fails the branch and the prepared gid is rolled back.
-      const lost = new ParticipantError('results_lost', `the branch on ${this.resource} was prepared but the participant no longer has its results`, { retryable: false, resource: this.resource });
+      const lost = new ParticipantError('results_lost', `the branch on ${this.resource} was prepared but the participant no longer has its results`, {
+        retryable: false,
+        resource: this.resource,
+      });
       for (const s of statements) s.reject(lost);
       return;
     }
     const results = answer.results ?? [];
     const failedAt = failure?.statement ?? null;
     if (failure && failedAt !== null) {
-      statements[failedAt]?.reject(new ParticipantError(failure.code, failure.message, { sqlState: failure.sqlState ?? undefined, retryable: failure.retryable, resource: this.resource }));
+      statements[failedAt]?.reject(
+        new ParticipantError(failure.code, failure.message, { sqlState: failure.sqlState ?? undefined, retryable: failure.retryable, resource: this.resource }),
+      );
     }
     statements.forEach((s, i) => {
       if (i === failedAt) return;
       const r = results[i];
       if (r) s.resolve(r);
-      else s.reject(new ParticipantError(failure?.code ?? 'not_run', failure?.message ?? `statement ${i} on ${this.resource} did not run`, {
-        sqlState: failure?.sqlState ?? undefined, retryable: failure?.retryable ?? false, resource: this.resource,
-      }));
+      else
+        s.reject(
+          new ParticipantError(failure?.code ?? 'not_run', failure?.message ?? `statement ${i} on ${this.resource} did not run`, {
+            sqlState: failure?.sqlState ?? undefined,
+            retryable: failure?.retryable ?? false,
+            resource: this.resource,
+          }),
+        );
     });
   }
 

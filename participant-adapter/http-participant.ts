@@ -59,10 +59,18 @@ export class HttpParticipant implements Participant {
     return new HttpBranch({
       resource: this.name,
       statementTimeoutMs: options.statementTimeoutMs,
-      send: (gid, body, signal) => this.#call<WirePrepareAnswer>('POST', `${WIRE_PATHS.branches}/${encodeURIComponent(gid)}`, {
-        body, signal, timeoutMs: body.statementTimeoutMs + this.#timeoutMs,
-      }),
-      onRelease: () => { if (!released) { released = true; this.#open--; } },
+      send: (gid, body, signal) =>
+        this.#call<WirePrepareAnswer>('POST', `${WIRE_PATHS.branches}/${encodeURIComponent(gid)}`, {
+          body,
+          signal,
+          timeoutMs: body.statementTimeoutMs + this.#timeoutMs,
+        }),
+      onRelease: () => {
+        if (!released) {
+          released = true;
+          this.#open--;
+        }
+      },
     });
   }
 
@@ -78,7 +86,9 @@ export class HttpParticipant implements Participant {
 
   async listPrepared(prefix: string): Promise<PreparedBranchInfo[]> {
     const r = await this.#call<{ branches: (Omit<PreparedBranchInfo, 'preparedAt'> & { preparedAt: string })[] }>(
-      'GET', `${WIRE_PATHS.prepared}?prefix=${encodeURIComponent(prefix)}`, {},
+      'GET',
+      `${WIRE_PATHS.prepared}?prefix=${encodeURIComponent(prefix)}`,
+      {},
     );
     return r.branches.map((b) => ({ ...b, preparedAt: new Date(b.preparedAt) }));
   }
@@ -101,7 +111,9 @@ export class HttpParticipant implements Participant {
       if (this.#namespace !== undefined && namespace !== this.#namespace) {
         // Every gid would be refused as outside its namespace: say so now, not at the first commit.
         return {
-          ...h, resource: this.name, usable: false,
+          ...h,
+          resource: this.name,
+          usable: false,
           message: `the participant router for "${this.name}" serves namespace "${namespace}", not "${this.#namespace}": start it with --namespace ${this.#namespace} (or namespace: '${this.#namespace}')`,
         };
       }
@@ -109,10 +121,16 @@ export class HttpParticipant implements Participant {
     } catch (err) {
       const unauthorized = err instanceof ParticipantError && err.code === 'unauthorized';
       return {
-        resource: this.name, reachable: unauthorized, usable: false, serverVersion: null, maxPreparedTransactions: null,
+        resource: this.name,
+        reachable: unauthorized,
+        usable: false,
+        serverVersion: null,
+        maxPreparedTransactions: null,
         message: unauthorized
           ? `the participant router at ${this.#base} refused the coordinator's token for resource "${this.name}": check its token in TPC_RESOURCES`
-          : err instanceof Error ? err.message : String(err),
+          : err instanceof Error
+            ? err.message
+            : String(err),
       };
     }
   }
@@ -141,7 +159,11 @@ export class HttpParticipant implements Participant {
     try {
       res = await fetch(`${this.#base}${path}`, {
         method,
-        headers: { authorization: this.#authorization, accept: 'application/json', ...(options.body === undefined ? {} : { 'content-type': 'application/json' }) },
+        headers: {
+          authorization: this.#authorization,
+          accept: 'application/json',
+          ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
         signal,
       });
@@ -150,22 +172,33 @@ export class HttpParticipant implements Participant {
         throw new ParticipantError('cancelled', `${what} on ${this.name} was cancelled`, { retryable: false, resource: this.name, cause: err });
       }
       // No answer: the call may or may not have taken effect, which is why every call is idempotent.
-      const reason = timeout.aborted ? `no answer within ${timeoutMs} ms` : err instanceof Error ? (err.cause as Error | undefined)?.message ?? err.message : String(err);
+      const reason = timeout.aborted
+        ? `no answer within ${timeoutMs} ms`
+        : err instanceof Error
+          ? ((err.cause as Error | undefined)?.message ?? err.message)
+          : String(err);
       throw new ParticipantError('connection_failure', `${what} on ${this.name}: ${reason}`, { retryable: true, resource: this.name, cause: err });
     }
     const text = await res.text().catch(() => '');
     let body: unknown = null;
-    try { body = text ? JSON.parse(text) : null; } catch { /* a proxy's HTML error page: reported below by status */ }
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      /* a proxy's HTML error page: reported below by status */
+    }
     if (res.ok) return body as T;
     if (options.accept?.includes(res.status)) return null as T;
     const problem = (body ?? {}) as Partial<WireProblem>;
     if (res.status === 401) {
       throw new ParticipantError('unauthorized', `${what} on ${this.name}: the participant router refused the coordinator's token`, {
-        retryable: false, resource: this.name,
+        retryable: false,
+        resource: this.name,
       });
     }
     throw new ParticipantError(problem.code ?? `http_${res.status}`, `${what} on ${this.name}: ${problem.detail ?? `HTTP ${res.status}`}`, {
-      sqlState: problem.sqlState, retryable: problem.retryable ?? res.status >= 500, resource: this.name,
+      sqlState: problem.sqlState,
+      retryable: problem.retryable ?? res.status >= 500,
+      resource: this.name,
     });
   }
 }

@@ -12,16 +12,20 @@ export const WIRE_PATHS = {
   branches: '/branches',
 } as const;
 
-export const statementSchema = z.object({
-  sql: z.string().min(1).max(1_000_000),
-  params: z.array(z.unknown()).max(10_000).default([]),
-}).strict();
+export const statementSchema = z
+  .object({
+    sql: z.string().min(1).max(1_000_000),
+    params: z.array(z.unknown()).max(10_000).default([]),
+  })
+  .strict();
 
 /** POST /branches/:gid: run the statements in one transaction and prepare it under :gid. */
-export const prepareBodySchema = z.object({
-  statements: z.array(statementSchema).min(1).max(1000),
-  statementTimeoutMs: z.number().int().min(1).max(86_400_000),
-}).strict();
+export const prepareBodySchema = z
+  .object({
+    statements: z.array(statementSchema).min(1).max(1000),
+    statementTimeoutMs: z.number().int().min(1).max(86_400_000),
+  })
+  .strict();
 export type PrepareBody = z.infer<typeof prepareBodySchema>;
 
 export interface WireStatementResult {

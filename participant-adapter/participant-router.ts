@@ -34,9 +34,17 @@ export class ParticipantRouterError extends Error {
 }
 
 function problem(res: Response, status: number, code: string, detail: string, extra: Record<string, unknown> = {}): void {
-  res.status(status).type('application/problem+json').json({
-    type: `${PROBLEM_TYPE_PREFIX}${code}`, title: code.replaceAll('_', ' '), status, detail, code, ...extra,
-  });
+  res
+    .status(status)
+    .type('application/problem+json')
+    .json({
+      type: `${PROBLEM_TYPE_PREFIX}${code}`,
+      title: code.replaceAll('_', ' '),
+      status,
+      detail,
+      code,
+      ...extra,
+    });
 }
 
 function digest(value: string): Buffer {
@@ -51,7 +59,8 @@ function digest(value: string): Buffer {
  * so a lost reply followed by a retry is harmless.
  */
 export function participantRouter(options: ParticipantRouterOptions): Router {
-  if (typeof options.token !== 'string' || options.token.length < 16) throw new ParticipantRouterError('participantRouter: token must be at least 16 characters');
+  if (typeof options.token !== 'string' || options.token.length < 16)
+    throw new ParticipantRouterError('participantRouter: token must be at least 16 characters');
   const namespace = options.namespace ?? 'tpc';
   if (!NAMESPACE_PATTERN.test(namespace)) throw new ParticipantRouterError(`participantRouter: namespace must match ${NAMESPACE_PATTERN}`);
   const name = options.name ?? 'participant';
@@ -76,7 +85,12 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
   const gidParam = (req: Request, res: Response): string | null => {
     const gid = String(req.params.gid);
     if (isNamespaceGid(gid, namespace)) return gid;
-    problem(res, 400, 'gid_outside_namespace', `gid ${JSON.stringify(gid.slice(0, 80))} is not a gid of namespace "${namespace}" (tpc:${namespace}:<uuid>:<index>)`);
+    problem(
+      res,
+      400,
+      'gid_outside_namespace',
+      `gid ${JSON.stringify(gid.slice(0, 80))} is not a gid of namespace "${namespace}" (tpc:${namespace}:<uuid>:<index>)`,
+    );
     return null;
   };
 
@@ -102,13 +116,21 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
     else problem(res, 404, 'not_prepared', `no transaction is prepared under ${gid} on this database`);
   });
 
-  for (const [path, outcome] of [['commit', 'committed'], ['rollback', 'rolled-back']] as const) {
+  for (const [path, outcome] of [
+    ['commit', 'committed'],
+    ['rollback', 'rolled-back'],
+  ] as const) {
     router.post(`${WIRE_PATHS.prepared}/:gid/${path}`, async (req, res) => {
       const gid = gidParam(req, res);
       if (!gid) return;
-      const answer = await finishes.answer(`${path}:${gid}`, async () => ({
-        gid, outcome: path === 'commit' ? await participant.commitPrepared(gid) : await participant.rollbackPrepared(gid),
-      }), (a) => a.outcome === outcome);
+      const answer = await finishes.answer(
+        `${path}:${gid}`,
+        async () => ({
+          gid,
+          outcome: path === 'commit' ? await participant.commitPrepared(gid) : await participant.rollbackPrepared(gid),
+        }),
+        (a) => a.outcome === outcome,
+      );
       res.json(answer);
     });
   }
@@ -124,7 +146,12 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
 
   router.post(`${WIRE_PATHS.branches}/:gid`, async (req, res) => {
     if (!options.allowStatements) {
-      problem(res, 403, 'statements_disabled', `this participant does not run statements sent by the coordinator; its service prepares its own branches (enable with allowStatements / --allow-statements)`);
+      problem(
+        res,
+        403,
+        'statements_disabled',
+        `this participant does not run statements sent by the coordinator; its service prepares its own branches (enable with allowStatements / --allow-statements)`,
+      );
       return;
     }
     const gid = gidParam(req, res);
@@ -145,8 +172,16 @@ export function participantRouter(options: ParticipantRouterOptions): Router {
     }
     // Ends the statements if the coordinator goes away before the answer (its deadline passed).
     const gone = new AbortController();
-    res.on('close', () => { if (!res.writableFinished) gone.abort(); });
-    res.json(await prepares.answer(`prepare:${gid}`, () => runBranchRequest(participant, gid, body.data, gone.signal), () => true));
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort();
+    });
+    res.json(
+      await prepares.answer(
+        `prepare:${gid}`,
+        () => runBranchRequest(participant, gid, body.data, gone.signal),
+        () => true,
+      ),
+    );
   });
 
   router.use((_req: Request, res: Response) => problem(res, 404, 'not_found', 'no such participant route'));

@@ -46,7 +46,9 @@ export async function startParticipantServer(options: ParticipantServerOptions):
   const app = express();
   app.disable('x-powered-by');
   // Liveness for an orchestrator: says only that the process answers, so it needs no token.
-  app.get('/healthz', (_req, res) => { res.json({ status: 'ok' }); });
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
   app.use(mountPath, participantRouter({ ...routerOptions, pool }));
 
   const server: Server = await new Promise<Server>((resolve, reject) => {

@@ -14,7 +14,9 @@ export interface QuerySession {
 export function pinnedKysely<DB>(session: QuerySession): Kysely<DB> {
   const pinned = {
     query: (text: string, values?: unknown[]) => session.query(text, values),
-    release() { /* owned by the branch, not by Kysely */ },
+    release() {
+      /* owned by the branch, not by Kysely */
+    },
   };
   const pool = {
     connect: async () => pinned,

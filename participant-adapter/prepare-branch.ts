@@ -75,13 +75,18 @@ export async function prepareBranch<DB, T>(pool: pg.Pool, gid: string, fn: (db: 
     try {
       result = await fn(pinnedKysely<DB>(client));
     } catch (err) {
-      reusable = await endTransaction(client, 'ROLLBACK').then((r) => r.sessionReset, () => false);
+      reusable = await endTransaction(client, 'ROLLBACK').then(
+        (r) => r.sessionReset,
+        () => false,
+      );
       throw err;
     }
     const { prepared, sessionReset } = await prepareTransaction(client, gid);
     reusable = sessionReset;
     if (!prepared) {
-      throw new ParticipantError('not_prepared', `the transaction for ${gid} had failed, so the server rolled it back instead of preparing it`, { retryable: false });
+      throw new ParticipantError('not_prepared', `the transaction for ${gid} had failed, so the server rolled it back instead of preparing it`, {
+        retryable: false,
+      });
     }
     return result;
   } finally {

@@ -19,7 +19,9 @@ export class RecentAnswers<T> {
     const promise = work();
     this.#answers.set(key, promise);
     promise.then(
-      (a) => { if (!keep(a)) this.#forget(key, promise); },
+      (a) => {
+        if (!keep(a)) this.#forget(key, promise);
+      },
       () => this.#forget(key, promise),
     );
     if (this.#answers.size > this.#limit) this.#answers.delete(this.#answers.keys().next().value!);

@@ -24,10 +24,12 @@ export async function runBranchRequest(participant: DirectParticipant, gid: stri
   cancelled.addEventListener('abort', onCancel, { once: true });
   let failure: WireFailure | null = null;
   try {
-    const runs = body.statements.map((s, i) => branch.run(s.sql, s.params).catch((err: unknown) => {
-      failure ??= failureOf(err, participant.name, i);
-      throw err;
-    }));
+    const runs = body.statements.map((s, i) =>
+      branch.run(s.sql, s.params).catch((err: unknown) => {
+        failure ??= failureOf(err, participant.name, i);
+        throw err;
+      }),
+    );
     const preparing = branch.prepare(gid);
     const settled = await Promise.allSettled(runs);
     const [prep] = await Promise.allSettled([preparing]);
@@ -41,7 +43,13 @@ export async function runBranchRequest(participant: DirectParticipant, gid: stri
     }
     if (!failure && prep!.status === 'rejected') failure = failureOf(prep!.reason, participant.name, null);
     if (!failure && !prepared) {
-      failure = { statement: null, code: 'prepare_failed', sqlState: null, retryable: false, message: `PREPARE on ${participant.name} was rolled back by the server` };
+      failure = {
+        statement: null,
+        code: 'prepare_failed',
+        sqlState: null,
+        retryable: false,
+        message: `PREPARE on ${participant.name} was rolled back by the server`,
+      };
     }
     if (!prepared && branch.state === 'open') await branch.rollback().catch(() => {});
     const results = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value as StatementResult] : []));

@@ -42,7 +42,9 @@ function option(name: string, value: string): string {
 
 /** The startup `options` string for `settings`. */
 export function startupOptions(settings: Readonly<Record<string, string>>): string {
-  return Object.entries(settings).map(([name, value]) => option(name, value)).join(' ');
+  return Object.entries(settings)
+    .map(([name, value]) => option(name, value))
+    .join(' ');
 }
 
 /**

@@ -64,10 +64,16 @@ export function settingFree(sql: string): boolean {
   let free = true;
   const visit = (node: unknown): void => {
     if (!free || node === null || typeof node !== 'object') return;
-    if (Array.isArray(node)) { node.forEach(visit); return; }
+    if (Array.isArray(node)) {
+      node.forEach(visit);
+      return;
+    }
     const record = node as Record<string, unknown>;
     const constant = record.A_Const as Record<string, unknown> | undefined;
-    if (constant && !('ival' in constant || 'fval' in constant || 'boolval' in constant)) { free = false; return; }
+    if (constant && !('ival' in constant || 'fval' in constant || 'boolval' in constant)) {
+      free = false;
+      return;
+    }
     Object.values(record).forEach(visit);
   };
   visit(tree);

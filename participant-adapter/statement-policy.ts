@@ -63,9 +63,20 @@ const FORBIDDEN_FUNCTIONS: readonly FunctionGroup[] = [
     // Server administration: configuration, WAL, backups, statistics. Each acts on the whole server
     // at once and is not undone by a rollback.
     names: [
-      'pg_reload_conf', 'pg_rotate_logfile', 'pg_rotate_logfile_old', 'pg_switch_wal', 'pg_switch_xlog', 'pg_promote',
-      'pg_create_restore_point', 'pg_backup_start', 'pg_backup_stop', 'pg_start_backup', 'pg_stop_backup',
-      'pg_wal_replay_pause', 'pg_wal_replay_resume', 'pg_import_system_collations',
+      'pg_reload_conf',
+      'pg_rotate_logfile',
+      'pg_rotate_logfile_old',
+      'pg_switch_wal',
+      'pg_switch_xlog',
+      'pg_promote',
+      'pg_create_restore_point',
+      'pg_backup_start',
+      'pg_backup_stop',
+      'pg_start_backup',
+      'pg_stop_backup',
+      'pg_wal_replay_pause',
+      'pg_wal_replay_resume',
+      'pg_import_system_collations',
     ],
     prefixes: ['pg_stat_reset', 'pg_stat_statements_reset'],
     why: 'acts outside the transaction: it administers the whole server',
@@ -87,14 +98,14 @@ const FORBIDDEN_FUNCTIONS: readonly FunctionGroup[] = [
  */
 const PROTECTED_SETTINGS: ReadonlyMap<string, string> = new Map([
   // The role is the boundary a resource's operator sets: a branch acts as the resource's role only.
-  ['role', 'the branch acts as the resource\'s role only'],
-  ['session_authorization', 'the branch acts as the resource\'s role only'],
+  ['role', "the branch acts as the resource's role only"],
+  ['session_authorization', "the branch acts as the resource's role only"],
   // Both change how the server reads the statements that follow (a quote, a backslash, a multibyte
   // character), so the guard would no longer read them as the server does.
-  ['standard_conforming_strings', 'the guard reads statements as the server does only with the connection\'s own setting'],
-  ['client_encoding', 'the guard reads statements as the server does only with the connection\'s own setting'],
+  ['standard_conforming_strings', "the guard reads statements as the server does only with the connection's own setting"],
+  ['client_encoding', "the guard reads statements as the server does only with the connection's own setting"],
   // The server-side backstop of the transaction's deadline, should a cancel request be lost.
-  ['statement_timeout', 'the coordinator bounds every statement by the transaction\'s deadline'],
+  ['statement_timeout', "the coordinator bounds every statement by the transaction's deadline"],
   // A single writing branch is committed in one phase, and the log records it committed right
   // after: an asynchronous COMMIT could be lost in a crash while the log says it happened.
   ['synchronous_commit', 'the coordinator records a branch committed only once its commit is durable'],

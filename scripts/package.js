@@ -78,7 +78,10 @@ function clientFiles() {
       }
     }
   }
-  return [...files].flatMap((f) => (f.endsWith('.js') ? [f, `${f}.map`] : [f])).filter((f) => existsSync(join(DIST, f))).sort();
+  return [...files]
+    .flatMap((f) => (f.endsWith('.js') ? [f, `${f}.map`] : [f]))
+    .filter((f) => existsSync(join(DIST, f)))
+    .sort();
 }
 
 function npmPack(stage, out) {
@@ -126,17 +129,20 @@ function packClient(stage, out) {
     peerDependenciesMeta: { '@types/pg': { optional: true } },
   };
   writeFileSync(join(stage, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`);
-  writeFileSync(join(stage, 'README.md'), [
-    '# pg-2pc-client',
-    '',
-    'What a service needs to take part in global transactions of a pg-2pc-coordinator:',
-    '`createClient`, `TransactionAbortedError`, `TransactionOutcomeUnknownError`, `prepareBranch` and',
-    '`ParticipantError`, with their types. Depends on `pg` and `kysely` only. TypeScript projects also',
-    'need `@types/pg` (already there in one that makes `pg.Pool`s).',
-    '',
-    'See the README of pg-2pc-coordinator for the SDK and its outcome contract.',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(stage, 'README.md'),
+    [
+      '# pg-2pc-client',
+      '',
+      'What a service needs to take part in global transactions of a pg-2pc-coordinator:',
+      '`createClient`, `TransactionAbortedError`, `TransactionOutcomeUnknownError`, `prepareBranch` and',
+      '`ParticipantError`, with their types. Depends on `pg` and `kysely` only. TypeScript projects also',
+      'need `@types/pg` (already there in one that makes `pg.Pool`s).',
+      '',
+      'See the README of pg-2pc-coordinator for the SDK and its outcome contract.',
+      '',
+    ].join('\n'),
+  );
   return npmPack(stage, out);
 }
 

@@ -16,7 +16,8 @@ function admission(options: { waitMs?: number; queueLimit?: number } = {}) {
   const refusals: string[] = [];
   const stale: string[] = [];
   const a = new Admission({
-    waitMs: options.waitMs ?? LONG, queueLimit: options.queueLimit ?? 10,
+    waitMs: options.waitMs ?? LONG,
+    queueLimit: options.queueLimit ?? 10,
     observer: { waited: () => {}, refused: (resource, reason) => refusals.push(`${resource}:${reason}`) },
     onStale: (cluster) => stale.push(cluster),
   });
@@ -26,7 +27,14 @@ function admission(options: { waitMs?: number; queueLimit?: number } = {}) {
 /** A pending acquisition whose outcome the test can look at without awaiting it. */
 function track(p: Promise<AdmissionTicket>) {
   const t = { ticket: undefined as AdmissionTicket | undefined, error: undefined as unknown };
-  p.then((ticket) => { t.ticket = ticket; }, (err: unknown) => { t.error = err; });
+  p.then(
+    (ticket) => {
+      t.ticket = ticket;
+    },
+    (err: unknown) => {
+      t.error = err;
+    },
+  );
   return t;
 }
 
@@ -37,7 +45,10 @@ describe('admission', () => {
     const { a, refusals } = admission();
     a.addResource('a', 5, null);
     // Free slots, but 3 of its 5 s went queued in the event loop: admitting it would likely answer late.
-    const late = await a.acquire(['a'], ['g1'], 5_000, 3_000).then(() => null, (err: unknown) => err);
+    const late = await a.acquire(['a'], ['g1'], 5_000, 3_000).then(
+      () => null,
+      (err: unknown) => err,
+    );
     expect(late).toBeInstanceOf(OverloadedError);
     expect((late as OverloadedError).reason).toBe('wait_timeout');
     expect(refusals).toEqual(['a:wait_timeout']);
@@ -75,7 +86,13 @@ describe('admission', () => {
     onA.ticket!.release();
     await settle();
     expect(both.ticket).toBeDefined();
-    expect(a.snapshot()).toEqual({ resources: [{ resource: 'a', inUse: 1, capacity: 1 }, { resource: 'b', inUse: 1, capacity: 1 }], waiting: 0 });
+    expect(a.snapshot()).toEqual({
+      resources: [
+        { resource: 'a', inUse: 1, capacity: 1 },
+        { resource: 'b', inUse: 1, capacity: 1 },
+      ],
+      waiting: 0,
+    });
     both.ticket!.release();
     both.ticket!.release(); // idempotent: slots are given back once
     expect(a.snapshot().resources.map((r) => r.inUse)).toEqual([0, 0]);
@@ -122,7 +139,10 @@ describe('admission', () => {
     const mine = await a.acquire(['a', 'b'], ['tpc:x:1:0', 'tpc:x:1:1'], LONG);
     // Of the five prepared on the cluster, two are this process's own: three are someone else's.
     a.setClusterReading('pg:5432', 6, ['tpc:x:1:0', 'tpc:x:1:1', 'other:1', 'other:2', 'other:3']);
-    expect(a.snapshot().resources).toEqual([{ resource: 'a', inUse: 1, capacity: 3 }, { resource: 'b', inUse: 1, capacity: 3 }]);
+    expect(a.snapshot().resources).toEqual([
+      { resource: 'a', inUse: 1, capacity: 3 },
+      { resource: 'b', inUse: 1, capacity: 3 },
+    ]);
     await a.acquire(['a'], ['tpc:x:2:0'], LONG);
     await expect(a.acquire(['b'], ['tpc:x:3:0'], LONG)).rejects.toMatchObject({ reason: 'wait_timeout', resource: 'b' });
     // Refused while others hold slots there: the reading may be stale, have it read again.

@@ -20,7 +20,9 @@ beforeAll(async () => {
   // An ordinary role owns the resources: admission reads pg_prepared_xacts without any privilege.
   await query(cluster.url(), `CREATE ROLE ${ROLE} LOGIN`);
 });
-afterAll(async () => { await cluster?.destroy(); });
+afterAll(async () => {
+  await cluster?.destroy();
+});
 
 /** Two databases on the small cluster, owned by the ordinary role, each with the accounts table. */
 async function smallResources(): Promise<{ small_a: string; small_b: string }> {
@@ -37,15 +39,16 @@ async function smallResources(): Promise<{ small_a: string; small_b: string }> {
   return urls;
 }
 
-const balance = async (url: string, id: number) =>
-  (await query<{ balance: number }>(url, 'SELECT balance FROM accounts WHERE id = $1', [id]))[0]!.balance;
+const balance = async (url: string, id: number) => (await query<{ balance: number }>(url, 'SELECT balance FROM accounts WHERE id = $1', [id]))[0]!.balance;
 const preparedOnCluster = async () => (await query<{ gid: string }>(cluster.url(), 'SELECT gid FROM pg_prepared_xacts')).map((r) => r.gid);
 const loggedTransactions = async (world: World) => Number((await world.db.log.query('SELECT count(*) AS n FROM tpc_transactions')).rows[0].n);
 
 /** One value of a metric from GET /metrics, e.g. metric(world, 'tpc_admission_waiting'). */
 async function metric(world: World, name: string, labels = ''): Promise<number> {
   const res = await world.request('GET', '/metrics', undefined, { token: null });
-  const line = String(res.body).split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+  const line = String(res.body)
+    .split('\n')
+    .find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
   return line ? Number(line.split(' ').pop()) : Number.NaN;
 }
 
@@ -78,8 +81,7 @@ describe('admission control', () => {
     const logged = await loggedTransactions(w);
     // Each admitted transfer holds its two slots while its debit sleeps, so most of the 40 find none.
     // Each moves money on an account of its own: no two wait on each other's rows.
-    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) =>
-      w.submit(move('small_a', 'small_b', 1, i + 1, { before: [pause(0.3)] }))));
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => w.submit(move('small_a', 'small_b', 1, i + 1, { before: [pause(0.3)] }))));
 
     const committed = answers.filter((r) => r.status === 201);
     const refused = answers.filter((r) => r.status === 503);
@@ -111,11 +113,21 @@ describe('admission control', () => {
       await locker.query('BEGIN');
       await locker.query('SELECT * FROM accounts WHERE id IN (1, 2) FOR UPDATE');
       const admitted = [1, 2].map((id) => w.submit(move('small_a', 'small_b', 5, id, { timeoutMs: 30_000 })));
-      await eventually(() => metric(w, 'tpc_admission_slots_in_use', 'resource="small_a"'), (n) => n === 2, 'two transfers admitted');
+      await eventually(
+        () => metric(w, 'tpc_admission_slots_in_use', 'resource="small_a"'),
+        (n) => n === 2,
+        'two transfers admitted',
+      );
 
       let waiterAnswered = false;
-      const waiter = w.submit(move('small_a', 'small_b', 5, 3, { timeoutMs: 30_000 })).finally(() => { waiterAnswered = true; });
-      await eventually(() => metric(w, 'tpc_admission_waiting'), (n) => n === 1, 'one transfer waiting');
+      const waiter = w.submit(move('small_a', 'small_b', 5, 3, { timeoutMs: 30_000 })).finally(() => {
+        waiterAnswered = true;
+      });
+      await eventually(
+        () => metric(w, 'tpc_admission_waiting'),
+        (n) => n === 1,
+        'one transfer waiting',
+      );
 
       const refused = await w.submit(move('small_a', 'small_b', 5, 4, { timeoutMs: 30_000 }));
       expectOverloaded(refused, 'queue_full');
@@ -142,7 +154,11 @@ describe('admission control', () => {
       await locker.query('SELECT * FROM accounts WHERE id = 1 FOR UPDATE');
       const add = (resource: string) => ({ resource, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 1', params: [] }] });
       const everything = w.submit({ branches: ['small_a', 'small_b', 'bank_a', 'bank_b', 'bank_c'].map(add), timeoutMs: 30_000 });
-      await eventually(() => metric(w, 'tpc_admission_slots_in_use', 'resource="small_a"'), (n) => n === 1, 'the transaction admitted');
+      await eventually(
+        () => metric(w, 'tpc_admission_slots_in_use', 'resource="small_a"'),
+        (n) => n === 1,
+        'the transaction admitted',
+      );
 
       // Not even parsed: an invalid body gets the overload answer, not 422.
       const shed = await w.submit({ not: 'a transaction' });
@@ -182,7 +198,11 @@ describe('admission control', () => {
       expect(replay.body.transactionId).toBe(first.body.transactionId);
 
       // The 53200 had the cluster read again: no slot left, so the next one is refused before it begins.
-      await eventually(() => metric(w, 'tpc_admission_slots_capacity', 'resource="small_a"'), (n) => n === 0, 'capacity read as 0');
+      await eventually(
+        () => metric(w, 'tpc_admission_slots_capacity', 'resource="small_a"'),
+        (n) => n === 0,
+        'capacity read as 0',
+      );
       const logged = await loggedTransactions(w);
       const refused = await w.submit(move('small_a', 'small_b', 7));
       expectOverloaded(refused, 'no_capacity');
@@ -190,7 +210,11 @@ describe('admission control', () => {
 
       for (const gid of others) await holder.query(`ROLLBACK PREPARED '${gid}'`);
       // Refusals while others held slots have the cluster read again: capacity comes back on its own.
-      const ok = await eventually(() => w.submit(move('small_a', 'small_b', 7)), (r) => r.status === 201, 'a transfer admitted again');
+      const ok = await eventually(
+        () => w.submit(move('small_a', 'small_b', 7)),
+        (r) => r.status === 201,
+        'a transfer admitted again',
+      );
       expect(ok.body.status).toBe('committed');
       expect([await balance(urls.small_a, 1), await balance(urls.small_b, 1)]).toEqual([993, 1007]);
     } finally {

@@ -15,8 +15,25 @@ import { BANKS, createWorld, transfer, type World } from './harness/world.ts';
 const RESOURCES = ['bank_a', 'bank_b', 'bank_c'] as const;
 
 const NASTY_STRINGS = [
-  "'", "''", '"', '\\', "'; DROP TABLE accounts; --", '\u0000', 'a\u0000b', '\u202e\u0301', '\ud83d\ude00', '\ud800',
-  '\r\n', '$1', '$$', '%s%n', 'null', '{}', ' '.repeat(300), '\ufeff', 'x'.repeat(5000),
+  "'",
+  "''",
+  '"',
+  '\\',
+  "'; DROP TABLE accounts; --",
+  '\u0000',
+  'a\u0000b',
+  '\u202e\u0301',
+  '\ud83d\ude00',
+  '\ud800',
+  '\r\n',
+  '$1',
+  '$$',
+  '%s%n',
+  'null',
+  '{}',
+  ' '.repeat(300),
+  '\ufeff',
+  'x'.repeat(5000),
 ];
 
 const SQL = [
@@ -34,7 +51,18 @@ const SQL = [
   'SELEC broken',
   'SELECT * FROM no_such_table',
 ];
-const REFUSED_SQL = ['COMMIT', ' /* x */ rollback', 'SET search_path = x', "PREPARE TRANSACTION 'x'", 'BEGIN', 'SAVEPOINT s', 'RESET ALL', '', '   ', '-- only a comment'];
+const REFUSED_SQL = [
+  'COMMIT',
+  ' /* x */ rollback',
+  'SET search_path = x',
+  "PREPARE TRANSACTION 'x'",
+  'BEGIN',
+  'SAVEPOINT s',
+  'RESET ALL',
+  '',
+  '   ',
+  '-- only a comment',
+];
 
 const hugeNumber = fc.constantFrom(1e308, -1e308, 2 ** 53 + 2, -(2 ** 63), 2 ** 31, -1, 0, 0.5, 1e-300);
 const nasty = fc.constantFrom(...NASTY_STRINGS);
@@ -56,17 +84,19 @@ const sqlArb = fc.oneof(
 );
 const paramArb = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: -5, max: 5 }) }, { weight: 1, arbitrary: junk });
 /** Mostly as many small integers as the statement has placeholders, sometimes anything. */
-const statementArb = sqlArb.chain((sql) => fc.record(
-  {
-    sql: fc.constant(sql),
-    params: fc.oneof(
-      { weight: 6, arbitrary: fc.array(fc.integer({ min: -5, max: 5 }), { minLength: arity(sql), maxLength: arity(sql) }) },
-      { weight: 1, arbitrary: fc.array(paramArb, { maxLength: 3 }) },
-    ),
-    expect: fc.record({ rowCount: fc.integer({ min: 0, max: 1 }) }),
-  },
-  { requiredKeys: ['sql'] },
-));
+const statementArb = sqlArb.chain((sql) =>
+  fc.record(
+    {
+      sql: fc.constant(sql),
+      params: fc.oneof(
+        { weight: 6, arbitrary: fc.array(fc.integer({ min: -5, max: 5 }), { minLength: arity(sql), maxLength: arity(sql) }) },
+        { weight: 1, arbitrary: fc.array(paramArb, { maxLength: 3 }) },
+      ),
+      expect: fc.record({ rowCount: fc.integer({ min: 0, max: 1 }) }),
+    },
+    { requiredKeys: ['sql'] },
+  ),
+);
 const branchArb = fc.record({ resource: fc.constantFrom(...RESOURCES), statements: fc.array(statementArb, { minLength: 1, maxLength: 3 }) });
 const bodyArb = fc.record(
   {
@@ -81,8 +111,16 @@ type Json = any;
 
 /** Every (container, key) in a body, to pick one to spoil. */
 function slots(v: Json, out: [Json, string | number][] = []): [Json, string | number][] {
-  if (Array.isArray(v)) v.forEach((x, i) => { out.push([v, i]); slots(x, out); });
-  else if (v !== null && typeof v === 'object') for (const k of Object.keys(v)) { out.push([v, k]); slots(v[k], out); }
+  if (Array.isArray(v))
+    v.forEach((x, i) => {
+      out.push([v, i]);
+      slots(x, out);
+    });
+  else if (v !== null && typeof v === 'object')
+    for (const k of Object.keys(v)) {
+      out.push([v, k]);
+      slots(v[k], out);
+    }
   return out;
 }
 
@@ -90,7 +128,11 @@ const mutationArb = fc.oneof(
   fc.record({ op: fc.constant('replace' as const), at: fc.nat(), value: junk }),
   fc.record({ op: fc.constant('delete' as const), at: fc.nat() }),
   fc.record({ op: fc.constant('extra' as const), at: fc.nat(), key: fc.constantFrom('extra', '__proto__', 'constructor', 'toString', ''), value: junk }),
-  fc.record({ op: fc.constant('resource' as const), at: fc.nat(), value: fc.oneof(fc.constantFrom('bank_z', '', 'BANK_A', 'bank_a ', 'bank_a\u0000', '__proto__', 'constructor', '*'), fc.string({ maxLength: 70 })) }),
+  fc.record({
+    op: fc.constant('resource' as const),
+    at: fc.nat(),
+    value: fc.oneof(fc.constantFrom('bank_z', '', 'BANK_A', 'bank_a ', 'bank_a\u0000', '__proto__', 'constructor', '*'), fc.string({ maxLength: 70 })),
+  }),
   fc.record({ op: fc.constant('duplicate' as const), at: fc.nat() }),
   fc.record({ op: fc.constant('timeout' as const), value: fc.oneof(hugeNumber, fc.constantFrom(-1, 0, 1.5, '100', 300_001, true, null)) }),
   fc.record({ op: fc.constant('wait' as const), value: fc.oneof(junk, fc.constantFrom('Completed', 'decided ', '')) }),
@@ -101,7 +143,11 @@ function mutate(body: Json, m: Mutation): Json {
   const b = structuredClone(body);
   const pick = <T>(xs: T[], at: number): T | undefined => (xs.length ? xs[at % xs.length] : undefined);
   switch (m.op) {
-    case 'replace': { const s = pick(slots(b), m.at); if (s) s[0][s[1]] = m.value; break; }
+    case 'replace': {
+      const s = pick(slots(b), m.at);
+      if (s) s[0][s[1]] = m.value;
+      break;
+    }
     case 'delete': {
       const s = pick(slots(b), m.at);
       if (s && Array.isArray(s[0])) s[0].splice(Number(s[1]), 1);
@@ -114,24 +160,51 @@ function mutate(body: Json, m: Mutation): Json {
       if (o) Object.defineProperty(o, m.key, { value: m.value, enumerable: true, configurable: true, writable: true });
       break;
     }
-    case 'resource': { const br = pick(b.branches as Json[], m.at); if (br) br.resource = m.value; break; }
-    case 'duplicate': { const br = pick(b.branches as Json[], m.at); if (br) b.branches.push(structuredClone(br)); break; }
-    case 'timeout': b.timeoutMs = m.value; break;
-    case 'wait': b.wait = m.value; break;
+    case 'resource': {
+      const br = pick(b.branches as Json[], m.at);
+      if (br) br.resource = m.value;
+      break;
+    }
+    case 'duplicate': {
+      const br = pick(b.branches as Json[], m.at);
+      if (br) b.branches.push(structuredClone(br));
+      break;
+    }
+    case 'timeout':
+      b.timeoutMs = m.value;
+      break;
+    case 'wait':
+      b.wait = m.value;
+      break;
   }
   return b;
 }
 
-interface Sent { kind: string; raw: string }
-const sent = (kind: string, raw: string): Sent => Object.assign({ kind, raw }, {
-  [fc.toStringMethod]: () => `${kind} (${raw.length} chars): ${raw.length > 300 ? `${raw.slice(0, 300)}…` : raw}`,
-});
+interface Sent {
+  kind: string;
+  raw: string;
+}
+const sent = (kind: string, raw: string): Sent =>
+  Object.assign(
+    { kind, raw },
+    {
+      [fc.toStringMethod]: () => `${kind} (${raw.length} chars): ${raw.length > 300 ? `${raw.slice(0, 300)}…` : raw}`,
+    },
+  );
 
-const deepArb = fc.record({ depth: fc.integer({ min: 1, max: 30_000 }), where: fc.constantFrom('params', 'paramsObject', 'extra', 'expect') })
+const deepArb = fc
+  .record({ depth: fc.integer({ min: 1, max: 30_000 }), where: fc.constantFrom('params', 'paramsObject', 'extra', 'expect') })
   .map(({ depth, where }) => {
     const arrays = `${'['.repeat(depth)}1${']'.repeat(depth)}`;
     const objects = `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
-    const stmt = where === 'params' ? `"params":[${arrays}]` : where === 'paramsObject' ? `"params":[${objects}]` : where === 'expect' ? `"expect":${objects}` : '"params":[]';
+    const stmt =
+      where === 'params'
+        ? `"params":[${arrays}]`
+        : where === 'paramsObject'
+          ? `"params":[${objects}]`
+          : where === 'expect'
+            ? `"expect":${objects}`
+            : '"params":[]';
     const extra = where === 'extra' ? `,"extra":${arrays}` : '';
     return sent(`nested ${depth} deep in ${where}`, `{"branches":[{"resource":"bank_a","statements":[{"sql":"SELECT 1",${stmt}}]}],"timeoutMs":1000${extra}}`);
   });
@@ -142,19 +215,40 @@ const requestArb: fc.Arbitrary<Sent> = fc.oneof(
   { weight: 2, arbitrary: fc.jsonValue().map((v) => sent('json value', JSON.stringify(v))) },
   {
     weight: 2,
-    arbitrary: fc.oneof(
-      fc.string(),
-      fc.string({ unit: 'binary' }),
-      fc.constantFrom('{', '[', ']', 'null', 'true', '"x"', '{"branches":[],}', '\u0000', '{"a":1}{"b":2}', '{"branches":[{"resource":"bank_a"', '\ufeff{}', 'NaN', '{"timeoutMs":1e999}'),
-      fc.tuple(bodyArb, fc.nat()).map(([b, n]) => { const s = JSON.stringify(b); return s.slice(0, n % s.length); }),
-    ).map((raw) => sent('raw text', raw)),
+    arbitrary: fc
+      .oneof(
+        fc.string(),
+        fc.string({ unit: 'binary' }),
+        fc.constantFrom(
+          '{',
+          '[',
+          ']',
+          'null',
+          'true',
+          '"x"',
+          '{"branches":[],}',
+          '\u0000',
+          '{"a":1}{"b":2}',
+          '{"branches":[{"resource":"bank_a"',
+          '\ufeff{}',
+          'NaN',
+          '{"timeoutMs":1e999}',
+        ),
+        fc.tuple(bodyArb, fc.nat()).map(([b, n]) => {
+          const s = JSON.stringify(b);
+          return s.slice(0, n % s.length);
+        }),
+      )
+      .map((raw) => sent('raw text', raw)),
   },
   { weight: 1, arbitrary: deepArb },
 );
 
 async function snapshot(world: World): Promise<string> {
   const parts = await Promise.all([
-    ...BANKS.map((bank) => world.db[bank].query<{ s: string }>(`SELECT string_agg(id || ':' || balance, ',' ORDER BY id) AS s FROM accounts`).then((r) => `${bank}=${r.rows[0]!.s}`)),
+    ...BANKS.map((bank) =>
+      world.db[bank].query<{ s: string }>(`SELECT string_agg(id || ':' || balance, ',' ORDER BY id) AS s FROM accounts`).then((r) => `${bank}=${r.rows[0]!.s}`),
+    ),
     world.db.log.query<{ n: number }>('SELECT count(*)::int AS n FROM tpc_transactions').then((r) => `log=${r.rows[0]!.n}`),
     world.preparedGids().then((g) => `prepared=${g.length}`),
   ]);
@@ -163,8 +257,12 @@ async function snapshot(world: World): Promise<string> {
 
 describe('POST /v1/transactions under generated bodies', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld(); });
-  afterAll(async () => { await world.close(); });
+  beforeAll(async () => {
+    world = await createWorld();
+  });
+  afterAll(async () => {
+    await world.close();
+  });
 
   it('never answers 5xx or non-JSON, and a refused request changes nothing', async () => {
     const seen = new Map<number, number>();

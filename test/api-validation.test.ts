@@ -52,11 +52,22 @@ function spoiled(spoil: (body: any) => void): unknown {
 
 describe('invalid submissions reach no database', () => {
   let world: World;
-  beforeEach(async () => { world = await createWorld(); });
-  afterEach(async () => { await world.close(); });
+  beforeEach(async () => {
+    world = await createWorld();
+  });
+  afterEach(async () => {
+    await world.close();
+  });
 
   it('unknown resource: 422', async () => {
-    expectProblem(await world.submit(spoiled((b) => { b.branches[1].resource = 'bank_z'; })), 422);
+    expectProblem(
+      await world.submit(
+        spoiled((b) => {
+          b.branches[1].resource = 'bank_z';
+        }),
+      ),
+      422,
+    );
     await expectNothingReachedADatabase(world);
   });
 
@@ -75,9 +86,24 @@ describe('invalid submissions reach no database', () => {
   });
 
   it.each([
-    ['missing', (s: any) => { delete s.sql; }],
-    ['empty', (s: any) => { s.sql = ''; }],
-    ['a number', (s: any) => { s.sql = 42; }],
+    [
+      'missing',
+      (s: any) => {
+        delete s.sql;
+      },
+    ],
+    [
+      'empty',
+      (s: any) => {
+        s.sql = '';
+      },
+    ],
+    [
+      'a number',
+      (s: any) => {
+        s.sql = 42;
+      },
+    ],
   ])('sql %s: 422', async (_, f) => {
     expectProblem(await world.submit(spoiled((b) => f(b.branches[1].statements[0]))), 422);
     await expectNothingReachedADatabase(world);
@@ -89,17 +115,33 @@ describe('invalid submissions reach no database', () => {
     ['an object', { 0: 100, 1: 2 }],
     ['null', null],
   ])('params not an array (%s): 422', async (_, params) => {
-    expectProblem(await world.submit(spoiled((b) => { b.branches[1].statements[0].params = params; })), 422);
+    expectProblem(
+      await world.submit(
+        spoiled((b) => {
+          b.branches[1].statements[0].params = params;
+        }),
+      ),
+      422,
+    );
     await expectNothingReachedADatabase(world);
   });
 
   it.each([-1, 0, 1.5, '1000', 1e12, null, true])('bad timeoutMs (%j): 422', async (timeoutMs) => {
-    expectProblem(await world.submit(spoiled((b) => { b.timeoutMs = timeoutMs; })), 422);
+    expectProblem(
+      await world.submit(
+        spoiled((b) => {
+          b.timeoutMs = timeoutMs;
+        }),
+      ),
+      422,
+    );
     await expectNothingReachedADatabase(world);
   });
 
   it('a body over the default 1mb limit: 400', async () => {
-    const body = spoiled((b) => { b.branches[0].statements[0].sql += ` /* ${'x'.repeat(1_100_000)} */`; });
+    const body = spoiled((b) => {
+      b.branches[0].statements[0].sql += ` /* ${'x'.repeat(1_100_000)} */`;
+    });
     expectProblem(await world.submit(body), 400);
     await expectNothingReachedADatabase(world);
   });
@@ -107,7 +149,9 @@ describe('invalid submissions reach no database', () => {
   it('a body over TPC_BODY_LIMIT: 400, while a body under it is served', async () => {
     const small = await createWorld({ env: { TPC_BODY_LIMIT: '2kb' } });
     try {
-      const big = spoiled((b) => { b.branches[0].statements[0].sql += ` /* ${'x'.repeat(3000)} */`; });
+      const big = spoiled((b) => {
+        b.branches[0].statements[0].sql += ` /* ${'x'.repeat(3000)} */`;
+      });
       expectProblem(await small.submit(big), 400);
       await expectNothingReachedADatabase(small);
       expect((await small.submit(transfer('bank_a', 'bank_b', 1))).status).toBe(201);
@@ -150,7 +194,9 @@ describe('invalid submissions reach no database', () => {
     'SET SESSION statement_timeout = 0',
     "-- a comment\nCOMMIT PREPARED 'x'",
   ])('forbidden statement %j: 422', async (sql) => {
-    const body = spoiled((b) => { b.branches[0].statements.push({ sql }); });
+    const body = spoiled((b) => {
+      b.branches[0].statements.push({ sql });
+    });
     const res = await world.submit(body);
     expectProblem(res, 422);
     expect(res.body).toMatchObject({ type: 'urn:tpc:problem:statement_not_allowed', branch: 0, resource: 'bank_a', statement: 1 });
@@ -163,32 +209,68 @@ describe('invalid submissions reach no database', () => {
     ['COMMIT hidden after -- …\\r', '-- c\rCOMMIT\n;'],
     ['SET search_path hidden after -- …\\r', '-- c\rSET search_path TO x\n, pg_catalog'],
   ])('forbidden statement (%s): 422', async (_, sql) => {
-    const body = spoiled((b) => { b.branches[0].statements.push({ sql }); });
+    const body = spoiled((b) => {
+      b.branches[0].statements.push({ sql });
+    });
     const res = await world.submit(body);
     await world.service.engine.drain();
     // status and the debited balance together, so a failure shows whether money moved
-    expect({ status: res.status, bankA1: await world.balance('bank_a', 1), bankB2: await world.balance('bank_b', 2) })
-      .toEqual({ status: 422, bankA1: 1000, bankB2: 1000 });
+    expect({ status: res.status, bankA1: await world.balance('bank_a', 1), bankB2: await world.balance('bank_b', 2) }).toEqual({
+      status: 422,
+      bankA1: 1000,
+      bankB2: 1000,
+    });
     expectProblem(res, 422);
     await expectNothingReachedADatabase(world);
   });
 
   it.each([
-    ['top level', (b: any) => { b.extra = 1; }],
-    ['branch', (b: any) => { b.branches[0].isolation = 'serializable'; }],
-    ['statement', (b: any) => { b.branches[1].statements[0].values = [1]; }],
-    ['expect', (b: any) => { b.branches[0].statements[0].expect.rows = 1; }],
+    [
+      'top level',
+      (b: any) => {
+        b.extra = 1;
+      },
+    ],
+    [
+      'branch',
+      (b: any) => {
+        b.branches[0].isolation = 'serializable';
+      },
+    ],
+    [
+      'statement',
+      (b: any) => {
+        b.branches[1].statements[0].values = [1];
+      },
+    ],
+    [
+      'expect',
+      (b: any) => {
+        b.branches[0].statements[0].expect.rows = 1;
+      },
+    ],
   ])('an unknown field (%s): 422', async (_, f) => {
     expectProblem(await world.submit(spoiled(f)), 422);
     await expectNothingReachedADatabase(world);
   });
 
   it.each(['done', '', 'COMPLETED', null, 1])('wait %j: 422', async (wait) => {
-    expectProblem(await world.submit(spoiled((b) => { b.wait = wait; })), 422);
+    expectProblem(
+      await world.submit(
+        spoiled((b) => {
+          b.wait = wait;
+        }),
+      ),
+      422,
+    );
     await expectNothingReachedADatabase(world);
   });
 
-  it.each([['300 characters', 'k'.repeat(300)], ['empty', ''], ['with a space', 'a b']])('a bad Idempotency-Key (%s): 400', async (_, key) => {
+  it.each([
+    ['300 characters', 'k'.repeat(300)],
+    ['empty', ''],
+    ['with a space', 'a b'],
+  ])('a bad Idempotency-Key (%s): 400', async (_, key) => {
     expectProblem(await world.submit(transfer('bank_a', 'bank_b', 100), { headers: { 'Idempotency-Key': key } }), 400);
     await expectNothingReachedADatabase(world);
   });
@@ -196,8 +278,12 @@ describe('invalid submissions reach no database', () => {
 
 describe('reading transactions', () => {
   let world: World;
-  beforeEach(async () => { world = await createWorld(); });
-  afterEach(async () => { await world.close(); });
+  beforeEach(async () => {
+    world = await createWorld();
+  });
+  afterEach(async () => {
+    await world.close();
+  });
 
   it('GET of an unknown id: 404 problem+json', async () => {
     expectProblem(await world.request('GET', `/v1/transactions/${randomUUID()}`), 404);
@@ -242,8 +328,12 @@ describe('reading transactions', () => {
 
 describe('idempotency', () => {
   let world: World;
-  beforeEach(async () => { world = await createWorld(); });
-  afterEach(async () => { await world.close(); });
+  beforeEach(async () => {
+    world = await createWorld();
+  });
+  afterEach(async () => {
+    await world.close();
+  });
 
   const key = { 'Idempotency-Key': 'order-42' };
 
@@ -281,7 +371,9 @@ describe('idempotency', () => {
 
   it('keys are scoped to the token: another token with the same key gets its own transaction', async () => {
     const debit = (amount: number) => ({
-      branches: [{ resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = 5', params: [amount], expect: { rowCount: 1 } }] }],
+      branches: [
+        { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = 5', params: [amount], expect: { rowCount: 1 } }] },
+      ],
       timeoutMs: 5000,
     });
     const full = await world.submit(debit(10), { headers: key });

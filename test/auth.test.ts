@@ -13,7 +13,10 @@ async function expectNothingApplied(world: World): Promise<void> {
   await world.service.engine.drain();
   for (const bank of BANKS) {
     const r = await world.db[bank].query<{ balance: number }>('SELECT balance FROM accounts ORDER BY id');
-    expect(r.rows.map((x) => x.balance), bank).toEqual(Array<number>(10).fill(1000));
+    expect(
+      r.rows.map((x) => x.balance),
+      bank,
+    ).toEqual(Array<number>(10).fill(1000));
   }
   const log = await world.db.log.query<{ n: number }>('SELECT count(*)::int AS n FROM tpc_transactions');
   expect(log.rows[0]!.n).toBe(0);
@@ -26,8 +29,12 @@ const bankAOnly = {
 
 describe('authentication and authorization', () => {
   let world: World;
-  beforeEach(async () => { world = await createWorld(); });
-  afterEach(async () => { await world.close(); });
+  beforeEach(async () => {
+    world = await createWorld();
+  });
+  afterEach(async () => {
+    await world.close();
+  });
 
   it('no Authorization header: 401 with WWW-Authenticate, nothing applied', async () => {
     const res = await world.submit(transfer('bank_a', 'bank_b', 100), { token: null as unknown as string });
@@ -152,9 +159,11 @@ describe('configuration', () => {
   });
 
   it.each(['{not json', '[]', '{}', JSON.stringify({ bank_a: 'not-a-url' }), JSON.stringify({ '1bad': 'postgres://x/y' })])(
-    'bad TPC_RESOURCES (%s): the error names TPC_RESOURCES', (resources) => {
+    'bad TPC_RESOURCES (%s): the error names TPC_RESOURCES',
+    (resources) => {
       expect(configError(env({ TPC_RESOURCES: resources })).message).toContain('TPC_RESOURCES');
-    });
+    },
+  );
 
   it.each([
     JSON.stringify({ bank_a: { url: 'ftp://x/2pc', token: 'participant-token-0123' } }),
@@ -166,8 +175,13 @@ describe('configuration', () => {
   });
 
   it('an HTTP resource loads beside a direct one', () => {
-    const c = loadConfig(env({ TPC_RESOURCES: JSON.stringify({ a: 'postgres://h/a', b: { url: 'https://stock.internal/2pc', token: 'participant-token-0123' } }) }));
-    expect(c.resources).toEqual({ a: { kind: 'postgres', url: 'postgres://h/a' }, b: { kind: 'http', url: 'https://stock.internal/2pc', token: 'participant-token-0123' } });
+    const c = loadConfig(
+      env({ TPC_RESOURCES: JSON.stringify({ a: 'postgres://h/a', b: { url: 'https://stock.internal/2pc', token: 'participant-token-0123' } }) }),
+    );
+    expect(c.resources).toEqual({
+      a: { kind: 'postgres', url: 'postgres://h/a' },
+      b: { kind: 'http', url: 'https://stock.internal/2pc', token: 'participant-token-0123' },
+    });
   });
 
   it('TPC_QUEUE_PREFIX: a Redis Cluster hash tag is accepted, anything else odd is named', () => {
@@ -190,7 +204,8 @@ describe('configuration', () => {
 
   it('bad TPC_API_TOKENS: the error names TPC_API_TOKENS', () => {
     expect(configError(env({ TPC_API_TOKENS: '[{"name":"x"' })).message).toContain('TPC_API_TOKENS');
-    expect(configError(env({ TPC_API_TOKENS: JSON.stringify([{ name: 'x', token: 'short', scopes: ['read'], resources: ['*'] }]) })).message)
-      .toContain('TPC_API_TOKENS');
+    expect(configError(env({ TPC_API_TOKENS: JSON.stringify([{ name: 'x', token: 'short', scopes: ['read'], resources: ['*'] }]) })).message).toContain(
+      'TPC_API_TOKENS',
+    );
   });
 });

@@ -3,9 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { startRedisServer, type RedisServer } from '../coordinator/embedded/redis-server.ts';
-import {
-  bankSeed, CoordinatorFleet, forEachLimited, queryOnce, restartAfterCrash, Rng, timedRequest,
-} from './harness/bank-harness.ts';
+import { bankSeed, CoordinatorFleet, forEachLimited, queryOnce, restartAfterCrash, Rng, timedRequest } from './harness/bank-harness.ts';
 import { ACCOUNTS_SQL, createDatabases, type Databases } from './harness/world.ts';
 
 /*
@@ -78,7 +76,12 @@ const log = (msg: string) => console.log(`[bank ${ts()}] ${msg}`);
 function transferBody(op: Pick<Op, 'from' | 'fromAccount' | 'to' | 'toAccount' | 'amount'>) {
   return {
     branches: [
-      { resource: op.from, statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [op.amount, op.fromAccount], expect: { rowCount: 1 } }] },
+      {
+        resource: op.from,
+        statements: [
+          { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [op.amount, op.fromAccount], expect: { rowCount: 1 } },
+        ],
+      },
       { resource: op.to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [op.amount, op.toAccount] }] },
     ],
     timeoutMs: TX_TIMEOUT_MS,
@@ -98,24 +101,29 @@ describe('bank: transfers across three databases under a nemesis', () => {
 
   beforeAll(async () => {
     console.log(`[bank] seed ${seed} (replay: BANK_SEED=${seed} npx vitest run test/bank.test.ts), run ${RUN_MS} ms`);
-    const cluster = flakyCluster = await startPostgresCluster();
+    const cluster = await startPostgresCluster();
+    flakyCluster = cluster;
     flaky = { cluster, url: await cluster.createDatabase('flaky') };
     await queryOnce(flaky.url, ACCOUNTS_SQL);
     redis = await startRedisServer();
     dbs = await createDatabases({ extraResources: { flaky: flaky.url } });
-    fleet = new CoordinatorFleet({
-      ...dbs.env,
-      REDIS_URL: redis.url,
-      LOG_LEVEL: 'info',
-      TPC_RECONCILE_INTERVAL_MS: '300',
-      TPC_RETRY_BASE_MS: '100',
-      TPC_RETRY_MAX_MS: '1000',
-      TPC_IN_DOUBT_AFTER_ATTEMPTS: '3',
-      TPC_COMPLETION_WAIT_MS: '1000',
-      TPC_SHUTDOWN_TIMEOUT_MS: '3000',
-      TPC_RESOURCE_POOL_SIZE: '10',
-      TPC_LOG_POOL_SIZE: '8',
-    }, COORDINATORS, log);
+    fleet = new CoordinatorFleet(
+      {
+        ...dbs.env,
+        REDIS_URL: redis.url,
+        LOG_LEVEL: 'info',
+        TPC_RECONCILE_INTERVAL_MS: '300',
+        TPC_RETRY_BASE_MS: '100',
+        TPC_RETRY_MAX_MS: '1000',
+        TPC_IN_DOUBT_AFTER_ATTEMPTS: '3',
+        TPC_COMPLETION_WAIT_MS: '1000',
+        TPC_SHUTDOWN_TIMEOUT_MS: '3000',
+        TPC_RESOURCE_POOL_SIZE: '10',
+        TPC_LOG_POOL_SIZE: '8',
+      },
+      COORDINATORS,
+      log,
+    );
     await fleet.allUp(60_000);
   }, 120_000);
 
@@ -170,7 +178,8 @@ describe('bank: transfers across three databases under a nemesis', () => {
         if (r.status === 201 || r.status === 202 || r.status === 409) {
           const id = typeof b === 'object' && b !== null ? b.id : undefined;
           if (typeof id !== 'string') contract.push(`key ${op.key}: ${r.status} without a transaction id: ${JSON.stringify(b).slice(0, 300)}`);
-          else if (op.id !== undefined && op.id !== id) contradictions.push(`key ${op.key}: answered with two transaction ids, ${op.id} and ${id} (executed twice?)`);
+          else if (op.id !== undefined && op.id !== id)
+            contradictions.push(`key ${op.key}: answered with two transaction ids, ${op.id} and ${id} (executed twice?)`);
           else op.id = id;
         }
         if (r.status === 201) {
@@ -208,7 +217,7 @@ describe('bank: transfers across three databases under a nemesis', () => {
     const client = async (c: number): Promise<void> => {
       const rng = new Rng(seed, `client-${c}`);
       const retries: Op[] = [];
-      for (let n = 0; !stopping && Date.now() < runEnd && n < MAX_OPS_PER_CLIENT;) {
+      for (let n = 0; !stopping && Date.now() < runEnd && n < MAX_OPS_PER_CLIENT; ) {
         const url = pickUrl(rng);
         if (!url) {
           await sleep(50);
@@ -226,8 +235,13 @@ describe('bank: transfers across three databases under a nemesis', () => {
         const to = rng.pick(RESOURCES.filter((r) => r !== from));
         const shape = { from, fromAccount: rng.int(1, ACCOUNTS), to, toAccount: rng.int(1, ACCOUNTS), amount: rng.int(1, 500) };
         const op: Op = {
-          key: `bank-${seed}-${c}-${n++}`, client: c, ...shape, body: transferBody(shape),
-          toldDuringRun: false, attempts: [], nextTryAt: 0,
+          key: `bank-${seed}-${c}-${n++}`,
+          client: c,
+          ...shape,
+          body: transferBody(shape),
+          toldDuringRun: false,
+          attempts: [],
+          nextTryAt: 0,
         };
         ops.push(op);
         await attempt(op, url, 'run');
@@ -245,10 +259,12 @@ describe('bank: transfers across three databases under a nemesis', () => {
     let redisDown = false;
     const faults = new Set<Promise<void>>();
     const inBackground = (what: string, p: Promise<void>) => {
-      const tracked = p.catch((err: unknown) => {
-        nemesisErrors.push(`${what}: ${String(err)}`);
-        log(`nemesis: ${what} failed: ${String(err)}`);
-      }).finally(() => faults.delete(tracked));
+      const tracked = p
+        .catch((err: unknown) => {
+          nemesisErrors.push(`${what}: ${String(err)}`);
+          log(`nemesis: ${what} failed: ${String(err)}`);
+        })
+        .finally(() => faults.delete(tracked));
       faults.add(tracked);
     };
 
@@ -281,43 +297,55 @@ describe('bank: transfers across three databases under a nemesis', () => {
             }
             log(`nemesis: kill coordinator in slot ${slot}, replacement in ${pause % 1000} ms`);
             await world.fleet.kill(slot);
-            inBackground('restart coordinator', sleep(pause % 1000).then(() => world.fleet.start(slot)));
+            inBackground(
+              'restart coordinator',
+              sleep(pause % 1000).then(() => world.fleet.start(slot)),
+            );
             break;
           }
           case 'kill-all-coordinators': {
             log(`nemesis: kill every coordinator, replacements in ${pause} ms`);
             await Promise.all(Array.from({ length: world.fleet.size }, (_, i) => world.fleet.kill(i)));
-            inBackground('restart coordinators', sleep(pause).then(() => world.fleet.allUp(60_000)));
+            inBackground(
+              'restart coordinators',
+              sleep(pause).then(() => world.fleet.allUp(60_000)),
+            );
             break;
           }
           case 'crash-participant': {
             participantDown = true;
             log(`nemesis: crash the participant cluster (flaky) for ${pause} ms`);
-            inBackground('crash participant', (async () => {
-              try {
-                await world.flaky.cluster.crash();
-                await sleep(pause);
-                await restartAfterCrash(world.flaky.cluster);
-                log('nemesis: participant cluster (flaky) is back');
-              } finally {
-                participantDown = false;
-              }
-            })());
+            inBackground(
+              'crash participant',
+              (async () => {
+                try {
+                  await world.flaky.cluster.crash();
+                  await sleep(pause);
+                  await restartAfterCrash(world.flaky.cluster);
+                  log('nemesis: participant cluster (flaky) is back');
+                } finally {
+                  participantDown = false;
+                }
+              })(),
+            );
             break;
           }
           case 'crash-redis': {
             redisDown = true;
             log(`nemesis: crash Redis for ${pause} ms (it comes back empty)`);
-            inBackground('crash redis', (async () => {
-              try {
-                await world.redis.crash();
-                await sleep(pause);
-                await world.redis.start();
-                log('nemesis: Redis is back, empty');
-              } finally {
-                redisDown = false;
-              }
-            })());
+            inBackground(
+              'crash redis',
+              (async () => {
+                try {
+                  await world.redis.crash();
+                  await sleep(pause);
+                  await world.redis.start();
+                  log('nemesis: Redis is back, empty');
+                } finally {
+                  redisDown = false;
+                }
+              })(),
+            );
             break;
           }
           case 'flush-redis': {
@@ -349,7 +377,9 @@ describe('bank: transfers across three databases under a nemesis', () => {
     await nemesisDone;
     const runOps = ops.length;
     const toldInRun = ops.filter((o) => o.told !== undefined).length;
-    log(`run over: ${runOps} transfers submitted, ${toldInRun} final answers, ${runOps - toldInRun} indeterminate; answers ${JSON.stringify(Object.fromEntries(statusCounts))}`);
+    log(
+      `run over: ${runOps} transfers submitted, ${toldInRun} final answers, ${runOps - toldInRun} indeterminate; answers ${JSON.stringify(Object.fromEntries(statusCounts))}`,
+    );
 
     // ---- settle ------------------------------------------------------------------------------
     const settleEnd = Date.now() + SETTLE_MS;
@@ -360,18 +390,28 @@ describe('bank: transfers across three databases under a nemesis', () => {
     });
     const probe = new Redis(world.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 2_000, lazyConnect: true });
     probe.on('error', () => {});
-    await probe.connect().then(() => probe.ping()).catch(async () => {
-      log('Redis not answering: starting it');
-      await world.redis.start();
-    }).finally(() => probe.disconnect());
+    await probe
+      .connect()
+      .then(() => probe.ping())
+      .catch(async () => {
+        log('Redis not answering: starting it');
+        await world.redis.start();
+      })
+      .finally(() => probe.disconnect());
 
     /** What the log says of an op's transaction, for the report of a slow or failed settle. */
     const explain = async (op: Op): Promise<string> => {
       const head = `key ${op.key} ${op.from}:${op.fromAccount} -> ${op.to}:${op.toAccount} amount ${op.amount}; last attempts ${JSON.stringify(op.attempts.slice(-3))}`;
       if (!op.id) return `${head}; no transaction id known`;
-      const tx = (await world.dbs.db.log.query(
-        `SELECT status, driver, lease_until, deadline, attempts, in_doubt, last_error, created_at, decided_at FROM tpc_transactions WHERE id = $1`, [op.id])).rows[0] as unknown;
-      const branches = (await world.dbs.db.log.query('SELECT index, resource, status, xid, gid FROM tpc_branch_rows WHERE transaction_id = $1 ORDER BY index', [op.id])).rows;
+      const tx = (
+        await world.dbs.db.log.query(
+          `SELECT status, driver, lease_until, deadline, attempts, in_doubt, last_error, created_at, decided_at FROM tpc_transactions WHERE id = $1`,
+          [op.id],
+        )
+      ).rows[0] as unknown;
+      const branches = (
+        await world.dbs.db.log.query('SELECT index, resource, status, xid, gid FROM tpc_branch_rows WHERE transaction_id = $1 ORDER BY index', [op.id])
+      ).rows;
       const events = (await world.dbs.db.log.query('SELECT at, kind, actor, detail FROM tpc_events WHERE transaction_id = $1 ORDER BY id', [op.id])).rows;
       return `${head}; now ${new Date().toISOString()}; log ${JSON.stringify(tx)}; branches ${JSON.stringify(branches)}; events ${JSON.stringify(events)}`;
     };
@@ -421,7 +461,9 @@ describe('bank: transfers across three databases under a nemesis', () => {
       if (unfinished === 0 && prepared.length === 0) break;
       await sleep(250);
     }
-    log(`settled in ${((Date.now() - settleStart) / 1000).toFixed(1)} s: ${unresolved.length} unresolved requests, ${unfinished} unfinished in the log, ${prepared.length} prepared branches left`);
+    log(
+      `settled in ${((Date.now() - settleStart) / 1000).toFixed(1)} s: ${unresolved.length} unresolved requests, ${unfinished} unfinished in the log, ${prepared.length} prepared branches left`,
+    );
     if (unfinished !== 0 || prepared.length !== 0) {
       const stuck = (await world.dbs.db.log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status NOT IN ('committed','aborted') LIMIT 5")).rows;
       for (const row of stuck) {
@@ -438,7 +480,10 @@ describe('bank: transfers across three databases under a nemesis', () => {
     await forEachLimited(withId, 16, async (op) => {
       for (let i = 0; i < 5; i++) {
         const url = pickUrl(settleRng);
-        if (!url) { await sleep(200); continue; }
+        if (!url) {
+          await sleep(200);
+          continue;
+        }
         try {
           const r = await timedRequest(url, 'GET', `/v1/transactions/${op.id}`, { timeoutMs: HTTP_TIMEOUT_MS });
           if (r.status !== 200) {
@@ -462,7 +507,9 @@ describe('bank: transfers across three databases under a nemesis', () => {
     for (const op of ops) {
       const final = op.id === undefined ? undefined : outcome.get(op.id);
       if (op.told !== undefined && final !== op.told) {
-        contradictions.push(`key ${op.key} (${op.id}): client told ${op.told}${op.toldDuringRun ? '' : ' (in settle)'}, log says ${String(final)}; attempts ${JSON.stringify(op.attempts)}`);
+        contradictions.push(
+          `key ${op.key} (${op.id}): client told ${op.told}${op.toldDuringRun ? '' : ' (in settle)'}, log says ${String(final)}; attempts ${JSON.stringify(op.attempts)}`,
+        );
       }
       if (op.promised !== undefined && final !== op.promised) {
         contradictions.push(`key ${op.key} (${op.id}): a 202 promised ${op.promised}, log says ${String(final)}`);
@@ -493,16 +540,23 @@ describe('bank: transfers across three databases under a nemesis', () => {
       const diff = Math.abs(found - want);
       const suspects = ops.filter((o) => o.amount === diff && (`${o.from}:${o.fromAccount}` === k || `${o.to}:${o.toAccount}` === k));
       for (const op of suspects.slice(0, 10)) {
-        log(`balance of ${k} off by ${found - want}: candidate ${op.key}, log outcome ${op.id ? String(outcome.get(op.id)) : 'none'}, told ${String(op.told)} (abort code ${String(op.abortCode)}): ${await explain(op)}`);
+        log(
+          `balance of ${k} off by ${found - want}: candidate ${op.key}, log outcome ${op.id ? String(outcome.get(op.id)) : 'none'}, told ${String(op.told)} (abort code ${String(op.abortCode)}): ${await explain(op)}`,
+        );
       }
     }
 
     // The log agrees with itself: every transaction final, its branches all ending its way,
     // no heuristic outcome, and exactly one transaction per key the clients used.
-    const logRows = (await world.dbs.db.log.query<{ id: string; status: string; heuristic: boolean; branches: string[] }>(`
+    const logRows = (
+      await world.dbs.db.log.query<{ id: string; status: string; heuristic: boolean; branches: string[] }>(
+        `
       SELECT t.id, t.status, t.heuristic, array_agg(b.status::text ORDER BY b.index) AS branches
       FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id
-      WHERE t.namespace = $1 GROUP BY t.id`, [world.dbs.namespace])).rows;
+      WHERE t.namespace = $1 GROUP BY t.id`,
+        [world.dbs.namespace],
+      )
+    ).rows;
     const logProblems: string[] = [];
     for (const row of logRows) {
       const want = row.status === 'committed' ? 'committed' : row.status === 'aborted' ? 'aborted' : undefined;
@@ -523,12 +577,21 @@ describe('bank: transfers across three databases under a nemesis', () => {
 
     const abortCodes = new Map<string, number>();
     for (const op of ops) if (op.abortCode) abortCodes.set(op.abortCode, (abortCodes.get(op.abortCode) ?? 0) + 1);
-    log(`summary (seed ${seed}): ${ops.length} transfers, ${committed} committed, ${aborted} aborted; ` +
-      `${ops.length - toldInRun} indeterminate at the end of the run, ${unresolved.length} never resolved; ` +
-      `abort codes ${JSON.stringify(Object.fromEntries(abortCodes))}; answers ${JSON.stringify(Object.fromEntries(statusCounts))}; ` +
-      `total ${total} (want ${RESOURCES.length * ACCOUNTS * INITIAL}); coordinator error logs ${JSON.stringify(Object.fromEntries(errorKinds))}; ` +
-      `coordinators started ${world.fleet.all.length}`);
-    for (const [name, list] of Object.entries({ contract, contradictions, balanceDiffs, logProblems, nemesisErrors, unexpectedExits: world.fleet.unexpectedExits })) {
+    log(
+      `summary (seed ${seed}): ${ops.length} transfers, ${committed} committed, ${aborted} aborted; ` +
+        `${ops.length - toldInRun} indeterminate at the end of the run, ${unresolved.length} never resolved; ` +
+        `abort codes ${JSON.stringify(Object.fromEntries(abortCodes))}; answers ${JSON.stringify(Object.fromEntries(statusCounts))}; ` +
+        `total ${total} (want ${RESOURCES.length * ACCOUNTS * INITIAL}); coordinator error logs ${JSON.stringify(Object.fromEntries(errorKinds))}; ` +
+        `coordinators started ${world.fleet.all.length}`,
+    );
+    for (const [name, list] of Object.entries({
+      contract,
+      contradictions,
+      balanceDiffs,
+      logProblems,
+      nemesisErrors,
+      unexpectedExits: world.fleet.unexpectedExits,
+    })) {
       if (list.length) log(`${name} (${list.length}):\n  ${list.slice(0, 20).join('\n  ')}`);
     }
 

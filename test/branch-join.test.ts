@@ -18,7 +18,11 @@ describe('joining a branch to an interactive transaction', () => {
   let pools: Record<Bank, pg.Pool>;
   beforeAll(async () => {
     world = await createWorld({ env: { TPC_RECONCILE_INTERVAL_MS: '60000' } });
-    pools = { bank_a: new pg.Pool({ connectionString: world.urls.bank_a, max: 4 }), bank_b: new pg.Pool({ connectionString: world.urls.bank_b, max: 4 }), bank_c: new pg.Pool({ connectionString: world.urls.bank_c, max: 4 }) };
+    pools = {
+      bank_a: new pg.Pool({ connectionString: world.urls.bank_a, max: 4 }),
+      bank_b: new pg.Pool({ connectionString: world.urls.bank_b, max: 4 }),
+      bank_c: new pg.Pool({ connectionString: world.urls.bank_c, max: 4 }),
+    };
   });
   afterAll(async () => {
     await Promise.all(Object.values(pools).map((p) => p.end()));
@@ -26,7 +30,10 @@ describe('joining a branch to an interactive transaction', () => {
   });
 
   async function begin(resources: Bank[] = ['bank_a'], options: { timeoutMs?: number; token?: string } = {}) {
-    const r = await world.submit({ interactive: true, branches: resources.map((resource) => ({ resource })), timeoutMs: options.timeoutMs ?? 10_000 }, { token: options.token });
+    const r = await world.submit(
+      { interactive: true, branches: resources.map((resource) => ({ resource })), timeoutMs: options.timeoutMs ?? 10_000 },
+      { token: options.token },
+    );
     expect(r.status).toBe(201);
     return { id: r.body.id as string, gids: (r.body.branches as { gid: string }[]).map((b) => b.gid) };
   }
@@ -34,9 +41,19 @@ describe('joining a branch to an interactive transaction', () => {
   const join = (id: string, body: unknown, token?: string) => world.request('POST', `/v1/transactions/${id}/branches`, body, { token });
 
   /** What the other service does: its own work on its own pool, prepared under the gid. */
-  const prepare = (bank: Bank, gid: string, id: number, delta: number) => prepareBranch<BankDB, void>(pools[bank], gid, async (db) => {
-    await db.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', delta) })).where('id', '=', id).execute();
-  }, { timeoutMs: 5000 });
+  const prepare = (bank: Bank, gid: string, id: number, delta: number) =>
+    prepareBranch<BankDB, void>(
+      pools[bank],
+      gid,
+      async (db) => {
+        await db
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '+', delta) }))
+          .where('id', '=', id)
+          .execute();
+      },
+      { timeoutMs: 5000 },
+    );
 
   function expectProblem(r: HttpAnswer, status: number, type?: string): void {
     expect(r.status, JSON.stringify(r.body)).toBe(status);
@@ -48,12 +65,15 @@ describe('joining a branch to an interactive transaction', () => {
     const t = await begin(['bank_a', 'bank_b']);
     // The row as a coordinator from before branch_count and the lean log wrote it: branches in
     // tpc_branches, the interactive flag in the 'begun' event, and no count.
-    await world.db.log.query(`
+    await world.db.log.query(
+      `
       WITH t AS (SELECT id, branches, submitted_by FROM tpc_transactions WHERE id = $1),
       b AS (INSERT INTO tpc_branches (transaction_id, index, resource, gid)
         SELECT t.id, (x->>'index')::int, x->>'resource', x->>'gid' FROM t, jsonb_array_elements(t.branches) AS x),
       e AS (INSERT INTO tpc_events (transaction_id, kind, actor, detail) SELECT id, 'begun', submitted_by, '{"interactive": true}' FROM t)
-      UPDATE tpc_transactions SET branches = NULL, branch_count = 0, interactive = false WHERE id = $1`, [t.id]);
+      UPDATE tpc_transactions SET branches = NULL, branch_count = 0, interactive = false WHERE id = $1`,
+      [t.id],
+    );
     const joined = await join(t.id, { resource: 'bank_c' });
     expect(joined.status, JSON.stringify(joined.body)).toBe(201);
     expect(joined.body).toMatchObject({ index: 2, gid: `tpc:${world.namespace}:${t.id}:2` });
@@ -75,7 +95,10 @@ describe('joining a branch to an interactive transaction', () => {
     await prepare('bank_c', first.body.gid, 1, 40);
     const committed = await world.request('POST', `/v1/transactions/${t.id}/commit`);
     expect(committed.status).toBe(200);
-    expect(committed.body.branches.map((b: { resource: string; status: string }) => `${b.resource}:${b.status}`)).toEqual(['bank_a:committed', 'bank_c:committed']);
+    expect(committed.body.branches.map((b: { resource: string; status: string }) => `${b.resource}:${b.status}`)).toEqual([
+      'bank_a:committed',
+      'bank_c:committed',
+    ]);
     expect(await world.balance('bank_a', 1)).toBe(960);
     expect(await world.balance('bank_c', 1)).toBe(1040);
     expect((await world.request('GET', `/v1/transactions/${t.id}`)).body.events.map((e: { kind: string }) => e.kind)).toContain('branch_joined');
@@ -138,7 +161,11 @@ describe('joining a branch to an interactive transaction', () => {
     // Too short-lived for a deadline job (only those open past the grace period get one): the
     // sweep of the next reconciliation pass aborts it, run here at once (the interval is 60 s).
     await world.service.maintenance.reconcile();
-    await eventually(() => world.request('GET', `/v1/transactions/${t.id}`), (x) => x.body.status === 'aborted', 'the abort after the deadline');
+    await eventually(
+      () => world.request('GET', `/v1/transactions/${t.id}`),
+      (x) => x.body.status === 'aborted',
+      'the abort after the deadline',
+    );
   });
 
   it('answers 403 to a token without the resource, and 404 (as for an unknown id) on a transaction it did not begin', async () => {
@@ -161,11 +188,13 @@ describe('joining a branch to an interactive transaction', () => {
       // The joins and the abort go together; each join that got a gid is prepared by its service,
       // before or after the abort's rollback, and a join after the abort is refused.
       const [joins, aborted] = await Promise.all([
-        Promise.all((['bank_b', 'bank_c'] as const).map(async (bank) => {
-          const r = await join(t.id, { resource: bank });
-          if (r.status === 201) await prepare(bank, r.body.gid, account, 1);
-          return r;
-        })),
+        Promise.all(
+          (['bank_b', 'bank_c'] as const).map(async (bank) => {
+            const r = await join(t.id, { resource: bank });
+            if (r.status === 201) await prepare(bank, r.body.gid, account, 1);
+            return r;
+          }),
+        ),
         world.request('POST', `/v1/transactions/${t.id}/abort`),
       ]);
       expect(aborted.status).toBe(200);

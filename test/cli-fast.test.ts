@@ -16,7 +16,12 @@ const BIN = fileURLToPath(new URL('../bin/tpc.js', import.meta.url));
 // Packages an API command has no use for: loading one of them costs a start of seconds or tenths.
 const HEAVY = /\/node_modules\/(tsx|express|pg|pg-pool|kysely|zod|bullmq|ioredis|pino|prom-client|libpg-query|@bull-board)\//;
 
-interface Run { code: number; stdout: string; stderr: string; ms: number }
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
 
 function tpc(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Run> {
   const started = performance.now();
@@ -51,13 +56,19 @@ describe('tpc starts fast', () => {
   it('loads no tsx and no server package for --help and tx list, and answers in well under a second', async () => {
     // A module hook records every module the CLI resolves, into a file (hooks run off the main thread).
     const log = join(work, 'resolved.txt');
-    await writeFile(join(work, 'hooks.mjs'), `import { appendFileSync } from 'node:fs';
+    await writeFile(
+      join(work, 'hooks.mjs'),
+      `import { appendFileSync } from 'node:fs';
 export async function resolve(specifier, context, next) {
   const r = await next(specifier, context);
   appendFileSync(${JSON.stringify(log)}, r.url + '\\n');
   return r;
-}`);
-    await writeFile(join(work, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(work, 'hooks.mjs')).href)});\n`);
+}`,
+    );
+    await writeFile(
+      join(work, 'register.mjs'),
+      `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(work, 'hooks.mjs')).href)});\n`,
+    );
     const env = { TPC_URL: world.service.url, TPC_TOKEN: TOKENS.full };
     for (const args of [['--help'], ['tx', 'list']]) {
       await writeFile(log, '');

@@ -8,18 +8,27 @@ import { ACCOUNTS_SQL, TOKENS, createDatabase, createWorld, move, pause, transfe
 
 const BIN = fileURLToPath(new URL('../bin/tpc.js', import.meta.url));
 
-interface Run { code: number; stdout: string; stderr: string }
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** The real binary, as an operator runs it, against this test's service. */
 function tpc(world: World, args: string[], token: string = TOKENS.full): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], {
-      env: { ...process.env, TPC_URL: world.service.url, TPC_TOKEN: token },
-      timeout: 30_000,
-    }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        env: { ...process.env, TPC_URL: world.service.url, TPC_TOKEN: token },
+        timeout: 30_000,
+      },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -37,7 +46,10 @@ describe('tpc, the command line', () => {
     stuckUrl = await createDatabase(inject('clusterA'), stuckDb);
     await query(stuckUrl, ACCOUNTS_SQL);
     // Slow retries and reconciliation, so that the CLI, not the queues, finishes the stuck transaction.
-    world = await createWorld({ extraResources: { stuck: stuckUrl }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000', TPC_RECONCILE_INTERVAL_MS: '3600000' } });
+    world = await createWorld({
+      extraResources: { stuck: stuckUrl },
+      env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000', TPC_RECONCILE_INTERVAL_MS: '3600000' },
+    });
     const r = await world.submit(transfer('bank_a', 'bank_b', 10));
     expect(r.status).toBe(201);
     committedId = r.body.id;
@@ -132,11 +144,19 @@ describe('tpc, the command line', () => {
     try {
       // Far off: the deadline job would otherwise drive the stuck commit itself, before the CLI does.
       const pending = world.submit(move('bank_c', 'stuck', 30, 4, { before: [pause(0.5)], timeoutMs: 120_000 }));
-      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
+      const [row] = await eventually(
+        () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
+        (rows) => rows.length === 1,
+        'the begin record',
+      );
       id = row!.id;
       await log.query('BEGIN');
       await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
-      await eventually(() => query<{ gid: string }>(stuckUrl, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'stuck prepared');
+      await eventually(
+        () => query<{ gid: string }>(stuckUrl, 'SELECT gid FROM pg_prepared_xacts'),
+        (r) => r.length === 1,
+        'stuck prepared',
+      );
       await adm.query(`ALTER DATABASE ${stuckDb} ALLOW_CONNECTIONS false`);
       await adm.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [stuckDb]);
       await log.query('COMMIT');
@@ -157,8 +177,11 @@ describe('tpc, the command line', () => {
     expect(against.stderr).toContain('urn:tpc:problem:against-decision');
 
     await adm.query(`ALTER DATABASE ${stuckDb} ALLOW_CONNECTIONS true`).finally(() => adm.end());
-    const done = await eventually(() => tpc(world, ['tx', 'resolve', id, '--commit', '--reason', 'stuck is back']),
-      (r) => r.code === 0 && /^result:\s+finished$/m.test(r.stdout), 'the CLI finishing the commit');
+    const done = await eventually(
+      () => tpc(world, ['tx', 'resolve', id, '--commit', '--reason', 'stuck is back']),
+      (r) => r.code === 0 && /^result:\s+finished$/m.test(r.stdout),
+      'the CLI finishing the commit',
+    );
     expect(done.stdout).toMatch(/^action:\s+drove/m);
     expect(done.stdout).toMatch(/^status:\s+committed$/m);
     expect((await query<{ balance: number }>(stuckUrl, 'SELECT balance FROM accounts WHERE id = 4'))[0]!.balance).toBe(1030);
@@ -172,11 +195,12 @@ describe('tpc, the local commands', () => {
     const { createDatabases } = await import('./harness/world.ts');
     const dbs = await createDatabases();
     try {
-      const run = (args: string[], env: Record<string, string>) => new Promise<Run>((resolve) => {
-        execFile(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+      const run = (args: string[], env: Record<string, string>) =>
+        new Promise<Run>((resolve) => {
+          execFile(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+          });
         });
-      });
       const first = await run(['migrate'], { DATABASE_URL: dbs.urls.log });
       expect(first.code).toBe(0);
       expect(first.stdout).toMatch(/applied: 0001_log_schema/);
@@ -185,9 +209,14 @@ describe('tpc, the local commands', () => {
 
       // serve is npm start under another name: same entry point, same environment, same signals.
       const served = await new Promise<Run>((resolve) => {
-        const child = execFile(process.execPath, [BIN, 'serve'], { env: { PATH: process.env.PATH ?? '', ...dbs.env, LOG_LEVEL: 'info' }, timeout: 30_000 }, (err, stdout, stderr) => {
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-        });
+        const child = execFile(
+          process.execPath,
+          [BIN, 'serve'],
+          { env: { PATH: process.env.PATH ?? '', ...dbs.env, LOG_LEVEL: 'info' }, timeout: 30_000 },
+          (err, stdout, stderr) => {
+            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+          },
+        );
         let out = '';
         let signalled = false;
         child.stdout?.on('data', (d: Buffer) => {

@@ -13,16 +13,18 @@ async function setUp(prefix: string): Promise<{ url: string; admin: pg.Client }>
 }
 
 async function prepareRows(p: DirectParticipant, ids: number[], gid: (id: number) => string): Promise<void> {
-  await Promise.all(ids.map(async (id) => {
-    const b = await p.openBranch({ statementTimeoutMs: 5000 });
-    try {
-      const insert = b.run('INSERT INTO t VALUES ($1)', [id]);
-      expect(await b.prepare(gid(id))).toMatchObject({ prepared: true });
-      await insert;
-    } finally {
-      b.release();
-    }
-  }));
+  await Promise.all(
+    ids.map(async (id) => {
+      const b = await p.openBranch({ statementTimeoutMs: 5000 });
+      try {
+        const insert = b.run('INSERT INTO t VALUES ($1)', [id]);
+        expect(await b.prepare(gid(id))).toMatchObject({ prepared: true });
+        await insert;
+      } finally {
+        b.release();
+      }
+    }),
+  );
 }
 
 describe('phase 2 issued together', () => {
@@ -44,8 +46,18 @@ describe('phase 2 issued together', () => {
         p.rollbackPrepared('tpc:cq:never:1'),
       ]);
       expect(outcomes).toEqual([
-        'committed', 'committed', 'committed', 'committed', 'committed', 'committed', 'not-found',
-        'rolled-back', 'rolled-back', 'rolled-back', 'rolled-back', 'not-found',
+        'committed',
+        'committed',
+        'committed',
+        'committed',
+        'committed',
+        'committed',
+        'not-found',
+        'rolled-back',
+        'rolled-back',
+        'rolled-back',
+        'rolled-back',
+        'not-found',
       ]);
       expect((await admin.query('SELECT id FROM t ORDER BY id')).rows.map((r) => r.id)).toEqual([1, 2, 3, 4, 5, 6]);
       expect(await p.listPrepared('tpc:cq:')).toEqual([]);
@@ -70,14 +82,21 @@ describe('phase 2 issued together', () => {
       const c = await pool.connect();
       seen.add(c);
       const stream = (c as unknown as { connection: { stream: { _writev?: unknown; _write: unknown } } }).connection.stream as unknown as {
-        _write: (chunk: Buffer, enc: string, cb: () => void) => void; _writev: (chunks: unknown[], cb: () => void) => void;
+        _write: (chunk: Buffer, enc: string, cb: () => void) => void;
+        _writev: (chunks: unknown[], cb: () => void) => void;
       };
       if (!(stream as { counted?: boolean }).counted) {
         (stream as { counted?: boolean }).counted = true;
         const w = stream._write.bind(stream);
         const wv = stream._writev.bind(stream);
-        stream._write = (chunk, enc, cb) => { writes.push(1); w(chunk, enc, cb); };
-        stream._writev = (chunks, cb) => { writes.push(chunks.length); wv(chunks, cb); };
+        stream._write = (chunk, enc, cb) => {
+          writes.push(1);
+          w(chunk, enc, cb);
+        };
+        stream._writev = (chunks, cb) => {
+          writes.push(chunks.length);
+          wv(chunks, cb);
+        };
       }
       return c;
     };

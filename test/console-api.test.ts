@@ -8,8 +8,12 @@ import { TOKENS, createWorld, transfer, type World } from './harness/world.ts';
  */
 describe('lookup by id prefix and counts per status', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld(); });
-  afterAll(async () => { await world?.close(); });
+  beforeAll(async () => {
+    world = await createWorld();
+  });
+  afterAll(async () => {
+    await world?.close();
+  });
 
   it('finds a transaction by a unique prefix, with or without dashes, in any case', async () => {
     const ok = await world.submit(transfer('bank_a', 'bank_b', 1));
@@ -18,8 +22,12 @@ describe('lookup by id prefix and counts per status', () => {
       const r = await world.request('GET', `/v1/transactions/lookup?id=${encodeURIComponent(prefix)}`);
       // Four hex digits may, rarely, match another transaction of this file: then it lists both.
       expect(r.status, prefix).toBe(200);
-      expect(r.body.items.map((t: { id: string }) => t.id), prefix).toContain(id);
-      if (prefix.length >= 8) expect(r.body).toMatchObject({ unique: true, more: false, items: [{ id, status: 'committed', resources: ['bank_a', 'bank_b'] }] });
+      expect(
+        r.body.items.map((t: { id: string }) => t.id),
+        prefix,
+      ).toContain(id);
+      if (prefix.length >= 8)
+        expect(r.body).toMatchObject({ unique: true, more: false, items: [{ id, status: 'committed', resources: ['bank_a', 'bank_b'] }] });
     }
   });
 
@@ -28,10 +36,14 @@ describe('lookup by id prefix and counts per status', () => {
     for (const [i, id] of ids.entries()) {
       await world.db.log.query(
         `INSERT INTO tpc_transactions (id, namespace, status, deadline, created_at, decided_at, completed_at, branches)
-         VALUES ($1, $2, 'aborted', now(), now() - make_interval(secs => $3), now(), now(), '[]')`, [id, world.namespace, 10 - i]);
+         VALUES ($1, $2, 'aborted', now(), now() - make_interval(secs => $3), now(), now(), '[]')`,
+        [id, world.namespace, 10 - i],
+      );
     }
     // Another namespace's transaction with the same prefix is not this coordinator's.
-    await world.db.log.query(`INSERT INTO tpc_transactions (id, namespace, status, deadline, branches) VALUES ('c0ffee00-0000-4000-8000-000000000009', 'elsewhere', 'aborted', now(), '[]')`);
+    await world.db.log.query(
+      `INSERT INTO tpc_transactions (id, namespace, status, deadline, branches) VALUES ('c0ffee00-0000-4000-8000-000000000009', 'elsewhere', 'aborted', now(), '[]')`,
+    );
     const all = await world.request('GET', '/v1/transactions/lookup?id=c0ffee00');
     expect(all.status).toBe(200);
     expect(all.body).toMatchObject({ unique: false, more: false });
@@ -45,12 +57,30 @@ describe('lookup by id prefix and counts per status', () => {
   });
 
   it('refuses anything but the start of an id: no wildcard, no injection reaches SQL', async () => {
-    for (const bad of ['abc', 'ab%', '____', 'abcd%', 'abcd_', "abcd'--", 'abcd 1234', 'abcd-1234', 'g000', '-abcd', `${'a'.repeat(8)}-${'b'.repeat(4)}-`.padEnd(40, 'c'), '']) {
+    for (const bad of [
+      'abc',
+      'ab%',
+      '____',
+      'abcd%',
+      'abcd_',
+      "abcd'--",
+      'abcd 1234',
+      'abcd-1234',
+      'g000',
+      '-abcd',
+      `${'a'.repeat(8)}-${'b'.repeat(4)}-`.padEnd(40, 'c'),
+      '',
+    ]) {
       const r = await world.request('GET', `/v1/transactions/lookup?id=${encodeURIComponent(bad)}`);
       expect(r.status, bad).toBe(422);
       expect(r.body.type, bad).toBe('urn:tpc:problem:validation');
     }
-    for (const path of ['/v1/transactions/lookup', '/v1/transactions/lookup?id=abcd&id=abce', '/v1/transactions/lookup?id=abcd&x=1', '/v1/transactions/lookup?id=abcd&limit=0']) {
+    for (const path of [
+      '/v1/transactions/lookup',
+      '/v1/transactions/lookup?id=abcd&id=abce',
+      '/v1/transactions/lookup?id=abcd&x=1',
+      '/v1/transactions/lookup?id=abcd&limit=0',
+    ]) {
       expect((await world.request('GET', path)).status, path).toBe(422);
     }
     expect((await world.request('GET', '/v1/transactions/lookup?id=abcd', undefined, { token: null })).status).toBe(401);
@@ -86,10 +116,19 @@ describe('lookup by id prefix and counts per status', () => {
     // A hidden transaction sharing a prefix with a visible one makes it neither ambiguous nor "more".
     const hidden = ['5ec7e700-0000-4000-8000-000000000001', '5ec7e700-0000-4000-8000-000000000002'];
     for (const [i, id] of hidden.entries()) {
-      const branches = i === 0 ? [{ index: 0, resource: 'bank_b', gid: `g${i}`, status: 'aborted' }] : [{ index: 0, resource: 'bank_a', gid: `g${i}`, status: 'aborted' }];
-      await world.db.log.query(`INSERT INTO tpc_transactions (id, namespace, status, deadline, branches) VALUES ($1, $2, 'aborted', now(), $3)`, [id, world.namespace, JSON.stringify(branches)]);
+      const branches =
+        i === 0 ? [{ index: 0, resource: 'bank_b', gid: `g${i}`, status: 'aborted' }] : [{ index: 0, resource: 'bank_a', gid: `g${i}`, status: 'aborted' }];
+      await world.db.log.query(`INSERT INTO tpc_transactions (id, namespace, status, deadline, branches) VALUES ($1, $2, 'aborted', now(), $3)`, [
+        id,
+        world.namespace,
+        JSON.stringify(branches),
+      ]);
     }
-    expect((await world.request('GET', '/v1/transactions/lookup?id=5ec7e700&limit=1', undefined, limited)).body).toMatchObject({ unique: true, more: false, items: [{ id: hidden[1] }] });
+    expect((await world.request('GET', '/v1/transactions/lookup?id=5ec7e700&limit=1', undefined, limited)).body).toMatchObject({
+      unique: true,
+      more: false,
+      items: [{ id: hidden[1] }],
+    });
     expect((await world.request('GET', '/v1/transactions/lookup?id=5ec7e700&limit=1')).body).toMatchObject({ unique: false, more: true });
     const counted = await world.request('GET', '/v1/transactions/counts?resource=bank_a', undefined, limited);
     const listed = await world.request('GET', '/v1/transactions?resource=bank_a&limit=200', undefined, limited);

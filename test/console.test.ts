@@ -55,7 +55,15 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
   });
   afterAll(async () => {
@@ -66,9 +74,18 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
 
   it('shows an in-doubt transaction, refuses the forbidden action, resolves it and sees it complete without a reload', async () => {
     // A commit decision that cannot reach flaky: hold the decision until both branches are prepared, crash flaky.
-    const { id, answer } = await withDecisionHeld(world, move('bank_a', 'flaky', 70, 3, { before: [pause(0.5)] }), async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
+    const { id, answer } = await withDecisionHeld(
+      world,
+      move('bank_a', 'flaky', 70, 3, { before: [pause(0.5)] }),
+      async () => (await preparedOn(flaky.url, 'tpc:')).length === 1,
+      () => flaky.cluster.crash(),
+    );
     expect(answer.status).toBe(202);
-    await eventually(() => world.request('GET', `/v1/transactions/${id}`), (r) => r.body.inDoubt === true, 'the transaction in doubt');
+    await eventually(
+      () => world.request('GET', `/v1/transactions/${id}`),
+      (r) => r.body.inDoubt === true,
+      'the transaction in doubt',
+    );
 
     const page = await signedIn();
     // The in-doubt transaction comes first and is marked; the counts say so too.
@@ -140,7 +157,9 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     expect(await colour(okRow)).not.toBe(await colour(failedRow));
     // Which branch, which statement, which error, in words.
     const { error } = failed.body as { error: { code: string; message: string } };
-    expect(await failedRow.locator('.reason').textContent()).toBe(`The first statement on bank_a: an expectation on the rows touched failed — ${error.message}`);
+    expect(await failedRow.locator('.reason').textContent()).toBe(
+      `The first statement on bank_a: an expectation on the rows touched failed — ${error.message}`,
+    );
     await shoot(page, 'console-list');
 
     // The short id shown finds it, in the search box and in the address.
@@ -166,7 +185,8 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     for (const id of ids) {
       await world.db.log.query(
         `INSERT INTO tpc_transactions (id, namespace, status, deadline, decided_at, completed_at, branches) VALUES ($1, $2, 'aborted', now(), now(), now(), '[]')`,
-        [id, world.namespace]);
+        [id, world.namespace],
+      );
     }
     const page = await signedIn();
     await page.goto(`${world.service.url}/console/#/tx/feedbeef`);
@@ -188,7 +208,8 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     const timeline = page.locator('#timeline');
     await timeline.waitFor();
     expect(await timeline.textContent()).toMatch(
-      /0 msBegun by full.*bank_a: work and prepare.*bank_c: work and prepare.*Decided: commit.*bank_a: committed \(COMMIT PREPARED\).*bank_c: committed.*Finished: committed.*total/s);
+      /0 msBegun by full.*bank_a: work and prepare.*bank_c: work and prepare.*Decided: commit.*bank_a: committed \(COMMIT PREPARED\).*bank_c: committed.*Finished: committed.*total/s,
+    );
     expect(await page.locator('#phases').textContent()).toMatch(/until the decision \d.*phase 2 \d.*total \d/s);
     const detail = timeline.locator('details').first();
     expect(await detail.locator('pre').isVisible()).toBe(false);

@@ -39,7 +39,9 @@ async function settled(url: string, body: unknown, key: string): Promise<{ statu
 describe('a coordinator killed at each step boundary', () => {
   let dbs: Databases;
   let survivor: CoordinatorProcess | undefined;
-  beforeAll(async () => { dbs = await createDatabases(); });
+  beforeAll(async () => {
+    dbs = await createDatabases();
+  });
   afterAll(async () => {
     await survivor?.kill('SIGTERM');
     await dbs.end();
@@ -48,7 +50,10 @@ describe('a coordinator killed at each step boundary', () => {
   it.each(CASES.map((c, i) => ({ ...c, account: i + 1 })))('$failpoint: $committed', async ({ failpoint, committed, account }) => {
     const body = {
       branches: [
-        { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [100, account], expect: { rowCount: 1 } }] },
+        {
+          resource: 'bank_a',
+          statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [100, account], expect: { rowCount: 1 } }],
+        },
         { resource: 'bank_c', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [100, account] }] },
       ],
       timeoutMs: 1500,
@@ -70,7 +75,10 @@ describe('a coordinator killed at each step boundary', () => {
     expect(await dbs.balance('bank_a', account)).toBe(committed ? 900 : 1000);
     expect(await dbs.balance('bank_c', account)).toBe(committed ? 1100 : 1000);
     expect(await dbs.preparedGids()).toEqual([]);
-    const log = await dbs.db.log.query('SELECT t.status, array_agg(b.status::text ORDER BY b.index) AS branches FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id WHERE t.id = $1 GROUP BY t.status', [answer.body.id]);
+    const log = await dbs.db.log.query(
+      'SELECT t.status, array_agg(b.status::text ORDER BY b.index) AS branches FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id WHERE t.id = $1 GROUP BY t.status',
+      [answer.body.id],
+    );
     expect(log.rows[0]).toEqual({ status: committed ? 'committed' : 'aborted', branches: committed ? ['committed', 'committed'] : ['aborted', 'aborted'] });
   });
 });

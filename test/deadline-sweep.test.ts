@@ -45,25 +45,42 @@ describe('deadlines without Redis on the happy path', () => {
     // MONITOR on a plain socket: every command the server runs, from every client, as text.
     const monitor = connect(redis.port, '127.0.0.1');
     let seen = '';
-    monitor.on('data', (d: Buffer) => { seen += d.toString(); });
+    monitor.on('data', (d: Buffer) => {
+      seen += d.toString();
+    });
     monitor.write('MONITOR\r\n');
-    await eventually(async () => seen, (s) => s.startsWith('+OK'), 'MONITOR to start', 5_000);
+    await eventually(
+      async () => seen,
+      (s) => s.startsWith('+OK'),
+      'MONITOR to start',
+      5_000,
+    );
     try {
       const ids: string[] = [];
       for (let i = 0; i < 20; i++) {
-        const r = await httpRequest(survivor.url, 'POST', '/v1/transactions', {
-          branches: [
-            { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 1 WHERE id = 1', params: [] }] },
-            { resource: i % 2 ? 'bank_b' : 'bank_c', statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 1', params: [] }] },
-          ],
-          timeoutMs: 10_000,
-        }, i % 2 ? { headers: { 'Idempotency-Key': `k-${randomBytes(4).toString('hex')}` } } : {});
+        const r = await httpRequest(
+          survivor.url,
+          'POST',
+          '/v1/transactions',
+          {
+            branches: [
+              { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 1 WHERE id = 1', params: [] }] },
+              { resource: i % 2 ? 'bank_b' : 'bank_c', statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 1', params: [] }] },
+            ],
+            timeoutMs: 10_000,
+          },
+          i % 2 ? { headers: { 'Idempotency-Key': `k-${randomBytes(4).toString('hex')}` } } : {},
+        );
         expect(r.status, JSON.stringify(r.body)).toBe(201);
         ids.push(r.body.id);
       }
       // Interactive ones too, committed by a call to this instance within the grace period.
       for (let i = 0; i < 4; i++) {
-        const begun = await httpRequest(survivor.url, 'POST', '/v1/transactions', { interactive: true, branches: [{ resource: 'bank_a' }, { resource: 'bank_b' }], timeoutMs: 10_000 });
+        const begun = await httpRequest(survivor.url, 'POST', '/v1/transactions', {
+          interactive: true,
+          branches: [{ resource: 'bank_a' }, { resource: 'bank_b' }],
+          timeoutMs: 10_000,
+        });
         expect(begun.status, JSON.stringify(begun.body)).toBe(201);
         const [a, b] = begun.body.branches as { gid: string }[];
         await prepareOwnBranch(dbs.urls.bank_a, a!.gid, 'UPDATE accounts SET balance = balance - 1 WHERE id = 2');
@@ -74,7 +91,7 @@ describe('deadlines without Redis on the happy path', () => {
       // The monitor sees every command; the workers' own polling names no transaction.
       await new Promise((r) => setTimeout(r, 300));
       const lines = seen.split('\r\n');
-      expect(lines.length, 'the monitor saw the workers\' commands').toBeGreaterThan(2);
+      expect(lines.length, "the monitor saw the workers' commands").toBeGreaterThan(2);
       expect(lines.filter((c) => ids.some((id) => c.includes(id)))).toEqual([]);
     } finally {
       monitor.destroy();
@@ -86,17 +103,30 @@ describe('deadlines without Redis on the happy path', () => {
     const N = 4;
     const timeoutMs = 3_000;
     // Each: bank_a prepared at once, bank_c held in a long statement, so no decision is near.
-    const pending = Array.from({ length: N }, (_, i) => httpRequest(victim!.url, 'POST', '/v1/transactions', {
-      branches: [
-        { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 5 WHERE id = $1', params: [i + 3] }] },
-        { resource: 'bank_c', statements: [pause(30), { sql: 'UPDATE accounts SET balance = balance + 5 WHERE id = $1', params: [i + 3] }] },
-      ],
-      timeoutMs,
-    }).catch((err: unknown) => err));
+    const pending = Array.from({ length: N }, (_, i) =>
+      httpRequest(victim!.url, 'POST', '/v1/transactions', {
+        branches: [
+          { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 5 WHERE id = $1', params: [i + 3] }] },
+          { resource: 'bank_c', statements: [pause(30), { sql: 'UPDATE accounts SET balance = balance + 5 WHERE id = $1', params: [i + 3] }] },
+        ],
+        timeoutMs,
+      }).catch((err: unknown) => err),
+    );
     const active = await eventually(
-      () => dbs.db.log.query<{ id: string; deadline: Date }>("SELECT id, deadline FROM tpc_transactions WHERE namespace = $1 AND status = 'active'", [dbs.namespace]).then((r) => r.rows),
-      (rows) => rows.length === N, 'the begin records', 10_000);
-    await eventually(() => dbs.preparedGids(), (g) => g.length === N, 'the bank_a branches prepared', 10_000);
+      () =>
+        dbs.db.log
+          .query<{ id: string; deadline: Date }>("SELECT id, deadline FROM tpc_transactions WHERE namespace = $1 AND status = 'active'", [dbs.namespace])
+          .then((r) => r.rows),
+      (rows) => rows.length === N,
+      'the begin records',
+      10_000,
+    );
+    await eventually(
+      () => dbs.preparedGids(),
+      (g) => g.length === N,
+      'the bank_a branches prepared',
+      10_000,
+    );
     await victim.kill('SIGKILL');
     victim = undefined;
     await Promise.all(pending);
@@ -112,12 +142,25 @@ describe('deadlines without Redis on the happy path', () => {
     // One sweep interval after the last deadline, with room for the sweep's own work and a busy machine.
     const bound = lastDeadline - Date.now() + SWEEP_MS + 4_000;
     const finished = await eventually(
-      () => dbs.db.log.query<{ id: string; status: string; late: number }>(
-        'SELECT id, status::text, (extract(epoch FROM decided_at - deadline) * 1000)::int AS late FROM tpc_transactions WHERE id = ANY($1::uuid[])', [ids]).then((r) => r.rows),
-      (rows) => rows.every((r) => r.status === 'aborted'), 'every transaction of the dead driver aborted', bound);
+      () =>
+        dbs.db.log
+          .query<{ id: string; status: string; late: number }>(
+            'SELECT id, status::text, (extract(epoch FROM decided_at - deadline) * 1000)::int AS late FROM tpc_transactions WHERE id = ANY($1::uuid[])',
+            [ids],
+          )
+          .then((r) => r.rows),
+      (rows) => rows.every((r) => r.status === 'aborted'),
+      'every transaction of the dead driver aborted',
+      bound,
+    );
     console.info(`deadline sweep: aborted ${finished.map((r) => r.late).join(', ')} ms after their deadlines (sweep every ${SWEEP_MS} ms)`);
     for (const r of finished) expect(r.late, 'decided after its deadline, not before').toBeGreaterThanOrEqual(0);
-    await eventually(() => dbs.preparedGids(), (g) => g.length === 0, 'no prepared branch left', 10_000);
+    await eventually(
+      () => dbs.preparedGids(),
+      (g) => g.length === 0,
+      'no prepared branch left',
+      10_000,
+    );
     for (let i = 0; i < N; i++) expect(await dbs.balance('bank_a', i + 3)).toBe(1000);
   });
 });

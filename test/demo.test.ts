@@ -29,8 +29,12 @@ function runDemo(dataDir: string): Promise<DemoRun> {
   });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })));
 }
 
@@ -50,7 +54,11 @@ describe('npm run demo', () => {
       // A cluster left behind by a failed run: stop it before removing its files.
       const pidFile = join(d, 'demo', 'postgres', 'postmaster.pid');
       if (existsSync(pidFile)) {
-        try { process.kill(Number(readFileSync(pidFile, 'utf8').split('\n')[0]), 'SIGQUIT'); } catch { /* already gone */ }
+        try {
+          process.kill(Number(readFileSync(pidFile, 'utf8').split('\n')[0]), 'SIGQUIT');
+        } catch {
+          /* already gone */
+        }
         await new Promise((r) => setTimeout(r, 1_000));
       }
       await rm(d, { recursive: true, force: true });
@@ -78,13 +86,17 @@ describe('npm run demo', () => {
     // Nothing of this data directory is left running: its Postgres, its Redis, its coordinators.
     const pgData = /Postgres \(data (\S+)\)/.exec(run.stdout)?.[1];
     const redisPort = /Redis at redis:\/\/127\.0\.0\.1:(\d+)/.exec(run.stdout)?.[1];
-    const coordinatorPids = (/processes ([\d, ]+)\)/.exec(run.stdout)?.[1] ?? '').split(',').map((p) => Number(p.trim())).filter(Boolean);
+    const coordinatorPids = (/processes ([\d, ]+)\)/.exec(run.stdout)?.[1] ?? '')
+      .split(',')
+      .map((p) => Number(p.trim()))
+      .filter(Boolean);
     expect(pgData, output).toBeDefined();
     expect(redisPort, output).toBeDefined();
     expect(coordinatorPids.length, output).toBeGreaterThanOrEqual(2);
     expect(existsSync(join(pgData!, 'postmaster.pid'))).toBe(false);
-    const left = (await processes()).filter((p) =>
-      p.args.includes(pgData!) || (p.args.includes('redis') && p.args.includes(`:${redisPort}`)) || coordinatorPids.includes(p.pid));
+    const left = (await processes()).filter(
+      (p) => p.args.includes(pgData!) || (p.args.includes('redis') && p.args.includes(`:${redisPort}`)) || coordinatorPids.includes(p.pid),
+    );
     expect(left).toEqual([]);
   }, 150_000);
 });

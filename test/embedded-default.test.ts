@@ -30,8 +30,12 @@ async function start(dataDir: string): Promise<Started> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'coordinator/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + 60_000;
   while (!/then look at it/.test(out)) {
@@ -136,14 +140,17 @@ describe('the embedded default, on least-privilege roles', () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('upgrades an earlier version\'s data directory in place: a role per database owning everything in it, no other role let in, no superuser over TCP', async () => {
+  it("upgrades an earlier version's data directory in place: a role per database owning everything in it, no other role let in, no superuser over TCP", async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'tpc-upgrade-'));
     await chmod(dataDir, 0o711); // as the embedded default does, so the postgres user reaches its cluster when run as root
     // What an earlier version left: trust on loopback, every database and table owned by postgres.
     const old = await startPostgresCluster({ dataDir: join(dataDir, 'postgres') });
     try {
       for (const db of ['tpc_log', 'bank_a', 'bank_b', 'bank_c']) await query(old.url(), `CREATE DATABASE ${db}`);
-      await query(old.url('bank_a'), "CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance int NOT NULL CHECK (balance >= 0)); INSERT INTO accounts SELECT g, 'customer ' || g, 1000 FROM generate_series(1, 10) g; UPDATE accounts SET balance = 777 WHERE id = 1");
+      await query(
+        old.url('bank_a'),
+        "CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance int NOT NULL CHECK (balance >= 0)); INSERT INTO accounts SELECT g, 'customer ' || g, 1000 FROM generate_series(1, 10) g; UPDATE accounts SET balance = 777 WHERE id = 1",
+      );
       await migrateLog(old.url('tpc_log'));
     } finally {
       await old.stop();
@@ -157,21 +164,30 @@ describe('the embedded default, on least-privilege roles', () => {
     const env = local!.env;
     const resources = JSON.parse(env.TPC_RESOURCES!) as Record<string, string>;
     expect(new URL(env.DATABASE_URL!).username).toBe('tpc_log');
-    expect(Object.entries(resources).map(([name, url]) => [name, new URL(url).username])).toEqual([['bank_a', 'bank_a'], ['bank_b', 'bank_b'], ['bank_c', 'bank_c']]);
+    expect(Object.entries(resources).map(([name, url]) => [name, new URL(url).username])).toEqual([
+      ['bank_a', 'bank_a'],
+      ['bank_b', 'bank_b'],
+      ['bank_c', 'bank_c'],
+    ]);
     const admin = local!.cluster.url();
-    const roles = await query<{ rolname: string; rolsuper: boolean; rolcreaterole: boolean }>(admin,
-      "SELECT rolname, rolsuper, rolcreaterole FROM pg_roles WHERE rolname IN ('tpc_log', 'bank_a', 'bank_b', 'bank_c') ORDER BY rolname");
+    const roles = await query<{ rolname: string; rolsuper: boolean; rolcreaterole: boolean }>(
+      admin,
+      "SELECT rolname, rolsuper, rolcreaterole FROM pg_roles WHERE rolname IN ('tpc_log', 'bank_a', 'bank_b', 'bank_c') ORDER BY rolname",
+    );
     expect(roles).toEqual(['bank_a', 'bank_b', 'bank_c', 'tpc_log'].map((rolname) => ({ rolname, rolsuper: false, rolcreaterole: false })));
     expect((await query<{ max: string }>(admin, "SELECT current_setting('max_prepared_transactions') AS max"))[0]!.max).toBe('200');
     expect((await stat(join(dataDir, 'db-passwords'))).mode & 0o777).toBe(0o600);
 
     for (const db of ['tpc_log', 'bank_a', 'bank_b', 'bank_c']) {
       // The database and everything in it (tables, sequences, the log's enums and trigger function) belong to its role.
-      const [owned] = await query<{ dba: string; foreign: number }>(local!.cluster.url(db), `
+      const [owned] = await query<{ dba: string; foreign: number }>(
+        local!.cluster.url(db),
+        `
         SELECT pg_get_userbyid((SELECT datdba FROM pg_database WHERE datname = current_database())) AS dba,
           (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S', 'v') AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_database()))
           + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'public' AND t.typtype = 'e' AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = current_database()))
-          + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = current_database())) AS foreign`);
+          + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = current_database())) AS foreign`,
+      );
       expect(owned).toEqual({ dba: db, foreign: '0' });
     }
     expect((await query<{ balance: number }>(resources.bank_a!, 'SELECT balance FROM accounts WHERE id = 1'))[0]!.balance).toBe(777);
@@ -195,7 +211,11 @@ describe('the embedded default, on least-privilege roles', () => {
 
     // The coordinator runs on these roles: migrations (as the log's role, on tables it now owns) and a transfer.
     const config = loadConfig({
-      ...env, PORT: '0', HOST: '127.0.0.1', TPC_NAMESPACE: 'upgrade', LOG_LEVEL: 'silent',
+      ...env,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      TPC_NAMESPACE: 'upgrade',
+      LOG_LEVEL: 'silent',
       TPC_API_TOKENS: JSON.stringify([{ name: 'full', token: TOKENS.full, scopes: ['submit', 'read', 'operate'], resources: ['*'] }]),
     });
     const service = await startService(config, { logger: pino({ level: 'silent' }), queuePrefix: `upgrade${Date.now()}` });

@@ -10,7 +10,10 @@ import { TOKENS, createDatabase, createWorld, type World } from './harness/world
 
 const PARTICIPANT_TOKEN = 'inventory-participant-token-0123';
 
-const listen = (app: Express) => new Promise<Server>((resolve) => { const s = app.listen(0, '127.0.0.1', () => resolve(s)); });
+const listen = (app: Express) =>
+  new Promise<Server>((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
 const urlOf = (s: Server) => `http://127.0.0.1:${(s.address() as { port: number }).port}`;
 
 /*
@@ -38,7 +41,9 @@ describe('the orders-inventory example', () => {
         return { TPC_RESOURCES: JSON.stringify(resources) };
       },
     });
-    orders = await listen(createOrdersApp({ coordinator: { url: world.service.url, token: TOKENS.full }, orders: pools.orders, inventoryUrl: urlOf(inventory) }));
+    orders = await listen(
+      createOrdersApp({ coordinator: { url: world.service.url, token: TOKENS.full }, orders: pools.orders, inventoryUrl: urlOf(inventory) }),
+    );
     url = urlOf(orders);
   });
   afterAll(async () => {
@@ -48,9 +53,12 @@ describe('the orders-inventory example', () => {
     await Promise.all([pools.orders.end(), pools.inventory.end()]);
   });
 
-  const order = (sku: string, quantity: number) => fetch(`${url}/orders`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sku, quantity }),
-  }).then(async (r) => ({ status: r.status, body: await r.json() as Record<string, unknown> }));
+  const order = (sku: string, quantity: number) =>
+    fetch(`${url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sku, quantity }),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
   const stock = async (sku: string) => (await pools.inventory.query('SELECT stock FROM items WHERE sku = $1', [sku])).rows[0].stock as number;
   const orderCount = async () => (await pools.orders.query('SELECT count(*)::int AS n FROM orders')).rows[0].n as number;
   const preparedOnInventory = async () => (await pools.inventory.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')).rows;
@@ -70,8 +78,11 @@ describe('the orders-inventory example', () => {
     expect(await stock('pear')).toBe(1);
     expect(await orderCount()).toBe(1);
     const tx = await world.request('GET', `/v1/transactions/${placed.body.transactionId as string}`);
-    expect(tx.body.branches.map((b: { resource: string; status: string }) => `${b.resource}:${b.status}`).sort()).toEqual(['inventory:committed', 'orders:committed']);
-    expect((await fetch(`${url}/stock/pear`).then((r) => r.json()))).toEqual({ sku: 'pear', stock: 1 });
+    expect(tx.body.branches.map((b: { resource: string; status: string }) => `${b.resource}:${b.status}`).sort()).toEqual([
+      'inventory:committed',
+      'orders:committed',
+    ]);
+    expect(await fetch(`${url}/stock/pear`).then((r) => r.json())).toEqual({ sku: 'pear', stock: 1 });
   });
 
   it('rolls back a reservation the inventory service had already prepared when the order itself fails', async () => {

@@ -33,8 +33,12 @@ function spawnStart(dataDir: string, port = '0'): Started & { stdout: () => stri
   const child = spawn(process.execPath, ['--import', 'tsx', 'coordinator/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, banner: '', stdout: () => out, stderr: () => err, exited };
 }

@@ -12,7 +12,11 @@ import { adminUrl, createDatabase } from './harness/world.ts';
  * ordinals say which items found their row. test/group-commit.test.ts has the rules in memory.
  */
 
-interface Move { id: string; from: string; to: string }
+interface Move {
+  id: string;
+  from: string;
+  to: string;
+}
 
 const CAS_SQL = `
   UPDATE gc_rows AS r SET status = u.next
@@ -93,17 +97,19 @@ describe('group commit on Postgres', () => {
     const sizes: number[] = [];
     const batcher = new GroupCommit({ name: 'cas', write: casWriter(pool, sizes), maxBatch: 16, maxQueued: 1000 });
     // Each driver moves its row s0 → s1 → … → s5, and once tries a stale move that must fail alone.
-    const results = await Promise.all(ids.map(async (id, d) => {
-      const seen: string[] = [];
-      for (let step = 1; step <= 5; step++) {
-        if (step === 1 + (d % 5)) {
-          const err = await batcher.submit({ id, from: `s${step + 1}`, to: 'wrong' }).catch((e: unknown) => e);
-          seen.push(err instanceof StaleStateError ? 'stale' : `unexpected ${String(err)}`);
+    const results = await Promise.all(
+      ids.map(async (id, d) => {
+        const seen: string[] = [];
+        for (let step = 1; step <= 5; step++) {
+          if (step === 1 + (d % 5)) {
+            const err = await batcher.submit({ id, from: `s${step + 1}`, to: 'wrong' }).catch((e: unknown) => e);
+            seen.push(err instanceof StaleStateError ? 'stale' : `unexpected ${String(err)}`);
+          }
+          seen.push(await batcher.submit({ id, from: `s${step - 1}`, to: `s${step}` }));
         }
-        seen.push(await batcher.submit({ id, from: `s${step - 1}`, to: `s${step}` }));
-      }
-      return seen;
-    }));
+        return seen;
+      }),
+    );
     for (const [d, seen] of results.entries()) {
       const expected = ['s1', 's2', 's3', 's4', 's5'];
       expected.splice(d % 5, 0, 'stale');
@@ -113,7 +119,7 @@ describe('group commit on Postgres', () => {
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(drivers * 6);
     expect(Math.max(...sizes)).toBeLessThanOrEqual(16);
     expect(sizes.length).toBeLessThan(drivers * 6);
-    console.log(`group commit, ${drivers} drivers × 6 writes: ${sizes.length} statements, mean batch ${(drivers * 6 / sizes.length).toFixed(1)}`);
+    console.log(`group commit, ${drivers} drivers × 6 writes: ${sizes.length} statements, mean batch ${((drivers * 6) / sizes.length).toFixed(1)}`);
     await batcher.close();
   });
 
@@ -122,15 +128,25 @@ describe('group commit on Postgres', () => {
     const [a, b, c, d, e] = ids as [string, string, string, string, string];
     const sizes: number[] = [];
     const batcher = new GroupCommit({ name: 'cas', write: casWriter(pool, sizes), maxBatch: 16, maxQueued: 100 });
-    const move = (id: string) => batcher.submit({ id, from: 'open', to: 'closed' }).then((v) => ({ v }), (err: unknown) => ({ err }));
+    const move = (id: string) =>
+      batcher.submit({ id, from: 'open', to: 'closed' }).then(
+        (v) => ({ v }),
+        (err: unknown) => ({ err }),
+      );
     // A lock held open keeps each batch's statement waiting, so it is surely in flight when killed.
     const holder = await admin.connect();
     const blocked = async (other: number | null) => {
       const rows = await eventually(
-        () => admin.query<{ pid: number }>(
-          `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%UPDATE gc_rows%' AND pid IS DISTINCT FROM $2`,
-          [name, other]).then((r) => r.rows),
-        (r) => r.length === 1, 'a batch waiting on the held lock');
+        () =>
+          admin
+            .query<{ pid: number }>(
+              `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%UPDATE gc_rows%' AND pid IS DISTINCT FROM $2`,
+              [name, other],
+            )
+            .then((r) => r.rows),
+        (r) => r.length === 1,
+        'a batch waiting on the held lock',
+      );
       return rows[0]!.pid;
     };
     try {

@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { UnavailableError } from '../coordinator/errors.ts';
 import {
-  GroupCommit, GroupCommitClosedError, GroupCommitOverloadError, GroupCommitResultError, type GroupCommitObserver,
+  GroupCommit,
+  GroupCommitClosedError,
+  GroupCommitOverloadError,
+  GroupCommitResultError,
+  type GroupCommitObserver,
 } from '../coordinator/log/group-commit.ts';
 import { createMetrics } from '../coordinator/observability/metrics.ts';
 
@@ -15,7 +19,10 @@ import { createMetrics } from '../coordinator/observability/metrics.ts';
 /** A write the test settles by hand: each call is recorded with its items and its own resolvers. */
 function controlledWrite<In, Out>() {
   const calls: { items: In[]; resolve(results: ReadonlyArray<Out | Error>): void; reject(err: unknown): void }[] = [];
-  const write = (items: In[]) => new Promise<ReadonlyArray<Out | Error>>((resolve, reject) => { calls.push({ items: [...items], resolve, reject }); });
+  const write = (items: In[]) =>
+    new Promise<ReadonlyArray<Out | Error>>((resolve, reject) => {
+      calls.push({ items: [...items], resolve, reject });
+    });
   return { calls, write };
 }
 
@@ -24,8 +31,13 @@ function recordingObserver() {
   const flushes: { size: number; outcome: string }[] = [];
   let refusals = 0;
   const observer: GroupCommitObserver = {
-    flushed: (_name, size, seconds, outcome) => { expect(seconds).toBeGreaterThanOrEqual(0); flushes.push({ size, outcome }); },
-    refused: () => { refusals += 1; },
+    flushed: (_name, size, seconds, outcome) => {
+      expect(seconds).toBeGreaterThanOrEqual(0);
+      flushes.push({ size, outcome });
+    },
+    refused: () => {
+      refusals += 1;
+    },
   };
   return { observer, flushes, refusals: () => refusals };
 }
@@ -33,7 +45,16 @@ function recordingObserver() {
 /** A pending result the test can look at without awaiting it. */
 function track<T>(p: Promise<T>) {
   const t = { settled: false, value: undefined as T | undefined, error: undefined as unknown };
-  p.then((value) => { t.settled = true; t.value = value; }, (err: unknown) => { t.settled = true; t.error = err; });
+  p.then(
+    (value) => {
+      t.settled = true;
+      t.value = value;
+    },
+    (err: unknown) => {
+      t.settled = true;
+      t.error = err;
+    },
+  );
   return t;
 }
 
@@ -72,7 +93,10 @@ describe('group commit', () => {
     calls[1]!.resolve([20, 30, 40, 50]);
     expect(await first).toBe(10);
     expect(await Promise.all(later)).toEqual([20, 30, 40, 50]);
-    expect(flushes).toEqual([{ size: 1, outcome: 'ok' }, { size: 4, outcome: 'ok' }]);
+    expect(flushes).toEqual([
+      { size: 1, outcome: 'ok' },
+      { size: 4, outcome: 'ok' },
+    ]);
     expect(batcher.inFlight).toBe(0);
   });
 
@@ -117,7 +141,9 @@ describe('group commit', () => {
   it('fails a batch whose write throws before returning a promise, or returns the wrong number of results', async () => {
     let mode: 'throw' | 'short' | 'ok' = 'throw';
     const batcher = new GroupCommit<number, number>({
-      name: 't', maxBatch: 10, maxQueued: 10,
+      name: 't',
+      maxBatch: 10,
+      maxQueued: 10,
       write: (items) => {
         if (mode === 'throw') throw new Error('bad parameters');
         return Promise.resolve(mode === 'short' ? doubled(items).slice(1) : doubled(items));
@@ -134,15 +160,25 @@ describe('group commit', () => {
   it('a batch lost mid-flight fails each caller, whose idempotent retry then settles what happened', async () => {
     // A log row per id; the write is a compare-and-set that also accepts its own target state, as
     // the log's writes do, so that a retry after an unknown outcome is safe.
-    const rows = new Map<string, string>([['z', 'preparing'], ['a', 'preparing'], ['b', 'preparing'], ['c', 'preparing']]);
+    const rows = new Map<string, string>([
+      ['z', 'preparing'],
+      ['a', 'preparing'],
+      ['b', 'preparing'],
+      ['c', 'preparing'],
+    ]);
     let writes = 0;
     const batcher = new GroupCommit<{ id: string; from: string; to: string }, string>({
-      name: 'decide', maxBatch: 10, maxQueued: 10,
+      name: 'decide',
+      maxBatch: 10,
+      maxQueued: 10,
       write: async (items) => {
         writes += 1;
         const results = items.map(({ id, from, to }) => {
           const now = rows.get(id);
-          if (now === from || now === to) { rows.set(id, to); return to; }
+          if (now === from || now === to) {
+            rows.set(id, to);
+            return to;
+          }
           return new Error(`${id} is ${now}, not ${from}`);
         });
         if (writes === 2) {
@@ -184,7 +220,9 @@ describe('group commit', () => {
     const written: number[] = [];
     let inFlight = 0;
     const batcher = new GroupCommit<number, number>({
-      name: 't', maxBatch: 7, maxQueued: 1000,
+      name: 't',
+      maxBatch: 7,
+      maxQueued: 1000,
       write: async (items) => {
         inFlight += 1;
         expect(inFlight).toBe(1);
@@ -238,7 +276,7 @@ describe('group commit', () => {
     expect(refusals()).toBe(1);
   });
 
-  it('refuses beyond maxQueued while every write fails, and each queued caller gets its batch\'s failure', async () => {
+  it("refuses beyond maxQueued while every write fails, and each queued caller gets its batch's failure", async () => {
     const { calls, write } = controlledWrite<number, number>();
     const batcher = new GroupCommit({ name: 't', write, maxBatch: 2, maxQueued: 2 });
     const down = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
@@ -300,7 +338,7 @@ describe('group commit', () => {
     expect(all.map((t) => t.value)).toEqual([0, 2, 4, 6, 8, 10]);
   });
 
-  it('reports batch sizes, flush durations and refusals to the service\'s metrics', async () => {
+  it("reports batch sizes, flush durations and refusals to the service's metrics", async () => {
     const metrics = createMetrics();
     const { calls, write } = controlledWrite<number, number>();
     const batcher = new GroupCommit({ name: 'complete', write, maxBatch: 10, maxQueued: 2, observer: metrics.groupCommit });

@@ -18,22 +18,88 @@ import { TOKENS, createWorld, transfer, type World } from './harness/world.ts';
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'] as const;
 // Bull Board's own API under the /queues mount: reads, and the state changes the board offers.
 const BOARD_ROUTES: [string, string][] = [
-  ['GET', '/queues/'], ['GET', '/queues/api/queues'], ['PUT', '/queues/api/queues/pause'], ['PUT', '/queues/api/queues/resume'],
-  ['PUT', '/queues/api/queues/{queue}/pause'], ['PUT', '/queues/api/queues/{queue}/clean/{status}'], ['GET', '/queues/api/queues/{queue}/{job}'],
-  ['PUT', '/queues/api/queues/{queue}/{job}/retry/failed'], ['GET', '/console/'], ['GET', '/console/console.js'],
+  ['GET', '/queues/'],
+  ['GET', '/queues/api/queues'],
+  ['PUT', '/queues/api/queues/pause'],
+  ['PUT', '/queues/api/queues/resume'],
+  ['PUT', '/queues/api/queues/{queue}/pause'],
+  ['PUT', '/queues/api/queues/{queue}/clean/{status}'],
+  ['GET', '/queues/api/queues/{queue}/{job}'],
+  ['PUT', '/queues/api/queues/{queue}/{job}/retry/failed'],
+  ['GET', '/console/'],
+  ['GET', '/console/console.js'],
 ];
 
 // Spoiled path segments: malformed and odd percent-encoding, traversal, NULs, very long, unicode.
 const BAD_SEGMENTS = [
-  '%ZZ', '%', '%%', '%E0%A4%A', '%C0%AF', '%FF', '%00', 'a%2Fb', '%2e%2e', '..', '.', '%u0041', '%', 'x'.repeat(3000),
-  'ü', '%F0%9F%98%80', '\u{1F600}', ';', ',', '@', "'", '"', '<script>', '%3Cscript%3E', '__proto__', 'constructor', '00000000-0000-0000-0000-00000000000g',
+  '%ZZ',
+  '%',
+  '%%',
+  '%E0%A4%A',
+  '%C0%AF',
+  '%FF',
+  '%00',
+  'a%2Fb',
+  '%2e%2e',
+  '..',
+  '.',
+  '%u0041',
+  '%',
+  'x'.repeat(3000),
+  'ü',
+  '%F0%9F%98%80',
+  '\u{1F600}',
+  ';',
+  ',',
+  '@',
+  "'",
+  '"',
+  '<script>',
+  '%3Cscript%3E',
+  '__proto__',
+  'constructor',
+  '00000000-0000-0000-0000-00000000000g',
 ];
-const QUERIES = ['', '?limit=%ZZ', '?status=%', '?status=active&status=aborted', '?__proto__[x]=1', '?limit=1e9', '?cursor=%FF%FE', '?a[b][c][d][e][f]=1', `?x=${'y'.repeat(4000)}`, '?&&&=&', '?limit=-1'];
+const QUERIES = [
+  '',
+  '?limit=%ZZ',
+  '?status=%',
+  '?status=active&status=aborted',
+  '?__proto__[x]=1',
+  '?limit=1e9',
+  '?cursor=%FF%FE',
+  '?a[b][c][d][e][f]=1',
+  `?x=${'y'.repeat(4000)}`,
+  '?&&&=&',
+  '?limit=-1',
+];
 
 const printable = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 60 });
 const HEADER_CHOICES: Record<string, fc.Arbitrary<string>> = {
-  authorization: fc.constantFrom(`Bearer ${TOKENS.full}`, `Bearer ${TOKENS.full}`, `Bearer ${TOKENS.full}`, `Bearer ${TOKENS.reader}`, `Bearer ${TOKENS.limited}`, 'Bearer', 'Bearer %ZZ', 'Basic x', `bearer  ${TOKENS.full}  `, `Bearer ${'a'.repeat(5000)}`),
-  'content-type': fc.constantFrom('application/json', 'application/json; charset=utf-8', 'application/json; charset=utf-16', 'application/json; charset=bogus', 'text/plain', ';;', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset="', '*/*'),
+  authorization: fc.constantFrom(
+    `Bearer ${TOKENS.full}`,
+    `Bearer ${TOKENS.full}`,
+    `Bearer ${TOKENS.full}`,
+    `Bearer ${TOKENS.reader}`,
+    `Bearer ${TOKENS.limited}`,
+    'Bearer',
+    'Bearer %ZZ',
+    'Basic x',
+    `bearer  ${TOKENS.full}  `,
+    `Bearer ${'a'.repeat(5000)}`,
+  ),
+  'content-type': fc.constantFrom(
+    'application/json',
+    'application/json; charset=utf-8',
+    'application/json; charset=utf-16',
+    'application/json; charset=bogus',
+    'text/plain',
+    ';;',
+    'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=x',
+    'application/json; charset="',
+    '*/*',
+  ),
   'content-encoding': fc.constantFrom('gzip', 'deflate', 'br', 'x-bogus', 'identity', 'gzip, gzip', ''),
   accept: fc.constantFrom('*/*', 'text/html', 'application/xml', ';q=x', ''),
   'idempotency-key': fc.oneof(printable, fc.constant('')),
@@ -75,8 +141,12 @@ const bodyArb: fc.Arbitrary<Body> = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 1, max: 2000 }).map((d) => ({ kind: `nested ${d}`, bytes: Buffer.from(`${'['.repeat(d)}${']'.repeat(d)}`) })) },
 );
 
-interface Sent { method: string; path: string; headers: Record<string, string>; body: Body }
-
+interface Sent {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body: Body;
+}
 
 describe('every route under generated paths, methods, headers and bodies', () => {
   const logged: { level: number; msg?: string; err?: unknown }[] = [];
@@ -85,82 +155,114 @@ describe('every route under generated paths, methods, headers and bodies', () =>
   const ids: string[] = [];
 
   beforeAll(async () => {
-    const sink = { write: (line: string) => { logged.push(JSON.parse(line)); } };
+    const sink = {
+      write: (line: string) => {
+        logged.push(JSON.parse(line));
+      },
+    };
     world = await createWorld({ env: { TPC_BODY_LIMIT: '16kb' }, logger: pino({ level: 'debug' }, sink) });
     const doc = (await world.request('GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
     routes = [
-      ...Object.entries(doc.paths).flatMap(([path, item]) => Object.keys(item).filter((k) => (METHODS as readonly string[]).includes(k.toUpperCase())).map((m) => [m.toUpperCase(), path] as [string, string])),
+      ...Object.entries(doc.paths).flatMap(([path, item]) =>
+        Object.keys(item)
+          .filter((k) => (METHODS as readonly string[]).includes(k.toUpperCase()))
+          .map((m) => [m.toUpperCase(), path] as [string, string]),
+      ),
       ...BOARD_ROUTES,
     ];
     // Real ids, so that the {id} routes reach past the lookup: a committed and an interactive transaction.
     ids.push((await world.submit(transfer('bank_a', 'bank_b', 1))).body.id);
     for (let i = 0; i < 3; i++) ids.push((await world.submit({ interactive: true, branches: [{ resource: 'bank_a' }], timeoutMs: 30_000 })).body.id);
   });
-  afterAll(async () => { await world?.close(); });
-
-  const segmentArb = (name: string): fc.Arbitrary<string> => fc.oneof(
-    { weight: 4, arbitrary: fc.constantFrom(...BAD_SEGMENTS) },
-    { weight: name === 'id' ? 4 : 1, arbitrary: fc.constantFrom(...(ids.length ? ids : ['x'])) },
-    { weight: 1, arbitrary: fc.uuid() },
-    { weight: 1, arbitrary: name === 'queue' ? fc.constantFrom(`tpc-${world.namespace}-completion`, 'nope') : name === 'status' ? fc.constantFrom('failed', 'completed', 'x') : printable.map(encodeURIComponent) },
-    { weight: 1, arbitrary: printable },
-  );
-
-  const requestArb = (): fc.Arbitrary<Sent> => fc.constantFrom(...routes).chain(([method, template]) => {
-    const params = [...template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
-    return fc.record({
-      method: fc.oneof({ weight: 4, arbitrary: fc.constant(method) }, { weight: 1, arbitrary: fc.constantFrom(...METHODS) }),
-      values: fc.tuple(...params.map(segmentArb)),
-      suffix: fc.constantFrom('', '', '', '/', '//', '/%ZZ', '/extra', '/..%2F..'),
-      query: fc.constantFrom(...QUERIES),
-      headers: headersArb,
-      body: bodyArb,
-    }).map(({ method: m, values, suffix, query, headers, body }) => {
-      let i = 0;
-      const path = template.replace(/\{\w+\}/g, () => values[i++]!) + suffix + query;
-      return { method: m, path, headers, body: m === 'GET' || m === 'HEAD' ? { kind: 'none' } : body };
-    });
+  afterAll(async () => {
+    await world?.close();
   });
+
+  const segmentArb = (name: string): fc.Arbitrary<string> =>
+    fc.oneof(
+      { weight: 4, arbitrary: fc.constantFrom(...BAD_SEGMENTS) },
+      { weight: name === 'id' ? 4 : 1, arbitrary: fc.constantFrom(...(ids.length ? ids : ['x'])) },
+      { weight: 1, arbitrary: fc.uuid() },
+      {
+        weight: 1,
+        arbitrary:
+          name === 'queue'
+            ? fc.constantFrom(`tpc-${world.namespace}-completion`, 'nope')
+            : name === 'status'
+              ? fc.constantFrom('failed', 'completed', 'x')
+              : printable.map(encodeURIComponent),
+      },
+      { weight: 1, arbitrary: printable },
+    );
+
+  const requestArb = (): fc.Arbitrary<Sent> =>
+    fc.constantFrom(...routes).chain(([method, template]) => {
+      const params = [...template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
+      return fc
+        .record({
+          method: fc.oneof({ weight: 4, arbitrary: fc.constant(method) }, { weight: 1, arbitrary: fc.constantFrom(...METHODS) }),
+          values: fc.tuple(...params.map(segmentArb)),
+          suffix: fc.constantFrom('', '', '', '/', '//', '/%ZZ', '/extra', '/..%2F..'),
+          query: fc.constantFrom(...QUERIES),
+          headers: headersArb,
+          body: bodyArb,
+        })
+        .map(({ method: m, values, suffix, query, headers, body }) => {
+          let i = 0;
+          const path = template.replace(/\{\w+\}/g, () => values[i++]!) + suffix + query;
+          return { method: m, path, headers, body: m === 'GET' || m === 'HEAD' ? { kind: 'none' } : body };
+        });
+    });
 
   const shown = (s: Sent) => `${s.method} ${s.path.slice(0, 200)} ${JSON.stringify(s.headers).slice(0, 300)} body=${s.body.kind}`;
 
   it('never answers 5xx, refuses with problem+json, and logs nothing at error level', async () => {
     const seen = new Map<number, number>();
     await fc.assert(
-      fc.asyncProperty(requestArb().map((s) => Object.assign(s, { [fc.toStringMethod]: () => shown(s) })), async (s) => {
-        const before = logged.length;
-        let res: Response;
-        try {
-          res = await fetch(world.service.url + s.path, { method: s.method, headers: s.headers, body: s.body.bytes, redirect: 'manual' });
-        } catch (err) {
-          // fetch itself refuses a few header values (e.g. an empty Origin is fine, but not every byte): not a request sent.
-          if (err instanceof TypeError && !(err as { cause?: unknown }).cause) return;
-          throw err;
-        }
-        const text = await res.text();
-        seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
-        const what = `${shown(s)} → ${res.status} ${text.slice(0, 300)}`;
-        expect(res.status, what).toBeLessThan(500);
-        // Past our guards, a UI mount answers in its own way (Bull Board's API: `{"error": …}`);
-        // its refusals by our authentication are ours, and problem+json.
-        const isUi = s.path.startsWith('/queues') || s.path.startsWith('/console');
-        // Commit or abort of a transaction that ended otherwise answers 409 with its outcome and the
-        // refusal (README, interactive transactions): a transaction, not a problem.
-        const settledOtherwise = res.status === 409 && s.method === 'POST' && /^\/v1\/transactions\/[^/?]+\/(commit|abort)(\?|$)/.test(s.path)
-          && res.headers.get('content-type')?.startsWith('application/json') === true && typeof JSON.parse(text).refusal === 'object';
-        if (res.status >= 400 && s.method !== 'HEAD' && !settledOtherwise && (!isUi || res.status === 401 || res.status === 403)) {
-          expect(res.headers.get('content-type'), what).toMatch(/^application\/problem\+json\b/);
-          expect(JSON.parse(text), what).toMatchObject({ type: expect.stringMatching(/^urn:tpc:problem:/), status: res.status });
-          expect(titleMisfit(JSON.parse(text)), what).toBeNull();
-        }
-        const errors = logged.slice(before).filter((l) => l.level >= 50 || l.msg === 'request failed');
-        expect(errors, what).toEqual([]);
-      }),
+      fc.asyncProperty(
+        requestArb().map((s) => Object.assign(s, { [fc.toStringMethod]: () => shown(s) })),
+        async (s) => {
+          const before = logged.length;
+          let res: Response;
+          try {
+            res = await fetch(world.service.url + s.path, { method: s.method, headers: s.headers, body: s.body.bytes, redirect: 'manual' });
+          } catch (err) {
+            // fetch itself refuses a few header values (e.g. an empty Origin is fine, but not every byte): not a request sent.
+            if (err instanceof TypeError && !(err as { cause?: unknown }).cause) return;
+            throw err;
+          }
+          const text = await res.text();
+          seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
+          const what = `${shown(s)} → ${res.status} ${text.slice(0, 300)}`;
+          expect(res.status, what).toBeLessThan(500);
+          // Past our guards, a UI mount answers in its own way (Bull Board's API: `{"error": …}`);
+          // its refusals by our authentication are ours, and problem+json.
+          const isUi = s.path.startsWith('/queues') || s.path.startsWith('/console');
+          // Commit or abort of a transaction that ended otherwise answers 409 with its outcome and the
+          // refusal (README, interactive transactions): a transaction, not a problem.
+          const settledOtherwise =
+            res.status === 409 &&
+            s.method === 'POST' &&
+            /^\/v1\/transactions\/[^/?]+\/(commit|abort)(\?|$)/.test(s.path) &&
+            res.headers.get('content-type')?.startsWith('application/json') === true &&
+            typeof JSON.parse(text).refusal === 'object';
+          if (res.status >= 400 && s.method !== 'HEAD' && !settledOtherwise && (!isUi || res.status === 401 || res.status === 403)) {
+            expect(res.headers.get('content-type'), what).toMatch(/^application\/problem\+json\b/);
+            expect(JSON.parse(text), what).toMatchObject({ type: expect.stringMatching(/^urn:tpc:problem:/), status: res.status });
+            expect(titleMisfit(JSON.parse(text)), what).toBeNull();
+          }
+          const errors = logged.slice(before).filter((l) => l.level >= 50 || l.msg === 'request failed');
+          expect(errors, what).toEqual([]);
+        },
+      ),
       { numRuns: 300, interruptAfterTimeLimit: 90_000 },
     );
     // The generators reach past the guards as well as into them.
     expect(seen.get(400) ?? 0, JSON.stringify([...seen])).toBeGreaterThan(0);
-    expect([...seen.keys()].some((s) => s >= 200 && s < 300), JSON.stringify([...seen])).toBe(true);
+    expect(
+      [...seen.keys()].some((s) => s >= 200 && s < 300),
+      JSON.stringify([...seen]),
+    ).toBe(true);
   }, 180_000);
 
   it.each([
@@ -193,7 +295,9 @@ describe('every route under generated paths, methods, headers and bodies', () =>
     return new Promise((resolve, reject) => {
       const socket = connect(Number(port), '127.0.0.1');
       let answer = '';
-      socket.on('data', (d) => { answer += d.toString('latin1'); });
+      socket.on('data', (d) => {
+        answer += d.toString('latin1');
+      });
       socket.on('end', () => resolve(answer));
       socket.on('error', reject);
       socket.write(request, 'latin1');

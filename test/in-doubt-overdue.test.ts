@@ -25,7 +25,11 @@ describe('a decided transaction unfinished for too long', () => {
     });
   });
   afterAll(async () => {
-    try { await world?.close(); } finally { await Promise.allSettled([redis?.stop(), flaky?.cluster.destroy()]); }
+    try {
+      await world?.close();
+    } finally {
+      await Promise.allSettled([redis?.stop(), flaky?.cluster.destroy()]);
+    }
   });
 
   it('is flagged in doubt by the reconciliation pass though its job never ran twice', async () => {
@@ -34,7 +38,8 @@ describe('a decided transaction unfinished for too long', () => {
     const id = await decidedWithFlakyDown(world, flaky, 2, 3);
     // No Redis: its completion job cannot run again (a large backlog looks the same to one transaction).
     await redis.crash();
-    const row = async () => (await world.db.log.query<{ in_doubt: boolean; attempts: number }>('SELECT in_doubt, attempts FROM tpc_transactions WHERE id = $1', [id])).rows[0]!;
+    const row = async () =>
+      (await world.db.log.query<{ in_doubt: boolean; attempts: number }>('SELECT in_doubt, attempts FROM tpc_transactions WHERE id = $1', [id])).rows[0]!;
 
     // Not yet overdue: a pass leaves it alone (the pass fails later, on queueing without Redis).
     await world.service.maintenance.reconcile().catch(() => {});
@@ -45,7 +50,9 @@ describe('a decided transaction unfinished for too long', () => {
     expect(flagged.in_doubt).toBe(true);
     expect(flagged.attempts).toBeLessThan(2);
     const events = (await world.request('GET', `/v1/transactions/${id}`)).body.events as { kind: string; detail: Record<string, unknown> }[];
-    expect(events.filter((e) => e.kind === 'in_doubt')).toEqual([expect.objectContaining({ detail: expect.objectContaining({ unfinishedSince: expect.any(String) }) })]);
+    expect(events.filter((e) => e.kind === 'in_doubt')).toEqual([
+      expect.objectContaining({ detail: expect.objectContaining({ unfinishedSince: expect.any(String) }) }),
+    ]);
     // A second pass flags nothing twice.
     await world.service.maintenance.reconcile().catch(() => {});
     expect(((await world.request('GET', `/v1/transactions/${id}`)).body.events as { kind: string }[]).filter((e) => e.kind === 'in_doubt')).toHaveLength(1);
@@ -53,8 +60,18 @@ describe('a decided transaction unfinished for too long', () => {
     // Back to normal: Redis and the participant return, and the transaction finishes.
     await redis.start();
     await restartAfterCrash(flaky.cluster);
-    await eventually(() => world.request('GET', '/readyz'), (r) => r.status === 200, 'ready again', 20_000);
+    await eventually(
+      () => world.request('GET', '/readyz'),
+      (r) => r.status === 200,
+      'ready again',
+      20_000,
+    );
     await world.service.maintenance.reconcile();
-    await eventually(() => world.request('GET', `/v1/transactions/${id}`), (r) => r.body.status === 'committed', 'the transaction committed', 30_000);
+    await eventually(
+      () => world.request('GET', `/v1/transactions/${id}`),
+      (r) => r.body.status === 'committed',
+      'the transaction committed',
+      30_000,
+    );
   });
 });

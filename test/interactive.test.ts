@@ -9,8 +9,12 @@ import { createWorld, prepareOwnBranch, type Bank, type World } from './harness/
  */
 describe('interactive transactions', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld({ env: { TPC_RECONCILE_INTERVAL_MS: '300' } }); });
-  afterAll(async () => { await world.close(); });
+  beforeAll(async () => {
+    world = await createWorld({ env: { TPC_RECONCILE_INTERVAL_MS: '300' } });
+  });
+  afterAll(async () => {
+    await world.close();
+  });
   const prepareBranch = (bank: Bank, gid: string, sql: string) => prepareOwnBranch(world.urls[bank], gid, sql);
 
   async function begin(timeoutMs = 10_000) {
@@ -42,11 +46,21 @@ describe('interactive transactions', () => {
     const t = await begin();
     const redis = new Redis(inject('redisUrl'), { maxRetriesPerRequest: 1 });
     try {
-      await eventually(() => redis.keys(`*:deadline-${t.id}`), (k) => k.length > 0, 'its deadline job', 5_000);
+      await eventually(
+        () => redis.keys(`*:deadline-${t.id}`),
+        (k) => k.length > 0,
+        'its deadline job',
+        5_000,
+      );
       await prepareBranch('bank_a', t.a, 'UPDATE accounts SET balance = balance - 1 WHERE id = 9');
       await prepareBranch('bank_c', t.c, 'UPDATE accounts SET balance = balance + 1 WHERE id = 9');
       expect((await world.request('POST', `/v1/transactions/${t.id}/commit`)).status).toBe(200);
-      await eventually(() => redis.keys(`*:deadline-${t.id}`), (k) => k.length === 0, 'the deadline job removed', 5_000);
+      await eventually(
+        () => redis.keys(`*:deadline-${t.id}`),
+        (k) => k.length === 0,
+        'the deadline job removed',
+        5_000,
+      );
     } finally {
       redis.disconnect();
     }
@@ -76,7 +90,11 @@ describe('interactive transactions', () => {
     const t = await begin(800);
     await prepareBranch('bank_a', t.a, 'UPDATE accounts SET balance = balance - 15 WHERE id = 4');
     // The service dies here. The deadline job (or reconciliation) aborts and rolls the branch back.
-    await eventually(() => world.request('GET', `/v1/transactions/${t.id}`), (r) => r.body.status === 'aborted', 'the abort at the deadline');
+    await eventually(
+      () => world.request('GET', `/v1/transactions/${t.id}`),
+      (r) => r.body.status === 'aborted',
+      'the abort at the deadline',
+    );
     expect(await world.preparedGids()).toEqual([]);
     expect(await world.balance('bank_a', 4)).toBe(1000);
     const late = await world.request('POST', `/v1/transactions/${t.id}/commit`);

@@ -14,13 +14,20 @@ const update = (resource: string, amount: number, id: number) => ({
 
 describe('the lean log', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld(); });
-  afterAll(async () => { await world.close(); });
+  beforeAll(async () => {
+    world = await createWorld();
+  });
+  afterAll(async () => {
+    await world.close();
+  });
 
   /** What the log holds for a transaction: its rows in each table, and what GET makes of them. */
   async function stored(id: string) {
     const [row, branches, events] = await Promise.all([
-      world.db.log.query('SELECT status::text, version, timeout_ms, interactive, jsonb_array_length(branches) AS lean_branches FROM tpc_transactions WHERE id = $1', [id]),
+      world.db.log.query(
+        'SELECT status::text, version, timeout_ms, interactive, jsonb_array_length(branches) AS lean_branches FROM tpc_transactions WHERE id = $1',
+        [id],
+      ),
       world.db.log.query('SELECT count(*)::int AS n FROM tpc_branches WHERE transaction_id = $1', [id]),
       world.db.log.query('SELECT kind FROM tpc_events WHERE transaction_id = $1 ORDER BY id', [id]),
     ]);
@@ -52,7 +59,10 @@ describe('the lean log', () => {
     expect(s.shown.events[2].at).toBe(s.shown.completedAt);
     expect(s.shown.branches.map((b: { status: string; readOnly: boolean }) => `${b.status}:${b.readOnly}`)).toEqual(['committed:false', 'committed:false']);
     // The xids recorded at the decision are in the row, and say how each branch ended.
-    const xids = await world.db.log.query<{ resource: 'bank_a' | 'bank_c'; xid: string }>('SELECT resource, xid FROM tpc_branch_rows WHERE transaction_id = $1', [r.body.id]);
+    const xids = await world.db.log.query<{ resource: 'bank_a' | 'bank_c'; xid: string }>(
+      'SELECT resource, xid FROM tpc_branch_rows WHERE transaction_id = $1',
+      [r.body.id],
+    );
     for (const b of xids.rows) expect((await world.db[b.resource].query('SELECT pg_xact_status($1::xid8) AS s', [b.xid])).rows[0].s).toBe('committed');
   });
 
@@ -105,7 +115,10 @@ describe('the lean log', () => {
   });
 
   it('writes each commit decision as a heap-only (HOT) update: no index entry for the forced write', async () => {
-    const stats = () => world.db.log.query<{ hot: number }>("SELECT n_tup_hot_upd::int AS hot FROM pg_stat_user_tables WHERE relname = 'tpc_transactions'").then((r) => r.rows[0]!.hot);
+    const stats = () =>
+      world.db.log
+        .query<{ hot: number }>("SELECT n_tup_hot_upd::int AS hot FROM pg_stat_user_tables WHERE relname = 'tpc_transactions'")
+        .then((r) => r.rows[0]!.hot);
     const before = await stats();
     for (let i = 0; i < 6; i++) expect((await world.submit({ branches: [update('bank_a', -1, 5), update('bank_b', 1, 5)] })).status).toBe(201);
     // Statistics reach the view a moment after each backend's transactions.
@@ -116,8 +129,9 @@ describe('the lean log', () => {
     const r = await world.submit({ interactive: true, branches: [{ resource: 'bank_a' }], timeoutMs: 10_000 });
     const id = r.body.id as string;
     // The earlier revision's abort decision, as it wrote it: status and driver, no version.
-    await expect(world.db.log.query("UPDATE tpc_transactions SET status = 'aborting', decided_at = now() WHERE id = $1", [id]))
-      .rejects.toThrow(/keeps its branches in tpc_transactions.branches: a coordinator of a revision before migration 0005_lean_log cannot change its status/);
+    await expect(world.db.log.query("UPDATE tpc_transactions SET status = 'aborting', decided_at = now() WHERE id = $1", [id])).rejects.toThrow(
+      /keeps its branches in tpc_transactions.branches: a coordinator of a revision before migration 0005_lean_log cannot change its status/,
+    );
     // Other changes (a lease, an attempt counted) are harmless and still allowed.
     await world.db.log.query('UPDATE tpc_transactions SET attempts = attempts + 1 WHERE id = $1', [id]);
     expect((await world.request('POST', `/v1/transactions/${id}/abort`)).status).toBe(200);

@@ -9,18 +9,28 @@ import { adminUrl, createDatabases, createWorld, move, transfer, TOKENS, type Da
 /** A logger whose lines the test can read: warnings at start are part of the contract. */
 function capturingLogger() {
   const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
-  const logger = pino({ level: 'warn' }, { write: (line: string) => { lines.push(JSON.parse(line)); } });
+  const logger = pino(
+    { level: 'warn' },
+    {
+      write: (line: string) => {
+        lines.push(JSON.parse(line));
+      },
+    },
+  );
   return { logger, warnings: () => lines.filter((l) => l.level >= 40).map((l) => l.msg) };
 }
 
 async function asSuperuser(cluster: { host: string; port: number }, database: string, sql: string): Promise<void> {
   const c = new pg.Client({ connectionString: adminUrl(cluster, database) });
   await c.connect();
-  try { await c.query(sql); } finally { await c.end(); }
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
 }
 
-const roleUrl = (cluster: { host: string; port: number }, role: string, database: string) =>
-  `postgres://${role}@${cluster.host}:${cluster.port}/${database}`;
+const roleUrl = (cluster: { host: string; port: number }, role: string, database: string) => `postgres://${role}@${cluster.host}:${cluster.port}/${database}`;
 
 describe('a resource whose role can act beyond its database', () => {
   let dbs: Databases | undefined;
@@ -69,7 +79,11 @@ describe('a resource whose role can act beyond its database', () => {
     const a = inject('clusterA');
     const tag = Math.random().toString(36).slice(2, 8);
     // Indirect: the login role is granted a group that holds the power, as a careless grant would.
-    await asSuperuser(a, 'postgres', `CREATE ROLE ops_${tag} NOLOGIN; GRANT pg_execute_server_program TO ops_${tag}; CREATE ROLE app_${tag} LOGIN IN ROLE ops_${tag}`);
+    await asSuperuser(
+      a,
+      'postgres',
+      `CREATE ROLE ops_${tag} NOLOGIN; GRANT pg_execute_server_program TO ops_${tag}; CREATE ROLE app_${tag} LOGIN IN ROLE ops_${tag}`,
+    );
     const r = await start({ shell: roleUrl(a, `app_${tag}`, 'postgres') });
     expect(r.ok).toBe(false);
     expect(r.ok ? '' : r.error.message).toMatch(new RegExp(`resource "shell" connects as role "app_${tag}", which has pg_execute_server_program`));
@@ -80,7 +94,9 @@ describe('a resource whose role can act beyond its database', () => {
     for (const allow of ['su', '*']) {
       const r = await start({ su: adminUrl(a, 'postgres') }, { TPC_PRIVILEGED_RESOURCES: allow });
       expect(r.ok, r.ok ? '' : r.error.message).toBe(true);
-      expect(r.warnings().some((w) => /resource "su" connects as role "postgres", which has SUPERUSER: allowed by TPC_PRIVILEGED_RESOURCES/.test(w))).toBe(true);
+      expect(r.warnings().some((w) => /resource "su" connects as role "postgres", which has SUPERUSER: allowed by TPC_PRIVILEGED_RESOURCES/.test(w))).toBe(
+        true,
+      );
       const health = await service!.participants.get('su')!.health();
       expect(health.usable).toBe(true);
       await service!.close();
@@ -104,7 +120,7 @@ describe('a resource whose role can act beyond its database', () => {
         body: JSON.stringify(move('bank_a', 'late', 5, 1)),
       });
       expect(refused.status).toBe(503);
-      const body = await refused.json() as { type: string; detail: string };
+      const body = (await refused.json()) as { type: string; detail: string };
       expect(body.type).toBe('urn:tpc:problem:resource-unusable');
       expect(body.detail).toMatch(/resource "late" connects as role "postgres", which has SUPERUSER/);
       expect((await dbs!.db.bank_a.query('SELECT balance FROM accounts WHERE id = 1')).rows[0].balance).toBe(1000);
@@ -115,7 +131,7 @@ describe('a resource whose role can act beyond its database', () => {
     }
   });
 
-  it('warns at start when a resource runs as the log\'s own role on the log\'s server', async () => {
+  it("warns at start when a resource runs as the log's own role on the log's server", async () => {
     const a = inject('clusterA');
     const probe = await createDatabases();
     const logRole = new URL(probe.urls.log).username;
@@ -127,7 +143,7 @@ describe('a resource whose role can act beyond its database', () => {
     expect(r.warnings().some((w) => w.includes(`resource "alias" connects as role "${logRole}" on the log's server, the log's own role`))).toBe(true);
   });
 
-  it('and when the log URL lists several hosts, on any of them (a standby may become the log\'s server)', async () => {
+  it("and when the log URL lists several hosts, on any of them (a standby may become the log's server)", async () => {
     const a = inject('clusterA');
     const probe = await createDatabases();
     const log = new URL(probe.urls.log);
@@ -161,7 +177,7 @@ describe('TPC_PRIVILEGED_RESOURCES', () => {
   });
 });
 
-describe('role defaults changed behind the coordinator\'s back', () => {
+describe("role defaults changed behind the coordinator's back", () => {
   let world: World | undefined;
   afterEach(async () => {
     await world?.close();
@@ -169,15 +185,16 @@ describe('role defaults changed behind the coordinator\'s back', () => {
   });
 
   it('do not break submissions, listings or readiness: every connection sets what it relies on', async () => {
-    const hostile = (role: string) => [
-      `ALTER ROLE ${role} SET search_path = pwned`,
-      `ALTER ROLE ${role} SET statement_timeout = 1`,
-      `ALTER ROLE ${role} SET lock_timeout = 1`,
-      `ALTER ROLE ${role} SET idle_in_transaction_session_timeout = 1`,
-      `ALTER ROLE ${role} SET default_transaction_read_only = on`,
-      `ALTER ROLE ${role} SET default_transaction_isolation = serializable`,
-      `ALTER ROLE ${role} SET DateStyle = 'SQL, DMY'`,
-    ].join('; ');
+    const hostile = (role: string) =>
+      [
+        `ALTER ROLE ${role} SET search_path = pwned`,
+        `ALTER ROLE ${role} SET statement_timeout = 1`,
+        `ALTER ROLE ${role} SET lock_timeout = 1`,
+        `ALTER ROLE ${role} SET idle_in_transaction_session_timeout = 1`,
+        `ALTER ROLE ${role} SET default_transaction_read_only = on`,
+        `ALTER ROLE ${role} SET default_transaction_isolation = serializable`,
+        `ALTER ROLE ${role} SET DateStyle = 'SQL, DMY'`,
+      ].join('; ');
     world = await createWorld({
       // Set before the coordinator starts, so that every connection it ever opens (the migration's,
       // the log's, each resource's) starts from them, as new connections after such a change would.
@@ -216,11 +233,13 @@ describe('role defaults changed behind the coordinator\'s back', () => {
     expect(ready.status).toBe(200);
   });
 
-  it('leave a search_path given in the resource URL\'s options in force for the user\'s statements', async () => {
+  it("leave a search_path given in the resource URL's options in force for the user's statements", async () => {
     world = await createWorld({
       beforeStart: async (dbs) => {
         const role = new URL(dbs.urls.bank_b).username;
-        await dbs.db.bank_b.query(`CREATE SCHEMA ledger AUTHORIZATION ${role}; CREATE TABLE ledger.entries (id int PRIMARY KEY); ALTER TABLE ledger.entries OWNER TO ${role}`);
+        await dbs.db.bank_b.query(
+          `CREATE SCHEMA ledger AUTHORIZATION ${role}; CREATE TABLE ledger.entries (id int PRIMARY KEY); ALTER TABLE ledger.entries OWNER TO ${role}`,
+        );
         const url = new URL(dbs.urls.bank_b);
         url.searchParams.set('options', '-c search_path=ledger,public');
         return { TPC_RESOURCES: JSON.stringify({ bank_a: dbs.urls.bank_a, bank_b: url.href, bank_c: dbs.urls.bank_c }) };
@@ -229,7 +248,13 @@ describe('role defaults changed behind the coordinator\'s back', () => {
     const r = await world.submit({
       branches: [
         { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 1 WHERE id = 3', params: [] }] },
-        { resource: 'bank_b', statements: [{ sql: 'INSERT INTO entries VALUES (1)', params: [] }, { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 3', params: [] }] },
+        {
+          resource: 'bank_b',
+          statements: [
+            { sql: 'INSERT INTO entries VALUES (1)', params: [] },
+            { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 3', params: [] },
+          ],
+        },
       ],
     });
     expect(r.status, JSON.stringify(r.body)).toBe(201);

@@ -1,6 +1,6 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../coordinator/config/load-config.ts';
@@ -55,7 +55,13 @@ interface Transfer {
   outcome: 'committed' | 'aborted' | 'unknown';
 }
 
-async function call(base: string, method: 'POST' | 'GET', path: string, body: unknown, headers: Record<string, string>): Promise<{ answer: Answer; body: any }> {
+async function call(
+  base: string,
+  method: 'POST' | 'GET',
+  path: string,
+  body: unknown,
+  headers: Record<string, string>,
+): Promise<{ answer: Answer; body: any }> {
   const sentAt = Date.now();
   try {
     const res = await fetch(base + path, {
@@ -66,14 +72,24 @@ async function call(base: string, method: 'POST' | 'GET', path: string, body: un
     });
     const text = await res.text();
     let parsed: any = text;
-    try { parsed = JSON.parse(text); } catch { /* kept as text: an undocumented answer */ }
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* kept as text: an undocumented answer */
+    }
     return {
       body: parsed,
       answer: {
-        method, status: res.status, sentAt, at: Date.now(),
+        method,
+        status: res.status,
+        sentAt,
+        at: Date.now(),
         txStatus: parsed?.status && typeof parsed.status === 'string' ? parsed.status : undefined,
-        code: parsed?.error?.code, problemType: parsed?.type,
-        contentType: res.headers.get('content-type'), retryAfter: res.headers.get('retry-after'), detail: parsed?.detail,
+        code: parsed?.error?.code,
+        problemType: parsed?.type,
+        contentType: res.headers.get('content-type'),
+        retryAfter: res.headers.get('retry-after'),
+        detail: parsed?.detail,
       },
     };
   } catch (err) {
@@ -114,9 +130,10 @@ async function drive(bases: string[], t: Transfer): Promise<void> {
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     // Each attempt goes to the next coordinator, as behind a load balancer: a retry may meet another instance.
     const base = bases[attempt % bases.length]!;
-    const { answer, body: got } = t.keyed || attempt === 0 || !t.id
-      ? await call(base, 'POST', '/v1/transactions', body, headers)
-      : await call(base, 'GET', `/v1/transactions/${t.id}`, undefined, {});
+    const { answer, body: got } =
+      t.keyed || attempt === 0 || !t.id
+        ? await call(base, 'POST', '/v1/transactions', body, headers)
+        : await call(base, 'GET', `/v1/transactions/${t.id}`, undefined, {});
     t.answers.push(answer);
     if (typeof got?.id === 'string') t.id = got.id;
     const decided = answer.status === 201 || answer.status === 409 || (answer.status === 200 && ['committed', 'aborted'].includes(answer.txStatus ?? ''));
@@ -131,7 +148,14 @@ async function drive(bases: string[], t: Transfer): Promise<void> {
   }
 }
 
-interface RunFigures { variant: Variant; killToPromotedMs: number; killToDecisionMs: number; killToCommitMs: number; counts: Record<string, number>; orphansByTimeout: number }
+interface RunFigures {
+  variant: Variant;
+  killToPromotedMs: number;
+  killToDecisionMs: number;
+  killToCommitMs: number;
+  counts: Record<string, number>;
+  orphansByTimeout: number;
+}
 
 const describeRun = (f: RunFigures) =>
   `log failover (${f.variant}): promoted ${f.killToPromotedMs} ms after the kill, first commit decision there at ${f.killToDecisionMs} ms, ` +
@@ -143,9 +167,13 @@ describe('the log fails over to its synchronous standby mid-load', () => {
   const figures: RunFigures[] = [];
   const cleanups: (() => Promise<unknown>)[] = [];
 
-  beforeAll(async () => { pair = await startReplicatedLog(); }, 60_000);
+  beforeAll(async () => {
+    pair = await startReplicatedLog();
+  }, 60_000);
   // Each run's services, pools and proxy end with the run, failed or not, before the pair flips again.
-  const cleanUp = async () => { for (const c of cleanups.splice(0).reverse()) await c().catch(() => {}); };
+  const cleanUp = async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
+  };
   afterAll(async () => {
     await cleanUp();
     await pair?.destroy();
@@ -171,15 +199,33 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     // The log's oracle is the superuser on whichever server is primary when asked.
     const logRows = <T extends pg.QueryResultRow>(sql: string, values: unknown[]) => query<T>(adminUrl(pair.primary, logName), sql, values);
 
-    const dbs = await createDatabases({ logUrl, env: {
-      TPC_RECONCILE_INTERVAL_MS: '500', TPC_DEFAULT_TIMEOUT_MS: String(TIMEOUT_MS), TPC_MAX_TIMEOUT_MS: String(2 * TIMEOUT_MS),
-    } });
+    const dbs = await createDatabases({
+      logUrl,
+      env: {
+        TPC_RECONCILE_INTERVAL_MS: '500',
+        TPC_DEFAULT_TIMEOUT_MS: String(TIMEOUT_MS),
+        TPC_MAX_TIMEOUT_MS: String(2 * TIMEOUT_MS),
+      },
+    });
     cleanups.push(() => dbs.end());
-    await Promise.all(BANKS.map((bank) => query(dbs.urls[bank],
-      `CREATE TABLE ledger (key text PRIMARY KEY, xid xid8 NOT NULL DEFAULT pg_current_xact_id());
-       INSERT INTO accounts SELECT g, 1000 FROM generate_series(11, ${ACCOUNTS}) g`)));
+    await Promise.all(
+      BANKS.map((bank) =>
+        query(
+          dbs.urls[bank],
+          `CREATE TABLE ledger (key text PRIMARY KEY, xid xid8 NOT NULL DEFAULT pg_current_xact_id());
+       INSERT INTO accounts SELECT g, 1000 FROM generate_series(11, ${ACCOUNTS}) g`,
+        ),
+      ),
+    );
     const warnings: { msg: string }[] = [];
-    const logger = pino({ level: 'warn' }, { write: (line: string) => { warnings.push(JSON.parse(line)); } });
+    const logger = pino(
+      { level: 'warn' },
+      {
+        write: (line: string) => {
+          warnings.push(JSON.parse(line));
+        },
+      },
+    );
     const services: RunningService[] = [];
     for (const instance of ['a', 'b']) {
       const service = await startService(loadConfig({ ...dbs.env, TPC_INSTANCE_ID: `${dbs.namespace}-${instance}` }), { logger, queuePrefix: `q${dbs.tag}` });
@@ -191,8 +237,15 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     const newTransfer = (label: string, keyed: boolean, pauseSeconds: number): Transfer => {
       const [from, to] = [...BANKS].sort(() => Math.random() - 0.5) as [Bank, Bank];
       const t: Transfer = {
-        key: `${dbs.namespace}-${label}`, keyed, from, to, pause: pauseSeconds,
-        fromAccount: randomInt(1, ACCOUNTS + 1), toAccount: randomInt(1, ACCOUNTS + 1), answers: [], outcome: 'unknown',
+        key: `${dbs.namespace}-${label}`,
+        keyed,
+        from,
+        to,
+        pause: pauseSeconds,
+        fromAccount: randomInt(1, ACCOUNTS + 1),
+        toAccount: randomInt(1, ACCOUNTS + 1),
+        answers: [],
+        outcome: 'unknown',
       };
       transfers.push(t);
       return t;
@@ -214,25 +267,46 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     // earlier ones: the clients, held by the outage and then told Retry-After, would otherwise hide
     // the moment the service commits again.
     const probes: Promise<void>[] = [];
-    const prober = setInterval(() => { probes.push(drive([urls[probes.length % 2]!], newTransfer(`p${probes.length}`, false, 0))); }, 50);
+    const prober = setInterval(() => {
+      probes.push(drive([urls[probes.length % 2]!], newTransfer(`p${probes.length}`, false, 0)));
+    }, 50);
     const { killedAt, promotedAt } = await pair.failover();
     proxy?.switchTo(pair.primary);
     // Committing again: the first commit of a transfer first sent after the kill (its begin needed the new primary).
-    const firstCommit = () => Math.min(...transfers.flatMap((t) => t.answers.filter((a) => a.status === 201 && t.answers[0]!.sentAt > killedAt).map((a) => a.at)));
-    await eventually(async () => firstCommit(), (at) => Number.isFinite(at), 'a commit after the kill', 30_000).finally(() => clearInterval(prober));
+    const firstCommit = () =>
+      Math.min(...transfers.flatMap((t) => t.answers.filter((a) => a.status === 201 && t.answers[0]!.sentAt > killedAt).map((a) => a.at)));
+    await eventually(
+      async () => firstCommit(),
+      (at) => Number.isFinite(at),
+      'a commit after the kill',
+      30_000,
+    ).finally(() => clearInterval(prober));
     const committedAgainAt = firstCommit();
     await sleep(2_000);
     stopping = true;
     await Promise.all([...clients, ...probes]);
 
     // Settled: nothing prepared under this namespace on any bank, every log row final.
-    await eventually(async () => ({
-      prepared: await dbs.preparedGids(),
-      open: await logRows<{ id: string; status: string }>("SELECT id, status FROM tpc_transactions WHERE namespace = $1 AND status NOT IN ('committed', 'aborted')", [dbs.namespace]),
-    }), (s) => s.prepared.length === 0 && s.open.length === 0, 'every transaction settled', 60_000);
+    await eventually(
+      async () => ({
+        prepared: await dbs.preparedGids(),
+        open: await logRows<{ id: string; status: string }>(
+          "SELECT id, status FROM tpc_transactions WHERE namespace = $1 AND status NOT IN ('committed', 'aborted')",
+          [dbs.namespace],
+        ),
+      }),
+      (s) => s.prepared.length === 0 && s.open.length === 0,
+      'every transaction settled',
+      60_000,
+    );
 
     const answers = transfers.flatMap((t) => t.answers);
-    const kind = (a: Answer) => (a.status === null ? (a.hung ? 'no answer in 30 s' : 'network') : `${a.method === 'GET' ? 'GET ' : ''}${a.status}${a.txStatus && a.status !== 503 ? ` ${a.txStatus}` : ''}${a.code ? ` ${a.code}` : ''}${a.status === 503 ? ` ${a.problemType?.replace('urn:tpc:problem:', '') ?? ''}${a.retryAfter ? '' : ' (no Retry-After)'}` : ''}`);
+    const kind = (a: Answer) =>
+      a.status === null
+        ? a.hung
+          ? 'no answer in 30 s'
+          : 'network'
+        : `${a.method === 'GET' ? 'GET ' : ''}${a.status}${a.txStatus && a.status !== 503 ? ` ${a.txStatus}` : ''}${a.code ? ` ${a.code}` : ''}${a.status === 503 ? ` ${a.problemType?.replace('urn:tpc:problem:', '') ?? ''}${a.retryAfter ? '' : ' (no Retry-After)'}` : ''}`;
     const counts: Record<string, number> = {};
     const role = (t: Transfer) => (t.keyed ? '' : t.key.startsWith(`${dbs.namespace}-p`) ? 'probe: ' : 'unkeyed: ');
     for (const t of transfers) for (const a of t.answers) counts[role(t) + kind(a)] = (counts[role(t) + kind(a)] ?? 0) + 1;
@@ -246,13 +320,21 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     }
     if (process.env.FAILOVER_DEBUG) {
       const seen = new Map<string, number>();
-      for (const w of warnings as { level: number; msg: string; err?: unknown }[]) { const k = `${w.level} ${w.msg} ${JSON.stringify(w.err ?? '').slice(0, 600)}`; seen.set(k, (seen.get(k) ?? 0) + 1); }
+      for (const w of warnings as { level: number; msg: string; err?: unknown }[]) {
+        const k = `${w.level} ${w.msg} ${JSON.stringify(w.err ?? '').slice(0, 600)}`;
+        seen.set(k, (seen.get(k) ?? 0) + 1);
+      }
       console.info([...seen].map(([k, n]) => `${n}× ${k}`).join('\n'));
       const details = new Map<string, number>();
-      for (const t of transfers) for (const a of t.answers) if (a.status === 503 || a.status === 500) details.set(`${a.status} ${a.detail}`, (details.get(`${a.status} ${a.detail}`) ?? 0) + 1);
+      for (const t of transfers)
+        for (const a of t.answers)
+          if (a.status === 503 || a.status === 500) details.set(`${a.status} ${a.detail}`, (details.get(`${a.status} ${a.detail}`) ?? 0) + 1);
       console.info([...details].map(([k, n]) => `${n}× ${k}`).join('\n'));
-      const timeline = transfers.flatMap((t) => t.answers.map((a) => ({ t, a }))).filter(({ a }) => a.sentAt > killedAt - 500 && a.sentAt < committedAgainAt + 500)
-        .sort((x, y) => x.a.sentAt - y.a.sentAt).map(({ t, a }) => `${t.key.slice(-6)} sent ${a.sentAt - killedAt} answered ${a.at - killedAt}: ${kind(a)} ${(a.detail ?? '').slice(0, 50)}`);
+      const timeline = transfers
+        .flatMap((t) => t.answers.map((a) => ({ t, a })))
+        .filter(({ a }) => a.sentAt > killedAt - 500 && a.sentAt < committedAgainAt + 500)
+        .sort((x, y) => x.a.sentAt - y.a.sentAt)
+        .map(({ t, a }) => `${t.key.slice(-6)} sent ${a.sentAt - killedAt} answered ${a.at - killedAt}: ${kind(a)} ${(a.detail ?? '').slice(0, 50)}`);
       console.info(timeline.join('\n'));
     }
     const orphans = (warnings as { msg: string; gid?: string }[]).filter((w) => w.msg.startsWith('rolled back a prepared branch unknown to the log'));
@@ -262,9 +344,15 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     // the kill; the promoted server decides nothing before its promotion, a second or more later.
     const [firstDecision] = await logRows<{ ms: number }>(
       "SELECT (extract(epoch FROM min(decided_at)) * 1000)::float8 AS ms FROM tpc_transactions WHERE namespace = $1 AND status = 'committed' AND decided_at > to_timestamp($2::float8 / 1000)",
-      [dbs.namespace, killedAt + 250]);
+      [dbs.namespace, killedAt + 250],
+    );
     const run: RunFigures = {
-      variant, killToPromotedMs: promotedAt - killedAt, killToDecisionMs: Math.round(firstDecision!.ms - killedAt), killToCommitMs: committedAgainAt - killedAt, counts, orphansByTimeout,
+      variant,
+      killToPromotedMs: promotedAt - killedAt,
+      killToDecisionMs: Math.round(firstDecision!.ms - killedAt),
+      killToCommitMs: committedAgainAt - killedAt,
+      counts,
+      orphansByTimeout,
     };
     figures.push(run);
     console.info(describeRun(run));
@@ -285,10 +373,18 @@ describe('the log fails over to its synchronous standby mid-load', () => {
       ledgers.set(bank, new Map(rows.map((r) => [r.key, r.xid])));
     }
     const branches = await logRows<{ id: string; status: string; resource: string; xid: string | null }>(
-      'SELECT t.id, t.status, b.resource, b.xid FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id WHERE t.namespace = $1', [dbs.namespace]);
+      'SELECT t.id, t.status, b.resource, b.xid FROM tpc_transactions t JOIN tpc_branch_rows b ON b.transaction_id = t.id WHERE t.namespace = $1',
+      [dbs.namespace],
+    );
     const byXid = new Map(branches.filter((b) => b.xid !== null).map((b) => [`${b.resource}/${b.xid}`, b]));
-    const keys = new Map((await logRows<{ key: string; id: string; status: string }>(
-      'SELECT k.key, t.id, t.status FROM tpc_idempotency_keys k JOIN tpc_transactions t ON t.id = k.transaction_id WHERE t.namespace = $1', [dbs.namespace])).map((k) => [k.key, k]));
+    const keys = new Map(
+      (
+        await logRows<{ key: string; id: string; status: string }>(
+          'SELECT k.key, t.id, t.status FROM tpc_idempotency_keys k JOIN tpc_transactions t ON t.id = k.transaction_id WHERE t.namespace = $1',
+          [dbs.namespace],
+        )
+      ).map((k) => [k.key, k]),
+    );
 
     const problems: string[] = [];
     const expected = new Map<string, number>();
@@ -299,9 +395,11 @@ describe('the log fails over to its synchronous standby mid-load', () => {
       if (t.outcome === 'committed' && !inFrom) problems.push(`${t.key}: answered committed, not in the ledgers`);
       if (t.outcome === 'aborted' && (inFrom || inTo)) problems.push(`${t.key}: answered aborted, in the ledgers`);
       // An unkeyed transfer is sent once: a 503 saying nothing was applied must be true.
-      if (!t.keyed && /nothing was applied/.test(t.answers[0]!.detail ?? '') && (inFrom || inTo)) problems.push(`${t.key}: answered "${t.answers[0]!.detail}", in the ledgers`);
+      if (!t.keyed && /nothing was applied/.test(t.answers[0]!.detail ?? '') && (inFrom || inTo))
+        problems.push(`${t.key}: answered "${t.answers[0]!.detail}", in the ledgers`);
       const logKey = keys.get(t.key);
-      if (t.keyed && (logKey?.status === 'committed') !== inFrom) problems.push(`${t.key}: the log's key says ${logKey?.status ?? 'nothing'}, the ledgers ${inFrom}`);
+      if (t.keyed && (logKey?.status === 'committed') !== inFrom)
+        problems.push(`${t.key}: the log's key says ${logKey?.status ?? 'nothing'}, the ledgers ${inFrom}`);
       for (const bank of [t.from, t.to]) {
         const xid = ledgers.get(bank)!.get(t.key);
         if (xid === undefined) continue;
@@ -315,7 +413,8 @@ describe('the log fails over to its synchronous standby mid-load', () => {
       }
     }
     const known = new Set(transfers.map((t) => t.key));
-    for (const [bank, rows] of ledgers) for (const key of rows.keys()) if (!known.has(key)) problems.push(`${key}: in the ledger of ${bank}, sent by no client`);
+    for (const [bank, rows] of ledgers)
+      for (const key of rows.keys()) if (!known.has(key)) problems.push(`${key}: in the ledger of ${bank}, sent by no client`);
     let total = 0;
     for (const bank of BANKS) {
       for (const r of (await dbs.db[bank].query<{ id: number; balance: number }>('SELECT id, balance FROM accounts')).rows) {
@@ -334,8 +433,12 @@ describe('the log fails over to its synchronous standby mid-load', () => {
     expect(await dbs.preparedGids()).toEqual([]);
     // Nothing still holds a participant connection once every transaction is settled.
     await Promise.all(services.map((s) => s.engine.drain()));
-    await eventually(async () => services.flatMap((s) => [...s.participants].filter(([, p]) => p.connectionsInUse !== 0).map(([name, p]) => `${name}: ${p.connectionsInUse}`)),
-      (inUse) => inUse.length === 0, 'participant connections returned', 5_000);
+    await eventually(
+      async () => services.flatMap((s) => [...s.participants].filter(([, p]) => p.connectionsInUse !== 0).map(([name, p]) => `${name}: ${p.connectionsInUse}`)),
+      (inUse) => inUse.length === 0,
+      'participant connections returned',
+      5_000,
+    );
   }
 
   for (const [i, variant] of (['proxy', 'multi-host', 'proxy', 'multi-host'] as const).entries()) {

@@ -16,23 +16,52 @@ describe('state changes written in batches', () => {
     await migrateLog(url);
     const db = openLogDatabase({ url, maxConnections: 4 });
     const sizes: number[] = [];
-    const store = new TransactionsStore(db, { flushed: (_name, size) => { sizes.push(size); }, refused: () => {} });
+    const store = new TransactionsStore(db, {
+      flushed: (_name, size) => {
+        sizes.push(size);
+      },
+      refused: () => {},
+    });
     const oracle = new pg.Client({ connectionString: url });
     await oracle.connect();
     try {
       const N = 120;
       const ids = Array.from({ length: N }, () => randomUUID());
-      await Promise.all(ids.map((id) => store.begin({
-        id, namespace: 'tw', deadline: new Date(Date.now() + 60_000), submittedBy: 'test', driver: 'me',
-        branches: [{ index: 0, resource: 'a', gid: `tpc:tw:${id}:0` }, { index: 1, resource: 'b', gid: `tpc:tw:${id}:1` }],
-        timeoutMs: 60_000,
-      })));
+      await Promise.all(
+        ids.map((id) =>
+          store.begin({
+            id,
+            namespace: 'tw',
+            deadline: new Date(Date.now() + 60_000),
+            submittedBy: 'test',
+            driver: 'me',
+            branches: [
+              { index: 0, resource: 'a', gid: `tpc:tw:${id}:0` },
+              { index: 1, resource: 'b', gid: `tpc:tw:${id}:1` },
+            ],
+            timeoutMs: 60_000,
+          }),
+        ),
+      );
       // Every third one is written by a driver that does not hold it: refused, alone.
-      const decide = (id: string, i: number) => store.transition({
-        id, from: 'active', to: 'committing', forced: true, driver: i % 3 === 0 ? 'someone-else' : 'me',
-        branches: [{ index: 0, status: 'prepared', xid: String(1000 + i) }, { index: 1, status: 'prepared', xid: String(2000 + i) }],
-        event: { kind: 'decided', detail: { outcome: 'commit', i } },
-      }).then(() => 'moved', (err: unknown) => err);
+      const decide = (id: string, i: number) =>
+        store
+          .transition({
+            id,
+            from: 'active',
+            to: 'committing',
+            forced: true,
+            driver: i % 3 === 0 ? 'someone-else' : 'me',
+            branches: [
+              { index: 0, status: 'prepared', xid: String(1000 + i) },
+              { index: 1, status: 'prepared', xid: String(2000 + i) },
+            ],
+            event: { kind: 'decided', detail: { outcome: 'commit', i } },
+          })
+          .then(
+            () => 'moved',
+            (err: unknown) => err,
+          );
       const decided = await Promise.all(ids.map(decide));
       for (const [i, r] of decided.entries()) {
         if (i % 3 === 0) {
@@ -42,14 +71,19 @@ describe('state changes written in batches', () => {
           expect(r).toBe('moved');
         }
       }
-      expect(sizes.some((s) => s > 1), `batch sizes ${sizes.join(',')}`).toBe(true);
+      expect(
+        sizes.some((s) => s > 1),
+        `batch sizes ${sizes.join(',')}`,
+      ).toBe(true);
       expect(sizes.every((s) => s <= 64)).toBe(true);
 
-      const rows = (await oracle.query<{ id: string; status: string; decided: boolean; xids: string[]; events: string[] }>(`
+      const rows = (
+        await oracle.query<{ id: string; status: string; decided: boolean; xids: string[]; events: string[] }>(`
         SELECT t.id, t.status::text, t.decided_at IS NOT NULL AS decided,
           (SELECT array_agg(b.xid ORDER BY b.index) FROM tpc_branch_rows b WHERE b.transaction_id = t.id) AS xids,
           (SELECT array_agg(e.kind || ':' || coalesce(e.detail->>'i', '') ORDER BY e.id) FROM tpc_events e WHERE e.transaction_id = t.id) AS events
-        FROM tpc_transactions t`)).rows;
+        FROM tpc_transactions t`)
+      ).rows;
       const byId = new Map(rows.map((r) => [r.id, r]));
       for (const [i, id] of ids.entries()) {
         const r = byId.get(id)!;
@@ -60,10 +94,27 @@ describe('state changes written in batches', () => {
 
       // The same transaction twice in one burst (two writers racing): exactly one moves it.
       const id = ids[1]!;
-      const race = await Promise.all([0, 1].map(() => store.transition({
-        id, from: 'committing', to: 'committed', forced: false, driver: 'me',
-        branches: [{ index: 0, status: 'committed' }, { index: 1, status: 'committed' }], event: { kind: 'completed' },
-      }).then(() => 'moved', (err: unknown) => err)));
+      const race = await Promise.all(
+        [0, 1].map(() =>
+          store
+            .transition({
+              id,
+              from: 'committing',
+              to: 'committed',
+              forced: false,
+              driver: 'me',
+              branches: [
+                { index: 0, status: 'committed' },
+                { index: 1, status: 'committed' },
+              ],
+              event: { kind: 'completed' },
+            })
+            .then(
+              () => 'moved',
+              (err: unknown) => err,
+            ),
+        ),
+      );
       expect(race.filter((r) => r === 'moved')).toHaveLength(1);
       expect(race.filter((r) => r instanceof StaleStateError)).toHaveLength(1);
       const completed = await oracle.query('SELECT count(*)::int AS n FROM tpc_events WHERE transaction_id = $1 AND kind = $2', [id, 'completed']);
@@ -73,8 +124,9 @@ describe('state changes written in batches', () => {
       const last = store.transition({ id: ids[2]!, from: 'committing', to: 'committed', forced: false, driver: 'me', event: { kind: 'completed' } });
       await store.close();
       await expect(last).resolves.toBeUndefined();
-      await expect(store.transition({ id: ids[4]!, from: 'committing', to: 'committed', forced: false, driver: 'me', event: { kind: 'completed' } }))
-        .rejects.toThrow(/closed/);
+      await expect(
+        store.transition({ id: ids[4]!, from: 'committing', to: 'committed', forced: false, driver: 'me', event: { kind: 'completed' } }),
+      ).rejects.toThrow(/closed/);
     } finally {
       await oracle.end();
       await db.close();
@@ -86,27 +138,60 @@ describe('state changes written in batches', () => {
     await migrateLog(url);
     const db = openLogDatabase({ url, maxConnections: 4 });
     const sizes: number[] = [];
-    const store = new TransactionsStore(db, { flushed: (name, size) => { if (name === 'begin') sizes.push(size); }, refused: () => {} });
+    const store = new TransactionsStore(db, {
+      flushed: (name, size) => {
+        if (name === 'begin') sizes.push(size);
+      },
+      refused: () => {},
+    });
     const oracle = new pg.Client({ connectionString: url });
     await oracle.connect();
     try {
       const ids = Array.from({ length: 150 }, () => randomUUID());
-      const outcomes = await Promise.all(ids.map((id, i) => store.begin({
-        id, namespace: 'twb', deadline: new Date(Date.now() + 60_000 + i), submittedBy: i % 2 ? 'tok' : null, driver: 'me',
-        branches: Array.from({ length: 1 + (i % 3) }, (_, b) => ({ index: b, resource: `r${b}`, gid: `tpc:twb:${id}:${b}` })),
-        timeoutMs: 60_000 + i,
-      })));
+      const outcomes = await Promise.all(
+        ids.map((id, i) =>
+          store.begin({
+            id,
+            namespace: 'twb',
+            deadline: new Date(Date.now() + 60_000 + i),
+            submittedBy: i % 2 ? 'tok' : null,
+            driver: 'me',
+            branches: Array.from({ length: 1 + (i % 3) }, (_, b) => ({ index: b, resource: `r${b}`, gid: `tpc:twb:${id}:${b}` })),
+            timeoutMs: 60_000 + i,
+          }),
+        ),
+      );
       expect(outcomes.every((o) => o.created)).toBe(true);
-      expect(sizes.some((s) => s > 1), `batch sizes ${sizes.join(',')}`).toBe(true);
-      const rows = (await oracle.query<{ id: string; submitted_by: string | null; branch_count: number; branches: number; events: number; lease: boolean; timeout_ms: number }>(`
+      expect(
+        sizes.some((s) => s > 1),
+        `batch sizes ${sizes.join(',')}`,
+      ).toBe(true);
+      const rows = (
+        await oracle.query<{
+          id: string;
+          submitted_by: string | null;
+          branch_count: number;
+          branches: number;
+          events: number;
+          lease: boolean;
+          timeout_ms: number;
+        }>(`
         SELECT t.id, t.submitted_by, t.branch_count, t.lease_until = t.deadline AS lease, t.timeout_ms,
           (SELECT count(*)::int FROM tpc_branch_rows b WHERE b.transaction_id = t.id) AS branches,
           (SELECT count(*)::int FROM tpc_events e WHERE e.transaction_id = t.id) AS events
-        FROM tpc_transactions t WHERE t.namespace = 'twb' AND t.status = 'active'`)).rows;
+        FROM tpc_transactions t WHERE t.namespace = 'twb' AND t.status = 'active'`)
+      ).rows;
       const byId = new Map(rows.map((r) => [r.id, r]));
       for (const [i, id] of ids.entries()) {
         // One lean row each: its branches in the row, no event written (the 'begun' one is derived).
-        expect(byId.get(id)).toMatchObject({ submitted_by: i % 2 ? 'tok' : null, branch_count: 1 + (i % 3), branches: 1 + (i % 3), events: 0, lease: true, timeout_ms: 60_000 + i });
+        expect(byId.get(id)).toMatchObject({
+          submitted_by: i % 2 ? 'tok' : null,
+          branch_count: 1 + (i % 3),
+          branches: 1 + (i % 3),
+          events: 0,
+          lease: true,
+          timeout_ms: 60_000 + i,
+        });
         expect((await store.load(id))?.events.map((e) => e.kind)).toEqual(['begun']);
       }
     } finally {

@@ -15,8 +15,7 @@ import { createDatabases, createWorld, transfer, type World } from './harness/wo
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 /** Server tools refuse to run as root: as root they run as the postgres user, as the clusters do. */
-const asServerUser = (bin: string, args: string[]) =>
-  isRoot ? run('runuser', ['-u', 'postgres', '--', bin, ...args]) : run(bin, args);
+const asServerUser = (bin: string, args: string[]) => (isRoot ? run('runuser', ['-u', 'postgres', '--', bin, ...args]) : run(bin, args));
 
 describe('DATABASE_URL with several hosts: validation', () => {
   it('refuses a list it cannot use, naming DATABASE_URL; a single-host URL is left to node-postgres as before', async () => {
@@ -24,9 +23,15 @@ describe('DATABASE_URL with several hosts: validation', () => {
     await dbs.end();
     const env = dbs.env;
     const refused: [string, RegExp][] = [
-      ['postgres://u@h1:5432,h2:5432/db?target_session_attrs=standby', /^DATABASE_URL: target_session_attrs=standby would put the log on a server that cannot take its writes/],
+      [
+        'postgres://u@h1:5432,h2:5432/db?target_session_attrs=standby',
+        /^DATABASE_URL: target_session_attrs=standby would put the log on a server that cannot take its writes/,
+      ],
       ['postgres://u@h1:5432,h2:5432/db?target_session_attrs=prefer-standby', /^DATABASE_URL: target_session_attrs=prefer-standby/],
-      ['postgres://u@h1:5432,h2:5432/db?target_session_attrs=sometimes', /^DATABASE_URL: target_session_attrs must be read-write, primary or any, not "sometimes"/],
+      [
+        'postgres://u@h1:5432,h2:5432/db?target_session_attrs=sometimes',
+        /^DATABASE_URL: target_session_attrs must be read-write, primary or any, not "sometimes"/,
+      ],
       ['postgres://u@h1:5432,h2:99999/db', /^DATABASE_URL: port 99999 of "h2:99999" is not between 1 and 65535/],
       ['postgres://u@h1:5432,,h2/db', /^DATABASE_URL: "" is not a host or host:port/],
       ['postgres://u@h1:5432,h2:x/db', /^DATABASE_URL: "h2:x" is not a host or host:port/],
@@ -37,10 +42,14 @@ describe('DATABASE_URL with several hosts: validation', () => {
       expect(() => loadConfig({ ...env, DATABASE_URL: url }), url).toThrow(message);
       expect(() => loadLogUrl({ DATABASE_URL: url }), url).toThrow(message);
     }
-    expect(loadConfig({ ...env, DATABASE_URL: 'postgres://u:p%40w@h1:5433,[::1]/db?target_session_attrs=read-write&sslmode=disable' }).databaseUrl)
-      .toBe('postgres://u:p%40w@h1:5433,[::1]/db?target_session_attrs=read-write&sslmode=disable');
+    expect(loadConfig({ ...env, DATABASE_URL: 'postgres://u:p%40w@h1:5433,[::1]/db?target_session_attrs=read-write&sslmode=disable' }).databaseUrl).toBe(
+      'postgres://u:p%40w@h1:5433,[::1]/db?target_session_attrs=read-write&sslmode=disable',
+    );
     expect(parseLogUrl('postgres://u:p%40w@h1:5433,[::1]/db?target_session_attrs=read-write&sslmode=disable')).toEqual({
-      hosts: [{ host: 'h1', port: 5433 }, { host: '::1', port: 5432 }],
+      hosts: [
+        { host: 'h1', port: 5433 },
+        { host: '::1', port: 5432 },
+      ],
       targetSessionAttrs: 'read-write',
       urls: ['postgres://u:p%40w@h1:5433/db?sslmode=disable', 'postgres://u:p%40w@[::1]/db?sslmode=disable'],
     });
@@ -55,17 +64,25 @@ describe('DATABASE_URL with target_session_attrs: connections', () => {
     const dbs = await createDatabases();
     await dbs.end();
     const config = loadConfig({ ...dbs.env, DATABASE_URL: 'postgres://u:secret@127.0.0.1:1,127.0.0.1:2/db?target_session_attrs=read-write' });
-    const failure = await startService(config).then(() => null, (err: Error) => err.message);
-    expect(failure).toMatch(/^log database \(DATABASE_URL=postgres:\/\/u:\*\*\*@127\.0\.0\.1:1,127\.0\.0\.1:2\/db\): .*no log host fits target_session_attrs=read-write \(127\.0\.0\.1:1: .*ECONNREFUSED.*; 127\.0\.0\.1:2: .*ECONNREFUSED/);
+    const failure = await startService(config).then(
+      () => null,
+      (err: Error) => err.message,
+    );
+    expect(failure).toMatch(
+      /^log database \(DATABASE_URL=postgres:\/\/u:\*\*\*@127\.0\.0\.1:1,127\.0\.0\.1:2\/db\): .*no log host fits target_session_attrs=read-write \(127\.0\.0\.1:1: .*ECONNREFUSED.*; 127\.0\.0\.1:2: .*ECONNREFUSED/,
+    );
     expect(failure).not.toContain('secret');
   });
-
 
   it('keep the session settings, and one that meets a read-only error (25006) leaves the pool when released', async () => {
     const dbs = await createDatabases();
     const { hostname: host, port, pathname, username } = new URL(dbs.urls.log);
     // A host that refuses connections listed first: skipped within the connect timeout.
-    const dead = new pg.Pool({ ...logConnection(`postgres://${username}@127.0.0.1:1,${host}:${port}${pathname}?target_session_attrs=read-write`, { synchronous_commit: 'off' }), max: 2, connectionTimeoutMillis: 5_000 });
+    const dead = new pg.Pool({
+      ...logConnection(`postgres://${username}@127.0.0.1:1,${host}:${port}${pathname}?target_session_attrs=read-write`, { synchronous_commit: 'off' }),
+      max: 2,
+      connectionTimeoutMillis: 5_000,
+    });
     try {
       const client = await dead.connect();
       expect((await client.query('SHOW synchronous_commit')).rows[0].synchronous_commit).toBe('off');
@@ -112,7 +129,21 @@ describe('DATABASE_URL with several hosts: the log follows a failover', () => {
       const { stdout: gid } = await run('id', ['-g', 'postgres']);
       await chown(standbyDir, Number(uid), Number(gid));
     }
-    await asServerUser(join(binDir, 'pg_basebackup'), ['-h', primary.host, '-p', String(primary.port), '-U', 'postgres', '-D', standbyDir, '-R', '-X', 'stream', '--checkpoint=fast', '--no-sync']);
+    await asServerUser(join(binDir, 'pg_basebackup'), [
+      '-h',
+      primary.host,
+      '-p',
+      String(primary.port),
+      '-U',
+      'postgres',
+      '-D',
+      standbyDir,
+      '-R',
+      '-X',
+      'stream',
+      '--checkpoint=fast',
+      '--no-sync',
+    ]);
     standby = await startPostgresCluster({ binDir, dataDir: standbyDir });
     const admin = new pg.Client({ connectionString: standby.url() });
     await admin.connect();

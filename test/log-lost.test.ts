@@ -15,19 +15,32 @@ import { eventually } from './harness/waits.ts';
  * Submits `body`, holds the transaction's log row (so its decision waits) until every branch is
  * prepared, runs `meanwhile` in that same log transaction of the oracle, commits, returns the answer.
  */
-async function heldBeforeDecision(world: World, body: unknown, headers: Record<string, string>, branches: number,
-  meanwhile: (log: { query: (text: string, values?: unknown[]) => Promise<unknown> }, id: string) => Promise<void>): Promise<{ id: string; answer: HttpAnswer }> {
+async function heldBeforeDecision(
+  world: World,
+  body: unknown,
+  headers: Record<string, string>,
+  branches: number,
+  meanwhile: (log: { query: (text: string, values?: unknown[]) => Promise<unknown> }, id: string) => Promise<void>,
+): Promise<{ id: string; answer: HttpAnswer }> {
   const pending = world.submit(body, { headers });
   const log = await world.db.log.connect();
   try {
     const [row] = await eventually(
       () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE namespace = $1 AND status = 'active'", [world.namespace]).then((r) => r.rows),
-      (rows) => rows.length === 1, 'the begin record', 10_000);
+      (rows) => rows.length === 1,
+      'the begin record',
+      10_000,
+    );
     const id = row!.id;
     await log.query('BEGIN');
     const locked = await log.query("SELECT 1 FROM tpc_transactions WHERE id = $1 AND status = 'active' FOR UPDATE", [id]);
     expect(locked.rowCount).toBe(1);
-    await eventually(() => world.preparedGids().then((g) => g.filter((x) => x.includes(id))), (g) => g.length === branches, 'every branch prepared', 10_000);
+    await eventually(
+      () => world.preparedGids().then((g) => g.filter((x) => x.includes(id))),
+      (g) => g.length === branches,
+      'every branch prepared',
+      10_000,
+    );
     await meanwhile(log, id);
     await log.query('COMMIT');
     return { id, answer: await pending };
@@ -50,8 +63,12 @@ function expectLost(answer: HttpAnswer, id: string) {
 
 describe('a transaction the log lost before its decision', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld(); });
-  afterAll(async () => { await world?.close(); });
+  beforeAll(async () => {
+    world = await createWorld();
+  });
+  afterAll(async () => {
+    await world?.close();
+  });
 
   it('two branches prepared, record deleted: 409 aborted log_lost_transaction, rolled back at once, nothing applied', async () => {
     const before = [await world.balance('bank_a', 1), await world.balance('bank_c', 1)];
@@ -69,7 +86,10 @@ describe('a transaction the log lost before its decision', () => {
     const body = {
       branches: [
         { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 2 WHERE id = 6', params: [] }] },
-        { resource: 'bank_c', statements: [pause(0.8), { sql: 'UPDATE accounts SET balance = balance + 2 WHERE id = -1', params: [], expect: { rowCount: 1 } }] },
+        {
+          resource: 'bank_c',
+          statements: [pause(0.8), { sql: 'UPDATE accounts SET balance = balance + 2 WHERE id = -1', params: [], expect: { rowCount: 1 } }],
+        },
       ],
       timeoutMs: 10_000,
     };
@@ -99,10 +119,17 @@ describe('a transaction the log lost before its decision', () => {
 
   it('one branch (one-phase), record deleted before its commit: 409 log_lost_transaction, nothing applied', async () => {
     const before = await world.balance('bank_a', 3);
-    const pending = world.submit({ branches: [{ resource: 'bank_a', statements: [pause(0.5), { sql: 'UPDATE accounts SET balance = balance - 5 WHERE id = 3', params: [] }] }], timeoutMs: 10_000 });
+    const pending = world.submit({
+      branches: [{ resource: 'bank_a', statements: [pause(0.5), { sql: 'UPDATE accounts SET balance = balance - 5 WHERE id = 3', params: [] }] }],
+      timeoutMs: 10_000,
+    });
     const [row] = await eventually(
-      () => world.db.log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE namespace = $1 AND status = 'active'", [world.namespace]).then((r) => r.rows),
-      (rows) => rows.length === 1, 'the begin record', 10_000);
+      () =>
+        world.db.log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE namespace = $1 AND status = 'active'", [world.namespace]).then((r) => r.rows),
+      (rows) => rows.length === 1,
+      'the begin record',
+      10_000,
+    );
     await world.db.log.query('DELETE FROM tpc_transactions WHERE id = $1', [row!.id]);
     expectLost(await pending, row!.id);
     expect(await world.balance('bank_a', 3)).toBe(before);
@@ -115,7 +142,8 @@ describe('a transaction the log lost before its decision', () => {
     const count = await transactionsOf(world);
     // Another (dead) instance holds the lease until the deadline: this driver's decision is fenced out.
     const { id, answer } = await heldBeforeDecision(world, body, key, 2, (log, tx) =>
-      log.query("UPDATE tpc_transactions SET driver = 'an-instance-that-died', lease_until = deadline WHERE id = $1", [tx]).then(() => {}));
+      log.query("UPDATE tpc_transactions SET driver = 'an-instance-that-died', lease_until = deadline WHERE id = $1", [tx]).then(() => {}),
+    );
     expect(answer.status).toBe(503);
     expect(answer.body).toMatchObject({ type: 'urn:tpc:problem:unavailable', status: 503 });
     expect(answer.body.detail).toContain(id);
@@ -125,7 +153,12 @@ describe('a transaction the log lost before its decision', () => {
     expect(retry.status).toBe(409);
     expect(retry.body).toMatchObject({ id, status: 'aborted', error: { code: 'deadline_exceeded' } });
     expect(await transactionsOf(world)).toBe(count + 1);
-    await eventually(() => world.preparedGids(), (g) => g.length === 0, 'branches rolled back', 10_000);
+    await eventually(
+      () => world.preparedGids(),
+      (g) => g.length === 0,
+      'branches rolled back',
+      10_000,
+    );
     expect([await world.balance('bank_a', 4), await world.balance('bank_c', 4)]).toEqual(before);
   });
 });
@@ -136,7 +169,10 @@ async function startResettingProxy(target: URL): Promise<{ port: number; resetAl
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port), target.hostname);
     sockets.add(client);
-    client.on('close', () => { sockets.delete(client); upstream.destroy(); });
+    client.on('close', () => {
+      sockets.delete(client);
+      upstream.destroy();
+    });
     upstream.on('close', () => client.destroy());
     client.on('error', () => {});
     upstream.on('error', () => {});
@@ -145,8 +181,14 @@ async function startResettingProxy(target: URL): Promise<{ port: number; resetAl
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as { port: number }).port,
-    resetAll: () => { for (const s of sockets) s.resetAndDestroy(); },
-    close: () => new Promise<void>((resolve) => { for (const s of sockets) s.destroy(); server.close(() => resolve()); }),
+    resetAll: () => {
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -180,11 +222,24 @@ describe('a keyed submission whose begin write meets a dropped log connection', 
       await blocker.query('LOCK TABLE tpc_idempotency_keys IN EXCLUSIVE MODE');
       const pending = world.submit(body, { headers: key });
       // An answer before the begin ever waited (seen once on a loaded CI machine) says why.
-      const early = pending.then((r) => { throw new Error(`answered ${r.status} before its begin waited on the lock: ${JSON.stringify(r.body)}`); });
+      const early = pending.then((r) => {
+        throw new Error(`answered ${r.status} before its begin waited on the lock: ${JSON.stringify(r.body)}`);
+      });
       early.catch(() => {});
-      await Promise.race([early, eventually(
-        () => blocker.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'tpc-coordinator-log'").then((r) => r.rowCount),
-        (n) => n === 1, 'the begin waiting on the lock', 10_000)]);
+      await Promise.race([
+        early,
+        eventually(
+          () =>
+            blocker
+              .query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'tpc-coordinator-log'",
+              )
+              .then((r) => r.rowCount),
+          (n) => n === 1,
+          'the begin waiting on the lock',
+          10_000,
+        ),
+      ]);
       proxy.resetAll();
       answer = await pending;
     } finally {
@@ -196,8 +251,14 @@ describe('a keyed submission whose begin write meets a dropped log connection', 
     // The server never saw the reset while waiting: the begin record (with the key) was written, its
     // reply lost. No branch was touched (a keyed begin is confirmed before any work).
     const [first] = await eventually(
-      () => world.db.log.query<{ id: string; status: string }>('SELECT id, status FROM tpc_transactions WHERE namespace = $1', [world.namespace]).then((r) => r.rows),
-      (rows) => rows.length === 1, 'the begin statement ending on the server', 10_000);
+      () =>
+        world.db.log
+          .query<{ id: string; status: string }>('SELECT id, status FROM tpc_transactions WHERE namespace = $1', [world.namespace])
+          .then((r) => r.rows),
+      (rows) => rows.length === 1,
+      'the begin statement ending on the server',
+      10_000,
+    );
     expect(first).toMatchObject({ status: 'active' });
     expect(await world.preparedGids()).toEqual([]);
     expect([await world.balance('bank_a', 5), await world.balance('bank_b', 5)]).toEqual(before);

@@ -59,14 +59,28 @@ describe('the log schema', () => {
   it('refuses a state change whose expected state is stale, and keeps events append-only', async () => {
     await withStore('cas', async (store, url) => {
       const id = '00000000-0000-4000-8000-000000000001';
-      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 1000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }], timeoutMs: 1000 });
+      await store.begin({
+        id,
+        namespace: 'n',
+        deadline: new Date(Date.now() + 1000),
+        submittedBy: 'me',
+        driver: 'me',
+        branches: [{ index: 0, resource: 'r', gid: 'tpc:n:x:0' }],
+        timeoutMs: 1000,
+      });
       // Fencing: a driver without the lease cannot move the transaction.
-      await expect(store.transition({ id, driver: 'someone-else', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await expect(
+        store.transition({ id, driver: 'someone-else', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } }),
+      ).rejects.toBeInstanceOf(StaleStateError);
       await store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, event: { kind: 'decided' } });
       // A second driver that still believes the transaction active loses the compare-and-set.
-      await expect(store.transition({ id, driver: 'me', from: 'active', to: 'aborting', forced: false, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await expect(store.transition({ id, driver: 'me', from: 'active', to: 'aborting', forced: false, event: { kind: 'decided' } })).rejects.toBeInstanceOf(
+        StaleStateError,
+      );
       // The transition table is the engine's: a change against the decision is refused before it reaches the log.
-      await expect(complete({ store, instanceId: 'me' }, id, { from: 'committing', outcome: 'aborted' }, { by: 'recovery' })).rejects.toThrow(/illegal transition/);
+      await expect(complete({ store, instanceId: 'me' }, id, { from: 'committing', outcome: 'aborted' }, { by: 'recovery' })).rejects.toThrow(
+        /illegal transition/,
+      );
       const tx = await store.load(id);
       expect(tx?.status).toBe('committing');
       expect(tx?.events.map((e) => e.kind)).toEqual(['begun', 'decided']);
@@ -80,11 +94,26 @@ describe('the log schema', () => {
   it('makes a decision that did not see a joined branch fail its compare-and-set', async () => {
     await withStore('join', async (store) => {
       const id = '00000000-0000-4000-8000-000000000002';
-      await store.begin({ id, namespace: 'n', deadline: new Date(Date.now() + 10_000), submittedBy: 'me', driver: 'me', branches: [{ index: 0, resource: 'r', gid: `tpc:n:${id}:0` }], timeoutMs: 10_000, interactive: true });
-      expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, gid: `tpc:n:${id}:1`, created: true });
+      await store.begin({
+        id,
+        namespace: 'n',
+        deadline: new Date(Date.now() + 10_000),
+        submittedBy: 'me',
+        driver: 'me',
+        branches: [{ index: 0, resource: 'r', gid: `tpc:n:${id}:0` }],
+        timeoutMs: 10_000,
+        interactive: true,
+      });
+      expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({
+        index: 1,
+        gid: `tpc:n:${id}:1`,
+        created: true,
+      });
       expect(await store.joinBranch({ id, resource: 's', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toMatchObject({ index: 1, created: false });
       // A commit that checked one branch, while there are two now, must not be written.
-      await expect(store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, branchesChecked: 1, event: { kind: 'decided' } })).rejects.toBeInstanceOf(StaleStateError);
+      await expect(
+        store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, branchesChecked: 1, event: { kind: 'decided' } }),
+      ).rejects.toBeInstanceOf(StaleStateError);
       await store.transition({ id, driver: 'me', from: 'active', to: 'committing', forced: true, branchesChecked: 2, event: { kind: 'decided' } });
       // Decided: nothing joins any more.
       expect(await store.joinBranch({ id, resource: 't', gidPrefix: `tpc:n:${id}:`, actor: 'me' })).toBeNull();

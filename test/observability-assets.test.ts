@@ -15,8 +15,19 @@ const file = (path: string) => readFileSync(fileURLToPath(new URL(`../${path}`, 
 const DASHBOARD = 'docs/observability/grafana-dashboard.json';
 const RULES = 'docs/observability/alert-rules.yml';
 
-interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
-interface Panel { type: string; title: string; datasource?: { uid?: string }; targets?: { expr: string }[] }
+interface Rule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+interface Panel {
+  type: string;
+  title: string;
+  datasource?: { uid?: string };
+  targets?: { expr: string }[];
+}
 
 const metricNames = (expr: string) => [...expr.matchAll(/\btpc_[a-z0-9_]+\b/g)].map((m) => m[0]);
 
@@ -30,7 +41,12 @@ function hasPromtool(): boolean {
 }
 
 /** GitHub's anchor of a heading: lower case, punctuation dropped, spaces to dashes. */
-const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s-]/gu, '').replace(/\s/g, '-');
+const anchor = (heading: string) =>
+  heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s-]/gu, '')
+    .replace(/\s/g, '-');
 
 describe('the dashboard and the alert rules', () => {
   let world: World;
@@ -43,7 +59,9 @@ describe('the dashboard and the alert rules', () => {
     scrape = await r.text();
     exported = new Map([...scrape.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
   });
-  afterAll(async () => { await world?.close(); });
+  afterAll(async () => {
+    await world?.close();
+  });
 
   const isExported = (name: string) => {
     if (exported.has(name)) return true;
@@ -70,7 +88,9 @@ describe('the dashboard and the alert rules', () => {
 
   it('has valid rules (promtool when installed, else their schema), one per alert of the README table', () => {
     if (hasPromtool()) {
-      expect(execFileSync('promtool', ['check', 'rules', fileURLToPath(new URL(`../${RULES}`, import.meta.url))], { encoding: 'utf8' })).toMatch(/SUCCESS: \d+ rules found/);
+      expect(execFileSync('promtool', ['check', 'rules', fileURLToPath(new URL(`../${RULES}`, import.meta.url))], { encoding: 'utf8' })).toMatch(
+        /SUCCESS: \d+ rules found/,
+      );
     }
     const all = rules();
     for (const r of all) {
@@ -101,6 +121,7 @@ describe('the dashboard and the alert rules', () => {
     const graphs = panels().filter((p) => p.type !== 'row');
     expect(graphs.length).toBeGreaterThan(12);
     for (const p of graphs) {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's own variable syntax, not a template literal
       expect(p.datasource?.uid, p.title).toBe('${datasource}');
       expect(p.targets?.length, p.title).toBeGreaterThan(0);
     }

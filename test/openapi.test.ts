@@ -66,7 +66,9 @@ describe('OpenAPI document', () => {
     // Inlined $refs, so each schema below compiles on its own.
     resolved = validator.resolveRefs();
   });
-  afterAll(async () => { await world?.close(); });
+  afterAll(async () => {
+    await world?.close();
+  });
 
   /** The schema documented for this answer; fails if the status or content type is undocumented. */
   function documented(path: string, method: string, res: HttpAnswer): object {

@@ -6,7 +6,6 @@ import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
 import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 import { TOKENS, createWorld, move, pause, type World } from './harness/world.ts';
 
-
 describe('operators', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
@@ -47,7 +46,8 @@ describe('operators', () => {
       expect(resources.body.items.find((x: { resource: string }) => x.resource === 'bank_b')).toMatchObject({ prepared: 1 });
 
       // Resolving it: a reason is required, operate scope too; commit only with force; others' gids are not ours.
-      const resolve = (body: Record<string, unknown>, token?: string) => world.request('POST', '/v1/orphans/resolve', { resource: 'bank_b', gid: orphanGid, ...body }, token ? { token } : {});
+      const resolve = (body: Record<string, unknown>, token?: string) =>
+        world.request('POST', '/v1/orphans/resolve', { resource: 'bank_b', gid: orphanGid, ...body }, token ? { token } : {});
       expect((await resolve({})).status).toBe(400);
       expect((await resolve({ reason: 'stale' }, TOKENS.reader)).status).toBe(403);
       const commit = await resolve({ outcome: 'commit', reason: 'I know better' });
@@ -90,25 +90,38 @@ describe('operators', () => {
   it('page through transactions newest first, filtered by resource and time', async () => {
     const t0 = new Date().toISOString();
     const ids: string[] = [];
-    for (const [from, to] of [['bank_a', 'bank_b'], ['bank_b', 'bank_c'], ['bank_a', 'bank_c']] as const) {
-      const r = await world.submit({ branches: [
-        { resource: from, statements: [{ sql: 'UPDATE accounts SET balance = balance - 1 WHERE id = 8', params: [] }] },
-        { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 8', params: [] }] },
-      ], timeoutMs: 10_000 });
+    for (const [from, to] of [
+      ['bank_a', 'bank_b'],
+      ['bank_b', 'bank_c'],
+      ['bank_a', 'bank_c'],
+    ] as const) {
+      const r = await world.submit({
+        branches: [
+          { resource: from, statements: [{ sql: 'UPDATE accounts SET balance = balance - 1 WHERE id = 8', params: [] }] },
+          { resource: to, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 8', params: [] }] },
+        ],
+        timeoutMs: 10_000,
+      });
       ids.push(r.body.id);
     }
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: { body: { items: { id: string }[]; next: string | null } } = await world.request('GET', `/v1/transactions?since=${encodeURIComponent(t0)}&limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      const page: { body: { items: { id: string }[]; next: string | null } } = await world.request(
+        'GET',
+        `/v1/transactions?since=${encodeURIComponent(t0)}&limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+      );
       seen.push(...page.body.items.map((t) => t.id));
       cursor = page.body.next;
     } while (cursor);
     expect(seen).toEqual([...ids].reverse());
     const onA = await world.request('GET', `/v1/transactions?since=${encodeURIComponent(t0)}&resource=bank_a`);
     expect(onA.body.items.map((t: { id: string }) => t.id)).toEqual([ids[2], ids[0]]);
-    expect((await world.request('GET', `/v1/transactions?before=${encodeURIComponent(t0)}&resource=bank_b&status=committed`)).body.items
-      .every((t: { id: string }) => !ids.includes(t.id))).toBe(true);
+    expect(
+      (await world.request('GET', `/v1/transactions?before=${encodeURIComponent(t0)}&resource=bank_b&status=committed`)).body.items.every(
+        (t: { id: string }) => !ids.includes(t.id),
+      ),
+    ).toBe(true);
     expect((await world.request('GET', '/v1/transactions?cursor=nonsense')).status).toBe(422);
     expect((await world.request('GET', '/v1/transactions?status=maybe')).status).toBe(422);
   });
@@ -126,14 +139,22 @@ describe('operators', () => {
 
   it('refuse to act against a decision, drive it on request, and record every attempt', async () => {
     // A commit decision whose phase 2 cannot reach flaky: hold the decision, crash flaky, let it go.
-    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 30, 4, { before: [pause(0.5)] }),
-      async () => (await preparedOn(flaky.url, 'tpc:')).length === 1, () => flaky.cluster.crash());
+    const { id, answer } = await withDecisionHeld(
+      world,
+      move('bank_c', 'flaky', 30, 4, { before: [pause(0.5)] }),
+      async () => (await preparedOn(flaky.url, 'tpc:')).length === 1,
+      () => flaky.cluster.crash(),
+    );
     expect(answer.status).toBe(202);
 
     // The live view: prepared (with its locks) where the database answers, unreachable where it is down.
     const detail = await world.request('GET', `/v1/transactions/${id}`);
     expect(detail.body.branchDetails).toEqual([
-      expect.objectContaining({ resource: 'bank_c', xid: expect.stringMatching(/^\d+$/), live: { reachable: true, prepared: false, preparedAt: null, locks: null } }),
+      expect.objectContaining({
+        resource: 'bank_c',
+        xid: expect.stringMatching(/^\d+$/),
+        live: { reachable: true, prepared: false, preparedAt: null, locks: null },
+      }),
       expect.objectContaining({ resource: 'flaky', live: expect.objectContaining({ reachable: false }) }),
     ]);
 
@@ -149,7 +170,9 @@ describe('operators', () => {
     await restartAfterCrash(flaky.cluster);
     const done = await eventually(
       () => world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'commit', reason: 'flaky is back' }),
-      (r) => r.status === 200 && r.body.result === 'finished', 'the operator finishing the commit');
+      (r) => r.status === 200 && r.body.result === 'finished',
+      'the operator finishing the commit',
+    );
     expect(done.body.transaction.status).toBe('committed');
     expect(await world.balance('bank_c', 4)).toBe(970);
     expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 4'))[0]!.balance).toBe(1030);
@@ -172,15 +195,27 @@ describe('operators', () => {
     let id: string;
     try {
       const pending = world.submit(move('bank_a', 'flaky', 40, 5, { before: [pause(0.5)] }));
-      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows), (rows) => rows.length === 1, 'the begin record');
+      const [row] = await eventually(
+        () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
+        (rows) => rows.length === 1,
+        'the begin record',
+      );
       id = row!.id;
       await log.query('BEGIN');
       await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [id]);
-      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'flaky prepared');
+      await eventually(
+        () => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'),
+        (r) => r.length === 1,
+        'flaky prepared',
+      );
       // Both branches prepared, the decision not yet written: the live view shows them holding locks.
-      const live = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
-        (r) => r.body.branchDetails?.every((b: { live?: { prepared?: boolean } }) => b.live?.prepared === true), 'both branches seen prepared');
-      for (const b of live.body.branchDetails) expect(b.live).toMatchObject({ reachable: true, prepared: true, preparedAt: expect.any(String), locks: expect.any(Number) });
+      const live = await eventually(
+        () => world.request('GET', `/v1/transactions/${id}`),
+        (r) => r.body.branchDetails?.every((b: { live?: { prepared?: boolean } }) => b.live?.prepared === true),
+        'both branches seen prepared',
+      );
+      for (const b of live.body.branchDetails)
+        expect(b.live).toMatchObject({ reachable: true, prepared: true, preparedAt: expect.any(String), locks: expect.any(Number) });
       expect(live.body.branchDetails[0].live.locks).toBeGreaterThan(0);
       await flaky.cluster.crash();
       await log.query('COMMIT');
@@ -192,7 +227,9 @@ describe('operators', () => {
     // bank_a committed already; the operator insists on rolling flaky's branch back.
     const forced = await eventually(
       () => world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'refund issued by hand', force: true }),
-      (r) => r.status === 200 && r.body.result === 'finished', 'the forced resolution');
+      (r) => r.status === 200 && r.body.result === 'finished',
+      'the forced resolution',
+    );
     expect(forced.body).toMatchObject({ action: 'forced', transaction: { status: 'committed', heuristic: true, error: { code: 'heuristic_hazard' } } });
     expect(forced.body.transaction.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'aborted']);
     const metrics = (await world.request('GET', '/metrics')).body as string;

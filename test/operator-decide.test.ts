@@ -12,10 +12,13 @@ function transfer(account: number, slowSecondBranch: boolean) {
   return {
     branches: [
       { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - 10 WHERE id = $1', params: [account] }] },
-      { resource: 'bank_c', statements: [
-        ...(slowSecondBranch ? [{ sql: 'SELECT pg_sleep(0.4)', params: [] }] : []),
-        { sql: 'UPDATE accounts SET balance = balance + 10 WHERE id = $1', params: [account] },
-      ] },
+      {
+        resource: 'bank_c',
+        statements: [
+          ...(slowSecondBranch ? [{ sql: 'SELECT pg_sleep(0.4)', params: [] }] : []),
+          { sql: 'UPDATE accounts SET balance = balance + 10 WHERE id = $1', params: [account] },
+        ],
+      },
     ],
     timeoutMs: 120_000,
   };
@@ -45,7 +48,10 @@ describe('an operator deciding a transaction whose coordinator died', () => {
   it('commits when every branch is prepared, well before the deadline', async () => {
     // Branch 1 is slower, so when it is prepared (the failpoint) branch 0 already is.
     const id = await orphanedBy('after-prepare-1', 1, true);
-    const r = await httpRequest(survivor.url, 'POST', `/v1/transactions/${id}/resolve`, { outcome: 'commit', reason: 'the coordinator died; both sides prepared' });
+    const r = await httpRequest(survivor.url, 'POST', `/v1/transactions/${id}/resolve`, {
+      outcome: 'commit',
+      reason: 'the coordinator died; both sides prepared',
+    });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ action: 'decided', result: 'finished', transaction: { status: 'committed' } });
     expect(await dbs.balance('bank_a', 1)).toBe(990);
@@ -62,7 +68,10 @@ describe('an operator deciding a transaction whose coordinator died', () => {
     expect(refused.body.type).toBe('urn:tpc:problem:not-prepared');
     const aborted = await httpRequest(survivor.url, 'POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'the coordinator died mid-work' });
     expect(aborted.status).toBe(200);
-    expect(aborted.body).toMatchObject({ action: 'decided', transaction: { status: 'aborted', error: { code: 'operator_abort', message: 'the coordinator died mid-work' } } });
+    expect(aborted.body).toMatchObject({
+      action: 'decided',
+      transaction: { status: 'aborted', error: { code: 'operator_abort', message: 'the coordinator died mid-work' } },
+    });
     expect(await dbs.balance('bank_a', 2)).toBe(1000);
     expect(await dbs.balance('bank_c', 2)).toBe(1000);
     expect(await dbs.preparedGids()).toEqual([]);

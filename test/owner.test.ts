@@ -20,8 +20,12 @@ const TOKENS_JSON = JSON.stringify([
 
 describe('interactive transactions have an owner', () => {
   let world: World;
-  beforeAll(async () => { world = await createWorld({ env: { TPC_API_TOKENS: TOKENS_JSON, TPC_RECONCILE_INTERVAL_MS: '60000' } }); });
-  afterAll(async () => { await world.close(); });
+  beforeAll(async () => {
+    world = await createWorld({ env: { TPC_API_TOKENS: TOKENS_JSON, TPC_RECONCILE_INTERVAL_MS: '60000' } });
+  });
+  afterAll(async () => {
+    await world.close();
+  });
   const prepare = (bank: Bank, gid: string, sql: string) => prepareOwnBranch(world.urls[bank], gid, sql);
 
   async function begin(token: string, resources: Bank[] = ['bank_a', 'bank_c']) {
@@ -121,7 +125,7 @@ describe('interactive transactions have an owner', () => {
     expect((await act(t.id, 'abort', ALICE)).status).toBe(200);
   });
 
-  it('an operate token resolves another token\'s interactive transaction through /resolve, recorded with its name and reason', async () => {
+  it("an operate token resolves another token's interactive transaction through /resolve, recorded with its name and reason", async () => {
     const t = await begin(ALICE);
     await prepare('bank_a', t.gids[0]!, 'UPDATE accounts SET balance = balance - 3 WHERE id = 5');
     // The operate token is not the owner: it may not use the client's routes...

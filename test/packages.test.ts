@@ -28,8 +28,16 @@ const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'
 // The strictest ordinary service setup: nothing in the packages' .d.ts files may fail it.
 const STRICT_TSCONFIG = {
   compilerOptions: {
-    module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', lib: ['es2023'], types: ['node'],
-    strict: true, skipLibCheck: false, noUncheckedIndexedAccess: true, exactOptionalPropertyTypes: true, noEmit: true,
+    module: 'nodenext',
+    moduleResolution: 'nodenext',
+    target: 'es2022',
+    lib: ['es2023'],
+    types: ['node'],
+    strict: true,
+    skipLibCheck: false,
+    noUncheckedIndexedAccess: true,
+    exactOptionalPropertyTypes: true,
+    noEmit: true,
   },
   files: ['main.ts'],
 };
@@ -41,7 +49,10 @@ let tarballs: { coordinator: string; client: string };
 
 async function contents(tarball: string): Promise<string[]> {
   const { stdout } = await sh('tar', ['tzf', tarball]);
-  return stdout.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((f) => f.replace(/^package\//, ''));
 }
 
 /** A fresh ESM project with `tarball` unpacked as `name` and the given packages linked in. */
@@ -64,7 +75,10 @@ async function project(tarball: string, name: string, links: string[], main: str
 async function typecheck(dir: string): Promise<{ errors: string; files: string[] }> {
   const r = await sh(process.execPath, [TSC, '-p', dir, '--listFilesOnly'], { cwd: dir });
   const files = r.stdout.split('\n').filter(Boolean);
-  const errors = await sh(process.execPath, [TSC, '-p', dir], { cwd: dir }).then((x) => x.stdout, (e: { stdout?: string }) => e.stdout ?? String(e));
+  const errors = await sh(process.execPath, [TSC, '-p', dir], { cwd: dir }).then(
+    (x) => x.stdout,
+    (e: { stdout?: string }) => e.stdout ?? String(e),
+  );
   return { errors, files };
 }
 
@@ -74,7 +88,10 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'tpc-packages-'));
   // dist/ is fresh (test/harness/build-dist.ts); packing into a directory of our own leaves dist/packages alone.
   const { stdout } = await sh(process.execPath, [join(ROOT, 'scripts', 'package.js'), '--no-build', '--out', join(work, 'packages')], { cwd: ROOT });
-  const [coordinator, client] = stdout.trim().split('\n').map((f) => join(ROOT, f));
+  const [coordinator, client] = stdout
+    .trim()
+    .split('\n')
+    .map((f) => join(ROOT, f));
   tarballs = { coordinator: coordinator!, client: client! };
 }, 120_000);
 afterAll(async () => {
@@ -90,10 +107,19 @@ describe('npm run package', () => {
       expect(files.filter((f) => /(^|\/)(test|bench|\.ci|scripts|examples)\//.test(f) || /\.test\.|(?<!\.d)\.ts$/.test(f))).toEqual([]);
     }
     const full = await contents(tarballs.coordinator);
-    expect(full).toEqual(expect.arrayContaining([
-      'package.json', 'README.md', 'bin/tpc.js', 'dist/coordinator/main.js', 'dist/coordinator/cli/main.js', 'dist/coordinator/sdk/index.d.ts',
-      'dist/coordinator/console/index.html', 'dist/participant-adapter/participant-router.js', 'dist/migrations/index.js',
-    ]));
+    expect(full).toEqual(
+      expect.arrayContaining([
+        'package.json',
+        'README.md',
+        'bin/tpc.js',
+        'dist/coordinator/main.js',
+        'dist/coordinator/cli/main.js',
+        'dist/coordinator/sdk/index.d.ts',
+        'dist/coordinator/console/index.html',
+        'dist/participant-adapter/participant-router.js',
+        'dist/migrations/index.js',
+      ]),
+    );
   });
 
   it('the client: pg and kysely only; plain Node imports it; a strict nodenext project type-checks against it', async () => {
@@ -102,7 +128,11 @@ describe('npm run package', () => {
     expect(pkg.devDependencies).toBeUndefined();
     expect(pkg.scripts).toBeUndefined();
 
-    const dir = await project(tarballs.client, 'pg-2pc-client', ['pg', 'kysely', '@types/pg', '@types/node'], `
+    const dir = await project(
+      tarballs.client,
+      'pg-2pc-client',
+      ['pg', 'kysely', '@types/pg', '@types/node'],
+      `
 import pg from 'pg';
 import { createClient, prepareBranch, ParticipantError, TransactionAbortedError, TransactionOutcomeUnknownError, type JoinedBranch, type TpcClient } from 'pg-2pc-client';
 
@@ -125,11 +155,15 @@ export async function order(sku: string): Promise<string> {
 
 export const joined = (j: JoinedBranch) => prepareBranch<{ stock: { left: number } }, number>(pool, j.gid, async (db) => (await db.selectFrom('stock').select('left').execute()).length, { timeoutMs: 1000 });
 export const refused = (e: unknown) => e instanceof ParticipantError;
-`);
-    const exported = await nodeEval(dir, `
+`,
+    );
+    const exported = await nodeEval(
+      dir,
+      `
 const m = await import('pg-2pc-client');
 const unknown = new m.TransactionOutcomeUnknownError('00000000-0000-4000-8000-000000000000', 'no answer');
-console.log(JSON.stringify({ names: Object.keys(m).sort(), aborted: unknown instanceof m.TransactionAbortedError, id: unknown.transactionId }));`);
+console.log(JSON.stringify({ names: Object.keys(m).sort(), aborted: unknown instanceof m.TransactionAbortedError, id: unknown.transactionId }));`,
+    );
     expect(JSON.parse(exported)).toEqual({
       names: ['ParticipantError', 'TransactionAbortedError', 'TransactionOutcomeUnknownError', 'createClient', 'prepareBranch'],
       aborted: false,
@@ -147,7 +181,9 @@ console.log(JSON.stringify({ names: Object.keys(m).sort(), aborted: unknown inst
     const service = await startCoordinatorProcess({ ...dbs.env, LOG_LEVEL: 'info' }, { compiled: true });
     try {
       const dir = await project(tarballs.client, 'pg-2pc-client', ['pg', 'kysely'], '');
-      await writeFile(join(dir, 'transfer.js'), `
+      await writeFile(
+        join(dir, 'transfer.js'),
+        `
 import pg from 'pg';
 import { createClient } from 'pg-2pc-client';
 
@@ -162,7 +198,8 @@ const { outcome } = await tpc.transaction(async (tx) => {
 }, { timeoutMs: 10_000 });
 console.log(outcome.status);
 await Promise.all(Object.values(pools).map((p) => p.end()));
-`);
+`,
+      );
       const { stdout } = await sh(process.execPath, ['transfer.js', service.url, TOKENS.full, dbs.urls.bank_a, dbs.urls.bank_b], { cwd: dir });
       expect(stdout.trim()).toBe('committed');
       expect([await dbs.balance('bank_a', 4), await dbs.balance('bank_b', 4)]).toEqual([993, 1007]);
@@ -179,7 +216,11 @@ await Promise.all(Object.values(pools).map((p) => p.end()));
     expect(pkg.devDependencies).toBeUndefined();
     expect(pkg.bin).toEqual({ tpc: 'bin/tpc.js' });
 
-    const dir = await project(tarballs.coordinator, 'pg-2pc-coordinator', [...Object.keys(pkg.dependencies), '@types/node'], `
+    const dir = await project(
+      tarballs.coordinator,
+      'pg-2pc-coordinator',
+      [...Object.keys(pkg.dependencies), '@types/node'],
+      `
 import { createClient, createCoordinator, type EmbeddedCoordinator } from 'pg-2pc-coordinator';
 import { participantRouter, prepareBranch } from 'pg-2pc-coordinator/participant-adapter';
 import { createClient as leanClient } from 'pg-2pc-coordinator/client';
@@ -190,11 +231,15 @@ export async function start(): Promise<EmbeddedCoordinator> {
   return coordinator;
 }
 export const parts = [participantRouter, prepareBranch, leanClient] as const;
-`);
-    const exported = await nodeEval(dir, `
+`,
+    );
+    const exported = await nodeEval(
+      dir,
+      `
 const m = await import('pg-2pc-coordinator');
 const p = await import('pg-2pc-coordinator/participant-adapter');
-console.log(typeof m.createCoordinator, typeof m.createClient, typeof p.participantRouter, typeof p.prepareBranch);`);
+console.log(typeof m.createCoordinator, typeof m.createClient, typeof p.participantRouter, typeof p.prepareBranch);`,
+    );
     expect(exported).toBe('function function function function');
 
     const bin = join(dir, 'node_modules', 'pg-2pc-coordinator', 'bin', 'tpc.js');

@@ -23,8 +23,14 @@ describe('a participant reached over HTTP', () => {
       env: { TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '400', TPC_COMPLETION_WAIT_MS: '5000' },
       beforeStart: async (dbs) => {
         router = await startParticipantServer({
-          databaseUrl: dbs.urls.bank_c, host: '127.0.0.1', port: 0, token: PARTICIPANT_TOKEN,
-          namespace: dbs.namespace, allowStatements: true, name: 'bank_c', logger: pino({ level: 'silent' }),
+          databaseUrl: dbs.urls.bank_c,
+          host: '127.0.0.1',
+          port: 0,
+          token: PARTICIPANT_TOKEN,
+          namespace: dbs.namespace,
+          allowStatements: true,
+          name: 'bank_c',
+          logger: pino({ level: 'silent' }),
         });
         proxy = await startLossyProxy(router.url);
         return { TPC_RESOURCES: JSON.stringify({ bank_a: dbs.urls.bank_a, bank_b: dbs.urls.bank_b, bank_c: { url: proxy.url, token: PARTICIPANT_TOKEN } }) };
@@ -57,10 +63,14 @@ describe('a participant reached over HTTP', () => {
   });
 
   it('prepares a single remote branch too (no one-phase path over HTTP) and reports its results', async () => {
-    const r = await world.submit({ branches: [{ resource: 'bank_c', statements: [
-      { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 3' },
-      { sql: 'SELECT balance FROM accounts WHERE id = $1', params: [3] },
-    ] }] });
+    const r = await world.submit({
+      branches: [
+        {
+          resource: 'bank_c',
+          statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 3' }, { sql: 'SELECT balance FROM accounts WHERE id = $1', params: [3] }],
+        },
+      ],
+    });
     expect(r.status).toBe(201);
     expect(r.body.status).toBe('committed');
     expect(r.body.branches[0].results[1].rows).toEqual([{ balance: 1001 }]);
@@ -77,7 +87,11 @@ describe('a participant reached over HTTP', () => {
       expect(res.status).toBe(409);
       expect(res.body.error).toMatchObject({ resource: 'bank_c', statement: 0, code: 'deadline_exceeded' });
       // The participant ended the waiting statement itself: the lock holder sees no other session waiting.
-      await eventually(() => world.db.bank_c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"), (r) => r.rows[0].n === 0, 'the remote statement ended');
+      await eventually(
+        () => world.db.bank_c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"),
+        (r) => r.rows[0].n === 0,
+        'the remote statement ended',
+      );
     } finally {
       await holder.query('ROLLBACK');
       holder.release();
@@ -103,7 +117,11 @@ describe('a participant reached over HTTP', () => {
     const r = await world.submit(transfer('bank_a', 'bank_c', 9, 5, 5));
     expect([200, 201, 202]).toContain(r.status);
     const id = r.body.id as string;
-    await eventually(() => world.request('GET', `/v1/transactions/${id}`), (a) => a.body.status === 'committed', 'the transaction completed');
+    await eventually(
+      () => world.request('GET', `/v1/transactions/${id}`),
+      (a) => a.body.status === 'committed',
+      'the transaction completed',
+    );
     const commits = proxy.calls.filter((c) => c.path === `/2pc/prepared/${encodeURIComponent(gidOf(id, 1))}/commit`);
     expect(commits[0]!.dropped).toBe(true);
     expect(commits.length).toBeGreaterThanOrEqual(2);
@@ -156,7 +174,14 @@ describe('the participant router', () => {
   let open: RunningParticipantServer;
   beforeAll(async () => {
     world = await createWorld();
-    const common = { databaseUrl: world.urls.bank_c, host: '127.0.0.1', port: 0, token: PARTICIPANT_TOKEN, namespace: world.namespace, logger: pino({ level: 'silent' }) };
+    const common = {
+      databaseUrl: world.urls.bank_c,
+      host: '127.0.0.1',
+      port: 0,
+      token: PARTICIPANT_TOKEN,
+      namespace: world.namespace,
+      logger: pino({ level: 'silent' }),
+    };
     closed = await startParticipantServer(common);
     open = await startParticipantServer({ ...common, allowStatements: true });
   });
@@ -185,14 +210,24 @@ describe('the participant router', () => {
     const h = await p.health();
     expect(h).toMatchObject({ reachable: true, usable: false });
     expect(h.message).toContain(`serves namespace "${world.namespace}", not "elsewhere"`);
-    expect(await new HttpParticipant({ name: 'bank_c', url: closed.url, token: PARTICIPANT_TOKEN, namespace: world.namespace }).health()).toMatchObject({ usable: true });
-    expect(await new HttpParticipant({ name: 'bank_c', url: closed.url, token: 'wrong-token-0123456789' }).health()).toMatchObject({ reachable: true, usable: false, message: expect.stringContaining('refused') });
+    expect(await new HttpParticipant({ name: 'bank_c', url: closed.url, token: PARTICIPANT_TOKEN, namespace: world.namespace }).health()).toMatchObject({
+      usable: true,
+    });
+    expect(await new HttpParticipant({ name: 'bank_c', url: closed.url, token: 'wrong-token-0123456789' }).health()).toMatchObject({
+      reachable: true,
+      usable: false,
+      message: expect.stringContaining('refused'),
+    });
   });
 
   it('answers 400 to a gid outside the namespace, on every route that takes one', async () => {
     const outside = [`tpc:other:${randomUUID()}:0`, 'not-a-gid', `tpc:${world.namespace}:xyz:0`, "tpc:x'; DROP TABLE accounts; --"];
     for (const g of outside) {
-      for (const [method, path] of [['GET', `/prepared/${encodeURIComponent(g)}`], ['POST', `/prepared/${encodeURIComponent(g)}/commit`], ['POST', `/prepared/${encodeURIComponent(g)}/rollback`]] as const) {
+      for (const [method, path] of [
+        ['GET', `/prepared/${encodeURIComponent(g)}`],
+        ['POST', `/prepared/${encodeURIComponent(g)}/commit`],
+        ['POST', `/prepared/${encodeURIComponent(g)}/rollback`],
+      ] as const) {
         const r = await call(closed, method, path);
         expect(r.status, `${method} ${path}`).toBe(400);
         expect(r.body.type).toBe('urn:tpc:problem:gid_outside_namespace');
@@ -242,7 +277,15 @@ describe('the participant router', () => {
     const g = gid();
     const body = { statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 10' }], statementTimeoutMs: 2000 };
     expect((await call(open, 'POST', `/branches/${encodeURIComponent(g)}`, body)).body.prepared).toBe(true);
-    const restarted = await startParticipantServer({ databaseUrl: world.urls.bank_c, host: '127.0.0.1', port: 0, token: PARTICIPANT_TOKEN, namespace: world.namespace, allowStatements: true, logger: pino({ level: 'silent' }) });
+    const restarted = await startParticipantServer({
+      databaseUrl: world.urls.bank_c,
+      host: '127.0.0.1',
+      port: 0,
+      token: PARTICIPANT_TOKEN,
+      namespace: world.namespace,
+      allowStatements: true,
+      logger: pino({ level: 'silent' }),
+    });
     try {
       const replay = await call(restarted, 'POST', `/branches/${encodeURIComponent(g)}`, body);
       expect(replay.body).toMatchObject({ gid: g, prepared: true, results: null, failure: null });
@@ -261,11 +304,22 @@ describe('a participant service with two replicas behind one URL', () => {
   beforeAll(async () => {
     world = await createWorld({
       beforeStart: async (dbs) => {
-        const common = { databaseUrl: dbs.urls.bank_c, host: '127.0.0.1', port: 0, token: PARTICIPANT_TOKEN, namespace: dbs.namespace, allowStatements: true, logger: pino({ level: 'silent' }) };
+        const common = {
+          databaseUrl: dbs.urls.bank_c,
+          host: '127.0.0.1',
+          port: 0,
+          token: PARTICIPANT_TOKEN,
+          namespace: dbs.namespace,
+          allowStatements: true,
+          logger: pino({ level: 'silent' }),
+        };
         replicas = [await startParticipantServer(common), await startParticipantServer(common)];
         // Only the branch requests alternate, so that a background call cannot come between a
         // lost reply and its retry and send the retry back to the same replica.
-        proxy = await startLossyProxy(replicas.map((r) => r.url), (m, p) => m === 'POST' && p.startsWith('/2pc/branches/'));
+        proxy = await startLossyProxy(
+          replicas.map((r) => r.url),
+          (m, p) => m === 'POST' && p.startsWith('/2pc/branches/'),
+        );
         return { TPC_RESOURCES: JSON.stringify({ bank_a: dbs.urls.bank_a, bank_b: dbs.urls.bank_b, bank_c: { url: proxy.url, token: PARTICIPANT_TOKEN } }) };
       },
     });
@@ -292,4 +346,3 @@ describe('a participant service with two replicas behind one URL', () => {
     expect(calls.map((c) => c.dropped)).toEqual([true, false]);
   });
 });
-

@@ -22,12 +22,19 @@ describe('a participant service killed and restarted', () => {
       env: {
         // Fast retries and reconciliation so that completion follows the restart within a second;
         // one failed attempt flags the transaction in doubt, so the operator view is seen at once.
-        TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '400', TPC_RECONCILE_INTERVAL_MS: '300',
-        TPC_IN_DOUBT_AFTER_ATTEMPTS: '1', TPC_COMPLETION_WAIT_MS: '500',
+        TPC_RETRY_BASE_MS: '100',
+        TPC_RETRY_MAX_MS: '400',
+        TPC_RECONCILE_INTERVAL_MS: '300',
+        TPC_IN_DOUBT_AFTER_ATTEMPTS: '1',
+        TPC_COMPLETION_WAIT_MS: '500',
       },
       beforeStart: async (dbs) => {
         sidecar = await startParticipantProcess({
-          databaseUrl: dbs.urls.bank_c, namespace: dbs.namespace, name: 'bank_c', token: PARTICIPANT_TOKEN, allowStatements: true,
+          databaseUrl: dbs.urls.bank_c,
+          namespace: dbs.namespace,
+          name: 'bank_c',
+          token: PARTICIPANT_TOKEN,
+          allowStatements: true,
         });
         proxy = await startLossyProxy(sidecar.url);
         return { TPC_RESOURCES: JSON.stringify({ bank_a: dbs.urls.bank_a, bank_b: dbs.urls.bank_b, bank_c: { url: proxy.url, token: PARTICIPANT_TOKEN } }) };
@@ -75,14 +82,22 @@ describe('a participant service killed and restarted', () => {
       const gidC = `tpc:${ns()}:${id}:1`;
 
       // The decision stands while the sidecar is down: COMMIT PREPARED is retried and fails, the branch waits.
-      await eventually(() => detail(id), (d) => d.body.attempts >= 2, 'failed completion attempts while the sidecar is down');
+      await eventually(
+        () => detail(id),
+        (d) => d.body.attempts >= 2,
+        'failed completion attempts while the sidecar is down',
+      );
       expect(await preparedOn(world.urls.bank_c, `tpc:${ns()}:${id}:`)).toEqual([gidC]);
       expect(await world.balance('bank_c', 1)).toBe(1000);
       const down = await detail(id);
       expect(down.body).toMatchObject({ status: 'committing', inDoubt: true, lastError: { resource: 'bank_c' } });
 
       await sidecar!.start();
-      const done = await eventually(() => detail(id), (d) => d.body.status === 'committed', 'completion once the sidecar is back');
+      const done = await eventually(
+        () => detail(id),
+        (d) => d.body.status === 'committed',
+        'completion once the sidecar is back',
+      );
       expect(done.body).toMatchObject({ inDoubt: false, heuristic: false, error: null });
       expect(done.body.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'committed']);
       // Committed by COMMIT PREPARED after the restart, not found already gone (which would be a hazard).
@@ -110,8 +125,9 @@ describe('a participant service killed and restarted', () => {
       // right after. The commit route's own read of the transaction asks the same question first (its
       // live branch view); the commit's check is the one made once the commit has taken the
       // transaction's lease, which then runs past the deadline (the begin record's lease ends at it).
-      const commitHoldsLease = async () => (await world.db.log.query<{ taken: boolean }>(
-        'SELECT lease_until > deadline AS taken FROM tpc_transactions WHERE id = $1', [id])).rows[0]?.taken === true;
+      const commitHoldsLease = async () =>
+        (await world.db.log.query<{ taken: boolean }>('SELECT lease_until > deadline AS taken FROM tpc_transactions WHERE id = $1', [id])).rows[0]?.taken ===
+        true;
       killAfterAnswer((m, p) => m === 'GET' && p === gidPath(c!.gid), commitHoldsLease);
       const r = await world.request('POST', `/v1/transactions/${id}/commit`);
       expect(sidecar!.running, 'the sidecar killed once it had answered').toBe(false);
@@ -121,10 +137,16 @@ describe('a participant service killed and restarted', () => {
 
       // The operator views while it is down: the transaction in doubt (by attempts, or by the clock
       // before its next attempt), bank_c's branch unreachable.
-      const listed = await eventually(() => world.request('GET', '/v1/transactions?inDoubt=true'),
-        (l) => l.status === 200 && l.body.items.some((t: { id: string; lastError: unknown }) => t.id === id && t.lastError), 'the transaction listed in doubt');
+      const listed = await eventually(
+        () => world.request('GET', '/v1/transactions?inDoubt=true'),
+        (l) => l.status === 200 && l.body.items.some((t: { id: string; lastError: unknown }) => t.id === id && t.lastError),
+        'the transaction listed in doubt',
+      );
       expect(listed.body.items.find((t: { id: string }) => t.id === id)).toMatchObject({
-        status: 'committing', inDoubt: true, resources: ['bank_a', 'bank_c'], lastError: { resource: 'bank_c' },
+        status: 'committing',
+        inDoubt: true,
+        resources: ['bank_a', 'bank_c'],
+        lastError: { resource: 'bank_c' },
       });
       const seen = await detail(id);
       expect(seen.status).toBe(200);
@@ -136,7 +158,11 @@ describe('a participant service killed and restarted', () => {
       expect(await world.balance('bank_a', 2)).toBe(985); // committed where it could be
 
       await sidecar!.start();
-      const done = await eventually(() => detail(id), (d) => d.body.status === 'committed', 'completion once the sidecar is back');
+      const done = await eventually(
+        () => detail(id),
+        (d) => d.body.status === 'committed',
+        'completion once the sidecar is back',
+      );
       expect(done.body).toMatchObject({ inDoubt: false, heuristic: false, error: null });
       const kinds = done.body.events.map((e: { kind: string }) => e.kind);
       expect(kinds.filter((k: string) => k === 'decided')).toHaveLength(1);
@@ -165,7 +191,12 @@ describe('a participant service killed and restarted', () => {
       await sidecar!.start();
     }
     const back = await world.request('GET', '/v1/resources');
-    expect(back.body.items.find((x: { resource: string }) => x.resource === 'bank_c')).toMatchObject({ kind: 'http', reachable: true, usable: true, prepared: 0 });
+    expect(back.body.items.find((x: { resource: string }) => x.resource === 'bank_c')).toMatchObject({
+      kind: 'http',
+      reachable: true,
+      usable: true,
+      prepared: 0,
+    });
     expect((await world.request('GET', '/v1/orphans')).body).toEqual({ items: [], unreachable: [] });
     expect(await world.preparedGids()).toEqual([]);
   });

@@ -19,8 +19,13 @@ describe('the participant router under generated input', () => {
   beforeAll(async () => {
     world = await createWorld();
     server = await startParticipantServer({
-      databaseUrl: world.urls.bank_c, host: '127.0.0.1', port: 0, token: TOKEN, namespace: world.namespace,
-      allowStatements: true, logger: pino({ level: 'silent' }),
+      databaseUrl: world.urls.bank_c,
+      host: '127.0.0.1',
+      port: 0,
+      token: TOKEN,
+      namespace: world.namespace,
+      allowStatements: true,
+      logger: pino({ level: 'silent' }),
     });
   });
   afterAll(async () => {
@@ -32,15 +37,35 @@ describe('the participant router under generated input', () => {
     const goodGid = () => `tpc:${world.namespace}:${randomUUID()}:0`;
     const gid = fc.oneof(
       { arbitrary: fc.constant(null).map(() => goodGid()), weight: 4 },
-      fc.constantFrom(`tpc:${world.namespace}:x:0`, 'tpc:other:00000000-0000-0000-0000-000000000000:0', "'; DROP TABLE accounts; --", '', '%00', '..', 'a'.repeat(500)),
+      fc.constantFrom(
+        `tpc:${world.namespace}:x:0`,
+        'tpc:other:00000000-0000-0000-0000-000000000000:0',
+        "'; DROP TABLE accounts; --",
+        '',
+        '%00',
+        '..',
+        'a'.repeat(500),
+      ),
       fc.string({ maxLength: 40 }),
     );
     const statement = fc.oneof(
-      { weight: 6, arbitrary: fc.record({ sql: fc.constantFrom('SELECT 1', 'UPDATE accounts SET balance = balance WHERE id = 1', 'SELECT $1::int', 'SELEC broken', 'COMMIT', 'SELECT 1/0', ''), params: fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 2 }) }) },
+      {
+        weight: 6,
+        arbitrary: fc.record({
+          sql: fc.constantFrom('SELECT 1', 'UPDATE accounts SET balance = balance WHERE id = 1', 'SELECT $1::int', 'SELEC broken', 'COMMIT', 'SELECT 1/0', ''),
+          params: fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 2 }),
+        }),
+      },
       fc.jsonValue({ maxDepth: 2 }),
     );
     const body = fc.oneof(
-      { arbitrary: fc.record({ statements: fc.array(statement, { minLength: 1, maxLength: 3 }), statementTimeoutMs: fc.oneof({ arbitrary: fc.constant(2000), weight: 4 }, fc.integer(), fc.double()) }), weight: 4 },
+      {
+        arbitrary: fc.record({
+          statements: fc.array(statement, { minLength: 1, maxLength: 3 }),
+          statementTimeoutMs: fc.oneof({ arbitrary: fc.constant(2000), weight: 4 }, fc.integer(), fc.double()),
+        }),
+        weight: 4,
+      },
       fc.jsonValue({ maxDepth: 3 }),
     );
     const request = fc.record({
@@ -50,34 +75,37 @@ describe('the participant router under generated input', () => {
       raw: fc.oneof({ arbitrary: fc.constant(null), weight: 8 }, fc.string({ maxLength: 30 })),
       xid: fc.oneof(fc.constant('123'), fc.string({ maxLength: 25 })),
     });
-    await fc.assert(fc.asyncProperty(request, async (r) => {
-      const g = encodeURIComponent(r.gid);
-      const [method, path] = {
-        branches: ['POST', `/branches/${g}`],
-        prepared: ['GET', `/prepared?prefix=${encodeURIComponent(r.gid)}`],
-        commit: ['POST', `/prepared/${g}/commit`],
-        rollback: ['POST', `/prepared/${g}/rollback`],
-        inspect: ['GET', `/prepared/${g}`],
-        xacts: ['GET', `/xacts/${encodeURIComponent(r.xid)}`],
-        list: ['GET', '/prepared'],
-        health: ['GET', '/health'],
-        other: ['DELETE', `/prepared/${g}`],
-      }[r.route] as [string, string];
-      const send = method === 'POST' && (r.body !== null || r.raw !== null);
-      const res = await fetch(`${server.url}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${TOKEN}`, ...(send ? { 'content-type': 'application/json' } : {}) },
-        body: send ? (r.raw ?? JSON.stringify(r.body)) : undefined,
-      });
-      const text = await res.text();
-      expect(res.status, `${method} ${path} → ${text.slice(0, 200)}`).toBeLessThan(500);
-      if (res.status >= 400) expect(res.headers.get('content-type')).toContain('application/problem+json');
-      const answer = JSON.parse(text) as { prepared?: boolean; gid?: string };
-      // Roll back whatever an accepted prepare left, so that runs stay independent.
-      if (r.route === 'branches' && answer.prepared && answer.gid) {
-        await fetch(`${server.url}/prepared/${encodeURIComponent(answer.gid)}/rollback`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
-      }
-    }), { numRuns: 200 });
+    await fc.assert(
+      fc.asyncProperty(request, async (r) => {
+        const g = encodeURIComponent(r.gid);
+        const [method, path] = {
+          branches: ['POST', `/branches/${g}`],
+          prepared: ['GET', `/prepared?prefix=${encodeURIComponent(r.gid)}`],
+          commit: ['POST', `/prepared/${g}/commit`],
+          rollback: ['POST', `/prepared/${g}/rollback`],
+          inspect: ['GET', `/prepared/${g}`],
+          xacts: ['GET', `/xacts/${encodeURIComponent(r.xid)}`],
+          list: ['GET', '/prepared'],
+          health: ['GET', '/health'],
+          other: ['DELETE', `/prepared/${g}`],
+        }[r.route] as [string, string];
+        const send = method === 'POST' && (r.body !== null || r.raw !== null);
+        const res = await fetch(`${server.url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${TOKEN}`, ...(send ? { 'content-type': 'application/json' } : {}) },
+          body: send ? (r.raw ?? JSON.stringify(r.body)) : undefined,
+        });
+        const text = await res.text();
+        expect(res.status, `${method} ${path} → ${text.slice(0, 200)}`).toBeLessThan(500);
+        if (res.status >= 400) expect(res.headers.get('content-type')).toContain('application/problem+json');
+        const answer = JSON.parse(text) as { prepared?: boolean; gid?: string };
+        // Roll back whatever an accepted prepare left, so that runs stay independent.
+        if (r.route === 'branches' && answer.prepared && answer.gid) {
+          await fetch(`${server.url}/prepared/${encodeURIComponent(answer.gid)}/rollback`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+        }
+      }),
+      { numRuns: 200 },
+    );
     expect(await world.preparedGids()).toEqual([]);
     expect(await world.balance('bank_c', 1)).toBe(1000);
   });

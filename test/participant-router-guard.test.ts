@@ -21,8 +21,14 @@ describe('a participant router running statements', () => {
   beforeAll(async () => {
     world = await createWorld();
     server = await startParticipantServer({
-      databaseUrl: world.urls.bank_c, host: '127.0.0.1', port: 0, token: TOKEN, namespace: world.namespace,
-      allowStatements: true, name: 'bank_c', logger: pino({ level: 'silent' }),
+      databaseUrl: world.urls.bank_c,
+      host: '127.0.0.1',
+      port: 0,
+      token: TOKEN,
+      namespace: world.namespace,
+      allowStatements: true,
+      name: 'bank_c',
+      logger: pino({ level: 'silent' }),
     });
     participant = new DirectParticipant({ name: 'bank_c', connectionString: world.urls.bank_c });
   });
@@ -39,10 +45,12 @@ describe('a participant router running statements', () => {
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
       body: JSON.stringify({ statements, statementTimeoutMs: 2000 }),
     });
-    return { status: res.status, type: res.headers.get('content-type'), body: await res.json() as any };
+    return { status: res.status, type: res.headers.get('content-type'), body: (await res.json()) as any };
   };
   const preparedOnBankC = async () =>
-    (await world.db.bank_c.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${world.namespace}:`])).rows.map((r) => r.gid);
+    (await world.db.bank_c.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${world.namespace}:`])).rows.map(
+      (r) => r.gid,
+    );
 
   it.each([
     ['COMMIT', 'COMMIT', /transaction control/],
@@ -78,10 +86,18 @@ describe('a participant router running statements', () => {
   // (or partial) prepared transaction left behind. The branch itself now refuses to prepare.
   it('never prepares a branch one of whose statements was refused once it was open', async () => {
     const g = gid();
-    const answer = await runBranchRequest(participant, g, {
-      statements: [{ sql: 'UPDATE accounts SET balance = balance - 7 WHERE id = 3', params: [] }, { sql: 'COMMIT', params: [] }],
-      statementTimeoutMs: 2000,
-    }, new AbortController().signal);
+    const answer = await runBranchRequest(
+      participant,
+      g,
+      {
+        statements: [
+          { sql: 'UPDATE accounts SET balance = balance - 7 WHERE id = 3', params: [] },
+          { sql: 'COMMIT', params: [] },
+        ],
+        statementTimeoutMs: 2000,
+      },
+      new AbortController().signal,
+    );
     expect(answer).toMatchObject({ gid: g, prepared: false, xid: null, failure: { statement: 1, code: 'statement_not_allowed', retryable: false } });
     expect(await preparedOnBankC()).toEqual([]);
     expect(await world.balance('bank_c', 3)).toBe(1000);

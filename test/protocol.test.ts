@@ -15,8 +15,12 @@ async function logRow(world: World, id: string) {
 
 describe('the protocol', () => {
   let world: World;
-  beforeEach(async () => { world = await createWorld(); });
-  afterEach(async () => { await world.close(); });
+  beforeEach(async () => {
+    world = await createWorld();
+  });
+  afterEach(async () => {
+    await world.close();
+  });
 
   it('applies all branches or none: a failure on the last database undoes the others', async () => {
     const res = await world.submit({
@@ -54,14 +58,16 @@ describe('the protocol', () => {
 
   it('lets read-only branches skip the decision', async () => {
     const res = await world.submit({
-      branches: [
-        { resource: 'bank_a', statements: [{ sql: 'SELECT balance FROM accounts WHERE id = $1', params: [4] }] },
-        update('bank_b', 5, 4),
-      ],
+      branches: [{ resource: 'bank_a', statements: [{ sql: 'SELECT balance FROM accounts WHERE id = $1', params: [4] }] }, update('bank_b', 5, 4)],
       timeoutMs: 10_000,
     });
     expect(res.status).toBe(201);
-    expect(res.body.branches[0]).toMatchObject({ resource: 'bank_a', readOnly: true, status: 'committed', results: [{ rowCount: 1, rows: [{ balance: 1000 }] }] });
+    expect(res.body.branches[0]).toMatchObject({
+      resource: 'bank_a',
+      readOnly: true,
+      status: 'committed',
+      results: [{ rowCount: 1, rows: [{ balance: 1000 }] }],
+    });
     expect(res.body.branches[1]).toMatchObject({ resource: 'bank_b', readOnly: false, status: 'committed' });
     const row = await logRow(world, res.body.id);
     expect(row.branches[0]).toMatchObject({ read_only: true, xid: null });
@@ -79,7 +85,10 @@ describe('the protocol', () => {
   });
 
   it('commits a single read-only branch with no decision at all', async () => {
-    const res = await world.submit({ branches: [{ resource: 'bank_a', statements: [{ sql: 'SELECT count(*)::int AS n FROM accounts', params: [] }] }], timeoutMs: 10_000 });
+    const res = await world.submit({
+      branches: [{ resource: 'bank_a', statements: [{ sql: 'SELECT count(*)::int AS n FROM accounts', params: [] }] }],
+      timeoutMs: 10_000,
+    });
     expect(res.status).toBe(201);
     expect(res.body.branches[0]).toMatchObject({ readOnly: true, results: [{ rowCount: 1, rows: [{ n: 10 }] }] });
     const detail = await world.request('GET', `/v1/transactions/${res.body.id}`);
@@ -113,7 +122,9 @@ describe('the protocol', () => {
     expect((await world.submit({ branches: [sneaky], timeoutMs: 10_000 })).status).toBe(201);
     // Every later transaction on bank_a, whichever pooled connection it gets, sees the default search_path.
     // Distinct rows: concurrent transactions on the same rows of two databases could deadlock across them.
-    const later = await Promise.all(Array.from({ length: 6 }, (_, i) => world.submit({ branches: [update('bank_a', 1, i + 1), update('bank_c', 1, i + 1)], timeoutMs: 10_000 })));
+    const later = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => world.submit({ branches: [update('bank_a', 1, i + 1), update('bank_c', 1, i + 1)], timeoutMs: 10_000 })),
+    );
     for (const r of later) expect(r.status).toBe(201);
     const locks = await world.db.bank_a.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'");
     expect(locks.rows[0].n).toBe(0);
@@ -145,21 +156,26 @@ describe('the protocol', () => {
       const lockThenWait = (first: string, second: string) => ({
         branches: [
           { resource: first, statements: [{ sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] }] },
-          { resource: second, statements: [
-            { sql: 'SELECT pg_advisory_xact_lock_shared(77)', params: [] },
-            { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] },
-          ] },
+          {
+            resource: second,
+            statements: [
+              { sql: 'SELECT pg_advisory_xact_lock_shared(77)', params: [] },
+              { sql: 'UPDATE accounts SET balance = balance + 1 WHERE id = 9', params: [] },
+            ],
+          },
         ],
         timeoutMs: 3000,
       });
       const answers = Promise.all([world.submit(lockThenWait('bank_a', 'bank_c')), world.submit(lockThenWait('bank_c', 'bank_a'))]);
-      const ready = (g: (typeof gates)[number]) => g.query<{ waiting: number; holding: number }>(`
+      const ready = (g: (typeof gates)[number]) =>
+        g
+          .query<{ waiting: number; holding: number }>(`
         SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))::int AS waiting,
                -- The first half holds row 9: still open after its UPDATE, or already prepared.
                ((SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE 'UPDATE accounts%')
                 + (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()))::int AS holding`)
-        .then((r) => r.rows[0]!.waiting === 1 && r.rows[0]!.holding === 1);
-      for (let i = 0; i < 500 && !(await ready(gates[0]) && await ready(gates[1])); i++) await new Promise((r) => setTimeout(r, 10));
+          .then((r) => r.rows[0]!.waiting === 1 && r.rows[0]!.holding === 1);
+      for (let i = 0; i < 500 && !((await ready(gates[0])) && (await ready(gates[1]))); i++) await new Promise((r) => setTimeout(r, 10));
       for (const g of gates) await g.query('SELECT pg_advisory_unlock(77)');
       const [t1, t2] = await answers;
       // The first deadline breaks the cycle: that transaction aborts, and the other may then commit
@@ -184,11 +200,13 @@ describe('the protocol', () => {
 
   it('runs many concurrent transfers on shared rows and conserves the money', async () => {
     const banks = ['bank_a', 'bank_b', 'bank_c'] as const;
-    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => {
-      const from = banks[i % 3]!;
-      const to = banks[(i + 1) % 3]!;
-      return world.submit(transfer(from, to, 10 + (i % 7), 1 + (i % 2), 1 + ((i + 1) % 2), { timeoutMs: 2000 }));
-    }));
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => {
+        const from = banks[i % 3]!;
+        const to = banks[(i + 1) % 3]!;
+        return world.submit(transfer(from, to, 10 + (i % 7), 1 + (i % 2), 1 + ((i + 1) % 2), { timeoutMs: 2000 }));
+      }),
+    );
     // 202: decided, phase 2 still finishing (a loaded machine); the sums are taken once it has.
     // 503: more transfers than a bank's slots (TPC_RESOURCE_POOL_SIZE, 20), queued behind the row
     // locks for longer than the admission wait: refused having changed nothing.

@@ -19,7 +19,9 @@ describe('the queue board', () => {
   beforeAll(async () => {
     world = await createWorld();
     const prefix = `q${world.namespace.slice(1)}`; // createWorld's queue prefix for this world
-    queues = ['completion', 'deadline', 'maintenance'].map((kind) => new Queue(`tpc-${world.namespace}-${kind}`, { connection: { url: inject('redisUrl') }, prefix }));
+    queues = ['completion', 'deadline', 'maintenance'].map(
+      (kind) => new Queue(`tpc-${world.namespace}-${kind}`, { connection: { url: inject('redisUrl') }, prefix }),
+    );
   });
   afterAll(async () => {
     await Promise.all((queues ?? []).map((q) => q.close()));
@@ -44,7 +46,7 @@ describe('the queue board', () => {
   async function expectRefused(res: Response, status: number, type?: string) {
     expect(res.status).toBe(status);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json\b/);
-    const body = await res.json() as { type: string; status: number };
+    const body = (await res.json()) as { type: string; status: number };
     expect(body.status).toBe(status);
     if (type) expect(body.type).toBe(`urn:tpc:problem:${type}`);
   }
@@ -141,12 +143,12 @@ describe('the queue board', () => {
       'a flipped signature': `${name}.${expiry}.${mac.startsWith('A') ? 'B' : 'A'}${mac.slice(1)}`,
       'a later expiry': `${name}.${Number(expiry) + 3600}.${mac}`,
       "the reader's signature under the full name": `${name}.${reader[1]}.${reader[2]}`,
-      'expired': issueSession('full', sessionKey(TOKENS.full), Date.now() - (SESSION_TTL_SECONDS + 5) * 1000).value,
+      expired: issueSession('full', sessionKey(TOKENS.full), Date.now() - (SESSION_TTL_SECONDS + 5) * 1000).value,
       'signed by a token not configured': issueSession('full', sessionKey('some-other-token-0123456789')).value,
       'a name not configured': issueSession('ghost', sessionKey(TOKENS.full)).value,
       'the raw token (the old cookie)': TOKENS.full,
-      'garbage': '%ZZ%',
-      'empty': '',
+      garbage: '%ZZ%',
+      empty: '',
     };
     for (const [what, v] of Object.entries(forged)) {
       const res = await pauseAll({ cookie: `tpc_queues=${v}`, origin: world.service.url });
@@ -170,7 +172,11 @@ describe('the queue board', () => {
       expect((await read(same.url)).status).toBe(200);
       expect((await read(rotated.url)).status).toBe(401);
       expect((await read(removed.url)).status).toBe(401);
-      await expectRefused(await fetch(`${rotated.url}/queues/api/queues/pause`, { method: 'PUT', headers: { cookie, origin: rotated.url } }), 401, 'unauthorized');
+      await expectRefused(
+        await fetch(`${rotated.url}/queues/api/queues/pause`, { method: 'PUT', headers: { cookie, origin: rotated.url } }),
+        401,
+        'unauthorized',
+      );
       expect(await anyPaused()).toBe(false);
     } finally {
       await Promise.all([same.close(), rotated.close(), removed.close()]);
@@ -190,7 +196,9 @@ describe('the queue board with no tokens configured (loopback only)', () => {
   beforeAll(async () => {
     world = await createWorld({ env: { TPC_API_TOKENS: '' } });
     const prefix = `q${world.namespace.slice(1)}`;
-    queues = ['completion', 'deadline', 'maintenance'].map((kind) => new Queue(`tpc-${world.namespace}-${kind}`, { connection: { url: inject('redisUrl') }, prefix }));
+    queues = ['completion', 'deadline', 'maintenance'].map(
+      (kind) => new Queue(`tpc-${world.namespace}-${kind}`, { connection: { url: inject('redisUrl') }, prefix }),
+    );
   });
   afterAll(async () => {
     await Promise.all((queues ?? []).map((q) => q.close()));
@@ -215,10 +223,16 @@ describe('the queue board with no tokens configured (loopback only)', () => {
   });
 
   it('the API too: a page of another origin cannot submit, and a rebound domain gets no answer', async () => {
-    const submit = (headers: Record<string, string>) => fetch(`${world.service.url}/v1/transactions`, {
-      method: 'POST', headers: { 'content-type': 'text/plain', ...headers }, body: JSON.stringify(move('bank_a', 'bank_b', 5)),
-    });
-    for (const headers of [{ origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }] as Record<string, string>[]) {
+    const submit = (headers: Record<string, string>) =>
+      fetch(`${world.service.url}/v1/transactions`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain', ...headers },
+        body: JSON.stringify(move('bank_a', 'bank_b', 5)),
+      });
+    for (const headers of [{ origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }] as Record<
+      string,
+      string
+    >[]) {
       const res = await submit(headers);
       expect(res.status, JSON.stringify(headers)).toBe(403);
       expect(((await res.json()) as { type: string }).type).toBe('urn:tpc:problem:cross-origin');
@@ -231,11 +245,15 @@ describe('the queue board with no tokens configured (loopback only)', () => {
 
     // DNS rebinding: the page's own domain, pointed at 127.0.0.1, arrives in Host.
     const { port } = new URL(world.service.url);
-    const withHost = (host: string) => new Promise<number>((resolve, reject) => {
-      const req = httpRequest({ host: '127.0.0.1', port, path: '/v1/transactions', headers: { host } }, (res) => { res.resume(); resolve(res.statusCode!); });
-      req.on('error', reject);
-      req.end();
-    });
+    const withHost = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, path: '/v1/transactions', headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('error', reject);
+        req.end();
+      });
     expect(await withHost(`evil.example:${port}`)).toBe(403);
     expect(await withHost(`localhost:${port}`)).toBe(200);
     expect(await withHost(`127.0.0.1:${port}`)).toBe(200);

@@ -17,7 +17,11 @@ describe('/readyz tells the truth', () => {
   const logged: { level: number; msg: string }[] = [];
   beforeAll(async () => {
     redis = await startRedisServer();
-    const sink = { write: (line: string) => { logged.push(JSON.parse(line)); } };
+    const sink = {
+      write: (line: string) => {
+        logged.push(JSON.parse(line));
+      },
+    };
     world = await createWorld({ env: { REDIS_URL: redis.url }, logger: pino({ level: 'warn' }, sink) });
     role = new URL(world.urls.log).username;
   });
@@ -77,7 +81,7 @@ describe('/readyz tells the truth', () => {
     await until('ready again', (x) => x.status === 200);
   });
 
-  it('a log table renamed away: 503 with Postgres\' own message; back once restored', async () => {
+  it("a log table renamed away: 503 with Postgres' own message; back once restored", async () => {
     await asAdmin('ALTER TABLE tpc_branches RENAME TO tpc_branches_gone');
     try {
       expectNotReady(await ready(), 'log', /relation "tpc_branches" does not exist/);
@@ -100,7 +104,7 @@ describe('/readyz tells the truth', () => {
     expect(back.body.checks).toEqual({ log: { ok: true }, redis: { ok: true } });
   });
 
-  it('many probes at once share one query on the probe\'s own connection', async () => {
+  it("many probes at once share one query on the probe's own connection", async () => {
     const answers = await Promise.all(Array.from({ length: 20 }, () => ready()));
     expect(answers.map((a) => a.status)).toEqual(Array<number>(20).fill(200));
     const conns = await asAdmin(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = '${role}' AND query LIKE '%num_nulls%'`);

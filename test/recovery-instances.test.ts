@@ -19,7 +19,12 @@ const CLIENTS = 8;
 const LOAD_MS = 4_000;
 const KILL_AT_MS = 1_500;
 
-interface Transfer { from: Bank; to: Bank; account: number; amount: number }
+interface Transfer {
+  from: Bank;
+  to: Bank;
+  account: number;
+  amount: number;
+}
 interface Sent {
   key: string;
   transfer: Transfer;
@@ -42,7 +47,12 @@ function transferOf(client: number, n: number): Transfer {
 function bodyOf(t: Transfer) {
   return {
     branches: [
-      { resource: t.from, statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [t.amount, t.account], expect: { rowCount: 1 } }] },
+      {
+        resource: t.from,
+        statements: [
+          { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [t.amount, t.account], expect: { rowCount: 1 } },
+        ],
+      },
       { resource: t.to, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [t.amount, t.account] }] },
     ],
     timeoutMs: 3_000,
@@ -92,7 +102,10 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
         const toA = c < CLIENTS / 2 && !aDead;
         if (toA) inFlightToA++;
         const r = await httpRequest(toA ? A.url : B.url, 'POST', '/v1/transactions', s.body, { headers: { 'Idempotency-Key': s.key } })
-          .catch(() => undefined).finally(() => { if (toA) inFlightToA--; });
+          .catch(() => undefined)
+          .finally(() => {
+            if (toA) inFlightToA--;
+          });
         if (r) {
           s.answer = r;
           s.via = toA ? 'a' : 'b';
@@ -151,9 +164,13 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
     for (const s of sent) if (!s.answer || (s.answer.status !== 201 && s.answer.status !== 409)) await settle(B.url, s);
 
     // The log by key: one transaction per request, and every final answer matches it.
-    const byKey = new Map((await log.query<{ key: string; id: string; status: string }>(
-      'SELECT k.key, t.id, t.status::text FROM tpc_idempotency_keys k JOIN tpc_transactions t ON t.id = k.transaction_id',
-    )).rows.map((r) => [r.key, r]));
+    const byKey = new Map(
+      (
+        await log.query<{ key: string; id: string; status: string }>(
+          'SELECT k.key, t.id, t.status::text FROM tpc_idempotency_keys k JOIN tpc_transactions t ON t.id = k.transaction_id',
+        )
+      ).rows.map((r) => [r.key, r]),
+    );
     const txCount = (await log.query<{ n: number }>('SELECT count(*)::int AS n FROM tpc_transactions')).rows[0]!.n;
     expect(txCount).toBe(byKey.size); // no transaction without its request's key
     const mismatches: string[] = [];

@@ -10,8 +10,6 @@ import { eventually, query, restartAfterCrash, startFlakyParticipant } from './h
  * behind the coordinator's back after the commit decision (a heuristic hazard).
  */
 
-
-
 describe('a participant that fails after prepare', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
@@ -32,10 +30,14 @@ describe('a participant that fails after prepare', () => {
   });
 
   it('stopped in immediate mode before completion: 202 committing, in doubt while down, committed once back', async () => {
-    const { id, answer } = await withDecisionHeld(world, move('bank_c', 'flaky', 25, 3, { before: [pause(0.5)] }),
-      async (tx) => (await preparedOn(flaky.url, `tpc:${world.namespace}:${tx}:`)).length === 1
-        && (await preparedOn(world.urls.bank_c, `tpc:${world.namespace}:${tx}:`)).length === 1,
-      () => flaky.cluster.stopImmediately());
+    const { id, answer } = await withDecisionHeld(
+      world,
+      move('bank_c', 'flaky', 25, 3, { before: [pause(0.5)] }),
+      async (tx) =>
+        (await preparedOn(flaky.url, `tpc:${world.namespace}:${tx}:`)).length === 1 &&
+        (await preparedOn(world.urls.bank_c, `tpc:${world.namespace}:${tx}:`)).length === 1,
+      () => flaky.cluster.stopImmediately(),
+    );
     expect(answer.status).toBe(202);
     expect(answer.body).toMatchObject({ id, status: 'committing', error: null });
     expect(answer.headers.get('location')).toBe(`/v1/transactions/${id}`);
@@ -46,7 +48,9 @@ describe('a participant that fails after prepare', () => {
     // operators see it, with the last attempt's error.
     const listed = await eventually(
       () => world.request('GET', '/v1/transactions?inDoubt=true'),
-      (r) => r.status === 200 && r.body.items.some((t: { id: string; lastError: unknown }) => t.id === id && t.lastError), 'the transaction listed in doubt');
+      (r) => r.status === 200 && r.body.items.some((t: { id: string; lastError: unknown }) => t.id === id && t.lastError),
+      'the transaction listed in doubt',
+    );
     const item = listed.body.items.find((t: { id: string }) => t.id === id);
     expect(item).toMatchObject({ status: 'committing', inDoubt: true, resources: ['bank_c', 'flaky'] });
     expect(item.attempts).toBeGreaterThanOrEqual(1);
@@ -59,8 +63,11 @@ describe('a participant that fails after prepare', () => {
     expect(detail.body.lastError.message).toEqual(expect.any(String));
 
     await restartAfterCrash(flaky.cluster);
-    const done = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
-      (r) => r.body.status === 'committed', 'completion once the participant is back');
+    const done = await eventually(
+      () => world.request('GET', `/v1/transactions/${id}`),
+      (r) => r.body.status === 'committed',
+      'completion once the participant is back',
+    );
     expect(done.body).toMatchObject({ inDoubt: false, heuristic: false, error: null });
     expect(done.body.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'committed']);
     const kinds = done.body.events.map((e: { kind: string }) => e.kind);
@@ -77,20 +84,26 @@ describe('a participant that fails after prepare', () => {
 
   it('a branch rolled back by hand after the commit decision: committed, flagged heuristic, never a clean success', async () => {
     const ns = world.namespace;
-    const { id, answer } = await withDecisionHeld(world, move('bank_a', 'bank_c', 40, 5, { before: [pause(0.5)] }),
-      async (tx) => (await preparedOn(world.urls.bank_a, `tpc:${ns}:${tx}:`)).length === 1
-        && (await preparedOn(world.urls.bank_c, `tpc:${ns}:${tx}:`)).length === 1,
+    const { id, answer } = await withDecisionHeld(
+      world,
+      move('bank_a', 'bank_c', 40, 5, { before: [pause(0.5)] }),
+      async (tx) =>
+        (await preparedOn(world.urls.bank_a, `tpc:${ns}:${tx}:`)).length === 1 && (await preparedOn(world.urls.bank_c, `tpc:${ns}:${tx}:`)).length === 1,
       async (tx) => {
         const [gid] = await preparedOn(world.urls.bank_c, `tpc:${ns}:${tx}:`);
         await query(world.urls.bank_c, `ROLLBACK PREPARED '${gid}'`);
-      });
+      },
+    );
     // Whatever the status code, the answer must carry the hazard: never 201 with error null.
     expect(answer.status === 201 && answer.body.error === null).toBe(false);
     expect(answer.body.error).toMatchObject({ code: 'heuristic_hazard', resource: 'bank_c' });
     expect([201, 202]).toContain(answer.status);
 
-    const detail = await eventually(() => world.request('GET', `/v1/transactions/${id}`),
-      (r) => r.body.status === 'committed', 'the transaction recorded as committed');
+    const detail = await eventually(
+      () => world.request('GET', `/v1/transactions/${id}`),
+      (r) => r.body.status === 'committed',
+      'the transaction recorded as committed',
+    );
     expect(detail.body).toMatchObject({ status: 'committed', heuristic: true, error: { code: 'heuristic_hazard', resource: 'bank_c' } });
     // The databases disagree, exactly as flagged: bank_a's debit committed, bank_c's credit rolled back.
     expect(await world.balance('bank_a', 5)).toBe(960);
@@ -99,10 +112,14 @@ describe('a participant that fails after prepare', () => {
 
     const metrics = await world.request('GET', '/metrics');
     expect(metrics.status).toBe(200);
-    const line = String(metrics.body).split('\n').find((l) => l.startsWith('tpc_heuristic_hazards_total{') && l.includes('resource="bank_c"'));
+    const line = String(metrics.body)
+      .split('\n')
+      .find((l) => l.startsWith('tpc_heuristic_hazards_total{') && l.includes('resource="bank_c"'));
     expect(line, 'a tpc_heuristic_hazards_total sample for bank_c').toBeDefined();
     expect(Number(line!.split(' ').at(-1))).toBeGreaterThan(0);
-    const hazardsElsewhere = String(metrics.body).split('\n').filter((l) => l.startsWith('tpc_heuristic_hazards_total{') && !l.includes('resource="bank_c"'));
+    const hazardsElsewhere = String(metrics.body)
+      .split('\n')
+      .filter((l) => l.startsWith('tpc_heuristic_hazards_total{') && !l.includes('resource="bank_c"'));
     expect(hazardsElsewhere).toEqual([]);
   });
 });

@@ -17,7 +17,9 @@ async function closeWithin(world: World, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const done = await Promise.race([
     world.close().then(() => true),
-    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), ms); }),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
   ]).finally(() => clearTimeout(timer));
   if (!done) await Promise.allSettled(Object.values(world.db).map((p) => p.end()));
   return done;
@@ -68,7 +70,12 @@ describe('Redis stopped', () => {
     expect((await world.request('GET', '/healthz')).status).toBe(200);
 
     await redis.start();
-    const back = await eventually(() => world.request('GET', '/readyz'), (r) => r.status === 200, '/readyz after Redis returned', 20_000);
+    const back = await eventually(
+      () => world.request('GET', '/readyz'),
+      (r) => r.status === 200,
+      '/readyz after Redis returned',
+      20_000,
+    );
     expect(back.body.checks.redis).toEqual({ ok: true });
     const after = await world.submit(transfer('bank_b', 'bank_c', 1, 9, 9));
     expect(after.status).toBe(201);
@@ -80,7 +87,12 @@ describe('Redis stopped', () => {
       await (i % 2 ? redis.crash() : redis.stop());
       await sleep(300);
       await redis.start();
-      await eventually(() => world.request('GET', '/readyz'), (r) => r.status === 200, 'readiness after a Redis restart', 20_000);
+      await eventually(
+        () => world.request('GET', '/readyz'),
+        (r) => r.status === 200,
+        'readiness after a Redis restart',
+        20_000,
+      );
     }
     // Graceful shutdown (SIGTERM) runs the same close: it must not wait on the job workers forever.
     closed = true;
@@ -101,7 +113,9 @@ describe('Redis restarted empty and flushed while decisions wait for phase 2', (
       env: { REDIS_URL: redis.url, TPC_RECONCILE_INTERVAL_MS: '300', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500' },
     });
   });
-  afterEach(async () => { await Promise.allSettled(inFlight); });
+  afterEach(async () => {
+    await Promise.allSettled(inFlight);
+  });
   afterAll(async () => {
     try {
       // Closing may hang after a Redis restart (the same defect the test above checks): bounded here.
@@ -120,19 +134,37 @@ describe('Redis restarted empty and flushed while decisions wait for phase 2', (
     try {
       // N transfers bank_a → flaky, each slowed in its bank_a branch so that the test holds every
       // begin record's row (the decisions wait) until all flaky branches are prepared.
-      const pending = Array.from({ length: N }, (_, i) => world.submit({
-        branches: [
-          { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(1)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [10 + i, i + 1] }] },
-          { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [10 + i, i + 1] }] },
-        ],
-        timeoutMs: 10_000,
-      }));
+      const pending = Array.from({ length: N }, (_, i) =>
+        world.submit({
+          branches: [
+            {
+              resource: 'bank_a',
+              statements: [
+                { sql: 'SELECT pg_sleep(1)', params: [] },
+                { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [10 + i, i + 1] },
+              ],
+            },
+            { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [10 + i, i + 1] }] },
+          ],
+          timeoutMs: 10_000,
+        }),
+      );
       inFlight.push(...pending);
-      await eventually(() => log.query("SELECT id FROM tpc_transactions WHERE status = 'active'"), (r) => r.rowCount === N, 'the begin records', 10_000);
+      await eventually(
+        () => log.query("SELECT id FROM tpc_transactions WHERE status = 'active'"),
+        (r) => r.rowCount === N,
+        'the begin records',
+        10_000,
+      );
       await log.query('BEGIN');
       const held = await log.query("SELECT id FROM tpc_transactions WHERE status = 'active' FOR UPDATE");
       expect(held.rowCount).toBe(N);
-      await eventually(() => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === N, 'the flaky branches prepared', 10_000);
+      await eventually(
+        () => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'),
+        (r) => r.length === N,
+        'the flaky branches prepared',
+        10_000,
+      );
       await flaky.cluster.crash();
       await log.query('COMMIT');
       answers = await Promise.all(pending);
@@ -162,14 +194,27 @@ describe('Redis restarted empty and flushed while decisions wait for phase 2', (
 
     // The participant comes back: reconciliation from the log (not Redis) finishes every decision.
     for (let attempt = 0; ; attempt++) {
-      try { await flaky.cluster.start(); break; } catch (err) { if (attempt >= 20) throw err; await sleep(250); }
+      try {
+        await flaky.cluster.start();
+        break;
+      } catch (err) {
+        if (attempt >= 20) throw err;
+        await sleep(250);
+      }
     }
     await eventually(
       () => query<{ status: string }>(world.urls.log, 'SELECT status::text FROM tpc_transactions WHERE id = ANY($1::uuid[])', [decided]),
-      (rows) => rows.length === N && rows.every((r) => r.status === 'committed'), 'every decided transaction committed', 30_000);
+      (rows) => rows.length === N && rows.every((r) => r.status === 'committed'),
+      'every decided transaction committed',
+      30_000,
+    );
     const unfinished = await query(world.urls.log, "SELECT id, status FROM tpc_transactions WHERE status NOT IN ('committed', 'aborted')");
     expect(unfinished).toEqual([]);
-    const branches = await query<{ status: string }>(world.urls.log, 'SELECT DISTINCT status::text FROM tpc_branch_rows WHERE transaction_id = ANY($1::uuid[])', [decided]);
+    const branches = await query<{ status: string }>(
+      world.urls.log,
+      'SELECT DISTINCT status::text FROM tpc_branch_rows WHERE transaction_id = ANY($1::uuid[])',
+      [decided],
+    );
     expect(branches).toEqual([{ status: 'committed' }]);
 
     expect(await world.preparedGids()).toEqual([]);

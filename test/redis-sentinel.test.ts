@@ -12,14 +12,26 @@ describe('REDIS_URL naming a Sentinel group: validation', () => {
   it('reads hosts, default port, master group, database, passwords; refuses what it cannot use, naming REDIS_URL', async () => {
     expect(parseRedisUrl('redis+sentinel://s1,s2:26380,[::1]:26381/mymaster')).toEqual({
       kind: 'sentinel',
-      connectWith: { sentinels: [{ host: 's1', port: 26379 }, { host: 's2', port: 26380 }, { host: '::1', port: 26381 }], name: 'mymaster' },
+      connectWith: {
+        sentinels: [
+          { host: 's1', port: 26379 },
+          { host: 's2', port: 26380 },
+          { host: '::1', port: 26381 },
+        ],
+        name: 'mymaster',
+      },
       redacted: 'redis+sentinel://s1,s2:26380,[::1]:26381/mymaster',
     });
     expect(parseRedisUrl('redis+sentinel://app:p%40ss@s1:26379/mymaster/3?sentinelPassword=s%26cret&sentinelUsername=watch')).toEqual({
       kind: 'sentinel',
       connectWith: {
-        sentinels: [{ host: 's1', port: 26379 }], name: 'mymaster', db: 3,
-        username: 'app', password: 'p@ss', sentinelPassword: 's&cret', sentinelUsername: 'watch',
+        sentinels: [{ host: 's1', port: 26379 }],
+        name: 'mymaster',
+        db: 3,
+        username: 'app',
+        password: 'p@ss',
+        sentinelPassword: 's&cret',
+        sentinelUsername: 'watch',
       },
       redacted: 'redis+sentinel://app:***@s1:26379/mymaster/3?sentinelPassword=***&sentinelUsername=watch',
     });
@@ -82,7 +94,12 @@ describe('Redis fails over through Sentinel under load', () => {
   /** Brings flaky back and waits for the completion job (not reconciliation) to commit `id`. */
   async function completedByItsJob(id: string): Promise<void> {
     await restartAfterCrash(flaky.cluster);
-    await eventually(() => logStatus(id), (s) => s === 'committed', `transaction ${id} committed by its completion job`, 30_000);
+    await eventually(
+      () => logStatus(id),
+      (s) => s === 'committed',
+      `transaction ${id} committed by its completion job`,
+      30_000,
+    );
   }
 
   it('submissions commit throughout; the jobs queued before and after the failover finish their transactions', async () => {
@@ -91,7 +108,12 @@ describe('Redis fails over through Sentinel under load', () => {
     const replica = new Redis({ port: group.servers[1]!.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
     replica.on('error', () => {});
     try {
-      await eventually(() => replica.keys(`*:complete-${before}`), (k) => k.length > 0, 'the completion job on the replica', 10_000);
+      await eventually(
+        () => replica.keys(`*:complete-${before}`),
+        (k) => k.length > 0,
+        'the completion job on the replica',
+        10_000,
+      );
     } finally {
       replica.disconnect();
     }
@@ -116,16 +138,26 @@ describe('Redis fails over through Sentinel under load', () => {
     await old.crash();
     const promoted = await group.failedOver(old);
     const promotedAfter = Date.now() - killedAt;
-    await eventually(() => world.request('GET', '/readyz', undefined, { token: null }), (r) => r.status === 200, '/readyz after the failover', 30_000);
+    await eventually(
+      () => world.request('GET', '/readyz', undefined, { token: null }),
+      (r) => r.status === 200,
+      '/readyz after the failover',
+      30_000,
+    );
     const readyAfter = Date.now() - killedAt;
     await sleep(1_000);
     stop = true;
     await Promise.all(clients);
 
     const bad = answers.filter((a) => a.status !== 201 || a.body.status !== 'committed');
-    expect(bad.map((a) => [a.status, a.body]), 'every submission commits while Redis fails over').toEqual([]);
-    console.info(`Redis Sentinel failover: primary killed; new primary named after ${promotedAfter} ms, /readyz ready after ${readyAfter} ms; ` +
-      `${answers.length} submissions meanwhile, all 201, slowest ${Math.max(...answers.map((a) => a.ms))} ms`);
+    expect(
+      bad.map((a) => [a.status, a.body]),
+      'every submission commits while Redis fails over',
+    ).toEqual([]);
+    console.info(
+      `Redis Sentinel failover: primary killed; new primary named after ${promotedAfter} ms, /readyz ready after ${readyAfter} ms; ` +
+        `${answers.length} submissions meanwhile, all 201, slowest ${Math.max(...answers.map((a) => a.ms))} ms`,
+    );
 
     // The job queued before the failover survived it, and a worker on the new primary runs it.
     await completedByItsJob(before);
@@ -136,11 +168,20 @@ describe('Redis fails over through Sentinel under load', () => {
 
     // The old primary comes back (empty): the Sentinels make it a replica; nothing writes to it.
     await old.start();
-    await eventually(async () => {
-      const c = new Redis({ port: old.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
-      c.on('error', () => {});
-      try { return ((await c.call('ROLE')) as unknown[])[0]; } finally { c.disconnect(); }
-    }, (role) => role === 'slave', 'the old primary turned replica', 30_000);
+    await eventually(
+      async () => {
+        const c = new Redis({ port: old.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+        c.on('error', () => {});
+        try {
+          return ((await c.call('ROLE')) as unknown[])[0];
+        } finally {
+          c.disconnect();
+        }
+      },
+      (role) => role === 'slave',
+      'the old primary turned replica',
+      30_000,
+    );
     const third = await decided(3, 10);
     await completedByItsJob(third);
 
@@ -149,7 +190,11 @@ describe('Redis fails over through Sentinel under load', () => {
       expect(await world.balance('bank_a', c + 1)).toBe(1000 - n);
       expect(await world.balance(c % 2 ? 'bank_b' : 'bank_c', c + 1)).toBe(1000 + n);
     }
-    for (const [account, amount] of [[8, 5], [9, 7], [10, 3]] as const) {
+    for (const [account, amount] of [
+      [8, 5],
+      [9, 7],
+      [10, 3],
+    ] as const) {
       expect(await world.balance('bank_a', account)).toBe(1000 - amount);
       expect((await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = $1', [account]))[0]!.balance).toBe(1000 + amount);
     }

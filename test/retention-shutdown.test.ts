@@ -9,17 +9,25 @@ import { eventually, query } from './harness/waits.ts';
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Counts, per table, the log rows that belong to `ids`. */
 async function footprint(url: string, ids: string[]) {
-  const [row] = await query<{ tx: number; branches: number; events: number; keys: number }>(url, `
+  const [row] = await query<{ tx: number; branches: number; events: number; keys: number }>(
+    url,
+    `
     SELECT (SELECT count(*) FROM tpc_transactions WHERE id = ANY($1::uuid[]))::int AS tx,
       (SELECT count(*) FROM tpc_branch_rows WHERE transaction_id = ANY($1::uuid[]))::int AS branches,
       (SELECT count(*) FROM tpc_events WHERE transaction_id = ANY($1::uuid[]))::int AS events,
-      (SELECT count(*) FROM tpc_idempotency_keys WHERE transaction_id = ANY($1::uuid[]))::int AS keys`, [ids]);
+      (SELECT count(*) FROM tpc_idempotency_keys WHERE transaction_id = ANY($1::uuid[]))::int AS keys`,
+    [ids],
+  );
   return row!;
 }
 
@@ -29,7 +37,9 @@ describe('log retention', () => {
     // The service's own hourly prune keeps 100 days, so only the explicit calls below prune.
     world = await createWorld({ env: { TPC_RETENTION_DAYS: '100', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500' } });
   });
-  afterAll(async () => { await world?.close(); });
+  afterAll(async () => {
+    await world?.close();
+  });
 
   it('prunes finished transactions past retention in batches, with branches, events and keys; keeps recent and unfinished ones', async () => {
     const submit = async (body: unknown, key: string, status: number) => {
@@ -43,10 +53,7 @@ describe('log retention', () => {
       await submit(transfer('bank_b', 'bank_c', 1, 3, 3), 'old-3', 201),
       await submit(transfer('bank_a', 'bank_c', 5_000, 4, 4), 'old-aborted', 409),
     ];
-    const recent = [
-      await submit(transfer('bank_a', 'bank_b', 1, 5, 5), 'recent-1', 201),
-      await submit(transfer('bank_c', 'bank_b', 1, 6, 6), 'recent-2', 201),
-    ];
+    const recent = [await submit(transfer('bank_a', 'bank_b', 1, 5, 5), 'recent-1', 201), await submit(transfer('bank_c', 'bank_b', 1, 6, 6), 'recent-2', 201)];
 
     // An unfinished one: decided commit, but bank_c refuses connections during phase 2.
     const target = new URL(world.urls.bank_c);
@@ -59,12 +66,21 @@ describe('log retention', () => {
     let unfinished: string;
     try {
       const pending = world.submit(move('bank_a', 'bank_c', 7, 7, { before: [pause(0.5)] }), { headers: { 'Idempotency-Key': 'unfinished' } });
-      const [row] = await eventually(() => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
-        (rows) => rows.length === 1, 'the begin record', 10_000);
+      const [row] = await eventually(
+        () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
+        (rows) => rows.length === 1,
+        'the begin record',
+        10_000,
+      );
       unfinished = row!.id;
       await log.query('BEGIN');
       await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [unfinished]);
-      await eventually(() => world.preparedGids(), (g) => g.length === 2, 'both branches prepared', 10_000);
+      await eventually(
+        () => world.preparedGids(),
+        (g) => g.length === 2,
+        'both branches prepared',
+        10_000,
+      );
       await query(admin.href, `ALTER DATABASE ${bankC} ALLOW_CONNECTIONS false`);
       await query(admin.href, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [bankC]);
       await log.query('COMMIT');
@@ -79,8 +95,12 @@ describe('log retention', () => {
       // Backdate: the old ones finished 40 days ago; the unfinished one is as old in every timestamp
       // it has (completed_at included, so that only its status protects it).
       await query(world.urls.log, "UPDATE tpc_transactions SET completed_at = now() - interval '40 days' WHERE id = ANY($1::uuid[])", [old]);
-      await query(world.urls.log, `UPDATE tpc_transactions SET created_at = now() - interval '40 days', decided_at = now() - interval '40 days',
-        completed_at = now() - interval '40 days' WHERE id = $1`, [unfinished]);
+      await query(
+        world.urls.log,
+        `UPDATE tpc_transactions SET created_at = now() - interval '40 days', decided_at = now() - interval '40 days',
+        completed_at = now() - interval '40 days' WHERE id = $1`,
+        [unfinished],
+      );
       expect(await footprint(world.urls.log, old)).toEqual({ tx: 4, branches: 8, events: expect.any(Number), keys: 4 });
       const recentBefore = await footprint(world.urls.log, [...recent, unfinished]);
 
@@ -107,7 +127,10 @@ describe('log retention', () => {
       const replay = await world.submit(transfer('bank_a', 'bank_b', 1, 5, 5), { headers: { 'Idempotency-Key': 'recent-1' } });
       expect(replay.body.id).toBe(recent[0]);
       // The service's own retention pass (what its hourly job scheduler runs) prunes by TPC_RETENTION_DAYS.
-      await query(world.urls.log, 'UPDATE tpc_transactions SET completed_at = now() - make_interval(days => $2) WHERE id = $1', [recent[1], world.config.retentionDays + 1]);
+      await query(world.urls.log, 'UPDATE tpc_transactions SET completed_at = now() - make_interval(days => $2) WHERE id = $1', [
+        recent[1],
+        world.config.retentionDays + 1,
+      ]);
       expect(await world.service.maintenance.prune()).toBe(1);
       expect(await footprint(world.urls.log, [recent[1]!])).toEqual({ tx: 0, branches: 0, events: 0, keys: 0 });
       const stillThere = await world.request('GET', `/v1/transactions/${unfinished}`);
@@ -116,7 +139,11 @@ describe('log retention', () => {
       await query(admin.href, `ALTER DATABASE ${bankC} ALLOW_CONNECTIONS true`);
     }
     // The kept unfinished transaction completes once bank_c is back.
-    await eventually(() => world.request('GET', `/v1/transactions/${unfinished}`), (r) => r.body.status === 'committed', 'completion of the kept transaction');
+    await eventually(
+      () => world.request('GET', `/v1/transactions/${unfinished}`),
+      (r) => r.body.status === 'committed',
+      'completion of the kept transaction',
+    );
     expect(await world.balance('bank_c', 7)).toBe(1007);
   });
 });
@@ -125,7 +152,12 @@ describe('graceful shutdown', () => {
   let dbs: Databases;
   const processes: CoordinatorProcess[] = [];
   const env = () => ({
-    ...dbs.env, LOG_LEVEL: 'info', TPC_RECONCILE_INTERVAL_MS: '300', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500', TPC_SHUTDOWN_TIMEOUT_MS: '20000',
+    ...dbs.env,
+    LOG_LEVEL: 'info',
+    TPC_RECONCILE_INTERVAL_MS: '300',
+    TPC_RETRY_BASE_MS: '100',
+    TPC_RETRY_MAX_MS: '500',
+    TPC_SHUTDOWN_TIMEOUT_MS: '20000',
   });
   const start = async () => {
     const p = await startCoordinatorProcess(env());
@@ -134,24 +166,45 @@ describe('graceful shutdown', () => {
   };
   const slow = (seconds: number, account: number) => ({
     branches: [
-      { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep($1)', params: [seconds] }, { sql: 'UPDATE accounts SET balance = balance - 10 WHERE id = $1', params: [account] }] },
+      {
+        resource: 'bank_a',
+        statements: [
+          { sql: 'SELECT pg_sleep($1)', params: [seconds] },
+          { sql: 'UPDATE accounts SET balance = balance - 10 WHERE id = $1', params: [account] },
+        ],
+      },
       { resource: 'bank_c', statements: [{ sql: 'UPDATE accounts SET balance = balance + 10 WHERE id = $1', params: [account] }] },
     ],
     timeoutMs: 10_000,
   });
-  const beginRecorded = () => eventually(
-    () => dbs.db.log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
-    (rows) => rows.length === 1, 'the begin record', 10_000).then((rows) => rows[0]!.id);
-  beforeAll(async () => { dbs = await createDatabases(); });
-  afterEach(async () => { await Promise.allSettled(processes.splice(0).map((p) => p.kill('SIGKILL'))); });
-  afterAll(async () => { await dbs?.end(); });
+  const beginRecorded = () =>
+    eventually(
+      () => dbs.db.log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
+      (rows) => rows.length === 1,
+      'the begin record',
+      10_000,
+    ).then((rows) => rows[0]!.id);
+  beforeAll(async () => {
+    dbs = await createDatabases();
+  });
+  afterEach(async () => {
+    await Promise.allSettled(processes.splice(0).map((p) => p.kill('SIGKILL')));
+  });
+  afterAll(async () => {
+    await dbs?.end();
+  });
 
   it('SIGTERM: the transaction in flight still gets its 201, the process exits 0, new connections are refused', async () => {
     const p = await start();
     const pending = httpRequest(p.url, 'POST', '/v1/transactions', slow(1, 1), { headers: { 'Idempotency-Key': 'graceful' } });
     const id = await beginRecorded();
     p.child.kill('SIGTERM');
-    await eventually(async () => p.logs.some((l) => String(l.msg).startsWith('shutting down')), (v) => v, 'the shutdown log line', 5_000);
+    await eventually(
+      async () => p.logs.some((l) => String(l.msg).startsWith('shutting down')),
+      (v) => v,
+      'the shutdown log line',
+      5_000,
+    );
     // Draining: no new connection is accepted while the one in flight finishes.
     await expect(httpRequest(p.url, 'GET', '/healthz')).rejects.toThrow();
     const res = await within(pending, 15_000, 'the answer in flight');
@@ -170,7 +223,12 @@ describe('graceful shutdown', () => {
     const pending = httpRequest(p.url, 'POST', '/v1/transactions', body, { headers: { 'Idempotency-Key': 'impatient' } }).catch((err: Error) => err);
     const id = await beginRecorded();
     p.child.kill('SIGTERM');
-    await eventually(async () => p.logs.some((l) => String(l.msg).startsWith('shutting down')), (v) => v, 'the shutdown log line', 5_000);
+    await eventually(
+      async () => p.logs.some((l) => String(l.msg).startsWith('shutting down')),
+      (v) => v,
+      'the shutdown log line',
+      5_000,
+    );
     const t0 = Date.now();
     p.child.kill('SIGTERM');
     expect(await within(p.exited, 3_000, 'the exit after a second SIGTERM')).toBe(1);
@@ -180,7 +238,10 @@ describe('graceful shutdown', () => {
     const fresh = await start();
     const settled = await eventually(
       () => dbs.db.log.query<{ status: string }>('SELECT status::text FROM tpc_transactions WHERE id = $1', [id]).then((r) => r.rows[0]?.status),
-      (s) => s === 'committed' || s === 'aborted', 'recovery of the abandoned transaction', 30_000);
+      (s) => s === 'committed' || s === 'aborted',
+      'recovery of the abandoned transaction',
+      30_000,
+    );
     const applied = settled === 'committed';
     expect(await dbs.balance('bank_a', 2)).toBe(applied ? 990 : 1000);
     expect(await dbs.balance('bank_c', 2)).toBe(applied ? 1010 : 1000);

@@ -5,8 +5,6 @@ import { startPostgresCluster, type PostgresCluster } from '../coordinator/embed
 import { createWorld, move, pause, type World } from './harness/world.ts';
 import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
 
-
-
 describe('a participant that fails', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
@@ -44,7 +42,11 @@ describe('a participant that fails', () => {
     const rows = await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 2');
     expect(rows[0]!.balance).toBe(1000);
     // The dead connections were thrown away, not pooled: the next transaction works.
-    await eventually(() => world.submit(move('flaky', 'bank_b', 5, 2, { timeoutMs: 5_000 })), (r) => r.status === 201, 'a transfer after the restart');
+    await eventually(
+      () => world.submit(move('flaky', 'bank_b', 5, 2, { timeoutMs: 5_000 })),
+      (r) => r.status === 201,
+      'a transfer after the restart',
+    );
     expect(await world.balance('bank_b', 2)).toBe(1005);
   });
 
@@ -56,11 +58,17 @@ describe('a participant that fails', () => {
       const pending = world.submit(move('bank_c', 'flaky', 25, 3, { timeoutMs: 5_000, before: [pause(0.5)] }));
       const [row] = await eventually(
         () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
-        (rows) => rows.length === 1, 'the begin record');
+        (rows) => rows.length === 1,
+        'the begin record',
+      );
       await log.query('BEGIN');
       await log.query('SELECT 1 FROM tpc_transactions WHERE id = $1 FOR UPDATE', [row!.id]);
       // Both branches prepare; the decision write now waits on our row lock.
-      await eventually(() => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'the flaky branch prepared');
+      await eventually(
+        () => query<{ gid: string }>(flaky.url, 'SELECT gid FROM pg_prepared_xacts'),
+        (r) => r.length === 1,
+        'the flaky branch prepared',
+      );
       await flaky.cluster.crash();
       await log.query('COMMIT');
       const res = await pending;
@@ -68,7 +76,11 @@ describe('a participant that fails', () => {
       expect(res.body.status).toBe('committing');
       expect(await world.balance('bank_c', 3)).toBe(975); // committed where it could be
       await restartAfterCrash(flaky.cluster);
-      const done = await eventually(() => world.request('GET', `/v1/transactions/${row!.id}`), (r) => r.body.status === 'committed', 'completion by the queue');
+      const done = await eventually(
+        () => world.request('GET', `/v1/transactions/${row!.id}`),
+        (r) => r.body.status === 'committed',
+        'completion by the queue',
+      );
       expect(done.body.branches.map((b: { status: string }) => b.status)).toEqual(['committed', 'committed']);
       const rows = await query<{ balance: number }>(flaky.url, 'SELECT balance FROM accounts WHERE id = 3');
       expect(rows[0]!.balance).toBe(1025);
@@ -102,7 +114,11 @@ describe('a log database that fails', () => {
     expect(ready.status).toBe(503);
     expect(ready.body.checks.log.ok).toBe(false);
     await logCluster.start();
-    await eventually(() => world.submit(move('bank_a', 'bank_c', 50, 4, { timeoutMs: 5_000 })), (r) => r.status === 201, 'a transfer after the log returns');
+    await eventually(
+      () => world.submit(move('bank_a', 'bank_c', 50, 4, { timeoutMs: 5_000 })),
+      (r) => r.status === 201,
+      'a transfer after the log returns',
+    );
     expect(await world.balance('bank_a', 4)).toBe(950);
     expect((await world.request('GET', '/readyz')).status).toBe(200);
   });

@@ -46,7 +46,8 @@ describe.skipIf(!available)('a rolling upgrade to the lean log: the revision bef
   });
 
   const kindOf = async (id: string) =>
-    (await dbs.db.log.query<{ lean: boolean; status: string }>('SELECT branches IS NOT NULL AS lean, status::text FROM tpc_transactions WHERE id = $1', [id])).rows[0];
+    (await dbs.db.log.query<{ lean: boolean; status: string }>('SELECT branches IS NOT NULL AS lean, status::text FROM tpc_transactions WHERE id = $1', [id]))
+      .rows[0];
 
   it('serves transfers from both instances; this one reads both kinds of rows whole', async () => {
     const ids: string[] = [];
@@ -64,8 +65,14 @@ describe.skipIf(!available)('a rolling upgrade to the lean log: the revision bef
     for (const [i, id] of ids.entries()) {
       const r = await httpRequest(fresh!.url, 'GET', `/v1/transactions/${id}`);
       expect(r.status).toBe(200);
-      expect(r.body.branches.map((b: { resource: string; status: string }) => `${b.resource}:${b.status}`), `transaction ${i}`).toEqual(['bank_a:committed', 'bank_c:committed']);
-      expect(r.body.events.map((e: { kind: string }) => e.kind), `transaction ${i}`).toEqual(['begun', 'decided', 'completed']);
+      expect(
+        r.body.branches.map((b: { resource: string; status: string }) => `${b.resource}:${b.status}`),
+        `transaction ${i}`,
+      ).toEqual(['bank_a:committed', 'bank_c:committed']);
+      expect(
+        r.body.events.map((e: { kind: string }) => e.kind),
+        `transaction ${i}`,
+      ).toEqual(['begun', 'decided', 'completed']);
     }
   });
 
@@ -83,16 +90,29 @@ describe.skipIf(!available)('a rolling upgrade to the lean log: the revision bef
     // The earlier revision takes it up once the dead driver's lease (its deadline) runs out, and
     // fails at the log's guard, again and again; the branches stay prepared, as the decision needs.
     const tried = await eventually(
-      () => dbs.db.log.query<{ status: string; attempts: number; last_error: { message?: string } | null; driver: string | null }>(
-        'SELECT status::text, attempts, last_error, driver FROM tpc_transactions WHERE id = $1', [row!.id]).then((r) => r.rows[0]!),
-      (t) => t.attempts >= 2, 'the earlier revision trying to finish it', 20_000);
+      () =>
+        dbs.db.log
+          .query<{ status: string; attempts: number; last_error: { message?: string } | null; driver: string | null }>(
+            'SELECT status::text, attempts, last_error, driver FROM tpc_transactions WHERE id = $1',
+            [row!.id],
+          )
+          .then((r) => r.rows[0]!),
+      (t) => t.attempts >= 2,
+      'the earlier revision trying to finish it',
+      20_000,
+    );
     expect(tried.status).toBe('committing');
     expect(JSON.stringify(tried.last_error)).toMatch(/cannot change its status/);
     expect((await dbs.preparedGids()).filter((g) => g.includes(row!.id))).toHaveLength(2);
 
     // This revision back: it commits the branches and completes the row.
     fresh = await startCoordinatorProcess({ ...dbs.env, ...FAST, TPC_INSTANCE_ID: 'new' });
-    await eventually(() => kindOf(row!.id), (k) => k?.status === 'committed', 'this revision finishing it', 20_000);
+    await eventually(
+      () => kindOf(row!.id),
+      (k) => k?.status === 'committed',
+      'this revision finishing it',
+      20_000,
+    );
     expect(await dbs.balance('bank_a', n)).toBe(900);
     expect(await dbs.balance('bank_c', n)).toBe(1100);
     expect((await dbs.preparedGids()).filter((g) => g.includes(row!.id))).toEqual([]);
@@ -103,7 +123,9 @@ describe.skipIf(!available)('a rolling upgrade to the lean log: the revision bef
 
   it('finishes a transaction the earlier revision decided and left, in its own kind of row', async () => {
     const n = 3;
-    const lost = await httpRequest(oldDoomed!.url, 'POST', '/v1/transactions', move('bank_a', 'bank_c', 100, n, { timeoutMs: 1_000 })).catch((err: Error) => err);
+    const lost = await httpRequest(oldDoomed!.url, 'POST', '/v1/transactions', move('bank_a', 'bank_c', 100, n, { timeoutMs: 1_000 })).catch(
+      (err: Error) => err,
+    );
     expect(lost).toBeInstanceOf(Error);
     await oldDoomed!.exited;
     oldDoomed = undefined;
@@ -111,7 +133,12 @@ describe.skipIf(!available)('a rolling upgrade to the lean log: the revision bef
     expect((await kindOf(row!.id))?.lean).toBe(false);
     // Either instance may finish it (both read tpc_branches); stop the earlier one to prove this one does.
     await old.kill('SIGTERM');
-    await eventually(() => kindOf(row!.id), (k) => k?.status === 'committed', 'this revision finishing it', 20_000);
+    await eventually(
+      () => kindOf(row!.id),
+      (k) => k?.status === 'committed',
+      'this revision finishing it',
+      20_000,
+    );
     expect(await dbs.balance('bank_a', n)).toBe(900);
     expect(await dbs.balance('bank_c', n)).toBe(1100);
     expect(await dbs.preparedGids()).toEqual([]);

@@ -39,7 +39,13 @@ describe('the SDK at the deadline of a statement blocked on a lock', () => {
     await world.close();
   });
 
-  const allReturned = () => eventually(async () => pools.map((p) => p.totalCount - p.idleCount), (busy) => busy.every((n) => n === 0), 'every connection back in its pool', 5_000);
+  const allReturned = () =>
+    eventually(
+      async () => pools.map((p) => p.totalCount - p.idleCount),
+      (busy) => busy.every((n) => n === 0),
+      'every connection back in its pool',
+      5_000,
+    );
 
   /**
    * Credits a fresh account on bank_c (so there is a writing branch to roll back), then blocks on
@@ -49,28 +55,44 @@ describe('the SDK at the deadline of a statement blocked on a lock', () => {
    */
   const blockedUntilDeadline = (account: number, timeoutMs: number, ownBoundMs: number | null) => {
     const started = Date.now();
-    return tpc.transaction(async (tx) => {
-      const c = await tx.branch<BankDB>('bank_c');
-      await c.insertInto('accounts').values({ id: account, balance: 10 }).execute();
-      const a: Kysely<BankDB> = await tx.branch<BankDB>('bank_a');
-      if (ownBoundMs !== null) {
-        const bound = Math.max(1, timeoutMs - (Date.now() - started) - ownBoundMs);
-        await sql`SELECT set_config('statement_timeout', ${String(bound)}, true)`.execute(a);
-      }
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 10) })).where('id', '=', 1).execute();
-    }, { timeoutMs }).then(() => 'committed' as const, (err: unknown) => err);
+    return tpc
+      .transaction(
+        async (tx) => {
+          const c = await tx.branch<BankDB>('bank_c');
+          await c.insertInto('accounts').values({ id: account, balance: 10 }).execute();
+          const a: Kysely<BankDB> = await tx.branch<BankDB>('bank_a');
+          if (ownBoundMs !== null) {
+            const bound = Math.max(1, timeoutMs - (Date.now() - started) - ownBoundMs);
+            await sql`SELECT set_config('statement_timeout', ${String(bound)}, true)`.execute(a);
+          }
+          await a
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '-', 10) }))
+            .where('id', '=', 1)
+            .execute();
+        },
+        { timeoutMs },
+      )
+      .then(
+        () => 'committed' as const,
+        (err: unknown) => err,
+      );
   };
 
   it('throws deadline_exceeded for every one of 30 transactions, whichever timer wins, and leaves nothing prepared', async () => {
     const errors: unknown[] = [];
     for (let batch = 0; batch < 5; batch++) {
-      errors.push(...await Promise.all(Array.from({ length: 6 }, (_, i) => {
-        const n = batch * 6 + i;
-        // Deadlines spread over 150–430 ms; every third transaction lets the server's bound fire
-        // 10–40 ms before the deadline, the others leave the race to the SDK's own bound.
-        const ownBound = n % 3 === 0 ? 10 + ((n * 7) % 31) : null;
-        return blockedUntilDeadline(1000 + n, 150 + (n % 8) * 40, ownBound);
-      })));
+      errors.push(
+        ...(await Promise.all(
+          Array.from({ length: 6 }, (_, i) => {
+            const n = batch * 6 + i;
+            // Deadlines spread over 150–430 ms; every third transaction lets the server's bound fire
+            // 10–40 ms before the deadline, the others leave the race to the SDK's own bound.
+            const ownBound = n % 3 === 0 ? 10 + ((n * 7) % 31) : null;
+            return blockedUntilDeadline(1000 + n, 150 + (n % 8) * 40, ownBound);
+          }),
+        )),
+      );
     }
     const wrong = errors.map((e, n) => ({ n, e })).filter(({ e }) => !(e instanceof TransactionAbortedError && e.code === 'deadline_exceeded'));
     expect(wrong.map(({ n, e }) => `#${n}: ${e instanceof Error ? `${e.name} ${(e as { code?: string }).code} ${e.message}` : String(e)}`)).toEqual([]);
@@ -88,13 +110,18 @@ describe('the SDK at the deadline of a statement blocked on a lock', () => {
   });
 
   it('keeps a 57014 well before the deadline as it is: a statement_timeout the callback set itself', async () => {
-    const err = await tpc.transaction(async (tx) => {
-      const c = await tx.branch<BankDB>('bank_c');
-      await c.insertInto('accounts').values({ id: 2000, balance: 10 }).execute();
-      const a = await tx.branch<BankDB>('bank_a');
-      await sql`SET LOCAL statement_timeout = 100`.execute(a);
-      await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 1).execute();
-    }, { timeoutMs: 5000 }).catch((e: unknown) => e);
+    const err = await tpc
+      .transaction(
+        async (tx) => {
+          const c = await tx.branch<BankDB>('bank_c');
+          await c.insertInto('accounts').values({ id: 2000, balance: 10 }).execute();
+          const a = await tx.branch<BankDB>('bank_a');
+          await sql`SET LOCAL statement_timeout = 100`.execute(a);
+          await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 1).execute();
+        },
+        { timeoutMs: 5000 },
+      )
+      .catch((e: unknown) => e);
     expect(err).not.toBeInstanceOf(TransactionAbortedError);
     expect(err).toMatchObject({ code: '57014', message: expect.stringContaining('statement timeout') });
     expect((await world.db.bank_c.query('SELECT count(*)::int AS n FROM accounts WHERE id = 2000')).rows[0].n).toBe(0);
@@ -104,15 +131,28 @@ describe('the SDK at the deadline of a statement blocked on a lock', () => {
 
   it("keeps a 57014 well before the deadline as it is: another session's pg_cancel_backend", async () => {
     const tag = `cancel-me-${world.namespace}`;
-    const blocked = tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await sql`SELECT set_config('application_name', ${tag}, true)`.execute(a);
-      await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 1).execute();
-    }, { timeoutMs: 5000 }).catch((e: unknown) => e);
+    const blocked = tpc
+      .transaction(
+        async (tx) => {
+          const a = await tx.branch<BankDB>('bank_a');
+          await sql`SELECT set_config('application_name', ${tag}, true)`.execute(a);
+          await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 1).execute();
+        },
+        { timeoutMs: 5000 },
+      )
+      .catch((e: unknown) => e);
     // The operator cancels it as soon as it waits on the lock.
     await eventually(
-      async () => (await world.db.bank_a.query("SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [tag])).rows,
-      (rows) => rows.length === 1 && rows[0].ok === true, 'the blocked statement cancelled', 3_000);
+      async () =>
+        (
+          await world.db.bank_a.query("SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [
+            tag,
+          ])
+        ).rows,
+      (rows) => rows.length === 1 && rows[0].ok === true,
+      'the blocked statement cancelled',
+      3_000,
+    );
     const err = await blocked;
     expect(err).not.toBeInstanceOf(TransactionAbortedError);
     expect(err).toMatchObject({ code: '57014', message: expect.stringContaining('user request') });

@@ -33,7 +33,10 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     embedded = await createCoordinator(world.config, { logger: pino({ level: 'silent' }) });
     for (const p of embedded.service.participants.values()) {
       const inspect = p.inspectPrepared.bind(p);
-      p.inspectPrepared = (gid, options) => { inspected.push(gid); return inspect(gid, options); };
+      p.inspectPrepared = (gid, options) => {
+        inspected.push(gid);
+        return inspect(gid, options);
+      };
     }
     pools = {
       bank_a: new pg.Pool({ connectionString: world.urls.bank_a, max: 4 }),
@@ -56,30 +59,41 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
   });
 
   /** The SDK on the embedded coordinator, with beforeCommit run between the prepares and the commit. */
-  const client = () => createClient({
-    coordinator: {
-      ...embedded,
-      commitPrepared: async (id, t) => {
-        // A failure here would reach the SDK as "no answer" and hide what went wrong: kept for the test to throw.
-        await beforeCommit(id).catch((err: unknown) => { meanwhileFailed = err; });
-        return embedded.commitPrepared(id, t);
+  const client = () =>
+    createClient({
+      coordinator: {
+        ...embedded,
+        commitPrepared: async (id, t) => {
+          // A failure here would reach the SDK as "no answer" and hide what went wrong: kept for the test to throw.
+          await beforeCommit(id).catch((err: unknown) => {
+            meanwhileFailed = err;
+          });
+          return embedded.commitPrepared(id, t);
+        },
       },
-    },
-    resources: pools,
-  });
+      resources: pools,
+    });
 
   /** Moves `amount` from account `id` on bank_a to the same account on bank_c; returns the two branches' xids. */
   const move = async (tx: GlobalTransaction, id: number, amount: number) => {
     const a = await tx.branch<BankDB>('bank_a');
     const c = await tx.branch<BankDB>('bank_c');
-    await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', amount) })).where('id', '=', id).execute();
-    await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', amount) })).where('id', '=', id).execute();
+    await a
+      .updateTable('accounts')
+      .set((eb) => ({ balance: eb('balance', '-', amount) }))
+      .where('id', '=', id)
+      .execute();
+    await c
+      .updateTable('accounts')
+      .set((eb) => ({ balance: eb('balance', '+', amount) }))
+      .where('id', '=', id)
+      .execute();
     const xid = async (db: typeof a) => (await sql<{ xid: string }>`SELECT pg_current_xact_id_if_assigned()::text AS xid`.execute(db)).rows[0]!.xid;
     return { bank_a: await xid(a), bank_c: await xid(c) };
   };
 
-  const logRow = async (id: string) => (await world.db.log.query(
-    'SELECT status, driver, lease_until = deadline AS lease_from_begin FROM tpc_transactions WHERE id = $1', [id])).rows[0];
+  const logRow = async (id: string) =>
+    (await world.db.log.query('SELECT status, driver, lease_until = deadline AS lease_from_begin FROM tpc_transactions WHERE id = $1', [id])).rows[0];
 
   it('commits without looking its own branches up, and logs them with their xids and the usual events', async () => {
     const { result: xids, outcome } = await client().transaction((tx) => move(tx, 1, 40), { timeoutMs: 5000 });
@@ -95,7 +109,10 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true });
     const seen = (await world.request('GET', `/v1/transactions/${outcome.id}`)).body;
     expect(seen.status).toBe('committed');
-    expect(seen.branchDetails.map((b: { resource: string; xid: string }) => [b.resource, b.xid])).toEqual([['bank_a', xids.bank_a], ['bank_c', xids.bank_c]]);
+    expect(seen.branchDetails.map((b: { resource: string; xid: string }) => [b.resource, b.xid])).toEqual([
+      ['bank_a', xids.bank_a],
+      ['bank_c', xids.bank_c],
+    ]);
     expect(seen.events.map((e: { kind: string }) => e.kind)).toEqual(['begun', 'decided', 'completed']);
     expect(seen.heuristic).toBe(false);
     expect(await world.preparedGids()).toEqual([]);
@@ -119,12 +136,19 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
   });
 
   it('prepares a branch whose UPDATE matched nothing as read-only, with the writer, and commits both', async () => {
-    const { outcome } = await client().transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      const c = await tx.branch<BankDB>('bank_c');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 3) })).where('id', '=', 8).execute();
-      await c.updateTable('accounts').set({ balance: 0 }).where('id', '=', -1).execute(); // no such row: no xid
-    }, { timeoutMs: 5000 });
+    const { outcome } = await client().transaction(
+      async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        const c = await tx.branch<BankDB>('bank_c');
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 3) }))
+          .where('id', '=', 8)
+          .execute();
+        await c.updateTable('accounts').set({ balance: 0 }).where('id', '=', -1).execute(); // no such row: no xid
+      },
+      { timeoutMs: 5000 },
+    );
     expect(outcome.status).toBe('committed');
     expect(outcome.branches).toEqual([
       { resource: 'bank_a', status: 'committed', readOnly: false, results: [] },
@@ -139,12 +163,26 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
   });
 
   it('aborts with nothing applied when the callback caught a failed statement and returned', async () => {
-    const err = await client().transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      const c = await tx.branch<BankDB>('bank_c');
-      await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 5) })).where('id', '=', 9).execute();
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 5000) })).where('id', '=', 9).execute().catch(() => {}); // CHECK fails
-    }, { timeoutMs: 5000 }).catch((e: unknown) => e);
+    const err = await client()
+      .transaction(
+        async (tx) => {
+          const a = await tx.branch<BankDB>('bank_a');
+          const c = await tx.branch<BankDB>('bank_c');
+          await c
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '+', 5) }))
+            .where('id', '=', 9)
+            .execute();
+          await a
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '-', 5000) }))
+            .where('id', '=', 9)
+            .execute()
+            .catch(() => {}); // CHECK fails
+        },
+        { timeoutMs: 5000 },
+      )
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransactionAbortedError);
     expect(err).toMatchObject({ code: 'prepare_failed', outcome: { status: 'aborted' } });
     expect(await world.balance('bank_a', 9)).toBe(1000);
@@ -170,7 +208,9 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
       const r = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'the customer cancelled' });
       expect(r.status).toBe(200);
     };
-    const err = await client().transaction((tx) => move(tx, 3, 15), { timeoutMs: 5000 }).catch((e: unknown) => e);
+    const err = await client()
+      .transaction((tx) => move(tx, 3, 15), { timeoutMs: 5000 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransactionAbortedError);
     expect(err).toMatchObject({ code: 'commit_refused', outcome: { status: expect.stringMatching(/^abort/) } });
     expect(await world.balance('bank_a', 3)).toBe(1000);
@@ -186,9 +226,18 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
       const joined = await embedded.call('POST', `/v1/transactions/${id}/branches`, { resource: 'bank_b' });
       expect(joined.status).toBe(201);
       joinedGid = joined.body!.gid;
-      await prepareBranch<BankDB, void>(otherService, joinedGid, async (db) => {
-        await db.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 1) })).where('id', '=', 4).execute();
-      }, { timeoutMs: 4000 });
+      await prepareBranch<BankDB, void>(
+        otherService,
+        joinedGid,
+        async (db) => {
+          await db
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '+', 1) }))
+            .where('id', '=', 4)
+            .execute();
+        },
+        { timeoutMs: 4000 },
+      );
     };
     const { outcome } = await client().transaction((tx) => move(tx, 4, 20), { timeoutMs: 5000 });
     expect(outcome.status).toBe('committed');
@@ -202,11 +251,20 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
   });
 
   it('looks up a branch joined with tx.join, and refuses the commit when the other service never prepared it', async () => {
-    const err = await client().transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 30) })).where('id', '=', 5).execute();
-      await tx.join('bank_b'); // …and the other service fails before it prepares
-    }, { timeoutMs: 5000 }).catch((e: unknown) => e);
+    const err = await client()
+      .transaction(
+        async (tx) => {
+          const a = await tx.branch<BankDB>('bank_a');
+          await a
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '-', 30) }))
+            .where('id', '=', 5)
+            .execute();
+          await tx.join('bank_b'); // …and the other service fails before it prepares
+        },
+        { timeoutMs: 5000 },
+      )
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransactionAbortedError);
     expect(err).toMatchObject({ code: 'commit_refused', outcome: { status: 'aborted', error: { code: 'not_prepared', resource: 'bank_b' } } });
     expect(await world.balance('bank_a', 5)).toBe(1000);
@@ -215,15 +273,31 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
 
   it('commits a branch joined with tx.join that the other service prepared, looking up only that one', async () => {
     let joinedGid = '';
-    const { outcome } = await client().transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 9) })).where('id', '=', 6).execute();
-      const joined = await tx.join('bank_b');
-      joinedGid = joined.gid;
-      await prepareBranch<BankDB, void>(otherService, joined.gid, async (db) => {
-        await db.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 9) })).where('id', '=', 6).execute();
-      }, { timeoutMs: 4000 });
-    }, { timeoutMs: 5000 });
+    const { outcome } = await client().transaction(
+      async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 9) }))
+          .where('id', '=', 6)
+          .execute();
+        const joined = await tx.join('bank_b');
+        joinedGid = joined.gid;
+        await prepareBranch<BankDB, void>(
+          otherService,
+          joined.gid,
+          async (db) => {
+            await db
+              .updateTable('accounts')
+              .set((eb) => ({ balance: eb('balance', '+', 9) }))
+              .where('id', '=', 6)
+              .execute();
+          },
+          { timeoutMs: 4000 },
+        );
+      },
+      { timeoutMs: 5000 },
+    );
     expect(outcome.status).toBe('committed');
     expect(inspected).toEqual([joinedGid]);
     expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true });

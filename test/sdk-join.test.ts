@@ -30,10 +30,20 @@ describe('the SDK with a branch prepared by another service', () => {
   });
 
   /** The other service's part: credit `amount` to account `id`, prepared under the joined gid. */
-  const credit = (joined: JoinedBranch, id: number, amount: number) => prepareBranch<BankDB, number>(otherService, joined.gid, async (db) => {
-    const r = await db.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', amount) })).where('id', '=', id).executeTakeFirst();
-    return Number(r.numUpdatedRows);
-  }, { timeoutMs: Date.parse(joined.deadline) - Date.now() });
+  const credit = (joined: JoinedBranch, id: number, amount: number) =>
+    prepareBranch<BankDB, number>(
+      otherService,
+      joined.gid,
+      async (db) => {
+        const r = await db
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '+', amount) }))
+          .where('id', '=', id)
+          .executeTakeFirst();
+        return Number(r.numUpdatedRows);
+      },
+      { timeoutMs: Date.parse(joined.deadline) - Date.now() },
+    );
 
   // pg_prepared_xacts is cluster-wide, and other test files share the cluster: this world's gids only.
   const preparedOnOtherService = async () =>
@@ -41,13 +51,20 @@ describe('the SDK with a branch prepared by another service', () => {
 
   it('commits the joined branch and the local one together', async () => {
     let joined!: JoinedBranch;
-    const { result, outcome } = await tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 30) })).where('id', '=', 1).execute();
-      joined = await tx.join('bank_c');
-      expect(await tx.join('bank_c')).toEqual(joined); // the same branch, not a second one
-      return credit(joined, 1, 30);
-    }, { timeoutMs: 5000 });
+    const { result, outcome } = await tpc.transaction(
+      async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 30) }))
+          .where('id', '=', 1)
+          .execute();
+        joined = await tx.join('bank_c');
+        expect(await tx.join('bank_c')).toEqual(joined); // the same branch, not a second one
+        return credit(joined, 1, 30);
+      },
+      { timeoutMs: 5000 },
+    );
     expect(result).toBe(1);
     expect(outcome).toMatchObject({ id: joined.transactionId, status: 'committed' });
     expect(joined.gid).toBe(`tpc:${world.namespace}:${joined.transactionId}:0`);
@@ -61,14 +78,20 @@ describe('the SDK with a branch prepared by another service', () => {
 
   it('rolls back what the other service prepared when the callback throws afterwards', async () => {
     let joined!: JoinedBranch;
-    await expect(tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 30) })).where('id', '=', 2).execute();
-      joined = await tx.join('bank_c');
-      await credit(joined, 2, 30);
-      expect(await preparedOnOtherService()).toEqual([{ gid: joined.gid }]);
-      throw new Error('changed my mind');
-    })).rejects.toThrow('changed my mind');
+    await expect(
+      tpc.transaction(async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 30) }))
+          .where('id', '=', 2)
+          .execute();
+        joined = await tx.join('bank_c');
+        await credit(joined, 2, 30);
+        expect(await preparedOnOtherService()).toEqual([{ gid: joined.gid }]);
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
     expect(await preparedOnOtherService()).toEqual([]);
     expect(await world.balance('bank_a', 2)).toBe(1000);
     expect(await world.balance('bank_c', 2)).toBe(1000);
@@ -76,11 +99,17 @@ describe('the SDK with a branch prepared by another service', () => {
   });
 
   it('does not commit when the other service never prepared its branch', async () => {
-    const err = await tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 30) })).where('id', '=', 3).execute();
-      await tx.join('bank_c'); // …and the other service fails before it prepares
-    }).catch((e: unknown) => e);
+    const err = await tpc
+      .transaction(async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 30) }))
+          .where('id', '=', 3)
+          .execute();
+        await tx.join('bank_c'); // …and the other service fails before it prepares
+      })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransactionAbortedError);
     expect(err).toMatchObject({ code: 'commit_refused', outcome: { status: 'aborted', error: { code: 'not_prepared', resource: 'bank_c' } } });
     expect(await world.balance('bank_a', 3)).toBe(1000);
@@ -88,10 +117,12 @@ describe('the SDK with a branch prepared by another service', () => {
   });
 
   it('refuses a resource both joined and local', async () => {
-    await expect(tpc.transaction(async (tx) => {
-      await tx.join('bank_a');
-      await tx.branch('bank_a');
-    })).rejects.toThrow(/joined for another service/);
+    await expect(
+      tpc.transaction(async (tx) => {
+        await tx.join('bank_a');
+        await tx.branch('bank_a');
+      }),
+    ).rejects.toThrow(/joined for another service/);
     expect(await world.preparedGids()).toEqual([]);
   });
 
@@ -101,7 +132,11 @@ describe('the SDK with a branch prepared by another service', () => {
       const inProcess = createClient({ coordinator: embedded, resources: { bank_a: local } });
       const { outcome } = await inProcess.transaction(async (tx) => {
         const a = await tx.branch<BankDB>('bank_a');
-        await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 5) })).where('id', '=', 4).execute();
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 5) }))
+          .where('id', '=', 4)
+          .execute();
         await credit(await tx.join('bank_c'), 4, 5);
       });
       expect(outcome.status).toBe('committed');
@@ -114,12 +149,28 @@ describe('the SDK with a branch prepared by another service', () => {
 
   it('prepareBranch rolls back and rethrows what its callback throws, and refuses a bad gid before any work', async () => {
     const gid = `tpc:${world.namespace}:00000000-0000-4000-8000-00000000000a:0`;
-    await expect(prepareBranch<BankDB, void>(otherService, gid, async (db) => {
-      await db.updateTable('accounts').set({ balance: 0 }).where('id', '=', 6).execute();
-      throw new Error('no stock');
-    }, { timeoutMs: 5000 })).rejects.toThrow('no stock');
+    await expect(
+      prepareBranch<BankDB, void>(
+        otherService,
+        gid,
+        async (db) => {
+          await db.updateTable('accounts').set({ balance: 0 }).where('id', '=', 6).execute();
+          throw new Error('no stock');
+        },
+        { timeoutMs: 5000 },
+      ),
+    ).rejects.toThrow('no stock');
     let ran = false;
-    await expect(prepareBranch(otherService, "x'; COMMIT; --", async () => { ran = true; }, { timeoutMs: 5000 })).rejects.toMatchObject({ code: 'invalid_gid' });
+    await expect(
+      prepareBranch(
+        otherService,
+        "x'; COMMIT; --",
+        async () => {
+          ran = true;
+        },
+        { timeoutMs: 5000 },
+      ),
+    ).rejects.toMatchObject({ code: 'invalid_gid' });
     expect(ran).toBe(false);
     expect(await world.balance('bank_c', 6)).toBe(1000);
     expect(await preparedOnOtherService()).toEqual([]);

@@ -19,12 +19,24 @@ interface BankDB {
  */
 
 /** Moves `amount` on account `id` from bank_a to bank_c. */
-const move = (tpc: TpcClient, id: number, amount: number, timeoutMs = 5000) => tpc.transaction(async (tx) => {
-  const a = await tx.branch<BankDB>('bank_a');
-  const c = await tx.branch<BankDB>('bank_c');
-  await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', amount) })).where('id', '=', id).execute();
-  await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', amount) })).where('id', '=', id).execute();
-}, { timeoutMs });
+const move = (tpc: TpcClient, id: number, amount: number, timeoutMs = 5000) =>
+  tpc.transaction(
+    async (tx) => {
+      const a = await tx.branch<BankDB>('bank_a');
+      const c = await tx.branch<BankDB>('bank_c');
+      await a
+        .updateTable('accounts')
+        .set((eb) => ({ balance: eb('balance', '-', amount) }))
+        .where('id', '=', id)
+        .execute();
+      await c
+        .updateTable('accounts')
+        .set((eb) => ({ balance: eb('balance', '+', amount) }))
+        .where('id', '=', id)
+        .execute();
+    },
+    { timeoutMs },
+  );
 
 // The suite's `full` token, and one that may submit but not read.
 const SUBMITTER = 'submit-only-token-0123456789abcdef';
@@ -109,7 +121,10 @@ describe('outcome() against a live coordinator', () => {
     proxy = await startLossyProxy(world.service.url);
     const p = proxy;
     // The begin gets through; from then on the coordinator is cut off: neither commit nor abort arrives.
-    p.onAnswered((method, path) => method === 'POST' && path === '/v1/transactions', () => p.setDown(true));
+    p.onAnswered(
+      (method, path) => method === 'POST' && path === '/v1/transactions',
+      () => p.setDown(true),
+    );
     const tpc = createClient({ url: p.url, token: TOKENS.full, resources: resources() });
     const err = await move(tpc, 2, 50, 1500).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransactionOutcomeUnknownError);

@@ -29,13 +29,24 @@ describe('the SDK against the coordinator service', () => {
   });
 
   it('commits what the callback did on every database and returns its result', async () => {
-    const { result, outcome } = await tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      const c = await tx.branch<BankDB>('bank_c');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 25) })).where('id', '=', 1).execute();
-      await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 25) })).where('id', '=', 1).execute();
-      return 'moved';
-    }, { timeoutMs: 5000 });
+    const { result, outcome } = await tpc.transaction(
+      async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        const c = await tx.branch<BankDB>('bank_c');
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 25) }))
+          .where('id', '=', 1)
+          .execute();
+        await c
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '+', 25) }))
+          .where('id', '=', 1)
+          .execute();
+        return 'moved';
+      },
+      { timeoutMs: 5000 },
+    );
     expect(result).toBe('moved');
     expect(outcome.status).toBe('committed');
     expect(await world.balance('bank_a', 1)).toBe(975);
@@ -43,11 +54,13 @@ describe('the SDK against the coordinator service', () => {
   });
 
   it('rolls every branch back and rethrows when the callback throws', async () => {
-    await expect(tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 2).execute();
-      throw new Error('changed my mind');
-    })).rejects.toThrow('changed my mind');
+    await expect(
+      tpc.transaction(async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 2).execute();
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
     expect(await world.balance('bank_a', 2)).toBe(1000);
     expect(await world.preparedGids()).toEqual([]);
   });
@@ -64,12 +77,22 @@ describe('the SDK against the coordinator service', () => {
   });
 
   it('reports a database error as an abort with nothing applied', async () => {
-    const err = await tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      const c = await tx.branch<BankDB>('bank_c');
-      await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 5) })).where('id', '=', 4).execute();
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 5000) })).where('id', '=', 4).execute(); // CHECK fails
-    }).catch((e: unknown) => e);
+    const err = await tpc
+      .transaction(async (tx) => {
+        const a = await tx.branch<BankDB>('bank_a');
+        const c = await tx.branch<BankDB>('bank_c');
+        await c
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '+', 5) }))
+          .where('id', '=', 4)
+          .execute();
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 5000) }))
+          .where('id', '=', 4)
+          .execute(); // CHECK fails
+      })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
     expect((err as { code?: string }).code).toBe('23514');
     expect(err).not.toBeInstanceOf(TransactionAbortedError);
@@ -83,8 +106,16 @@ describe('the SDK against the coordinator service', () => {
       const { outcome } = await local.transaction(async (tx) => {
         const a = await tx.branch<BankDB>('bank_a');
         const c = await tx.branch<BankDB>('bank_c');
-        await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 7) })).where('id', '=', 5).execute();
-        await c.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 7) })).where('id', '=', 5).execute();
+        await a
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '-', 7) }))
+          .where('id', '=', 5)
+          .execute();
+        await c
+          .updateTable('accounts')
+          .set((eb) => ({ balance: eb('balance', '+', 7) }))
+          .where('id', '=', 5)
+          .execute();
       });
       expect(outcome.status).toBe('committed');
       expect(await world.balance('bank_a', 5)).toBe(993);
@@ -99,13 +130,21 @@ describe('the SDK against the coordinator service', () => {
 
   it('re-runs the callback on a serialization failure when asked, and only then', async () => {
     let attempts = 0;
-    const run = (retries: number) => tpc.transaction(async (tx) => {
-      attempts++;
-      const a = await tx.branch<BankDB>('bank_a');
-      await a.updateTable('accounts').set((eb) => ({ balance: eb('balance', '-', 1) })).where('id', '=', 6).execute();
-      if (attempts === 1) await sql`DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40001'; END $$`.execute(a);
-      return attempts;
-    }, { retries });
+    const run = (retries: number) =>
+      tpc.transaction(
+        async (tx) => {
+          attempts++;
+          const a = await tx.branch<BankDB>('bank_a');
+          await a
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '-', 1) }))
+            .where('id', '=', 6)
+            .execute();
+          if (attempts === 1) await sql`DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '40001'; END $$`.execute(a);
+          return attempts;
+        },
+        { retries },
+      );
     await expect(run(0)).rejects.toMatchObject({ code: '40001' });
     attempts = 0;
     const { result } = await run(1);
@@ -116,15 +155,29 @@ describe('the SDK against the coordinator service', () => {
   it('ends two transactions that wait on each other across databases by their deadline, not never', async () => {
     let bothLocked!: () => void;
     let locked = 0;
-    const barrier = new Promise<void>((r) => { bothLocked = r; });
-    const crossing = (first: 'bank_a' | 'bank_c', second: 'bank_a' | 'bank_c') => tpc.transaction(async (tx) => {
-      const x = await tx.branch<BankDB>(first);
-      await x.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 1) })).where('id', '=', 7).execute();
-      if (++locked === 2) bothLocked();
-      await barrier;
-      const y = await tx.branch<BankDB>(second);
-      await y.updateTable('accounts').set((eb) => ({ balance: eb('balance', '+', 1) })).where('id', '=', 7).execute();
-    }, { timeoutMs: 1000 });
+    const barrier = new Promise<void>((r) => {
+      bothLocked = r;
+    });
+    const crossing = (first: 'bank_a' | 'bank_c', second: 'bank_a' | 'bank_c') =>
+      tpc.transaction(
+        async (tx) => {
+          const x = await tx.branch<BankDB>(first);
+          await x
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '+', 1) }))
+            .where('id', '=', 7)
+            .execute();
+          if (++locked === 2) bothLocked();
+          await barrier;
+          const y = await tx.branch<BankDB>(second);
+          await y
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '+', 1) }))
+            .where('id', '=', 7)
+            .execute();
+        },
+        { timeoutMs: 1000 },
+      );
     const results = await Promise.allSettled([crossing('bank_a', 'bank_c'), crossing('bank_c', 'bank_a')]);
     const failed = results.filter((r) => r.status === 'rejected');
     expect(failed.length).toBeGreaterThanOrEqual(1);
@@ -138,7 +191,13 @@ describe('the SDK against the coordinator service', () => {
   });
 
   /** Every connection of the service's pools is back and idle: none kept, none leaked. */
-  const allReturned = () => eventually(async () => pools.map((p) => p.totalCount - p.idleCount), (busy) => busy.every((n) => n === 0), 'every connection back in its pool', 5_000);
+  const allReturned = () =>
+    eventually(
+      async () => pools.map((p) => p.totalCount - p.idleCount),
+      (busy) => busy.every((n) => n === 0),
+      'every connection back in its pool',
+      5_000,
+    );
 
   it('ends a callback waiting on a lock at its deadline, with nothing applied and no connection kept', async () => {
     // Another user of the database holds the row the callback wants.
@@ -148,14 +207,19 @@ describe('the SDK against the coordinator service', () => {
     let err: unknown;
     try {
       const started = Date.now();
-      err = await tpc.transaction(async (tx) => {
-        const c = await tx.branch<BankDB>('bank_c');
-        await c.updateTable('accounts').set({ balance: 0 }).where('id', '=', 8).execute();
-        const a = await tx.branch<BankDB>('bank_a');
-        // Without the server-side backstop, only the SDK's cancel at the deadline ends the wait below.
-        await sql`SET LOCAL statement_timeout = 0`.execute(a);
-        await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 8).execute();
-      }, { timeoutMs: 700 }).catch((e: unknown) => e);
+      err = await tpc
+        .transaction(
+          async (tx) => {
+            const c = await tx.branch<BankDB>('bank_c');
+            await c.updateTable('accounts').set({ balance: 0 }).where('id', '=', 8).execute();
+            const a = await tx.branch<BankDB>('bank_a');
+            // Without the server-side backstop, only the SDK's cancel at the deadline ends the wait below.
+            await sql`SET LOCAL statement_timeout = 0`.execute(a);
+            await a.updateTable('accounts').set({ balance: 0 }).where('id', '=', 8).execute();
+          },
+          { timeoutMs: 700 },
+        )
+        .catch((e: unknown) => e);
       took = Date.now() - started;
     } finally {
       await holder.query('ROLLBACK');
@@ -173,10 +237,15 @@ describe('the SDK against the coordinator service', () => {
   it('fails a callback that outlives its deadline without running any SQL, and refuses it branches afterwards', async () => {
     let kept: GlobalTransaction | undefined;
     const started = Date.now();
-    const err = await tpc.transaction(async (tx) => {
-      kept = tx;
-      await sleep(1500);
-    }, { timeoutMs: 300 }).catch((e: unknown) => e);
+    const err = await tpc
+      .transaction(
+        async (tx) => {
+          kept = tx;
+          await sleep(1500);
+        },
+        { timeoutMs: 300 },
+      )
+      .catch((e: unknown) => e);
     expect(Date.now() - started).toBeLessThan(1000); // by the deadline, not when the callback ends
     expect(err).toMatchObject({ name: 'TransactionAbortedError', code: 'deadline_exceeded' });
     await expect(kept!.branch('bank_a')).rejects.toMatchObject({ code: 'deadline_exceeded' });
@@ -185,12 +254,17 @@ describe('the SDK against the coordinator service', () => {
 
   it('rolls back what a callback wrote when it outlives its deadline, and refuses a handle kept beyond it', async () => {
     let handle: Kysely<BankDB> | undefined;
-    const err = await tpc.transaction(async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      handle = a;
-      await a.updateTable('accounts').set({ balance: 1 }).where('id', '=', 9).execute();
-      await sleep(1000);
-    }, { timeoutMs: 300 }).catch((e: unknown) => e);
+    const err = await tpc
+      .transaction(
+        async (tx) => {
+          const a = await tx.branch<BankDB>('bank_a');
+          handle = a;
+          await a.updateTable('accounts').set({ balance: 1 }).where('id', '=', 9).execute();
+          await sleep(1000);
+        },
+        { timeoutMs: 300 },
+      )
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'deadline_exceeded' });
     expect(await world.balance('bank_a', 9)).toBe(1000);
     // The connection went back to the pool: the old handle must not reach it (or its next user).

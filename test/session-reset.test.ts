@@ -31,7 +31,12 @@ function committed(...statements: [string, unknown[]?][]) {
 
 async function branchEndedBy(ending: 'prepare' | 'commit', statements: [string, unknown[]?][]) {
   const b = await p.openBranch({ statementTimeoutMs: 5_000 });
-  const runs = statements.map(([sql, params]) => b.run(sql, params ?? []).then((r) => r, (e: { code: string }) => e.code));
+  const runs = statements.map(([sql, params]) =>
+    b.run(sql, params ?? []).then(
+      (r) => r,
+      (e: { code: string }) => e.code,
+    ),
+  );
   const gid = `tpc:sr:${++seq}:0`;
   let prepared = false;
   try {
@@ -47,7 +52,8 @@ async function branchEndedBy(ending: 'prepare' | 'commit', statements: [string, 
 type Answer = Awaited<ReturnType<typeof branch>>[number];
 const rowsOf = <T>(answer: Answer | undefined) => (answer as { rows: T[] }).rows;
 const balance = async (id: number) => (await admin.query('SELECT balance FROM accounts WHERE id = $1', [id])).rows[0].balance as number;
-const prepared = async () => rowsOf<{ name: string; from_sql: boolean }>((await branch(['SELECT name, from_sql FROM pg_prepared_statements ORDER BY name']))[0]);
+const prepared = async () =>
+  rowsOf<{ name: string; from_sql: boolean }>((await branch(['SELECT name, from_sql FROM pg_prepared_statements ORDER BY name']))[0]);
 const backend = async () => rowsOf<{ pid: number }>((await branch(['SELECT pg_catalog.pg_backend_pid() AS pid']))[0])[0]!.pid;
 
 describe('the session between two transactions', () => {
@@ -75,7 +81,7 @@ describe('the session between two transactions', () => {
     expect(JSON.stringify(kept)).not.toContain('xact');
   });
 
-  it('runs the real statement after a function re-made it under the coordinator\'s name', async () => {
+  it("runs the real statement after a function re-made it under the coordinator's name", async () => {
     await admin.query(`
       CREATE FUNCTION public.hijack(target text) RETURNS void LANGUAGE plpgsql AS $$
       BEGIN
@@ -95,7 +101,7 @@ describe('the session between two transactions', () => {
     expect((await prepared()).every((s) => !s.from_sql)).toBe(true);
   });
 
-  it('works on after a function dropped the coordinator\'s statement', async () => {
+  it("works on after a function dropped the coordinator's statement", async () => {
     await admin.query(`CREATE FUNCTION public.drop_it(target text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('DEALLOCATE %I', target); END $$`);
     await branch([DEBIT, [1, 3]]);
     await branch([DEBIT, [1, 3]]);
@@ -151,16 +157,18 @@ describe('the session between two transactions', () => {
         PERFORM set_config('role', 'sr_other', false);
       END $$`);
     await branch([DEBIT, [1, 4]]);
-    const [next, litter] = await committed(['SELECT nextval(\'public.s\')'], ['SELECT public.litter()']);
+    const [next, litter] = await committed(["SELECT nextval('public.s')"], ['SELECT public.litter()']);
     expect(litter).toMatchObject({ rowCount: 1 });
     expect(next).toMatchObject({ rows: [{ nextval: '1' }] });
 
     const [state, temp, currval] = await branch(
-      [`SELECT pg_catalog.current_setting('search_path') AS path, pg_catalog.current_setting('app.token', true) AS token, current_user AS role,
+      [
+        `SELECT pg_catalog.current_setting('search_path') AS path, pg_catalog.current_setting('app.token', true) AS token, current_user AS role,
           (SELECT count(*)::int FROM pg_catalog.pg_locks WHERE locktype = 'advisory') AS locks,
-          (SELECT count(*)::int FROM pg_catalog.pg_listening_channels()) AS channels`],
-      ['SELECT count(*)::int AS n FROM pg_catalog.pg_class WHERE relname = \'left_behind\''],
-      ['SELECT pg_catalog.currval(\'public.s\')'],
+          (SELECT count(*)::int FROM pg_catalog.pg_listening_channels()) AS channels`,
+      ],
+      ["SELECT count(*)::int AS n FROM pg_catalog.pg_class WHERE relname = 'left_behind'"],
+      ["SELECT pg_catalog.currval('public.s')"],
     );
     expect(state).toMatchObject({ rows: [{ path: '"$user", public', token: expect.toBeOneOf([null, '']), role: owner, locks: 0, channels: 0 }] });
     expect(temp).toMatchObject({ rows: [{ n: 0 }] });
@@ -190,8 +198,8 @@ describe('the session between two transactions', () => {
     expect(settingFree("SELECT B'101'")).toBe(false);
     const dated = "SELECT '01/02/2020'::date AS d";
     // One token parses under day-first dates; the next reads the date as the coordinator's startup settings say.
-    await branch(['SET LOCAL DateStyle = \'ISO, DMY\''], [dated]);
-    await branch(['SET LOCAL DateStyle = \'ISO, DMY\''], [dated]);
+    await branch(["SET LOCAL DateStyle = 'ISO, DMY'"], [dated]);
+    await branch(["SET LOCAL DateStyle = 'ISO, DMY'"], [dated]);
     const [, later] = await branch(['SELECT 1'], [dated]);
     expect(rowsOf<{ d: Date }>(later)[0]!.d.getMonth()).toBe(0);
     expect(await prepared()).toEqual([]);
@@ -208,15 +216,25 @@ describe('the session between two transactions', () => {
   });
 });
 
-describe('a joined branch prepared on a service\'s own pool', () => {
-  it('leaves the service\'s own prepared statements usable', async () => {
+describe("a joined branch prepared on a service's own pool", () => {
+  it("leaves the service's own prepared statements usable", async () => {
     const dbUrl = await createDatabase(inject('clusterB'), `srj_${Math.random().toString(36).slice(2, 8)}`);
     const pool = new pg.Pool({ connectionString: dbUrl, max: 1 });
     try {
       await pool.query('CREATE TABLE items (id int PRIMARY KEY)');
       const own = { name: 'service_lookup', text: 'SELECT count(*)::int AS n FROM items WHERE id = $1' };
       await pool.query({ ...own, values: [1] });
-      await prepareBranch(pool, 'tpc:srj:1:0', async (db) => { await db.insertInto('items' as never).values({ id: 1 } as never).execute(); }, { timeoutMs: 5_000 });
+      await prepareBranch(
+        pool,
+        'tpc:srj:1:0',
+        async (db) => {
+          await db
+            .insertInto('items' as never)
+            .values({ id: 1 } as never)
+            .execute();
+        },
+        { timeoutMs: 5_000 },
+      );
       await pool.query("COMMIT PREPARED 'tpc:srj:1:0'");
       // DISCARD ALL here used to drop it while node-postgres still believed it parsed.
       expect((await pool.query({ ...own, values: [1] })).rows).toEqual([{ n: 1 }]);

@@ -16,10 +16,17 @@ describe('resuming one transaction twice at once in one instance', () => {
   beforeAll(async () => {
     flaky = await startFlakyParticipant();
     // Reconciliation far off: only this test's calls drive the transaction.
-    world = await createWorld({ extraResources: { flaky: flaky.url }, env: { TPC_RECONCILE_INTERVAL_MS: '600000', TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' } });
+    world = await createWorld({
+      extraResources: { flaky: flaky.url },
+      env: { TPC_RECONCILE_INTERVAL_MS: '600000', TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' },
+    });
   });
   afterAll(async () => {
-    try { await world?.close(); } finally { await flaky?.cluster.destroy(); }
+    try {
+      await world?.close();
+    } finally {
+      await flaky?.cluster.destroy();
+    }
   });
 
   it('drives it once; the second is busy', async () => {

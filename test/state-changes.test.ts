@@ -22,10 +22,23 @@ function world(instanceId = 'i1', shared?: { log: MemoryLog; a: MemoryParticipan
   const b = shared?.b ?? new MemoryParticipant('b');
   const pending: string[] = [];
   const deps: EngineDeps = {
-    store: log, recovery: log, participants: new Map([['a', a], ['b', b]]), namespace: 'ns', instanceId,
+    store: log,
+    recovery: log,
+    participants: new Map([
+      ['a', a],
+      ['b', b],
+    ]),
+    namespace: 'ns',
+    instanceId,
     logger: pino({ level: 'silent' }),
     observer: { phase() {}, outcome() {}, branch() {}, hazard() {} },
-    followUp: { completionPending: async (id) => { pending.push(id); }, deadlineSet: async () => {}, deadlineCleared: async () => {} },
+    followUp: {
+      completionPending: async (id) => {
+        pending.push(id);
+      },
+      deadlineSet: async () => {},
+      deadlineCleared: async () => {},
+    },
     failpoints: new Failpoints(),
   };
   const engine = new Engine(deps, { inDoubtAfterAttempts: 3, completionWaitMs: 50 });
@@ -58,20 +71,45 @@ const resolve = (w: World, id: string, req: Partial<ResolveRequest>) =>
 describe('state changes against the in-memory log', () => {
   it('commits a submitted transaction in two phases: one forced decision, and a lean log whose events are all derived', async () => {
     const w = world();
-    const view = await w.engine.submit({ branches: [{ resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] }, { resource: 'b', statements: [{ sql: 'UPDATE y', params: [] }] }], timeoutMs: 5_000, wait: 'completed' }, { actor: 'tok' });
+    const view = await w.engine.submit(
+      {
+        branches: [
+          { resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] },
+          { resource: 'b', statements: [{ sql: 'UPDATE y', params: [] }] },
+        ],
+        timeoutMs: 5_000,
+        wait: 'completed',
+      },
+      { actor: 'tok' },
+    );
     expect(view.status).toBe('committed');
-    expect(w.log.asked.map((r) => [r.from, r.to, r.forced, r.event.derivable])).toEqual([['active', 'committing', true, true], ['committing', 'committed', false, true]]);
+    expect(w.log.asked.map((r) => [r.from, r.to, r.forced, r.event.derivable])).toEqual([
+      ['active', 'committing', true, true],
+      ['committing', 'committed', false, true],
+    ]);
     const tx = (await w.log.load(view.id))!;
-    expect(tx.events.map((e) => [e.kind, e.detail.outcome])).toEqual([['begun', undefined], ['decided', 'commit'], ['completed', 'committed']]);
+    expect(tx.events.map((e) => [e.kind, e.detail.outcome])).toEqual([
+      ['begun', undefined],
+      ['decided', 'commit'],
+      ['completed', 'committed'],
+    ]);
     expect(tx.branches.map((b) => b.status)).toEqual(['committed', 'committed']);
     expect(w.a.prepared.size + w.b.prepared.size).toBe(0);
   });
 
   it('commits a single branch in one phase, its xid written before COMMIT', async () => {
     const w = world();
-    const view = await w.engine.submit({ branches: [{ resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] }], timeoutMs: 5_000, wait: 'completed' }, { actor: null });
+    const view = await w.engine.submit(
+      { branches: [{ resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] }], timeoutMs: 5_000, wait: 'completed' },
+      { actor: null },
+    );
     expect(view.status).toBe('committed');
-    expect(w.log.asked[0]).toMatchObject({ to: 'preparing', forced: true, onePhase: true, event: { detail: { outcome: 'one-phase commit' }, derivable: true } });
+    expect(w.log.asked[0]).toMatchObject({
+      to: 'preparing',
+      forced: true,
+      onePhase: true,
+      event: { detail: { outcome: 'one-phase commit' }, derivable: true },
+    });
     expect(w.log.asked[0]!.branches![0]!.xid).toMatch(/^\d+$/);
     const tx = (await w.log.load(view.id))!;
     expect([tx.onePhase, tx.events.map((e) => e.kind)]).toEqual([true, ['begun', 'decided', 'completed']]);
@@ -79,7 +117,17 @@ describe('state changes against the in-memory log', () => {
 
   it('aborts a submission whose statement failed, writing the decision and its reason', async () => {
     const w = world();
-    const view = await w.engine.submit({ branches: [{ resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] }, { resource: 'b', statements: [{ sql: 'FAIL', params: [] }] }], timeoutMs: 5_000, wait: 'completed' }, { actor: null });
+    const view = await w.engine.submit(
+      {
+        branches: [
+          { resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] },
+          { resource: 'b', statements: [{ sql: 'FAIL', params: [] }] },
+        ],
+        timeoutMs: 5_000,
+        wait: 'completed',
+      },
+      { actor: null },
+    );
     expect(view).toMatchObject({ status: 'aborted', error: { resource: 'b', statement: 0, code: '23514' } });
     const events = (await w.log.load(view.id))!.events;
     const decided = events.find((e) => e.kind === 'decided')!;
@@ -94,7 +142,11 @@ describe('state changes against the in-memory log', () => {
     await w.engine.commitInteractive(mine.id, 'svc');
     const tx = (await w.log.load(mine.id))!;
     expect(tx.status).toBe('committed');
-    expect(tx.events.map((e) => [e.kind, e.actor])).toEqual([['begun', 'svc'], ['decided', 'svc'], ['completed', null]]);
+    expect(tx.events.map((e) => [e.kind, e.actor])).toEqual([
+      ['begun', 'svc'],
+      ['decided', 'svc'],
+      ['completed', null],
+    ]);
     expect(w.log.asked.every((r) => r.event.derivable)).toBe(true);
 
     const theirs = await preparedInteractive(w, 'svc');
@@ -106,11 +158,13 @@ describe('state changes against the in-memory log', () => {
   it('refuses stale compare-and-sets: a second decision, and a driver without the lease', async () => {
     const w = world();
     const { id } = await w.engine.beginInteractive(['a'], 10_000, 'svc');
-    await expect(decide(w.other('i2').deps, id, { outcome: 'abort', reason: { resource: null, statement: null, code: 'x', message: 'x' } }, { by: 'recovery' }))
-      .rejects.toBeInstanceOf(StaleStateError);
+    await expect(
+      decide(w.other('i2').deps, id, { outcome: 'abort', reason: { resource: null, statement: null, code: 'x', message: 'x' } }, { by: 'recovery' }),
+    ).rejects.toBeInstanceOf(StaleStateError);
     await decide(w.deps, id, { outcome: 'commit', checked: 1, branches: [{ index: 0 }] }, { by: 'driver' });
-    await expect(decide(w.deps, id, { outcome: 'abort', reason: { resource: null, statement: null, code: 'x', message: 'x' } }, { by: 'driver' }))
-      .rejects.toBeInstanceOf(StaleStateError);
+    await expect(
+      decide(w.deps, id, { outcome: 'abort', reason: { resource: null, statement: null, code: 'x', message: 'x' } }, { by: 'driver' }),
+    ).rejects.toBeInstanceOf(StaleStateError);
     await expect(complete(w.deps, id, { from: 'active', outcome: 'aborted' }, { by: 'driver' })).rejects.toBeInstanceOf(StaleStateError);
     expect((await w.log.load(id))!.status).toBe('committing');
   });
@@ -120,8 +174,9 @@ describe('state changes against the in-memory log', () => {
     const { id } = await w.engine.beginInteractive(['a'], 10_000, 'svc');
     const checked = (await w.log.load(id))!.branches.length;
     expect(await w.engine.joinInteractive(id, 'b', 'svc')).toMatchObject({ index: 1, created: true });
-    await expect(decide(w.deps, id, { outcome: 'commit', checked, branches: [{ index: 0 }] }, { by: 'client', actor: 'svc', owner: 'svc' }))
-      .rejects.toBeInstanceOf(StaleStateError);
+    await expect(
+      decide(w.deps, id, { outcome: 'commit', checked, branches: [{ index: 0 }] }, { by: 'client', actor: 'svc', owner: 'svc' }),
+    ).rejects.toBeInstanceOf(StaleStateError);
     expect((await w.log.load(id))!.status).toBe('active');
     // Through the engine: b was never prepared, so the commit that sees it aborts.
     const a = (await w.log.load(id))!.branches[0]!;
@@ -137,7 +192,9 @@ describe('state changes against the in-memory log', () => {
     await decide(w.deps, id, { outcome: 'commit', checked: 1, branches: [{ index: 0 }] }, { by: 'driver' });
     const asked = w.log.asked.length;
     await expect(complete(w.deps, id, { from: 'committing', outcome: 'aborted' }, { by: 'recovery' })).rejects.toBeInstanceOf(IllegalTransitionError);
-    await expect(complete(w.deps, id, { from: 'aborting', outcome: 'committed' }, { by: 'operator', actor: 'op', forced: 'commit' })).rejects.toThrow(/illegal transition aborting → committed/);
+    await expect(complete(w.deps, id, { from: 'aborting', outcome: 'committed' }, { by: 'operator', actor: 'op', forced: 'commit' })).rejects.toThrow(
+      /illegal transition aborting → committed/,
+    );
     await expect(complete(w.deps, id, { from: 'committed', outcome: 'aborted' }, { by: 'driver' })).rejects.toBeInstanceOf(IllegalTransitionError);
     expect(w.log.asked.length).toBe(asked);
     expect((await w.log.load(id))!.status).toBe('committing');
@@ -150,8 +207,15 @@ describe('state changes against the in-memory log', () => {
     w.b.rollBackByHand(gid);
     expect(await w.engine.resume(id)).toEqual({ state: 'finished', status: 'committed' });
     const tx = (await w.log.load(id))!;
-    expect(tx).toMatchObject({ status: 'committed', heuristic: true, error: { code: 'heuristic_hazard', message: 'branch on b ended aborted against the commit decision' } });
-    expect(tx.branches.map((b) => [b.status, b.heuristic])).toEqual([['committed', null], ['aborted', 'aborted']]);
+    expect(tx).toMatchObject({
+      status: 'committed',
+      heuristic: true,
+      error: { code: 'heuristic_hazard', message: 'branch on b ended aborted against the commit decision' },
+    });
+    expect(tx.branches.map((b) => [b.status, b.heuristic])).toEqual([
+      ['committed', null],
+      ['aborted', 'aborted'],
+    ]);
     expect(tx.events.at(-1)!.detail).toEqual({ outcome: 'committed', by: 'recovery', heuristic: [{ resource: 'b', fate: 'aborted' }] });
   });
 
@@ -161,7 +225,11 @@ describe('state changes against the in-memory log', () => {
       const { id } = await preparedInteractive(w);
       expect(await resolve(w, id, {})).toEqual({ action: 'decided', result: 'finished' });
       const decision = w.log.asked.find((r) => r.to === 'committing')!;
-      expect(decision).toMatchObject({ forced: true, branchesChecked: 2, event: { actor: 'op', detail: { outcome: 'commit', by: 'operator', reason: 'ticket 42' } } });
+      expect(decision).toMatchObject({
+        forced: true,
+        branchesChecked: 2,
+        event: { actor: 'op', detail: { outcome: 'commit', by: 'operator', reason: 'ticket 42' } },
+      });
       expect(await kinds(w, id)).toEqual(['begun', 'decided', 'operator_resolve', 'completed']);
       expect(w.a.prepared.size + w.b.prepared.size).toBe(0);
     });
@@ -209,9 +277,16 @@ describe('state changes against the in-memory log', () => {
       const forced = w.log.asked.at(-1)!;
       expect(forced).toMatchObject({ from: 'committing', to: 'committed', forced: true, heuristic: true });
       const tx = (await w.log.load(id))!;
-      expect(tx).toMatchObject({ status: 'committed', heuristic: true, error: { code: 'heuristic_hazard', message: 'forced abort by op against the commit decision: ticket 42' } });
+      expect(tx).toMatchObject({
+        status: 'committed',
+        heuristic: true,
+        error: { code: 'heuristic_hazard', message: 'forced abort by op against the commit decision: ticket 42' },
+      });
       expect(tx.branches.find((b) => b.resource === 'b')).toMatchObject({ status: 'aborted', heuristic: 'forced abort' });
-      expect(tx.events.filter((e) => e.kind === 'completed').at(-1)).toMatchObject({ actor: 'op', detail: { outcome: 'committed', heuristic: true, forced: 'abort' } });
+      expect(tx.events.filter((e) => e.kind === 'completed').at(-1)).toMatchObject({
+        actor: 'op',
+        detail: { outcome: 'committed', heuristic: true, forced: 'abort' },
+      });
     });
   });
 

@@ -39,13 +39,25 @@ afterAll(() => {
 });
 
 const HOSTILE: [string, string, RegExp][] = [
-  ['a shell through DO … EXECUTE COPY … TO PROGRAM', `DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > ${marker}'''; END $$`, /^DO blocks are not allowed/],
+  [
+    'a shell through DO … EXECUTE COPY … TO PROGRAM',
+    `DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > ${marker}'''; END $$`,
+    /^DO blocks are not allowed/,
+  ],
   ['COPY … TO PROGRAM', `COPY (SELECT 1) TO PROGRAM 'id > ${marker}'`, /^COPY is not allowed/],
   ['COPY … FROM a server file', "COPY accounts FROM '/etc/passwd'", /^COPY is not allowed/],
   ['CREATE EXTENSION dblink', 'CREATE EXTENSION dblink', /^CREATE EXTENSION is not allowed/],
-  ['an autonomous write through dblink_exec', "SELECT dblink_exec('dbname=bank_a', 'UPDATE accounts SET balance = balance - 500 WHERE id = 1')", /^function dblink_exec acts outside the transaction/],
+  [
+    'an autonomous write through dblink_exec',
+    "SELECT dblink_exec('dbname=bank_a', 'UPDATE accounts SET balance = balance - 500 WHERE id = 1')",
+    /^function dblink_exec acts outside the transaction/,
+  ],
   ['ALTER ROLE CURRENT_USER SET', 'ALTER ROLE CURRENT_USER SET search_path = pwned', /^ALTER ROLE … SET is not allowed/],
-  ['pg_terminate_backend of the log\'s connections', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()', /^function pg_terminate_backend/],
+  [
+    "pg_terminate_backend of the log's connections",
+    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()',
+    /^function pg_terminate_backend/,
+  ],
   ['a session-wide set_config', "SELECT set_config('search_path', 'x', false)", /^function set_config is allowed only with the literal true/],
   ['a session advisory lock', 'SELECT pg_advisory_lock(1)', /^function pg_advisory_lock/],
   ['a COMMIT hidden after a comment', '-- x\rCOMMIT', /^transaction control/],
@@ -59,7 +71,9 @@ const HOSTILE: [string, string, RegExp][] = [
 async function snapshot(world: World) {
   const q = async (pool: World['db']['log'], sql: string) => (await pool.query(sql)).rows;
   return {
-    balances: Object.fromEntries(await Promise.all(BANKS.map(async (b) => [b, (await q(world.db[b], 'SELECT id, balance FROM accounts ORDER BY id')).map((r) => r.balance)]))),
+    balances: Object.fromEntries(
+      await Promise.all(BANKS.map(async (b) => [b, (await q(world.db[b], 'SELECT id, balance FROM accounts ORDER BY id')).map((r) => r.balance)])),
+    ),
     log: await q(world.db.log, 'SELECT count(*)::int AS n FROM tpc_transactions'),
     prepared: await world.preparedGids(),
     roleSettings: await q(world.db.bank_a, 'SELECT setdatabase, setrole, setconfig FROM pg_db_role_setting ORDER BY 1, 2'),
@@ -85,8 +99,12 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(422);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(res.body).toMatchObject({
-      type: 'urn:tpc:problem:statement_not_allowed', status: 422,
-      branch: 0, resource: 'bank_a', statement: 1, reason: expect.stringMatching(why),
+      type: 'urn:tpc:problem:statement_not_allowed',
+      status: 422,
+      branch: 0,
+      resource: 'bank_a',
+      statement: 1,
+      reason: expect.stringMatching(why),
       errors: [{ path: 'branches.0.statements.1', message: expect.stringMatching(/^bank_a: /) }],
     });
     expect(await snapshot(world)).toEqual(before);
@@ -106,18 +124,24 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
     expect(await snapshot(world)).toEqual(before);
   });
 
-  it('still commits ordinary work afterwards, with the log\'s connections intact', async () => {
-    const res = await world.submit({
-      ...transfer('bank_a', 'bank_b', 1, 9, 9),
-      branches: [
-        { resource: 'bank_a', statements: [
-          { sql: 'SET LOCAL lock_timeout = 1000' },
-          { sql: 'SELECT pg_advisory_xact_lock(7)' },
-          { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [1, 9] },
-        ] },
-        { resource: 'bank_b', statements: [{ sql: 'WITH c AS (UPDATE accounts SET balance = balance + 1 WHERE id = 9 RETURNING balance) SELECT * FROM c' }] },
-      ],
-    }, { token: PAIR });
+  it("still commits ordinary work afterwards, with the log's connections intact", async () => {
+    const res = await world.submit(
+      {
+        ...transfer('bank_a', 'bank_b', 1, 9, 9),
+        branches: [
+          {
+            resource: 'bank_a',
+            statements: [
+              { sql: 'SET LOCAL lock_timeout = 1000' },
+              { sql: 'SELECT pg_advisory_xact_lock(7)' },
+              { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [1, 9] },
+            ],
+          },
+          { resource: 'bank_b', statements: [{ sql: 'WITH c AS (UPDATE accounts SET balance = balance + 1 WHERE id = 9 RETURNING balance) SELECT * FROM c' }] },
+        ],
+      },
+      { token: PAIR },
+    );
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(await world.balance('bank_a', 9)).toBe(999);
     expect(await world.balance('bank_b', 9)).toBe(1001);
@@ -128,12 +152,18 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
     const byTemplate = (amount: number, id: number) => ({
       branches: [
         { resource: 'bank_a', statements: [{ statement: 'debit', params: [amount, id], expect: { rowCount: 1 } }] },
-        { resource: 'bank_b', statements: [{ statement: 'credit', params: [amount, id] }, { statement: 'read-balance', params: [id] }] },
+        {
+          resource: 'bank_b',
+          statements: [
+            { statement: 'credit', params: [amount, id] },
+            { statement: 'read-balance', params: [id] },
+          ],
+        },
       ],
       timeoutMs: 10_000,
     });
 
-    it('a submission by template commits the templates\' SQL', async () => {
+    it("a submission by template commits the templates' SQL", async () => {
       const res = await world.submit(byTemplate(30, 3), { token: TEMPLATED });
       expect(res.status, JSON.stringify(res.body)).toBe(201);
       expect(res.body.branches[1].results[1].rows).toEqual([{ balance: 1030 }]);
@@ -141,7 +171,7 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
       expect(await world.balance('bank_b', 3)).toBe(1030);
     });
 
-    it('a template\'s expectation aborts like raw SQL\'s', async () => {
+    it("a template's expectation aborts like raw SQL's", async () => {
       const res = await world.submit(byTemplate(5000, 4), { token: TEMPLATED });
       expect(res.status).toBe(409);
       expect(res.body.error).toMatchObject({ resource: 'bank_a', statement: 0, code: 'expectation_failed' });
@@ -169,14 +199,24 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
       unknown.branches[0]!.statements[0]!.statement = 'steal';
       const r1 = await world.submit(unknown, { token: TEMPLATED });
       expect(r1.status).toBe(422);
-      expect(r1.body).toMatchObject({ type: 'urn:tpc:problem:validation', errors: [{ path: 'branches.0.statements.0.statement', message: 'unknown statement template "steal"' }] });
+      expect(r1.body).toMatchObject({
+        type: 'urn:tpc:problem:validation',
+        errors: [{ path: 'branches.0.statements.0.statement', message: 'unknown statement template "steal"' }],
+      });
       const both = byTemplate(1, 6);
       Object.assign(both.branches[0]!.statements[0]!, { sql: 'SELECT 1' });
-      expect((await world.submit(both, { token: PAIR })).body).toMatchObject({ status: 422, type: 'urn:tpc:problem:validation', detail: expect.stringContaining('exactly one of "sql" and "statement"') });
+      expect((await world.submit(both, { token: PAIR })).body).toMatchObject({
+        status: 422,
+        type: 'urn:tpc:problem:validation',
+        detail: expect.stringContaining('exactly one of "sql" and "statement"'),
+      });
       const neither = byTemplate(1, 6);
       delete (neither.branches[0]!.statements[0] as { statement?: string }).statement;
       expect((await world.submit(neither, { token: PAIR })).body).toMatchObject({ status: 422, type: 'urn:tpc:problem:validation' });
-      expect((await world.submit({ ...byTemplate(1, 6), branches: [{ resource: 'bank_a', statements: [{ statement: 'bad name!' }] }] }, { token: TEMPLATED })).status).toBe(422);
+      expect(
+        (await world.submit({ ...byTemplate(1, 6), branches: [{ resource: 'bank_a', statements: [{ statement: 'bad name!' }] }] }, { token: TEMPLATED }))
+          .status,
+      ).toBe(422);
       expect(await snapshot(world)).toEqual(before);
     });
 
@@ -187,7 +227,13 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
       const raw = {
         branches: [
           { resource: 'bank_a', statements: [{ sql: TEMPLATES.debit, params: [2, 7], expect: { rowCount: 1 } }] },
-          { resource: 'bank_b', statements: [{ sql: TEMPLATES.credit.sql, params: [2, 7] }, { sql: TEMPLATES['read-balance'], params: [7] }] },
+          {
+            resource: 'bank_b',
+            statements: [
+              { sql: TEMPLATES.credit.sql, params: [2, 7] },
+              { sql: TEMPLATES['read-balance'], params: [7] },
+            ],
+          },
         ],
         timeoutMs: 10_000,
       };
@@ -201,8 +247,10 @@ describe('hostile statements from a token limited to bank_a and bank_b', () => {
 
 describe('TPC_STATEMENTS_FILE', () => {
   const env = (file: string) => ({
-    DATABASE_URL: 'postgres://x@127.0.0.1/log', REDIS_URL: 'redis://127.0.0.1:6379',
-    TPC_RESOURCES: JSON.stringify({ bank_a: 'postgres://x@127.0.0.1/a' }), TPC_STATEMENTS_FILE: file,
+    DATABASE_URL: 'postgres://x@127.0.0.1/log',
+    REDIS_URL: 'redis://127.0.0.1:6379',
+    TPC_RESOURCES: JSON.stringify({ bank_a: 'postgres://x@127.0.0.1/a' }),
+    TPC_STATEMENTS_FILE: file,
   });
   const write = (name: string, text: string) => {
     const file = join(dir, name);
@@ -224,8 +272,16 @@ describe('TPC_STATEMENTS_FILE', () => {
     ['a bad name', () => write('name.json', '{ "de bit": "SELECT 1" }'), /^TPC_STATEMENTS_FILE: template "de bit": a name is/],
     ['a value that is not SQL', () => write('value.json', '{ "debit": 5 }'), /^TPC_STATEMENTS_FILE: template "debit": must be/],
     ['an unknown field', () => write('field.json', '{ "debit": { "sql": "SELECT 1", "mode": "x" } }'), /template "debit": unknown field "mode"/],
-    ['a refused statement', () => write('refused.json', '{ "ok": "SELECT 1", "wipe": "TRUNCATE accounts" }'), /^TPC_STATEMENTS_FILE: template "wipe": TRUNCATE is not allowed/],
-    ['a hidden function', () => write('fn.json', '{ "peek": "SELECT * FROM accounts WHERE pg_catalog.pg_advisory_lock(1) IS NOT NULL" }'), /template "peek": function pg_advisory_lock/],
+    [
+      'a refused statement',
+      () => write('refused.json', '{ "ok": "SELECT 1", "wipe": "TRUNCATE accounts" }'),
+      /^TPC_STATEMENTS_FILE: template "wipe": TRUNCATE is not allowed/,
+    ],
+    [
+      'a hidden function',
+      () => write('fn.json', '{ "peek": "SELECT * FROM accounts WHERE pg_catalog.pg_advisory_lock(1) IS NOT NULL" }'),
+      /template "peek": function pg_advisory_lock/,
+    ],
   ])('refuses %s with a ConfigError naming the variable and the template', (_, file, message) => {
     expect(() => loadConfig(env(file()))).toThrow(ConfigError);
     expect(() => loadConfig(env(file()))).toThrow(message);

@@ -27,7 +27,7 @@ const ALLOWED = [
   "SELECT set_config('search_path', 'public', true)",
   "SELECT set_config('myapp.user', $1, true)",
   "SELECT current_setting('search_path')",
-  'SELECT nextval(\'s\')',
+  "SELECT nextval('s')",
   'SELECT * FROM generate_series(1, 3) g',
   'SELECT dblink FROM t', // a column of that name, not a call
   'SELECT "dblink" FROM t',
@@ -41,7 +41,7 @@ const ALLOWED = [
   '/* a comment */ SELECT 1 -- another',
   'SELECT 1 /* a /* nested */ comment */',
   "SELECT 'COMMIT; DROP TABLE t'",
-  "SELECT $$ DO $x$ $$",
+  'SELECT $$ DO $x$ $$',
 ];
 
 // [statement, a part of the reason]
@@ -66,7 +66,7 @@ const REFUSED: [string, RegExp][] = [
   ["COMMIT PREPARED 'x'", /transaction control/],
   ['/* x */ END', /transaction control/],
   ['/* a /* nested */ */ commit', /transaction control/],
-  ['-- c\nPREPARE TRANSACTION \'x\'', /transaction control/],
+  ["-- c\nPREPARE TRANSACTION 'x'", /transaction control/],
   ['-- x\rCOMMIT', /transaction control/],
   ['-- c\rSET search_path TO x\n, pg_catalog', /session-wide SET/],
   ["DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/x'''; END $$", /^DO blocks are not allowed/],
@@ -128,7 +128,7 @@ const REFUSED: [string, RegExp][] = [
   ["SELECT dblink_exec('dbname=bank_a', 'UPDATE accounts SET balance = 0')", /^function dblink_exec acts outside the transaction/],
   ["SELECT * FROM dblink('dbname=x', 'SELECT 1') AS t(a int)", /function dblink acts outside/],
   ["SELECT pg_catalog.dblink_exec('x', 'y')", /function dblink_exec/],
-  ['SELECT "DBLINK_EXEC"(\'x\', \'y\')', /function dblink_exec/],
+  ["SELECT \"DBLINK_EXEC\"('x', 'y')", /function dblink_exec/],
   ['SELECT public."dblink_connect"(\'x\')', /function dblink_connect/],
   ['SELECT postgres_fdw_disconnect_all()', /function postgres_fdw_disconnect_all/],
   ['SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()', /function pg_terminate_backend .*signals other sessions/],
@@ -167,7 +167,7 @@ const REFUSED: [string, RegExp][] = [
   ['WITH x AS (SELECT pg_terminate_backend(1)) SELECT 1', /pg_terminate_backend/],
   ['WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT pg_cancel_backend(n) FROM x) SELECT 1', /pg_cancel_backend/],
   ['SELECT 1 WHERE EXISTS (SELECT 1 FROM (SELECT pg_advisory_lock(2)) s)', /pg_advisory_lock/],
-  ['SELECT (SELECT (SELECT pg_notify(\'a\', \'b\')))', /pg_notify/],
+  ["SELECT (SELECT (SELECT pg_notify('a', 'b')))", /pg_notify/],
   ['INSERT INTO t VALUES (DEFAULT), (pg_advisory_lock(1))', /pg_advisory_lock/],
   ["INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = set_config('search_path', 'x', false)", /set_config/],
   ['UPDATE t SET a = 1 RETURNING pg_terminate_backend(a)', /pg_terminate_backend/],

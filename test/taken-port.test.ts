@@ -29,8 +29,12 @@ function runToExit(args: string[], env: Record<string, string>): Promise<Ended> 
   });
   let stdout = '';
   let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -76,10 +80,11 @@ describe('a taken port stops the start', () => {
     expect(holder.server.listening).toBe(true);
   });
 
-  const participant = (extra: string[], env: Record<string, string>) => runToExit(
-    ['coordinator/cli/main.ts', 'participant', '--database-url', dbs.urls.bank_a, '--name', 'bank_a', ...extra],
-    { TPC_PARTICIPANT_TOKEN: 'participant-token-0123456789', ...env },
-  );
+  const participant = (extra: string[], env: Record<string, string>) =>
+    runToExit(['coordinator/cli/main.ts', 'participant', '--database-url', dbs.urls.bank_a, '--name', 'bank_a', ...extra], {
+      TPC_PARTICIPANT_TOKEN: 'participant-token-0123456789',
+      ...env,
+    });
 
   it('tpc participant --port exits non-zero, naming the port and the option', async () => {
     const ended = await participant(['--port', String(holder.port)], {});

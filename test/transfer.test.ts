@@ -3,8 +3,12 @@ import { createWorld, transfer, type World } from './harness/world.ts';
 
 describe('a transfer across databases', () => {
   let world: World;
-  beforeEach(async () => { world = await createWorld(); });
-  afterEach(async () => { await world.close(); });
+  beforeEach(async () => {
+    world = await createWorld();
+  });
+  afterEach(async () => {
+    await world.close();
+  });
 
   it('commits on both databases, including two on one cluster', async () => {
     const res = await world.submit(transfer('bank_a', 'bank_b', 100));

@@ -47,7 +47,13 @@ export function createApp(o: AppOptions): Express {
     const failed = status >= 500 && !this.locals.expectedRefusal;
     if (!failed && !o.logger.isLevelEnabled('debug')) return;
     // Method, route and status only: bodies carry statements and customer data.
-    const entry = { method: req.method, route, status, ms: Number(process.hrtime.bigint() - (this.locals.startedNs as bigint)) / 1e6, principal: req.principal?.name };
+    const entry = {
+      method: req.method,
+      route,
+      status,
+      ms: Number(process.hrtime.bigint() - (this.locals.startedNs as bigint)) / 1e6,
+      principal: req.principal?.name,
+    };
     if (failed) o.logger.warn(entry, 'request failed');
     else o.logger.debug(entry, 'request');
   }
@@ -61,7 +67,9 @@ export function createApp(o: AppOptions): Express {
   app.use(rejectMalformedUrl());
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(o.maxTimeoutMs);
-  app.get('/openapi.json', (_req, res) => { res.json(openApi); });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openApi);
+  });
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   // First: its GET /v1/transactions/counts and /lookup would otherwise be taken for an :id.
   app.use(operatorRoutes({ ...o.operator, auth: o.auth, jsonBody }));
@@ -71,7 +79,9 @@ export function createApp(o: AppOptions): Express {
   // The operator console: static files that use the same API and tokens as any client.
   app.use('/console', express.static(CONSOLE_DIR, { index: 'index.html', maxAge: 0 }));
   // The address a newcomer types first: the console, rather than a 404 in JSON.
-  app.get('/', (_req, res) => { res.redirect(302, '/console/'); });
+  app.get('/', (_req, res) => {
+    res.redirect(302, '/console/');
+  });
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(problemHandler(o.logger));
   return app;

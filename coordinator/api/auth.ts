@@ -59,7 +59,12 @@ export class Authenticator {
       if (key) {
         const { value, maxAgeMs } = issueSession(principal.name, key);
         res.cookie(QUEUE_COOKIE, value, {
-          httpOnly: true, sameSite: 'strict', path: QUEUE_COOKIE_PATH, maxAge: maxAgeMs, secure: requestScheme(req) === 'https', encode: String,
+          httpOnly: true,
+          sameSite: 'strict',
+          path: QUEUE_COOKIE_PATH,
+          maxAge: maxAgeMs,
+          secure: requestScheme(req) === 'https',
+          encode: String,
         });
       }
       res.status(204).end();
@@ -88,7 +93,12 @@ export class Authenticator {
         throw problem(403, 'forbidden', 'Forbidden', `token "${principal.name}" lacks the "${scope}" scope`);
       }
       if (ambient && !SAFE_METHODS.has(req.method) && !isSameOrigin(req)) {
-        throw problem(403, 'cross-origin', 'Forbidden', 'a change made with the session cookie must come from a page of this origin (Origin or Sec-Fetch-Site)');
+        throw problem(
+          403,
+          'cross-origin',
+          'Forbidden',
+          'a change made with the session cookie must come from a page of this origin (Origin or Sec-Fetch-Site)',
+        );
       }
       req.principal = principal;
       next();
@@ -98,7 +108,8 @@ export class Authenticator {
   #fromSession(cookieHeader: string | undefined): Principal {
     // Several cookies of the name (another path's, a planted one): any valid one will do.
     const values = [...(cookieHeader ?? '').matchAll(/(?:^|;)\s*tpc_queues=([^;]*)/g)].map((m) => m[1]!.trim());
-    if (!values.length) throw problem(401, 'unauthorized', 'Unauthorized', 'an Authorization: Bearer <token> header, or the session cookie from POST /v1/session, is required');
+    if (!values.length)
+      throw problem(401, 'unauthorized', 'Unauthorized', 'an Authorization: Bearer <token> header, or the session cookie from POST /v1/session, is required');
     let why = '';
     for (const value of values) {
       const check = verifySession(value, (name) => this.#sessionKeys?.get(name) ?? null);
@@ -140,7 +151,12 @@ export class Authenticator {
  */
 function assertLocalCaller(req: Request): void {
   if (!hasLoopbackHost(req)) {
-    throw problem(403, 'host-not-allowed', 'Forbidden', 'with no API tokens configured, only requests addressed to a loopback name (localhost, 127.0.0.1, [::1]) are answered');
+    throw problem(
+      403,
+      'host-not-allowed',
+      'Forbidden',
+      'with no API tokens configured, only requests addressed to a loopback name (localhost, 127.0.0.1, [::1]) are answered',
+    );
   }
   if (!SAFE_METHODS.has(req.method) && isCrossOrigin(req)) {
     throw problem(403, 'cross-origin', 'Forbidden', 'with no API tokens configured, a page of another origin may not send requests that change anything');

@@ -13,7 +13,9 @@ function withTimeout(p: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout;
   return Promise.race([
     p,
-    new Promise<void>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms); }),
+    new Promise<void>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
   ]).finally(() => clearTimeout(timer));
 }
 
@@ -33,27 +35,36 @@ export function healthRoutes(checks: ReadinessCheck[], registry: Registry): Rout
   };
   // The same probes, at scrape time, so that an alert rule can say which dependency /readyz fails on.
   new Gauge({
-    name: 'tpc_dependency_up', help: 'Whether each dependency /readyz checks (the log, Redis) answers now (1) or not (0).',
-    labelNames: ['dependency'], registers: [registry],
+    name: 'tpc_dependency_up',
+    help: 'Whether each dependency /readyz checks (the log, Redis) answers now (1) or not (0).',
+    labelNames: ['dependency'],
+    registers: [registry],
     async collect() {
-      await Promise.all(checks.map(async (c) => {
-        const ok = await withTimeout(probe(c), PROBE_TIMEOUT_MS).then(() => 1, () => 0);
-        this.set({ dependency: c.name }, ok);
-      }));
+      await Promise.all(
+        checks.map(async (c) => {
+          const ok = await withTimeout(probe(c), PROBE_TIMEOUT_MS).then(
+            () => 1,
+            () => 0,
+          );
+          this.set({ dependency: c.name }, ok);
+        }),
+      );
     },
   });
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
   router.get('/readyz', async (_req, res) => {
-    const results = await Promise.all(checks.map(async (c) => {
-      try {
-        await withTimeout(probe(c), PROBE_TIMEOUT_MS);
-        return [c.name, { ok: true }] as const;
-      } catch (err) {
-        return [c.name, { ok: false, error: err instanceof Error ? err.message : String(err) }] as const;
-      }
-    }));
+    const results = await Promise.all(
+      checks.map(async (c) => {
+        try {
+          await withTimeout(probe(c), PROBE_TIMEOUT_MS);
+          return [c.name, { ok: true }] as const;
+        } catch (err) {
+          return [c.name, { ok: false, error: err instanceof Error ? err.message : String(err) }] as const;
+        }
+      }),
+    );
     const ready = results.every(([, r]) => r.ok);
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks: Object.fromEntries(results) });
   });

@@ -11,7 +11,11 @@ import { ConflictError } from '../errors.ts';
  * the commit may take its word for them (Engine.commitTrusted). Never given for a REST request.
  */
 export async function settleInteractive(
-  engine: Engine, id: string, action: 'commit' | 'abort', actor: string | null, trusted?: CallerTransaction,
+  engine: Engine,
+  id: string,
+  action: 'commit' | 'abort',
+  actor: string | null,
+  trusted?: CallerTransaction,
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   let refusal: ConflictError | undefined;
   let known: TrustedAnswer | null = null;
@@ -23,10 +27,8 @@ export async function settleInteractive(
     if (!(err instanceof ConflictError)) throw err;
     refusal = err;
   }
-  const after = known ?? await engine.get(id);
+  const after = known ?? (await engine.get(id));
   const asked = action === 'commit' ? 'committed' : 'aborted';
-  const status = after.status === asked && !refusal ? 200
-    : after.status === 'committed' || after.status === 'aborted' || refusal ? 409
-    : 202;
+  const status = after.status === asked && !refusal ? 200 : after.status === 'committed' || after.status === 'aborted' || refusal ? 409 : 202;
   return { status, body: { ...after, ...(refusal ? { refusal: { code: refusal.code, message: refusal.message } } : {}) } };
 }

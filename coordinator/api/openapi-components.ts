@@ -76,7 +76,7 @@ export const componentSchemas: Record<string, Schema> = {
       errors: { type: 'array', description: 'every validation issue, or every refused statement', items: closed({ path: str, message: str }) },
       branch: { ...int, description: 'statement_not_allowed: index of the branch of the (first) refused statement' },
       statement: { ...int, description: 'statement_not_allowed: index of the refused statement within its branch' },
-      reason: { ...str, description: 'why; for statement_not_allowed, the statement guard\'s sentence naming the statement type or function' },
+      reason: { ...str, description: "why; for statement_not_allowed, the statement guard's sentence naming the statement type or function" },
     },
     // Extensions (e.g. `resource` on resource-unusable) are allowed by RFC 9457.
     additionalProperties: true,
@@ -93,25 +93,31 @@ export const componentSchemas: Record<string, Schema> = {
     ],
   },
   Transaction: closed(transactionProperties),
-  LiveBranch: closed({
-    resource: str,
-    gid: str,
-    xid: { type: ['string', 'null'] },
-    heuristic: { type: ['string', 'null'] },
-    lastError: anyJson,
-    live: {
-      description: 'what the database says now; only while the transaction is unfinished',
-      oneOf: [
-        closed({ reachable: { const: true }, prepared: bool, preparedAt: timeOrNull, locks: { type: ['integer', 'null'] } }),
-        closed({ reachable: { const: false }, error: str }),
-      ],
+  LiveBranch: closed(
+    {
+      resource: str,
+      gid: str,
+      xid: { type: ['string', 'null'] },
+      heuristic: { type: ['string', 'null'] },
+      lastError: anyJson,
+      live: {
+        description: 'what the database says now; only while the transaction is unfinished',
+        oneOf: [
+          closed({ reachable: { const: true }, prepared: bool, preparedAt: timeOrNull, locks: { type: ['integer', 'null'] } }),
+          closed({ reachable: { const: false }, error: str }),
+        ],
+      },
     },
-  }, ['live']),
+    ['live'],
+  ),
   TransactionDetail: closed(detailProperties, ['branchDetails']),
-  InteractiveOutcome: closed({
-    ...detailProperties,
-    refusal: { ...closed({ code: str, message: str }), description: 'why the commit or abort was refused' },
-  }, ['branchDetails', 'refusal']),
+  InteractiveOutcome: closed(
+    {
+      ...detailProperties,
+      refusal: { ...closed({ code: str, message: str }), description: 'why the commit or abort was refused' },
+    },
+    ['branchDetails', 'refusal'],
+  ),
   InteractiveBegin: closed({
     id: uuid,
     status: { const: 'active' },
@@ -191,7 +197,8 @@ export const securitySchemes = {
   bearer: {
     type: 'http',
     scheme: 'bearer',
-    description: 'A token from TPC_API_TOKENS; its scopes (submit, read, operate) and resources limit what it may do. '
-      + 'With no tokens configured (loopback only) every request is allowed.',
+    description:
+      'A token from TPC_API_TOKENS; its scopes (submit, read, operate) and resources limit what it may do. ' +
+      'With no tokens configured (loopback only) every request is allowed.',
   },
 };

@@ -46,7 +46,11 @@ const LOOKUP_PARAM_DOCS: Record<string, string> = {
 function queryParameters(schema: z.ZodType, docs: Record<string, string>): Schema[] {
   const q = inputSchema(schema) as { properties: Record<string, Schema>; required?: string[] };
   return Object.entries(q.properties).map(([name, schema]) => ({
-    name, in: 'query', required: q.required?.includes(name) ?? false, schema, ...(docs[name] ? { description: docs[name] } : {}),
+    name,
+    in: 'query',
+    required: q.required?.includes(name) ?? false,
+    schema,
+    ...(docs[name] ? { description: docs[name] } : {}),
   }));
 }
 
@@ -58,7 +62,10 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
   const interactiveAnswer = (done: string) => ({
     200: answer(`${done}, as asked`, ref('InteractiveOutcome')),
     202: answer('Decided; phase 2 still running', ref('InteractiveOutcome')),
-    409: answer('It ended otherwise (a branch not really prepared, the deadline passed, already decided): the outcome and the `refusal`', ref('InteractiveOutcome')),
+    409: answer(
+      'It ended otherwise (a branch not really prepared, the deadline passed, already decided): the outcome and the `refusal`',
+      ref('InteractiveOutcome'),
+    ),
     400: reply('BadRequest'),
     ...denied,
     404: problem('Unknown transaction, or one this token did not begin or whose resources it may not use: the same answer, so an id confirms nothing'),
@@ -93,36 +100,56 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
           summary: 'Run one transaction atomically across several databases, or begin an interactive one',
           description: 'Scope `submit`. With `"interactive": true`, begins a transaction whose branches the calling service runs and prepares itself.',
           ...scope('submit'),
-          parameters: [{
-            name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', pattern: IDEMPOTENCY_KEY.source },
-            description: 'The same key with the same body answers the first transaction again; with another body, 422. Scoped to the token.',
-          }],
+          parameters: [
+            {
+              name: 'Idempotency-Key',
+              in: 'header',
+              required: false,
+              schema: { type: 'string', pattern: IDEMPOTENCY_KEY.source },
+              description: 'The same key with the same body answers the first transaction again; with another body, 422. Scoped to the token.',
+            },
+          ],
           requestBody: body({ oneOf: [ref('SubmitRequest'), ref('InteractiveBeginRequest')] }),
           responses: {
             201: answer('Committed on every database; or an interactive transaction begun', { oneOf: [ref('Transaction'), ref('InteractiveBegin')] }),
-            202: answer('Decided (committing/aborting; preparing for a one-phase commit); phase 2 still running. `Location` to poll. '
-              + 'Never sent for an undecided transaction (`active`): that is a 503', ref('Transaction')),
-            409: answer('Aborted; `error` says which branch, which statement and why. `error.code` log_lost_transaction: the log lost '
-              + 'the transaction\'s record before any decision (a failover to a standby its begin record had not reached); its branches '
-              + 'were rolled back at once, nothing was applied, and it may be sent again. `error.code` abandoned (a repeated '
-              + 'Idempotency-Key): the first attempt was begun but never run or decided; nothing was applied; send it with a new key', ref('Transaction')),
+            202: answer(
+              'Decided (committing/aborting; preparing for a one-phase commit); phase 2 still running. `Location` to poll. ' +
+                'Never sent for an undecided transaction (`active`): that is a 503',
+              ref('Transaction'),
+            ),
+            409: answer(
+              'Aborted; `error` says which branch, which statement and why. `error.code` log_lost_transaction: the log lost ' +
+                "the transaction's record before any decision (a failover to a standby its begin record had not reached); its branches " +
+                'were rolled back at once, nothing was applied, and it may be sent again. `error.code` abandoned (a repeated ' +
+                'Idempotency-Key): the first attempt was begun but never run or decided; nothing was applied; send it with a new key',
+              ref('Transaction'),
+            ),
             400: problem('Malformed JSON, body too large, or a bad Idempotency-Key header'),
             ...denied,
-            403: problem('The token lacks the scope (forbidden), may not use a resource involved (forbidden-resource), or has `"sql": false` '
-              + 'and sent a statement as `sql` rather than a template (raw-sql-forbidden)'),
-            422: problem('The body breaks the contract or names an unknown statement template (validation); the Idempotency-Key was used '
-              + 'with another body (idempotency-key-reused); or the statement guard refused a statement (statement_not_allowed: `branch` '
-              + 'and `resource` name the branch, `statement` its index within the branch, `reason` why; `errors` lists every refused '
-              + 'statement). Nothing was run or logged'),
+            403: problem(
+              'The token lacks the scope (forbidden), may not use a resource involved (forbidden-resource), or has `"sql": false` ' +
+                'and sent a statement as `sql` rather than a template (raw-sql-forbidden)',
+            ),
+            422: problem(
+              'The body breaks the contract or names an unknown statement template (validation); the Idempotency-Key was used ' +
+                'with another body (idempotency-key-reused); or the statement guard refused a statement (statement_not_allowed: `branch` ' +
+                'and `resource` name the branch, `statement` its index within the branch, `reason` why; `errors` lists every refused ' +
+                'statement). Nothing was run or logged',
+            ),
             503: {
-              ...problem('The log database is unreachable: nothing applied, or, when `detail` says so, an outcome recovery settles; a '
-                + 'transaction not decided yet (`detail` names it; ask again with the same Idempotency-Key or GET it); a resource is unusable (resource-unusable); or the service is '
-                + 'at capacity (overloaded): no slot on `resource` freed within TPC_ADMISSION_WAIT_MS, the admission queue was full, or a '
-                + 'PREPARE found its cluster\'s prepared-transaction slots all held (SQLSTATE 53200; the transaction, `transactionId`, was '
-                + 'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused); when the queue is full and every resource is '
-                + 'taken, the request is refused before its body is read. Nothing was applied; retry after `Retry-After`'),
+              ...problem(
+                'The log database is unreachable: nothing applied, or, when `detail` says so, an outcome recovery settles; a ' +
+                  'transaction not decided yet (`detail` names it; ask again with the same Idempotency-Key or GET it); a resource is unusable (resource-unusable); or the service is ' +
+                  'at capacity (overloaded): no slot on `resource` freed within TPC_ADMISSION_WAIT_MS, the admission queue was full, or a ' +
+                  "PREPARE found its cluster's prepared-transaction slots all held (SQLSTATE 53200; the transaction, `transactionId`, was " +
+                  'aborted). `reason` says which (queue_full, wait_timeout, no_capacity, prepare_refused); when the queue is full and every resource is ' +
+                  'taken, the request is refused before its body is read. Nothing was applied; retry after `Retry-After`',
+              ),
               headers: {
-                'Retry-After': { description: 'Seconds to wait before retrying; sent with every 503 (1 for an outage of the log or a database)', schema: { type: 'integer', minimum: 1 } },
+                'Retry-After': {
+                  description: 'Seconds to wait before retrying; sent with every 503 (1 for an outage of the log or a database)',
+                  schema: { type: 'integer', minimum: 1 },
+                },
               },
             },
           },
@@ -140,8 +167,9 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         get: {
           operationId: 'countTransactions',
           summary: 'How many transactions per status, in doubt and heuristic',
-          description: 'Scope `read`. Filtered like the list by resource and creation window; a token limited to some resources counts only '
-            + 'transactions wholly within them.',
+          description:
+            'Scope `read`. Filtered like the list by resource and creation window; a token limited to some resources counts only ' +
+            'transactions wholly within them.',
           ...scope('read'),
           parameters: queryParameters(countsQuery, LIST_PARAM_DOCS),
           responses: { 200: answer('The counts', ref('TransactionCounts')), ...denied, 422: reply('Invalid'), 503: reply('Unavailable') },
@@ -151,7 +179,7 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         get: {
           operationId: 'lookupTransaction',
           summary: 'The transactions whose id starts with a prefix: one if it is unique, else the candidates',
-          description: 'Scope `read`. A range scan of the primary key, no pattern matching. Transactions outside the token\'s resources are not listed.',
+          description: "Scope `read`. A range scan of the primary key, no pattern matching. Transactions outside the token's resources are not listed.",
           ...scope('read'),
           parameters: queryParameters(lookupQuery, LOOKUP_PARAM_DOCS),
           responses: {
@@ -170,15 +198,22 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
           description: 'Scope `read`. A token whose resources do not cover the transaction gets 404, as for an unknown id.',
           ...scope('read'),
           parameters: [idParam],
-          responses: { 200: answer('The transaction', ref('TransactionDetail')), 400: reply('BadRequest'), ...denied, 404: reply('NotFound'), 503: reply('Unavailable') },
+          responses: {
+            200: answer('The transaction', ref('TransactionDetail')),
+            400: reply('BadRequest'),
+            ...denied,
+            404: reply('NotFound'),
+            503: reply('Unavailable'),
+          },
         },
       },
       '/v1/transactions/{id}/commit': {
         post: {
           operationId: 'commitInteractive',
           summary: 'Commit an interactive transaction once the service has prepared every branch',
-          description: 'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id; an operator uses /resolve). '
-            + 'The coordinator looks every gid up in pg_prepared_xacts; a branch not really prepared, or a commit after the deadline, aborts everything.',
+          description:
+            'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id; an operator uses /resolve). ' +
+            'The coordinator looks every gid up in pg_prepared_xacts; a branch not really prepared, or a commit after the deadline, aborts everything.',
           ...scope('submit'),
           parameters: [idParam],
           responses: interactiveAnswer('Committed'),
@@ -198,8 +233,9 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         post: {
           operationId: 'joinInteractive',
           summary: 'Add a branch to an active interactive transaction, for another service to prepare under its gid',
-          description: 'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id). '
-            + 'The token must be allowed the resource (403 otherwise).',
+          description:
+            'Scope `submit`, and only the token that began the transaction (any other gets 404, as for an unknown id). ' +
+            'The token must be allowed the resource (403 otherwise).',
           ...scope('submit'),
           parameters: [idParam],
           requestBody: body(ref('JoinRequest')),
@@ -209,7 +245,9 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
             400: reply('BadRequest'),
             ...denied,
             404: problem('Unknown transaction, or one this token did not begin or whose resources it may not use: the same answer, so an id confirms nothing'),
-            409: problem('Not active (not-active), not interactive (not-interactive), past its deadline (deadline-passed), or lost to concurrent joins (busy: retry)'),
+            409: problem(
+              'Not active (not-active), not interactive (not-interactive), past its deadline (deadline-passed), or lost to concurrent joins (busy: retry)',
+            ),
             422: problem('The body breaks the contract, or names an unknown resource (validation)'),
             503: reply('Unavailable'),
           },
@@ -219,8 +257,9 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         post: {
           operationId: 'resolveTransaction',
           summary: 'An operator decides or drives a transaction recovery cannot finish alone',
-          description: 'Scope `operate`. Without a decision the outcome becomes it; with one, the same outcome drives completion and the '
-            + 'opposite needs `force` (recorded as a heuristic outcome). Every call is written to the transaction\'s events.',
+          description:
+            'Scope `operate`. Without a decision the outcome becomes it; with one, the same outcome drives completion and the ' +
+            "opposite needs `force` (recorded as a heuristic outcome). Every call is written to the transaction's events.",
           ...scope('operate'),
           parameters: [idParam],
           requestBody: body(ref('ResolveRequest')),
@@ -274,16 +313,19 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         post: {
           operationId: 'createSession',
           summary: 'A one-hour session cookie for the queue dashboard, whose page cannot send an Authorization header',
-          description: 'Any valid token. The cookie (tpc_queues: HttpOnly, SameSite=Strict, Path=/queues, Secure over https) holds a signed, expiring value '
-            + 'bound to the token\'s name, never the token; rotating or removing the token revokes it. Only /queues accepts it, never the API, and a change '
-            + 'made there with it (any method but GET, HEAD, OPTIONS) must come from a page of the same origin (Origin or Sec-Fetch-Site). '
-            + 'With no tokens configured, no cookie is set.',
+          description:
+            'Any valid token. The cookie (tpc_queues: HttpOnly, SameSite=Strict, Path=/queues, Secure over https) holds a signed, expiring value ' +
+            "bound to the token's name, never the token; rotating or removing the token revokes it. Only /queues accepts it, never the API, and a change " +
+            'made there with it (any method but GET, HEAD, OPTIONS) must come from a page of the same origin (Origin or Sec-Fetch-Site). ' +
+            'With no tokens configured, no cookie is set.',
           responses: { 204: { description: 'Cookie set (tpc_queues)' }, 401: reply('Unauthorized') },
         },
       },
       '/': {
         get: {
-          operationId: 'home', summary: 'Redirects to the operator console at /console/', ...open,
+          operationId: 'home',
+          summary: 'Redirects to the operator console at /console/',
+          ...open,
           responses: { 302: { description: 'Location: /console/' } },
         },
       },
@@ -297,9 +339,10 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
         get: {
           operationId: 'readiness',
           summary: 'The log can be queried (its tables, as the hot path uses them) and Redis answers',
-          description: '`checks` names each dependency; a failing one carries `error`, e.g. `relation "tpc_transactions" does not exist`, '
-            + '`permission denied for table tpc_events`, or `no connection to Redis (reconnecting)`. The log is probed on a connection of its own, '
-            + 'so a saturated pool does not read as an outage.',
+          description:
+            '`checks` names each dependency; a failing one carries `error`, e.g. `relation "tpc_transactions" does not exist`, ' +
+            '`permission denied for table tpc_events`, or `no connection to Redis (reconnecting)`. The log is probed on a connection of its own, ' +
+            'so a saturated pool does not read as an outage.',
           ...open,
           responses: { 200: answer('ready', ref('Readiness')), 503: answer('not ready: the failing check says why', ref('Readiness')) },
         },

@@ -51,7 +51,11 @@ export const countsQuery = z.strictObject(window);
 
 /** Strict: hex digits and dashes where a uuid has them, at least MIN_PREFIX_HEX digits (id-prefix.ts). */
 export const lookupQuery = z.strictObject({
-  id: z.string().min(MIN_PREFIX_HEX).max(36).regex(/^[0-9a-fA-F-]+$/, 'hex digits and dashes only')
+  id: z
+    .string()
+    .min(MIN_PREFIX_HEX)
+    .max(36)
+    .regex(/^[0-9a-fA-F-]+$/, 'hex digits and dashes only')
     .refine((v) => idRange(v) !== null, `the start of a transaction id: at least ${MIN_PREFIX_HEX} hex digits, dashes only where an id has them`),
   limit: z.coerce.number().int().min(1).max(50).default(20),
 });
@@ -120,7 +124,10 @@ export function operatorRoutes(o: OperatorRoutesOptions): Router {
     const body = resolveBody.safeParse(req.body);
     if (!body.success) throw badRequest('bad-resolution', body.error.issues);
     const before = await o.detail(id.toLowerCase());
-    assertResourcesAllowed(req.principal!, before.branches.map((b) => b.resource));
+    assertResourcesAllowed(
+      req.principal!,
+      before.branches.map((b) => b.resource),
+    );
     const result = await o.resolve(id.toLowerCase(), { ...body.data, actor: req.principal!.name });
     res.json({ ...result, transaction: await o.detail(id.toLowerCase()) });
   });

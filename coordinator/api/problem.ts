@@ -25,7 +25,10 @@ export function problem(status: number, code: string, title: string, detail?: st
 }
 
 export function sendProblem(res: Response, p: Problem, instance?: string): void {
-  res.status(p.status).type('application/problem+json').send(JSON.stringify({ ...p, ...(instance ? { instance } : {}) }));
+  res
+    .status(p.status)
+    .type('application/problem+json')
+    .send(JSON.stringify({ ...p, ...(instance ? { instance } : {}) }));
 }
 
 // 1 s: a log failover or a database restart is over in seconds; sooner would be a busy loop.
@@ -39,7 +42,10 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
     // add work exactly when the process has none to spare.
     if (p.status >= 500 && isDatabaseUnavailable(err)) {
       // An outage, not a bug: /readyz reports it too, so a warning without the stack is enough.
-      logger.warn({ err: (err as Error).message, code: (err as { code?: unknown }).code, method: req.method, path: req.path }, 'a database could not be queried');
+      logger.warn(
+        { err: (err as Error).message, code: (err as { code?: unknown }).code, method: req.method, path: req.path },
+        'a database could not be queried',
+      );
     } else if (p.status >= 500 && !(err instanceof UnavailableError) && !(err instanceof OverloadedError)) {
       logger.error({ err, method: req.method, path: req.path }, 'unexpected error answering a request');
     }
@@ -82,7 +88,12 @@ function toProblem(err: unknown): Problem {
   }
   if (err instanceof OverloadedError) {
     return {
-      type: problemType('overloaded'), title: 'Overloaded', status: 503, detail: err.message, resource: err.resource, reason: err.reason,
+      type: problemType('overloaded'),
+      title: 'Overloaded',
+      status: 503,
+      detail: err.message,
+      resource: err.resource,
+      reason: err.reason,
       ...(err.transactionId ? { transactionId: err.transactionId } : {}),
     };
   }
@@ -101,7 +112,12 @@ function toProblem(err: unknown): Problem {
     return { type: problemType('bad-request'), title: STATUS_CODES[e.status] ?? 'Bad request', status: e.status, detail: 'the request could not be read' };
   }
   if (isDatabaseUnavailable(err)) {
-    return { type: problemType('unavailable'), title: 'Service unavailable', status: 503, detail: 'a database the service depends on cannot be queried right now (GET /readyz says why)' };
+    return {
+      type: problemType('unavailable'),
+      title: 'Service unavailable',
+      status: 503,
+      detail: 'a database the service depends on cannot be queried right now (GET /readyz says why)',
+    };
   }
   if (err instanceof CoordinatorError) {
     return { type: problemType(err.code), title: 'Request failed', status: 500, detail: err.message };

@@ -15,7 +15,11 @@ export const QUEUE_BOARD_PATH = '/queues';
 export function queueBoard(queues: Queue[], auth: Authenticator): Router {
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(QUEUE_BOARD_PATH);
-  createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q)), serverAdapter, options: { uiConfig: { boardTitle: 'tpc queues', miscLinks: [{ text: 'Console', url: '/console/' }] } } });
+  createBullBoard({
+    queues: queues.map((q) => new BullMQAdapter(q)),
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'tpc queues', miscLinks: [{ text: 'Console', url: '/console/' }] } },
+  });
   const router = Router();
   router.use(QUEUE_BOARD_PATH, auth.requireForQueueBoard('operate'), serverAdapter.getRouter() as Router);
   return router;

@@ -46,7 +46,14 @@ export function answerClientErrors(server: Server): void {
     }
     const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? 400;
     const title = status === 431 ? 'Request header fields too large' : status === 408 ? 'Request timeout' : 'Bad request';
-    const body = JSON.stringify({ type: problemType(status === 400 ? 'malformed-request' : 'request-refused'), title, status, detail: 'the HTTP request could not be parsed' });
-    socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    const body = JSON.stringify({
+      type: problemType(status === 400 ? 'malformed-request' : 'request-refused'),
+      title,
+      status,
+      detail: 'the HTTP request could not be parsed',
+    });
+    socket.end(
+      `HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   });
 }

@@ -9,20 +9,26 @@ import { problem } from './problem.ts';
  */
 export function assertStatementsAllowed(request: SubmitRequest): void {
   const refused: { branch: number; resource: string; statement: number; reason: string }[] = [];
-  request.branches.forEach((b, branch) => b.statements.forEach((s, statement) => {
-    const reason = statementRefusal(s.sql);
-    if (reason !== null) refused.push({ branch, resource: b.resource, statement, reason });
-  }));
+  request.branches.forEach((b, branch) => {
+    b.statements.forEach((s, statement) => {
+      const reason = statementRefusal(s.sql);
+      if (reason !== null) refused.push({ branch, resource: b.resource, statement, reason });
+    });
+  });
   const first = refused[0];
   if (!first) return;
-  throw problem(422, 'statement_not_allowed', 'Statement not allowed',
-    `statement ${first.statement} of branch ${first.branch} (${first.resource}): ${first.reason}`
-      + (refused.length > 1 ? ` (and ${refused.length - 1} more)` : ''),
+  throw problem(
+    422,
+    'statement_not_allowed',
+    'Statement not allowed',
+    `statement ${first.statement} of branch ${first.branch} (${first.resource}): ${first.reason}` +
+      (refused.length > 1 ? ` (and ${refused.length - 1} more)` : ''),
     {
       branch: first.branch,
       resource: first.resource,
       statement: first.statement,
       reason: first.reason,
       errors: refused.map((r) => ({ path: `branches.${r.branch}.statements.${r.statement}`, message: `${r.resource}: ${r.reason}` })),
-    });
+    },
+  );
 }

@@ -34,22 +34,35 @@ const jsonParam = z.unknown().superRefine((v, ctx) => {
  * TPC_STATEMENTS_FILE), exactly one of the two. What the SQL does is judged after the structure,
  * by the statement guard (statement-refusals.ts), so that a refusal has its own problem type.
  */
-const statement = z.strictObject({
-  sql: z.string().min(1).max(MAX_SQL).optional()
-    .describe('One SQL statement with $n parameters, judged by the statement guard (422 statement_not_allowed when refused)'),
-  statement: z.string().regex(TEMPLATE_NAME, 'a template name is 1 to 100 letters, digits, "_" or "-"').optional()
-    .describe('In place of sql: the name of a statement template from TPC_STATEMENTS_FILE, run with params'),
-  params: z.array(jsonParam).max(MAX_PARAMS).default([]),
-  expect: z.strictObject({ rowCount: z.number().int().min(0).optional() }).optional(),
-}).superRefine((s, ctx) => {
-  if ((s.sql === undefined) === (s.statement === undefined)) {
-    ctx.addIssue({ code: 'custom', message: 'give exactly one of "sql" and "statement" (the name of a statement template)' });
-  }
-}).meta({
-  // What the superRefine above says, for the OpenAPI document (each property restated beside
-  // `required`, as strict JSON Schema validators want).
-  oneOf: [{ properties: { sql: {} }, required: ['sql'] }, { properties: { statement: {} }, required: ['statement'] }],
-});
+const statement = z
+  .strictObject({
+    sql: z
+      .string()
+      .min(1)
+      .max(MAX_SQL)
+      .optional()
+      .describe('One SQL statement with $n parameters, judged by the statement guard (422 statement_not_allowed when refused)'),
+    statement: z
+      .string()
+      .regex(TEMPLATE_NAME, 'a template name is 1 to 100 letters, digits, "_" or "-"')
+      .optional()
+      .describe('In place of sql: the name of a statement template from TPC_STATEMENTS_FILE, run with params'),
+    params: z.array(jsonParam).max(MAX_PARAMS).default([]),
+    expect: z.strictObject({ rowCount: z.number().int().min(0).optional() }).optional(),
+  })
+  .superRefine((s, ctx) => {
+    if ((s.sql === undefined) === (s.statement === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of "sql" and "statement" (the name of a statement template)' });
+    }
+  })
+  .meta({
+    // What the superRefine above says, for the OpenAPI document (each property restated beside
+    // `required`, as strict JSON Schema validators want).
+    oneOf: [
+      { properties: { sql: {} }, required: ['sql'] },
+      { properties: { statement: {} }, required: ['statement'] },
+    ],
+  });
 
 const branch = z.strictObject({
   resource: z.string().min(1).max(63),
@@ -57,19 +70,21 @@ const branch = z.strictObject({
 });
 
 export function submitSchema(maxTimeoutMs: number) {
-  return z.strictObject({
-    branches: z.array(branch).min(1).max(MAX_BRANCHES),
-    timeoutMs: z.number().int().min(1).max(maxTimeoutMs).optional(),
-    wait: z.enum(['completed', 'decided']).default('completed'),
-  }).superRefine((body, ctx) => {
-    const seen = new Set<string>();
-    body.branches.forEach((b, i) => {
-      if (seen.has(b.resource)) {
-        ctx.addIssue({ code: 'custom', path: ['branches', i, 'resource'], message: `resource "${b.resource}" appears in more than one branch` });
-      }
-      seen.add(b.resource);
+  return z
+    .strictObject({
+      branches: z.array(branch).min(1).max(MAX_BRANCHES),
+      timeoutMs: z.number().int().min(1).max(maxTimeoutMs).optional(),
+      wait: z.enum(['completed', 'decided']).default('completed'),
+    })
+    .superRefine((body, ctx) => {
+      const seen = new Set<string>();
+      body.branches.forEach((b, i) => {
+        if (seen.has(b.resource)) {
+          ctx.addIssue({ code: 'custom', path: ['branches', i, 'resource'], message: `resource "${b.resource}" appears in more than one branch` });
+        }
+        seen.add(b.resource);
+      });
     });
-  });
 }
 
 export type SubmitSchema = ReturnType<typeof submitSchema>;
@@ -86,7 +101,10 @@ export interface ParsedSubmit {
  * throws ValidationError listing every issue.
  */
 export function parseSubmit(
-  schema: SubmitSchema, body: unknown, resources: ReadonlySet<string>, defaultTimeoutMs: number,
+  schema: SubmitSchema,
+  body: unknown,
+  resources: ReadonlySet<string>,
+  defaultTimeoutMs: number,
   templates: ReadonlyMap<string, string> = new Map(),
 ): ParsedSubmit {
   const parsed = schema.safeParse(body);
@@ -99,9 +117,13 @@ export function parseSubmit(
     const issues = unknown.map(({ r, i }) => ({ path: `branches.${i}.resource`, message: `unknown resource "${r}"` }));
     throw new ValidationError(`invalid transaction: ${issues.map((i) => i.message).join('; ')}`, issues);
   }
-  const missing = parsed.data.branches.flatMap((b, i) => b.statements.flatMap((s, j) =>
-    s.statement !== undefined && !templates.has(s.statement)
-      ? [{ path: `branches.${i}.statements.${j}.statement`, message: `unknown statement template "${s.statement}"` }] : []));
+  const missing = parsed.data.branches.flatMap((b, i) =>
+    b.statements.flatMap((s, j) =>
+      s.statement !== undefined && !templates.has(s.statement)
+        ? [{ path: `branches.${i}.statements.${j}.statement`, message: `unknown statement template "${s.statement}"` }]
+        : [],
+    ),
+  );
   if (missing.length > 0) {
     throw new ValidationError(`invalid transaction: ${missing.map((i) => i.message).join('; ')}`, missing);
   }

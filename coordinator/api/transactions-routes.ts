@@ -36,7 +36,10 @@ const cursorSchema = z.object({ createdAt: z.iso.datetime(), id: z.uuid() });
 /** Validates an interactive begin; exported so that the OpenAPI document is generated from it. */
 export const interactiveSchema = z.strictObject({
   interactive: z.literal(true),
-  branches: z.array(z.strictObject({ resource: z.string().min(1).max(63) })).min(1).max(32)
+  branches: z
+    .array(z.strictObject({ resource: z.string().min(1).max(63) }))
+    .min(1)
+    .max(32)
     .refine((bs) => new Set(bs.map((b) => b.resource)).size === bs.length, 'a resource appears in more than one branch'),
   timeoutMs: z.number().int().min(1).optional(),
 });
@@ -44,29 +47,45 @@ export const interactiveSchema = z.strictObject({
 export const joinSchema = z.strictObject({ resource: z.string().min(1).max(63) });
 
 export const listQuery = z.strictObject({
-  status: z.string().optional().transform((v, ctx) => {
-    if (v === undefined) return undefined;
-    const list = v.split(',').map((x) => x.trim()).filter(Boolean);
-    for (const x of list) {
-      if (!(TX_STATUSES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', message: `unknown status "${x}"` });
-    }
-    return list as ListFilter['status'];
-  }),
-  inDoubt: z.enum(['true', 'false']).optional().transform((v) => (v === undefined ? undefined : v === 'true')),
+  status: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      const list = v
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+      for (const x of list) {
+        if (!(TX_STATUSES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', message: `unknown status "${x}"` });
+      }
+      return list as ListFilter['status'];
+    }),
+  inDoubt: z
+    .enum(['true', 'false'])
+    .optional()
+    .transform((v) => (v === undefined ? undefined : v === 'true')),
   resource: z.string().min(1).max(63).optional(),
-  idPrefix: z.string().regex(/^(?:[0-9a-f]-?){1,32}$/i, 'expected the first hex digits of a transaction id').optional()
+  idPrefix: z
+    .string()
+    .regex(/^(?:[0-9a-f]-?){1,32}$/i, 'expected the first hex digits of a transaction id')
+    .optional()
     .transform((v) => v?.replace(/-/g, '').toLowerCase()),
   since: z.iso.datetime({ offset: true }).optional(),
   before: z.iso.datetime({ offset: true }).optional(),
-  cursor: z.string().max(200).optional().transform((v, ctx) => {
-    if (v === undefined) return undefined;
-    try {
-      return cursorSchema.parse(JSON.parse(Buffer.from(v, 'base64url').toString('utf8')));
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'not a cursor returned by this API' });
-      return z.NEVER;
-    }
-  }),
+  cursor: z
+    .string()
+    .max(200)
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      try {
+        return cursorSchema.parse(JSON.parse(Buffer.from(v, 'base64url').toString('utf8')));
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'not a cursor returned by this API' });
+        return z.NEVER;
+      }
+    }),
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
 
@@ -109,7 +128,9 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
   const schema = submitSchema(o.maxTimeoutMs);
 
   // Under overload, refused before the body is read when nothing could be admitted anyway (503, Retry-After).
-  const shed: RequestHandler = (_req, _res, next) => { next(o.engine.shed() ?? undefined); };
+  const shed: RequestHandler = (_req, _res, next) => {
+    next(o.engine.shed() ?? undefined);
+  };
   router.post('/v1/transactions', o.auth.require('submit'), shed, o.jsonBody, async (req, res) => {
     const keyHeader = req.get('Idempotency-Key');
     if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
@@ -126,7 +147,11 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       }
       const resources = begin.data.branches.map((b) => b.resource);
       const unknown = resources.filter((r) => !o.resources.has(r));
-      if (unknown.length) throw new ValidationError(`unknown resource "${unknown[0]}"`, unknown.map((r) => ({ path: 'branches', message: `unknown resource "${r}"` })));
+      if (unknown.length)
+        throw new ValidationError(
+          `unknown resource "${unknown[0]}"`,
+          unknown.map((r) => ({ path: 'branches', message: `unknown resource "${r}"` })),
+        );
       assertResourcesAllowed(req.principal!, resources);
       const began = await o.engine.beginInteractive(resources, begin.data.timeoutMs ?? o.defaultTimeoutMs, req.principal!.name);
       res.setHeader('Location', `/v1/transactions/${began.id}`);
@@ -135,7 +160,10 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     }
     const { request, rawSql } = parseSubmit(schema, req.body, o.resources, o.defaultTimeoutMs, o.templates);
     const principal = req.principal!;
-    assertResourcesAllowed(principal, request.branches.map((b) => b.resource));
+    assertResourcesAllowed(
+      principal,
+      request.branches.map((b) => b.resource),
+    );
     if (rawSql && !principal.sql) {
       throw problem(403, 'raw-sql-forbidden', 'Forbidden', `token "${principal.name}" may submit statement templates only ("statement": "<name>"), not "sql"`);
     }
@@ -145,11 +173,14 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       const why = unusable.get(b.resource);
       if (why) throw problem(503, 'resource-unusable', 'Resource unusable', why, { resource: b.resource });
     }
-    const idempotency = keyHeader === undefined ? undefined : {
-      tokenName: principal.name,
-      key: keyHeader,
-      requestHash: createHash('sha256').update(JSON.stringify(request)).digest('hex'),
-    };
+    const idempotency =
+      keyHeader === undefined
+        ? undefined
+        : {
+            tokenName: principal.name,
+            key: keyHeader,
+            requestHash: createHash('sha256').update(JSON.stringify(request)).digest('hex'),
+          };
     const view = await o.engine.submit(request, { actor: principal.name, idempotency, receivedAt: res.locals.receivedAt as number | undefined });
     const status = submitStatus(view);
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
@@ -178,7 +209,8 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       throw new ValidationError(`invalid branch: ${issues.map((i) => (i.path ? `${i.path}: ` : '') + i.message).join('; ')}`, issues);
     }
     const { resource } = body.data;
-    if (!o.resources.has(resource)) throw new ValidationError(`unknown resource "${resource}"`, [{ path: 'resource', message: `unknown resource "${resource}"` }]);
+    if (!o.resources.has(resource))
+      throw new ValidationError(`unknown resource "${resource}"`, [{ path: 'resource', message: `unknown resource "${resource}"` }]);
     assertResourcesAllowed(req.principal!, [resource]);
     // As for commit and abort: only the token that began it, and only within its resources.
     await assertOwner(o.engine, req.principal!, id);
@@ -205,8 +237,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     });
     const principal = req.principal!;
     // A token limited to some resources sees only transactions wholly within them.
-    const visible = principal.resources.includes('*') ? page.items
-      : page.items.filter((t) => t.resources.every((r) => principal.resources.includes(r)));
+    const visible = principal.resources.includes('*') ? page.items : page.items.filter((t) => t.resources.every((r) => principal.resources.includes(r)));
     send(res, 200, { items: visible, next: page.next ? Buffer.from(JSON.stringify(page.next)).toString('base64url') : null });
   });
 

@@ -21,9 +21,11 @@ export class ApiClient {
   /** A 401 says where the token comes from and where `npm start` keeps the dev token. */
   #tokenHint(): string {
     const given = this.config.token ? 'the token given (--token or TPC_TOKEN) was refused' : 'no token was given: set TPC_TOKEN (or pass --token)';
-    return `${given}. A service started with \`npm start\` and no TPC_API_TOKENS keeps its dev token in ${this.config.devTokenFile} `
-      + `(under TPC_DATA_DIR, default .tpc in the directory it was started from; the banner prints it): `
-      + `export TPC_TOKEN=$(cat ${this.config.devTokenFile})`;
+    return (
+      `${given}. A service started with \`npm start\` and no TPC_API_TOKENS keeps its dev token in ${this.config.devTokenFile} ` +
+      `(under TPC_DATA_DIR, default .tpc in the directory it was started from; the banner prints it): ` +
+      `export TPC_TOKEN=$(cat ${this.config.devTokenFile})`
+    );
   }
 
   async #call<T>(method: string, path: string, body?: unknown): Promise<T> {

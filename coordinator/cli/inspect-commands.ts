@@ -4,7 +4,6 @@ import { apiContext } from './context.ts';
 import { formatTable, time, truncate, type Column } from './format.ts';
 import { emit } from './output.ts';
 
-
 const yesNo = (v: boolean) => (v ? 'yes' : 'no');
 
 const RESOURCE_COLUMNS: Column<ResourceReport>[] = [
@@ -46,10 +45,8 @@ export function resourcesCommand(): Command {
 }
 
 export function orphansCommand(): Command {
-  return new Command('orphans')
-    .description('prepared branches of the namespace that the log does not know')
-    .action(async (_o: unknown, cmd: Command) => {
-      const { config, api } = apiContext(cmd);
-      emit(config.json, await api.get<OrphansAnswer>('/v1/orphans'), renderOrphans);
-    });
+  return new Command('orphans').description('prepared branches of the namespace that the log does not know').action(async (_o: unknown, cmd: Command) => {
+    const { config, api } = apiContext(cmd);
+    emit(config.json, await api.get<OrphansAnswer>('/v1/orphans'), renderOrphans);
+  });
 }

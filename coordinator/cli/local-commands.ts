@@ -8,17 +8,13 @@ import { Command } from 'commander';
  */
 
 export function serveCommand(): Command {
-  return new Command('serve')
-    .description('start the coordinator from the environment (as `npm start`)')
-    .action(async () => {
-      await import('../main.ts');
-    });
+  return new Command('serve').description('start the coordinator from the environment (as `npm start`)').action(async () => {
+    await import('../main.ts');
+  });
 }
 
 export function migrateCommand(): Command {
-  return new Command('migrate')
-    .description('apply the log schema to DATABASE_URL (as `npm run migrate`)')
-    .action(async () => {
-      await import('../migrate.ts');
-    });
+  return new Command('migrate').description('apply the log schema to DATABASE_URL (as `npm run migrate`)').action(async () => {
+    await import('../migrate.ts');
+  });
 }

@@ -20,7 +20,9 @@ async function optionsSchema() {
 export function participantCommand(): Command {
   return new Command('participant')
     .description('serve one database to the coordinator over HTTP (the participant router as a sidecar); token from env TPC_PARTICIPANT_TOKEN')
-    .addOption(new Option('--database-url <url>', 'the database this participant stands for (credentials stay in this process)').env('TPC_PARTICIPANT_DATABASE_URL'))
+    .addOption(
+      new Option('--database-url <url>', 'the database this participant stands for (credentials stay in this process)').env('TPC_PARTICIPANT_DATABASE_URL'),
+    )
     .addOption(new Option('--port <port>', 'port to listen on').default('3001').env('TPC_PARTICIPANT_PORT'))
     .addOption(new Option('--host <host>', 'address to listen on').default('127.0.0.1').env('TPC_PARTICIPANT_HOST'))
     .addOption(new Option('--namespace <ns>', "the coordinator's TPC_NAMESPACE: only its gids are answered").default('tpc').env('TPC_NAMESPACE'))
@@ -35,7 +37,12 @@ export function participantCommand(): Command {
         throw listenError(err, parsed.data.host, parsed.data.port, command.getOptionValueSource('port'));
       });
       process.stdout.write(`participant router for ${parsed.data.name} at ${server.url}\n`);
-      const stop = () => { server.close().then(() => process.exit(0), () => process.exit(1)); };
+      const stop = () => {
+        server.close().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       // Keeps the command's promise pending: the process lives until a signal stops it.
@@ -48,8 +55,7 @@ function listenError(err: unknown, host: string, port: number, source: string | 
   if ((err as NodeJS.ErrnoException | undefined)?.code !== 'EADDRINUSE') return err;
   const from = source === 'env' ? `TPC_PARTICIPANT_PORT=${port}` : source === 'cli' ? `--port ${port}` : `the default --port ${port}`;
   const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  return new Error(
-    `port ${port} is already in use (${where}, from ${from}): stop what holds it, or choose a free one with --port or TPC_PARTICIPANT_PORT`,
-    { cause: err },
-  );
+  return new Error(`port ${port} is already in use (${where}, from ${from}): stop what holds it, or choose a free one with --port or TPC_PARTICIPANT_PORT`, {
+    cause: err,
+  });
 }

@@ -23,11 +23,16 @@ export async function resolveTransactionId(api: ApiClient, id: string): Promise<
   const [only, ...others] = page.items;
   if (only && others.length === 0) return only.id;
   if (!only) throw new Error(`no transaction's id starts with ${id}`);
-  const table = formatTable([
-    { header: 'ID', value: (t) => t.id },
-    { header: 'STATUS', value: (t) => t.status },
-    { header: 'CREATED', value: (t) => time(t.createdAt) },
-  ], page.items);
+  const table = formatTable(
+    [
+      { header: 'ID', value: (t) => t.id },
+      { header: 'STATUS', value: (t) => t.status },
+      { header: 'CREATED', value: (t) => time(t.createdAt) },
+    ],
+    page.items,
+  );
   const more = page.next ? `\n(and more: give more digits)` : '';
-  throw new UsageError(`${id} is ambiguous: ${page.next ? `more than ${page.items.length}` : page.items.length} transactions start with it\n${table.trimEnd()}${more}`);
+  throw new UsageError(
+    `${id} is ambiguous: ${page.next ? `more than ${page.items.length}` : page.items.length} transactions start with it\n${table.trimEnd()}${more}`,
+  );
 }

@@ -14,7 +14,10 @@ function parseLimit(v: string): number {
 }
 
 function parseStatuses(v: string): string {
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const unknown = list.filter((s) => !(TX_STATUSES as readonly string[]).includes(s));
   if (list.length === 0 || unknown.length) throw new InvalidArgumentError(`expected a comma-separated list of ${TX_STATUSES.join(', ')}`);
   return list.join(',');
@@ -26,7 +29,6 @@ function parseTime(v: string): string {
 }
 
 const encodeId = (id: string) => encodeURIComponent(id);
-
 
 export function txCommand(): Command {
   const tx = new Command('tx').description('list, inspect and resolve transactions');
@@ -40,19 +42,21 @@ export function txCommand(): Command {
     .option('--before <time>', 'created before (ISO 8601)', parseTime)
     .option('--limit <n>', 'at most n items (1-200, default 50)', parseLimit)
     .option('--cursor <c>', 'the next page, from a previous answer')
-    .action(async (o: { inDoubt?: boolean; status?: string; resource?: string; since?: string; before?: string; limit?: number; cursor?: string }, cmd: Command) => {
-      const { config, api } = apiContext(cmd);
-      const page = await api.get<TransactionPage>('/v1/transactions', {
-        status: o.status,
-        inDoubt: o.inDoubt ? true : undefined,
-        resource: o.resource,
-        since: o.since,
-        before: o.before,
-        limit: o.limit,
-        cursor: o.cursor,
-      });
-      emit(config.json, page, renderList);
-    });
+    .action(
+      async (o: { inDoubt?: boolean; status?: string; resource?: string; since?: string; before?: string; limit?: number; cursor?: string }, cmd: Command) => {
+        const { config, api } = apiContext(cmd);
+        const page = await api.get<TransactionPage>('/v1/transactions', {
+          status: o.status,
+          inDoubt: o.inDoubt ? true : undefined,
+          resource: o.resource,
+          since: o.since,
+          before: o.before,
+          limit: o.limit,
+          cursor: o.cursor,
+        });
+        emit(config.json, page, renderList);
+      },
+    );
 
   tx.command('show')
     .description('one transaction: branches with their live state, and the audit trail')

@@ -1,8 +1,7 @@
 import type { ResolveAnswer, TransactionDetail, TransactionPage, TransactionSummary } from './api-types.ts';
 import { cell, errorText, formatFields, formatTable, time, truncate, type Column } from './format.ts';
 
-const flags = (t: { inDoubt: boolean; heuristic: boolean }) =>
-  [t.inDoubt ? 'in-doubt' : '', t.heuristic ? 'heuristic' : ''].filter(Boolean).join(',');
+const flags = (t: { inDoubt: boolean; heuristic: boolean }) => [t.inDoubt ? 'in-doubt' : '', t.heuristic ? 'heuristic' : ''].filter(Boolean).join(',');
 
 const LIST_COLUMNS: Column<TransactionSummary>[] = [
   { header: 'ID', value: (t) => t.id },
@@ -85,7 +84,10 @@ export function renderResolve(r: ResolveAnswer): string {
     ['flags', flags(r.transaction) || '-'],
   ]);
   const branches = formatTable<TransactionDetail['branches'][number]>(
-    [{ header: 'RESOURCE', value: (b) => b.resource }, { header: 'STATUS', value: (b) => b.status }],
+    [
+      { header: 'RESOURCE', value: (b) => b.resource },
+      { header: 'STATUS', value: (b) => b.status },
+    ],
     r.transaction.branches,
   );
   return `${fields}\n${branches}`;

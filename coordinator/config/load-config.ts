@@ -9,14 +9,16 @@ import { loadStatementTemplates, TemplateFileError } from './statement-templates
 export const SCOPES = ['submit', 'read', 'operate'] as const;
 export type Scope = (typeof SCOPES)[number];
 
-const tokenSchema = z.object({
-  name: z.string().min(1).max(100),
-  token: z.string().min(16, 'a token must be at least 16 characters'),
-  scopes: z.array(z.enum(SCOPES)).min(1),
-  resources: z.array(z.string().min(1)).min(1),
-  // false: the token may submit statement templates (TPC_STATEMENTS_FILE) only, never SQL of its own.
-  sql: z.boolean().default(true),
-}).strict();
+const tokenSchema = z
+  .object({
+    name: z.string().min(1).max(100),
+    token: z.string().min(16, 'a token must be at least 16 characters'),
+    scopes: z.array(z.enum(SCOPES)).min(1),
+    resources: z.array(z.string().min(1)).min(1),
+    // false: the token may submit statement templates (TPC_STATEMENTS_FILE) only, never SQL of its own.
+    sql: z.boolean().default(true),
+  })
+  .strict();
 export type ApiToken = z.infer<typeof tokenSchema>;
 
 const resourceName = z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,62}$/, 'resource names are letters, digits, "_" and "-", starting with a letter');
@@ -31,18 +33,18 @@ const logUrl = postgresUrl.superRefine((url, ctx) => {
     ctx.addIssue({ code: 'custom', message: err.message });
   }
 });
-const httpResource = z.object({
-  url: z.url({ protocol: /^https?$/, error: 'must be the http(s):// URL where the participant router is mounted' }),
-  token: z.string().min(16, 'a participant token must be at least 16 characters'),
-}).strict();
+const httpResource = z
+  .object({
+    url: z.url({ protocol: /^https?$/, error: 'must be the http(s):// URL where the participant router is mounted' }),
+    token: z.string().min(16, 'a participant token must be at least 16 characters'),
+  })
+  .strict();
 const resourceSchema = z.union([postgresUrl, httpResource], {
   error: 'must be a postgres:// connection string or { "url": "http(s)://…", "token": "…" }',
 });
 
 /** A participant database: reached directly with a pool, or through its service's participant router. */
-export type ResourceConfig =
-  | { readonly kind: 'postgres'; readonly url: string }
-  | { readonly kind: 'http'; readonly url: string; readonly token: string };
+export type ResourceConfig = { readonly kind: 'postgres'; readonly url: string } | { readonly kind: 'http'; readonly url: string; readonly token: string };
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -80,7 +82,10 @@ const envSchema = z.object({
   // end of their wait, after costing memory (a parsed body each) and latency: refuse them at once.
   TPC_ADMISSION_QUEUE: int(0, 100_000).default(200),
   TPC_LOG_POOL_SIZE: int(2, 1000).default(10),
-  TPC_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'a size such as 1mb or 512kb').default('1mb'),
+  TPC_BODY_LIMIT: z
+    .string()
+    .regex(/^\d+(b|kb|mb)$/i, 'a size such as 1mb or 512kb')
+    .default('1mb'),
   // Phase-2 retries: 500 ms doubling to 30 s, so a participant that comes back is finished within ~30 s.
   TPC_RETRY_BASE_MS: int(1, 3_600_000).default(500),
   TPC_RETRY_MAX_MS: int(1, 86_400_000).default(30_000),
@@ -93,8 +98,14 @@ const envSchema = z.object({
   // How long a SIGTERM waits for transactions in flight before exiting anyway.
   TPC_SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   // BullMQ's key prefix. Instances of one namespace share queues only under the same prefix.
-  TPC_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.:{}-]{1,64}$/, 'letters, digits and _ . : - { }, at most 64').default('bull'),
-  TPC_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits and _ . : -').optional(),
+  TPC_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:{}-]{1,64}$/, 'letters, digits and _ . : - { }, at most 64')
+    .default('bull'),
+  TPC_INSTANCE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits and _ . : -')
+    .optional(),
   TPC_FAILPOINTS: z.string().optional(),
   // A JSON file of named statements (name → SQL with $n parameters), each checked by the statement guard at start.
   TPC_STATEMENTS_FILE: z.string().min(1).optional(),
@@ -163,7 +174,7 @@ function parseJson(variable: string, text: string): unknown {
 }
 
 function issuesOf(variable: string, error: z.ZodError): ConfigError {
-  const detail = error.issues.map((i) => `${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`).join('; ');
+  const detail = error.issues.map((i) => `${i.path.length ? `${i.path.join('.')}: ` : ''}${i.message}`).join('; ');
   return new ConfigError(`${variable}: ${detail}`);
 }
 
@@ -195,7 +206,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } else {
     throw new ConfigError('TPC_RESOURCES: is required but not set (or set TPC_RESOURCES_FILE)');
   }
-  const resources = z.record(resourceName, resourceSchema).refine((r) => Object.keys(r).length > 0, 'at least one resource')
+  const resources = z
+    .record(resourceName, resourceSchema)
+    .refine((r) => Object.keys(r).length > 0, 'at least one resource')
     .safeParse(parseJson(resourcesVar, resourcesText));
   if (!resources.success) throw issuesOf(resourcesVar, resources.error);
 
@@ -216,17 +229,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     tokens = t.data;
   }
   if (tokens === null && !isLoopback(e.HOST)) {
-    throw new ConfigError(`TPC_API_TOKENS: no tokens are configured, so the service refuses to listen on HOST=${e.HOST}; set tokens or listen on a loopback address`);
+    throw new ConfigError(
+      `TPC_API_TOKENS: no tokens are configured, so the service refuses to listen on HOST=${e.HOST}; set tokens or listen on a loopback address`,
+    );
   }
   if (e.TPC_DEFAULT_TIMEOUT_MS > e.TPC_MAX_TIMEOUT_MS) {
     throw new ConfigError(`TPC_DEFAULT_TIMEOUT_MS: ${e.TPC_DEFAULT_TIMEOUT_MS} exceeds TPC_MAX_TIMEOUT_MS (${e.TPC_MAX_TIMEOUT_MS})`);
   }
 
   const failpoints: string[] = [];
-  for (const item of (e.TPC_FAILPOINTS ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const item of (e.TPC_FAILPOINTS ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const [name, action = 'crash'] = item.split(':');
     if (!FAILPOINT_PATTERN.test(name!) || action !== 'crash') {
-      throw new ConfigError(`TPC_FAILPOINTS: "${item}" is not <point>:crash with point one of after-begin, after-prepare-<n>, after-decision-written, after-decision, after-complete-<n>`);
+      throw new ConfigError(
+        `TPC_FAILPOINTS: "${item}" is not <point>:crash with point one of after-begin, after-prepare-<n>, after-decision-written, after-decision, after-complete-<n>`,
+      );
     }
     failpoints.push(name!);
   }
@@ -249,9 +269,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
-    resources: Object.freeze(Object.fromEntries(Object.entries(resources.data).map(([name, r]) => [name, Object.freeze(
-      typeof r === 'string' ? { kind: 'postgres' as const, url: r } : { kind: 'http' as const, url: r.url, token: r.token },
-    )]))),
+    resources: Object.freeze(
+      Object.fromEntries(
+        Object.entries(resources.data).map(([name, r]) => [
+          name,
+          Object.freeze(typeof r === 'string' ? { kind: 'postgres' as const, url: r } : { kind: 'http' as const, url: r.url, token: r.token }),
+        ]),
+      ),
+    ),
     port: e.PORT,
     host: e.HOST,
     namespace: e.TPC_NAMESPACE,
@@ -281,7 +306,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 
 /** An opt-in names resources that exist: a typo must not silently leave the intended one refused, or mean nothing. */
 function parsePrivilegedResources(text: string | undefined, resources: string[]): readonly string[] | '*' {
-  const names = (text ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const names = (text ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   if (names.includes('*')) {
     if (names.length > 1) throw new ConfigError('TPC_PRIVILEGED_RESOURCES: "*" stands alone (every resource), not beside names');
     return '*';

@@ -17,7 +17,9 @@ const tokenInput = document.getElementById('token');
 const liveBox = document.getElementById('live');
 const liveState = document.getElementById('live-state');
 
-const say = (text) => { status.textContent = text; };
+const say = (text) => {
+  status.textContent = text;
+};
 
 tokenInput.value = token.get();
 document.getElementById('token-form').addEventListener('submit', async (e) => {
@@ -34,8 +36,13 @@ document.getElementById('queues-link').addEventListener('click', async (e) => {
 });
 
 function showError(err) {
-  banner.replaceChildren(el('div', { class: 'refusal', role: 'alert' },
-    err.status === 401 ? 'Enter an API token above (scope read to look, operate to act).' : `Could not load: ${err.message}`));
+  banner.replaceChildren(
+    el(
+      'div',
+      { class: 'refusal', role: 'alert' },
+      err.status === 401 ? 'Enter an API token above (scope read to look, operate to act).' : `Could not load: ${err.message}`,
+    ),
+  );
 }
 
 /*
@@ -69,9 +76,7 @@ function route() {
   const hash = location.hash || '#/';
   renewSession();
   const m = /^#\/tx\/([^/?]+)/.exec(hash);
-  const view = m ? transactionView(decodeURIComponent(m[1]).toLowerCase(), say)
-    : hash.startsWith('#/resources') ? resourcesView(say)
-      : listView(say);
+  const view = m ? transactionView(decodeURIComponent(m[1]).toLowerCase(), say) : hash.startsWith('#/resources') ? resourcesView(say) : listView(say);
   current = view;
   main.replaceChildren(view.root);
   return run(view, mine);
@@ -95,6 +100,8 @@ setInterval(() => {
   run(current, generation);
 }, REFRESH_MS);
 
-liveBox.addEventListener('change', () => { liveState.textContent = liveBox.checked ? 'live' : 'paused'; });
+liveBox.addEventListener('change', () => {
+  liveState.textContent = liveBox.checked ? 'live' : 'paused';
+});
 window.addEventListener('hashchange', route);
 route();

@@ -9,19 +9,31 @@ import { el, short } from './dom.js';
 export function reasonDialog({ id, reasonId, title, intro = [], extra = [], submit, act, onDone }) {
   const reason = el('textarea', { id: reasonId, name: 'reason', required: true, rows: 3 });
   const dialog = el('dialog', { 'aria-labelledby': `${id}-title` });
-  const close = () => { dialog.close(); dialog.remove(); };
-  const form = el('form', { method: 'dialog', onsubmit: async (e) => {
-    e.preventDefault();
-    close();
-    try {
-      onDone(el('div', { class: 'ok', role: 'alert' }, await act(reason.value)));
-    } catch (err) {
-      onDone(el('div', { class: 'refusal', role: 'alert' }, el('strong', {}, `Refused (${err.status}): `), err.message));
-    }
-  } },
-  el('h3', { id: `${id}-title` }, title), ...intro,
-  el('label', { for: reasonId }, 'Reason (recorded in the audit trail)'), reason, ...extra,
-  el('div', { class: 'actions' }, el('button', { type: 'submit' }, submit), el('button', { type: 'button', onclick: close }, 'Cancel')));
+  const close = () => {
+    dialog.close();
+    dialog.remove();
+  };
+  const form = el(
+    'form',
+    {
+      method: 'dialog',
+      onsubmit: async (e) => {
+        e.preventDefault();
+        close();
+        try {
+          onDone(el('div', { class: 'ok', role: 'alert' }, await act(reason.value)));
+        } catch (err) {
+          onDone(el('div', { class: 'refusal', role: 'alert' }, el('strong', {}, `Refused (${err.status}): `), err.message));
+        }
+      },
+    },
+    el('h3', { id: `${id}-title` }, title),
+    ...intro,
+    el('label', { for: reasonId }, 'Reason (recorded in the audit trail)'),
+    reason,
+    ...extra,
+    el('div', { class: 'actions' }, el('button', { type: 'submit' }, submit), el('button', { type: 'button', onclick: close }, 'Cancel')),
+  );
   dialog.append(form);
   dialog.addEventListener('cancel', () => dialog.remove());
   document.body.append(dialog);
@@ -50,7 +62,13 @@ export function orphanDialog(o, onDone) {
     id: 'orphan',
     reasonId: 'orphan-reason',
     title: `Roll back ${o.gid}`,
-    intro: [el('p', {}, `A branch prepared on ${o.resource} that the log does not know. Reconciliation rolls it back once it is older than the longest deadline; this does it now.`)],
+    intro: [
+      el(
+        'p',
+        {},
+        `A branch prepared on ${o.resource} that the log does not know. Reconciliation rolls it back once it is older than the longest deadline; this does it now.`,
+      ),
+    ],
     submit: 'Roll back',
     onDone,
     act: async (reason) => {

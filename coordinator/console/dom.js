@@ -47,24 +47,38 @@ export function statusBadge(status) {
 }
 
 export function flagBadges(t) {
-  return [
-    t.inDoubt ? el('span', { class: 'badge warn' }, 'in doubt') : '',
-    t.heuristic ? el('span', { class: 'badge bad' }, 'heuristic') : '',
-  ];
+  return [t.inDoubt ? el('span', { class: 'badge warn' }, 'in doubt') : '', t.heuristic ? el('span', { class: 'badge bad' }, 'heuristic') : ''];
 }
 
 // The SQLSTATEs an aborted transfer most often carries, named as Postgres' manual names them.
 const SQLSTATES = {
-  '23505': 'unique violation', '23503': 'foreign key violation', '23514': 'check violation', '23502': 'not-null violation',
-  '40001': 'serialization failure', '40P01': 'deadlock detected', '55P03': 'lock not available', '57014': 'query canceled',
-  '57P01': 'server shut down', '42P01': 'undefined table', '42703': 'undefined column', '42601': 'syntax error',
-  '22012': 'division by zero', '22003': 'numeric value out of range', '53200': 'out of memory / prepared slots', '08006': 'connection failure',
-  '25P02': 'transaction aborted', '42501': 'insufficient privilege',
+  23505: 'unique violation',
+  23503: 'foreign key violation',
+  23514: 'check violation',
+  23502: 'not-null violation',
+  40001: 'serialization failure',
+  '40P01': 'deadlock detected',
+  '55P03': 'lock not available',
+  57014: 'query canceled',
+  '57P01': 'server shut down',
+  '42P01': 'undefined table',
+  42703: 'undefined column',
+  42601: 'syntax error',
+  22012: 'division by zero',
+  22003: 'numeric value out of range',
+  53200: 'out of memory / prepared slots',
+  '08006': 'connection failure',
+  '25P02': 'transaction aborted',
+  42501: 'insufficient privilege',
 };
 const CODES = {
-  deadline_exceeded: 'the deadline passed', expectation_failed: 'an expectation on the rows touched failed',
-  prepare_failed: 'PREPARE failed', commit_failed: 'the commit failed', log_lost_transaction: 'the log lost its record before a decision',
-  abandoned: 'abandoned before any decision', prepare_refused: 'no prepared-transaction slot was free',
+  deadline_exceeded: 'the deadline passed',
+  expectation_failed: 'an expectation on the rows touched failed',
+  prepare_failed: 'PREPARE failed',
+  commit_failed: 'the commit failed',
+  log_lost_transaction: 'the log lost its record before a decision',
+  abandoned: 'abandoned before any decision',
+  prepare_refused: 'no prepared-transaction slot was free',
 };
 
 const ORDINALS = ['first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth', 'ninth', 'tenth'];
@@ -73,11 +87,20 @@ const ORDINALS = ['first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seven
 export function reasonInWords(error) {
   if (!error || typeof error !== 'object') return '';
   const { resource, statement, code, message } = error;
-  const what = CODES[code] ?? (SQLSTATES[code] ? `${SQLSTATES[code]} (SQLSTATE ${code})`
-    : /^[0-9A-Z]{5}$/.test(code ?? '') ? `SQLSTATE ${code}` : code ? code.replace(/_/g, ' ') : 'an error');
+  const what =
+    CODES[code] ??
+    (SQLSTATES[code]
+      ? `${SQLSTATES[code]} (SQLSTATE ${code})`
+      : /^[0-9A-Z]{5}$/.test(code ?? '')
+        ? `SQLSTATE ${code}`
+        : code
+          ? code.replace(/_/g, ' ')
+          : 'an error');
   // In words, since `statement` counts from 0 and the engine's own message says so.
   const where = resource
-    ? (typeof statement === 'number' ? `the ${ORDINALS[statement] ?? `statement at index ${statement} of the branch`}${ORDINALS[statement] ? ' statement' : ''} on ${resource}` : `on ${resource}`)
+    ? typeof statement === 'number'
+      ? `the ${ORDINALS[statement] ?? `statement at index ${statement} of the branch`}${ORDINALS[statement] ? ' statement' : ''} on ${resource}`
+      : `on ${resource}`
     : '';
   const head = where ? `${where}: ${what}` : what;
   return message ? `${head[0].toUpperCase()}${head.slice(1)} — ${message}` : `${head[0].toUpperCase()}${head.slice(1)}`;

@@ -21,20 +21,30 @@ function row(t) {
   // lastError is the latest failed phase-2 attempt: news only while the transaction is unfinished.
   const reason = t.error ? reasonInWords(t.error) : !finished && t.lastError ? `Retrying: ${lastErrorInWords(t.lastError)}` : '';
   const cell = (label, ...content) => el('td', { 'data-label': label }, ...content);
-  return el('tr', { class: t.heuristic ? 'heuristic' : t.inDoubt ? 'in-doubt' : undefined, 'data-id': t.id },
+  return el(
+    'tr',
+    { class: t.heuristic ? 'heuristic' : t.inDoubt ? 'in-doubt' : undefined, 'data-id': t.id },
     cell('Transaction', el('a', { href: `#/tx/${t.id}`, title: t.id }, el('code', {}, short(t.id)))),
     cell('Status', statusBadge(t.status), ' ', ...flagBadges(t)),
     cell('Resources', t.resources.join(', ')),
     cell('Created', timeEl(t.createdAt)),
     cell('Duration', elapsed(t)),
     cell('Attempts', String(t.attempts)),
-    cell('Reason', reason ? el('span', { class: 'reason' }, reason) : ''));
+    cell('Reason', reason ? el('span', { class: 'reason' }, reason) : ''),
+  );
 }
 
 function table(rows) {
-  return el('table', { class: 'cards', id: 'transactions' },
-    el('thead', {}, el('tr', {}, ...['Transaction', 'Status', 'Resources', 'Created', 'Duration', 'Attempts', 'Reason'].map((h) => el('th', { scope: 'col' }, h)))),
-    el('tbody', {}, ...rows.map(row)));
+  return el(
+    'table',
+    { class: 'cards', id: 'transactions' },
+    el(
+      'thead',
+      {},
+      el('tr', {}, ...['Transaction', 'Status', 'Resources', 'Created', 'Duration', 'Attempts', 'Reason'].map((h) => el('th', { scope: 'col' }, h))),
+    ),
+    el('tbody', {}, ...rows.map(row)),
+  );
 }
 
 /** The list: built once per navigation; refresh() replaces the counts and rows only, so typing in the filters is never lost. */
@@ -43,32 +53,69 @@ export function listView(say) {
   const hashWith = (changes) => {
     const q = new URLSearchParams();
     for (const k of FILTER_KEYS) if (params.get(k)) q.set(k, params.get(k));
-    for (const [k, v] of Object.entries(changes)) if (v) q.set(k, v); else q.delete(k);
+    for (const [k, v] of Object.entries(changes))
+      if (v) q.set(k, v);
+      else q.delete(k);
     return `#/?${q}`;
   };
 
-  const idInput = el('input', { id: 'filter-id', name: 'id', value: params.get('id') ?? '', placeholder: 'e.g. 3f2a9c01', autocomplete: 'off', spellcheck: 'false', maxlength: 36 });
-  const statusSelect = el('select', { id: 'filter-status', name: 'status' },
-    ...['', ...STATUSES].map((s) => el('option', { value: s, selected: s === (params.get('status') ?? '') }, s || 'any')));
+  const idInput = el('input', {
+    id: 'filter-id',
+    name: 'id',
+    value: params.get('id') ?? '',
+    placeholder: 'e.g. 3f2a9c01',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    maxlength: 36,
+  });
+  const statusSelect = el(
+    'select',
+    { id: 'filter-status', name: 'status' },
+    ...['', ...STATUSES].map((s) => el('option', { value: s, selected: s === (params.get('status') ?? '') }, s || 'any')),
+  );
   const resourceInput = el('input', { id: 'filter-resource', name: 'resource', value: params.get('resource') ?? '', placeholder: 'any', maxlength: 63 });
-  const windowSelect = el('select', { id: 'filter-window', name: 'window' },
-    ...Object.entries(WINDOW_LABELS).map(([v, label]) => el('option', { value: v, selected: v === (params.get('window') ?? '') }, label)));
+  const windowSelect = el(
+    'select',
+    { id: 'filter-window', name: 'window' },
+    ...Object.entries(WINDOW_LABELS).map(([v, label]) => el('option', { value: v, selected: v === (params.get('window') ?? '') }, label)),
+  );
   const fromInput = el('input', { id: 'filter-from', name: 'from', type: 'datetime-local', step: 1, value: params.get('from') ?? '' });
   const toInput = el('input', { id: 'filter-to', name: 'to', type: 'datetime-local', step: 1, value: params.get('to') ?? '' });
   const idHelp = el('span', { class: 'help', id: 'filter-id-help' }, '');
-  const filters = el('form', { class: 'filters', role: 'search', onsubmit: (e) => {
-    e.preventDefault();
-    const id = idInput.value.trim();
-    if (id && !canonicalIdPrefix(id)) {
-      idHelp.textContent = 'An id or its first 4 or more hex digits (dashes only where an id has them).';
-      idInput.focus();
-      return;
-    }
-    location.hash = hashWith({ id: id.toLowerCase(), status: statusSelect.value, resource: resourceInput.value.trim(), window: windowSelect.value, from: fromInput.value, to: toInput.value, cursor: '', inDoubt: '' });
-  } },
-  el('label', {}, 'Id or prefix', idInput), el('label', {}, 'Status', statusSelect), el('label', {}, 'Resource', resourceInput),
-  el('label', {}, 'Created', windowSelect), el('label', {}, 'From', fromInput), el('label', {}, 'To', toInput),
-  el('div', { class: 'filter-buttons' }, el('button', { type: 'submit' }, 'Search'), el('a', { href: '#/', id: 'clear-filters' }, 'clear')), idHelp);
+  const filters = el(
+    'form',
+    {
+      class: 'filters',
+      role: 'search',
+      onsubmit: (e) => {
+        e.preventDefault();
+        const id = idInput.value.trim();
+        if (id && !canonicalIdPrefix(id)) {
+          idHelp.textContent = 'An id or its first 4 or more hex digits (dashes only where an id has them).';
+          idInput.focus();
+          return;
+        }
+        location.hash = hashWith({
+          id: id.toLowerCase(),
+          status: statusSelect.value,
+          resource: resourceInput.value.trim(),
+          window: windowSelect.value,
+          from: fromInput.value,
+          to: toInput.value,
+          cursor: '',
+          inDoubt: '',
+        });
+      },
+    },
+    el('label', {}, 'Id or prefix', idInput),
+    el('label', {}, 'Status', statusSelect),
+    el('label', {}, 'Resource', resourceInput),
+    el('label', {}, 'Created', windowSelect),
+    el('label', {}, 'From', fromInput),
+    el('label', {}, 'To', toInput),
+    el('div', { class: 'filter-buttons' }, el('button', { type: 'submit' }, 'Search'), el('a', { href: '#/', id: 'clear-filters' }, 'clear')),
+    idHelp,
+  );
 
   const heading = el('h2', {}, 'Transactions');
   const counts = el('ul', { class: 'counts', id: 'counts', 'aria-label': 'Transactions per status' });
@@ -77,12 +124,14 @@ export function listView(say) {
 
   function showCounts(c) {
     // The API filters by status and in-doubt, not by heuristic: that chip only counts.
-    const chip = (label, n, href, cls) => el('li', {}, el(href ? 'a' : 'span', { href, class: `count ${cls}`, 'data-status': label }, el('span', {}, label), ' ', el('strong', {}, String(n))));
+    const chip = (label, n, href, cls) =>
+      el('li', {}, el(href ? 'a' : 'span', { href, class: `count ${cls}`, 'data-status': label }, el('span', {}, label), ' ', el('strong', {}, String(n))));
     counts.replaceChildren(
       ...STATUSES.map((s) => chip(s, c.byStatus[s] ?? 0, hashWith({ status: s, cursor: '', inDoubt: '', id: '' }), `status-${s}`)),
       chip('in doubt', c.inDoubt, hashWith({ inDoubt: 'true', status: '', cursor: '', id: '' }), 'flag-warn'),
       chip('heuristic', c.heuristic, null, 'flag-bad'),
-      chip('total', c.total, hashWith({ status: '', inDoubt: '', cursor: '', id: '' }), 'total'));
+      chip('total', c.total, hashWith({ status: '', inDoubt: '', cursor: '', id: '' }), 'total'),
+    );
   }
 
   async function searchById(prefix) {
@@ -132,10 +181,13 @@ export function listView(say) {
     const rows = [...inDoubt.items, ...all.items.filter((t) => !seen.has(t.id))];
     showCounts(c);
     heading.textContent = cursor ? 'Transactions (older)' : `Transactions (${c.inDoubt} in doubt)`;
-    const paging = el('p', { class: 'paging' },
+    const paging = el(
+      'p',
+      { class: 'paging' },
       cursor ? el('a', { href: hashWith({ cursor: '' }), id: 'first-page' }, '← newest') : '',
       cursor && all.next ? ' · ' : '',
-      all.next ? el('a', { href: hashWith({ cursor: all.next }), id: 'next-page' }, 'older →') : '');
+      all.next ? el('a', { href: hashWith({ cursor: all.next }), id: 'next-page' }, 'older →') : '',
+    );
     body.replaceChildren(rows.length ? table(rows) : el('p', {}, 'No transactions match.'), paging);
     say(`${rows.length} transactions`);
   }

@@ -33,7 +33,8 @@ async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Pro
 /** The prepared transactions that a bank's database holds (pg_prepared_xacts is cluster-wide). */
 export async function preparedOn(url: string): Promise<string[]> {
   return withClient(url, async (c) =>
-    (await c.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ORDER BY gid')).rows.map((r) => r.gid));
+    (await c.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ORDER BY gid')).rows.map((r) => r.gid),
+  );
 }
 
 /** Every balance back to its opening amount and an empty ledger, in one transaction per bank. */
@@ -87,7 +88,9 @@ export async function readBank(bank: string, url: string): Promise<BankState> {
     // One snapshot, so that balances and ledger are read at the same instant.
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const balances = await c.query<{ id: number; balance: number }>('SELECT id, balance FROM accounts ORDER BY id');
-    const ledger = await c.query<{ transfer_id: string; account: number; amount: number; delta: number }>('SELECT transfer_id, account, amount, delta FROM transfers');
+    const ledger = await c.query<{ transfer_id: string; account: number; amount: number; delta: number }>(
+      'SELECT transfer_id, account, amount, delta FROM transfers',
+    );
     const prepared = await c.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ORDER BY gid');
     await c.query('COMMIT');
     return {

@@ -62,8 +62,10 @@ export class Progress {
   #line(): string {
     const w = this.#workload!;
     const retrying = w.retrying;
-    return `${this.elapsed()}  ${this.#phase.padEnd(18)} ${w.rate().toFixed(0).padStart(4)} transfers/s | committed ${String(w.committed).padStart(5)} | ` +
-      `aborted ${String(w.aborted).padStart(4)} | in flight ${w.inFlight}${retrying ? ` (${retrying} retrying)` : ''}`;
+    return (
+      `${this.elapsed()}  ${this.#phase.padEnd(18)} ${w.rate().toFixed(0).padStart(4)} transfers/s | committed ${String(w.committed).padStart(5)} | ` +
+      `aborted ${String(w.aborted).padStart(4)} | in flight ${w.inFlight}${retrying ? ` (${retrying} retrying)` : ''}`
+    );
   }
 
   #draw(): void {

@@ -62,17 +62,22 @@ async function run(settings: DemoSettings, signal: AbortSignal, cleanup: Cleanup
   });
   const banks = JSON.parse(local.env.TPC_RESOURCES!) as Record<string, string>;
   const adminUrl = local.cluster.url();
-  progress.event(`embedded environment in ${local.dataDir}: Postgres (data ${local.cluster.dataDir}) at ${local.cluster.host}:${local.cluster.port}, Redis at ${local.env.REDIS_URL}`);
+  progress.event(
+    `embedded environment in ${local.dataDir}: Postgres (data ${local.cluster.dataDir}) at ${local.cluster.host}:${local.cluster.port}, Redis at ${local.env.REDIS_URL}`,
+  );
   // A run interrupted mid-outage left the bank refusing connections.
   for (const bank of Object.keys(banks)) await setBankOnline(adminUrl, bank, true);
   if (signal.aborted) return 130;
 
   const logFile = join(local.dataDir, 'coordinator.log');
   const coordinator = new CoordinatorChild(coordinatorEnv(settings, local), logFile);
-  cleanup(async () => {
-    await coordinator.close();
-    progress.event(`stopped the coordinator (its log: ${logFile}; processes ${coordinator.pids.join(', ')})`);
-  }, () => coordinator.killNow());
+  cleanup(
+    async () => {
+      await coordinator.close();
+      progress.event(`stopped the coordinator (its log: ${logFile}; processes ${coordinator.pids.join(', ')})`);
+    },
+    () => coordinator.killNow(),
+  );
   await coordinator.start();
   progress.event(`coordinator (pid ${coordinator.pid}) listening at ${coordinator.url}, a child process of the demo`);
 
@@ -80,21 +85,32 @@ async function run(settings: DemoSettings, signal: AbortSignal, cleanup: Cleanup
   // neither waits on its locks nor has its balances changed behind it.
   const leftovers = await waitUntilSettled({ url: coordinator.url, token: local.token!, banks, limitMs: LEFTOVER_LIMIT_MS, signal });
   if (!leftovers.settled && !signal.aborted) {
-    throw new Error(`an earlier run left work the coordinator did not finish in ${LEFTOVER_LIMIT_MS / 1000} s: ` +
-      `${[...leftovers.unfinished, ...leftovers.prepared].slice(0, 5).join('; ')}; remove ${local.dataDir} to start afresh`);
+    throw new Error(
+      `an earlier run left work the coordinator did not finish in ${LEFTOVER_LIMIT_MS / 1000} s: ` +
+        `${[...leftovers.unfinished, ...leftovers.prepared].slice(0, 5).join('; ')}; remove ${local.dataDir} to start afresh`,
+    );
   }
   if (signal.aborted) return 130;
   await resetBanks(banks);
   progress.event(`banks reset: ${DEMO_ACCOUNTS} accounts of 1000 each per bank, empty transfers ledgers`);
 
   const workload = new Workload({
-    url: () => coordinator.url, token: local.token!, clients: settings.clients, banks: Object.keys(banks), accounts: DEMO_ACCOUNTS, timeoutMs: TX_TIMEOUT_MS,
+    url: () => coordinator.url,
+    token: local.token!,
+    clients: settings.clients,
+    banks: Object.keys(banks),
+    accounts: DEMO_ACCOUNTS,
+    timeoutMs: TX_TIMEOUT_MS,
   });
   const startedAt = Date.now();
-  signal.addEventListener('abort', () => {
-    workload.abandon();
-    progress.stop();
-  }, { once: true });
+  signal.addEventListener(
+    'abort',
+    () => {
+      workload.abandon();
+      progress.stop();
+    },
+    { once: true },
+  );
   workload.start();
   progress.follow(workload);
   const scenario = await runScenario({ coordinator, workload, progress, adminUrl, outageBank: OUTAGE_BANK, seconds: settings.seconds, signal });
@@ -112,7 +128,7 @@ async function run(settings: DemoSettings, signal: AbortSignal, cleanup: Cleanup
 
   const verdict = await verify({ banks, logUrl: local.env.DATABASE_URL!, transfers: workload.transfers, scenario, settle, workloadMs });
   say();
-  say('verified summary (read back from the banks and the coordinator\'s log):');
+  say("verified summary (read back from the banks and the coordinator's log):");
   for (const line of verdict.lines) say(`  ${line}`);
   say(verdict.ok ? '  all checks hold' : '  SOME CHECKS FAILED');
   say();
@@ -133,7 +149,10 @@ async function main(): Promise<void> {
   const undo: { gentle: () => Promise<void>; atOnce?: () => void }[] = [];
   const cleanupAll = async () => {
     while (undo.length > 0) {
-      await undo.pop()!.gentle().catch((err: unknown) => process.stderr.write(`demo: cleanup: ${String(err)}\n`));
+      await undo
+        .pop()!
+        .gentle()
+        .catch((err: unknown) => process.stderr.write(`demo: cleanup: ${String(err)}\n`));
     }
   };
   let signals = 0;

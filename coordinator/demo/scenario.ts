@@ -61,8 +61,17 @@ const RECOVERY_LIMIT_MS = 90_000;
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason as Error);
-    const onAbort = () => { clearTimeout(timer); reject(signal.reason as Error); };
-    const timer = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, Math.max(0, ms));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason as Error);
+    };
+    const timer = setTimeout(
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      Math.max(0, ms),
+    );
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
@@ -76,7 +85,9 @@ async function killAndRestart(d: ScenarioDeps): Promise<RecoveryReport> {
   const killedAt = Date.now();
   await coordinator.kill();
   progress.phase = 'coordinator killed';
-  progress.event(`SIGKILL coordinator (pid ${oldPid}) with ${watched.length} transfers in flight: their answers are lost, clients retry with the same Idempotency-Key`);
+  progress.event(
+    `SIGKILL coordinator (pid ${oldPid}) with ${watched.length} transfers in flight: their answers are lost, clients retry with the same Idempotency-Key`,
+  );
   await sleep(DEAD_PAUSE_MS, d.signal);
   progress.phase = 'restarting';
   await coordinator.start();
@@ -90,9 +101,7 @@ async function killAndRestart(d: ScenarioDeps): Promise<RecoveryReport> {
     const firstNew = workload.transfers.find((t) => t.sentAt > killedAt && t.outcome === 'committed');
     if (resolved && firstNew) {
       const resolvedMs = Math.max(0, ...watched.map((t) => t.settledAt! - killedAt));
-      const firstCommitMs = Math.min(...workload.transfers
-        .filter((t) => t.sentAt > killedAt && t.outcome === 'committed')
-        .map((t) => t.settledAt! - killedAt));
+      const firstCommitMs = Math.min(...workload.transfers.filter((t) => t.sentAt > killedAt && t.outcome === 'committed').map((t) => t.settledAt! - killedAt));
       const report: RecoveryReport = {
         inFlightAtKill: watched.length,
         pauseMs: DEAD_PAUSE_MS,
@@ -103,13 +112,17 @@ async function killAndRestart(d: ScenarioDeps): Promise<RecoveryReport> {
         committed: watched.filter((t) => t.outcome === 'committed').length,
         aborted: watched.filter((t) => t.outcome === 'aborted').length,
       };
-      progress.event(`recovered ${secs(report.recoveryMs)} after the kill: the ${report.inFlightAtKill} transfers in flight settled ` +
-        `(${report.committed} committed, ${report.aborted} aborted) and new transfers commit again`);
+      progress.event(
+        `recovered ${secs(report.recoveryMs)} after the kill: the ${report.inFlightAtKill} transfers in flight settled ` +
+          `(${report.committed} committed, ${report.aborted} aborted) and new transfers commit again`,
+      );
       return report;
     }
     if (Date.now() > until) {
       const open = watched.filter((t) => t.outcome === undefined).length;
-      throw new Error(`no recovery within ${secs(RECOVERY_LIMIT_MS)} of the kill: ${open} of the transfers in flight still without an answer${firstNew ? '' : ', and no new transfer committed'}`);
+      throw new Error(
+        `no recovery within ${secs(RECOVERY_LIMIT_MS)} of the kill: ${open} of the transfers in flight still without an answer${firstNew ? '' : ', and no new transfer committed'}`,
+      );
     }
     await sleep(50, d.signal);
   }
@@ -121,8 +134,10 @@ async function bankOutage(d: ScenarioDeps, downMs: number): Promise<OutageReport
   progress.phase = `${bank} down`;
   const sessionsCut = await setBankOnline(d.adminUrl, bank, false);
   const downAt = Date.now();
-  progress.event(`${bank} offline: ALTER DATABASE ${bank} ALLOW_CONNECTIONS false and its ${sessionsCut} open sessions terminated ` +
-    `(all three banks share one Postgres cluster here, so the database goes away rather than a server; its prepared transactions stay, as across a restart)`);
+  progress.event(
+    `${bank} offline: ALTER DATABASE ${bank} ALLOW_CONNECTIONS false and its ${sessionsCut} open sessions terminated ` +
+      `(all three banks share one Postgres cluster here, so the database goes away rather than a server; its prepared transactions stay, as across a restart)`,
+  );
   try {
     await sleep(downMs, d.signal);
   } finally {
@@ -137,8 +152,10 @@ async function bankOutage(d: ScenarioDeps, downMs: number): Promise<OutageReport
     abortedDuring: workload.aborted - before.aborted,
   };
   progress.phase = 'normal';
-  progress.event(`${bank} back online (ALLOW_CONNECTIONS true) after ${secs(report.downMs)}: meanwhile ${report.committedDuring} committed ` +
-    `(not touching ${bank}, or completed once it returned) and ${report.abortedDuring} aborted`);
+  progress.event(
+    `${bank} back online (ALLOW_CONNECTIONS true) after ${secs(report.downMs)}: meanwhile ${report.committedDuring} committed ` +
+      `(not touching ${bank}, or completed once it returned) and ${report.abortedDuring} aborted`,
+  );
   return report;
 }
 

@@ -23,7 +23,7 @@ async function unfinishedIds(url: string, token: string): Promise<string[]> {
     signal: AbortSignal.timeout(10_000),
   });
   if (res.status !== 200) throw new Error(`GET /v1/transactions answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
-  const body = await res.json() as { items: { id: string }[] };
+  const body = (await res.json()) as { items: { id: string }[] };
   return body.items.map((t) => t.id);
 }
 

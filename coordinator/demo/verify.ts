@@ -22,7 +22,9 @@ const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const EXAMPLES = 5;
 
 function examples(list: string[]): string {
-  return list.length === 0 ? '' : `\n      ${list.slice(0, EXAMPLES).join('\n      ')}${list.length > EXAMPLES ? `\n      … and ${list.length - EXAMPLES} more` : ''}`;
+  return list.length === 0
+    ? ''
+    : `\n      ${list.slice(0, EXAMPLES).join('\n      ')}${list.length > EXAMPLES ? `\n      … and ${list.length - EXAMPLES} more` : ''}`;
 }
 
 /** The coordinator's own record of each transaction: its final status and whether it ever needed an operator. */
@@ -32,7 +34,9 @@ async function readLog(logUrl: string, ids: string[]): Promise<Map<string, { sta
   await c.connect();
   try {
     const r = await c.query<{ id: string; status: string; heuristic: boolean; in_doubt: boolean }>(
-      'SELECT id, status, heuristic, in_doubt FROM tpc_transactions WHERE id = ANY($1::uuid[])', [ids]);
+      'SELECT id, status, heuristic, in_doubt FROM tpc_transactions WHERE id = ANY($1::uuid[])',
+      [ids],
+    );
     return new Map(r.rows.map((row) => [row.id, { status: row.status, heuristic: row.heuristic, inDoubt: row.in_doubt }]));
   } finally {
     await c.end().catch(() => {});
@@ -56,7 +60,8 @@ function moneyCheck(states: BankState[]): { ok: boolean; line: string } {
   const banks = states.map((b) => b.bank).join(', ');
   return {
     ok,
-    line: `${ok ? PASS : FAIL} money conserved: ${total} across ${banks} (opened with ${opening}); ` +
+    line:
+      `${ok ? PASS : FAIL} money conserved: ${total} across ${banks} (opened with ${opening}); ` +
       `${unexplained.length === 0 ? 'every balance equals its opening amount plus its ledger' : `${unexplained.length} balances not explained by their ledger`}${examples(unexplained)}`,
   };
 }
@@ -94,7 +99,8 @@ function allOrNothingCheck(transfers: Transfer[], states: BankState[], log: Awai
   const ok = problems.length === 0;
   return {
     ok,
-    line: `${ok ? PASS : FAIL} all or nothing: of ${transfers.length} transfers, ${both} are in both banks' ledgers and ${neither} in neither; ` +
+    line:
+      `${ok ? PASS : FAIL} all or nothing: of ${transfers.length} transfers, ${both} are in both banks' ledgers and ${neither} in neither; ` +
       `${ok ? 'each exactly as the coordinator answered and logged it (committed / aborted)' : `${problems.length} problems`}${examples(problems)}`,
   };
 }
@@ -103,7 +109,10 @@ function reasons(transfers: Transfer[]): string {
   const counts = new Map<string, number>();
   for (const t of transfers) if (t.outcome === 'aborted') counts.set(t.abortReason ?? 'unknown', (counts.get(t.abortReason ?? 'unknown') ?? 0) + 1);
   if (counts.size === 0) return '';
-  return ` (why: ${[...counts].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${r} ${n}`).join(', ')})`;
+  return ` (why: ${[...counts]
+    .sort((a, b) => b[1] - a[1])
+    .map(([r, n]) => `${r} ${n}`)
+    .join(', ')})`;
 }
 
 export async function verify(o: {
@@ -122,11 +131,16 @@ export async function verify(o: {
   };
   const committed = o.transfers.filter((t) => t.outcome === 'committed').length;
   const aborted = o.transfers.filter((t) => t.outcome === 'aborted').length;
-  lines.push(`transfers: ${o.transfers.length} in ${secs(o.workloadMs)} (${(o.transfers.length / (o.workloadMs / 1000)).toFixed(0)}/s), ` +
-    `${committed} committed, ${aborted} aborted${reasons(o.transfers)}`);
+  lines.push(
+    `transfers: ${o.transfers.length} in ${secs(o.workloadMs)} (${(o.transfers.length / (o.workloadMs / 1000)).toFixed(0)}/s), ` +
+      `${committed} committed, ${aborted} aborted${reasons(o.transfers)}`,
+  );
 
   const states = await Promise.all(Object.entries(o.banks).map(([bank, url]) => readBank(bank, url)));
-  const log = await readLog(o.logUrl, o.transfers.flatMap((t) => (t.txId ? [t.txId] : [])));
+  const log = await readLog(
+    o.logUrl,
+    o.transfers.flatMap((t) => (t.txId ? [t.txId] : [])),
+  );
 
   const money = moneyCheck(states);
   check(money.ok, money.line);
@@ -135,24 +149,32 @@ export async function verify(o: {
 
   const prepared = states.flatMap((b) => b.prepared.map((gid) => `${b.bank}: ${gid}`));
   const settledOk = prepared.length === 0 && o.settle.settled;
-  check(settledOk, `${settledOk ? PASS : FAIL} no prepared transaction left on ${states.map((b) => b.bank).join(', ')} (pg_prepared_xacts)` +
-    `${prepared.length ? `: ${prepared.length} left${examples(prepared)}` : ''}; ` +
-    `${o.settle.unfinished.length === 0 ? 'nothing undecided, committing or in doubt in the log' : `the log still has unfinished transactions${examples(o.settle.unfinished)}`}`);
+  check(
+    settledOk,
+    `${settledOk ? PASS : FAIL} no prepared transaction left on ${states.map((b) => b.bank).join(', ')} (pg_prepared_xacts)` +
+      `${prepared.length ? `: ${prepared.length} left${examples(prepared)}` : ''}; ` +
+      `${o.settle.unfinished.length === 0 ? 'nothing undecided, committing or in doubt in the log' : `the log still has unfinished transactions${examples(o.settle.unfinished)}`}`,
+  );
 
   const r = o.scenario.recovery;
   if (r) {
-    check(true, `${PASS} recovery after SIGKILL of the coordinator: ${secs(r.recoveryMs)} from the kill (left dead ${secs(r.pauseMs)} on purpose, ready again after ${secs(r.restartMs)}, ` +
-      `the ${r.inFlightAtKill} transfers in flight settled after ${secs(r.resolvedMs)}: ${r.committed} committed, ${r.aborted} aborted; ` +
-      `first new commit after ${secs(r.firstCommitMs)})`);
+    check(
+      true,
+      `${PASS} recovery after SIGKILL of the coordinator: ${secs(r.recoveryMs)} from the kill (left dead ${secs(r.pauseMs)} on purpose, ready again after ${secs(r.restartMs)}, ` +
+        `the ${r.inFlightAtKill} transfers in flight settled after ${secs(r.resolvedMs)}: ${r.committed} committed, ${r.aborted} aborted; ` +
+        `first new commit after ${secs(r.firstCommitMs)})`,
+    );
   } else {
     check(false, `${FAIL} recovery after SIGKILL of the coordinator: not measured`);
   }
   const outage = o.scenario.outage;
   const inDoubt = [...log.values()].filter((x) => x.inDoubt).length;
   if (outage) {
-    lines.push(`  ${outage.bank} offline for ${secs(outage.downMs)} (connections refused, ${outage.sessionsCut} sessions cut): ` +
-      `${outage.committedDuring} committed and ${outage.abortedDuring} aborted meanwhile` +
-      `${inDoubt ? `; ${inDoubt} transactions were shown to operators as in doubt and completed once it returned` : ''}`);
+    lines.push(
+      `  ${outage.bank} offline for ${secs(outage.downMs)} (connections refused, ${outage.sessionsCut} sessions cut): ` +
+        `${outage.committedDuring} committed and ${outage.abortedDuring} aborted meanwhile` +
+        `${inDoubt ? `; ${inDoubt} transactions were shown to operators as in doubt and completed once it returned` : ''}`,
+    );
   } else {
     check(false, `${FAIL} the bank outage did not run`);
   }

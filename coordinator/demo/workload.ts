@@ -52,14 +52,20 @@ function transferBody(t: Transfer, timeoutMs: number): unknown {
   const ledger = 'INSERT INTO transfers (transfer_id, account, amount, delta) VALUES ($1, $2, $3, $4)';
   return {
     branches: [
-      { resource: t.from.bank, statements: [
-        { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [t.amount, t.from.account], expect: { rowCount: 1 } },
-        { sql: ledger, params: [t.key, t.from.account, t.amount, -t.amount], expect: { rowCount: 1 } },
-      ] },
-      { resource: t.to.bank, statements: [
-        { sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [t.amount, t.to.account], expect: { rowCount: 1 } },
-        { sql: ledger, params: [t.key, t.to.account, t.amount, t.amount], expect: { rowCount: 1 } },
-      ] },
+      {
+        resource: t.from.bank,
+        statements: [
+          { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [t.amount, t.from.account], expect: { rowCount: 1 } },
+          { sql: ledger, params: [t.key, t.from.account, t.amount, -t.amount], expect: { rowCount: 1 } },
+        ],
+      },
+      {
+        resource: t.to.bank,
+        statements: [
+          { sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [t.amount, t.to.account], expect: { rowCount: 1 } },
+          { sql: ledger, params: [t.key, t.to.account, t.amount, t.amount], expect: { rowCount: 1 } },
+        ],
+      },
     ],
     timeoutMs,
   };
@@ -104,13 +110,23 @@ export class Workload {
     this.#o = options;
   }
 
-  get committed(): number { return this.#committed; }
-  get aborted(): number { return this.#aborted; }
+  get committed(): number {
+    return this.#committed;
+  }
+  get aborted(): number {
+    return this.#aborted;
+  }
   /** Transfers sent and not yet answered definitely. */
-  get inFlight(): number { return this.#open.size; }
+  get inFlight(): number {
+    return this.#open.size;
+  }
   /** Of those, the ones that already needed more than one attempt. */
-  get retrying(): number { return [...this.#open].filter((t) => t.attempts > 1).length; }
-  openTransfers(): Transfer[] { return [...this.#open]; }
+  get retrying(): number {
+    return [...this.#open].filter((t) => t.attempts > 1).length;
+  }
+  openTransfers(): Transfer[] {
+    return [...this.#open];
+  }
 
   /** Definite outcomes per second over the last `windowMs`. */
   rate(windowMs = 2_000): number {
@@ -196,7 +212,11 @@ export class Workload {
       });
       const text = await res.text();
       let parsed: unknown = null;
-      try { parsed = JSON.parse(text); } catch { parsed = text.slice(0, 300); }
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = text.slice(0, 300);
+      }
       return { status: res.status, body: parsed };
     } catch {
       return null;

@@ -33,6 +33,6 @@ export function loopbackPortIsFree(port: number): Promise<boolean> {
  */
 export async function preferredLoopbackPort(preferred: number | undefined): Promise<number> {
   const usable = preferred !== undefined && Number.isInteger(preferred) && preferred > 0 && preferred <= 65535;
-  if (usable && await loopbackPortIsFree(preferred)) return preferred;
+  if (usable && (await loopbackPortIsFree(preferred))) return preferred;
   return freeLoopbackPort();
 }

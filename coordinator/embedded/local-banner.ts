@@ -19,12 +19,17 @@ export function localBanner(url: string, local: LocalEnvironment): string {
   const dir = rel === '' ? '.' : rel.startsWith('..') ? local.dataDir : rel;
   const body = JSON.stringify({
     branches: [
-      { resource: 'bank_a', statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [100, 1], expect: { rowCount: 1 } }] },
+      {
+        resource: 'bank_a',
+        statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [100, 1], expect: { rowCount: 1 } }],
+      },
       { resource: 'bank_b', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [100, 7] }] },
     ],
   });
   const pad = (label: string) => label.padEnd(11);
-  const banks = Object.entries(local.bankUrls).map(([bank, bankUrl]) => `    ${pad(bank)}${bankUrl}`).join('\n');
+  const banks = Object.entries(local.bankUrls)
+    .map(([bank, bankUrl]) => `    ${pad(bank)}${bankUrl}`)
+    .join('\n');
   const redis = local.redisUrl ?? `${safeUrl(local.env.REDIS_URL!)}   (yours, from REDIS_URL)`;
   return `
   tpc is running on its embedded default (kept in ${dir}/, reused next time; Ctrl-C stops everything it started)

@@ -67,7 +67,11 @@ export function wantsLocalEnvironment(env: Record<string, string | undefined>): 
 async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
-  try { return await fn(c); } finally { await c.end(); }
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
 }
 
 /**
@@ -100,14 +104,21 @@ async function rolePasswords(dataDir: string, roles: readonly string[]): Promise
   const file = join(dataDir, ROLE_PASSWORDS_FILE);
   let kept: Record<string, unknown> = {};
   if (existsSync(file)) {
-    try { kept = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>; } catch { kept = {}; }
+    try {
+      kept = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    } catch {
+      kept = {};
+    }
   }
   const passwords: Record<string, string> = {};
   let changed = false;
   for (const role of roles) {
     const p = kept[role];
     if (typeof p === 'string' && p.length >= 16) passwords[role] = p;
-    else { passwords[role] = randomBytes(18).toString('base64url'); changed = true; }
+    else {
+      passwords[role] = randomBytes(18).toString('base64url');
+      changed = true;
+    }
   }
   if (changed) await writeFile(file, `${JSON.stringify({ ...kept, ...passwords }, null, 2)}\n`, { mode: 0o600 });
   await chmod(file, 0o600);
@@ -189,7 +200,10 @@ export async function startLocalEnvironment(options: LocalEnvironmentOptions): P
   // psql alias) keep working; one taken meanwhile by another program gets a new port instead.
   const kept = await readKeptPorts(dataDir);
   const cluster = await startPostgresCluster({
-    dataDir: await clusterDir(dataDir), binDir: options.pgBinDir, maxPreparedTransactions: MAX_PREPARED_TRANSACTIONS, passwordAuth: true,
+    dataDir: await clusterDir(dataDir),
+    binDir: options.pgBinDir,
+    maxPreparedTransactions: MAX_PREPARED_TRANSACTIONS,
+    passwordAuth: true,
     port: kept.postgres,
   });
   movedNotice('Postgres', kept.postgres, cluster.port);

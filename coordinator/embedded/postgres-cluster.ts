@@ -92,8 +92,7 @@ export function findPostgresBinDir(explicit?: string): string {
     if (existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'pg_ctl'))) return dir;
   }
   throw new Error(
-    'PostgreSQL server binaries (initdb, pg_ctl) not found: install the Debian package "postgresql" ' +
-      'or set TPC_PG_BINDIR to the directory holding them',
+    'PostgreSQL server binaries (initdb, pg_ctl) not found: install the Debian package "postgresql" ' + 'or set TPC_PG_BINDIR to the directory holding them',
   );
 }
 
@@ -125,7 +124,16 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
   }
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     await asServerUser(join(binDir, 'initdb'), [
-      '-D', dataDir, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', ...(persistent ? [] : ['--no-sync']),
+      '-D',
+      dataDir,
+      '-A',
+      'trust',
+      '-U',
+      'postgres',
+      '-E',
+      'UTF8',
+      '--locale=C',
+      ...(persistent ? [] : ['--no-sync']),
     ]);
   } else if (existsSync(join(dataDir, 'postmaster.pid'))) {
     // Left running by an earlier start that was killed: stop it, so that this process owns the server.
@@ -145,10 +153,7 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
   };
   const start = async () => {
     if (options.passwordAuth) await writeFile(join(dataDir, 'pg_hba.conf'), PASSWORD_HBA);
-    const opts = [
-      `-p ${port}`, `-k ${dataDir}`, `-c listen_addresses=${host}`,
-      ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`),
-    ].join(' ');
+    const opts = [`-p ${port}`, `-k ${dataDir}`, `-c listen_addresses=${host}`, ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`)].join(' ');
     await asServerUser(pgCtl, ['-D', dataDir, '-w', '-t', '60', '-l', join(dataDir, 'server.log'), '-o', opts, 'start']);
   };
   try {
@@ -156,14 +161,19 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
   } catch (err) {
     // Another process may have taken the port between our probe and the bind: pick again once.
     port = await freeLoopbackPort();
-    await start().catch(() => { throw err; });
+    await start().catch(() => {
+      throw err;
+    });
   }
-  const url = (database = 'postgres') => options.passwordAuth
-    ? `postgres://postgres@localhost:${port}/${database}?host=${encodeURIComponent(dataDir)}`
-    : `postgres://postgres@${host}:${port}/${database}`;
+  const url = (database = 'postgres') =>
+    options.passwordAuth
+      ? `postgres://postgres@localhost:${port}/${database}?host=${encodeURIComponent(dataDir)}`
+      : `postgres://postgres@${host}:${port}/${database}`;
   const cluster: PostgresCluster = {
     host,
-    get port() { return port; },
+    get port() {
+      return port;
+    },
     dataDir,
     url,
     async createDatabase(name, o = {}) {

@@ -35,7 +35,15 @@ export async function startRedisServer(binary = 'redis-server', options: RedisSe
   const start = async () => {
     const args = [
       ...(options.configFile ? [options.configFile] : []),
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.args ?? []),
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      ...(options.args ?? []),
     ];
     // Its own process group: a Ctrl-C at the terminal reaches us, and we stop Redis after the
     // coordinator has finished with it. setpriv's parent-death signal ends it if we are killed
@@ -44,11 +52,19 @@ export async function startRedisServer(binary = 'redis-server', options: RedisSe
       ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', binary, ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true })
       : spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
-    proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+    proc.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     let fatal = false;
     const failed = new Promise<never>((_, reject) => {
-      proc.once('error', (err) => { fatal = true; reject(new Error(`cannot run ${binary}: install the Debian package "redis-server"`, { cause: err })); });
-      proc.once('exit', (code) => { fatal = true; reject(new Error(`${binary} exited with ${code}: ${stderr}`)); });
+      proc.once('error', (err) => {
+        fatal = true;
+        reject(new Error(`cannot run ${binary}: install the Debian package "redis-server"`, { cause: err }));
+      });
+      proc.once('exit', (code) => {
+        fatal = true;
+        reject(new Error(`${binary} exited with ${code}: ${stderr}`));
+      });
     });
     failed.catch(() => {});
     child = proc;
@@ -83,7 +99,9 @@ export async function startRedisServer(binary = 'redis-server', options: RedisSe
     // Another process may have taken the port between our probe and the bind: pick again once.
     if (child?.exitCode === null) throw err;
     port = await freeLoopbackPort();
-    await start().catch(() => { throw err; });
+    await start().catch(() => {
+      throw err;
+    });
   }
   return {
     port,

@@ -66,7 +66,10 @@ export interface ResourceSlotsView {
 
 class SlotPool {
   inUse = 0;
-  constructor(readonly label: string, public capacity: number) {}
+  constructor(
+    readonly label: string,
+    public capacity: number,
+  ) {}
 }
 
 class ClusterSlots extends SlotPool {
@@ -137,7 +140,9 @@ export class Admission {
   snapshot(): { resources: ResourceSlotsView[]; waiting: number } {
     return {
       resources: [...this.#resources].map(([resource, { own, cluster }]) => ({
-        resource, inUse: own.inUse, capacity: Math.min(own.capacity, cluster ? cluster.capacity : Number.POSITIVE_INFINITY),
+        resource,
+        inUse: own.inUse,
+        capacity: Math.min(own.capacity, cluster ? cluster.capacity : Number.POSITIVE_INFINITY),
       })),
       waiting: this.#queue.length,
     };
@@ -168,7 +173,12 @@ export class Admission {
     }
     return new Promise<AdmissionTicket>((resolve, reject) => {
       const waiter: Waiter = {
-        resources, demand, gids, since, resolve, reject,
+        resources,
+        demand,
+        gids,
+        since,
+        resolve,
+        reject,
         timer: setTimeout(() => {
           this.#queue = this.#queue.filter((w) => w !== waiter);
           const blocked = this.#blocking(resources, demand, false) ?? { resource: resources[0]!, pool: this.#resources.get(resources[0]!)!.own };
@@ -270,13 +280,17 @@ export class Admission {
     const { resource, pool } = blocked;
     this.#options.observer?.waited((performance.now() - since) / 1000, 'refused');
     this.#options.observer?.refused(resource, reason);
-    const why = pool instanceof ClusterSlots
-      ? `the cluster ${pool.label} of resource "${resource}" has ${pool.inUse} of ${pool.capacity} prepared-transaction slots in use by this coordinator` +
-        (pool.maxPrepared === null ? '' : ` (max_prepared_transactions ${pool.maxPrepared}, ${pool.foreign} held by others)`)
-      : `resource "${resource}" has ${pool.inUse} of its ${pool.capacity} slots in use`;
-    const lead = reason === 'queue_full' ? `the admission queue is full (${this.#queue.length} waiting) and `
-      : reason === 'wait_timeout' ? 'no slot freed within the admission wait: '
-      : 'the transaction needs more slots than there are: ';
+    const why =
+      pool instanceof ClusterSlots
+        ? `the cluster ${pool.label} of resource "${resource}" has ${pool.inUse} of ${pool.capacity} prepared-transaction slots in use by this coordinator` +
+          (pool.maxPrepared === null ? '' : ` (max_prepared_transactions ${pool.maxPrepared}, ${pool.foreign} held by others)`)
+        : `resource "${resource}" has ${pool.inUse} of its ${pool.capacity} slots in use`;
+    const lead =
+      reason === 'queue_full'
+        ? `the admission queue is full (${this.#queue.length} waiting) and `
+        : reason === 'wait_timeout'
+          ? 'no slot freed within the admission wait: '
+          : 'the transaction needs more slots than there are: ';
     // Others holding slots may have let go: have the reading refreshed, so capacity comes back.
     if (pool instanceof ClusterSlots && (pool.foreign > 0 || reason === 'no_capacity')) this.#options.onStale?.(pool.label);
     return new OverloadedError(`${lead}${why}; nothing was applied, retry after ${RETRY_AFTER_SECONDS} s`, resource, reason, RETRY_AFTER_SECONDS);

@@ -73,7 +73,9 @@ export async function runBranchWork(
           const want = s.expect?.rowCount;
           if (want !== undefined && r.rowCount !== want) {
             fail({
-              resource: spec.resource, statement: i, code: 'expectation_failed',
+              resource: spec.resource,
+              statement: i,
+              code: 'expectation_failed',
               message: `statement ${i} on ${spec.resource} touched ${r.rowCount} row(s), expected ${want}`,
             });
           }

@@ -87,7 +87,9 @@ export class Engine {
   /** Writes the begin record and runs the transaction; `release` gives its slots back once the inline run ends. */
   async #start(request: SubmitRequest, context: SubmitContext, id: string, deadlineAt: number, release: () => void): Promise<TransactionView> {
     let onDecided: (v: TransactionView) => void = () => {};
-    const decided = new Promise<TransactionView>((resolve) => { onDecided = resolve; });
+    const decided = new Promise<TransactionView>((resolve) => {
+      onDecided = resolve;
+    });
     const run = new TransactionRun(this.#deps, id, request, deadlineAt, {
       decided: (v) => onDecided(v),
       followLog: (txId) => this.#followLog(txId),
@@ -105,7 +107,10 @@ export class Engine {
     if (context.idempotency) {
       // A keyed request must know it is the first before touching any database.
       this.#beginning.add(id);
-      const outcome = await begin.catch((err: unknown) => { this.#beginning.delete(id); throw err; });
+      const outcome = await begin.catch((err: unknown) => {
+        this.#beginning.delete(id);
+        throw err;
+      });
       if (!outcome.created) {
         this.#beginning.delete(id);
         if (outcome.requestHash !== context.idempotency.requestHash) {
@@ -117,7 +122,10 @@ export class Engine {
     } else {
       begin.catch(() => {}); // awaited inside the run, before any decision
     }
-    begin.then(() => this.#deps.failpoints.hit('after-begin'), () => {});
+    begin.then(
+      () => this.#deps.failpoints.hit('after-begin'),
+      () => {},
+    );
     // Insurance against this process dying, at no cost per transaction: reconciliation's sweep
     // aborts an overdue transaction whose driver's lease lapsed within one interval of its
     // deadline. Only one still running after the grace period gets a delayed job at its exact
@@ -228,10 +236,18 @@ export class Engine {
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);
     const detail = detailOf(tx);
     const unfinished = !isFinal(tx.status);
-    detail.branchDetails = await Promise.all(tx.branches.map(async (b): Promise<LiveBranch> => ({
-      resource: b.resource, gid: b.gid, xid: b.xid, heuristic: b.heuristic, lastError: b.lastError ?? null,
-      ...(unfinished ? { live: await this.#live(b.resource, b.gid) } : {}),
-    })));
+    detail.branchDetails = await Promise.all(
+      tx.branches.map(
+        async (b): Promise<LiveBranch> => ({
+          resource: b.resource,
+          gid: b.gid,
+          xid: b.xid,
+          heuristic: b.heuristic,
+          lastError: b.lastError ?? null,
+          ...(unfinished ? { live: await this.#live(b.resource, b.gid) } : {}),
+        }),
+      ),
+    );
     return detail;
   }
 
@@ -243,7 +259,9 @@ export class Engine {
     try {
       const seen = await Promise.race([
         participant.inspectPrepared(gid),
-        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${LIVE_VIEW_TIMEOUT_MS} ms`)), LIVE_VIEW_TIMEOUT_MS); }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${LIVE_VIEW_TIMEOUT_MS} ms`)), LIVE_VIEW_TIMEOUT_MS);
+        }),
       ]);
       return { reachable: true, prepared: seen !== null, preparedAt: seen ? seen.preparedAt.toISOString() : null, locks: seen?.locks ?? null };
     } catch (err) {
@@ -267,8 +285,9 @@ export class Engine {
     try {
       const result = await resumeTransaction(this.#deps, id);
       if (result.state === 'pending' && result.error) {
-        await this.#deps.recovery.recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts).catch((err: unknown) =>
-          this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+        await this.#deps.recovery
+          .recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts)
+          .catch((err: unknown) => this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
       }
       return result;
     } finally {
@@ -284,9 +303,12 @@ export class Engine {
   #answer(full: Promise<TransactionView>, decided: Promise<TransactionView>, wait: SubmitRequest['wait']): Promise<TransactionView> {
     if (wait === 'decided') return Promise.race([full, decided]);
     let timer: NodeJS.Timeout | undefined;
-    const late = decided.then((v) => new Promise<TransactionView>((resolve) => {
-      timer = setTimeout(() => resolve(v), this.#options.completionWaitMs);
-    }));
+    const late = decided.then(
+      (v) =>
+        new Promise<TransactionView>((resolve) => {
+          timer = setTimeout(() => resolve(v), this.#options.completionWaitMs);
+        }),
+    );
     return Promise.race([full, late]).finally(() => clearTimeout(timer));
   }
 
@@ -305,7 +327,8 @@ export class Engine {
       const tx = await this.#deps.store.load(id);
       // The key was read a moment ago, and goes with its transaction (pruned together): the key is
       // free again, so the client's retry begins anew.
-      if (!tx) throw new UnavailableError(`transaction ${id} of this Idempotency-Key is no longer in the log; retry`, { retryAfterSeconds: RETRY_AFTER_SECONDS });
+      if (!tx)
+        throw new UnavailableError(`transaction ${id} of this Idempotency-Key is no longer in the log; retry`, { retryAfterSeconds: RETRY_AFTER_SECONDS });
       if (tx.status === 'active' && tx.driver === this.#deps.instanceId && !this.#beginning.has(id)) {
         // Recorded as driven by this process, yet no run of it drives it: the keyed begin's reply
         // was lost with its log connection after the record was written (that attempt answered
@@ -313,11 +336,16 @@ export class Engine {
         // ran before a restart. Nobody will decide it, so it is aborted now (presumed abort, by the
         // compare-and-set a live driver would win) rather than making the retry wait for its
         // deadline. Another process cannot know this, and waits for the deadline's abort.
-        await resumeTransaction(this.#deps, id, { abandoned: {
-          resource: null, statement: null, code: 'abandoned',
-          message: 'the first attempt under this Idempotency-Key was begun but never decided (its begin write lost its log connection, or its coordinator restarted): ' +
-            'it was aborted and nothing was applied; send it again with a new Idempotency-Key',
-        } }).catch(() => {});
+        await resumeTransaction(this.#deps, id, {
+          abandoned: {
+            resource: null,
+            statement: null,
+            code: 'abandoned',
+            message:
+              'the first attempt under this Idempotency-Key was begun but never decided (its begin write lost its log connection, or its coordinator restarted): ' +
+              'it was aborted and nothing was applied; send it again with a new Idempotency-Key',
+          },
+        }).catch(() => {});
         await sleep(50);
         continue;
       }
@@ -345,8 +373,12 @@ const PREPARED_SLOTS_FULL = '53200';
  * else). At PREPARE only (no statement index): 53200 from a statement is the server out of memory.
  */
 function isCapacityRefusal(view: TransactionView): boolean {
-  return (view.status === 'aborted' || view.status === 'aborting') && view.error?.code === PREPARED_SLOTS_FULL
-    && view.error.resource !== null && view.error.statement === null;
+  return (
+    (view.status === 'aborted' || view.status === 'aborting') &&
+    view.error?.code === PREPARED_SLOTS_FULL &&
+    view.error.resource !== null &&
+    view.error.statement === null
+  );
 }
 
 /**
@@ -359,7 +391,10 @@ function capacityChecked(view: TransactionView): TransactionView {
   throw new OverloadedError(
     `a PREPARE on resource "${view.error!.resource}" was refused: its cluster's prepared-transaction slots are all held (SQLSTATE 53200). ` +
       `Transaction ${view.id} was aborted and nothing was applied; retry after ${RETRY_AFTER_SECONDS} s (with a new Idempotency-Key, if you sent one)`,
-    view.error!.resource!, 'prepare_refused', RETRY_AFTER_SECONDS, view.id,
+    view.error!.resource!,
+    'prepare_refused',
+    RETRY_AFTER_SECONDS,
+    view.id,
   );
 }
 

@@ -24,8 +24,14 @@ export async function beginInteractive(deps: EngineDeps, resources: string[], ti
   const deadlineAt = Date.now() + timeoutMs;
   const branches = resources.map((resource, index) => ({ index, resource, gid: branchGid(deps.namespace, id, index) }));
   await deps.store.begin({
-    id, namespace: deps.namespace, deadline: new Date(deadlineAt), submittedBy: actor, driver: deps.instanceId,
-    branches, timeoutMs, interactive: true,
+    id,
+    namespace: deps.namespace,
+    deadline: new Date(deadlineAt),
+    submittedBy: actor,
+    driver: deps.instanceId,
+    branches,
+    timeoutMs,
+    interactive: true,
   });
   return { id, status: 'active', deadline: new Date(deadlineAt).toISOString(), branches: branches.map(({ resource, gid }) => ({ resource, gid })) };
 }
@@ -85,29 +91,46 @@ async function commitOnce(deps: EngineDeps, id: string, actor: string | null): P
   const tx = await takeUndecided(deps, id, 'commit');
   const missing: string[] = [];
   const xids = new Map<number, string | null>();
-  await Promise.all(tx.branches.map(async (b) => {
-    const p = deps.participants.get(b.resource);
-    const seen = p ? await p.inspectPrepared(b.gid, { locks: false }).catch(() => null) : null;
-    if (!seen) missing.push(b.resource);
-    else xids.set(b.index, seen.xid);
-  }));
+  await Promise.all(
+    tx.branches.map(async (b) => {
+      const p = deps.participants.get(b.resource);
+      const seen = p ? await p.inspectPrepared(b.gid, { locks: false }).catch(() => null) : null;
+      if (!seen) missing.push(b.resource);
+      else xids.set(b.index, seen.xid);
+    }),
+  );
   if (new Date(tx.deadline).getTime() <= Date.now()) {
     await decideAbort(deps, id, actor, { resource: null, statement: null, code: 'deadline_exceeded', message: 'the commit arrived after the deadline' });
     throw new ConflictError('deadline_passed', `transaction ${id} passed its deadline before the commit; it is aborted`);
   }
   if (missing.length) {
-    await decideAbort(deps, id, actor, { resource: missing[0]!, statement: null, code: 'not_prepared', message: `the branch on ${missing.join(', ')} is not prepared under its gid` });
-    throw new ConflictError('not_prepared', `cannot commit transaction ${id}: the branch on ${missing.join(', ')} is not prepared under its gid; the transaction is aborted`);
+    await decideAbort(deps, id, actor, {
+      resource: missing[0]!,
+      statement: null,
+      code: 'not_prepared',
+      message: `the branch on ${missing.join(', ')} is not prepared under its gid`,
+    });
+    throw new ConflictError(
+      'not_prepared',
+      `cannot commit transaction ${id}: the branch on ${missing.join(', ')} is not prepared under its gid; the transaction is aborted`,
+    );
   }
   // StaleStateError here: decided meanwhile, or a branch joined since the check (commitInteractive tells which).
-  await decide(deps, id, {
-    outcome: 'commit', checked: tx.branches.length,
-    branches: tx.branches.map((b) => ({ index: b.index, xid: xids.get(b.index) ?? null })),
-  }, { by: 'client', actor, owner: tx.submittedBy });
+  await decide(
+    deps,
+    id,
+    {
+      outcome: 'commit',
+      checked: tx.branches.length,
+      branches: tx.branches.map((b) => ({ index: b.index, xid: xids.get(b.index) ?? null })),
+    },
+    { by: 'client', actor, owner: tx.submittedBy },
+  );
   // Still under the lease taken above, and the log now holds what was just written: phase 2 from
   // that, without taking the lease again or reading the transaction back.
   await finishNow(deps, id, {
-    ...tx, status: 'committing',
+    ...tx,
+    status: 'committing',
     branches: tx.branches.map((b) => ({ ...b, status: 'prepared' as const, xid: xids.get(b.index) ?? null })),
   });
 }
@@ -139,7 +162,9 @@ function stale(id: string, err: unknown): unknown {
 }
 
 function rethrowStale(id: string) {
-  return (err: unknown) => { throw stale(id, err); };
+  return (err: unknown) => {
+    throw stale(id, err);
+  };
 }
 
 /**
@@ -150,6 +175,7 @@ function rethrowStale(id: string) {
 async function finishNow(deps: EngineDeps, id: string, held?: LoggedTransaction): Promise<void> {
   const result = await (held ? finishHeld(deps, held, { inline: true }) : resumeTransaction(deps, id));
   if (result.state !== 'pending') return;
-  await deps.followUp.completionPending(id).catch((err: unknown) =>
-    deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
+  await deps.followUp
+    .completionPending(id)
+    .catch((err: unknown) => deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
 }

@@ -23,9 +23,7 @@ export interface BeginRecord {
   idempotency?: { tokenName: string; key: string; requestHash: string };
 }
 
-export type BeginOutcome =
-  | { created: true }
-  | { created: false; existingId: string; requestHash: string };
+export type BeginOutcome = { created: true } | { created: false; existingId: string; requestHash: string };
 
 export interface BranchUpdate {
   index: number;

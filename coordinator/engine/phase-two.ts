@@ -32,15 +32,17 @@ export async function finishBranch(participant: Participant, ref: PreparedRef, o
     // Presumed abort: a branch with no recorded xid never got past PREPARE in our view, so a
     // missing gid means it was never prepared (rolled back with its session).
     if (ref.xid === null) {
-      return outcome === 'abort'
-        ? { index: ref.index, done: true, hazard: false }
-        : { index: ref.index, done: true, hazard: true, fate: 'unknown' };
+      return outcome === 'abort' ? { index: ref.index, done: true, hazard: false } : { index: ref.index, done: true, hazard: true, fate: 'unknown' };
     }
     const fate = await participant.xactStatus(ref.xid);
     const wanted = outcome === 'commit' ? 'committed' : 'aborted';
     if (fate === wanted) return { index: ref.index, done: true, hazard: false };
     if (fate === 'in progress') {
-      return { index: ref.index, done: false, error: { resource: ref.resource, statement: null, code: 'in_progress', message: `xid ${ref.xid} on ${ref.resource} is still in progress` } };
+      return {
+        index: ref.index,
+        done: false,
+        error: { resource: ref.resource, statement: null, code: 'in_progress', message: `xid ${ref.xid} on ${ref.resource} is still in progress` },
+      };
     }
     return { index: ref.index, done: true, hazard: true, fate };
   } catch (err) {
@@ -48,13 +50,19 @@ export async function finishBranch(participant: Participant, ref: PreparedRef, o
   }
 }
 
-export function finishAll(participants: ReadonlyMap<string, Participant>, refs: PreparedRef[], outcome: Outcome, failpoints: Failpoints): Promise<FinishResult[]> {
+export function finishAll(
+  participants: ReadonlyMap<string, Participant>,
+  refs: PreparedRef[],
+  outcome: Outcome,
+  failpoints: Failpoints,
+): Promise<FinishResult[]> {
   return Promise.all(
     refs.map((ref) => {
       const participant = participants.get(ref.resource);
       if (!participant) {
         return Promise.resolve<FinishResult>({
-          index: ref.index, done: false,
+          index: ref.index,
+          done: false,
           error: { resource: ref.resource, statement: null, code: 'unknown_resource', message: `resource ${ref.resource} is not configured` },
         });
       }

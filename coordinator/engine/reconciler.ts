@@ -56,7 +56,10 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
       prepared = await participant.listPrepared(prefix);
     } catch (err) {
       report.errors++;
-      deps.logger.warn({ resource: participant.name, err: err instanceof Error ? err.message : String(err) }, 'reconciliation could not list prepared branches');
+      deps.logger.warn(
+        { resource: participant.name, err: err instanceof Error ? err.message : String(err) },
+        'reconciliation could not list prepared branches',
+      );
       continue;
     }
     const byTx = new Map<string, typeof prepared>();
@@ -72,7 +75,11 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
       if (status === 'committed' || status === 'aborted') {
         // Finished in the log yet still prepared here (a read-only branch left by a crash): the decision wins.
         for (const b of branches) {
-          const r = await finishBranch(participant, { index: -1, resource: participant.name, gid: b.gid, xid: null }, status === 'committed' ? 'commit' : 'abort');
+          const r = await finishBranch(
+            participant,
+            { index: -1, resource: participant.name, gid: b.gid, xid: null },
+            status === 'committed' ? 'commit' : 'abort',
+          );
           if (r.done) report.leftoversFinished++;
           else report.errors++;
         }
@@ -87,7 +94,10 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
           if (r === 'failed') report.errors++;
           else {
             report.orphansRolledBack++;
-            deps.logger.warn({ resource: participant.name, gid: b.gid, preparedAt: b.preparedAt }, 'rolled back a prepared branch unknown to the log (presumed abort)');
+            deps.logger.warn(
+              { resource: participant.name, gid: b.gid, preparedAt: b.preparedAt },
+              'rolled back a prepared branch unknown to the log (presumed abort)',
+            );
           }
         }
       }

@@ -79,7 +79,12 @@ async function drive(deps: EngineDeps, tx: LoggedTransaction, options: ResumeOpt
       return settleOnePhase(deps, tx);
     case 'active': {
       if (!options.abandoned && new Date(tx.deadline).getTime() > Date.now()) return { state: 'not-due' };
-      const reason: TxError = options.abandoned ?? { resource: null, statement: null, code: 'deadline_exceeded', message: 'deadline passed before a decision was recorded' };
+      const reason: TxError = options.abandoned ?? {
+        resource: null,
+        statement: null,
+        code: 'deadline_exceeded',
+        message: 'deadline passed before a decision was recorded',
+      };
       // branchesChecked: a branch joined since the load would be missed by the rollback below; the
       // compare-and-set then fails (busy) and the next attempt loads it too.
       await decide(deps, tx.id, { outcome: 'abort', reason, checked: tx.branches.length }, { by: 'recovery' });
@@ -102,20 +107,31 @@ async function finishDecided(deps: EngineDeps, tx: LoggedTransaction, outcome: O
   if (!results.every((r) => r.done)) {
     return { state: 'pending', error: firstError(results) };
   }
-  const hazards = results.flatMap((r): Hazard[] => (r.done && r.hazard ? [{ index: r.index, resource: refs.find((x) => x.index === r.index)!.resource, fate: r.fate }] : []));
+  const hazards = results.flatMap((r): Hazard[] =>
+    r.done && r.hazard ? [{ index: r.index, resource: refs.find((x) => x.index === r.index)!.resource, fate: r.fate }] : [],
+  );
   for (const h of hazards) {
     deps.observer.hazard(h.resource);
-    deps.logger.error({ transactionId: tx.id, resource: h.resource, gid: refs.find((x) => x.index === h.index)!.gid, fate: h.fate, decision: outcome },
-      'heuristic hazard: a branch ended against the decision');
+    deps.logger.error(
+      { transactionId: tx.id, resource: h.resource, gid: refs.find((x) => x.index === h.index)!.gid, fate: h.fate, decision: outcome },
+      'heuristic hazard: a branch ended against the decision',
+    );
   }
-  await complete(deps, tx.id, {
-    from: tx.status, outcome: final, hazards,
-    error: hazards[0] ? hazardError(hazards[0], outcome) : undefined,
-    branches: refs.map((r) => {
-      const fate = hazards.find((h) => h.index === r.index)?.fate;
-      return { index: r.index, status: fate ? fateStatus(fate, final) : final, heuristic: fate };
-    }),
-  }, { by: 'recovery', inline: options.inline });
+  await complete(
+    deps,
+    tx.id,
+    {
+      from: tx.status,
+      outcome: final,
+      hazards,
+      error: hazards[0] ? hazardError(hazards[0], outcome) : undefined,
+      branches: refs.map((r) => {
+        const fate = hazards.find((h) => h.index === r.index)?.fate;
+        return { index: r.index, status: fate ? fateStatus(fate, final) : final, heuristic: fate };
+      }),
+    },
+    { by: 'recovery', inline: options.inline },
+  );
   deps.observer.outcome(final);
   if (hazards.length > 0) options.onHazards?.(hazards);
   return { state: 'finished', status: final };
@@ -125,22 +141,37 @@ async function settleOnePhase(deps: EngineDeps, tx: LoggedTransaction): Promise<
   const branch = tx.branches[0];
   const participant = branch ? deps.participants.get(branch.resource) : undefined;
   if (!branch?.xid || !participant) {
-    return { state: 'pending', error: { resource: branch?.resource ?? null, statement: null, code: 'unknown_resource', message: 'the one-phase branch cannot be looked up' } };
+    return {
+      state: 'pending',
+      error: { resource: branch?.resource ?? null, statement: null, code: 'unknown_resource', message: 'the one-phase branch cannot be looked up' },
+    };
   }
   let fate;
   try {
     fate = await participant.xactStatus(branch.xid);
   } catch (err) {
-    return { state: 'pending', error: { resource: branch.resource, statement: null, code: 'connection_failure', message: err instanceof Error ? err.message : String(err) } };
+    return {
+      state: 'pending',
+      error: { resource: branch.resource, statement: null, code: 'connection_failure', message: err instanceof Error ? err.message : String(err) },
+    };
   }
   // In progress: the session that ran COMMIT is still alive; its outcome is not known yet.
   if (fate === 'in progress') return { state: 'pending', error: null };
   const final = fate === 'committed' ? 'committed' : 'aborted';
-  await complete(deps, tx.id, {
-    from: 'preparing', outcome: final,
-    error: final === 'aborted' ? { resource: branch.resource, statement: null, code: 'commit_failed', message: `one-phase commit on ${branch.resource} ended ${fate}` } : undefined,
-    branches: [{ index: 0, status: final }],
-  }, { by: 'recovery' });
+  await complete(
+    deps,
+    tx.id,
+    {
+      from: 'preparing',
+      outcome: final,
+      error:
+        final === 'aborted'
+          ? { resource: branch.resource, statement: null, code: 'commit_failed', message: `one-phase commit on ${branch.resource} ended ${fate}` }
+          : undefined,
+      branches: [{ index: 0, status: final }],
+    },
+    { by: 'recovery' },
+  );
   deps.observer.outcome(final);
   return { state: 'finished', status: final };
 }

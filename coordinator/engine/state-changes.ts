@@ -56,7 +56,11 @@ export type Writer = Pick<EngineDeps, 'store' | 'instanceId'>;
 /** A from → to that the transition table does not allow; refused before anything is written. */
 export class IllegalTransitionError extends Error {
   override readonly name = 'IllegalTransitionError';
-  constructor(readonly transactionId: string, readonly from: TxStatus, readonly to: TxStatus) {
+  constructor(
+    readonly transactionId: string,
+    readonly from: TxStatus,
+    readonly to: TxStatus,
+  ) {
     super(`illegal transition ${from} → ${to} for ${transactionId}`);
   }
 }
@@ -75,19 +79,32 @@ export async function decide(deps: Writer, id: string, decision: Decision, who: 
   switch (decision.outcome) {
     case 'commit':
       return write(deps, {
-        ...base, forced: true, branchesChecked: decision.checked,
+        ...base,
+        forced: true,
+        branchesChecked: decision.checked,
         branches: decision.branches.map((b) => ({ index: b.index, status: 'prepared', xid: b.xid, readOnly: b.readOnly })),
-        event: { kind: 'decided', actor, detail: { outcome: 'commit', ...decisionNote(who) }, derivable: who.by === 'driver' || (who.by === 'client' && who.actor === who.owner) },
+        event: {
+          kind: 'decided',
+          actor,
+          detail: { outcome: 'commit', ...decisionNote(who) },
+          derivable: who.by === 'driver' || (who.by === 'client' && who.actor === who.owner),
+        },
       });
     case 'one-phase commit':
       return write(deps, {
-        ...base, forced: true, onePhase: true,
+        ...base,
+        forced: true,
+        onePhase: true,
         branches: [{ index: 0, status: 'active', xid: decision.xid }],
         event: { kind: 'decided', actor, detail: { outcome: 'one-phase commit', ...decisionNote(who) }, derivable: who.by === 'driver' },
       });
     case 'abort':
       return write(deps, {
-        ...base, forced: who.by === 'operator', error: decision.reason, branchesChecked: decision.checked, branches: decision.branches,
+        ...base,
+        forced: who.by === 'operator',
+        error: decision.reason,
+        branchesChecked: decision.checked,
+        branches: decision.branches,
         event: { kind: 'decided', actor, detail: { outcome: 'abort', reason: decision.reason, ...decisionNote(who) } },
       });
   }
@@ -95,11 +112,15 @@ export async function decide(deps: Writer, id: string, decision: Decision, who: 
 
 function decisionNote(who: Decider): Record<string, unknown> {
   switch (who.by) {
-    case 'driver': return {};
-    case 'recovery': return { by: 'recovery' };
-    case 'client': return { interactive: true };
+    case 'driver':
+      return {};
+    case 'recovery':
+      return { by: 'recovery' };
+    case 'client':
+      return { interactive: true };
     // The operator's own words stand as the reason (an operator's abort also carries them as its error).
-    case 'operator': return { by: 'operator', reason: who.note };
+    case 'operator':
+      return { by: 'operator', reason: who.note };
   }
 }
 
@@ -118,16 +139,23 @@ export async function complete(deps: Writer, id: string, c: Completion, who: Com
   switch (who.by) {
     case 'driver':
       return write(deps, {
-        ...base, forced: false,
-        event: { kind, detail: error ? { outcome: c.outcome, reason: error } : { outcome: c.outcome }, derivable: kind === 'completed' && c.outcome === 'committed' && !error && !heuristic },
+        ...base,
+        forced: false,
+        event: {
+          kind,
+          detail: error ? { outcome: c.outcome, reason: error } : { outcome: c.outcome },
+          derivable: kind === 'completed' && c.outcome === 'committed' && !error && !heuristic,
+        },
       });
     case 'recovery':
       return write(deps, {
-        ...base, forced: false,
+        ...base,
+        forced: false,
         event: {
           kind,
           detail: {
-            outcome: c.outcome, ...(who.inline ? {} : { by: 'recovery' }),
+            outcome: c.outcome,
+            ...(who.inline ? {} : { by: 'recovery' }),
             ...(hazards.length > 0 ? { heuristic: hazards.map((h) => ({ resource: h.resource, fate: h.fate })) } : {}),
           },
           derivable: who.inline === true && c.outcome === 'committed' && !heuristic,
@@ -135,7 +163,8 @@ export async function complete(deps: Writer, id: string, c: Completion, who: Com
       });
     case 'operator':
       return write(deps, {
-        ...base, forced: true,
+        ...base,
+        forced: true,
         event: { kind, actor: who.actor, detail: { outcome: c.outcome, heuristic: true, forced: who.forced } },
       });
   }
@@ -146,7 +175,12 @@ export async function complete(deps: Writer, id: string, c: Completion, who: Com
  * completer read it from the log (recovery); the driver's message has always left it out.
  */
 export function hazardError(h: Hazard, decision: Outcome | null): TxError {
-  return { resource: h.resource, statement: null, code: 'heuristic_hazard', message: `branch on ${h.resource} ended ${h.fate} against the ${decision ? `${decision} ` : ''}decision` };
+  return {
+    resource: h.resource,
+    statement: null,
+    code: 'heuristic_hazard',
+    message: `branch on ${h.resource} ended ${h.fate} against the ${decision ? `${decision} ` : ''}decision`,
+  };
 }
 
 /** The error an operator's forced completion records. */

@@ -84,7 +84,10 @@ export class TransactionRun {
     );
     this.#deps.observer.phase(multi ? 'prepare' : 'work', (performance.now() - t0) / 1000);
 
-    const beginError = await begin.then(() => null, (err: unknown) => err);
+    const beginError = await begin.then(
+      () => null,
+      (err: unknown) => err,
+    );
     if (beginError !== null) {
       // Without a begin record nothing can be decided: undo every branch and say so.
       await this.#undoUnlogged(work);
@@ -123,10 +126,16 @@ export class TransactionRun {
     const refs = work.map((w) => this.#ref(w.index, w.xid));
     const t0 = performance.now();
     try {
-      await decide(this.#deps, this.#id, {
-        outcome: 'commit', checked: this.#request.branches.length,
-        branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
-      }, { by: 'driver' });
+      await decide(
+        this.#deps,
+        this.#id,
+        {
+          outcome: 'commit',
+          checked: this.#request.branches.length,
+          branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
+        },
+        { by: 'driver' },
+      );
     } catch {
       // Another process moved it first (StaleStateError), or the decision may or may not be on
       // disk (the log died under it, as in a failover): either way the log is asked. A decision
@@ -145,7 +154,12 @@ export class TransactionRun {
     const branch = w.open!;
     this.#results[0] = w.results;
     let released = false;
-    const release = () => { if (!released) { released = true; branch.release(); } };
+    const release = () => {
+      if (!released) {
+        released = true;
+        branch.release();
+      }
+    };
     try {
       const xid = await branch.xid();
       if (xid === null) {
@@ -179,7 +193,12 @@ export class TransactionRun {
         if (err instanceof ParticipantError && err.sqlState && !err.retryable) {
           // The server refused the commit (a deferred constraint, a serialization failure): it rolled back.
           this.#statuses[0] = 'aborted';
-          return this.#finish('preparing', 'aborted', { resource: this.#request.branches[0]!.resource, statement: null, code: err.sqlState, message: err.message });
+          return this.#finish('preparing', 'aborted', {
+            resource: this.#request.branches[0]!.resource,
+            statement: null,
+            code: err.sqlState,
+            message: err.message,
+          });
         }
         // The connection died during COMMIT: only the xid can tell what happened.
         await this.#handOff();
@@ -187,24 +206,33 @@ export class TransactionRun {
       }
       release();
       this.#statuses[0] = committed ? 'committed' : 'aborted';
-      return this.#finish('preparing', committed ? 'committed' : 'aborted', committed ? null
-        : { resource: this.#request.branches[0]!.resource, statement: null, code: 'commit_failed', message: 'the database rolled back at COMMIT' });
+      return this.#finish(
+        'preparing',
+        committed ? 'committed' : 'aborted',
+        committed
+          ? null
+          : { resource: this.#request.branches[0]!.resource, statement: null, code: 'commit_failed', message: 'the database rolled back at COMMIT' },
+      );
     } finally {
       release();
     }
   }
 
   async #abort(work: BranchWork[], reason: TxError): Promise<TransactionView> {
-    await Promise.all(work.map(async (w) => {
-      if (w.ok && w.open) {
-        await w.open.rollback().catch(() => {});
-        w.open.release();
-      }
-    }));
+    await Promise.all(
+      work.map(async (w) => {
+        if (w.ok && w.open) {
+          await w.open.rollback().catch(() => {});
+          w.open.release();
+        }
+      }),
+    );
     const prepared = work.filter((w) => w.prepared).map((w) => this.#ref(w.index, w.xid));
     this.#statuses = this.#statuses.map(() => 'aborted');
     if (prepared.length === 0) return this.#finish('active', 'aborted', reason);
-    prepared.forEach((r) => { this.#statuses[r.index] = 'prepared'; });
+    prepared.forEach((r) => {
+      this.#statuses[r.index] = 'prepared';
+    });
     try {
       await decide(this.#deps, this.#id, { outcome: 'abort', reason, branches: this.#branchUpdates() }, { by: 'driver' });
       this.#deps.failpoints.hit('after-decision');
@@ -238,10 +266,13 @@ export class TransactionRun {
   #hazardError(results: FinishResult[], refs: PreparedRef[]): TxError | null {
     for (const r of results) if (r.done && r.hazard) this.#fates[r.index] = r.fate;
     const hit = results.find((r) => r.done && r.hazard);
-    if (!hit || !hit.done || !hit.hazard) return null;
+    if (!hit?.done || !hit.hazard) return null;
     const ref = refs.find((r) => r.index === hit.index)!;
     this.#deps.observer.hazard(ref.resource);
-    this.#deps.logger.error({ transactionId: this.#id, resource: ref.resource, gid: ref.gid, fate: hit.fate }, 'heuristic hazard: branch ended against the decision');
+    this.#deps.logger.error(
+      { transactionId: this.#id, resource: ref.resource, gid: ref.gid, fate: hit.fate },
+      'heuristic hazard: branch ended against the decision',
+    );
     return hazardError({ index: ref.index, resource: ref.resource, fate: hit.fate }, null);
   }
 
@@ -289,14 +320,22 @@ export class TransactionRun {
     if (stuck.length > 0) {
       // The outcome is still abort (nothing can commit it now); such a branch is an orphan for the
       // orphan timeout (TPC_MAX_TIMEOUT_MS) or an operator's /resolve-orphan.
-      this.#deps.logger.error({ transactionId: this.#id, gids: stuck.map((r) => this.#gids[r.index]) }, 'log lost the transaction; a prepared branch could not be rolled back');
+      this.#deps.logger.error(
+        { transactionId: this.#id, gids: stuck.map((r) => this.#gids[r.index]) },
+        'log lost the transaction; a prepared branch could not be rolled back',
+      );
     }
     this.#deps.logger.warn({ transactionId: this.#id }, 'the log lost the transaction before its decision; rolled back');
     this.#statuses = this.#statuses.map(() => 'aborted');
-    stuck.forEach((r) => { this.#statuses[r.index] = 'prepared'; });
+    stuck.forEach((r) => {
+      this.#statuses[r.index] = 'prepared';
+    });
     return this.#view('aborted', {
-      resource: null, statement: null, code: 'log_lost_transaction',
-      message: `the transaction log lost the record of transaction ${this.#id} (as after a failover of the log database) before any decision: ` +
+      resource: null,
+      statement: null,
+      code: 'log_lost_transaction',
+      message:
+        `the transaction log lost the record of transaction ${this.#id} (as after a failover of the log database) before any decision: ` +
         'it was aborted, its branches rolled back, and nothing was applied; it may be sent again',
     });
   }
@@ -333,12 +372,14 @@ export class TransactionRun {
   }
 
   async #undoUnlogged(work: BranchWork[]): Promise<void> {
-    await Promise.all(work.map(async (w) => {
-      if (w.ok && w.open) {
-        await w.open.rollback().catch(() => {});
-        w.open.release();
-      }
-    }));
+    await Promise.all(
+      work.map(async (w) => {
+        if (w.ok && w.open) {
+          await w.open.rollback().catch(() => {});
+          w.open.release();
+        }
+      }),
+    );
     const prepared = work.filter((w) => w.prepared).map((w) => this.#ref(w.index, w.xid));
     await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
   }
@@ -350,8 +391,9 @@ export class TransactionRun {
    */
   async #handOff(): Promise<void> {
     await this.#deps.recovery.release(this.#id, this.#deps.instanceId).catch(() => {});
-    await this.#deps.followUp.completionPending(this.#id).catch((err: unknown) =>
-      this.#deps.logger.warn({ err, transactionId: this.#id }, 'could not queue completion; reconciliation will find it'));
+    await this.#deps.followUp
+      .completionPending(this.#id)
+      .catch((err: unknown) => this.#deps.logger.warn({ err, transactionId: this.#id }, 'could not queue completion; reconciliation will find it'));
   }
 
   #ref(index: number, xid: string | null): PreparedRef {
@@ -365,7 +407,10 @@ export class TransactionRun {
 
   #branchUpdates(): BranchUpdate[] {
     return this.#statuses.map((status, index) => ({
-      index, status, readOnly: this.#readOnly[index], heuristic: this.#fates[index],
+      index,
+      status,
+      readOnly: this.#readOnly[index],
+      heuristic: this.#fates[index],
       results: status === 'committed' ? this.#results[index] : undefined,
     }));
   }

@@ -39,45 +39,90 @@ export async function commitTrusted(deps: EngineDeps, id: string, caller: Caller
   if (!(deadline > Date.now())) return 'fallback';
   const branches = inOrder(deps, id, caller.branches);
   if (!branches) return 'fallback';
-  const xids = await Promise.all(branches.map(async (b) => {
-    if (!b.joined) return b.xid;
-    const p = deps.participants.get(b.resource);
-    const seen = p ? await p.inspectPrepared(b.gid, { locks: false }).catch(() => null) : null;
-    return seen ? seen.xid : undefined;
-  }));
+  const xids = await Promise.all(
+    branches.map(async (b) => {
+      if (!b.joined) return b.xid;
+      const p = deps.participants.get(b.resource);
+      const seen = p ? await p.inspectPrepared(b.gid, { locks: false }).catch(() => null) : null;
+      return seen ? seen.xid : undefined;
+    }),
+  );
   // A joined branch not prepared (or not reachable): the checked way aborts it, with the reason.
   if (xids.some((x) => x === undefined)) return 'fallback';
   try {
-    await decide(deps, id, {
-      outcome: 'commit', checked: branches.length,
-      branches: branches.map((b, index) => ({ index, xid: xids[index] ?? null, readOnly: !b.joined && b.xid === null })),
-    }, { by: 'client', actor, owner: actor });
+    await decide(
+      deps,
+      id,
+      {
+        outcome: 'commit',
+        checked: branches.length,
+        branches: branches.map((b, index) => ({ index, xid: xids[index] ?? null, readOnly: !b.joined && b.xid === null })),
+      },
+      { by: 'client', actor, owner: actor },
+    );
   } catch (err) {
     if (err instanceof StaleStateError) return 'fallback';
     throw err;
   }
   const held: LoggedTransaction = {
-    id, namespace: deps.namespace, status: 'committing', onePhase: false, deadline: new Date(deadline), submittedBy: actor,
-    error: null, createdAt: new Date(), decidedAt: new Date(), completedAt: null, driver: deps.instanceId, leaseUntil: new Date(deadline),
-    attempts: 0, lastError: null, inDoubt: false, heuristic: false, events: [],
+    id,
+    namespace: deps.namespace,
+    status: 'committing',
+    onePhase: false,
+    deadline: new Date(deadline),
+    submittedBy: actor,
+    error: null,
+    createdAt: new Date(),
+    decidedAt: new Date(),
+    completedAt: null,
+    driver: deps.instanceId,
+    leaseUntil: new Date(deadline),
+    attempts: 0,
+    lastError: null,
+    inDoubt: false,
+    heuristic: false,
+    events: [],
     branches: branches.map((b, index) => ({
-      index, resource: b.resource, gid: b.gid, status: 'prepared', xid: xids[index] ?? null, readOnly: !b.joined && b.xid === null,
-      results: null, error: null, heuristic: null, lastError: null,
+      index,
+      resource: b.resource,
+      gid: b.gid,
+      status: 'prepared',
+      xid: xids[index] ?? null,
+      readOnly: !b.joined && b.xid === null,
+      results: null,
+      error: null,
+      heuristic: null,
+      lastError: null,
     })),
   };
   let hazards = false;
-  const result = await finishHeld(deps, held, { inline: true, onHazards: () => { hazards = true; } });
+  const result = await finishHeld(deps, held, {
+    inline: true,
+    onHazards: () => {
+      hazards = true;
+    },
+  });
   if (result.state === 'pending') {
-    await deps.followUp.completionPending(id).catch((err: unknown) =>
-      deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
+    await deps.followUp
+      .completionPending(id)
+      .catch((err: unknown) => deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
   } else if (result.state !== 'finished' || hazards) {
     return 'read-log';
   }
   const status = result.state === 'finished' ? 'committed' : 'committing';
   return {
-    id, status, error: null, deadline: caller.deadline, onePhase: false, inDoubt: false, heuristic: false,
+    id,
+    status,
+    error: null,
+    deadline: caller.deadline,
+    onePhase: false,
+    inDoubt: false,
+    heuristic: false,
     branches: branches.map((b) => ({
-      resource: b.resource, status: status === 'committed' ? 'committed' : 'prepared', readOnly: !b.joined && b.xid === null, results: [],
+      resource: b.resource,
+      status: status === 'committed' ? 'committed' : 'prepared',
+      readOnly: !b.joined && b.xid === null,
+      results: [],
     })),
   };
 }

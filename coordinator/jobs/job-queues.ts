@@ -60,8 +60,12 @@ export class JobQueues implements FollowUp {
     // No offline queue: while Redis is down (or a Sentinel failover is under way) an add fails at
     // once instead of hanging a request; reconciliation re-creates what was not added.
     this.#producer = this.#revived(connectRedis(this.#target, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }));
-    this.#producer.on('error', (err: Error) => { this.#lastError = err.message; });
-    this.#producer.on('ready', () => { this.#lastError = undefined; });
+    this.#producer.on('error', (err: Error) => {
+      this.#lastError = err.message;
+    });
+    this.#producer.on('ready', () => {
+      this.#lastError = undefined;
+    });
     const queue = (kind: string) => {
       const q = new Queue(`tpc-${options.namespace}-${kind}`, { connection: this.#producer, prefix: options.prefix });
       q.on('error', () => {});
@@ -87,10 +91,14 @@ export class JobQueues implements FollowUp {
   }
 
   async deadlineSet(transactionId: string, deadlineAt: number): Promise<void> {
-    await this.#deadline.add('deadline', { transactionId }, {
-      ...this.#retrying(`deadline-${transactionId}`),
-      delay: Math.max(0, deadlineAt - Date.now()),
-    });
+    await this.#deadline.add(
+      'deadline',
+      { transactionId },
+      {
+        ...this.#retrying(`deadline-${transactionId}`),
+        delay: Math.max(0, deadlineAt - Date.now()),
+      },
+    );
   }
 
   async deadlineCleared(transactionId: string): Promise<void> {
@@ -108,17 +116,22 @@ export class JobQueues implements FollowUp {
     };
     this.#worker(this.#completion.name, settle, 8, 'completion');
     this.#worker(this.#deadline.name, settle, 8, 'deadline');
-    this.#worker(this.#maintenance.name, async (job: Job) => {
-      if (job.name === 'reconcile') {
-        const report = await handlers.reconcile();
-        if (report.requeued || report.orphansRolledBack || report.leftoversFinished || report.flaggedInDoubt || report.errors) {
-          this.#o.logger.info({ ...report }, 'reconciliation pass');
+    this.#worker(
+      this.#maintenance.name,
+      async (job: Job) => {
+        if (job.name === 'reconcile') {
+          const report = await handlers.reconcile();
+          if (report.requeued || report.orphansRolledBack || report.leftoversFinished || report.flaggedInDoubt || report.errors) {
+            this.#o.logger.info({ ...report }, 'reconciliation pass');
+          }
+        } else if (job.name === 'prune') {
+          const pruned = await handlers.prune();
+          if (pruned) this.#o.logger.info({ pruned }, 'pruned finished transactions past retention');
         }
-      } else if (job.name === 'prune') {
-        const pruned = await handlers.prune();
-        if (pruned) this.#o.logger.info({ pruned }, 'pruned finished transactions past retention');
-      }
-    }, 1, 'reconcile');
+      },
+      1,
+      'reconcile',
+    );
     // Upserting a scheduler is idempotent; doing it again now and then brings the schedulers back
     // after Redis restarted empty or was flushed.
     const ensure = () => this.#ensureSchedulers().catch(() => {});
@@ -132,8 +145,14 @@ export class JobQueues implements FollowUp {
   async connected(ms: number): Promise<boolean> {
     if (this.#producer.status === 'ready') return true;
     return new Promise((resolve) => {
-      const onReady = () => { clearTimeout(timer); resolve(true); };
-      const timer = setTimeout(() => { this.#producer.off('ready', onReady); resolve(false); }, ms);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#producer.off('ready', onReady);
+        resolve(false);
+      }, ms);
       this.#producer.once('ready', onReady);
     });
   }
@@ -157,7 +176,12 @@ export class JobQueues implements FollowUp {
     // After Redis restarted, BullMQ's close can wait on connections that never become ready again;
     // a job cut short here is only a reminder, re-created from the log by reconciliation.
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([graceful, new Promise((r) => { timer = setTimeout(r, CLOSE_GRACE_MS); })]);
+    await Promise.race([
+      graceful,
+      new Promise((r) => {
+        timer = setTimeout(r, CLOSE_GRACE_MS);
+      }),
+    ]);
     clearTimeout(timer);
     // Forced: BullMQ 6.7 workers whose connection reconnected may never finish a graceful close.
     await Promise.race([Promise.allSettled(this.#workers.map((w) => w.close(true))), new Promise((r) => setTimeout(r, 1_000).unref())]);
@@ -175,7 +199,9 @@ export class JobQueues implements FollowUp {
     connection.on('end', () => {
       if (this.#closing) return;
       this.#o.logger.warn('a Redis connection ended; connecting it again');
-      setTimeout(() => { if (!this.#closing) connection.connect().catch(() => {}); }, 1_000).unref();
+      setTimeout(() => {
+        if (!this.#closing) connection.connect().catch(() => {});
+      }, 1_000).unref();
     });
     return connection;
   }
@@ -187,8 +213,16 @@ export class JobQueues implements FollowUp {
   }
 
   async #ensureSchedulers(): Promise<void> {
-    await this.#maintenance.upsertJobScheduler('reconcile', { every: this.#o.reconcileIntervalMs }, { name: 'reconcile', opts: { removeOnComplete: true, removeOnFail: 100 } });
-    await this.#maintenance.upsertJobScheduler('prune', { every: this.#o.pruneIntervalMs }, { name: 'prune', opts: { removeOnComplete: true, removeOnFail: 100 } });
+    await this.#maintenance.upsertJobScheduler(
+      'reconcile',
+      { every: this.#o.reconcileIntervalMs },
+      { name: 'reconcile', opts: { removeOnComplete: true, removeOnFail: 100 } },
+    );
+    await this.#maintenance.upsertJobScheduler(
+      'prune',
+      { every: this.#o.pruneIntervalMs },
+      { name: 'prune', opts: { removeOnComplete: true, removeOnFail: 100 } },
+    );
   }
 
   #worker(name: string, process: (job: TxJob) => Promise<void>, concurrency: number, loop: 'completion' | 'deadline' | 'reconcile'): void {
@@ -213,7 +247,10 @@ export class JobQueues implements FollowUp {
     });
     worker.on('failed', (job, err) => {
       this.#o.onFailure(loop);
-      logger.debug({ queue: name, transactionId: (job?.data as { transactionId?: string } | undefined)?.transactionId, attempt: job?.attemptsMade, err: err.message }, 'job attempt failed; will retry');
+      logger.debug(
+        { queue: name, transactionId: (job?.data as { transactionId?: string } | undefined)?.transactionId, attempt: job?.attemptsMade, err: err.message },
+        'job attempt failed; will retry',
+      );
     });
     worker.on('error', (err) => logger.warn({ queue: name, err: err.message }, 'worker error'));
     this.#workers.push(worker);

@@ -85,7 +85,7 @@ export function parseRedisUrl(url: string): RedisTarget {
 
 function redactSentinelUrl(url: string, userinfo: string | undefined, params: URLSearchParams): string {
   let out = url;
-  if (userinfo !== undefined && userinfo.includes(':')) {
+  if (userinfo?.includes(':')) {
     out = out.replace(`${userinfo}@`, `${userinfo.slice(0, userinfo.indexOf(':'))}:***@`);
   }
   if (params.has('sentinelPassword')) out = out.replace(/([?&]sentinelPassword=)[^&#]*/, '$1***');

@@ -38,7 +38,8 @@ export class BeginWriter {
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.#once(record);
       if (outcome) return outcome;
-      if (attempt >= 3) throw new UnavailableError('the Idempotency-Key could not be read back from the transaction log; nothing was done', { retryAfterSeconds: 1 });
+      if (attempt >= 3)
+        throw new UnavailableError('the Idempotency-Key could not be read back from the transaction log; nothing was done', { retryAfterSeconds: 1 });
     }
   }
 
@@ -53,10 +54,18 @@ export class BeginWriter {
    */
   async #batch(records: BeginRecord[]): Promise<BeginOutcome[]> {
     if (records.length === 1) return [(await this.#once(records[0]!))!];
-    const rows = JSON.stringify(records.map((r) => ({
-      id: r.id, namespace: r.namespace, deadline: r.deadline, submitted_by: r.submittedBy, driver: r.driver,
-      branches: JSON.parse(branchesJson(r)) as unknown, timeout_ms: r.timeoutMs, interactive: r.interactive ?? false,
-    })));
+    const rows = JSON.stringify(
+      records.map((r) => ({
+        id: r.id,
+        namespace: r.namespace,
+        deadline: r.deadline,
+        submitted_by: r.submittedBy,
+        driver: r.driver,
+        branches: JSON.parse(branchesJson(r)) as unknown,
+        timeout_ms: r.timeoutMs,
+        interactive: r.interactive ?? false,
+      })),
+    );
     const query = sql`
       INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count, branches, timeout_ms, interactive, version)
       SELECT id, namespace, deadline, submitted_by, driver, deadline, jsonb_array_length(branches), branches, timeout_ms, interactive, 1

@@ -78,7 +78,10 @@ export interface GroupCommitOptions<In, Out> {
 
 /** Too many writes are waiting on the log (it is slow or down): refused at once, nothing was written. */
 export class GroupCommitOverloadError extends UnavailableError {
-  constructor(readonly batcher: string, readonly queued: number) {
+  constructor(
+    readonly batcher: string,
+    readonly queued: number,
+  ) {
     // 1 s: the smallest Retry-After; a log that is down for less than that has drained the queue by then.
     super(`the log is not keeping up: ${queued} ${batcher} writes are already waiting`, { retryAfterSeconds: 1 });
   }
@@ -97,7 +100,11 @@ export class GroupCommitClosedError extends UnavailableError {
  */
 export class GroupCommitResultError extends Error {
   override readonly name = 'GroupCommitResultError';
-  constructor(readonly batcher: string, readonly expected: number, readonly received: unknown) {
+  constructor(
+    readonly batcher: string,
+    readonly expected: number,
+    readonly received: unknown,
+  ) {
     super(`the ${batcher} write returned ${Array.isArray(received) ? received.length : typeof received} results for ${expected} items`);
   }
 }
@@ -123,7 +130,11 @@ export class GroupCommit<In, Out> {
 
   constructor(options: GroupCommitOptions<In, Out>) {
     const maxInFlight = options.maxInFlight ?? 1;
-    for (const [key, value, least] of [['maxBatch', options.maxBatch, 1], ['maxQueued', options.maxQueued, 0], ['maxInFlight', maxInFlight, 1]] as const) {
+    for (const [key, value, least] of [
+      ['maxBatch', options.maxBatch, 1],
+      ['maxQueued', options.maxQueued, 0],
+      ['maxInFlight', maxInFlight, 1],
+    ] as const) {
       if (!Number.isInteger(value) || value < least) throw new RangeError(`group commit ${options.name}: ${key} must be an integer >= ${least}, not ${value}`);
     }
     this.name = options.name;
@@ -227,7 +238,9 @@ export class GroupCommit<In, Out> {
     // nor stop the queue, so it is guarded and the queue moves on regardless.
     try {
       this.#observer?.flushed(this.name, size, (performance.now() - started) / 1000, outcome);
-    } catch { /* metrics are best effort */ }
+    } catch {
+      /* metrics are best effort */
+    }
     if (this.#items.length > 0) this.#flush();
     else if (this.#inFlight === 0 && this.#closed) {
       for (const resolve of this.#idle.splice(0)) resolve();

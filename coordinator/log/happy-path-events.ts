@@ -34,14 +34,20 @@ const TERMINAL_KINDS = new Set(['completed', 'aborted']);
 export function withHappyPathEvents(row: LeanRowFacts, written: LogEvent[]): LogEvent[] {
   // The resources it began with: a branch joined later has its own (written) event.
   const joined = new Set(written.filter((e) => e.kind === 'branch_joined').map((e) => e.detail.resource));
-  const derived: LogEvent[] = [{
-    at: row.created_at, kind: 'begun', actor: row.submitted_by,
-    detail: { timeoutMs: row.timeout_ms, resources: row.resources.filter((r) => !joined.has(r)), ...(row.interactive ? { interactive: true } : {}) },
-  }];
+  const derived: LogEvent[] = [
+    {
+      at: row.created_at,
+      kind: 'begun',
+      actor: row.submitted_by,
+      detail: { timeoutMs: row.timeout_ms, resources: row.resources.filter((r) => !joined.has(r)), ...(row.interactive ? { interactive: true } : {}) },
+    },
+  ];
   // Abort decisions are always written (they carry their reason): a derived decision is a commit.
   if (row.decided_apart && !written.some((e) => e.kind === 'decided')) {
     derived.push({
-      at: row.decided_at!, kind: 'decided', actor: row.interactive ? row.submitted_by : null,
+      at: row.decided_at!,
+      kind: 'decided',
+      actor: row.interactive ? row.submitted_by : null,
       detail: row.one_phase ? { outcome: 'one-phase commit' } : row.interactive ? { outcome: 'commit', interactive: true } : { outcome: 'commit' },
     });
   }

@@ -42,7 +42,7 @@ export function parseLogUrl(url: string): LogHosts | null {
   const rest = params.filter((p) => p.split('=')[0] !== 'target_session_attrs');
   const hostParam = rest.find((p) => p.split('=')[0] === 'host');
   if (hostParam && decodeURIComponent(hostParam.slice(5)).includes(',')) {
-    throw new LogUrlError('several hosts go in the URL\'s authority (postgres://user@h1:5432,h2:5432/db), not in a host= parameter');
+    throw new LogUrlError("several hosts go in the URL's authority (postgres://user@h1:5432,h2:5432/db), not in a host= parameter");
   }
   const names = authority.split(',');
   if (names.length === 1 && attrParams.length === 0) return null;
@@ -87,12 +87,17 @@ class PrimaryFinder {
   #known: number | null = null;
   #search: Promise<number> | null = null;
 
-  constructor(readonly spec: LogHosts, readonly connectionStrings: string[]) {}
+  constructor(
+    readonly spec: LogHosts,
+    readonly connectionStrings: string[],
+  ) {}
 
   /** The host to connect to: the last one found good, or the first good one in the URL's order. */
   async pick(config: pg.ClientConfig): Promise<number> {
     if (this.#known !== null) return this.#known;
-    this.#search ??= this.#find(config).finally(() => { this.#search = null; });
+    this.#search ??= this.#find(config).finally(() => {
+      this.#search = null;
+    });
     return this.#search;
   }
 
@@ -104,7 +109,8 @@ class PrimaryFinder {
   async fits(client: pg.ClientBase): Promise<string | null> {
     if (this.spec.targetSessionAttrs === 'any') return null;
     const r = await client.query<{ standby: boolean; read_only: string }>(
-      "SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS read_only");
+      "SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS read_only",
+    );
     const row = r.rows[0]!;
     if (row.standby) return 'is a standby in recovery';
     // libpq's read-write also refuses a primary whose sessions are read-only (default_transaction_read_only).
@@ -172,11 +178,18 @@ function hostAwareClient(finder: PrimaryFinder): typeof pg.Client {
         const last = args.length - 1;
         const callback = args[last];
         if (typeof callback === 'function') {
-          args[last] = (err: unknown, res: unknown) => { notice(err); (callback as (e: unknown, r: unknown) => void)(err, res); };
+          args[last] = (err: unknown, res: unknown) => {
+            notice(err);
+            (callback as (e: unknown, r: unknown) => void)(err, res);
+          };
           return query(...args);
         }
         const result = query(...args);
-        if (result instanceof Promise) return result.catch((err: unknown) => { notice(err); throw err; });
+        if (result instanceof Promise)
+          return result.catch((err: unknown) => {
+            notice(err);
+            throw err;
+          });
         return result;
       }) as typeof this.query;
     }
@@ -193,11 +206,15 @@ function hostAwareClient(finder: PrimaryFinder): typeof pg.Client {
 
     override connect(): Promise<pg.Client>;
     override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void;
+    // biome-ignore lint/suspicious/noConfusingVoidType: the implementation of pg.Client#connect's two overloads above
     override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | void {
       const done = this.#connect().then(() => this);
       if (!callback) return done;
       const cb = callback as (err: Error | null, c?: pg.Client) => void;
-      done.then((c) => cb(null, c), (err: Error) => cb(err));
+      done.then(
+        (c) => cb(null, c),
+        (err: Error) => cb(err),
+      );
     }
 
     async #connect(): Promise<void> {
@@ -230,9 +247,20 @@ function hostAwareClient(finder: PrimaryFinder): typeof pg.Client {
  * The pg.Pool fields for a log connection: the session settings of `sessionConnection` and, for a
  * multi-host URL or one with target_session_attrs, a Client that finds the host to use.
  */
-export function logConnection(url: string, required: Readonly<Record<string, string>> = {}): { connectionString: string; options: string; Client?: typeof pg.Client } {
+export function logConnection(
+  url: string,
+  required: Readonly<Record<string, string>> = {},
+): { connectionString: string; options: string; Client?: typeof pg.Client } {
   const spec = parseLogUrl(url);
   if (!spec) return sessionConnection(url, required);
   const configs = spec.urls.map((u) => sessionConnection(u, required));
-  return { ...configs[0]!, Client: hostAwareClient(new PrimaryFinder(spec, configs.map((c) => c.connectionString))) };
+  return {
+    ...configs[0]!,
+    Client: hostAwareClient(
+      new PrimaryFinder(
+        spec,
+        configs.map((c) => c.connectionString),
+      ),
+    ),
+  };
 }

@@ -27,7 +27,7 @@ export async function probeLog(db: Kysely<LogDatabase>): Promise<void> {
       ARRAY(SELECT p || ' on ' || t FROM (VALUES ${sql.join(checks)}) AS needed(t, p) WHERE NOT has_table_privilege(t, p)) AS missing,
       pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS read_only`.execute(db);
   const row = r.rows[0]!;
-  if (row.standby) throw new Error('the log database is a standby in recovery: it cannot take the log\'s writes');
-  if (row.read_only === 'on') throw new Error('the log\'s sessions are read-only (default_transaction_read_only): it cannot take the log\'s writes');
+  if (row.standby) throw new Error("the log database is a standby in recovery: it cannot take the log's writes");
+  if (row.read_only === 'on') throw new Error("the log's sessions are read-only (default_transaction_read_only): it cannot take the log's writes");
   if (row.missing.length) throw new Error(`the log's role lacks ${row.missing.join(', ')}`);
 }

@@ -9,7 +9,10 @@ import type { TransactionsStore } from './transactions-store.ts';
  * the scans of reconciliation and the retention prune.
  */
 export class RecoveryStore implements RecoveryLog {
-  constructor(private readonly db: LogDb, private readonly transactions: TransactionsStore) {}
+  constructor(
+    private readonly db: LogDb,
+    private readonly transactions: TransactionsStore,
+  ) {}
 
   /**
    * Takes the lease on an unfinished transaction for `leaseMs`, if nobody holds it: no driver (handed
@@ -32,8 +35,7 @@ export class RecoveryStore implements RecoveryLog {
 
   /** Hands the transaction over: the next acquire by anyone succeeds at once. */
   async release(id: string, driver: string): Promise<void> {
-    await sql`UPDATE tpc_transactions SET driver = NULL, lease_until = NULL WHERE id = ${id}::uuid AND driver = ${driver}`
-      .execute(this.db.relaxed);
+    await sql`UPDATE tpc_transactions SET driver = NULL, lease_until = NULL WHERE id = ${id}::uuid AND driver = ${driver}`.execute(this.db.relaxed);
   }
 
   /**
@@ -113,10 +115,18 @@ export class RecoveryStore implements RecoveryLog {
 
   /** An operator action on something that is not a logged transaction (an orphan branch). */
   async audit(entry: AuditEntry): Promise<void> {
-    await this.db.forced.insertInto('tpc_audit').values({
-      actor: entry.actor, action: entry.action, resource: entry.resource, gid: entry.gid,
-      transaction_id: entry.transactionId, reason: entry.reason, detail: JSON.stringify(entry.detail),
-    }).execute();
+    await this.db.forced
+      .insertInto('tpc_audit')
+      .values({
+        actor: entry.actor,
+        action: entry.action,
+        resource: entry.resource,
+        gid: entry.gid,
+        transaction_id: entry.transactionId,
+        reason: entry.reason,
+        detail: JSON.stringify(entry.detail),
+      })
+      .execute();
   }
 
   /** Deletes finished transactions (with their branches, events and idempotency keys) older than `before`, in one batch. */

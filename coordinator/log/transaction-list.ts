@@ -61,8 +61,19 @@ export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ item
   if (f.before) conditions.push(sql`t.created_at < ${f.before}`);
   if (f.cursor) conditions.push(sql`(t.created_at, t.id) < (${f.cursor.createdAt}::timestamptz, ${f.cursor.id}::uuid)`);
   const rows = await sql<{
-    id: string; status: TxStatus; created_at: Date; created_key: string; deadline: Date; decided_at: Date | null; completed_at: Date | null;
-    in_doubt: boolean; heuristic: boolean; attempts: number; last_error: unknown; error: unknown; resources: string[];
+    id: string;
+    status: TxStatus;
+    created_at: Date;
+    created_key: string;
+    deadline: Date;
+    decided_at: Date | null;
+    completed_at: Date | null;
+    in_doubt: boolean;
+    heuristic: boolean;
+    attempts: number;
+    last_error: unknown;
+    error: unknown;
+    resources: string[];
   }>`
     SELECT t.id, t.status, t.created_at, to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_key,
       t.deadline, t.decided_at, t.completed_at, t.in_doubt, t.heuristic, t.attempts, t.last_error, t.error,
@@ -77,9 +88,18 @@ export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ item
   const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
   return {
     items: page.map((r) => ({
-      id: r.id, status: r.status, createdAt: iso(r.created_at)!, deadline: iso(r.deadline)!, decidedAt: iso(r.decided_at),
-      completedAt: iso(r.completed_at), inDoubt: r.in_doubt, heuristic: r.heuristic, attempts: r.attempts,
-      lastError: r.last_error ?? null, error: r.error ?? null, resources: r.resources,
+      id: r.id,
+      status: r.status,
+      createdAt: iso(r.created_at)!,
+      deadline: iso(r.deadline)!,
+      decidedAt: iso(r.decided_at),
+      completedAt: iso(r.completed_at),
+      inDoubt: r.in_doubt,
+      heuristic: r.heuristic,
+      attempts: r.attempts,
+      lastError: r.last_error ?? null,
+      error: r.error ?? null,
+      resources: r.resources,
     })),
     // created_key keeps microseconds, which a JS Date would drop and so skip rows on the next page.
     next: rows.rows.length > f.limit && last ? { createdAt: last.created_key, id: last.id } : null,

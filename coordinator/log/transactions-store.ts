@@ -1,8 +1,16 @@
 import { sql } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
 import {
-  ConcurrentJoinError, type BeginOutcome, type BeginRecord, type JoinedBranchRecord, type JoinRecord, type LoggedBranch,
-  type LoggedEvent, type LoggedTransaction, type TransactionLog, type TransitionRecord,
+  ConcurrentJoinError,
+  type BeginOutcome,
+  type BeginRecord,
+  type JoinedBranchRecord,
+  type JoinRecord,
+  type LoggedBranch,
+  type LoggedEvent,
+  type LoggedTransaction,
+  type TransactionLog,
+  type TransitionRecord,
 } from '../engine/log-port.ts';
 import type { Failpoints } from '../engine/failpoints.ts';
 import type { BranchStatus, TxStatus } from '../engine/states.ts';
@@ -29,8 +37,16 @@ interface BranchRow {
 }
 
 const branchOf = (b: BranchRow): LoggedBranch => ({
-  index: b.index, resource: b.resource, gid: b.gid, status: b.status, xid: b.xid, readOnly: b.read_only,
-  results: b.results, error: b.error, heuristic: b.heuristic, lastError: b.last_error,
+  index: b.index,
+  resource: b.resource,
+  gid: b.gid,
+  status: b.status,
+  xid: b.xid,
+  readOnly: b.read_only,
+  results: b.results,
+  error: b.error,
+  heuristic: b.heuristic,
+  lastError: b.last_error,
 });
 
 // 23505 (unique_violation): a join of the same resource won the race; the next try finds its branch.
@@ -44,7 +60,11 @@ export class TransactionsStore implements TransactionLog {
   readonly #transitions: TransitionWriter;
   readonly #begins: BeginWriter;
 
-  constructor(private readonly db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
+  constructor(
+    private readonly db: LogDb,
+    observer?: GroupCommitObserver,
+    failpoints?: Failpoints,
+  ) {
     this.#transitions = new TransitionWriter(db, observer, failpoints);
     this.#begins = new BeginWriter(db, observer);
   }
@@ -169,7 +189,10 @@ export class TransactionsStore implements TransactionLog {
 
   /** An audit event that goes with no state change (an operator's refused or repeated action). */
   async appendEvent(id: string, kind: string, actor: string | null, detail: Record<string, unknown>): Promise<void> {
-    await this.db.forced.insertInto('tpc_events').values({ transaction_id: id, kind, actor, detail: JSON.stringify(detail) }).execute();
+    await this.db.forced
+      .insertInto('tpc_events')
+      .values({ transaction_id: id, kind, actor, detail: JSON.stringify(detail) })
+      .execute();
   }
 
   /**
@@ -190,37 +213,63 @@ export class TransactionsStore implements TransactionLog {
     const row = await this.db.forced
       .selectFrom('tpc_transactions as t')
       .select([
-        't.id', 't.namespace', 't.status', 't.one_phase', 't.deadline', 't.submitted_by', 't.error', 't.created_at', 't.decided_at',
-        't.completed_at', 't.driver', 't.lease_until', 't.attempts', 't.last_error', 't.in_doubt', 't.heuristic', 't.timeout_ms', 't.interactive',
+        't.id',
+        't.namespace',
+        't.status',
+        't.one_phase',
+        't.deadline',
+        't.submitted_by',
+        't.error',
+        't.created_at',
+        't.decided_at',
+        't.completed_at',
+        't.driver',
+        't.lease_until',
+        't.attempts',
+        't.last_error',
+        't.in_doubt',
+        't.heuristic',
+        't.timeout_ms',
+        't.interactive',
       ])
       .select((eb) => [
         eb('t.branches', 'is not', null).as('lean'),
         sql<boolean>`t.decided_at IS NOT NULL AND t.decided_at IS DISTINCT FROM t.completed_at`.as('decided_apart'),
         jsonArrayFrom(
-          eb.selectFrom('tpc_branch_rows as b')
+          eb
+            .selectFrom('tpc_branch_rows as b')
             .select(['b.index', 'b.resource', 'b.gid', 'b.status', 'b.xid', 'b.read_only', 'b.results', 'b.error', 'b.heuristic', 'b.last_error'])
             .whereRef('b.transaction_id', '=', 't.id')
             .orderBy('b.index'),
         ).as('branches'),
         jsonArrayFrom(
-          eb.selectFrom('tpc_events as e')
-            .select(['e.at', 'e.kind', 'e.actor', 'e.detail'])
-            .whereRef('e.transaction_id', '=', 't.id')
-            .orderBy('e.id'),
+          eb.selectFrom('tpc_events as e').select(['e.at', 'e.kind', 'e.actor', 'e.detail']).whereRef('e.transaction_id', '=', 't.id').orderBy('e.id'),
         ).as('events'),
       ])
       .where('t.id', '=', id)
       .executeTakeFirst();
     if (!row) return null;
     const tx = row as typeof row & { status: TxStatus; branches: BranchRow[]; events: LoggedEvent[] };
-    const events = tx.lean
-      ? withHappyPathEvents({ ...tx, resources: tx.branches.map((b) => b.resource) }, tx.events as LogEvent[])
-      : tx.events;
+    const events = tx.lean ? withHappyPathEvents({ ...tx, resources: tx.branches.map((b) => b.resource) }, tx.events as LogEvent[]) : tx.events;
     return {
-      id: tx.id, namespace: tx.namespace, status: tx.status, onePhase: tx.one_phase, deadline: tx.deadline, submittedBy: tx.submitted_by,
-      error: tx.error, createdAt: tx.created_at, decidedAt: tx.decided_at, completedAt: tx.completed_at, driver: tx.driver,
-      leaseUntil: tx.lease_until, attempts: tx.attempts, lastError: tx.last_error, inDoubt: tx.in_doubt, heuristic: tx.heuristic,
-      branches: tx.branches.map(branchOf), events,
+      id: tx.id,
+      namespace: tx.namespace,
+      status: tx.status,
+      onePhase: tx.one_phase,
+      deadline: tx.deadline,
+      submittedBy: tx.submitted_by,
+      error: tx.error,
+      createdAt: tx.created_at,
+      decidedAt: tx.decided_at,
+      completedAt: tx.completed_at,
+      driver: tx.driver,
+      leaseUntil: tx.lease_until,
+      attempts: tx.attempts,
+      lastError: tx.last_error,
+      inDoubt: tx.in_doubt,
+      heuristic: tx.heuristic,
+      branches: tx.branches.map(branchOf),
+      events,
     };
   }
 }

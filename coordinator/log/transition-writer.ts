@@ -42,7 +42,13 @@ interface TransitionRow {
 /** A branch update with its unset fields left out: merged into a lean row's branch, it changes only what it names. */
 function branchJson(b: NonNullable<TransitionRecord['branches']>[number]): Record<string, unknown> {
   const fields: Record<string, unknown> = {
-    index: b.index, status: b.status, xid: b.xid, read_only: b.readOnly, results: b.results, error: b.error, heuristic: b.heuristic,
+    index: b.index,
+    status: b.status,
+    xid: b.xid,
+    read_only: b.readOnly,
+    results: b.results,
+    error: b.error,
+    heuristic: b.heuristic,
   };
   for (const k of Object.keys(fields)) if (fields[k] === undefined || fields[k] === null) delete fields[k];
   return fields;
@@ -68,17 +74,21 @@ export class TransitionWriter {
 
   constructor(db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
     this.#db = db;
-    const writer = (mode: 'forced' | 'relaxed') => new GroupCommit<TransitionRow, true>({
-      name: `transition-${mode}`, maxBatch: MAX_BATCH, maxQueued: MAX_QUEUED, observer,
-      write: async (rows) => {
-        // Phase 2 is done on every branch of a completing transaction, its answer may be on its
-        // way, and the completion, not forced, is still only in this batch: a crash loses it.
-        if (mode === 'relaxed' && rows.some((r) => r.completes && r.from !== 'active')) failpoints?.hit('before-completion-written');
-        const results = await (rows.length === 1 ? this.#one(mode, rows[0]!) : this.#many(mode, rows));
-        if (mode === 'forced') failpoints?.hit('after-decision-written');
-        return results;
-      },
-    });
+    const writer = (mode: 'forced' | 'relaxed') =>
+      new GroupCommit<TransitionRow, true>({
+        name: `transition-${mode}`,
+        maxBatch: MAX_BATCH,
+        maxQueued: MAX_QUEUED,
+        observer,
+        write: async (rows) => {
+          // Phase 2 is done on every branch of a completing transaction, its answer may be on its
+          // way, and the completion, not forced, is still only in this batch: a crash loses it.
+          if (mode === 'relaxed' && rows.some((r) => r.completes && r.from !== 'active')) failpoints?.hit('before-completion-written');
+          const results = await (rows.length === 1 ? this.#one(mode, rows[0]!) : this.#many(mode, rows));
+          if (mode === 'forced') failpoints?.hit('after-decision-written');
+          return results;
+        },
+      });
     this.#forced = writer('forced');
     this.#relaxed = writer('relaxed');
   }

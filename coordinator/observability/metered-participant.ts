@@ -1,5 +1,14 @@
 import { performance } from 'node:perf_hooks';
-import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, PreparedSlots, XactStatus, BranchSession } from '../../participant-adapter/participant.ts';
+import type {
+  OpenBranchOptions,
+  Participant,
+  ParticipantHealth,
+  PreparedBranchInfo,
+  PreparedBranchState,
+  PreparedSlots,
+  XactStatus,
+  BranchSession,
+} from '../../participant-adapter/participant.ts';
 
 export type ParticipantOperation = 'commit_prepared' | 'rollback_prepared' | 'list_prepared' | 'inspect_prepared' | 'xact_status' | 'health' | 'prepared_slots';
 export type RecordOperation = (resource: string, operation: ParticipantOperation, outcome: 'ok' | 'error', seconds: number) => void;
@@ -11,12 +20,23 @@ export type RecordOperation = (resource: string, operation: ParticipantOperation
  * Branch work is already measured by the engine's phases.
  */
 export class MeteredParticipant implements Participant {
-  constructor(private readonly inner: Participant, private readonly record: RecordOperation) {}
+  constructor(
+    private readonly inner: Participant,
+    private readonly record: RecordOperation,
+  ) {}
 
-  get name(): string { return this.inner.name; }
-  get kind(): Participant['kind'] { return this.inner.kind; }
-  get onePhase(): boolean { return this.inner.onePhase; }
-  get connectionsInUse(): number { return this.inner.connectionsInUse; }
+  get name(): string {
+    return this.inner.name;
+  }
+  get kind(): Participant['kind'] {
+    return this.inner.kind;
+  }
+  get onePhase(): boolean {
+    return this.inner.onePhase;
+  }
+  get connectionsInUse(): number {
+    return this.inner.connectionsInUse;
+  }
 
   openBranch(options: OpenBranchOptions): Promise<BranchSession> {
     return this.inner.openBranch(options);

@@ -13,15 +13,21 @@ const COUNT_TIMEOUT_MS = 1_000;
 export function registerQueueGauges(registry: Registry, queues: () => readonly Queue[], namespace: string): void {
   const kindOf = (q: Queue) => q.name.replace(`tpc-${namespace}-`, '');
   new Gauge({
-    name: 'tpc_job_queue_jobs', help: 'Jobs in each BullMQ queue by state (waiting, active, delayed, failed, prioritized).',
-    labelNames: ['queue', 'state'], registers: [registry],
+    name: 'tpc_job_queue_jobs',
+    help: 'Jobs in each BullMQ queue by state (waiting, active, delayed, failed, prioritized).',
+    labelNames: ['queue', 'state'],
+    registers: [registry],
     async collect() {
-      const counted = await Promise.all(queues().map(async (q) => {
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<null>((resolve) => { timer = setTimeout(() => resolve(null), COUNT_TIMEOUT_MS); });
-        const counts = await Promise.race([q.getJobCounts(...STATES).catch(() => null), late]).finally(() => clearTimeout(timer));
-        return [kindOf(q), counts] as const;
-      }));
+      const counted = await Promise.all(
+        queues().map(async (q) => {
+          let timer: NodeJS.Timeout | undefined;
+          const late = new Promise<null>((resolve) => {
+            timer = setTimeout(() => resolve(null), COUNT_TIMEOUT_MS);
+          });
+          const counts = await Promise.race([q.getJobCounts(...STATES).catch(() => null), late]).finally(() => clearTimeout(timer));
+          return [kindOf(q), counts] as const;
+        }),
+      );
       this.reset();
       for (const [queue, counts] of counted) {
         if (!counts) continue;

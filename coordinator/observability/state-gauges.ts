@@ -20,8 +20,12 @@ const SOURCE_TIMEOUT_MS = 2_000;
 
 function bounded<T>(p: Promise<T>): Promise<T | null> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p.catch(() => null), new Promise<null>((r) => { timer = setTimeout(() => r(null), SOURCE_TIMEOUT_MS); })])
-    .finally(() => clearTimeout(timer));
+  return Promise.race([
+    p.catch(() => null),
+    new Promise<null>((r) => {
+      timer = setTimeout(() => r(null), SOURCE_TIMEOUT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Gauges operators alert on: in-doubt and heuristic transactions, orphans and prepared branches per resource, and their age. */
@@ -31,22 +35,36 @@ export function registerStateGauges(registry: Registry, sources: StateSources): 
     if (!cached || Date.now() - cached.at > SNAPSHOT_TTL_MS) {
       cached = {
         at: Date.now(),
-        snapshot: Promise.all([bounded(sources.logCounts()), bounded(sources.resources()), bounded(sources.orphans())])
-          .then(([counts, resources, orphans]) => ({ counts, resources, orphans: orphans?.orphans ?? null })),
+        snapshot: Promise.all([bounded(sources.logCounts()), bounded(sources.resources()), bounded(sources.orphans())]).then(
+          ([counts, resources, orphans]) => ({ counts, resources, orphans: orphans?.orphans ?? null }),
+        ),
       };
     }
     return cached.snapshot;
   };
   new Gauge({
-    name: 'tpc_in_doubt_transactions', help: 'Transactions whose phase 2 keeps failing (shown to operators).', registers: [registry],
-    async collect() { const s = await snapshot(); if (s.counts) this.set(s.counts.inDoubt); },
+    name: 'tpc_in_doubt_transactions',
+    help: 'Transactions whose phase 2 keeps failing (shown to operators).',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.counts) this.set(s.counts.inDoubt);
+    },
   });
   new Gauge({
-    name: 'tpc_heuristic_transactions', help: 'Transactions in the log with a branch that ended against the decision.', registers: [registry],
-    async collect() { const s = await snapshot(); if (s.counts) this.set(s.counts.heuristic); },
+    name: 'tpc_heuristic_transactions',
+    help: 'Transactions in the log with a branch that ended against the decision.',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.counts) this.set(s.counts.heuristic);
+    },
   });
   new Gauge({
-    name: 'tpc_orphan_branches', help: 'Prepared branches of the namespace that the log does not know, per resource.', labelNames: ['resource'], registers: [registry],
+    name: 'tpc_orphan_branches',
+    help: 'Prepared branches of the namespace that the log does not know, per resource.',
+    labelNames: ['resource'],
+    registers: [registry],
     async collect() {
       const s = await snapshot();
       if (!s.orphans || !s.resources) return;
@@ -55,7 +73,10 @@ export function registerStateGauges(registry: Registry, sources: StateSources): 
     },
   });
   new Gauge({
-    name: 'tpc_prepared_branches', help: 'Prepared branches of the namespace per resource.', labelNames: ['resource'], registers: [registry],
+    name: 'tpc_prepared_branches',
+    help: 'Prepared branches of the namespace per resource.',
+    labelNames: ['resource'],
+    registers: [registry],
     async collect() {
       const s = await snapshot();
       this.reset();
@@ -63,7 +84,10 @@ export function registerStateGauges(registry: Registry, sources: StateSources): 
     },
   });
   new Gauge({
-    name: 'tpc_oldest_prepared_seconds', help: 'Age of the oldest prepared branch of the namespace per resource (0: none).', labelNames: ['resource'], registers: [registry],
+    name: 'tpc_oldest_prepared_seconds',
+    help: 'Age of the oldest prepared branch of the namespace per resource (0: none).',
+    labelNames: ['resource'],
+    registers: [registry],
     async collect() {
       const s = await snapshot();
       this.reset();
@@ -71,7 +95,10 @@ export function registerStateGauges(registry: Registry, sources: StateSources): 
     },
   });
   new Gauge({
-    name: 'tpc_resource_up', help: 'Whether each resource answers and can prepare (1) or not (0).', labelNames: ['resource'], registers: [registry],
+    name: 'tpc_resource_up',
+    help: 'Whether each resource answers and can prepare (1) or not (0).',
+    labelNames: ['resource'],
+    registers: [registry],
     async collect() {
       const s = await snapshot();
       this.reset();

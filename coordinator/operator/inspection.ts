@@ -31,29 +31,31 @@ const ageOf = (d: Date) => Math.max(0, Math.round((Date.now() - d.getTime()) / 1
 /** Each resource's health and the namespace's prepared branches on it. */
 export async function inspectResources(deps: EngineDeps): Promise<ResourceReport[]> {
   const prefix = namespacePrefix(deps.namespace);
-  return Promise.all([...deps.participants.values()].map(async (p) => {
-    const health = await p.health();
-    let prepared: number | null = null;
-    let oldest: number | null = null;
-    if (health.reachable) {
-      const list = await p.listPrepared(prefix).catch(() => null);
-      if (list) {
-        prepared = list.length;
-        oldest = list.length ? ageOf(list[0]!.preparedAt) : null;
+  return Promise.all(
+    [...deps.participants.values()].map(async (p) => {
+      const health = await p.health();
+      let prepared: number | null = null;
+      let oldest: number | null = null;
+      if (health.reachable) {
+        const list = await p.listPrepared(prefix).catch(() => null);
+        if (list) {
+          prepared = list.length;
+          oldest = list.length ? ageOf(list[0]!.preparedAt) : null;
+        }
       }
-    }
-    return {
-      resource: p.name,
-      kind: p.kind,
-      reachable: health.reachable,
-      usable: health.usable,
-      serverVersion: health.serverVersion,
-      maxPreparedTransactions: health.maxPreparedTransactions,
-      prepared,
-      oldestPreparedSeconds: oldest,
-      message: health.message,
-    };
-  }));
+      return {
+        resource: p.name,
+        kind: p.kind,
+        reachable: health.reachable,
+        usable: health.usable,
+        serverVersion: health.serverVersion,
+        maxPreparedTransactions: health.maxPreparedTransactions,
+        prepared,
+        oldestPreparedSeconds: oldest,
+        message: health.message,
+      };
+    }),
+  );
 }
 
 /**

@@ -21,17 +21,30 @@ export async function resolveOrphan(deps: EngineDeps, req: OrphanResolveRequest)
   const participant = deps.participants.get(req.resource);
   if (!participant) throw new ValidationError(`unknown resource "${req.resource}"`);
   const audit = (action: string, detail: Record<string, unknown>, transactionId: string | null = null) =>
-    deps.recovery.audit({ actor: req.actor, action, resource: req.resource, gid: req.gid, transactionId, reason: req.reason, detail: { outcome: req.outcome, force: req.force, ...detail } });
+    deps.recovery.audit({
+      actor: req.actor,
+      action,
+      resource: req.resource,
+      gid: req.gid,
+      transactionId,
+      reason: req.reason,
+      detail: { outcome: req.outcome, force: req.force, ...detail },
+    });
 
   const { orphans } = await findOrphans(deps);
   const orphan = orphans.find((o) => o.resource === req.resource && o.gid === req.gid);
   if (!orphan) {
     await audit('orphan_refused', { result: 'not an orphan' });
-    throw new NotFoundError(`no orphan ${req.gid} on ${req.resource}: it is not prepared there, belongs to another namespace, or the log knows its transaction (resolve the transaction instead)`);
+    throw new NotFoundError(
+      `no orphan ${req.gid} on ${req.resource}: it is not prepared there, belongs to another namespace, or the log knows its transaction (resolve the transaction instead)`,
+    );
   }
   if (req.outcome === 'commit' && !req.force) {
     await audit('orphan_refused', { result: 'commit without force' }, orphan.transactionId);
-    throw new ConflictError('orphan_commit_refused', `the log holds no commit decision for ${req.gid}, so presumed abort rolls it back; committing it needs "force": true`);
+    throw new ConflictError(
+      'orphan_commit_refused',
+      `the log holds no commit decision for ${req.gid}, so presumed abort rolls it back; committing it needs "force": true`,
+    );
   }
   const r = req.outcome === 'commit' ? await participant.commitPrepared(req.gid) : await participant.rollbackPrepared(req.gid);
   if (r === 'not-found') {
@@ -40,7 +53,10 @@ export async function resolveOrphan(deps: EngineDeps, req: OrphanResolveRequest)
   }
   await audit('orphan_resolved', { result: r }, orphan.transactionId);
   if (req.outcome === 'commit') {
-    deps.logger.error({ resource: req.resource, gid: req.gid, actor: req.actor, reason: req.reason }, 'operator committed an orphan branch without a decision: heuristic outcome');
+    deps.logger.error(
+      { resource: req.resource, gid: req.gid, actor: req.actor, reason: req.reason },
+      'operator committed an orphan branch without a decision: heuristic outcome',
+    );
   }
   return { result: r };
 }

@@ -48,7 +48,10 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
   const tx = await deps.recovery.acquire(id, deps.instanceId, RECOVERY_LEASE_MS, { takeOverUndecided: true });
   if (!tx) {
     await audit('refused', { result: 'driven by another process' });
-    throw new ConflictError('busy', `transaction ${id} is being driven by ${seen.driver ?? 'another process'} until ${seen.leaseUntil?.toISOString?.() ?? seen.leaseUntil}; try again then`);
+    throw new ConflictError(
+      'busy',
+      `transaction ${id} is being driven by ${seen.driver ?? 'another process'} until ${seen.leaseUntil?.toISOString?.() ?? seen.leaseUntil}; try again then`,
+    );
   }
   try {
     if (tx.status === 'active') return await decide(deps, tx, req, audit);
@@ -65,10 +68,12 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
     }
     if (!req.force) {
       await audit('refused', { result: `decision is ${decided}` });
-      throw new ConflictError('against_decision',
+      throw new ConflictError(
+        'against_decision',
         `transaction ${id} has a durable ${decided} decision; resolving it as ${req.outcome} would break atomicity ` +
-        `(some branches may already be ${decided === 'commit' ? 'committed' : 'rolled back'}). Resolve it as ${decided}, ` +
-        'or pass "force": true to record a heuristic outcome');
+          `(some branches may already be ${decided === 'commit' ? 'committed' : 'rolled back'}). Resolve it as ${decided}, ` +
+          'or pass "force": true to record a heuristic outcome',
+      );
     }
     return await forceAgainst(deps, tx, req, decided!, audit);
   } finally {
@@ -77,7 +82,12 @@ export async function resolveTransaction(deps: EngineDeps, id: string, req: Reso
 }
 
 /** No decision yet: the operator's outcome becomes it. Commit only if every branch is really prepared. */
-async function decide(deps: EngineDeps, tx: LoggedTransaction, req: ResolveRequest, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
+async function decide(
+  deps: EngineDeps,
+  tx: LoggedTransaction,
+  req: ResolveRequest,
+  audit: (a: string, d: Record<string, unknown>) => Promise<void>,
+): Promise<ResolveResult> {
   if (req.outcome === 'commit') {
     const missing: string[] = [];
     for (const b of tx.branches) {
@@ -87,14 +97,21 @@ async function decide(deps: EngineDeps, tx: LoggedTransaction, req: ResolveReque
     }
     if (missing.length) {
       await audit('refused', { result: `not prepared on ${missing.join(', ')}` });
-      throw new ConflictError('not_prepared', `cannot commit transaction ${tx.id}: its branch on ${missing.join(', ')} is not prepared (its work is gone or unreachable); only abort keeps it atomic`);
+      throw new ConflictError(
+        'not_prepared',
+        `cannot commit transaction ${tx.id}: its branch on ${missing.join(', ')} is not prepared (its work is gone or unreachable); only abort keeps it atomic`,
+      );
     }
   }
   // branchesChecked: a branch joined after the check above must not be committed unchecked.
-  await writeDecision(deps, tx.id, req.outcome === 'commit'
-    ? { outcome: 'commit', checked: tx.branches.length, branches: tx.branches.map((b) => ({ index: b.index })) }
-    : { outcome: 'abort', reason: { resource: null, statement: null, code: 'operator_abort', message: req.reason } },
-  { by: 'operator', actor: req.actor, note: req.reason }).catch(async (err: unknown) => {
+  await writeDecision(
+    deps,
+    tx.id,
+    req.outcome === 'commit'
+      ? { outcome: 'commit', checked: tx.branches.length, branches: tx.branches.map((b) => ({ index: b.index })) }
+      : { outcome: 'abort', reason: { resource: null, statement: null, code: 'operator_abort', message: req.reason } },
+    { by: 'operator', actor: req.actor, note: req.reason },
+  ).catch(async (err: unknown) => {
     if (!(err instanceof StaleStateError)) throw err;
     await audit('refused', { result: 'changed meanwhile' });
     throw new ConflictError('busy', `transaction ${tx.id} changed while it was being resolved (decided by another process, or a branch joined); try again`);
@@ -105,7 +122,13 @@ async function decide(deps: EngineDeps, tx: LoggedTransaction, req: ResolveReque
 }
 
 /** Against the decision, on the operator's word: the branches go the other way and the transaction is flagged heuristic. */
-async function forceAgainst(deps: EngineDeps, tx: LoggedTransaction, req: ResolveRequest, decided: Outcome, audit: (a: string, d: Record<string, unknown>) => Promise<void>): Promise<ResolveResult> {
+async function forceAgainst(
+  deps: EngineDeps,
+  tx: LoggedTransaction,
+  req: ResolveRequest,
+  decided: Outcome,
+  audit: (a: string, d: Record<string, unknown>) => Promise<void>,
+): Promise<ResolveResult> {
   const open = tx.branches.filter((b) => b.status === 'prepared' || b.status === 'active');
   const refs = open.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, xid: b.xid }));
   const results = await finishAll(deps.participants, refs, req.outcome, deps.failpoints);
@@ -115,12 +138,25 @@ async function forceAgainst(deps: EngineDeps, tx: LoggedTransaction, req: Resolv
   }
   const forcedStatus = req.outcome === 'commit' ? 'committed' : 'aborted';
   for (const r of refs) deps.observer.hazard(r.resource);
-  deps.logger.error({ transactionId: tx.id, decision: decided, forced: req.outcome, actor: req.actor, reason: req.reason }, 'operator forced a resolution against the decision: heuristic outcome');
-  await complete(deps, tx.id, {
-    from: tx.status, outcome: decided === 'commit' ? 'committed' : 'aborted',
-    error: forcedError(refs[0]?.resource ?? null, req.outcome, req.actor, decided, req.reason),
-    branches: results.map((r) => ({ index: r.index, status: r.done && r.hazard ? fateStatus(r.fate, forcedStatus) : forcedStatus, heuristic: `forced ${req.outcome}` })),
-  }, { by: 'operator', actor: req.actor, forced: req.outcome });
+  deps.logger.error(
+    { transactionId: tx.id, decision: decided, forced: req.outcome, actor: req.actor, reason: req.reason },
+    'operator forced a resolution against the decision: heuristic outcome',
+  );
+  await complete(
+    deps,
+    tx.id,
+    {
+      from: tx.status,
+      outcome: decided === 'commit' ? 'committed' : 'aborted',
+      error: forcedError(refs[0]?.resource ?? null, req.outcome, req.actor, decided, req.reason),
+      branches: results.map((r) => ({
+        index: r.index,
+        status: r.done && r.hazard ? fateStatus(r.fate, forcedStatus) : forcedStatus,
+        heuristic: `forced ${req.outcome}`,
+      })),
+    },
+    { by: 'operator', actor: req.actor, forced: req.outcome },
+  );
   await audit('forced', { result: `branches ${forcedStatus} against the ${decided} decision` });
   return { action: 'forced', result: 'finished' };
 }

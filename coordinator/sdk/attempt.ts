@@ -45,10 +45,16 @@ export class Attempt {
   readonly #expired: Promise<never>;
   readonly #timer: NodeJS.Timeout;
 
-  constructor(private readonly pools: Record<string, pg.Pool>, private readonly call: CoordinatorCall, private readonly timeoutMs: number) {
+  constructor(
+    private readonly pools: Record<string, pg.Pool>,
+    private readonly call: CoordinatorCall,
+    private readonly timeoutMs: number,
+  ) {
     this.#deadlineAt = performance.now() + timeoutMs;
     let expire!: (err: Error) => void;
-    this.#expired = new Promise<never>((_, reject) => { expire = reject; });
+    this.#expired = new Promise<never>((_, reject) => {
+      expire = reject;
+    });
     this.#expired.catch(() => {}); // not awaited once the callback has returned
     this.#timer = setTimeout(() => {
       this.#deadlinePassed = true;
@@ -130,7 +136,11 @@ export class Attempt {
   async #begin(resources: string[]): Promise<void> {
     const left = this.#remainingMs();
     if (left <= 0) throw this.#deadlineError(null);
-    const r = await this.call('POST', '/v1/transactions', { interactive: true, branches: resources.map((resource) => ({ resource })), timeoutMs: Math.ceil(left) });
+    const r = await this.call('POST', '/v1/transactions', {
+      interactive: true,
+      branches: resources.map((resource) => ({ resource })),
+      timeoutMs: Math.ceil(left),
+    });
     if (r.status !== 201 || !r.body) throw this.#refused('begin_failed', 'the coordinator did not begin the transaction', r);
     const branches = r.body.branches as { resource: string; gid: string }[];
     this.#global = { id: r.body.id as string, deadline: r.body.deadline as string, gids: new Map(branches.map((b) => [b.resource, b.gid])) };
@@ -175,10 +185,12 @@ export class Attempt {
           xids.set(b.resource, xid);
         }
       });
-      await Promise.all(readers.map((b) => {
-        this.#open.delete(b);
-        return b.finish('COMMIT');
-      }));
+      await Promise.all(
+        readers.map((b) => {
+          this.#open.delete(b);
+          return b.finish('COMMIT');
+        }),
+      );
       if (writers.length === 0 && !this.#global) return { result, outcome: { id: null, status: 'committed' } };
       if (!this.#global) await this.#begin(writers.map((b) => b.resource));
       else await Promise.all(writers.filter((b) => !this.#global!.gids.has(b.resource)).map((b) => this.#addBranch(this.#global!, b.resource)));
@@ -191,18 +203,20 @@ export class Attempt {
       throw err;
     }
     const g = this.#global!;
-    const prepared = await Promise.allSettled(writers.map(async (b) => {
-      this.#open.delete(b);
-      const gid = g.gids.get(b.resource)!;
-      let ok: boolean;
-      if (xids.has(b.resource)) ok = await b.prepare(gid);
-      else {
-        const r = await b.prepareWithXid(gid);
-        ok = r.prepared;
-        xids.set(b.resource, r.xid);
-      }
-      if (!ok) throw new Error(`PREPARE on ${b.resource} was rolled back by the server: its transaction had failed`);
-    }));
+    const prepared = await Promise.allSettled(
+      writers.map(async (b) => {
+        this.#open.delete(b);
+        const gid = g.gids.get(b.resource)!;
+        let ok: boolean;
+        if (xids.has(b.resource)) ok = await b.prepare(gid);
+        else {
+          const r = await b.prepareWithXid(gid);
+          ok = r.prepared;
+          xids.set(b.resource, r.xid);
+        }
+        if (!ok) throw new Error(`PREPARE on ${b.resource} was rolled back by the server: its transaction had failed`);
+      }),
+    );
     const failed = prepared.find((p): p is PromiseRejectedResult => p.status === 'rejected');
     if (failed) {
       const late = this.#atDeadline(failed.reason);
@@ -221,9 +235,7 @@ export class Attempt {
   async #commit(g: Global, xids: Map<string, string | null>): Promise<Outcome> {
     const trusted = this.call.commitPrepared;
     const branches = [...g.gids].map(([resource, gid]) => ({ resource, gid, joined: !xids.has(resource), xid: xids.get(resource) ?? null }));
-    const r = trusted
-      ? await trusted(g.id, { deadline: g.deadline, branches })
-      : await this.call('POST', `/v1/transactions/${g.id}/commit`);
+    const r = trusted ? await trusted(g.id, { deadline: g.deadline, branches }) : await this.call('POST', `/v1/transactions/${g.id}/commit`);
     if (r.status === 200 || r.status === 202) return r.body as Outcome;
     if (r.status === 0 || r.status >= 500) {
       // No answer: the decision may or may not be written. An abort request settles it either way:
@@ -236,9 +248,11 @@ export class Attempt {
         throw this.#refused(late ? 'deadline_exceeded' : 'commit_refused', `transaction ${g.id} did not commit`, settled);
       }
       // Neither answer says what was decided: only the log knows, and it may well say committed.
-      throw new TransactionOutcomeUnknownError(g.id,
-        `the coordinator did not answer the commit of transaction ${g.id} (${answerDetail(r)}), nor the abort that would settle it `
-        + `(${answerDetail(settled)}); it may have committed: ask tpc.outcome('${g.id}') before doing the work again`);
+      throw new TransactionOutcomeUnknownError(
+        g.id,
+        `the coordinator did not answer the commit of transaction ${g.id} (${answerDetail(r)}), nor the abort that would settle it ` +
+          `(${answerDetail(settled)}); it may have committed: ask tpc.outcome('${g.id}') before doing the work again`,
+      );
     }
     const refusal = r.body?.refusal?.code as string | undefined;
     throw this.#refused(refusal === 'deadline_passed' ? 'deadline_exceeded' : 'commit_refused', `transaction ${g.id} did not commit`, r);
@@ -254,10 +268,12 @@ export class Attempt {
     clearTimeout(this.#timer);
     const open = [...this.#open];
     this.#open.clear();
-    await Promise.all(open.map(async (b) => {
-      await b.cancel();
-      await b.finish('ROLLBACK');
-    }));
+    await Promise.all(
+      open.map(async (b) => {
+        await b.cancel();
+        await b.finish('ROLLBACK');
+      }),
+    );
     await this.#turn; // a begin in flight: its transaction must be aborted too
     if (!this.#global) return null;
     const r = await this.call('POST', `/v1/transactions/${this.#global.id}/abort`);
@@ -291,9 +307,12 @@ export class Attempt {
 
   #deadlineError(outcome: Outcome | null, cause?: unknown): TransactionAbortedError {
     const because = cause instanceof TransactionAbortedError && cause.code === 'deadline_exceeded' ? undefined : cause;
-    return new TransactionAbortedError('deadline_exceeded',
+    return new TransactionAbortedError(
+      'deadline_exceeded',
       `the transaction did not commit within its deadline of ${this.timeoutMs} ms; every branch was rolled back`,
-      outcome, because === undefined ? undefined : { cause: because });
+      outcome,
+      because === undefined ? undefined : { cause: because },
+    );
   }
 
   #refused(code: AbortCode, what: string, answer: CoordinatorAnswer): TransactionAbortedError {

@@ -6,7 +6,13 @@
  * ioredis from here would fail `npm run package` (scripts/package.js checks the graph).
  */
 export {
-  createClient, type ClientOptions, type GlobalTransaction, type JoinedBranch, type Outcome, type TpcClient, type TransactionOptions,
+  createClient,
+  type ClientOptions,
+  type GlobalTransaction,
+  type JoinedBranch,
+  type Outcome,
+  type TpcClient,
+  type TransactionOptions,
 } from './client.ts';
 export type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
 export { TransactionAbortedError, TransactionOutcomeUnknownError, type AbortCode } from './errors.ts';

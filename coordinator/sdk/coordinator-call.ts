@@ -3,6 +3,7 @@ import type { CallerTransaction } from '../engine/caller-transaction.ts';
 export interface CoordinatorAnswer {
   /** The HTTP status; 0 when no answer came (connection refused, timed out). */
   status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: a JSON answer, read field by field by its callers
   body: Record<string, any> | null;
 }
 
@@ -24,8 +25,9 @@ export interface InProcessCoordinator {
  * `commitPrepared`: only for an embedded coordinator, the commit that takes the SDK's word for the
  * branches it prepared (EmbeddedCoordinator.commitPrepared).
  */
-export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>)
-  & { commitPrepared?: (id: string, transaction: CallerTransaction) => Promise<CoordinatorAnswer> };
+export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>) & {
+  commitPrepared?: (id: string, transaction: CallerTransaction) => Promise<CoordinatorAnswer>;
+};
 
 // 60 s: longer than any answer the coordinator gives on purpose (a commit answers 202 once its
 // completion wait is over), so only a coordinator that hangs is given up on.
@@ -59,9 +61,12 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
   return async (method, path, body, options) => {
     try {
       const res = await fetch(new URL(path, target.url), {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(options?.timeoutMs ?? REQUEST_TIMEOUT_MS),
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(options?.timeoutMs ?? REQUEST_TIMEOUT_MS),
       });
-      return { status: res.status, body: (await res.json().catch(() => null)) as Record<string, any> | null };
+      return { status: res.status, body: (await res.json().catch(() => null)) as CoordinatorAnswer['body'] };
     } catch (err) {
       return { status: 0, body: { detail: err instanceof Error ? err.message : String(err) } };
     }

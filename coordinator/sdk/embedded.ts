@@ -61,7 +61,16 @@ export async function createCoordinator(config: Config | Record<string, string |
       try {
         if (method === 'POST' && path === '/v1/transactions') {
           const b = body as { branches: { resource: string }[]; timeoutMs?: number };
-          return { status: 201, body: { ...(await engine.beginInteractive(b.branches.map((x) => x.resource), b.timeoutMs ?? resolved.defaultTimeoutMs, 'embedded')) } };
+          return {
+            status: 201,
+            body: {
+              ...(await engine.beginInteractive(
+                b.branches.map((x) => x.resource),
+                b.timeoutMs ?? resolved.defaultTimeoutMs,
+                'embedded',
+              )),
+            },
+          };
         }
         const read = method === 'GET' ? TX_DETAIL.exec(path) : null;
         if (read) return { status: 200, body: { ...(await engine.get(read[1]!)) } };

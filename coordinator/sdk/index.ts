@@ -1,5 +1,11 @@
 export {
-  createClient, type ClientOptions, type GlobalTransaction, type JoinedBranch, type Outcome, type TpcClient, type TransactionOptions,
+  createClient,
+  type ClientOptions,
+  type GlobalTransaction,
+  type JoinedBranch,
+  type Outcome,
+  type TpcClient,
+  type TransactionOptions,
 } from './client.ts';
 export type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
 export { createCoordinator, type EmbeddedCoordinator } from './embedded.ts';

@@ -27,9 +27,14 @@ export class LocalBranch {
   /** A cancel request may still be on its way: the connection is destroyed, never pooled again. */
   #cancelSent = false;
   #broken = false;
-  readonly #onError = () => { this.#broken = true; };
+  readonly #onError = () => {
+    this.#broken = true;
+  };
 
-  private constructor(readonly resource: string, private readonly client: pg.PoolClient) {
+  private constructor(
+    readonly resource: string,
+    private readonly client: pg.PoolClient,
+  ) {
     // A checked-out connection whose socket dies emits 'error'; with no listener the process would crash.
     client.on('error', this.#onError);
     this.db = pinnedKysely({ query: (text, values) => this.#query(text, values) });
@@ -53,7 +58,9 @@ export class LocalBranch {
     }
     this.#inFlight++;
     if (this.#onlySelects && !READS.test(text)) this.#onlySelects = false;
-    return this.client.query(text, values).finally(() => { this.#inFlight--; });
+    return this.client.query(text, values).finally(() => {
+      this.#inFlight--;
+    });
   }
 
   /**

@@ -75,8 +75,7 @@ export async function awaitOutcome(call: CoordinatorCall, id: string, options: O
 
 function report(id: string, seen: Outcome | null): OutcomeReport {
   if (!seen) return { id, status: 'unreachable', decision: null, final: false, transaction: null };
-  const decision = seen.status === 'committed' || seen.status === 'committing' ? 'commit'
-    : seen.status === 'aborted' || seen.status === 'aborting' ? 'abort'
-    : null;
+  const decision =
+    seen.status === 'committed' || seen.status === 'committing' ? 'commit' : seen.status === 'aborted' || seen.status === 'aborting' ? 'abort' : null;
   return { id, status: seen.status, decision, final: seen.status === 'committed' || seen.status === 'aborted', transaction: seen };
 }

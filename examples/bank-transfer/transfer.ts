@@ -16,9 +16,20 @@ export interface TransferOutcome {
 
 /** The coordinator refused the request itself (bad input, bad token): retrying the same will not help. */
 export class RequestRefused extends Error {
-  constructor(readonly status: number, readonly problem: { type?: string; detail?: string }) {
+  constructor(
+    readonly status: number,
+    readonly problem: { type?: string; detail?: string },
+  ) {
     super(`${status} ${problem.type ?? ''}: ${problem.detail ?? ''}`);
   }
+}
+
+/** The part of the coordinator's JSON answer this client reads. */
+interface Answer {
+  id: string;
+  status: TransferOutcome['status'];
+  error?: TransferOutcome['error'];
+  detail?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -29,15 +40,29 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * whose answer was lost (the network, a coordinator restart) can be sent again without moving the
  * money twice; a 202 (decided, phase 2 still running) is followed until it is final.
  */
-export async function transfer(baseUrl: string, token: string | undefined, from: AccountRef, to: AccountRef, amount: number,
-  options: { idempotencyKey?: string; timeoutMs?: number; giveUpAfterMs?: number } = {}): Promise<TransferOutcome> {
+export async function transfer(
+  baseUrl: string,
+  token: string | undefined,
+  from: AccountRef,
+  to: AccountRef,
+  amount: number,
+  options: { idempotencyKey?: string; timeoutMs?: number; giveUpAfterMs?: number } = {},
+): Promise<TransferOutcome> {
   const key = options.idempotencyKey ?? `transfer-${randomUUID()}`;
   const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': key };
   if (token) headers.authorization = `Bearer ${token}`;
   const body = JSON.stringify({
     branches: [
-      { resource: from.bank, statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [amount, from.account], expect: { rowCount: 1 } }] },
-      { resource: to.bank, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, to.account], expect: { rowCount: 1 } }] },
+      {
+        resource: from.bank,
+        statements: [
+          { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [amount, from.account], expect: { rowCount: 1 } },
+        ],
+      },
+      {
+        resource: to.bank,
+        statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, to.account], expect: { rowCount: 1 } }],
+      },
     ],
     timeoutMs: options.timeoutMs ?? 10_000,
   });
@@ -50,7 +75,7 @@ export async function transfer(baseUrl: string, token: string | undefined, from:
       // No answer: the transfer may or may not have happened. The same key makes asking again safe.
     }
     if (res) {
-      const answer = await res.json() as Record<string, any>;
+      const answer = (await res.json()) as Answer;
       if (res.status === 201 || res.status === 409) return { id: answer.id, status: answer.status, error: answer.error ?? null };
       if (res.status === 202) return follow(baseUrl, headers, answer.id as string, giveUpAt);
       if (res.status !== 503) throw new RequestRefused(res.status, answer);
@@ -64,7 +89,7 @@ export async function transfer(baseUrl: string, token: string | undefined, from:
 async function follow(baseUrl: string, headers: Record<string, string>, id: string, giveUpAt: number): Promise<TransferOutcome> {
   for (;;) {
     const res = await fetch(`${baseUrl}/v1/transactions/${id}`, { headers }).catch(() => null);
-    const tx = res?.ok ? await res.json() as Record<string, any> : null;
+    const tx = res?.ok ? ((await res.json()) as Answer) : null;
     if (tx && (tx.status === 'committed' || tx.status === 'aborted')) return { id, status: tx.status, error: tx.error ?? null };
     if (Date.now() > giveUpAt) return { id, status: 'committed', error: null }; // decided: it will complete
     await sleep(500);

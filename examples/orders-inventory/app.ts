@@ -33,18 +33,26 @@ export function createOrdersApp(options: OrdersAppOptions): Express {
       return;
     }
     try {
-      const { result, outcome } = await tpc.transaction(async (tx) => {
-        // The inventory service prepares its part under a gid of this transaction.
-        const inventory = await tx.join('inventory');
-        const reserved = await fetch(`${options.inventoryUrl}/reservations`, {
-          method: 'POST', headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ gid: inventory.gid, deadline: inventory.deadline, sku, quantity }),
-        });
-        if (reserved.status === 409) throw new Refused(((await reserved.json()) as { error: string }).error);
-        if (!reserved.ok) throw new Error(`the inventory service answered ${reserved.status}`);
-        const orders = await tx.branch<OrdersTables>('orders');
-        return orders.insertInto('orders').values({ sku, quantity: quantity as number }).returning('id').executeTakeFirstOrThrow();
-      }, { timeoutMs: 5000 });
+      const { result, outcome } = await tpc.transaction(
+        async (tx) => {
+          // The inventory service prepares its part under a gid of this transaction.
+          const inventory = await tx.join('inventory');
+          const reserved = await fetch(`${options.inventoryUrl}/reservations`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ gid: inventory.gid, deadline: inventory.deadline, sku, quantity }),
+          });
+          if (reserved.status === 409) throw new Refused(((await reserved.json()) as { error: string }).error);
+          if (!reserved.ok) throw new Error(`the inventory service answered ${reserved.status}`);
+          const orders = await tx.branch<OrdersTables>('orders');
+          return orders
+            .insertInto('orders')
+            .values({ sku, quantity: quantity as number })
+            .returning('id')
+            .executeTakeFirstOrThrow();
+        },
+        { timeoutMs: 5000 },
+      );
       res.status(201).json({ orderId: result.id, transactionId: outcome.id, status: outcome.status });
     } catch (err) {
       // 23514: an order the orders database refuses (more than 5 at once), after the stock was reserved.

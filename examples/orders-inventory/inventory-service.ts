@@ -33,13 +33,20 @@ export function createInventoryApp(options: InventoryAppOptions): Express {
     }
     try {
       // The reservation stays prepared until the coordinator commits or rolls it back.
-      await prepareBranch<InventoryDB, void>(options.pool, gid, async (db) => {
-        const r = await db.updateTable('items')
-          .set((eb) => ({ stock: eb('stock', '-', quantity as number) }))
-          .where('sku', '=', sku).where('stock', '>=', quantity as number)
-          .executeTakeFirst();
-        if (r.numUpdatedRows !== 1n) throw new OutOfStock(`not enough ${sku} in stock`);
-      }, { timeoutMs: Date.parse(deadline) - Date.now() });
+      await prepareBranch<InventoryDB, void>(
+        options.pool,
+        gid,
+        async (db) => {
+          const r = await db
+            .updateTable('items')
+            .set((eb) => ({ stock: eb('stock', '-', quantity as number) }))
+            .where('sku', '=', sku)
+            .where('stock', '>=', quantity as number)
+            .executeTakeFirst();
+          if (r.numUpdatedRows !== 1n) throw new OutOfStock(`not enough ${sku} in stock`);
+        },
+        { timeoutMs: Date.parse(deadline) - Date.now() },
+      );
       res.status(201).json({ reserved: quantity, sku });
     } catch (err) {
       if (err instanceof OutOfStock) res.status(409).json({ error: err.message });

@@ -18,7 +18,10 @@ import { INVENTORY_SQL, ORDERS_SQL } from './schema.ts';
  */
 const port = Number(process.argv[2] ?? 3000);
 const namespace = 'orders-example';
-const listen = (app: Express, p: number) => new Promise<Server>((resolve) => { const s = app.listen(p, '127.0.0.1', () => resolve(s)); });
+const listen = (app: Express, p: number) =>
+  new Promise<Server>((resolve) => {
+    const s = app.listen(p, '127.0.0.1', () => resolve(s));
+  });
 
 const cluster = await startPostgresCluster();
 const redis = await startRedisServer();
@@ -34,13 +37,16 @@ await pools.inventory.query(INVENTORY_SQL);
 const participantToken = randomBytes(18).toString('base64url');
 const inventoryServer = await listen(createInventoryApp({ pool: pools.inventory, participantToken, namespace }), port + 1);
 const inventoryUrl = `http://127.0.0.1:${port + 1}`;
-const coordinator = await createCoordinator({
-  DATABASE_URL: urls.log,
-  REDIS_URL: redis.url,
-  // orders: the coordinator holds a connection string. inventory: only a URL and a token.
-  TPC_RESOURCES: JSON.stringify({ orders: urls.orders, inventory: { url: `${inventoryUrl}/2pc`, token: participantToken } }),
-  TPC_NAMESPACE: namespace,
-}, { logger: pino({ level: 'warn' }) });
+const coordinator = await createCoordinator(
+  {
+    DATABASE_URL: urls.log,
+    REDIS_URL: redis.url,
+    // orders: the coordinator holds a connection string. inventory: only a URL and a token.
+    TPC_RESOURCES: JSON.stringify({ orders: urls.orders, inventory: { url: `${inventoryUrl}/2pc`, token: participantToken } }),
+    TPC_NAMESPACE: namespace,
+  },
+  { logger: pino({ level: 'warn' }) },
+);
 const ordersServer = await listen(createOrdersApp({ coordinator: { coordinator }, orders: pools.orders, inventoryUrl }), port);
 process.stdout.write(`order service on http://127.0.0.1:${port}, inventory service on ${inventoryUrl}
   curl -s -X POST http://127.0.0.1:${port}/orders -H 'content-type: application/json' -d '{"sku":"pear","quantity":2}'

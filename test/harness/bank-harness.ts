@@ -72,7 +72,9 @@ export function bankSeed(env: Record<string, string | undefined> = process.env):
 
 /** One HTTP call with the `full` token, bounded by `timeoutMs` (connect, answer and body). */
 export async function timedRequest(
-  baseUrl: string, method: string, path: string,
+  baseUrl: string,
+  method: string,
+  path: string,
   o: { body?: unknown; headers?: Record<string, string>; timeoutMs: number },
 ): Promise<HttpAnswer> {
   const signal = AbortSignal.timeout(o.timeoutMs);
@@ -88,7 +90,11 @@ export async function timedRequest(
   });
   const text = await res.text();
   let parsed: unknown = text;
-  try { parsed = JSON.parse(text); } catch { /* not JSON: keep the text */ }
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON: keep the text */
+  }
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
@@ -104,16 +110,17 @@ export async function queryOnce<T extends pg.QueryResultRow>(url: string, text: 
   }
 }
 
-
 /** Runs `fn` over `items` with at most `limit` at a time. */
 export async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const item = items[next++]!;
-      await fn(item);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const item = items[next++]!;
+        await fn(item);
+      }
+    }),
+  );
 }
 
 interface Slot {
@@ -181,10 +188,15 @@ export class CoordinatorFleet {
             s.proc = proc;
             const pid = proc.child.pid;
             let stderrTail = '';
-            proc.child.stderr?.on('data', (d: Buffer) => { stderrTail = (stderrTail + d.toString()).slice(-2_000); });
+            proc.child.stderr?.on('data', (d: Buffer) => {
+              stderrTail = (stderrTail + d.toString()).slice(-2_000);
+            });
             void proc.exited.then((code) => {
               if (this.#killedByUs.has(proc)) return;
-              const lastLogs = proc.logs.slice(-5).map((l) => JSON.stringify(l)).join('\n');
+              const lastLogs = proc.logs
+                .slice(-5)
+                .map((l) => JSON.stringify(l))
+                .join('\n');
               const what = `coordinator ${pid} (slot ${slot}) exited on its own: code ${code}, signal ${proc.child.signalCode}\n${stderrTail}\n${lastLogs}`;
               this.unexpectedExits.push(what);
               this.#log(what);
@@ -233,11 +245,13 @@ export class CoordinatorFleet {
     this.#closed = true;
     await Promise.allSettled(this.#slots.map((s) => s.starting));
     for (const proc of this.all) this.#killedByUs.add(proc);
-    await Promise.allSettled(this.all.map(async (proc) => {
-      if (proc.child.exitCode !== null || proc.child.signalCode !== null) return;
-      proc.child.kill('SIGTERM');
-      const done = await Promise.race([proc.exited.then(() => true), sleep(graceMs, false)]);
-      if (!done) await proc.kill('SIGKILL');
-    }));
+    await Promise.allSettled(
+      this.all.map(async (proc) => {
+        if (proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+        proc.child.kill('SIGTERM');
+        const done = await Promise.race([proc.exited.then(() => true), sleep(graceMs, false)]);
+        if (!done) await proc.kill('SIGKILL');
+      }),
+    );
   }
 }

@@ -14,12 +14,20 @@ export async function withDecisionHeld(world: World, body: unknown, prepared: (i
     const pending = world.submit(body);
     const [row] = await eventually(
       () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
-      (rows) => rows.length === 1, 'the begin record', 10_000);
+      (rows) => rows.length === 1,
+      'the begin record',
+      10_000,
+    );
     const id = row!.id;
     await log.query('BEGIN');
     const locked = await log.query("SELECT 1 FROM tpc_transactions WHERE id = $1 AND status = 'active' FOR UPDATE", [id]);
     expect(locked.rowCount).toBe(1); // held before the decision
-    await eventually(() => prepared(id), (ok) => ok, 'every branch prepared', 10_000);
+    await eventually(
+      () => prepared(id),
+      (ok) => ok,
+      'every branch prepared',
+      10_000,
+    );
     await meanwhile(id);
     await log.query('COMMIT');
     return { id, answer: await pending };

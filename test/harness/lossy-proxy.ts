@@ -68,7 +68,9 @@ export async function startLossyProxy(target: string | string[], rotate: Match =
     });
     out.on('error', () => req.socket.destroy());
     // A caller that gives up (its deadline) closes the participant's request too, as a direct hop would.
-    res.on('close', () => { if (!res.writableFinished) out.destroy(); });
+    res.on('close', () => {
+      if (!res.writableFinished) out.destroy();
+    });
     req.pipe(out);
   };
 
@@ -78,9 +80,15 @@ export async function startLossyProxy(target: string | string[], rotate: Match =
   return {
     url: `http://127.0.0.1:${port}${upstream.pathname.replace(/\/$/, '')}`,
     calls,
-    dropReplies(match, times = 1) { drops.push({ match, left: times }); },
-    onAnswered(match, fn) { hooks.push({ match, fn }); },
-    setDown(d) { down = d; },
+    dropReplies(match, times = 1) {
+      drops.push({ match, left: times });
+    },
+    onAnswered(match, fn) {
+      hooks.push({ match, fn });
+    },
+    setDown(d) {
+      down = d;
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,6 +1,15 @@
 import type {
-  AuditEntry, BeginOutcome, BeginRecord, JoinedBranchRecord, JoinRecord, LoggedBranch, LoggedEvent, LoggedTransaction,
-  RecoveryLog, TransactionLog, TransitionRecord,
+  AuditEntry,
+  BeginOutcome,
+  BeginRecord,
+  JoinedBranchRecord,
+  JoinRecord,
+  LoggedBranch,
+  LoggedEvent,
+  LoggedTransaction,
+  RecoveryLog,
+  TransactionLog,
+  TransitionRecord,
 } from '../../coordinator/engine/log-port.ts';
 import { FINAL_TX_STATUSES, isFinal, type TxStatus } from '../../coordinator/engine/states.ts';
 import { StaleStateError } from '../../coordinator/errors.ts';
@@ -44,11 +53,30 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
     if (this.#rows.has(r.id)) throw new Error(`duplicate transaction ${r.id}`);
     this.#rows.set(r.id, {
       tx: {
-        id: r.id, namespace: r.namespace, status: 'active', onePhase: false, deadline: r.deadline, submittedBy: r.submittedBy, error: null,
-        createdAt: new Date(), decidedAt: null, completedAt: null, driver: r.driver, leaseUntil: r.deadline, attempts: 0, lastError: null,
-        inDoubt: false, heuristic: false, branches: r.branches.map((b) => newBranch(b.index, b.resource, b.gid)), events: [],
+        id: r.id,
+        namespace: r.namespace,
+        status: 'active',
+        onePhase: false,
+        deadline: r.deadline,
+        submittedBy: r.submittedBy,
+        error: null,
+        createdAt: new Date(),
+        decidedAt: null,
+        completedAt: null,
+        driver: r.driver,
+        leaseUntil: r.deadline,
+        attempts: 0,
+        lastError: null,
+        inDoubt: false,
+        heuristic: false,
+        branches: r.branches.map((b) => newBranch(b.index, b.resource, b.gid)),
+        events: [],
       },
-      branchCount: r.branches.length, interactive: r.interactive ?? false, timeoutMs: r.timeoutMs, decidedApart: false, written: [],
+      branchCount: r.branches.length,
+      interactive: r.interactive ?? false,
+      timeoutMs: r.timeoutMs,
+      decidedApart: false,
+      written: [],
     });
     return { created: true };
   }
@@ -89,17 +117,27 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
     const row = this.#rows.get(id);
     if (!row) return null;
     const tx = structuredClone(row.tx);
-    tx.events = withHappyPathEvents({
-      status: tx.status, submitted_by: tx.submittedBy, created_at: tx.createdAt, decided_at: tx.decidedAt, completed_at: tx.completedAt,
-      one_phase: tx.onePhase, interactive: row.interactive, timeout_ms: row.timeoutMs, resources: tx.branches.map((b) => b.resource),
-      decided_apart: row.decidedApart,
-    }, structuredClone(row.written));
+    tx.events = withHappyPathEvents(
+      {
+        status: tx.status,
+        submitted_by: tx.submittedBy,
+        created_at: tx.createdAt,
+        decided_at: tx.decidedAt,
+        completed_at: tx.completedAt,
+        one_phase: tx.onePhase,
+        interactive: row.interactive,
+        timeout_ms: row.timeoutMs,
+        resources: tx.branches.map((b) => b.resource),
+        decided_apart: row.decidedApart,
+      },
+      structuredClone(row.written),
+    );
     return tx;
   }
 
   async joinBranch(r: JoinRecord): Promise<JoinedBranchRecord | null> {
     const row = this.#rows.get(r.id);
-    if (!row || !row.interactive || row.tx.status !== 'active' || row.tx.deadline.getTime() <= Date.now()) return null;
+    if (!row?.interactive || row.tx.status !== 'active' || row.tx.deadline.getTime() <= Date.now()) return null;
     const existing = row.tx.branches.find((b) => b.resource === r.resource);
     if (existing) return { index: existing.index, gid: existing.gid, deadline: row.tx.deadline, created: false };
     const index = row.branchCount++;
@@ -155,14 +193,20 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
       if (tx.namespace !== namespace || (tx.status !== 'committing' && tx.status !== 'aborting') || tx.inDoubt) continue;
       if (tx.decidedAt === null || tx.decidedAt.getTime() >= Date.now() - olderThanMs) continue;
       tx.inDoubt = true;
-      row.written.push({ at: new Date(), kind: 'in_doubt', actor: null, detail: { attempts: tx.attempts, error: tx.lastError, unfinishedSince: tx.decidedAt } });
+      row.written.push({
+        at: new Date(),
+        kind: 'in_doubt',
+        actor: null,
+        detail: { attempts: tx.attempts, error: tx.lastError, unfinishedSince: tx.decidedAt },
+      });
       flagged++;
     }
     return flagged;
   }
 
   async unattended(namespace: string, limit: number): Promise<{ id: string; status: TxStatus; deadline: Date }[]> {
-    return [...this.#rows.values()].map((r) => r.tx)
+    return [...this.#rows.values()]
+      .map((r) => r.tx)
       .filter((tx) => tx.namespace === namespace && !isFinal(tx.status) && (tx.leaseUntil === null || tx.leaseUntil.getTime() < Date.now()))
       .sort((a, b) => a.deadline.getTime() - b.deadline.getTime())
       .slice(0, limit)

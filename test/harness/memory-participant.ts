@@ -1,7 +1,13 @@
 import type { PrepareResult, StatementResult } from '../../participant-adapter/branch.ts';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import type {
-  BranchSession, BranchState, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, XactStatus,
+  BranchSession,
+  BranchState,
+  Participant,
+  ParticipantHealth,
+  PreparedBranchInfo,
+  PreparedBranchState,
+  XactStatus,
 } from '../../participant-adapter/participant.ts';
 
 /*
@@ -39,7 +45,8 @@ export class MemoryParticipant implements Participant {
 
   async listPrepared(prefix: string): Promise<PreparedBranchInfo[]> {
     this.reach();
-    return [...this.prepared].filter(([gid]) => gid.startsWith(prefix))
+    return [...this.prepared]
+      .filter(([gid]) => gid.startsWith(prefix))
       .map(([gid, p]) => ({ gid, preparedAt: p.preparedAt, owner: 'memory', database: this.name }));
   }
 

@@ -38,9 +38,21 @@ export async function startParticipantProcess(options: ParticipantProcessOptions
   let url = '';
 
   const spawnOnce = async () => {
-    const args = ['--import', 'tsx', 'coordinator/cli/main.ts', 'participant',
-      '--database-url', options.databaseUrl, '--port', String(port), '--namespace', options.namespace, '--name', options.name,
-      ...(options.allowStatements ? ['--allow-statements'] : [])];
+    const args = [
+      '--import',
+      'tsx',
+      'coordinator/cli/main.ts',
+      'participant',
+      '--database-url',
+      options.databaseUrl,
+      '--port',
+      String(port),
+      '--namespace',
+      options.namespace,
+      '--name',
+      options.name,
+      ...(options.allowStatements ? ['--allow-statements'] : []),
+    ];
     const proc = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', TPC_PARTICIPANT_TOKEN: options.token },
@@ -48,7 +60,9 @@ export async function startParticipantProcess(options: ParticipantProcessOptions
     });
     child = proc;
     let stderr = '';
-    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    proc.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     exited = new Promise((resolve) => proc.once('exit', () => resolve()));
     const announced = `participant router for ${options.name} at `;
     const listening = new Promise<string>((resolve, reject) => {
@@ -76,9 +90,13 @@ export async function startParticipantProcess(options: ParticipantProcessOptions
   const isRunning = () => child !== null && child.exitCode === null && child.signalCode === null;
   await spawnOnce();
   return {
-    get url() { return url; },
+    get url() {
+      return url;
+    },
     port,
-    get running() { return isRunning(); },
+    get running() {
+      return isRunning();
+    },
     async start() {
       if (!isRunning()) await spawnOnce();
     },

@@ -56,21 +56,35 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
       const configFile = join(dir, `sentinel-${i}.conf`);
       // 1 s without an answer marks the primary down: failovers in the test take seconds, not the
       // 30 s default; a production deployment chooses its own.
-      await writeFile(configFile, [
-        `sentinel monitor ${MASTER} 127.0.0.1 ${first.port} 2`,
-        `sentinel down-after-milliseconds ${MASTER} 1000`,
-        `sentinel failover-timeout ${MASTER} 10000`,
-        `sentinel parallel-syncs ${MASTER} 1`,
-        '',
-      ].join('\n'));
+      await writeFile(
+        configFile,
+        [
+          `sentinel monitor ${MASTER} 127.0.0.1 ${first.port} 2`,
+          `sentinel down-after-milliseconds ${MASTER} 1000`,
+          `sentinel failover-timeout ${MASTER} 10000`,
+          `sentinel parallel-syncs ${MASTER} 1`,
+          '',
+        ].join('\n'),
+      );
       sentinels.push(await startRedisServer('redis-server', { configFile, args: ['--sentinel'] }));
     }
     // A failover needs the replica known to the Sentinels and the Sentinels known to each other
     // (they meet through hello messages on the primary, every 2 s).
-    await eventually(() => Promise.all(sentinels.map((s) => withClient(s.port, async (c) => ({
-      sentinels: ((await c.call('SENTINEL', 'SENTINELS', MASTER)) as unknown[]).length,
-      replicas: ((await c.call('SENTINEL', 'REPLICAS', MASTER)) as string[][]).filter((r) => !String(r[r.indexOf('flags') + 1]).includes('down')).length,
-    })))), (v) => v.every((x) => x.sentinels === 2 && x.replicas === 1), 'the Sentinels to know each other and the replica', 20_000);
+    await eventually(
+      () =>
+        Promise.all(
+          sentinels.map((s) =>
+            withClient(s.port, async (c) => ({
+              sentinels: ((await c.call('SENTINEL', 'SENTINELS', MASTER)) as unknown[]).length,
+              replicas: ((await c.call('SENTINEL', 'REPLICAS', MASTER)) as string[][]).filter((r) => !String(r[r.indexOf('flags') + 1]).includes('down'))
+                .length,
+            })),
+          ),
+        ),
+      (v) => v.every((x) => x.sentinels === 2 && x.replicas === 1),
+      'the Sentinels to know each other and the replica',
+      20_000,
+    );
   } catch (err) {
     await Promise.allSettled([...sentinels, ...servers].map((s) => s.stop()));
     await rm(dir, { recursive: true, force: true });
@@ -94,10 +108,19 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
       return byPort(await masterPort(sentinels[0]!));
     },
     async failedOver(old, limitMs = 30_000) {
-      const ports = await eventually(() => Promise.all(sentinels.map(masterPort)),
-        (p) => p.every((x) => x === p[0] && x !== old.port), 'the Sentinels to agree on a new primary', limitMs);
+      const ports = await eventually(
+        () => Promise.all(sentinels.map(masterPort)),
+        (p) => p.every((x) => x === p[0] && x !== old.port),
+        'the Sentinels to agree on a new primary',
+        limitMs,
+      );
       const promoted = byPort(ports[0]!);
-      await eventually(() => role(promoted), (r) => r === 'master', 'the promoted replica to act as primary', limitMs);
+      await eventually(
+        () => role(promoted),
+        (r) => r === 'master',
+        'the promoted replica to act as primary',
+        limitMs,
+      );
       return promoted;
     },
     async stop() {

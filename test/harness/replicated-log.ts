@@ -10,8 +10,7 @@ import { findPostgresBinDir, startPostgresCluster, type PostgresCluster } from '
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 /** Server tools refuse to run as root: as root they run as the postgres user, as the clusters do. */
-const asServerUser = (bin: string, args: string[]) =>
-  isRoot ? run('runuser', ['-u', 'postgres', '--', bin, ...args]) : run(bin, args);
+const asServerUser = (bin: string, args: string[]) => (isRoot ? run('runuser', ['-u', 'postgres', '--', bin, ...args]) : run(bin, args));
 
 /*
  * Every server of the pair, whichever role it has now. synchronous_standby_names is deliberately
@@ -59,10 +58,11 @@ export async function startReplicatedLog(options: { binDir?: string } = {}): Pro
     }
   };
 
-  const setSynchronous = (cluster: PostgresCluster, names: string | null) => superuser(cluster, async (c) => {
-    await c.query(names === null ? 'ALTER SYSTEM RESET synchronous_standby_names' : `ALTER SYSTEM SET synchronous_standby_names = ${c.escapeLiteral(names)}`);
-    await c.query('SELECT pg_reload_conf()');
-  });
+  const setSynchronous = (cluster: PostgresCluster, names: string | null) =>
+    superuser(cluster, async (c) => {
+      await c.query(names === null ? 'ALTER SYSTEM RESET synchronous_standby_names' : `ALTER SYSTEM SET synchronous_standby_names = ${c.escapeLiteral(names)}`);
+      await c.query('SELECT pg_reload_conf()');
+    });
 
   /** Removes a server's files whatever its state (a standby's directory is "kept" by the cluster helper, so destroy alone would leave it). */
   const discard = async (cluster: PostgresCluster) => {
@@ -83,7 +83,19 @@ export async function startReplicatedLog(options: { binDir?: string } = {}): Pro
       await chown(dir, Number(uid), Number(gid));
     }
     await asServerUser(join(binDir, 'pg_basebackup'), [
-      '-h', primary.host, '-p', String(primary.port), '-U', 'postgres', '-D', dir, '-R', '-X', 'stream', '--checkpoint=fast', '--no-sync',
+      '-h',
+      primary.host,
+      '-p',
+      String(primary.port),
+      '-U',
+      'postgres',
+      '-D',
+      dir,
+      '-R',
+      '-X',
+      'stream',
+      '--checkpoint=fast',
+      '--no-sync',
     ]);
     standby = await startPostgresCluster({ binDir, dataDir: dir, settings: SETTINGS });
     await setSynchronous(primary, '*');
@@ -99,8 +111,12 @@ export async function startReplicatedLog(options: { binDir?: string } = {}): Pro
   await rebuildStandby();
 
   return {
-    get primary() { return primary; },
-    get standby() { return standby; },
+    get primary() {
+      return primary;
+    },
+    get standby() {
+      return standby;
+    },
     async failover() {
       if (!standby) throw new Error('no standby to promote');
       const killedAt = Date.now();

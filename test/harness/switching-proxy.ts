@@ -26,7 +26,9 @@ export interface SwitchingProxy {
 export async function startSwitchingProxy(initial: ProxyTarget | null): Promise<SwitchingProxy> {
   let target = initial;
   const carried = new Set<Socket>();
-  const endAll = () => { for (const s of carried) s.destroy(); };
+  const endAll = () => {
+    for (const s of carried) s.destroy();
+  };
 
   const server: Server = createServer((client) => {
     client.on('error', () => {});
@@ -38,7 +40,10 @@ export async function startSwitchingProxy(initial: ProxyTarget | null): Promise<
     upstream.on('error', () => {});
     carried.add(client);
     // Either side ending ends both: a refused or dead upstream reaches the client as a closed connection.
-    client.on('close', () => { carried.delete(client); upstream.destroy(); });
+    client.on('close', () => {
+      carried.delete(client);
+      upstream.destroy();
+    });
     upstream.on('close', () => client.destroy());
     client.pipe(upstream).pipe(client);
   });
@@ -56,10 +61,11 @@ export async function startSwitchingProxy(initial: ProxyTarget | null): Promise<
       target = null;
       endAll();
     },
-    close: () => new Promise<void>((resolve) => {
-      target = null;
-      endAll();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        target = null;
+        endAll();
+        server.close(() => resolve());
+      }),
   };
 }

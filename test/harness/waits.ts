@@ -55,16 +55,30 @@ export async function startFlakyParticipant(): Promise<{ cluster: PostgresCluste
  * sleeps meanwhile), so the answer is 202 committing and phase 2 is left to recovery. Returns its id.
  */
 export async function decidedWithFlakyDown(
-  world: { submit(body: unknown): Promise<HttpAnswer> }, flaky: { cluster: PostgresCluster; url: string }, amount: number, account: number,
+  world: { submit(body: unknown): Promise<HttpAnswer> },
+  flaky: { cluster: PostgresCluster; url: string },
+  amount: number,
+  account: number,
 ): Promise<string> {
   const pending = world.submit({
     branches: [
-      { resource: 'bank_a', statements: [{ sql: 'SELECT pg_sleep(1.5)', params: [] }, { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, account] }] },
+      {
+        resource: 'bank_a',
+        statements: [
+          { sql: 'SELECT pg_sleep(1.5)', params: [] },
+          { sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', params: [amount, account] },
+        ],
+      },
       { resource: 'flaky', statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, account] }] },
     ],
     timeoutMs: 10_000,
   });
-  await eventually(() => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'), (r) => r.length === 1, 'the flaky branch prepared', 10_000);
+  await eventually(
+    () => query(flaky.url, 'SELECT gid FROM pg_prepared_xacts'),
+    (r) => r.length === 1,
+    'the flaky branch prepared',
+    10_000,
+  );
   await flaky.cluster.crash();
   const answer = await pending;
   if (answer.status !== 202 || answer.body.status !== 'committing') {

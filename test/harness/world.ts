@@ -35,7 +35,12 @@ export interface World {
   db: Record<Bank | 'log', pg.Pool>;
   /** What the coordinator is given: each database's own login role (its owner), never the superuser. */
   urls: Record<Bank | 'log', string>;
-  request(method: string, path: string, body?: unknown, options?: { token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<HttpAnswer>;
+  request(
+    method: string,
+    path: string,
+    body?: unknown,
+    options?: { token?: string | null; headers?: Record<string, string>; raw?: string },
+  ): Promise<HttpAnswer>;
   submit(body: unknown, options?: { token?: string; headers?: Record<string, string> }): Promise<HttpAnswer>;
   balance(bank: Bank, id: number): Promise<number>;
   /** Prepared transactions of this world's namespace, on every participant database. */
@@ -104,7 +109,7 @@ export async function createDatabases(options: WorldOptions = {}): Promise<Datab
   const home = { log: a, bank_a: a, bank_b: a, bank_c: b };
   const names = { log: `w${tag}_log`, bank_a: `w${tag}_bank_a`, bank_b: `w${tag}_bank_b`, bank_c: `w${tag}_bank_c` };
   const urls = {
-    log: options.logUrl ?? await createDatabase(a, names.log),
+    log: options.logUrl ?? (await createDatabase(a, names.log)),
     bank_a: await createDatabase(a, names.bank_a),
     bank_b: await createDatabase(a, names.bank_b),
     bank_c: await createDatabase(b, names.bank_c),
@@ -114,11 +119,17 @@ export async function createDatabases(options: WorldOptions = {}): Promise<Datab
   const db = Object.fromEntries(Object.keys(urls).map((k) => [k, new pg.Pool({ connectionString: admin(k as Bank | 'log'), max: 4 })])) as World['db'];
   for (const pool of Object.values(db)) pool.on('error', () => {});
   // Created by each bank's own role, so it owns its table, as an application's role would.
-  await Promise.all(BANKS.map(async (bank) => {
-    const owner = new pg.Client({ connectionString: urls[bank] });
-    await owner.connect();
-    try { await owner.query(ACCOUNTS_SQL); } finally { await owner.end(); }
-  }));
+  await Promise.all(
+    BANKS.map(async (bank) => {
+      const owner = new pg.Client({ connectionString: urls[bank] });
+      await owner.connect();
+      try {
+        await owner.query(ACCOUNTS_SQL);
+      } finally {
+        await owner.end();
+      }
+    }),
+  );
   const namespace = `t${tag}`;
   return {
     tag,
@@ -141,8 +152,9 @@ export async function createDatabases(options: WorldOptions = {}): Promise<Datab
       return r.rows[0]!.balance;
     },
     async preparedGids() {
-      const rows = await Promise.all(BANKS.map((bank) =>
-        db[bank].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${namespace}:`])));
+      const rows = await Promise.all(
+        BANKS.map((bank) => db[bank].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [`tpc:${namespace}:`])),
+      );
       return [...new Set(rows.flatMap((r) => r.rows.map((x) => x.gid)))];
     },
     async end() {
@@ -153,7 +165,10 @@ export async function createDatabases(options: WorldOptions = {}): Promise<Datab
 
 /** One HTTP call to a coordinator, with the `full` token unless told otherwise; the body parsed when it is JSON. */
 export async function httpRequest(
-  baseUrl: string, method: string, path: string, body?: unknown,
+  baseUrl: string,
+  method: string,
+  path: string,
+  body?: unknown,
   o: { token?: string | null; headers?: Record<string, string>; raw?: string } = {},
 ): Promise<HttpAnswer> {
   const token = o.token === undefined ? TOKENS.full : o.token;
@@ -168,7 +183,11 @@ export async function httpRequest(
   });
   const text = await res.text();
   let parsed: unknown = text;
-  try { parsed = JSON.parse(text); } catch { /* not JSON: keep the text */ }
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON: keep the text */
+  }
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
@@ -216,7 +235,10 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
 export function transfer(fromBank: Bank, toBank: Bank, amount: number, from = 1, to = 2, extra: Record<string, unknown> = {}) {
   return {
     branches: [
-      { resource: fromBank, statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [amount, from], expect: { rowCount: 1 } }] },
+      {
+        resource: fromBank,
+        statements: [{ sql: 'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1', params: [amount, from], expect: { rowCount: 1 } }],
+      },
       { resource: toBank, statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, to] }] },
     ],
     timeoutMs: 10_000,
@@ -224,7 +246,10 @@ export function transfer(fromBank: Bank, toBank: Bank, amount: number, from = 1,
   };
 }
 
-export interface StatementSpec { sql: string; params: unknown[] }
+export interface StatementSpec {
+  sql: string;
+  params: unknown[];
+}
 
 /** A statement that keeps its branch busy for `seconds` (to hold a transaction open before its decision). */
 export const pause = (seconds: number): StatementSpec => ({ sql: 'SELECT pg_sleep($1)', params: [seconds] });
