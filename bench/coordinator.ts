@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -63,8 +63,11 @@ function entryPoint(root: string, log: (msg: string) => void): string[] {
   if (!existsSync(join(root, 'scripts/build.js'))) return ['--import', 'tsx', 'coordinator/main.ts'];
   const built = spawnSync(process.execPath, ['scripts/build.js', '--if-stale'], { cwd: root, encoding: 'utf8' });
   if (built.status !== 0) throw new Error(`building ${root} failed: ${built.stderr || built.stdout}`);
-  log(`coordinator of ${root}: compiled (dist/coordinator/main.js)`);
-  return ['dist/coordinator/main.js'];
+  // The Node flags `npm start` gives (e.g. --optimize-for-size), read from the checkout's own script.
+  const start = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: { start?: string } }).scripts?.start ?? '';
+  const flags = start.split(/\s+/).filter((w) => w.startsWith('--'));
+  log(`coordinator of ${root}: compiled (node ${[...flags, 'dist/coordinator/main.js'].join(' ')})`);
+  return [...flags, 'dist/coordinator/main.js'];
 }
 
 async function startChild(env: Record<string, string>, options: BenchOptions, root: string, log: (msg: string) => void): Promise<Coordinator> {
