@@ -343,6 +343,9 @@ describe('idempotency', () => {
     expect(first.status).toBe(201);
     expect(second.status).toBe(first.status);
     expect(second.body).toMatchObject({ id: first.body.id, status: first.body.status, error: first.body.error });
+    // The replay says it is one; the first answer does not.
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
     expect(await world.balance('bank_a', 1)).toBe(900);
     expect(await world.balance('bank_b', 2)).toBe(1100);
     expect(await logRows(world)).toBe(1);
@@ -355,6 +358,7 @@ describe('idempotency', () => {
     ]);
     expect(a.body.id).toBe(b.body.id);
     expect([a.status, b.status]).toEqual([201, 201]);
+    expect([a.headers.get('idempotent-replayed'), b.headers.get('idempotent-replayed')].sort()).toEqual(['true', null].sort());
     expect(await world.balance('bank_a', 1)).toBe(900);
     expect(await world.balance('bank_c', 2)).toBe(1100);
     expect(await logRows(world)).toBe(1);
@@ -362,7 +366,10 @@ describe('idempotency', () => {
 
   it('the same key with another body: 422, the first transaction stands alone', async () => {
     expect((await world.submit(transfer('bank_a', 'bank_b', 100), { headers: key })).status).toBe(201);
-    expectProblem(await world.submit(transfer('bank_a', 'bank_b', 200), { headers: key }), 422);
+    const reused = await world.submit(transfer('bank_a', 'bank_b', 200), { headers: key });
+    expectProblem(reused, 422);
+    // Not a replay: the answer is the refusal of this request, not the first one's answer.
+    expect(reused.headers.get('idempotent-replayed')).toBeNull();
     await world.service.engine.drain();
     expect(await world.balance('bank_a', 1)).toBe(900);
     expect(await world.balance('bank_b', 2)).toBe(1100);

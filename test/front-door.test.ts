@@ -139,6 +139,8 @@ describe('the front door of npm start', () => {
     const consolePage = await fetch(`${coordinator}/`);
     expect(consolePage.url).toBe(`${coordinator}/console/`);
     expect(await consolePage.text()).toContain('<html');
+    expect(field(first.banner, 'api docs')).toBe(`${coordinator}/docs/`);
+    expect((await fetch(field(first.banner, 'api docs'))).headers.get('content-type')).toMatch(/^text\/html/);
     const openApi = await fetch(field(first.banner, 'openapi'));
     expect(((await openApi.json()) as { openapi: string }).openapi).toMatch(/^3\.1/);
     const queues = field(first.banner, 'queues');

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type Express, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
+import { docsPage } from './docs-page.ts';
 import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
 import { operatorRoutes, type OperatorRoutesOptions } from './operator-routes.ts';
 import { queueBoard } from './queue-board.ts';
@@ -70,6 +71,7 @@ export function createApp(o: AppOptions): Express {
   app.get('/openapi.json', (_req, res) => {
     res.json(openApi);
   });
+  app.use('/docs', docsPage());
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   // First: its GET /v1/transactions/counts and /lookup would otherwise be taken for an :id.
   app.use(operatorRoutes({ ...o.operator, auth: o.auth, jsonBody }));

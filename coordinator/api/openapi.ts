@@ -106,7 +106,9 @@ export function openApiDocument(maxTimeoutMs: number): Record<string, unknown> {
               in: 'header',
               required: false,
               schema: { type: 'string', pattern: IDEMPOTENCY_KEY.source },
-              description: 'The same key with the same body answers the first transaction again; with another body, 422. Scoped to the token.',
+              description:
+                'The same key with the same body answers the first transaction again, with the header `Idempotent-Replayed: true`; ' +
+                'with another body, 422. Scoped to the token.',
             },
           ],
           requestBody: body({ oneOf: [ref('SubmitRequest'), ref('InteractiveBeginRequest')] }),

@@ -2,7 +2,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { Queue } from 'bullmq';
-import { Router } from 'express';
+import { type RequestHandler, Router } from 'express';
 import type { Authenticator } from './auth.ts';
 
 export const QUEUE_BOARD_PATH = '/queues';
@@ -21,6 +21,22 @@ export function queueBoard(queues: Queue[], auth: Authenticator): Router {
     options: { uiConfig: { boardTitle: 'tpc queues', miscLinks: [{ text: 'Console', url: '/console/' }] } },
   });
   const router = Router();
-  router.use(QUEUE_BOARD_PATH, auth.requireForQueueBoard('operate'), serverAdapter.getRouter() as Router);
+  router.use(QUEUE_BOARD_PATH, auth.requireForQueueBoard('operate'), withoutForeignFonts, serverAdapter.getRouter() as Router);
   return router;
 }
+
+// The board's page asks Google for its web fonts: an operator's browser would tell a third party
+// who looks at the queues and when, and the page waits on a network it may not have. The link is
+// taken out of the page as it is rendered; the fonts fall back to the system's.
+const FOREIGN_FONTS = /<link[^>]*\bhref="https:\/\/fonts\.(?:googleapis|gstatic)\.com[^>]*>\s*/g;
+
+const withoutForeignFonts: RequestHandler = (_req, res, next) => {
+  const render = res.render.bind(res);
+  res.render = ((view: string, options?: object) => {
+    render(view, options ?? {}, (err: Error | null, html?: string) => {
+      if (err) return next(err);
+      res.send((html ?? '').replace(FOREIGN_FONTS, ''));
+    });
+  }) as typeof res.render;
+  next();
+};

@@ -181,7 +181,13 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
             key: keyHeader,
             requestHash: createHash('sha256').update(JSON.stringify(request)).digest('hex'),
           };
-    const view = await o.engine.submit(request, { actor: principal.name, idempotency, receivedAt: res.locals.receivedAt as number | undefined });
+    const view = await o.engine.submit(request, {
+      actor: principal.name,
+      idempotency,
+      receivedAt: res.locals.receivedAt as number | undefined,
+      // Set at once, so that a replay's refusal (a 503 while the first attempt is undecided) says it too.
+      onReplay: () => res.setHeader('Idempotent-Replayed', 'true'),
+    });
     const status = submitStatus(view);
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
     send(res, status, view);

@@ -38,6 +38,7 @@ export function localBanner(url: string, local: LocalEnvironment): string {
   console      ${url}/console/        (sign in with the dev token)
   queues       ${url}${QUEUE_BOARD_PATH}/         (Bull Board, operate scope: sign in to the console first)
   openapi      ${url}/openapi.json
+  api docs     ${url}/docs/   (the OpenAPI document, readable)
   dev token    ${local.token ?? '(yours, from TPC_API_TOKENS)'}${local.token ? `   (all scopes; kept in ${dir}/dev-token)` : ''}
 
   resources    ${local.resources.join(', ')} (table accounts: ids 1..${DEMO_ACCOUNTS}, ${DEMO_BALANCE} each when first created), each for its own role:

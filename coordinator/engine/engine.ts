@@ -117,6 +117,7 @@ export class Engine {
           throw new ConflictError('idempotency_key_reused', `Idempotency-Key "${context.idempotency.key}" was used with a different request body`);
         }
         release();
+        context.onReplay?.();
         return this.#replay(outcome.existingId, request.wait);
       }
     } else {

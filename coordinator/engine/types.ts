@@ -29,6 +29,11 @@ export interface SubmitContext {
    * a request can wait in the event loop before the engine sees it, and that time is the client's.
    */
   receivedAt?: number;
+  /**
+   * Called when the Idempotency-Key was seen before and the answer is the first attempt's (a
+   * replay), before that answer is known: the API marks it so (`Idempotent-Replayed: true`).
+   */
+  onReplay?: () => void;
 }
 
 /** Why a transaction aborted: which branch, which statement, which error, or the deadline. */
