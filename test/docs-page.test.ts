@@ -11,10 +11,13 @@ const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => 
 
 describe('the API docs page', () => {
   let world: World;
+  let browser: Browser;
   beforeAll(async () => {
     world = await createWorld();
+    if (CHROMIUM) browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
   });
   afterAll(async () => {
+    await browser?.close();
     await world?.close();
   });
 
@@ -35,14 +38,6 @@ describe('the API docs page', () => {
   });
 
   describe.skipIf(!CHROMIUM)('in Chromium', () => {
-    let browser: Browser;
-    beforeAll(async () => {
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
-    });
-    afterAll(async () => {
-      await browser?.close();
-    });
-
     /** Loads `path` and returns every URL the page requested, once it has rendered `selector`. */
     async function requestsOf(path: string, selector: string, cookie?: { name: string; value: string }): Promise<string[]> {
       const context = await browser.newContext();
