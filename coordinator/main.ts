@@ -2,6 +2,7 @@ import { ConfigError, loadConfig, loadEmbeddedSettings } from './config/load-con
 import { startLocalEnvironment, wantsLocalEnvironment, type LocalEnvironment } from './embedded/local-environment.ts';
 import { localBanner } from './embedded/local-banner.ts';
 import { createLogger } from './observability/logger.ts';
+import { startTraceExport } from './observability/trace-export.ts';
 import { startService } from './service.ts';
 
 /**
@@ -32,6 +33,12 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
+  // Before the service: its spans need the SDK registered to be recorded.
+  const traces = await startTraceExport(env).catch((err: unknown) => {
+    logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'OpenTelemetry SDK could not start; traces are not exported');
+    return null;
+  });
+  if (traces) logger.info({ exporter: env.OTEL_TRACES_EXPORTER ?? 'otlp' }, 'exporting traces (OpenTelemetry)');
   // Handlers go in before the service starts: a SIGTERM that arrives just as it starts listening
   // must still shut it down cleanly, not kill it with the default action.
   let service: Awaited<ReturnType<typeof startService>> | undefined;
@@ -39,7 +46,7 @@ async function main(): Promise<void> {
   let stopping = false;
   const exit = (code: number) => {
     // What the embedded default started goes with us, whichever way we leave.
-    void stopLocal().finally(() => process.exit(code));
+    void Promise.allSettled([stopLocal(), traces?.shutdown()]).finally(() => process.exit(code));
   };
   const stop = (signal: string) => {
     if (!service) {

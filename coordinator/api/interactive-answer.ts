@@ -1,6 +1,7 @@
 import type { Engine } from '../engine/engine.ts';
 import type { CallerTransaction, TrustedAnswer } from '../engine/trusted-commit.ts';
 import { ConflictError } from '../errors.ts';
+import { inSpan } from '../observability/tracing.ts';
 
 /**
  * Commits or aborts an interactive transaction and answers with its outcome, as the REST API and
@@ -10,7 +11,21 @@ import { ConflictError } from '../errors.ts';
  * `trusted`: the caller is in this process and prepared its own branches (the embedded SDK), so
  * the commit may take its word for them (Engine.commitTrusted). Never given for a REST request.
  */
-export async function settleInteractive(
+export function settleInteractive(
+  engine: Engine,
+  id: string,
+  action: 'commit' | 'abort',
+  actor: string | null,
+  trusted?: CallerTransaction,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  return inSpan(`tpc.interactive.${action}`, { 'tpc.transaction.id': id }, async (span) => {
+    const answer = await settle(engine, id, action, actor, trusted);
+    span.setAttribute('tpc.transaction.status', String(answer.body.status));
+    return answer;
+  });
+}
+
+async function settle(
   engine: Engine,
   id: string,
   action: 'commit' | 'abort',

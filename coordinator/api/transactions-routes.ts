@@ -11,6 +11,7 @@ import { settleInteractive } from './interactive-answer.ts';
 import { problem } from './problem.ts';
 import { assertStatementsAllowed } from './statement-refusals.ts';
 import { parseSubmit, submitSchema } from './submit-schema.ts';
+import { contextOf, withContext } from '../observability/tracing.ts';
 
 export interface TransactionsRoutesOptions {
   engine: Engine;
@@ -181,13 +182,16 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
             key: keyHeader,
             requestHash: createHash('sha256').update(JSON.stringify(request)).digest('hex'),
           };
-    const view = await o.engine.submit(request, {
-      actor: principal.name,
-      idempotency,
-      receivedAt: res.locals.receivedAt as number | undefined,
-      // Set at once, so that a replay's refusal (a 503 while the first attempt is undecided) says it too.
-      onReplay: () => res.setHeader('Idempotent-Replayed', 'true'),
-    });
+    // The caller's trace (W3C traceparent) is the parent of the transaction's span.
+    const view = await withContext(contextOf(req.headers), () =>
+      o.engine.submit(request, {
+        actor: principal.name,
+        idempotency,
+        receivedAt: res.locals.receivedAt as number | undefined,
+        // Set at once, so that a replay's refusal (a 503 while the first attempt is undecided) says it too.
+        onReplay: () => res.setHeader('Idempotent-Replayed', 'true'),
+      }),
+    );
     const status = submitStatus(view);
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
     send(res, status, view);
@@ -200,7 +204,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       if (!UUID.test(id)) throw problem(404, 'not-found', 'Not found', `transaction ${id.slice(0, 80)} not found`);
       // From the log only: asking every database for its live state would cost the commit a round trip per branch.
       await assertOwner(o.engine, req.principal!, id);
-      const answer = await settleInteractive(o.engine, id, action, req.principal!.name);
+      const answer = await withContext(contextOf(req.headers), () => settleInteractive(o.engine, id, action, req.principal!.name));
       send(res, answer.status, answer.body);
     });
   }

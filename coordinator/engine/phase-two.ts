@@ -3,6 +3,7 @@ import { errorOf } from './branch-work.ts';
 import type { Failpoints } from './failpoints.ts';
 import type { BranchStatus } from './states.ts';
 import type { TxError } from './types.ts';
+import { inSpan } from '../observability/tracing.ts';
 
 export type Outcome = 'commit' | 'abort';
 
@@ -66,7 +67,11 @@ export function finishAll(
           error: { resource: ref.resource, statement: null, code: 'unknown_resource', message: `resource ${ref.resource} is not configured` },
         });
       }
-      return finishBranch(participant, ref, outcome).then((r) => {
+      // The gid names its transaction (tpc:<namespace>:<transaction id>:<branch>).
+      const attributes = { 'tpc.transaction.id': ref.gid.split(':')[2] ?? '', 'tpc.resource': ref.resource, 'tpc.gid': ref.gid, 'tpc.decision': outcome };
+      return inSpan('tpc.branch.complete', attributes, async (span) => {
+        const r = await finishBranch(participant, ref, outcome);
+        span.setAttribute('tpc.branch.done', r.done);
         if (r.done) failpoints.hit(`after-complete-${ref.index}`);
         return r;
       });

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import { StaleStateError, UnavailableError } from '../errors.ts';
 import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
+import { inSpan } from '../observability/tracing.ts';
 import { WorkControl } from './deadline.ts';
 import { branchGid } from './gid.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
@@ -61,14 +62,19 @@ export class TransactionRun {
 
   /** `begin` is the begin record's write, issued by the caller and awaited here before any decision. */
   async run(begin: Promise<unknown>): Promise<TransactionView> {
-    try {
-      const view = await this.#drive(begin);
-      this.#deps.observer.outcome(view.status);
-      this.#deps.observer.phase('total', (performance.now() - this.#started) / 1000);
-      return view;
-    } finally {
-      this.#control.dispose();
-    }
+    const resources = this.#request.branches.map((b) => b.resource);
+    return inSpan('tpc.transaction', { 'tpc.transaction.id': this.#id, 'tpc.resources': resources }, async (span) => {
+      try {
+        const view = await this.#drive(begin);
+        span.setAttribute('tpc.transaction.status', view.status);
+        if (view.error) span.setAttribute('tpc.error.code', view.error.code);
+        this.#deps.observer.outcome(view.status);
+        this.#deps.observer.phase('total', (performance.now() - this.#started) / 1000);
+        return view;
+      } finally {
+        this.#control.dispose();
+      }
+    });
   }
 
   async #drive(begin: Promise<unknown>): Promise<TransactionView> {
@@ -77,9 +83,13 @@ export class TransactionRun {
     // log write (HTTP): then it is prepared like any other.
     const multi = this.#request.branches.length > 1 || this.#request.branches.some((b) => !participants.get(b.resource)!.onePhase);
     const t0 = performance.now();
-    const work = await Promise.all(
-      this.#request.branches.map((spec, i) =>
-        runBranchWork(participants.get(spec.resource)!, spec, i, multi ? this.#gids[i]! : null, this.#control, this.#deps.failpoints),
+    const work = await inSpan(multi ? 'tpc.prepare' : 'tpc.work', { 'tpc.transaction.id': this.#id }, () =>
+      Promise.all(
+        this.#request.branches.map((spec, i) =>
+          inSpan('tpc.branch.work', { 'tpc.transaction.id': this.#id, 'tpc.resource': spec.resource, 'tpc.branch.index': i, 'tpc.gid': this.#gids[i]! }, () =>
+            runBranchWork(participants.get(spec.resource)!, spec, i, multi ? this.#gids[i]! : null, this.#control, this.#deps.failpoints),
+          ),
+        ),
       ),
     );
     this.#deps.observer.phase(multi ? 'prepare' : 'work', (performance.now() - t0) / 1000);
@@ -126,15 +136,17 @@ export class TransactionRun {
     const refs = work.map((w) => this.#ref(w.index, w.xid));
     const t0 = performance.now();
     try {
-      await decide(
-        this.#deps,
-        this.#id,
-        {
-          outcome: 'commit',
-          checked: this.#request.branches.length,
-          branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
-        },
-        { by: 'driver' },
+      await inSpan('tpc.decide', { 'tpc.transaction.id': this.#id, 'tpc.decision': 'commit' }, () =>
+        decide(
+          this.#deps,
+          this.#id,
+          {
+            outcome: 'commit',
+            checked: this.#request.branches.length,
+            branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
+          },
+          { by: 'driver' },
+        ),
       );
     } catch {
       // Another process moved it first (StaleStateError), or the decision may or may not be on
@@ -250,7 +262,9 @@ export class TransactionRun {
   /** Phase 2 inline; what does not finish is handed to the follow-up queue, never undone. */
   async #complete(outcome: Outcome, refs: PreparedRef[], from: TxStatus, reason: TxError | null): Promise<TransactionView> {
     const t0 = performance.now();
-    const results = await finishAll(this.#deps.participants, refs, outcome, this.#deps.failpoints);
+    const results = await inSpan('tpc.complete', { 'tpc.transaction.id': this.#id, 'tpc.decision': outcome }, () =>
+      finishAll(this.#deps.participants, refs, outcome, this.#deps.failpoints),
+    );
     this.#deps.observer.phase('complete', (performance.now() - t0) / 1000);
     const final: BranchStatus = outcome === 'commit' ? 'committed' : 'aborted';
     // A branch found ended the other way shows how it really ended; the transaction carries the hazard.

@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { traceFields } from './tracing.ts';
 
 /**
  * JSON logs. Connection strings and statement text never reach the log at info: they may carry
@@ -8,6 +9,8 @@ export function createLogger(level: string): Logger {
   return pino({
     level,
     base: { service: 'tpc-coordinator' },
+    // Inside a traced request, each line names its trace and span.
+    mixin: traceFields,
     redact: {
       paths: ['*.connectionString', '*.url', '*.sql', '*.params', 'req.headers.authorization', 'config.resources', 'config.databaseUrl'],
       censor: '[redacted]',

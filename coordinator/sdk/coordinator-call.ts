@@ -1,4 +1,5 @@
 import type { CallerTransaction } from '../engine/caller-transaction.ts';
+import { withTraceContext } from './trace-context.ts';
 
 export interface CoordinatorAnswer {
   /** The HTTP status; 0 when no answer came (connection refused, timed out). */
@@ -62,7 +63,7 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
     try {
       const res = await fetch(new URL(path, target.url), {
         method,
-        headers,
+        headers: withTraceContext(headers),
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(options?.timeoutMs ?? REQUEST_TIMEOUT_MS),
       });
