@@ -292,6 +292,8 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     await page.fill('#orphan-reason', 'left by a crashed coordinator');
     await page.getByRole('button', { name: 'Roll back', exact: true }).click();
     await page.locator('#orphan-outcome .ok').waitFor();
+    // The list is drawn again after the outcome shows: wait for the row to go, then check it stays gone.
+    await page.locator('#orphans tbody tr', { hasText: gid }).waitFor({ state: 'detached', timeout: 10_000 });
     expect(await page.locator('#orphans', { hasText: gid }).count()).toBe(0);
     await shoot(page, 'console-resources');
     expect(await preparedOn(world.urls.bank_b, gid)).toEqual([]);

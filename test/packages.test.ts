@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -245,6 +245,12 @@ console.log(typeof m.createCoordinator, typeof m.createClient, typeof p.particip
     const bin = join(dir, 'node_modules', 'pg-2pc-coordinator', 'bin', 'tpc.js');
     expect((await sh(process.execPath, [bin, '--version'], { cwd: dir })).stdout.trim()).toBe(version);
     expect((await sh(process.execPath, [bin, '--help'], { cwd: dir })).stdout).toContain('Usage: tpc');
+    // As npm links a package's bin on install: `npx tpc` then finds it in the project, offline.
+    await mkdir(join(dir, 'node_modules', '.bin'), { recursive: true });
+    await symlink(join('..', 'pg-2pc-coordinator', 'bin', 'tpc.js'), join(dir, 'node_modules', '.bin', 'tpc'));
+    await chmod(bin, 0o755);
+    const npx = await sh('npx', ['--offline', '--no-install', 'tpc', '--help'], { cwd: dir, env: { ...process.env, npm_config_update_notifier: 'false' } });
+    expect(npx.stdout).toContain('Usage: tpc');
 
     const { errors } = await typecheck(dir);
     expect(errors).toBe('');
