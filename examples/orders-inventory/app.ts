@@ -1,7 +1,7 @@
 import express, { type Express } from 'express';
 import type { Generated } from 'kysely';
 import type pg from 'pg';
-import { createClient, type ClientOptions } from 'pg-2pc-coordinator';
+import { createClient, type ClientOptions } from 'pg-2pc-client';
 import type { OrdersDB } from './schema.ts';
 
 type OrdersTables = { orders: Omit<OrdersDB['orders'], 'id' | 'placed_at'> & { id: Generated<number>; placed_at: Generated<Date> } };
