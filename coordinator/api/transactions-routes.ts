@@ -12,6 +12,7 @@ import { problem } from './problem.ts';
 import { assertStatementsAllowed } from './statement-refusals.ts';
 import { parseSubmit, submitSchema } from './submit-schema.ts';
 import { contextOf, withContext } from '../observability/tracing.ts';
+import { hexRange } from '../log/id-prefix.ts';
 
 export interface TransactionsRoutesOptions {
   engine: Engine;
@@ -239,7 +240,7 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
       status: q.data.status,
       inDoubt: q.data.inDoubt,
       resource: q.data.resource,
-      idPrefix: q.data.idPrefix,
+      idRange: q.data.idPrefix === undefined ? undefined : hexRange(q.data.idPrefix),
       since: q.data.since ? new Date(q.data.since) : undefined,
       before: q.data.before ? new Date(q.data.before) : undefined,
       cursor: q.data.cursor,

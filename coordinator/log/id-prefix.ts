@@ -29,7 +29,11 @@ export function canonicalIdPrefix(input: string): string | null {
 
 export function idRange(input: string): IdRange | null {
   const p = canonicalIdPrefix(input);
-  if (p === null) return null;
-  const rest = SHAPE.slice(p.length);
-  return { low: p + rest.replace(/x/g, '0'), high: p + rest.replace(/x/g, 'f') };
+  return p === null ? null : hexRange(p.replace(/-/g, ''));
+}
+
+/** The uuids whose hex digits (dashes left out, lower case, 0 to 32 of them) start with `hex`. */
+export function hexRange(hex: string): IdRange {
+  const uuid = (h: string) => `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  return { low: uuid(hex.padEnd(32, '0')), high: uuid(hex.padEnd(32, 'f')) };
 }

@@ -14,8 +14,6 @@ export interface ListFilter {
   visible?: readonly string[];
   since?: Date;
   before?: Date;
-  /** The first hex digits of the id (dashes left out), as the console shows it: 1 to 32 of them. */
-  idPrefix?: string;
   /** Opaque position from a previous page. */
   cursor?: { createdAt: string; id: string };
   limit: number;
@@ -36,12 +34,6 @@ export interface TransactionSummary {
   resources: string[];
 }
 
-/** The lowest and highest uuid whose hex digits start with `hex`: a range scan of the primary key. */
-function uuidRange(hex: string): [string, string] {
-  const uuid = (h: string) => `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  return [uuid(hex.padEnd(32, '0')), uuid(hex.padEnd(32, 'f'))];
-}
-
 /** Newest first, keyset-paginated on (created_at, id), so pages stay stable while rows are added. */
 export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ items: TransactionSummary[]; next: { createdAt: string; id: string } | null }> {
   const conditions = [sql`true`];
@@ -52,10 +44,6 @@ export async function listTransactions(db: LogDb, f: ListFilter): Promise<{ item
   if (f.idRange) conditions.push(sql`t.id BETWEEN ${f.idRange.low}::uuid AND ${f.idRange.high}::uuid`);
   if (f.visible) {
     conditions.push(sql`NOT EXISTS (SELECT 1 FROM tpc_branch_rows b WHERE b.transaction_id = t.id AND NOT (b.resource = ANY(${[...f.visible]}::text[])))`);
-  }
-  if (f.idPrefix) {
-    const [low, high] = uuidRange(f.idPrefix);
-    conditions.push(sql`t.id BETWEEN ${low}::uuid AND ${high}::uuid`);
   }
   if (f.since) conditions.push(sql`t.created_at >= ${f.since}`);
   if (f.before) conditions.push(sql`t.created_at < ${f.before}`);
