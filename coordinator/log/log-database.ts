@@ -58,7 +58,8 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
   const relaxed = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pools.relaxed }) });
   // /readyz's own connection, made like the others so it has their session settings: a probe that
   // borrowed from the hot pools would wait behind a saturated pool and report overload as an outage.
-  const probe = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: pool('on', 1) }) });
+  const probePool = pool('on', 1);
+  const probe = new Kysely<LogDatabase>({ dialect: new PostgresDialect({ pool: probePool }) });
   return {
     forced,
     relaxed,
@@ -68,6 +69,9 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
     },
     async close() {
       await Promise.allSettled([forced.destroy(), relaxed.destroy(), probe.destroy()]);
+      // Kysely ends a pool only if it ran a query on it; one used only through prepared() would
+      // keep its connections (and the process) alive until they idled out.
+      await Promise.allSettled([pools.forced, pools.relaxed, probePool].filter((p) => !p.ending).map((p) => p.end()));
     },
   };
 }
