@@ -10,7 +10,7 @@ import type { Queue } from 'bullmq';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemHandler } from './problem.ts';
 import { rejectMalformedUrl } from './request-guard.ts';
-import { transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
+import { submitHandlers, transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
 export interface AppOptions extends Omit<TransactionsRoutesOptions, 'jsonBody'> {
   operator: Omit<OperatorRoutesOptions, 'auth' | 'jsonBody'>;
@@ -66,13 +66,15 @@ export function createApp(o: AppOptions): Express {
     next();
   });
   app.use(rejectMalformedUrl());
+  const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
+  // The submission first: every request walks the layers before its own (a POST on this path has no other route).
+  app.post('/v1/transactions', ...submitHandlers({ ...o, jsonBody }));
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(o.maxTimeoutMs);
   app.get('/openapi.json', (_req, res) => {
     res.json(openApi);
   });
   app.use('/docs', docsPage());
-  const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   // First: its GET /v1/transactions/counts and /lookup would otherwise be taken for an :id.
   app.use(operatorRoutes({ ...o.operator, auth: o.auth, jsonBody }));
   app.use(transactionsRoutes({ ...o, jsonBody }));

@@ -125,15 +125,17 @@ async function assertOwner(engine: Engine, principal: Principal, id: string): Pr
   if (access.owner !== principal.name || !covered) throw new NotFoundError(`transaction ${id} not found`);
 }
 
-export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
-  const router = Router();
+/**
+ * POST /v1/transactions, the hot path: its handlers, for the app to mount ahead of every other
+ * route (express tries each earlier layer's path on every request; the submission is most of them).
+ */
+export function submitHandlers(o: TransactionsRoutesOptions): RequestHandler[] {
   const schema = submitSchema(o.maxTimeoutMs);
-
   // Under overload, refused before the body is read when nothing could be admitted anyway (503, Retry-After).
   const shed: RequestHandler = (_req, _res, next) => {
     next(o.engine.shed() ?? undefined);
   };
-  router.post('/v1/transactions', o.auth.require('submit'), shed, o.jsonBody, async (req, res) => {
+  const submit: RequestHandler = async (req, res) => {
     const keyHeader = req.get('Idempotency-Key');
     if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
       throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');
@@ -196,7 +198,13 @@ export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
     const status = submitStatus(view);
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
     send(res, status, view);
-  });
+  };
+  return [o.auth.require('submit'), shed, o.jsonBody, submit];
+}
+
+/** Every other route of /v1/transactions (the submission is submitHandlers). */
+export function transactionsRoutes(o: TransactionsRoutesOptions): Router {
+  const router = Router();
 
   // Interactive transactions: the service decides when to commit or abort; the answer is the outcome.
   for (const action of ['commit', 'abort'] as const) {
