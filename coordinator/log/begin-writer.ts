@@ -18,6 +18,7 @@ const branchesJson = (r: BeginRecord) => JSON.stringify(r.branches.map((b) => ({
 export class BeginWriter {
   readonly #db: LogDb;
   readonly #unkeyed: GroupCommit<BeginRecord, BeginOutcome>;
+  #batchSql: string | undefined;
 
   constructor(db: LogDb, observer?: GroupCommitObserver) {
     this.#db = db;
@@ -66,13 +67,14 @@ export class BeginWriter {
         interactive: r.interactive ?? false,
       })),
     );
-    const query = sql`
+    // Its only parameter is the batch: the text is compiled once, not per batch.
+    this.#batchSql ??= sql`
       INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count, branches, timeout_ms, interactive, version)
       SELECT id, namespace, deadline, submitted_by, driver, deadline, jsonb_array_length(branches), branches, timeout_ms, interactive, 1
       FROM jsonb_to_recordset(${rows}::jsonb) AS x(id uuid, namespace text, deadline timestamptz, submitted_by text, driver text,
         branches jsonb, timeout_ms int, interactive boolean)
-    `.compile(this.#db.relaxed);
-    const result = await this.#db.prepared('relaxed', 'tpc_begin_batch', query);
+    `.compile(this.#db.relaxed).sql;
+    const result = await this.#db.prepared('relaxed', 'tpc_begin_batch', { sql: this.#batchSql, parameters: [rows] });
     if (result.rowCount !== records.length) throw new Error(`a batch of ${records.length} begin records wrote ${result.rowCount}`);
     return records.map(() => ({ created: true }));
   }

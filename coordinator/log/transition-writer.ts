@@ -71,6 +71,7 @@ export class TransitionWriter {
   readonly #db: LogDb;
   readonly #forced: GroupCommit<TransitionRow, true>;
   readonly #relaxed: GroupCommit<TransitionRow, true>;
+  #manySql: string | undefined;
 
   constructor(db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
     this.#db = db;
@@ -174,9 +175,18 @@ export class TransitionWriter {
    * an empty table included.
    */
   async #many(mode: 'forced' | 'relaxed', rows: TransitionRow[]): Promise<(true | Error)[]> {
-    const query = sql<{ ord: number }>`
+    const json = JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })));
+    // Its only parameter is the batch: the text is compiled once, not per batch.
+    this.#manySql ??= this.#manyQuery(json).sql;
+    const result = await this.#db.prepared<{ ord: number }>(mode, 'tpc_transition_batch', { sql: this.#manySql, parameters: [json] });
+    const moved = new Set(result.rows.map((r) => r.ord));
+    return rows.map((r, i) => (moved.has(i + 1) ? true : new StaleStateError(r.id, r.from, r.to)));
+  }
+
+  #manyQuery(json: string) {
+    return sql<{ ord: number }>`
       WITH x AS (
-        SELECT * FROM jsonb_to_recordset(${JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })))}::jsonb) AS x(
+        SELECT * FROM jsonb_to_recordset(${json}::jsonb) AS x(
           id uuid, "from" tpc_tx_status, "to" tpc_tx_status, driver text, one_phase boolean, heuristic boolean,
           decides boolean, completes boolean, error jsonb, branches_checked int, branches jsonb,
           event_kind text, event_actor text, event_detail jsonb, derivable boolean, ord int)
@@ -214,9 +224,6 @@ export class TransitionWriter {
         WHERE t.classic OR NOT t.derivable
       )
       SELECT ord FROM t
-    `.compile(this.#db[mode]);
-    const result = await this.#db.prepared(mode, 'tpc_transition_batch', query);
-    const moved = new Set(result.rows.map((r) => r.ord));
-    return rows.map((r, i) => (moved.has(i + 1) ? true : new StaleStateError(r.id, r.from, r.to)));
+    `.compile(this.#db.forced);
   }
 }
