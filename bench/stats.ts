@@ -150,6 +150,16 @@ function oursMs(s: Summary): number {
 }
 
 /**
+ * Issue 13's "service side" of a REST variant: coordinator + log + banks + Redis, without the
+ * client (the bench process), against (b)'s load generator + log + banks: a service's callers pay
+ * for their HTTP client whatever coordinator they call.
+ */
+function serviceMs(s: Summary): number {
+  const c = s.cpuMsPerTx;
+  return [...c.clusters, c.redis, Number.isFinite(c.coordinator) ? c.coordinator : 0].reduce((a, b) => a + b, 0);
+}
+
+/**
  * The service variants against the bare protocol (b), as issue 13 states its aims: throughput (the
  * embedded SDK at >= 0.9× bare), latency (at one client, p50 <= 1.3× bare + 1 ms), and the whole
  * transaction's CPU. (h) runs its coordinator inside the benchmark process, so its CPU is in "bench
@@ -173,7 +183,8 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
       `(${s.variant}) against (b) bare: throughput × ${f(s.tps / b.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, ` +
         `median ${f(median, 2)}); p50 ${f(s.p50, 2)} against ${f(b.p50, 2)} ms` +
         (concurrency === 1 ? ` (one-client aim: p50 <= 1.3 × (b) + 1 ms = ${f(p50Bound, 2)} ms: ${s.p50 <= p50Bound ? 'met' : 'not met'})` : '') +
-        `; CPU per transfer${where} ${f(oursMs(s), 3)} against (b)'s ${f(oursMs(b), 3)} ms (× ${f(oursMs(s) / oursMs(b), 2)}).`,
+        `; CPU per transfer${where} ${f(oursMs(s), 3)} against (b)'s ${f(oursMs(b), 3)} ms (× ${f(oursMs(s) / oursMs(b), 2)})` +
+        (s.variant === 'h' ? '.' : `; service side alone ${f(serviceMs(s), 3)} ms (× ${f(serviceMs(s) / oursMs(b), 2)}).`),
     );
   }
   return lines.length ? lines.join('\n\n') : null;
