@@ -4,7 +4,6 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 import { docsPage } from './docs-page.ts';
 import { healthRoutes, type ReadinessCheck } from './health-routes.ts';
-import { jsonBody as readJsonBody } from './json-body.ts';
 import { operatorRoutes, type OperatorRoutesOptions } from './operator-routes.ts';
 import { queueBoard } from './queue-board.ts';
 import type { Queue } from 'bullmq';
@@ -67,7 +66,7 @@ export function createApp(o: AppOptions): Express {
     next();
   });
   app.use(rejectMalformedUrl());
-  const jsonBody = readJsonBody(o.bodyLimit);
+  const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   // The submission first: every request walks the layers before its own (a POST on this path has no other route).
   app.post('/v1/transactions', ...submitHandlers({ ...o, jsonBody }));
   app.use(healthRoutes(o.readiness, o.metrics.registry));
