@@ -110,19 +110,15 @@ async function measure(kind: string, clients: number, seconds: number, delayMs: 
   });
   const post = () =>
     new Promise<void>((resolve, reject) => {
-      const req = request(
-        url,
-        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { status?: string };
-            if (res.statusCode !== 201 || answer.status !== 'committed') reject(new Error(`HTTP ${res.statusCode}`));
-            else resolve();
-          });
-        },
-      );
+      const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { status?: string };
+          if (res.statusCode !== 201 || answer.status !== 'committed') reject(new Error(`HTTP ${res.statusCode}`));
+          else resolve();
+        });
+      });
       req.on('error', reject);
       req.end(body);
     });
@@ -159,7 +155,8 @@ if (process.argv[2] === '--serve') {
   const seconds = arg('seconds', 8);
   const delayMs = arg('delay-ms', 50);
   const rows = [];
-  for (const kind of ['node:http', 'express', 'express, own body reader', 'node:http', 'express', 'express, own body reader']) rows.push(await measure(kind, clients, seconds, delayMs));
+  for (const kind of ['node:http', 'express', 'express, own body reader', 'node:http', 'express', 'express, own body reader'])
+    rows.push(await measure(kind, clients, seconds, delayMs));
   console.log(`\n${clients} clients, ${seconds} s per round, the server answers ${delayMs} ms after the request\n`);
   console.log('| server | requests/s | server CPU ms/request | client CPU ms/request |');
   console.log('|---|---:|---:|---:|');
