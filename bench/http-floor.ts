@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { Agent, createServer, request } from 'node:http';
+import { Agent, createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,16 @@ function serve(kind: string): void {
     res.setHeader('Content-Length', Buffer.byteLength(ANSWER));
     res.end(ANSWER);
   };
+  // The body read and parsed directly, as a server without a body parser would.
+  const readAndAnswer = (req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { branches?: unknown };
+      if (!Array.isArray(body.branches)) throw new Error('bad body');
+      setTimeout(() => answer(res), delayMs);
+    });
+  };
   let server: ReturnType<typeof createServer>;
   if (kind === 'express') {
     const app = express();
@@ -63,26 +73,10 @@ function serve(kind: string): void {
     server = createServer(app);
   } else if (kind === 'express, own body reader') {
     const app = express();
-    app.post('/v1/transactions', (req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { branches?: unknown };
-        if (!Array.isArray(body.branches)) throw new Error('bad body');
-        setTimeout(() => answer(res), delayMs);
-      });
-    });
+    app.post('/v1/transactions', (req, res) => readAndAnswer(req, res));
     server = createServer(app);
   } else {
-    server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { branches?: unknown };
-        if (!Array.isArray(body.branches)) throw new Error('bad body');
-        setTimeout(() => answer(res), delayMs);
-      });
-    });
+    server = createServer(readAndAnswer);
   }
   server.listen(0, '127.0.0.1', () => process.send?.((server.address() as AddressInfo).port));
 }
