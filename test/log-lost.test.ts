@@ -228,9 +228,12 @@ describe('a keyed submission whose begin write meets a dropped log connection', 
       early.catch(() => {});
       await Promise.race([
         early,
+        // Asked from outside the blocker's transaction: a transaction sees pg_stat_activity's list
+        // of backends as it was at its first look, so a connection the log pool opened afterwards
+        // (its idle ones time out after 30 s on a slow run) was never seen waiting.
         eventually(
           () =>
-            blocker
+            world.db.log
               .query(
                 "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'tpc-coordinator-log'",
               )

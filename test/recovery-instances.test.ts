@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
+import { eventually } from './harness/waits.ts';
 import { BANKS, createDatabases, httpRequest, type Bank, type Databases } from './harness/world.ts';
 
 /*
@@ -117,11 +118,39 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
     };
     const killer = (async () => {
       await sleep(KILL_AT_MS);
-      // Kill while a request to A is in flight, so that some answer is surely lost. Under load all
-      // of A's clients may be busy asking B about a 202 at that moment; wait for one to come back.
-      for (let i = 0; i < 2_000 && inFlightToA === 0; i++) await sleep(1);
-      aDead = true;
-      expect(await A.kill('SIGKILL')).toBeNull();
+      // Kill while A surely holds a request it has not answered. Counting requests in flight on the
+      // client's side was not enough: an answer A had already written still arrived after the kill,
+      // and with a fast log every one of them could. Client 0 (one of A's) finds its account locked
+      // on every bank, so its next request waits inside A, on the database, until A is killed.
+      const holders = await Promise.all(
+        BANKS.map(async (bank) => {
+          const holder = await dbs.db[bank].connect();
+          await holder.query('BEGIN');
+          await holder.query('SELECT 1 FROM accounts WHERE id = 1 FOR UPDATE');
+          return holder;
+        }),
+      );
+      try {
+        // Asked from other connections: a transaction keeps the list of backends it first saw.
+        const waiting = () =>
+          Promise.all(
+            BANKS.map((bank) =>
+              dbs.db[bank]
+                .query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                .then((r) => r.rows[0]!.n),
+            ),
+          ).then((ns) => ns.reduce((x, y) => x + y, 0));
+        await eventually(waiting, (n) => n > 0 && inFlightToA > 0, "a request to A waiting on client 0's locked account", 10_000);
+        aDead = true;
+        expect(await A.kill('SIGKILL')).toBeNull();
+      } finally {
+        await Promise.all(
+          holders.map(async (holder) => {
+            await holder.query('ROLLBACK').catch(() => {});
+            holder.release();
+          }),
+        );
+      }
     })();
     await Promise.all([killer, ...Array.from({ length: CLIENTS }, (_, c) => client(c))]);
 
