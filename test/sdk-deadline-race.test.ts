@@ -15,7 +15,9 @@ interface BankDB {
  * left). Whichever wins, the caller must see TransactionAbortedError / deadline_exceeded, never
  * Postgres' own 57014, and nothing may stay prepared or applied.
  */
-describe('the SDK at the deadline of a statement blocked on a lock', () => {
+// With the service's pools in pipeline mode too: BEGIN then travels with the branch's first
+// statement, unanswered, and the cancel must still never reach a BEGIN (local-branch.ts).
+describe.each([false, true])('the SDK at the deadline of a statement blocked on a lock (pools in pipeline mode: %s)', (pipeline) => {
   let world: World;
   let pools: pg.Pool[];
   let tpc: ReturnType<typeof createClient>;
@@ -24,8 +26,8 @@ describe('the SDK at the deadline of a statement blocked on a lock', () => {
     world = await createWorld();
     // Six at a time, each with a branch on both banks: room for all of them, so no deadline falls
     // while waiting for a connection instead of inside the blocked statement.
-    const a = new pg.Pool({ connectionString: world.urls.bank_a, max: 6 });
-    const c = new pg.Pool({ connectionString: world.urls.bank_c, max: 6 });
+    const a = new pg.Pool({ connectionString: world.urls.bank_a, max: 6, pipeline } as pg.PoolConfig);
+    const c = new pg.Pool({ connectionString: world.urls.bank_c, max: 6, pipeline } as pg.PoolConfig);
     pools = [a, c];
     tpc = createClient({ url: world.service.url, token: TOKENS.full, resources: { bank_a: a, bank_c: c } });
     // Another user of bank_a holds account 1 for the whole test: every update of it blocks.
@@ -78,6 +80,31 @@ describe('the SDK at the deadline of a statement blocked on a lock', () => {
         (err: unknown) => err,
       );
   };
+
+  it('commits a transfer on both banks, and rolls both back when a statement fails', async () => {
+    const transfer = (amount: number) =>
+      tpc.transaction(async (tx) => {
+        const [a, c] = await Promise.all([tx.branch<BankDB>('bank_a'), tx.branch<BankDB>('bank_c')]);
+        await Promise.all([
+          a
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '-', amount) }))
+            .where('id', '=', 2)
+            .execute(),
+          c
+            .updateTable('accounts')
+            .set((eb) => ({ balance: eb('balance', '+', amount) }))
+            .where('id', '=', 2)
+            .execute(),
+        ]);
+      });
+    expect((await transfer(7)).outcome.status).toBe('committed');
+    // More than the account holds: its CHECK fails on bank_a, and bank_c's credit goes with it.
+    await expect(transfer(5000)).rejects.toMatchObject({ code: '23514' });
+    expect([await world.balance('bank_a', 2), await world.balance('bank_c', 2)]).toEqual([993, 1007]);
+    expect(await world.preparedGids()).toEqual([]);
+    await allReturned();
+  });
 
   it('throws deadline_exceeded for every one of 30 transactions, whichever timer wins, and leaves nothing prepared', async () => {
     const errors: unknown[] = [];

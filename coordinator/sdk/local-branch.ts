@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { sendCancelRequest } from '../../participant-adapter/cancel-request.ts';
 import { pinnedKysely } from '../../participant-adapter/pinned-kysely.ts';
 import { gidLiteral } from '../../participant-adapter/gid.ts';
+import { batchWrites } from '../../participant-adapter/batched-writes.ts';
 import { beginStatement, endTransaction, prepareTransaction } from '../../participant-adapter/prepare-branch.ts';
 import { resetSession } from '../../participant-adapter/session-reset.ts';
 
@@ -31,25 +32,49 @@ export class LocalBranch {
     this.#broken = true;
   };
 
+  /**
+   * BEGIN, sent with the branch's first query. On a pool in pipeline mode both leave in one write
+   * and the statement does not wait for BEGIN's answer: one round trip less per branch, as the
+   * coordinator's own branches do (participant-adapter/branch.ts). On any other pool the statement
+   * is sent once BEGIN has succeeded, as before. Resolves true once BEGIN has run, false if it failed.
+   */
+  #begun: Promise<boolean> | undefined;
+  #beginError: unknown;
+  readonly #pipelined: boolean;
+
   private constructor(
     readonly resource: string,
     private readonly client: pg.PoolClient,
+    private readonly statementTimeoutMs: number,
   ) {
     // A checked-out connection whose socket dies emits 'error'; with no listener the process would crash.
     client.on('error', this.#onError);
+    this.#pipelined = (client as unknown as { pipeline?: boolean }).pipeline === true;
     this.db = pinnedKysely({ query: (text, values) => this.#query(text, values) });
   }
 
-  /** Checks out a connection and runs BEGIN, each statement bounded by `statementTimeoutMs`. */
+  /** Checks out a connection for a branch whose statements are each bounded by `statementTimeoutMs`; BEGIN goes with the first. */
   static async open(pool: pg.Pool, resource: string, statementTimeoutMs: number): Promise<LocalBranch> {
-    const client = await pool.connect();
-    try {
-      await client.query(beginStatement(statementTimeoutMs));
-    } catch (err) {
-      client.release(true);
-      throw err;
+    return new LocalBranch(resource, await pool.connect(), statementTimeoutMs);
+  }
+
+  #begin(): Promise<boolean> {
+    if (!this.#begun) {
+      batchWrites(this.client);
+      this.#begun = this.client.query(beginStatement(this.statementTimeoutMs)).then(
+        () => true,
+        (err: unknown) => {
+          this.#beginError = err;
+          return false;
+        },
+      );
     }
-    return new LocalBranch(resource, client);
+    return this.#begun;
+  }
+
+  /** Sends BEGIN if it was not sent yet, and waits for it: what ends the transaction must find one open. */
+  async #begunOrThrow(): Promise<void> {
+    if (!(await this.#begin())) throw this.#beginError;
   }
 
   #query(text: string, values?: unknown[]): Promise<pg.QueryResult> {
@@ -58,7 +83,13 @@ export class LocalBranch {
     }
     this.#inFlight++;
     if (this.#onlySelects && !READS.test(text)) this.#onlySelects = false;
-    return this.client.query(text, values).finally(() => {
+    const begun = this.#begin();
+    // Pipelined, the statement follows BEGIN in the same write; a BEGIN that fails there has lost
+    // its connection, and the statement with it (a cancel waits for BEGIN: see cancel()).
+    const sent = this.#pipelined
+      ? this.client.query(text, values)
+      : begun.then((ok) => (ok ? this.client.query(text, values) : Promise.reject(this.#beginError)));
+    return sent.finally(() => {
       this.#inFlight--;
     });
   }
@@ -66,11 +97,14 @@ export class LocalBranch {
   /**
    * Cancels the statement this branch is running, if any. A cancel names a backend, not a
    * statement: the connection is marked so that release() destroys it, and a late cancel can never
-   * reach the next user of the pool. BEGIN has always completed here (open() awaits it), so a
-   * cancel cannot leave the branch's statements running outside a transaction.
+   * reach the next user of the pool. It waits for BEGIN to have run, so a cancel cannot leave the
+   * branch's statements running outside a transaction.
    */
   async cancel(): Promise<void> {
     if (this.#state !== 'open' || this.#inFlight === 0 || this.#cancelSent) return;
+    // Never while BEGIN may still be running: a cancelled BEGIN would let the statement pipelined
+    // behind it run, and commit, on its own.
+    if (!(await this.#begin()) || this.#state !== 'open' || this.#inFlight === 0 || this.#cancelSent) return;
     const c = this.client as unknown as { host: string; port: number; processID: number | null; secretKey: number | null };
     if (c.processID == null || c.secretKey == null) return;
     this.#cancelSent = true;
@@ -87,6 +121,7 @@ export class LocalBranch {
    * decision). The embedded coordinator records it with the decision without asking again.
    */
   async xid(): Promise<string | null> {
+    await this.#begunOrThrow();
     const r = await this.client.query<{ xid: string | null }>('SELECT pg_current_xact_id_if_assigned()::text AS xid');
     return r.rows[0]?.xid ?? null;
   }
@@ -111,6 +146,7 @@ export class LocalBranch {
     let results: pg.QueryResult[];
     let reset: Promise<boolean> | undefined;
     try {
+      await this.#begunOrThrow();
       const ending = this.client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>;
       reset = resetSession(this.client);
       results = await ending.finally(() => reset);
@@ -148,6 +184,7 @@ export class LocalBranch {
   async prepare(gid: string): Promise<boolean> {
     this.#state = 'ending';
     try {
+      await this.#begunOrThrow();
       const { prepared, sessionReset } = await prepareTransaction(this.client, gid);
       this.#release(sessionReset);
       return prepared;
