@@ -193,7 +193,7 @@ export async function runBacklog(
     'prepared on any bank (polled every 250 ms). RSS is VmRSS of the coordinator process, sampled every 100 ms: "idle" is the 5 s before',
     'the load. COMMIT PREPAREDs are counted by the proxy; more than one per branch are duplicate drives.',
     '',
-    'CPU during the drain ("ms per tx": per drained transaction; pg1 holds the log and bank_a):',
+    'CPU during the drain ("ms per tx": per drained transaction):',
     '',
     cpuDrain,
     '',

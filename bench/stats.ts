@@ -116,8 +116,7 @@ const PAIRS: readonly [Variant['name'], Variant['name'], string][] = [
 
 /**
  * One line per pair: throughput (overall and by round), latency, and CPU per transfer of the coordinator
- * and of the cluster holding the log (`logCluster`, an index into the clusters; it holds a bank too, the
- * same for both, so the difference is the log's).
+ * and of the cluster holding the logs (`logCluster`, an index into the clusters).
  */
 export function abLines(summaries: Summary[], logCluster: number): string | null {
   const lines: string[] = [];
