@@ -29,6 +29,20 @@ export interface RunControl {
   readonly stopped: boolean;
 }
 
+/** A sample with nothing counted yet. */
+function emptySample(cpu: CpuUsed): RunSample {
+  return {
+    completed: 0,
+    errors: 0,
+    latencies: [],
+    elapsedMs: 0,
+    phaseSums: { prepare: 0, decide: 0, complete: 0 },
+    phaseCount: 0,
+    errorMessages: new Map(),
+    cpu,
+  };
+}
+
 /**
  * Runs `variant` with `concurrency` closed-loop clients for `durationMs`: each client starts its
  * next transfer as soon as the previous one ends. No new transfer starts after the deadline; the
@@ -43,16 +57,7 @@ export async function timedRun(
   cpu: CpuProbe,
 ): Promise<RunSample> {
   const cpu0 = cpu.snapshot();
-  const sample: RunSample = {
-    completed: 0,
-    errors: 0,
-    latencies: [],
-    elapsedMs: 0,
-    phaseSums: { prepare: 0, decide: 0, complete: 0 },
-    phaseCount: 0,
-    errorMessages: new Map(),
-    cpu: cpu.used(cpu0, cpu0),
-  };
+  const sample = emptySample(cpu.used(cpu0, cpu0));
   const start = performance.now();
   const end = start + durationMs;
 
@@ -89,14 +94,7 @@ export async function timedRun(
 /** Every round's samples of one variant, merged. */
 export function merge(samples: RunSample[], clusters: number): RunSample & { perRoundTps: number[] } {
   const out: RunSample & { perRoundTps: number[] } = {
-    completed: 0,
-    errors: 0,
-    latencies: [],
-    elapsedMs: 0,
-    phaseSums: { prepare: 0, decide: 0, complete: 0 },
-    phaseCount: 0,
-    errorMessages: new Map(),
-    cpu: zeroUsed(clusters),
+    ...emptySample(zeroUsed(clusters)),
     perRoundTps: [],
   };
   let busyWeighted = 0;

@@ -4,11 +4,8 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createClient, createCoordinator, TransactionAbortedError, type EmbeddedCoordinator, type GlobalTransaction } from 'pg-2pc-coordinator';
 import { prepareBranch } from 'pg-2pc-coordinator/participant-adapter';
+import { type BankDB, moveOnBranches } from './harness/sdk-transfer.ts';
 import { createWorld, type World } from './harness/world.ts';
-
-interface BankDB {
-  accounts: { id: number; balance: number };
-}
 
 /*
  * The embedded coordinator's trusted commit: the SDK tells it the xid of each branch it prepared
@@ -76,18 +73,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
 
   /** Moves `amount` from account `id` on bank_a to the same account on bank_c; returns the two branches' xids. */
   const move = async (tx: GlobalTransaction, id: number, amount: number) => {
-    const a = await tx.branch<BankDB>('bank_a');
-    const c = await tx.branch<BankDB>('bank_c');
-    await a
-      .updateTable('accounts')
-      .set((eb) => ({ balance: eb('balance', '-', amount) }))
-      .where('id', '=', id)
-      .execute();
-    await c
-      .updateTable('accounts')
-      .set((eb) => ({ balance: eb('balance', '+', amount) }))
-      .where('id', '=', id)
-      .execute();
+    const { a, c } = await moveOnBranches(tx, id, amount);
     const xid = async (db: typeof a) => (await sql<{ xid: string }>`SELECT pg_current_xact_id_if_assigned()::text AS xid`.execute(db)).rows[0]!.xid;
     return { bank_a: await xid(a), bank_c: await xid(c) };
   };

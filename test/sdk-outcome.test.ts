@@ -6,11 +6,8 @@ import { createClient, createCoordinator, TransactionAbortedError, TransactionOu
 import { freeLoopbackPort } from '../coordinator/embedded/free-port.ts';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
 import { startLossyProxy, type LossyProxy } from './harness/lossy-proxy.ts';
+import { moveOnBranches } from './harness/sdk-transfer.ts';
 import { TOKENS, createDatabases, createWorld, type Databases, type World } from './harness/world.ts';
-
-interface BankDB {
-  accounts: { id: number; balance: number };
-}
 
 /*
  * A commit that got no answer: the SDK must not call it aborted (a service would do the work
@@ -22,18 +19,7 @@ interface BankDB {
 const move = (tpc: TpcClient, id: number, amount: number, timeoutMs = 5000) =>
   tpc.transaction(
     async (tx) => {
-      const a = await tx.branch<BankDB>('bank_a');
-      const c = await tx.branch<BankDB>('bank_c');
-      await a
-        .updateTable('accounts')
-        .set((eb) => ({ balance: eb('balance', '-', amount) }))
-        .where('id', '=', id)
-        .execute();
-      await c
-        .updateTable('accounts')
-        .set((eb) => ({ balance: eb('balance', '+', amount) }))
-        .where('id', '=', id)
-        .execute();
+      await moveOnBranches(tx, id, amount);
     },
     { timeoutMs },
   );
