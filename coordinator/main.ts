@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig, loadEmbeddedSettings } from './config/load-config.ts';
 import { startLocalEnvironment, wantsLocalEnvironment, type LocalEnvironment } from './embedded/local-environment.ts';
 import { localBanner } from './embedded/local-banner.ts';
+import { applyHeapGrowth } from './heap-growth.ts';
 import { createLogger } from './observability/logger.ts';
 import { startTraceExport } from './observability/trace-export.ts';
 import { startService } from './service.ts';
@@ -33,6 +34,9 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
+  if (!applyHeapGrowth(config.heapGrowthPercent) && config.heapGrowthPercent > 0) {
+    logger.info('--heap-growing-percent given to Node; TPC_HEAP_GROWTH_PERCENT is not applied');
+  }
   // Before the service: its spans need the SDK registered to be recorded.
   const traces = await startTraceExport(env).catch((err: unknown) => {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'OpenTelemetry SDK could not start; traces are not exported');

@@ -113,6 +113,9 @@ const envSchema = z.object({
   // server programs or files): comma-separated names, or "*". None by default: such a role turns
   // any statement the guard misses into a shell on the database host.
   TPC_PRIVILEGED_RESOURCES: z.string().optional(),
+  // V8's old generation may grow this far (in %) past the live data before it collects again; 0:
+  // V8's own factor, up to 300 % on a large machine (coordinator/heap-growth.ts).
+  TPC_HEAP_GROWTH_PERCENT: int(0, 1000).default(50),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -142,6 +145,8 @@ export interface Config {
   readonly reconcileIntervalMs: number;
   readonly retentionDays: number;
   readonly shutdownTimeoutMs: number;
+  /** V8's heap growing factor past the live data, in %; 0 leaves V8's own (coordinator/heap-growth.ts). */
+  readonly heapGrowthPercent: number;
   /** BullMQ's key prefix in Redis. */
   readonly queuePrefix: string;
   /** This process as the driver of the transactions it runs; unique per process unless set. */
@@ -296,6 +301,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconcileIntervalMs: e.TPC_RECONCILE_INTERVAL_MS,
     retentionDays: e.TPC_RETENTION_DAYS,
     shutdownTimeoutMs: e.TPC_SHUTDOWN_TIMEOUT_MS,
+    heapGrowthPercent: e.TPC_HEAP_GROWTH_PERCENT,
     queuePrefix: e.TPC_QUEUE_PREFIX,
     instanceId: e.TPC_INSTANCE_ID,
     failpoints: Object.freeze(failpoints),
