@@ -6,6 +6,7 @@ import pg from 'pg';
 import { namespacePrefix } from '../participant-adapter/gid.ts';
 import type { Coordinator } from './coordinator.ts';
 import { snapshot, used, type CpuUsed } from './cpu.ts';
+import { resetStatStatements, statStatementsReport } from './diagnose.ts';
 import type { CutCounts, CutProxy } from './pg-cut-proxy.ts';
 import { BANKS, type Bank, type World } from './world.ts';
 
@@ -264,6 +265,8 @@ export interface RunTarget {
   coordinator: Coordinator;
   namespace: string;
   logUrl: string;
+  /** The log database as a superuser, when pg_stat_statements is loaded (--pg-stat-statements): its statements during the drain are reported. */
+  logAdminUrl?: string;
 }
 
 export async function runBacklogOnce(
@@ -335,6 +338,7 @@ export async function runBacklogOnce(
 
     const toCommit = [...answers].filter(([k]) => k.startsWith('201') || k.startsWith('202')).reduce((a, [, n]) => a + n, 0);
     const already = await committed();
+    if (target.logAdminUrl) await resetStatStatements([target.logAdminUrl]);
     proxy.restore();
     rss.set('drain');
     const restoredAt = performance.now();
@@ -376,6 +380,10 @@ export async function runBacklogOnce(
       `[${target.label}] drained in ${drainMs === null ? 'NOT within the limit' : `${(drainMs / 1000).toFixed(1)} s`}; ` +
         `${proxyDuringDrain.commitPreparedForwarded} COMMIT PREPARED sent to bank_c; RSS peak ${rssByPhase.drain.peak.toFixed(0)} MiB`,
     );
+    if (target.logAdminUrl) {
+      const statements = await statStatementsReport({ [`log (${target.label})`]: target.logAdminUrl }, 12);
+      log(`[${target.label}] the log's statements during the drain (pg_stat_statements):\n${statements}`);
+    }
     const drainMemory = memoryOf((await scrape(coordinator.url)).gauges);
     const end = await byStatus();
     const problems = await verify(w, accounts, expected);

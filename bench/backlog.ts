@@ -134,7 +134,14 @@ export async function runBacklog(
     bank_c: new Int32Array(options.accounts + 1),
   };
   const targets: (() => Promise<RunTarget>)[] = [
-    () => Promise.resolve({ label: 'coordinator', coordinator: w.coordinator, namespace: NAMESPACE, logUrl: w.urls.tpc_log }),
+    () =>
+      Promise.resolve({
+        label: 'coordinator',
+        coordinator: w.coordinator,
+        namespace: NAMESPACE,
+        logUrl: w.urls.tpc_log,
+        logAdminUrl: options.pgStatStatements ? w.adminUrls.tpc_log : undefined,
+      }),
   ];
   const baselineRoot = options.baselineRoot;
   if (baselineRoot) {

@@ -23,12 +23,14 @@ export class RecoveryStore implements RecoveryLog {
     // takeOverUndecided (operators only): an undecided transaction's lease may be taken from a live
     // lease holder, because the decision itself is a compare-and-set on status = 'active': whichever
     // of the two writes it first wins, and the other, fenced out, follows the log.
-    const r = await sql<{ id: string }>`
+    // Prepared: every completion job's attempt takes a lease, and planning cost more than running.
+    const query = sql<{ id: string }>`
       UPDATE tpc_transactions SET driver = ${driver}, lease_until = now() + make_interval(secs => ${leaseMs / 1000})
       WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
         AND (driver IS NULL OR driver = ${driver} OR lease_until < now() OR (${options.takeOverUndecided ?? false} AND status = 'active'))
       RETURNING id
-    `.execute(this.db.forced);
+    `.compile(this.db.forced);
+    const r = await this.db.prepared('forced', 'tpc_acquire', query);
     if (r.rows.length === 0) return null;
     return this.transactions.load(id);
   }
