@@ -126,6 +126,7 @@ export class DirectParticipant implements Participant {
        WHERE p.gid = $1 AND p.database = pg_catalog.current_database()`,
       [gid],
       'inspecting a prepared transaction',
+      withLocks ? 'tpc_admin_inspect_locks' : 'tpc_admin_inspect',
     );
     const row = r.rows[0];
     return row ? { preparedAt: row.prepared as Date, locks: row.locks as number | null, xid: row.xid as string } : null;
@@ -134,7 +135,12 @@ export class DirectParticipant implements Participant {
   /** The fate of a transaction id: how a branch that is no longer prepared ended. */
   async xactStatus(xid: string): Promise<XactStatus> {
     if (!/^\d{1,20}$/.test(xid)) throw new ParticipantError('invalid_xid', `bad xid ${xid}`, { retryable: false, resource: this.name });
-    const r = await this.#admin('SELECT pg_catalog.pg_xact_status($1::pg_catalog.xid8) AS status', [xid], 'looking up a transaction status');
+    const r = await this.#admin(
+      'SELECT pg_catalog.pg_xact_status($1::pg_catalog.xid8) AS status',
+      [xid],
+      'looking up a transaction status',
+      'tpc_admin_xact_status',
+    );
     // NULL: the xid is too old for the commit log to remember.
     return (r.rows[0]?.status as XactStatus | null) ?? 'unknown';
   }
@@ -240,13 +246,18 @@ export class DirectParticipant implements Participant {
     });
   }
 
-  async #admin(text: string, values: unknown[] | undefined, what: string): Promise<pg.QueryResult> {
+  /**
+   * `name`: sent as a named prepared statement, parsed and planned once per connection (the
+   * session reset keeps it and counts it as ours). For the lookups recovery and every interactive
+   * commit make per branch: planning pg_prepared_xacts' join cost the bank 0.2 ms, running it 0.05.
+   */
+  async #admin(text: string, values: unknown[] | undefined, what: string, name?: string): Promise<pg.QueryResult> {
     const client = await this.#connect();
     const onError = () => {}; // the query below rejects; this keeps the event from crashing us
     client.on('error', onError);
     let broken = false;
     try {
-      return await client.query({ text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig);
+      return await client.query({ name, text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig);
     } catch (err) {
       const mapped = toParticipantError(err, this.name, what);
       broken = !mapped.sqlState;
