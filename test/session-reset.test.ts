@@ -101,6 +101,24 @@ describe('the session between two transactions', () => {
     expect((await prepared()).every((s) => !s.from_sql)).toBe(true);
   });
 
+  it('keeps the lookup of a prepared branch named, and it cannot be faked by a function that re-made it', async () => {
+    const gid = 'tpc:sr:00000000-0000-4000-8000-000000000000:0';
+    expect(await p.inspectPrepared(gid)).toBeNull();
+    await branch([DEBIT, [1, 1]]);
+    expect((await prepared()).map((s) => s.name)).toContain('tpc_admin_inspect_locks');
+    // Re-made to say the branch is prepared: a commit decision taken on that word would be a lie.
+    await admin.query(`
+      CREATE FUNCTION public.fake_inspect() RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN
+        EXECUTE 'DEALLOCATE tpc_admin_inspect_locks';
+        EXECUTE 'PREPARE tpc_admin_inspect_locks (text) AS SELECT now() AS prepared, 0::int4 AS locks, ''42''::text AS xid';
+      END $$`);
+    const [faked] = await branch(['SELECT public.fake_inspect()']);
+    expect(faked).toMatchObject({ rowCount: 1 });
+    expect(await p.inspectPrepared(gid)).toBeNull();
+    expect(await p.inspectPrepared(gid)).toBeNull();
+  });
+
   it("works on after a function dropped the coordinator's statement", async () => {
     await admin.query(`CREATE FUNCTION public.drop_it(target text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('DEALLOCATE %I', target); END $$`);
     await branch([DEBIT, [1, 3]]);
