@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Participant } from '../participant-adapter/participant.ts';
 import { MeteredParticipant } from './observability/metered-participant.ts';
+import { ParticipantComeback } from './engine/participant-comeback.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
@@ -84,7 +85,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxConnections: config.logPoolSize,
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
-  const meter = (p: Participant): Participant => new MeteredParticipant(p, metrics.participantOperation);
+  // Made once the log and the queues exist (below); phase 2's outcomes feed it from the first call.
+  let comeback: ParticipantComeback | undefined;
+  const meter = (p: Participant): Participant =>
+    new MeteredParticipant(p, (resource, operation, outcome, seconds) => {
+      metrics.participantOperation(resource, operation, outcome, seconds);
+      comeback?.observe(resource, operation, outcome);
+    });
   const created = new Map(
     Object.entries(config.resources).map(([name, resource]) => [
       name,
@@ -162,6 +169,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const failpoints = new Failpoints(config.failpoints);
   const store = new TransactionsStore(logDb, metrics.groupCommit, failpoints);
   const recovery = new RecoveryStore(logDb, store);
+  comeback = new ParticipantComeback({ namespace: config.namespace, recovery, followUp: queues, logger });
   if (config.failpoints.length) logger.warn({ failpoints: config.failpoints }, 'FAILPOINTS ARMED: this process will crash on purpose (tests only)');
   const engineDeps = {
     store,
@@ -253,6 +261,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       server?.closeIdleConnections();
       await engine.drain();
       await stopped;
+      await comeback?.settled();
       await queues.close();
       await store.close();
       await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);

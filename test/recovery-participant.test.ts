@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { createWorld, move, pause, type World } from './harness/world.ts';
+import { move, pause, type World } from './harness/world.ts';
 import { preparedOn, withDecisionHeld } from './harness/decision-hold.ts';
-import { eventually, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
+import { createFlakyWorld, eventually, query, restartAfterCrash } from './harness/waits.ts';
 
 /*
  * A participant fails between prepare and completion: its Postgres stopped in immediate mode (no
@@ -14,11 +14,12 @@ describe('a participant that fails after prepare', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
   beforeAll(async () => {
-    flaky = await startFlakyParticipant();
-    world = await createWorld({
-      extraResources: { flaky: flaky.url },
-      env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '2', TPC_RETRY_BASE_MS: '100', TPC_RETRY_MAX_MS: '500', TPC_RECONCILE_INTERVAL_MS: '300' },
-    });
+    ({ flaky, world } = await createFlakyWorld({
+      TPC_IN_DOUBT_AFTER_ATTEMPTS: '2',
+      TPC_RETRY_BASE_MS: '100',
+      TPC_RETRY_MAX_MS: '500',
+      TPC_RECONCILE_INTERVAL_MS: '300',
+    }));
   });
   afterAll(async () => {
     try {

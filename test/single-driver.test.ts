@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
-import { decidedWithFlakyDown, query, restartAfterCrash, startFlakyParticipant } from './harness/waits.ts';
-import { createWorld, type World } from './harness/world.ts';
+import { createFlakyWorld, decidedWithFlakyDown, query, restartAfterCrash } from './harness/waits.ts';
+import type { World } from './harness/world.ts';
 
 /*
  * One driver per transaction inside one instance too. The log's lease admits its own holder, so
@@ -14,12 +14,8 @@ describe('resuming one transaction twice at once in one instance', () => {
   let flaky: { cluster: PostgresCluster; url: string };
   let world: World;
   beforeAll(async () => {
-    flaky = await startFlakyParticipant();
     // Reconciliation far off: only this test's calls drive the transaction.
-    world = await createWorld({
-      extraResources: { flaky: flaky.url },
-      env: { TPC_RECONCILE_INTERVAL_MS: '600000', TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' },
-    });
+    ({ flaky, world } = await createFlakyWorld({ TPC_RECONCILE_INTERVAL_MS: '600000', TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' }));
   });
   afterAll(async () => {
     try {

@@ -38,6 +38,7 @@ function world(instanceId = 'i1', shared?: { log: MemoryLog; a: MemoryParticipan
       },
       deadlineSet: async () => {},
       deadlineCleared: async () => {},
+      retryNow: async () => {},
     },
     failpoints: new Failpoints(),
   };

@@ -176,6 +176,11 @@ export interface RecoveryLog {
   /** Unfinished transactions nobody holds a live lease on. */
   unattended(namespace: string, limit: number): Promise<{ id: string; status: TxStatus; deadline: Date }[]>;
   statuses(ids: string[]): Promise<Map<string, { status: TxStatus; attended: boolean }>>;
+  /**
+   * Decided, unfinished transactions with a branch on `resource` that nobody holds a live lease on
+   * (their phase 2 waits for a retry), by id, the first `limit` after `after`.
+   */
+  waitingOn(namespace: string, resource: string, after: string | null, limit: number): Promise<string[]>;
   /** An operator action on something that is not a logged transaction (an orphan branch). */
   audit(entry: AuditEntry): Promise<void>;
 }

@@ -24,6 +24,8 @@ export interface FollowUp {
   /** Abort the transaction at `deadlineAt` if it is still undecided then. */
   deadlineSet(transactionId: string, deadlineAt: number): Promise<void>;
   deadlineCleared(transactionId: string): Promise<void>;
+  /** Retry the transaction's phase 2 now rather than at its backoff (its participant is back). */
+  retryNow(transactionId: string): Promise<void>;
 }
 
 export interface EngineDeps {

@@ -105,6 +105,18 @@ export class JobQueues implements FollowUp {
     await this.#deadline.remove(`deadline-${transactionId}`);
   }
 
+  /**
+   * The job retrying the transaction's phase 2 (its completion job, or the deadline job that
+   * decided it) is moved from its backoff to the front; one that is waiting or running already is
+   * left alone, and one Redis lost is queued again.
+   */
+  async retryNow(transactionId: string): Promise<void> {
+    const job = (await this.#completion.getJob(`complete-${transactionId}`)) ?? (await this.#deadline.getJob(`deadline-${transactionId}`));
+    if (!job) return this.completionPending(transactionId);
+    // Refused unless the job is delayed: then it is not waiting for its backoff anyway.
+    await job.promote().catch(() => {});
+  }
+
   /** Starts the workers and the schedulers. */
   start(handlers: JobHandlers): void {
     // Anything but settled is thrown, so BullMQ retries it with the capped backoff.

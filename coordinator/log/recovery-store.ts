@@ -106,6 +106,18 @@ export class RecoveryStore implements RecoveryLog {
     return new Map(r.rows.map((row) => [row.id, { status: row.status, attended: row.attended }]));
   }
 
+  async waitingOn(namespace: string, resource: string, after: string | null, limit: number): Promise<string[]> {
+    const r = await sql<{ id: string }>`
+      SELECT t.id FROM tpc_transactions t
+      WHERE t.namespace = ${namespace} AND NOT t.finished AND t.status IN ('committing', 'aborting')
+        AND (t.lease_until IS NULL OR t.lease_until < now())
+        AND (${after}::uuid IS NULL OR t.id > ${after}::uuid)
+        AND EXISTS (SELECT 1 FROM tpc_branch_rows b WHERE b.transaction_id = t.id AND b.resource = ${resource})
+      ORDER BY t.id LIMIT ${limit}
+    `.execute(this.db.relaxed);
+    return r.rows.map((row) => row.id);
+  }
+
   /** How many transactions of the namespace are in doubt, and how many carry a heuristic outcome. */
   async counts(namespace: string): Promise<{ inDoubt: number; heuristic: number }> {
     const r = await sql<{ in_doubt: number; heuristic: number }>`

@@ -213,6 +213,22 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
       .map((tx) => ({ id: tx.id, status: tx.status, deadline: tx.deadline }));
   }
 
+  async waitingOn(namespace: string, resource: string, after: string | null, limit: number): Promise<string[]> {
+    return [...this.#rows.values()]
+      .map((r) => r.tx)
+      .filter(
+        (tx) =>
+          tx.namespace === namespace &&
+          (tx.status === 'committing' || tx.status === 'aborting') &&
+          (tx.leaseUntil === null || tx.leaseUntil.getTime() < Date.now()) &&
+          (after === null || tx.id > after) &&
+          tx.branches.some((b) => b.resource === resource),
+      )
+      .map((tx) => tx.id)
+      .sort()
+      .slice(0, limit);
+  }
+
   async statuses(ids: string[]): Promise<Map<string, { status: TxStatus; attended: boolean }>> {
     const out = new Map<string, { status: TxStatus; attended: boolean }>();
     for (const id of ids) {

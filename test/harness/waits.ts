@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { startPostgresCluster, type PostgresCluster } from '../../coordinator/embedded/postgres-cluster.ts';
-import { ACCOUNTS_SQL, type HttpAnswer } from './world.ts';
+import { ACCOUNTS_SQL, createWorld, type HttpAnswer, type World } from './world.ts';
 
 /** One query on a fresh connection (no pool to leak or to hold a dead socket). */
 export async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
@@ -47,6 +47,17 @@ export async function startFlakyParticipant(): Promise<{ cluster: PostgresCluste
   const url = await cluster.createDatabase('flaky');
   await query(url, ACCOUNTS_SQL);
   return { cluster, url };
+}
+
+/** A world with one more participant, "flaky", on a cluster of its own for the test to stop, crash and restart. */
+export async function createFlakyWorld(env: Record<string, string>): Promise<{ flaky: { cluster: PostgresCluster; url: string }; world: World }> {
+  const flaky = await startFlakyParticipant();
+  try {
+    return { flaky, world: await createWorld({ extraResources: { flaky: flaky.url }, env }) };
+  } catch (err) {
+    await flaky.cluster.destroy();
+    throw err;
+  }
 }
 
 /**
