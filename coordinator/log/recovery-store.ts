@@ -24,13 +24,19 @@ export class RecoveryStore implements RecoveryLog {
     // lease holder, because the decision itself is a compare-and-set on status = 'active': whichever
     // of the two writes it first wins, and the other, fenced out, follows the log.
     // Prepared: every completion job's attempt takes a lease, and planning cost more than running.
+    // Not forced: a lease lost with the log's unflushed WAL (a crash, a failover) lets a second
+    // driver in, which costs a duplicate COMMIT PREPARED at most: phase 2 is idempotent, and every
+    // state change checks `driver = me`, so one of the two finds the row moved and follows the log.
+    // A decision is forced, and its flush makes every earlier record durable, this lease included:
+    // no durable decision ever rests on a lease that was lost. A forced lease cost a WAL flush per
+    // job attempt, most of the log's work while a backlog drains.
     const query = sql<{ id: string }>`
       UPDATE tpc_transactions SET driver = ${driver}, lease_until = now() + make_interval(secs => ${leaseMs / 1000})
       WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
         AND (driver IS NULL OR driver = ${driver} OR lease_until < now() OR (${options.takeOverUndecided ?? false} AND status = 'active'))
       RETURNING id
-    `.compile(this.db.forced);
-    const r = await this.db.prepared('forced', 'tpc_acquire', query);
+    `.compile(this.db.relaxed);
+    const r = await this.db.prepared('relaxed', 'tpc_acquire', query);
     if (r.rows.length === 0) return null;
     return this.transactions.load(id);
   }
