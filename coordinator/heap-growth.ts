@@ -9,7 +9,7 @@ const FLAG = '--heap-growing-percent';
  * little alive (about 35 MB with 10 000 transactions waiting on a participant), but a long outage
  * promotes much short-lived garbage (every retried phase 2), so RSS wandered between 203 and
  * 284 MiB from run to run with the same code: over the 256 MiB a container limit might be set to.
- * A fixed factor bounds the peak by what is alive instead (bench/RESULTS.md, "Memory").
+ * A fixed factor bounds the peak by what is alive instead (README, "Memory"; bench/RESULTS.md).
  *
  * Not a cap: the heap still grows as far as the live data needs. A `--heap-growing-percent` given
  * to Node by the operator wins. Applies to the process that calls it: only the service's own entry

@@ -13,8 +13,6 @@ export interface ComebackOptions {
   minIntervalMs?: number;
 }
 
-export type PhaseTwoOperation = 'commit_prepared' | 'rollback_prepared';
-
 /**
  * When a participant's phase 2 works again after failing, the transactions waiting on it are
  * retried at once instead of each at its own backoff. A long outage leaves most of them at the
