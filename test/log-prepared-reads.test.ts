@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
 import { RecoveryStore } from '../coordinator/log/recovery-store.ts';
@@ -55,6 +56,68 @@ describe('the log reads of recovery and of interactive commits', () => {
       expect(await named('forced')).toEqual(expect.arrayContaining(['tpc_load']));
       expect(await named('relaxed')).toEqual(expect.arrayContaining(['tpc_acquire', 'tpc_access']));
     } finally {
+      await db.close();
+    }
+  });
+
+  it('lists the transactions waiting on a resource: decided, unfinished, unleased, lean rows and earlier ones, in pages', async () => {
+    const url = await createDatabase(inject('clusterA'), `wo_${Math.random().toString(36).slice(2, 8)}`);
+    await migrateLog(url);
+    const db = openLogDatabase({ url, maxConnections: 2 });
+    const store = new TransactionsStore(db);
+    const recovery = new RecoveryStore(db, store);
+    const oracle = new pg.Client({ connectionString: url });
+    await oracle.connect();
+    try {
+      const begin = async (resources: string[], to: 'active' | 'committing' | 'committed', leased = false) => {
+        const id = randomUUID();
+        await store.begin({
+          id,
+          namespace: 'wo',
+          deadline: new Date(Date.now() + 60_000),
+          submittedBy: null,
+          driver: 'a',
+          branches: resources.map((resource, index) => ({ index, resource, gid: `tpc:wo:${id}:${index}` })),
+          timeoutMs: 60_000,
+        });
+        if (to !== 'active') await store.transition({ id, from: 'active', to: 'committing', forced: true, driver: 'a', event: { kind: 'decided' } });
+        if (to === 'committed') await store.transition({ id, from: 'committing', to: 'committed', forced: false, driver: 'a', event: { kind: 'completed' } });
+        if (!leased) await recovery.release(id, 'a');
+        return id;
+      };
+      const waiting = [
+        ...(await Promise.all(Array.from({ length: 5 }, () => begin(['bank_a', 'flaky'], 'committing')))),
+        // A row of the schema before the lean log: its branches are rows of tpc_branches.
+        await (async () => {
+          const id = randomUUID();
+          await oracle.query(
+            `INSERT INTO tpc_transactions (id, namespace, deadline, status, branch_count, timeout_ms, decided_at)
+             VALUES ($1, 'wo', now() + interval '1 minute', 'committing', 1, 60000, now())`,
+            [id],
+          );
+          await oracle.query(`INSERT INTO tpc_branches (transaction_id, index, resource, gid, status) VALUES ($1, 0, 'flaky', $2, 'prepared')`, [
+            id,
+            `tpc:wo:${id}:0`,
+          ]);
+          return id;
+        })(),
+      ].sort();
+      await begin(['bank_a', 'other'], 'committing');
+      await begin(['flaky'], 'committing', true);
+      await begin(['flaky'], 'committed');
+      await begin(['flaky'], 'active');
+      const seen: string[] = [];
+      let after: string | null = null;
+      for (;;) {
+        const page = await recovery.waitingOn('wo', 'flaky', after, 4);
+        seen.push(...page);
+        if (page.length < 4) break;
+        after = page[page.length - 1]!;
+      }
+      expect(seen).toEqual(waiting);
+      expect(await recovery.waitingOn('other-namespace', 'flaky', null, 10)).toEqual([]);
+    } finally {
+      await oracle.end();
       await db.close();
     }
   });

@@ -113,12 +113,16 @@ export class RecoveryStore implements RecoveryLog {
   }
 
   async waitingOn(namespace: string, resource: string, after: string | null, limit: number): Promise<string[]> {
+    // The row's own branches (a lean row) or its tpc_branches (an earlier schema's), not the view
+    // that unites them: an EXISTS on the view became a semi-join that expanded every row's branches
+    // (565 ms at 300 000 rows, against 0.5 ms from the unfinished rows' index this way).
     const r = await sql<{ id: string }>`
       SELECT t.id FROM tpc_transactions t
       WHERE t.namespace = ${namespace} AND NOT t.finished AND t.status IN ('committing', 'aborting')
         AND (t.lease_until IS NULL OR t.lease_until < now())
         AND (${after}::uuid IS NULL OR t.id > ${after}::uuid)
-        AND EXISTS (SELECT 1 FROM tpc_branch_rows b WHERE b.transaction_id = t.id AND b.resource = ${resource})
+        AND (t.branches @> jsonb_build_array(jsonb_build_object('resource', ${resource}::text))
+          OR EXISTS (SELECT 1 FROM tpc_branches b WHERE b.transaction_id = t.id AND b.resource = ${resource}::text))
       ORDER BY t.id LIMIT ${limit}
     `.execute(this.db.relaxed);
     return r.rows.map((row) => row.id);
