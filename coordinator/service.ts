@@ -261,7 +261,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       server?.closeIdleConnections();
       await engine.drain();
       await stopped;
-      await comeback?.settled();
+      await comeback?.close();
       await queues.close();
       await store.close();
       await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);

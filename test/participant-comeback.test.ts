@@ -55,6 +55,12 @@ describe('the transactions waiting on a participant whose phase 2 works again', 
     comeback.observe('flaky', 'commit_prepared', 'ok');
     await comeback.settled();
     expect(hurried).toHaveLength(5);
+    // Stopping: nothing more is swept.
+    await comeback.close();
+    comeback.observe('flaky', 'commit_prepared', 'error');
+    comeback.observe('flaky', 'commit_prepared', 'ok');
+    await comeback.settled();
+    expect(hurried).toHaveLength(5);
   });
 
   it('are hurried at most once per interval when the participant flaps, and a failing log read is only a warning', async () => {

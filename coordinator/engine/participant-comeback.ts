@@ -31,6 +31,7 @@ export class ParticipantComeback {
   readonly #failing = new Map<string, Set<string>>();
   readonly #sweeps = new Map<string, Promise<number>>();
   readonly #lastSweep = new Map<string, number>();
+  #closed = false;
 
   constructor(options: ComebackOptions) {
     this.#o = { page: 500, minIntervalMs: 5_000, ...options };
@@ -42,7 +43,7 @@ export class ParticipantComeback {
    * says nothing of the commits still failing behind it.
    */
   observe(resource: string, operation: string, outcome: 'ok' | 'error'): void {
-    if (operation !== 'commit_prepared' && operation !== 'rollback_prepared') return;
+    if (this.#closed || (operation !== 'commit_prepared' && operation !== 'rollback_prepared')) return;
     const failing = this.#failing.get(resource);
     if (outcome === 'error') {
       if (failing) failing.add(operation);
@@ -60,9 +61,15 @@ export class ParticipantComeback {
     this.#sweeps.set(resource, sweep);
   }
 
-  /** Resolves once the sweeps under way are done (shutdown, tests). */
+  /** Resolves once the sweeps under way are done (tests). */
   async settled(): Promise<void> {
     await Promise.allSettled([...this.#sweeps.values()]);
+  }
+
+  /** No sweep starts, and one under way stops after its page: the jobs left run at their backoff, on any instance. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.settled();
   }
 
   async #sweep(resource: string): Promise<number> {
@@ -77,7 +84,7 @@ export class ParticipantComeback {
         await Promise.all(ids.map((id) => followUp.retryNow(id).catch(() => {})));
         hurried += ids.length;
         after = ids[ids.length - 1]!;
-        if (ids.length < page) break;
+        if (ids.length < page || this.#closed) break;
       }
     } catch (err) {
       logger.warn(
