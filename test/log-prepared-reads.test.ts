@@ -4,6 +4,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
 import { RecoveryStore } from '../coordinator/log/recovery-store.ts';
 import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
+import { beginRecord } from './harness/begin-record.ts';
 import { createDatabase } from './harness/world.ts';
 
 /*
@@ -11,28 +12,23 @@ import { createDatabase } from './harness/world.ts';
  * who owns it) are named prepared statements: planning the transaction's read cost the log four
  * times what running it did, once per job, and the drain of a backlog is thousands of jobs.
  */
+/** A fresh log database, migrated, with its stores. */
+async function freshLog(prefix: string, maxConnections: number) {
+  const url = await createDatabase(inject('clusterA'), `${prefix}_${Math.random().toString(36).slice(2, 8)}`);
+  await migrateLog(url);
+  const db = openLogDatabase({ url, maxConnections });
+  const store = new TransactionsStore(db);
+  return { url, db, store, recovery: new RecoveryStore(db, store) };
+}
+
 describe('the log reads of recovery and of interactive commits', () => {
   it('are prepared once per connection, and answer as before', async () => {
-    const url = await createDatabase(inject('clusterA'), `pr_${Math.random().toString(36).slice(2, 8)}`);
-    await migrateLog(url);
     // One connection per pool: the statements listed below are those of the session that ran them.
-    const db = openLogDatabase({ url, maxConnections: 1 });
-    const store = new TransactionsStore(db);
-    const recovery = new RecoveryStore(db, store);
+    const { db, store, recovery } = await freshLog('pr', 1);
     try {
-      const id = randomUUID();
-      await store.begin({
-        id,
-        namespace: 'pr',
-        deadline: new Date(Date.now() + 60_000),
-        submittedBy: 'svc',
-        driver: 'a',
-        branches: [
-          { index: 0, resource: 'bank_a', gid: `tpc:pr:${id}:0` },
-          { index: 1, resource: 'bank_b', gid: `tpc:pr:${id}:1` },
-        ],
-        timeoutMs: 60_000,
-      });
+      const record = beginRecord('pr', ['bank_a', 'bank_b'], { submittedBy: 'svc', driver: 'a' });
+      const { id } = record;
+      await store.begin(record);
       for (let i = 0; i < 3; i++) {
         const loaded = await store.load(id);
         expect(loaded).toMatchObject({ id, namespace: 'pr', status: 'active', submittedBy: 'svc', driver: 'a' });
@@ -61,25 +57,14 @@ describe('the log reads of recovery and of interactive commits', () => {
   });
 
   it('lists the transactions waiting on a resource: decided, unfinished, unleased, lean rows and earlier ones, in pages', async () => {
-    const url = await createDatabase(inject('clusterA'), `wo_${Math.random().toString(36).slice(2, 8)}`);
-    await migrateLog(url);
-    const db = openLogDatabase({ url, maxConnections: 2 });
-    const store = new TransactionsStore(db);
-    const recovery = new RecoveryStore(db, store);
+    const { url, db, store, recovery } = await freshLog('wo', 2);
     const oracle = new pg.Client({ connectionString: url });
     await oracle.connect();
     try {
       const begin = async (resources: string[], to: 'active' | 'committing' | 'committed', leased = false) => {
-        const id = randomUUID();
-        await store.begin({
-          id,
-          namespace: 'wo',
-          deadline: new Date(Date.now() + 60_000),
-          submittedBy: null,
-          driver: 'a',
-          branches: resources.map((resource, index) => ({ index, resource, gid: `tpc:wo:${id}:${index}` })),
-          timeoutMs: 60_000,
-        });
+        const record = beginRecord('wo', resources, { driver: 'a' });
+        const { id } = record;
+        await store.begin(record);
         if (to !== 'active') await store.transition({ id, from: 'active', to: 'committing', forced: true, driver: 'a', event: { kind: 'decided' } });
         if (to === 'committed') await store.transition({ id, from: 'committing', to: 'committed', forced: false, driver: 'a', event: { kind: 'completed' } });
         if (!leased) await recovery.release(id, 'a');

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { ParticipantComeback } from '../coordinator/engine/participant-comeback.ts';
+import { beginRecord } from './harness/begin-record.ts';
 import { MemoryLog } from './harness/memory-log.ts';
 import { move, type World } from './harness/world.ts';
 import { createFlakyWorld, decidedWithFlakyDown, eventually, query, restartAfterCrash } from './harness/waits.ts';
@@ -11,16 +11,9 @@ const silent = pino({ level: 'silent' });
 
 /** Decided transactions in the in-memory log: `leased` ones keep a live driver, the rest wait for a retry. */
 async function decided(log: MemoryLog, resources: string[], leased = false): Promise<string> {
-  const id = randomUUID();
-  await log.begin({
-    id,
-    namespace: 'n',
-    deadline: new Date(Date.now() + 60_000),
-    submittedBy: null,
-    driver: 'd',
-    branches: resources.map((resource, index) => ({ index, resource, gid: `tpc:n:${id}:${index}` })),
-    timeoutMs: 60_000,
-  });
+  const record = beginRecord('n', resources);
+  const { id } = record;
+  await log.begin(record);
   await log.transition({ id, from: 'active', to: 'committing', forced: true, driver: 'd', event: { kind: 'decided' } });
   if (!leased) await log.release(id, 'd');
   return id;
