@@ -4,6 +4,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { StaleStateError } from '../coordinator/errors.ts';
 import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
 import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
+import { beginRecord } from './harness/begin-record.ts';
 import { eventually } from './harness/waits.ts';
 import { createDatabase } from './harness/world.ts';
 
@@ -28,22 +29,7 @@ describe('state changes written in batches', () => {
     try {
       const N = 120;
       const ids = Array.from({ length: N }, () => randomUUID());
-      await Promise.all(
-        ids.map((id) =>
-          store.begin({
-            id,
-            namespace: 'tw',
-            deadline: new Date(Date.now() + 60_000),
-            submittedBy: 'test',
-            driver: 'me',
-            branches: [
-              { index: 0, resource: 'a', gid: `tpc:tw:${id}:0` },
-              { index: 1, resource: 'b', gid: `tpc:tw:${id}:1` },
-            ],
-            timeoutMs: 60_000,
-          }),
-        ),
-      );
+      await Promise.all(ids.map((id) => store.begin(beginRecord('tw', ['a', 'b'], { id, submittedBy: 'test', driver: 'me' }))));
       // Every third one is written by a driver that does not hold it: refused, alone.
       const decide = (id: string, i: number) =>
         store
@@ -165,19 +151,7 @@ describe('state changes written in batches', () => {
           await oracle.query(`INSERT INTO tpc_transactions (id, namespace, deadline, submitted_by, driver, lease_until, branch_count, branches, version, status)
             SELECT gen_random_uuid(), 'filler', now(), 'test', 'me', now(), 1, '[]', 1, 'committed' FROM generate_series(1, 5000)`);
         const ids = Array.from({ length: 24 }, () => randomUUID());
-        await Promise.all(
-          ids.map((id) =>
-            store.begin({
-              id,
-              namespace: 'tws',
-              deadline: new Date(Date.now() + 60_000),
-              submittedBy: 'test',
-              driver: 'me',
-              branches: [{ index: 0, resource: 'a', gid: `tpc:tws:${id}:0` }],
-              timeoutMs: 60_000,
-            }),
-          ),
-        );
+        await Promise.all(ids.map((id) => store.begin(beginRecord('tws', ['a'], { id, submittedBy: 'test', driver: 'me' }))));
         for (const [from, to, forced] of [
           ['active', 'committing', true],
           ['committing', 'committed', false],
