@@ -168,7 +168,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
   });
   const failpoints = new Failpoints(config.failpoints);
   const store = new TransactionsStore(logDb, metrics.groupCommit, failpoints);
-  const recovery = new RecoveryStore(logDb, store);
+  const recovery = new RecoveryStore(logDb, metrics.groupCommit);
   comeback = new ParticipantComeback({ namespace: config.namespace, recovery, followUp: queues, logger });
   if (config.failpoints.length) logger.warn({ failpoints: config.failpoints }, 'FAILPOINTS ARMED: this process will crash on purpose (tests only)');
   const engineDeps = {
@@ -190,7 +190,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       reconcile(engineDeps, {
         maxTimeoutMs: config.maxTimeoutMs,
         batch: RECONCILE_BATCH,
-        enqueue: (id) => queues.completionPending(id),
+        enqueue: (ids) => queues.completionsPending(ids),
         inDoubtAfterMs: retryingFor(config.inDoubtAfterAttempts, config.retryBaseMs, config.retryMaxMs),
       }),
     /** Deletes finished transactions past retention in batches; returns how many. */
@@ -263,7 +263,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       await stopped;
       await comeback?.close();
       await queues.close();
-      await store.close();
+      await Promise.all([store.close(), recovery.close()]);
       await Promise.allSettled([logDb.close(), ...[...participants.values()].map((p) => p.close())]);
       logger.info('coordinator stopped');
     })();

@@ -2,7 +2,6 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openLogDatabase } from '../coordinator/log/log-database.ts';
 import { RecoveryStore } from '../coordinator/log/recovery-store.ts';
-import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
 import { createDatabases, createWorld, httpRequest, move, pause, transfer, type Databases, type World } from './harness/world.ts';
 import { eventually, query } from './harness/waits.ts';
@@ -106,7 +105,7 @@ describe('log retention', () => {
 
       const logDb = openLogDatabase({ url: world.urls.log, maxConnections: 2 });
       try {
-        const recovery = new RecoveryStore(logDb, new TransactionsStore(logDb));
+        const recovery = new RecoveryStore(logDb);
         const before = new Date(Date.now() - 30 * 86_400_000);
         const batches: number[] = [];
         for (let i = 0; i < 10; i++) {

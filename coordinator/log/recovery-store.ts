@@ -2,43 +2,39 @@ import { sql } from 'kysely';
 import type { AuditEntry, LoggedTransaction, RecoveryLog } from '../engine/log-port.ts';
 import type { TxStatus } from '../engine/states.ts';
 import type { LogDb } from './log-database.ts';
-import type { TransactionsStore } from './transactions-store.ts';
+import type { GroupCommitObserver } from './group-commit.ts';
+import { LeaseWriter } from './lease-writer.ts';
 
 /**
  * The log queries of recovery: leases (who drives a transaction), attempts and the in-doubt flag,
  * the scans of reconciliation and the retention prune.
  */
 export class RecoveryStore implements RecoveryLog {
+  readonly #leases: LeaseWriter;
+
   constructor(
     private readonly db: LogDb,
-    private readonly transactions: TransactionsStore,
-  ) {}
+    observer?: GroupCommitObserver,
+  ) {
+    this.#leases = new LeaseWriter(db, observer);
+  }
 
   /**
    * Takes the lease on an unfinished transaction for `leaseMs`, if nobody holds it: no driver (handed
    * over), this driver already, or a lease run out (its driver died or stalled). Every later state
    * change checks `driver = me`, so a driver that lost its lease cannot write over the new one.
+   * Concurrent leases share one statement, which also reads each transaction (lease-writer.ts).
    */
-  async acquire(id: string, driver: string, leaseMs: number, options: { takeOverUndecided?: boolean } = {}): Promise<LoggedTransaction | null> {
+  acquire(id: string, driver: string, leaseMs: number, options: { takeOverUndecided?: boolean } = {}): Promise<LoggedTransaction | null> {
     // takeOverUndecided (operators only): an undecided transaction's lease may be taken from a live
     // lease holder, because the decision itself is a compare-and-set on status = 'active': whichever
     // of the two writes it first wins, and the other, fenced out, follows the log.
-    // Prepared: every completion job's attempt takes a lease, and planning cost more than running.
-    // Not forced: a lease lost with the log's unflushed WAL (a crash, a failover) lets a second
-    // driver in, which costs a duplicate COMMIT PREPARED at most: phase 2 is idempotent, and every
-    // state change checks `driver = me`, so one of the two finds the row moved and follows the log.
-    // A decision is forced, and its flush makes every earlier record durable, this lease included:
-    // no durable decision ever rests on a lease that was lost. A forced lease cost a WAL flush per
-    // job attempt, most of the log's work while a backlog drains.
-    const query = sql<{ id: string }>`
-      UPDATE tpc_transactions SET driver = ${driver}, lease_until = now() + make_interval(secs => ${leaseMs / 1000})
-      WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
-        AND (driver IS NULL OR driver = ${driver} OR lease_until < now() OR (${options.takeOverUndecided ?? false} AND status = 'active'))
-      RETURNING id
-    `.compile(this.db.relaxed);
-    const r = await this.db.prepared('relaxed', 'tpc_acquire', query);
-    if (r.rows.length === 0) return null;
-    return this.transactions.load(id);
+    return this.#leases.take({ id, driver, leaseMs, takeOverUndecided: options.takeOverUndecided ?? false });
+  }
+
+  /** Takes the leases queued; later ones are refused (the service is stopping). */
+  close(): Promise<void> {
+    return this.#leases.close();
   }
 
   /** Hands the transaction over: the next acquire by anyone succeeds at once. */
