@@ -11,8 +11,11 @@ export interface ReconcileOptions {
   maxTimeoutMs: number;
   /** Most unattended transactions re-queued per scan (the next scan takes the rest). */
   batch: number;
-  /** Queues the completion of a transaction (deduplicated by transaction id). */
-  enqueue: (transactionId: string) => Promise<void>;
+  /**
+   * Queues the completion of each transaction that has no completion job (deduplicated by
+   * transaction id); returns how many it queued.
+   */
+  enqueue: (transactionIds: readonly string[]) => Promise<number>;
   /** A decided transaction still unfinished this long after its decision is flagged in doubt. */
   inDoubtAfterMs: number;
 }
@@ -36,18 +39,20 @@ const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
  */
 export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Promise<ReconcileReport> {
   const report: ReconcileReport = { requeued: 0, orphansRolledBack: 0, leftoversFinished: 0, flaggedInDoubt: 0, errors: 0 };
-  const requeue = async (id: string) => {
-    await options.enqueue(id);
-    report.requeued++;
-  };
+  // Collected, then queued together: each pass names every unfinished transaction unattended at
+  // the moment, which in an outage is the whole backlog, most of whose jobs Redis still holds.
+  const requeued = new Set<string>();
+  const later = new Set<string>();
 
   report.flaggedInDoubt = await deps.recovery.flagOverdue(deps.namespace, options.inDoubtAfterMs);
 
   for (const tx of await deps.recovery.unattended(deps.namespace, options.batch)) {
     // Active ones not yet past their deadline still belong to their driver.
     if (tx.status === 'active' && new Date(tx.deadline).getTime() > Date.now()) continue;
-    await requeue(tx.id);
+    requeued.add(tx.id);
   }
+  // Before the participants are listed: one that hangs must not hold back what the log alone shows.
+  report.requeued += await options.enqueue([...requeued]);
 
   const prefix = namespacePrefix(deps.namespace);
   for (const participant of deps.participants.values()) {
@@ -86,7 +91,7 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
       } else if (known !== undefined) {
         // In flight with a live driver: its own business. Unattended: already re-queued above,
         // unless the scan's batch did not reach it.
-        if (!known.attended) await requeue(id);
+        if (!known.attended && !requeued.has(id)) later.add(id);
       } else {
         for (const b of branches) {
           if (Date.now() - b.preparedAt.getTime() < options.maxTimeoutMs) continue;
@@ -103,5 +108,6 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
       }
     }
   }
+  report.requeued += await options.enqueue([...later]);
   return report;
 }

@@ -32,6 +32,9 @@ const ATTEMPTS = 1_000_000;
 
 type TxJob = Job<{ transactionId: string }>;
 
+// Transactions asked about per round trip to Redis when reconciliation re-queues a backlog.
+const REQUEUE_PAGE = 1_000;
+
 // Long enough for a running job (each participant call is bounded by 5 s) to finish.
 const CLOSE_GRACE_MS = 5_000;
 
@@ -88,6 +91,33 @@ export class JobQueues implements FollowUp {
 
   async completionPending(transactionId: string): Promise<void> {
     await this.#completion.add('complete', { transactionId }, this.#retrying(`complete-${transactionId}`));
+  }
+
+  /**
+   * Queues the completion job of each transaction that has none, and returns how many it queued:
+   * reconciliation's re-queue of what Redis may have lost. A backlog in an outage is thousands of
+   * unfinished transactions whose jobs wait out their backoff, and each pass named all of them: an
+   * add apiece was a script run in Redis and a write from here, only to find the job there. One
+   * pipelined EXISTS per page asks the same question an add's deduplication does (its job id), and
+   * the missing ones are added in one round trip.
+   */
+  async completionsPending(transactionIds: readonly string[]): Promise<number> {
+    let queued = 0;
+    for (let i = 0; i < transactionIds.length; i += REQUEUE_PAGE) {
+      const page = transactionIds.slice(i, i + REQUEUE_PAGE);
+      const exists = this.#producer.pipeline();
+      for (const id of page) exists.exists(this.#completion.toKey(`complete-${id}`));
+      const replies = (await exists.exec()) ?? [];
+      // A reply missing or failed: add it anyway (an add of a job that exists changes nothing).
+      const missing = page.filter((_, k) => {
+        const [err, n] = replies[k] ?? [null, 0];
+        return err !== null || n === 0;
+      });
+      if (missing.length === 0) continue;
+      await this.#completion.addBulk(missing.map((id) => ({ name: 'complete', data: { transactionId: id }, opts: this.#retrying(`complete-${id}`) })));
+      queued += missing.length;
+    }
+    return queued;
   }
 
   async deadlineSet(transactionId: string, deadlineAt: number): Promise<void> {
