@@ -112,6 +112,12 @@ describe('a participant back after an outage, in the service', () => {
       (r) => (r[0]?.attempts ?? 0) >= 1,
       'a failed completion attempt',
     );
+    // That attempt finished bank_a's branch and recorded it: the retries are for flaky alone.
+    const waiting = await world.request('GET', `/v1/transactions/${id}`);
+    expect(waiting.body.branches.map((b: { resource: string; status: string }) => [b.resource, b.status])).toEqual([
+      ['bank_a', 'committed'],
+      ['flaky', 'prepared'],
+    ]);
     await restartAfterCrash(flaky.cluster);
     expect((await world.request('GET', `/v1/transactions/${id}`)).body.status).toBe('committing');
     // Another transfer's COMMIT PREPARED on flaky works: the coordinator knows it is back.

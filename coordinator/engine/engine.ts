@@ -287,7 +287,7 @@ export class Engine {
       const result = await resumeTransaction(this.#deps, id);
       if (result.state === 'pending' && result.error) {
         await this.#deps.recovery
-          .recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts)
+          .recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts, result.settled)
           .catch((err: unknown) => this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
       }
       return result;

@@ -120,6 +120,12 @@ export interface LoggedTransaction {
   events: LoggedEvent[];
 }
 
+/** A branch a failed phase-2 attempt did finish as decided (no hazard): a fact, whoever drives next. */
+export interface SettledBranch {
+  index: number;
+  status: 'committed' | 'aborted';
+}
+
 /** Joins of one resource to one transaction kept racing each other: the caller may try again. */
 export class ConcurrentJoinError extends ConflictError {
   constructor(readonly transactionId: string) {
@@ -169,8 +175,11 @@ export interface RecoveryLog {
   acquire(id: string, driver: string, leaseMs: number, options?: { takeOverUndecided?: boolean }): Promise<LoggedTransaction | null>;
   /** Hands the transaction over: the next acquire by anyone succeeds at once. */
   release(id: string, driver: string): Promise<void>;
-  /** Counts a failed phase-2 attempt; returns whether the transaction is now in doubt. */
-  recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number): Promise<boolean>;
+  /**
+   * Counts a failed phase-2 attempt, and records the branches it did finish (`settled`), so that the
+   * next attempt sends them nothing; returns whether the transaction is now in doubt.
+   */
+  recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number, settled?: readonly SettledBranch[]): Promise<boolean>;
   /** Flags in doubt every decided transaction unfinished `olderThanMs` after its decision; returns how many. */
   flagOverdue(namespace: string, olderThanMs: number): Promise<number>;
   /** Unfinished transactions nobody holds a live lease on. */

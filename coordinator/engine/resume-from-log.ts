@@ -1,5 +1,5 @@
 import { StaleStateError } from '../errors.ts';
-import type { LoggedTransaction } from './log-port.ts';
+import type { LoggedTransaction, SettledBranch } from './log-port.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
 import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
@@ -8,8 +8,8 @@ import type { TxError } from './types.ts';
 
 export type ResumeResult =
   | { state: 'finished'; status: TxStatus }
-  /** Phase 2 (or a one-phase outcome) could not be settled yet: retry later. */
-  | { state: 'pending'; error: TxError | null }
+  /** Phase 2 (or a one-phase outcome) could not be settled yet: retry later. `settled`: the branches it did finish. */
+  | { state: 'pending'; error: TxError | null; settled?: SettledBranch[] }
   /** Another driver holds the lease. */
   | { state: 'busy' }
   /** Undecided and its deadline has not passed: its driver may still decide. */
@@ -105,7 +105,11 @@ async function finishDecided(deps: EngineDeps, tx: LoggedTransaction, outcome: O
   const results = await finishAll(deps.participants, refs, outcome, deps.failpoints);
   const final = outcome === 'commit' ? 'committed' : 'aborted';
   if (!results.every((r) => r.done)) {
-    return { state: 'pending', error: firstError(results) };
+    // The branches finished cleanly are recorded with the failed attempt (Engine.resume): in an
+    // outage of one participant, every retry would otherwise send the others a COMMIT PREPARED that
+    // finds no gid, then a lookup of its xid, twice the round trips of the one that matters.
+    const settled = results.flatMap((r): SettledBranch[] => (r.done && !r.hazard ? [{ index: r.index, status: final }] : []));
+    return { state: 'pending', error: firstError(results), settled };
   }
   const hazards = results.flatMap((r): Hazard[] =>
     r.done && r.hazard ? [{ index: r.index, resource: refs.find((x) => x.index === r.index)!.resource, fate: r.fate }] : [],

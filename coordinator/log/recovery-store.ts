@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
-import type { AuditEntry, LoggedTransaction, RecoveryLog } from '../engine/log-port.ts';
+import type { AuditEntry, LoggedTransaction, RecoveryLog, SettledBranch } from '../engine/log-port.ts';
 import type { TxStatus } from '../engine/states.ts';
 import type { LogDb } from './log-database.ts';
 import type { GroupCommitObserver } from './group-commit.ts';
 import { LeaseWriter } from './lease-writer.ts';
+import { mergedBranches } from './transition-writer.ts';
 
 /**
  * The log queries of recovery: leases (who drives a transaction), attempts and the in-doubt flag,
@@ -46,14 +47,28 @@ export class RecoveryStore implements RecoveryLog {
    * Counts a failed phase-2 attempt. From `inDoubtAfter` attempts on, the transaction is flagged in
    * doubt for operators (and an event says when it became so). Returns whether it is now in doubt.
    */
-  async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number): Promise<boolean> {
+  async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number, settled: readonly SettledBranch[] = []): Promise<boolean> {
+    // The settled branches' statuses only ever move from prepared (or active, under abort) to the
+    // decided outcome, which a branch that finished as decided keeps, whoever drives next: so this
+    // needs no lease, and a status already final is left as it is.
+    const done = JSON.stringify(settled);
     const r = await sql<{ in_doubt: boolean }>`
       WITH before AS (SELECT in_doubt FROM tpc_transactions WHERE id = ${id}::uuid),
+      x AS (
+        SELECT x.index, x.status FROM tpc_transactions o, jsonb_to_recordset(${done}::jsonb) AS x(index int, status text)
+        WHERE o.id = ${id}::uuid
+          AND (SELECT b.status FROM tpc_branch_rows b WHERE b.transaction_id = o.id AND b.index = x.index) IN ('prepared', 'active')
+      ),
       t AS (
         UPDATE tpc_transactions SET attempts = attempts + 1, last_error = ${JSON.stringify(error)}::jsonb,
-          in_doubt = in_doubt OR attempts + 1 >= ${inDoubtAfter}, updated_at = now()
+          in_doubt = in_doubt OR attempts + 1 >= ${inDoubtAfter}, updated_at = now(),
+          branches = CASE WHEN branches IS NULL OR NOT EXISTS (SELECT 1 FROM x) THEN branches
+            ELSE (${mergedBranches(sql`(SELECT jsonb_agg(to_jsonb(x)) FROM x)`)}) END
         WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
-        RETURNING id, in_doubt, attempts
+        RETURNING id, in_doubt, attempts, branches IS NULL AS classic
+      ), b AS (
+        UPDATE tpc_branches AS br SET status = x.status::tpc_branch_status
+        FROM t, x WHERE t.classic AND br.transaction_id = t.id AND br.index = x.index
       ), e AS (
         INSERT INTO tpc_events (transaction_id, kind, detail)
         SELECT t.id, 'in_doubt', jsonb_build_object('attempts', t.attempts, 'error', ${JSON.stringify(error)}::jsonb)

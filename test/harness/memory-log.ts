@@ -10,6 +10,7 @@ import type {
   RecoveryLog,
   TransactionLog,
   TransitionRecord,
+  SettledBranch,
 } from '../../coordinator/engine/log-port.ts';
 import { FINAL_TX_STATUSES, isFinal, type TxStatus } from '../../coordinator/engine/states.ts';
 import { StaleStateError } from '../../coordinator/errors.ts';
@@ -175,9 +176,13 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
     }
   }
 
-  async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number): Promise<boolean> {
+  async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number, settled: readonly SettledBranch[] = []): Promise<boolean> {
     const row = this.#rows.get(id);
     if (!row || isFinal(row.tx.status)) return false;
+    for (const s of settled) {
+      const b = row.tx.branches.find((x) => x.index === s.index);
+      if (b && (b.status === 'prepared' || b.status === 'active')) b.status = s.status;
+    }
     const before = row.tx.inDoubt;
     row.tx.attempts++;
     row.tx.lastError = error;
