@@ -4,7 +4,6 @@ import type { TxStatus } from '../engine/states.ts';
 import type { LogDb } from './log-database.ts';
 import type { GroupCommitObserver } from './group-commit.ts';
 import { LeaseWriter } from './lease-writer.ts';
-import { mergedBranches } from './transition-writer.ts';
 
 /**
  * The log queries of recovery: leases (who drives a transaction), attempts and the in-doubt flag,
@@ -47,35 +46,36 @@ export class RecoveryStore implements RecoveryLog {
    * Counts a failed phase-2 attempt. From `inDoubtAfter` attempts on, the transaction is flagged in
    * doubt for operators (and an event says when it became so). Returns whether it is now in doubt.
    */
-  async recordFailedAttempt(id: string, error: unknown, inDoubtAfter: number, settled: readonly SettledBranch[] = []): Promise<boolean> {
+  async recordFailedAttempt(id: string, errorOf: unknown, inDoubtAfter: number, settled: readonly SettledBranch[] = []): Promise<boolean> {
     // The settled branches' statuses only ever move from prepared (or active, under abort) to the
     // decided outcome, which a branch that finished as decided keeps, whoever drives next: so this
     // needs no lease, and a status already final is left as it is.
+    // Prepared: in an outage every job attempt ends here.
     const done = JSON.stringify(settled);
-    const r = await sql<{ in_doubt: boolean }>`
+    const error = JSON.stringify(errorOf);
+    const query = sql<{ in_doubt: boolean }>`
       WITH before AS (SELECT in_doubt FROM tpc_transactions WHERE id = ${id}::uuid),
-      x AS (
-        SELECT x.index, x.status FROM tpc_transactions o, jsonb_to_recordset(${done}::jsonb) AS x(index int, status text)
-        WHERE o.id = ${id}::uuid
-          AND (SELECT b.status FROM tpc_branch_rows b WHERE b.transaction_id = o.id AND b.index = x.index) IN ('prepared', 'active')
-      ),
       t AS (
-        UPDATE tpc_transactions SET attempts = attempts + 1, last_error = ${JSON.stringify(error)}::jsonb,
+        UPDATE tpc_transactions SET attempts = attempts + 1, last_error = ${error}::jsonb,
           in_doubt = in_doubt OR attempts + 1 >= ${inDoubtAfter}, updated_at = now(),
-          branches = CASE WHEN branches IS NULL OR NOT EXISTS (SELECT 1 FROM x) THEN branches
-            ELSE (${mergedBranches(sql`(SELECT jsonb_agg(to_jsonb(x)) FROM x)`)}) END
+          branches = CASE WHEN branches IS NULL OR ${done}::jsonb = '[]'::jsonb THEN branches ELSE (
+            SELECT jsonb_agg(CASE WHEN o.value->>'status' IN ('prepared', 'active') THEN o.value || coalesce(u.value, '{}'::jsonb) ELSE o.value END ORDER BY o.ord)
+            FROM jsonb_array_elements(branches) WITH ORDINALITY AS o(value, ord)
+            LEFT JOIN jsonb_array_elements(${done}::jsonb) AS u(value) ON u.value->'index' = o.value->'index') END
         WHERE id = ${id}::uuid AND status NOT IN ('committed', 'aborted')
         RETURNING id, in_doubt, attempts, branches IS NULL AS classic
       ), b AS (
         UPDATE tpc_branches AS br SET status = x.status::tpc_branch_status
-        FROM t, x WHERE t.classic AND br.transaction_id = t.id AND br.index = x.index
+        FROM t, jsonb_to_recordset(${done}::jsonb) AS x(index int, status text)
+        WHERE t.classic AND br.transaction_id = t.id AND br.index = x.index AND br.status IN ('prepared', 'active')
       ), e AS (
         INSERT INTO tpc_events (transaction_id, kind, detail)
-        SELECT t.id, 'in_doubt', jsonb_build_object('attempts', t.attempts, 'error', ${JSON.stringify(error)}::jsonb)
+        SELECT t.id, 'in_doubt', jsonb_build_object('attempts', t.attempts, 'error', ${error}::jsonb)
         FROM t, before WHERE t.in_doubt AND NOT before.in_doubt
       )
       SELECT t.in_doubt FROM t
-    `.execute(this.db.relaxed);
+    `.compile(this.db.relaxed);
+    const r = await this.db.prepared('relaxed', 'tpc_failed_attempt', query);
     return r.rows[0]?.in_doubt ?? false;
   }
 

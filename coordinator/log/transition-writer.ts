@@ -13,7 +13,7 @@ const DECISIONS: readonly TxStatus[] = ['committing', 'aborting', 'preparing'];
  * branch with its index, in the row's order. The row's own branches are read, not rewritten from
  * the caller's memory, so a branch joined meanwhile is never dropped.
  */
-export function mergedBranches(updates: RawBuilder<unknown>, current: RawBuilder<unknown> = sql`branches`): RawBuilder<unknown> {
+function mergedBranches(updates: RawBuilder<unknown>, current: RawBuilder<unknown> = sql`branches`): RawBuilder<unknown> {
   return sql`SELECT jsonb_agg(o.value || coalesce(u.value, '{}'::jsonb) ORDER BY o.ord)
     FROM jsonb_array_elements(${current}) WITH ORDINALITY AS o(value, ord)
     LEFT JOIN jsonb_array_elements(${updates}) AS u(value) ON u.value->'index' = o.value->'index'`;
