@@ -90,7 +90,8 @@ export class JobQueues implements FollowUp {
   }
 
   async completionPending(transactionId: string): Promise<void> {
-    await this.#completion.add('complete', { transactionId }, this.#retrying(`complete-${transactionId}`));
+    const job = this.#completionJob(transactionId);
+    await this.#completion.add(job.name, job.data, job.opts);
   }
 
   /**
@@ -114,7 +115,7 @@ export class JobQueues implements FollowUp {
         return err !== null || n === 0;
       });
       if (missing.length === 0) continue;
-      await this.#completion.addBulk(missing.map((id) => ({ name: 'complete', data: { transactionId: id }, opts: this.#retrying(`complete-${id}`) })));
+      await this.#completion.addBulk(missing.map((id) => this.#completionJob(id)));
       queued += missing.length;
     }
     return queued;
@@ -246,6 +247,11 @@ export class JobQueues implements FollowUp {
       }, 1_000).unref();
     });
     return connection;
+  }
+
+  /** A transaction's completion job: its id derives from the transaction's, so no instance ever adds it twice. */
+  #completionJob(transactionId: string) {
+    return { name: 'complete', data: { transactionId }, opts: this.#retrying(`complete-${transactionId}`) };
   }
 
   #retrying(jobId: string) {
