@@ -4,7 +4,7 @@ import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { BranchSession, BranchState } from './participant.ts';
-import { resetSession } from './session-reset.ts';
+import { discardAll, idle, resetSession } from './session-reset.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
 import type { StatementNames } from './statement-names.ts';
 
@@ -42,6 +42,8 @@ export class Branch implements BranchSession {
   readonly #names: StatementNames | undefined;
   /** A named statement failed: it may be stale on the server, so the reset drops them all. */
   #namedFailed = false;
+  /** A statement ran that may leave state on the session past the transaction (session-neutral.ts). */
+  #touchesSession = false;
   /** Resolves true once BEGIN has run; false if it failed. */
   readonly #begun: Promise<boolean>;
   #beginFailed = false;
@@ -87,7 +89,7 @@ export class Branch implements BranchSession {
   /** Runs one statement. Calls may be issued back to back; they are pipelined in order. */
   run(sql: string, params: readonly unknown[] = []): Promise<StatementResult> {
     try {
-      assertStatementAllowed(sql);
+      if (assertStatementAllowed(sql).touchesSession) this.#touchesSession = true;
     } catch (err) {
       this.#refused ??= err as ParticipantError;
       return Promise.reject(err);
@@ -133,7 +135,7 @@ export class Branch implements BranchSession {
       this.#client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>,
       'PREPARE TRANSACTION',
     );
-    const reset = this.#resetSession();
+    const reset = this.#resetSession(ending);
     const [settled] = await Promise.allSettled([ending]);
     await reset;
     this.#assertBegun();
@@ -165,7 +167,7 @@ export class Branch implements BranchSession {
       throw err;
     }
     this.#state = 'finished';
-    await this.#resetSession();
+    await this.#resetSession(Promise.resolve());
     return { prepared: false, xid: null };
   }
 
@@ -178,7 +180,7 @@ export class Branch implements BranchSession {
     }
     batchWrites(this.#client);
     const commit = this.#track(this.#client.query('COMMIT'), 'COMMIT');
-    const reset = this.#resetSession();
+    const reset = this.#resetSession(commit);
     const r = await commit.finally(() => reset);
     this.#state = 'finished';
     this.#assertBegun();
@@ -189,7 +191,7 @@ export class Branch implements BranchSession {
     if (this.#state !== 'open') return;
     batchWrites(this.#client);
     const rollback = this.#track(this.#client.query('ROLLBACK'), 'ROLLBACK');
-    const reset = this.#resetSession();
+    const reset = this.#resetSession(rollback);
     await rollback.finally(() => reset);
     this.#state = 'finished';
   }
@@ -222,9 +224,20 @@ export class Branch implements BranchSession {
     client.release(clean ? undefined : (this.#connectionError ?? true));
   }
 
-  /** Sent in the same flight as the statement that ends the transaction; false: destroy, do not pool (session-reset.ts). */
-  #resetSession(): Promise<void> {
-    return resetSession(this.#client, { discardIf: () => this.#namedFailed }).then((ok) => {
+  /**
+   * Sent in the same flight as `ending`, the statement that ends the transaction; false: destroy,
+   * do not pool (session-reset.ts). When nothing the branch ran can have left state on the session,
+   * nothing is sent (the reset is about a sixth of a branch's server CPU): the session must only be
+   * idle, and a named statement that failed is still dropped, which is known once `ending` is answered.
+   */
+  #resetSession(ending: Promise<unknown>): Promise<void> {
+    if (this.#touchesSession) {
+      return resetSession(this.#client, { discardIf: () => this.#namedFailed }).then((ok) => {
+        this.#sessionReset = ok;
+      });
+    }
+    const settled = () => (this.#namedFailed ? discardAll(this.#client) : idle(this.#client));
+    return ending.then(settled, settled).then((ok) => {
       this.#sessionReset = ok;
     });
   }

@@ -59,11 +59,13 @@ function forgetParsed(client: pg.ClientBase): void {
   if (names.submittedNamedStatements) names.submittedNamedStatements = {};
 }
 
-function idle(client: pg.ClientBase): boolean {
+/** Outside any transaction block, as ReadyForQuery last said. */
+export function idle(client: pg.ClientBase): boolean {
   return (client as unknown as { getTransactionStatus?: () => string | null }).getTransactionStatus?.() === 'I';
 }
 
-async function discardAll(client: pg.ClientBase): Promise<boolean> {
+/** DISCARD ALL, and node-postgres forgets its parsed names; false: destroy the connection. */
+export async function discardAll(client: pg.ClientBase): Promise<boolean> {
   try {
     await client.query('DISCARD ALL');
   } catch {

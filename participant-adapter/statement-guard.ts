@@ -1,5 +1,7 @@
 import { loadModule, parseSync } from 'libpg-query';
 import { ParticipantError } from './errors.ts';
+import { treeFields, type Node } from './parse-tree.ts';
+import { sessionNeutral } from './session-neutral.ts';
 import { forbiddenFunctionReason, protectedSettingReason, setConfigReason } from './statement-policy.ts';
 
 /*
@@ -18,9 +20,6 @@ import { forbiddenFunctionReason, protectedSettingReason, setConfigReason } from
 
 // The parser is WebAssembly, loaded once (~40 ms) before the first statement can be judged.
 await loadModule();
-
-/** A node of libpg-query's JSON parse tree: { NodeType: { field: … } }. */
-type Node = Record<string, unknown>;
 
 // DML and SELECT: they act on the transaction's snapshot and nothing else. CTEs may hold any of them.
 const DML = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
@@ -95,32 +94,21 @@ function funcName(call: Node): string {
 }
 
 /**
- * Every node under a statement, without recursion (a deeply nested expression must not exhaust
- * the stack): function calls anywhere (target lists, FROM, CTEs, subqueries, DEFAULT, ON CONFLICT,
- * RETURNING…), a SELECT … INTO, and any statement node that is not DML.
+ * Every node under a statement: function calls anywhere (target lists, FROM, CTEs, subqueries,
+ * DEFAULT, ON CONFLICT, RETURNING…), a SELECT … INTO, and any statement node that is not DML.
  */
 function treeReason(root: unknown): string | null {
-  const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (v === null || typeof v !== 'object') continue;
-    if (Array.isArray(v)) {
-      for (const x of v) stack.push(x);
-      continue;
-    }
-    for (const [key, child] of Object.entries(v as Node)) {
-      if (key === 'FuncCall') {
-        const call = child as Node;
-        const name = funcName(call);
-        const why = name.toLowerCase() === 'set_config' ? setConfigReason((call.args as unknown[] | undefined) ?? []) : forbiddenFunctionReason(name);
-        if (why) return why;
-      } else if (key === 'intoClause' && child) {
-        return 'SELECT … INTO is not allowed: it creates a table (use INSERT … SELECT)';
-      } else if (/^[A-Z]\w*Stmt$/.test(key) && !DML.has(key)) {
-        // A node type (capitalised), not a field such as InsertStmt's selectStmt.
-        return REFUSED_STATEMENTS[key] ?? `${key.replace(/Stmt$/, '')} statements are not allowed: ${ALLOWED_SUMMARY}`;
-      }
-      stack.push(child);
+  for (const [key, child] of treeFields(root)) {
+    if (key === 'FuncCall') {
+      const call = child as Node;
+      const name = funcName(call);
+      const why = name.toLowerCase() === 'set_config' ? setConfigReason((call.args as unknown[] | undefined) ?? []) : forbiddenFunctionReason(name);
+      if (why) return why;
+    } else if (key === 'intoClause' && child) {
+      return 'SELECT … INTO is not allowed: it creates a table (use INSERT … SELECT)';
+    } else if (/^[A-Z]\w*Stmt$/.test(key) && !DML.has(key)) {
+      // A node type (capitalised), not a field such as InsertStmt's selectStmt.
+      return REFUSED_STATEMENTS[key] ?? `${key.replace(/Stmt$/, '')} statements are not allowed: ${ALLOWED_SUMMARY}`;
     }
   }
   return null;
@@ -145,22 +133,34 @@ function parseFailure(err: unknown): string {
   return `the statement does not parse: ${message}${typeof at === 'number' && at >= 0 ? ` (at character ${at + 1})` : ''}`;
 }
 
-/** Why `sql` may not run in a branch, or null when it may. Not cached: see statementRefusal. */
-function judge(sql: string): string | null {
+/** The guard's answer about one SQL text. */
+interface Verdict {
+  /** Why it may not run in a branch, or null when it may. */
+  refusal: string | null;
+  /** Allowed, and it cannot leave state on the session past its transaction (session-neutral.ts). */
+  sessionNeutral: boolean;
+}
+
+const refused = (refusal: string): Verdict => ({ refusal, sessionNeutral: false });
+
+/** Not cached: see verdictOf. */
+function judge(sql: string): Verdict {
   // The server reads a query string up to its first NUL; the parser would too, but what follows it
   // would reach the server as other protocol fields. Nothing legitimate contains one.
-  if (sql.includes('\u0000')) return 'the statement contains a NUL character';
-  if (sql.trim() === '') return 'the statement is empty';
+  if (sql.includes('\u0000')) return refused('the statement contains a NUL character');
+  if (sql.trim() === '') return refused('the statement is empty');
   let tree: { stmts?: { stmt?: Node }[] };
   try {
     tree = parseSync(sql) as typeof tree;
   } catch (err) {
-    return parseFailure(err);
+    return refused(parseFailure(err));
   }
   const stmts = tree.stmts ?? [];
-  if (stmts.length === 0) return 'the statement is empty';
-  if (stmts.length > 1) return `only one statement is allowed in a string: found ${stmts.length}`;
-  return statementReason(stmts[0]!.stmt ?? {});
+  if (stmts.length === 0) return refused('the statement is empty');
+  if (stmts.length > 1) return refused(`only one statement is allowed in a string: found ${stmts.length}`);
+  const stmt = stmts[0]!.stmt ?? {};
+  const refusal = statementReason(stmt);
+  return refusal === null ? { refusal, sessionNeutral: sessionNeutral(stmt) } : refused(refusal);
 }
 
 /*
@@ -170,10 +170,9 @@ function judge(sql: string): string | null {
  */
 const CACHE_ENTRIES = 2000;
 const CACHE_MAX_CHARS = 4096;
-const verdicts = new Map<string, string | null>();
+const verdicts = new Map<string, Verdict>();
 
-/** Why `sql` may not run in a branch (a sentence naming the statement type or function), or null when it may. */
-export function statementRefusal(sql: string): string | null {
+function verdictOf(sql: string): Verdict {
   const cached = verdicts.get(sql);
   if (cached !== undefined) return cached;
   const verdict = judge(sql);
@@ -185,8 +184,18 @@ export function statementRefusal(sql: string): string | null {
   return verdict;
 }
 
-/** Throws a non-retryable ParticipantError (code statement_not_allowed) when `sql` may not run in a branch. */
-export function assertStatementAllowed(sql: string): void {
-  const why = statementRefusal(sql);
-  if (why !== null) throw new ParticipantError('statement_not_allowed', why, { retryable: false });
+/** Why `sql` may not run in a branch (a sentence naming the statement type or function), or null when it may. */
+export function statementRefusal(sql: string): string | null {
+  return verdictOf(sql).refusal;
+}
+
+/**
+ * Throws a non-retryable ParticipantError (code statement_not_allowed) when `sql` may not run in a
+ * branch. Returns whether it may leave state on its session past its transaction (then the
+ * session is reset before the connection serves another).
+ */
+export function assertStatementAllowed(sql: string): { touchesSession: boolean } {
+  const verdict = verdictOf(sql);
+  if (verdict.refusal !== null) throw new ParticipantError('statement_not_allowed', verdict.refusal, { retryable: false });
+  return { touchesSession: !verdict.sessionNeutral };
 }

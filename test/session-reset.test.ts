@@ -29,8 +29,8 @@ function committed(...statements: [string, unknown[]?][]) {
   return branchEndedBy('commit', statements);
 }
 
-async function branchEndedBy(ending: 'prepare' | 'commit', statements: [string, unknown[]?][]) {
-  const b = await p.openBranch({ statementTimeoutMs: 5_000 });
+async function branchEndedBy(ending: 'prepare' | 'commit', statements: [string, unknown[]?][], participant: DirectParticipant = p) {
+  const b = await participant.openBranch({ statementTimeoutMs: 5_000 });
   const runs = statements.map(([sql, params]) =>
     b.run(sql, params ?? []).then(
       (r) => r,
@@ -45,7 +45,7 @@ async function branchEndedBy(ending: 'prepare' | 'commit', statements: [string, 
   } finally {
     b.release(); // before COMMIT PREPARED: the pool has one connection
   }
-  if (prepared) await p.commitPrepared(gid);
+  if (prepared) await participant.commitPrepared(gid);
   return Promise.all(runs);
 }
 
@@ -192,6 +192,48 @@ describe('the session between two transactions', () => {
     expect(temp).toMatchObject({ rows: [{ n: 0 }] });
     // The last call's currval would tell one token the sequence value another drew.
     expect(currval).toBe('55000');
+  });
+
+  it('resets nothing after statements that can leave nothing on the session, and resets after a function call', async () => {
+    await admin.query('CREATE SEQUENCE s');
+    // The pool's owner marks its one session; RESET ALL, the reset's first effect, would clear the mark.
+    const pool = new pg.Pool({ connectionString: url, max: 1 });
+    const own = new DirectParticipant({ name: 'sr', pool });
+    const mark = async () => (await pool.query("SELECT pg_catalog.current_setting('application_name') AS v")).rows[0].v as string;
+    try {
+      await pool.query("SET application_name = 'marked'");
+      const neutral: [string, unknown[]?][] = [
+        [DEBIT, [1, 9]],
+        ['SELECT count(*)::int AS n, max(balance) FROM accounts WHERE id = $1', [9]],
+        ['LOCK TABLE accounts IN ROW EXCLUSIVE MODE'],
+        ['INSERT INTO accounts (id, balance) VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET balance = accounts.balance', [9]],
+      ];
+      expect(await branchEndedBy('prepare', neutral, own)).toEqual(neutral.map(() => expect.objectContaining({ command: expect.any(String) })));
+      expect(await mark()).toBe('marked');
+      await branchEndedBy(
+        'commit',
+        [
+          [DEBIT, [1, 9]],
+          ['SELECT now(), lower($1)', ['X']],
+        ],
+        own,
+      );
+      expect(await mark()).toBe('marked');
+      expect(await balance(9)).toBe(998);
+
+      // nextval leaves currval on the session: the reset runs, and the mark goes with everything else.
+      await branchEndedBy('prepare', [[DEBIT, [1, 9]], ["SELECT nextval('public.s')"]], own);
+      expect(await mark()).toBe('');
+      // A SET LOCAL, though it ends with the transaction, can move the search_path under later names: reset too.
+      await pool.query("SET application_name = 'marked'");
+      await branchEndedBy('commit', [["SET LOCAL work_mem = '8MB'"], [DEBIT, [1, 9]]], own);
+      expect(await mark()).toBe('');
+      // The connection was pooled throughout: one backend served every branch.
+      expect(pool.totalCount).toBe(1);
+    } finally {
+      await own.close();
+      await pool.end();
+    }
   });
 
   it('gives a statement the search_path of the transaction that runs it, not of the one that first parsed it', async () => {

@@ -181,6 +181,36 @@ const REFUSED: [string, RegExp][] = [
   ['SELECT 1 UNION SELECT pg_advisory_lock(1)', /pg_advisory_lock/],
 ];
 
+// Allowed statements that can leave nothing on the session past their transaction: no reset after them.
+const SESSION_NEUTRAL = [
+  'UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1',
+  'INSERT INTO audit (src, dst, amount) VALUES ($1, $2, $3)',
+  'SELECT count(*), sum(balance), max(id) FROM accounts WHERE id = ANY($1::int[])',
+  'SELECT pg_catalog.now(), lower($1), coalesce($2, 0), greatest(1, 2), CURRENT_TIMESTAMP',
+  "SELECT extract(epoch FROM now()), substring('abc' FROM 2)",
+  'WITH moved AS (DELETE FROM t WHERE a = 1 RETURNING *) INSERT INTO archive SELECT * FROM moved',
+  'MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a',
+  'SELECT * FROM t FOR UPDATE SKIP LOCKED',
+  'LOCK TABLE accounts IN SHARE ROW EXCLUSIVE MODE',
+  'SET CONSTRAINTS ALL DEFERRED',
+];
+
+// Allowed, but a function's body (or nextval's currval, or a SET LOCAL's search_path) may leave state behind.
+const SESSION_TOUCHING = [
+  "SELECT nextval('s')",
+  'SELECT public.my_function($1)',
+  'SELECT my_function()',
+  'UPDATE t SET a = my_function(a)',
+  'SELECT 1 WHERE EXISTS (SELECT 1 FROM (SELECT helper()) s)',
+  'INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = audit_write(excluded.a)',
+  'SELECT myschema.lower($1)',
+  'SELECT * FROM generate_rows(3)',
+  "SELECT set_config('myapp.user', $1, true)",
+  'SELECT pg_advisory_xact_lock(1)',
+  'SET LOCAL search_path = decoy, public',
+  'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
+];
+
 describe('the statement guard', () => {
   it.each(ALLOWED)('allows %j', (sql) => {
     expect(statementRefusal(sql)).toBeNull();
@@ -190,6 +220,14 @@ describe('the statement guard', () => {
   it.each(REFUSED)('refuses %j', (sql, why) => {
     expect(statementRefusal(sql)).toMatch(why);
     expect(() => assertStatementAllowed(sql)).toThrow(expect.objectContaining({ code: 'statement_not_allowed', retryable: false }));
+  });
+
+  it.each(SESSION_NEUTRAL)('lets %j go without a session reset', (sql) => {
+    expect(assertStatementAllowed(sql)).toEqual({ touchesSession: false });
+  });
+
+  it.each(SESSION_TOUCHING)('has the session reset after %j', (sql) => {
+    expect(assertStatementAllowed(sql)).toEqual({ touchesSession: true });
   });
 
   it('gives the same verdict from its cache, for any number of distinct texts', () => {
