@@ -9,7 +9,8 @@ const MAX_BATCH = 64;
 const MAX_QUEUED = 2_000;
 
 /** A lean row's branches as first written: each active, with its gid. */
-const branchesJson = (r: BeginRecord) => JSON.stringify(r.branches.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, status: 'active' })));
+const activeBranches = (r: BeginRecord) => r.branches.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, status: 'active' }));
+const branchesJson = (r: BeginRecord) => JSON.stringify(activeBranches(r));
 
 /**
  * Begin records: one lean row each (migration 0005), with its branches in the row and no event
@@ -62,7 +63,7 @@ export class BeginWriter {
         deadline: r.deadline,
         submitted_by: r.submittedBy,
         driver: r.driver,
-        branches: JSON.parse(branchesJson(r)) as unknown,
+        branches: activeBranches(r),
         timeout_ms: r.timeoutMs,
         interactive: r.interactive ?? false,
       })),
