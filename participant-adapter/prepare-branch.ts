@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import { ParticipantError } from './errors.ts';
+import { batchWrites } from './batched-writes.ts';
 import { gidLiteral } from './gid.ts';
 import { pinnedKysely } from './pinned-kysely.ts';
 import { resetSession } from './session-reset.ts';
@@ -27,7 +28,9 @@ export function beginStatement(timeoutMs: number): string {
  * pool's own named statements survive the reset, verified (session-reset.ts).
  */
 export async function endTransaction(client: pg.ClientBase, ending: string): Promise<{ command: string; sessionReset: boolean }> {
-  // pg queues queries in order: the reset runs right after the ending, whether or not it failed.
+  // pg queues queries in order: the reset runs right after the ending, whether or not it failed,
+  // and on a pipelined connection leaves in the same write.
+  batchWrites(client);
   const end = client.query(ending);
   const reset = resetSession(client);
   const r = await end.finally(() => reset);

@@ -147,6 +147,8 @@ export class LocalBranch {
     let reset: Promise<boolean> | undefined;
     try {
       await this.#begunOrThrow();
+      // The reset behind the ending, in the same write: uncorked, each left in a write of its own.
+      batchWrites(this.client);
       const ending = this.client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>;
       reset = resetSession(this.client);
       results = await ending.finally(() => reset);
