@@ -227,7 +227,7 @@ export class Branch implements BranchSession {
   /**
    * Sent in the same flight as `ending`, the statement that ends the transaction; false: destroy,
    * do not pool (session-reset.ts). When nothing the branch ran can have left state on the session,
-   * nothing is sent (the reset is about a sixth of a branch's server CPU): the session must only be
+   * nothing is sent (the reset is about a fifth of a branch's server CPU): the session must only be
    * idle, and a named statement that failed is still dropped, which is known once `ending` is answered.
    */
   #resetSession(ending: Promise<unknown>): Promise<void> {

@@ -1,7 +1,7 @@
 /*
  * Whether an allowed statement can leave anything on its session once its transaction ends, so
- * that the session reset after it (session-reset.ts) may be skipped: on this machine the reset is
- * about 15 % of a branch's server CPU (bench/branch-cost.ts), and most branches do not need it.
+ * that the session reset after it (session-reset.ts) may be skipped: on these machines the reset is
+ * about a fifth of a branch's server CPU (bench/branch-cost.ts), and most branches do not need it.
  *
  * The guard already refuses every statement that changes the session by itself (session-wide SET,
  * PREPARE, DECLARE, LISTEN, session advisory locks, set_config(…, false)), and PREPARE TRANSACTION
