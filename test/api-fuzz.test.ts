@@ -273,11 +273,16 @@ describe('POST /v1/transactions under generated bodies', () => {
         await world.service.engine.drain();
         seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
         const what = `${res.status} ${JSON.stringify(res.body).slice(0, 300)}`;
-        expect(res.status, what).toBeLessThan(500);
-        expect([201, 202, 400, 409, 422], what).toContain(res.status);
+        // The one 5xx a request may get: admission's refusal on a machine too busy to start it in
+        // time (a request that spent half its timeoutMs before the engine saw it, as a cold first
+        // request on a loaded CI machine did), which changes nothing and says when to retry.
+        const overloaded = res.status === 503 && (res.body as { type?: unknown } | null)?.type === 'urn:tpc:problem:overloaded';
+        if (overloaded) expect(res.headers.get('retry-after'), what).toMatch(/^\d+$/);
+        else expect(res.status, what).toBeLessThan(500);
+        expect([201, 202, 400, 409, 422, ...(overloaded ? [503] : [])], what).toContain(res.status);
         expect(res.headers.get('content-type'), what).toMatch(/^application\/(problem\+)?json\b/);
         expect(typeof res.body === 'object' && res.body !== null, what).toBe(true);
-        if (res.status === 400 || res.status === 422) {
+        if (res.status === 400 || res.status === 422 || overloaded) {
           expect(res.headers.get('content-type'), what).toMatch(/^application\/problem\+json\b/);
           expect(res.body.type, what).toMatch(/^urn:tpc:problem:/);
           expect(res.body.status, what).toBe(res.status);

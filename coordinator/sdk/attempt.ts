@@ -44,6 +44,8 @@ export class Attempt {
   #deadlinePassed = false;
   readonly #expired: Promise<never>;
   readonly #timer: NodeJS.Timeout;
+  /** The timer's work, one turn after it fired (see the constructor). */
+  #due: NodeJS.Immediate | undefined;
 
   constructor(
     private readonly pools: Record<string, pg.Pool>,
@@ -56,12 +58,17 @@ export class Attempt {
       expire = reject;
     });
     this.#expired.catch(() => {}); // not awaited once the callback has returned
+    // Due, the timer first yields one turn of the event loop: an answer already received (a
+    // statement's own timeout, fired just before the deadline while this process waited for a core)
+    // is read first and becomes the failure's cause, instead of losing the race to a late timer.
     this.#timer = setTimeout(() => {
-      this.#deadlinePassed = true;
-      this.#closed = true;
-      // A statement waiting on a lock would hold the attempt past its deadline: cancel it now.
-      for (const b of this.#open) void b.cancel();
-      expire(this.#deadlineError(null));
+      this.#due = setImmediate(() => {
+        this.#deadlinePassed = true;
+        this.#closed = true;
+        // A statement waiting on a lock would hold the attempt past its deadline: cancel it now.
+        for (const b of this.#open) void b.cancel();
+        expire(this.#deadlineError(null));
+      });
     }, timeoutMs);
   }
 
@@ -82,6 +89,7 @@ export class Attempt {
       throw err;
     }
     clearTimeout(this.#timer);
+    clearImmediate(this.#due);
     return this.#complete(result);
   }
 
@@ -266,6 +274,7 @@ export class Attempt {
   async #abandon(): Promise<Outcome | null> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearImmediate(this.#due);
     const open = [...this.#open];
     this.#open.clear();
     await Promise.all(
