@@ -93,7 +93,8 @@ export function renderSection(r: RunReport): string {
     `- machine: ${m.nproc} CPUs (${m.cpuModel}), ${m.memoryGiB} GiB RAM; Node ${m.node}; PostgreSQL ${m.postgres}; Redis ${m.redis}; ` +
       `load average before the run ${m.loadBefore}`,
     `- parameters: ${o.concurrency} concurrent client${o.concurrency === 1 ? '' : 's'}; ${o.rounds} rounds × ${o.roundMs / 1000} s per variant, ` +
-      `variants alternating (${o.variants.join(', ')}, …); ${o.warmupMs / 1000} s unmeasured warm-up per variant; ` +
+      `variants alternating (${o.variants.join(', ')}, then backward, …); ${o.warmupMs / 1000} s unmeasured warm-up per variant` +
+      `${o.warmupMs > 0 ? ', and 4 s more before each of its rounds' : ''}; ` +
       `${o.accounts} accounts per bank; ${o.pool} connection${o.pool === 1 ? '' : 's'} per database (benchmark pools and service pools alike); ` +
       `fsync=${o.fsync}, full_page_writes=${o.fsync}, synchronous_commit=on`,
     `- command: \`npm run bench -- --fsync ${o.fsync} --service ${o.service} --concurrency ${o.concurrency} --rounds ${o.rounds} ` +

@@ -26,8 +26,8 @@ import { CLUSTER_NAMES, rollBackLeftovers, startWorld, type World } from './worl
 
 const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
-/** The unmeasured run before each measured round (see measure()). */
-const REWARM_MS = 1_000;
+/** The unmeasured run before each measured round (see measure()): 1 s did not bring a cold coordinator back, 4 s did. */
+const REWARM_MS = 4_000;
 
 const control = { stopped: false };
 let closeWorld: (() => Promise<void>) | undefined;
@@ -62,17 +62,17 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
     }
     if (options.pgStatStatements) await resetStatStatements(Object.values(w.adminUrls));
     for (let round = 1; round <= options.rounds; round++) {
-      // Forward, then backward. What a round leaves behind (autovacuum of the rows it dirtied, the
-      // checkpointer's writes, the idle collections of the process that ran it) lands on the next
-      // variant's round: in one fixed order, the same code as (c) and (d) came out 1.62× faster as
-      // (c), which always ran first (median by round 1.53). Alternating, each of two neighbours goes
-      // first as often as second: the same pair then came out at 1.00 (median by round; 1.16 overall).
+      // Forward, then backward: whatever a round leaves to the next (autovacuum, the checkpointer)
+      // falls on each neighbour alike. In one fixed order, the same code as (c) and (d) came out
+      // 1.62× apart; with the re-warm-up below and alternating rounds, at 0.79–1.08 by round.
       for (const v of round % 2 === 1 ? variants : [...variants].reverse()) {
         if (control.stopped) return;
-        // Unmeasured: the pools close connections idle for 10–30 s, and a variant waits longer than
-        // that for its next round; it would pay for opening them again (backend start-up, empty
-        // catalog and plan caches) in its measured time, which no steady load does.
-        if (options.warmupMs > 0) await timedRun(v, next, options.concurrency, Math.min(options.warmupMs, REWARM_MS), control, cpu);
+        // Unmeasured: the pools close connections idle for 10 s (the bench's) or 30 s (the
+        // coordinator's), and a variant can wait longer than that for its next round; it would pay
+        // for opening them again (backend start-up, empty catalog and plan caches) in its measured
+        // time, which no steady load does. In an A/A run without it, (d) ran at 87–127 tx/s in the
+        // rounds it had waited 33 s for, against 257–310 in the others.
+        if (options.warmupMs > 0) await timedRun(v, next, options.concurrency, REWARM_MS, control, cpu);
         const before = v.serviceUrl ? await scrapePhases(v.serviceUrl) : null;
         const s = await timedRun(v, next, options.concurrency, options.roundMs, control, cpu);
         samples.get(v.name)!.push(s);
