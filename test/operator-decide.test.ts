@@ -15,7 +15,9 @@ function transfer(account: number, slowSecondBranch: boolean) {
       {
         resource: 'bank_c',
         statements: [
-          ...(slowSecondBranch ? [{ sql: 'SELECT pg_sleep(0.4)', params: [] }] : []),
+          // Long enough that the begin record is written (the after-begin failpoint) before this
+          // branch can be prepared, even on a loaded machine where that write took over 0.4 s.
+          ...(slowSecondBranch ? [{ sql: 'SELECT pg_sleep(2)', params: [] }] : []),
           { sql: 'UPDATE accounts SET balance = balance + 10 WHERE id = $1', params: [account] },
         ],
       },
