@@ -53,7 +53,7 @@ afterAll(async () => {
 });
 
 describe('tpc starts fast', () => {
-  it('loads no tsx and no server package for --help and tx list, and answers in well under a second', async () => {
+  it('loads no tsx and no server package for --help and tx list', async () => {
     // A module hook records every module the CLI resolves, into a file (hooks run off the main thread).
     const log = join(work, 'resolved.txt');
     await writeFile(
@@ -79,13 +79,13 @@ export async function resolve(specifier, context, next) {
       expect(resolved.filter((u) => HEAVY.test(u))).toEqual([]);
     }
 
-    // The best of three: a start is well under a second, whatever else the machine is doing at one moment.
+    // Reported, not asserted (tests assert no wall-clock time): what keeps a start fast is what it
+    // loads, checked above. On a loaded two-core CI machine the best of three once took 1.4 s.
     for (const args of [['--help'], ['tx', 'list']]) {
       const runs = [await tpc(args, env), await tpc(args, env), await tpc(args, env)];
       for (const r of runs) expect(r.code, r.stderr).toBe(0);
       const best = Math.min(...runs.map((r) => r.ms));
       console.log(`tpc ${args.join(' ')}: best of 3 ${best.toFixed(0)} ms (${runs.map((r) => r.ms.toFixed(0)).join(', ')})`);
-      expect(best).toBeLessThan(1000);
     }
   });
 });
