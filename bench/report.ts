@@ -2,6 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import type { BenchOptions } from './options.ts';
 import type { ServiceSteps } from './metrics.ts';
+import { REWARM_MS } from './runner.ts';
 import { markdown, type Summary } from './stats.ts';
 
 export interface Machine {
@@ -94,7 +95,7 @@ export function renderSection(r: RunReport): string {
       `load average before the run ${m.loadBefore}`,
     `- parameters: ${o.concurrency} concurrent client${o.concurrency === 1 ? '' : 's'}; ${o.rounds} rounds × ${o.roundMs / 1000} s per variant, ` +
       `variants alternating (${o.variants.join(', ')}, then backward, …); ${o.warmupMs / 1000} s unmeasured warm-up per variant` +
-      `${o.warmupMs > 0 ? ', and 4 s more before each of its rounds' : ''}; ` +
+      `${o.warmupMs > 0 ? `, and ${REWARM_MS / 1000} s more before each of its rounds` : ''}; ` +
       `${o.accounts} accounts per bank; ${o.pool} connection${o.pool === 1 ? '' : 's'} per database (benchmark pools and service pools alike); ` +
       `fsync=${o.fsync}, full_page_writes=${o.fsync}, synchronous_commit=on`,
     `- command: \`npm run bench -- --fsync ${o.fsync} --service ${o.service} --concurrency ${o.concurrency} --rounds ${o.rounds} ` +

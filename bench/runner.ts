@@ -2,6 +2,9 @@ import { performance } from 'node:perf_hooks';
 import { addUsed, zeroUsed, type CpuSnapshot, type CpuUsed } from './cpu.ts';
 import type { Phases, Transfer, Variant } from './variants.ts';
 
+/** The unmeasured run before each measured round (bench/transfers.ts): 1 s did not bring a cold coordinator back, 4 s did. */
+export const REWARM_MS = 4_000;
+
 /** What one variant did in one timed run (a round, or the warm-up). */
 export interface RunSample {
   completed: number;

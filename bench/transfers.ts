@@ -19,15 +19,13 @@ import { parseOptions, type BenchOptions } from './options.ts';
 import { runBacklog } from './backlog.ts';
 import { runOverload } from './overload.ts';
 import { loadAverage, machine, renderSection, sectionKey, stepComparison, writeResults } from './report.ts';
-import { merge, timedRun, type RunSample } from './runner.ts';
+import { merge, REWARM_MS, timedRun, type RunSample } from './runner.ts';
 import { abLines, againstBareLines, cpuTable, summarize, table, withRatios } from './stats.ts';
 import { makeVariants, randomTransfer, type Variant } from './variants.ts';
 import { CLUSTER_NAMES, rollBackLeftovers, startWorld, type World } from './world.ts';
 
 const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
-/** The unmeasured run before each measured round (see measure()): 1 s did not bring a cold coordinator back, 4 s did. */
-const REWARM_MS = 4_000;
 
 const control = { stopped: false };
 let closeWorld: (() => Promise<void>) | undefined;

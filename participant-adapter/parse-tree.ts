@@ -1,6 +1,9 @@
 /** A node of libpg-query's JSON parse tree: { NodeType: { field: … } }. */
 export type Node = Record<string, unknown>;
 
+/** DML and SELECT statement types: they act on the transaction's snapshot. CTEs may hold any of them. */
+export const DML_STATEMENTS: ReadonlySet<string> = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
 /**
  * Every field of every node under `root`, as [name, value], depth first. Without recursion: a
  * deeply nested expression must not exhaust the stack. Only the first parse of a text walks it

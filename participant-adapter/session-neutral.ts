@@ -18,7 +18,7 @@
  * (a trigger calling set_config(…, false)) is the one case this misses; the README says so.
  */
 
-import { treeFields, type Node } from './parse-tree.ts';
+import { DML_STATEMENTS, treeFields, type Node } from './parse-tree.ts';
 
 // Built-ins that read their arguments and the transaction, and change nothing else: aggregates,
 // window functions, clocks, text, numbers, JSON, arrays. Unqualified names resolve to pg_catalog
@@ -108,7 +108,7 @@ function functionIsNeutral(call: Node): boolean {
 export function sessionNeutral(stmt: Node): boolean {
   const [type, body] = Object.entries(stmt)[0] ?? [];
   if (type === 'LockStmt' || type === 'ConstraintsSetStmt') return true;
-  if (type !== 'SelectStmt' && type !== 'InsertStmt' && type !== 'UpdateStmt' && type !== 'DeleteStmt' && type !== 'MergeStmt') return false;
+  if (type === undefined || !DML_STATEMENTS.has(type)) return false;
   for (const [key, child] of treeFields(body)) if (key === 'FuncCall' && !functionIsNeutral(child as Node)) return false;
   return true;
 }

@@ -1,6 +1,6 @@
 import { loadModule, parseSync } from 'libpg-query';
 import { ParticipantError } from './errors.ts';
-import { treeFields, type Node } from './parse-tree.ts';
+import { DML_STATEMENTS as DML, treeFields, type Node } from './parse-tree.ts';
 import { sessionNeutral } from './session-neutral.ts';
 import { forbiddenFunctionReason, protectedSettingReason, setConfigReason } from './statement-policy.ts';
 
@@ -20,9 +20,6 @@ import { forbiddenFunctionReason, protectedSettingReason, setConfigReason } from
 
 // The parser is WebAssembly, loaded once (~40 ms) before the first statement can be judged.
 await loadModule();
-
-// DML and SELECT: they act on the transaction's snapshot and nothing else. CTEs may hold any of them.
-const DML = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 
 const TRANSACTION_OWNED = 'the coordinator owns the transaction and the session';
 
