@@ -70,6 +70,19 @@ export class UnavailableError extends CoordinatorError {
 }
 
 /**
+ * A log write that certainly changed nothing: the server refused the statement, the connection
+ * was never made, or the write was refused before it was sent. Unlike a connection lost mid-write,
+ * whose outcome must be read back from the log, the caller may act on "not written" at once.
+ */
+export class UnwrittenError extends UnavailableError {
+  constructor(transactionId: string, cause: unknown) {
+    super(`the transaction log did not record the write for transaction ${transactionId}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+  }
+}
+
+/**
  * The service is at capacity for a resource the transaction names: every slot is taken and no slot
  * freed within the bounded wait, the wait queue is full, or the resource's cluster refused a
  * PREPARE because its prepared-transaction slots were all held (SQLSTATE 53200). Nothing was

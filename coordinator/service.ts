@@ -183,7 +183,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
     failpoints,
     admission: capacity.admission,
   };
-  const engine = new Engine(engineDeps, { completionWaitMs: config.completionWaitMs, inDoubtAfterAttempts: config.inDoubtAfterAttempts });
+  const engine = new Engine(engineDeps, {
+    completionWaitMs: config.completionWaitMs,
+    inDoubtAfterAttempts: config.inDoubtAfterAttempts,
+    beginDeferMs: config.beginDeferMs,
+  });
   // What the maintenance jobs run; also on the service handle, so tests can run a pass directly.
   const maintenance = {
     reconcile: () =>

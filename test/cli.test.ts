@@ -45,10 +45,11 @@ describe('tpc, the command line', () => {
   beforeAll(async () => {
     stuckUrl = await createDatabase(inject('clusterA'), stuckDb);
     await query(stuckUrl, ACCOUNTS_SQL);
-    // Slow retries and reconciliation, so that the CLI, not the queues, finishes the stuck transaction.
+    // Slow retries and reconciliation, so that the CLI, not the queues, finishes the stuck transaction;
+    // the begin record written at once, since a test holds its row to stop the decision.
     world = await createWorld({
       extraResources: { stuck: stuckUrl },
-      env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000', TPC_RECONCILE_INTERVAL_MS: '3600000' },
+      env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000', TPC_RECONCILE_INTERVAL_MS: '3600000', TPC_BEGIN_DEFER_MS: '0' },
     });
     const r = await world.submit(transfer('bank_a', 'bank_b', 10));
     expect(r.status).toBe(201);

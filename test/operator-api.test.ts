@@ -12,7 +12,11 @@ describe('operators', () => {
   beforeAll(async () => {
     flaky = await startFlakyParticipant();
     // Slow retries, so that the test, not the completion queue, finishes the in-doubt transaction.
-    world = await createWorld({ extraResources: { flaky: flaky.url }, env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000' } });
+    // The begin record written at once (TPC_BEGIN_DEFER_MS 0): tests hold its row to stop the decision.
+    world = await createWorld({
+      extraResources: { flaky: flaky.url },
+      env: { TPC_RETRY_BASE_MS: '60000', TPC_RETRY_MAX_MS: '60000', TPC_BEGIN_DEFER_MS: '0' },
+    });
   });
   afterAll(async () => {
     await world.close();

@@ -89,7 +89,8 @@ describe('/readyz tells the truth', () => {
       await asAdmin('ALTER TABLE tpc_branches_gone RENAME TO tpc_branches');
     }
     await until('ready again', (x) => x.status === 200);
-    expect((await world.submit(transfer('bank_a', 'bank_b', 1))).status).toBe(201);
+    const after = await world.submit(transfer('bank_a', 'bank_b', 1));
+    expect(after.status, JSON.stringify(after.body)).toBe(201);
   });
 
   it('Redis stopped: 503 naming redis while the log is fine; back once Redis is', async () => {

@@ -19,6 +19,8 @@ describe('a participant that fails after prepare', () => {
       TPC_RETRY_BASE_MS: '100',
       TPC_RETRY_MAX_MS: '500',
       TPC_RECONCILE_INTERVAL_MS: '300',
+      // The begin record written at once: withDecisionHeld holds its row to stop the decision.
+      TPC_BEGIN_DEFER_MS: '0',
     }));
   });
   afterAll(async () => {

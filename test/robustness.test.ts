@@ -10,7 +10,8 @@ describe('a participant that fails', () => {
   let world: World;
   beforeAll(async () => {
     flaky = await startFlakyParticipant();
-    world = await createWorld({ extraResources: { flaky: flaky.url } });
+    // The begin record written at once: the tests hold its row to stop the decision.
+    world = await createWorld({ extraResources: { flaky: flaky.url }, env: { TPC_BEGIN_DEFER_MS: '0' } });
   });
   afterAll(async () => {
     await world.close();

@@ -4,6 +4,7 @@ import { Engine } from '../coordinator/engine/engine.ts';
 import { Failpoints } from '../coordinator/engine/failpoints.ts';
 import type { EngineDeps } from '../coordinator/engine/ports.ts';
 import { complete, decide, IllegalTransitionError } from '../coordinator/engine/state-changes.ts';
+import { stampedDeadline } from '../coordinator/engine/transaction-id.ts';
 import { ConflictError, StaleStateError } from '../coordinator/errors.ts';
 import { resolveTransaction, type ResolveRequest } from '../coordinator/operator/resolve.ts';
 import { MemoryLog } from './harness/memory-log.ts';
@@ -42,7 +43,7 @@ function world(instanceId = 'i1', shared?: { log: MemoryLog; a: MemoryParticipan
     },
     failpoints: new Failpoints(),
   };
-  const engine = new Engine(deps, { inDoubtAfterAttempts: 3, completionWaitMs: 50 });
+  const engine = new Engine(deps, { inDoubtAfterAttempts: 3, completionWaitMs: 50, beginDeferMs: 500 });
   return { log, a, b, deps, engine, pending, other: (id: string) => world(id, { log, a, b }) };
 }
 
@@ -66,23 +67,27 @@ async function decidedStuck(w: World) {
   return id;
 }
 
+/** A submission of one update on each of a and b, answered once completed. */
+const submitTwo = (w: World, actor: string | null) =>
+  w.engine.submit(
+    {
+      branches: [
+        { resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] },
+        { resource: 'b', statements: [{ sql: 'UPDATE y', params: [] }] },
+      ],
+      timeoutMs: 5_000,
+      wait: 'completed',
+    },
+    { actor },
+  );
+
 const resolve = (w: World, id: string, req: Partial<ResolveRequest>) =>
   resolveTransaction(w.deps, id, { outcome: 'commit', reason: 'ticket 42', force: false, actor: 'op', ...req });
 
 describe('state changes against the in-memory log', () => {
   it('commits a submitted transaction in two phases: one forced decision, and a lean log whose events are all derived', async () => {
     const w = world();
-    const view = await w.engine.submit(
-      {
-        branches: [
-          { resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] },
-          { resource: 'b', statements: [{ sql: 'UPDATE y', params: [] }] },
-        ],
-        timeoutMs: 5_000,
-        wait: 'completed',
-      },
-      { actor: 'tok' },
-    );
+    const view = await submitTwo(w, 'tok');
     expect(view.status).toBe('committed');
     expect(w.log.asked.map((r) => [r.from, r.to, r.forced, r.event.derivable])).toEqual([
       ['active', 'committing', true, true],
@@ -96,6 +101,34 @@ describe('state changes against the in-memory log', () => {
     ]);
     expect(tx.branches.map((b) => b.status)).toEqual(['committed', 'committed']);
     expect(w.a.prepared.size + w.b.prepared.size).toBe(0);
+  });
+
+  it('inserts the row with the first state change (the begin record deferred), and changes it in place after', async () => {
+    const w = world();
+    const view = await submitTwo(w, 'tok');
+    expect(view.status).toBe('committed');
+    expect(w.log.asked.map((r) => r.insert?.id ?? null)).toEqual([view.id, null]);
+    expect(w.log.asked[0]!.insert).toMatchObject({ submittedBy: 'tok', timeoutMs: 5_000, branches: [{ resource: 'a' }, { resource: 'b' }] });
+    // The id carries the deadline, for recovery to roll back what a dead driver left unlogged.
+    const tx = (await w.log.load(view.id))!;
+    expect(stampedDeadline(view.id)).toBe(tx.deadline.getTime());
+  });
+
+  it('a tombstone written before the decision wins: the driver rolls back what it prepared and answers the abort', async () => {
+    const w = world();
+    const transition = w.log.transition.bind(w.log);
+    // Recovery took the transaction for abandoned (a driver late past its deadline) just before its decision landed.
+    w.log.transition = async (r) => {
+      if (r.insert) {
+        const reason = { resource: null, statement: null, code: 'deadline_exceeded', message: 'tombstone' };
+        expect(await w.log.abandon({ ...r.insert, reason, driver: 'recovery' })).toBe('created');
+      }
+      return transition(r);
+    };
+    const view = await submitTwo(w, null);
+    expect(view).toMatchObject({ status: 'aborted', error: { code: 'deadline_exceeded', message: 'tombstone' } });
+    expect(w.a.prepared.size + w.b.prepared.size).toBe(0);
+    expect((await w.log.load(view.id))!.status).toBe('aborted');
   });
 
   it('commits a single branch in one phase, its xid written before COMMIT', async () => {

@@ -69,6 +69,9 @@ const envSchema = z.object({
   // Upper bound a client may ask for: prepared branches hold locks and block vacuum until decided.
   TPC_MAX_TIMEOUT_MS: int(1, 86_400_000).default(300_000),
   TPC_API_TOKENS: z.string().optional(),
+  // 500 ms: most transactions decide well within it, and their decision inserts the row (one log
+  // write fewer); one running longer is in the log, for operators and the deadline sweep, soon after.
+  TPC_BEGIN_DEFER_MS: int(0, 60_000).default(500),
   // 2 s: a client waiting for "completed" is not held long by an unreachable participant.
   TPC_COMPLETION_WAIT_MS: int(0, 600_000).default(2_000),
   TPC_RESOURCE_POOL_SIZE: int(1, 1000).default(20),
@@ -131,6 +134,8 @@ export interface Config {
   /** null: no tokens configured (allowed only on a loopback address; every request is let in). */
   readonly tokens: readonly ApiToken[] | null;
   readonly completionWaitMs: number;
+  /** How long a submitted transaction runs before its begin record is written (0: at once). */
+  readonly beginDeferMs: number;
   readonly resourcePoolSize: number;
   /** Longest wait for admission slots before a 503 (never past half the transaction's timeout). */
   readonly admissionWaitMs: number;
@@ -289,6 +294,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxTimeoutMs: e.TPC_MAX_TIMEOUT_MS,
     tokens: tokens ? Object.freeze(tokens) : null,
     completionWaitMs: e.TPC_COMPLETION_WAIT_MS,
+    beginDeferMs: e.TPC_BEGIN_DEFER_MS,
     resourcePoolSize: e.TPC_RESOURCE_POOL_SIZE,
     admissionWaitMs: e.TPC_ADMISSION_WAIT_MS,
     admissionQueue: e.TPC_ADMISSION_QUEUE,

@@ -1,13 +1,14 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { branchGid } from './gid.ts';
-import type { LoggedTransaction } from './log-port.ts';
+import { DeferredBegin } from './deferred-begin.ts';
+import type { BeginRecord, LoggedTransaction } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
 import { abortInteractive, beginInteractive, commitInteractive, joinInteractive, type InteractiveBegin, type JoinedBranch } from './interactive.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
+import { deadlineStampedId } from './transaction-id.ts';
 import { TransactionRun } from './transaction-run.ts';
 import { commitTrusted, type CallerTransaction, type TrustedAnswer } from './trusted-commit.ts';
 import type { LiveBranch, SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
@@ -22,6 +23,11 @@ const DEADLINE_JOB_GRACE_MS = 2_000;
 export interface EngineOptions {
   /** Failed phase-2 attempts after which a transaction is flagged in doubt for operators. */
   inDoubtAfterAttempts: number;
+  /**
+   * How long a submitted transaction runs before its begin record is written; one decided sooner
+   * has its row inserted by the decision (DeferredBegin). 0 writes every begin record at once.
+   */
+  beginDeferMs: number;
   /**
    * How long a `wait: "completed"` answer waits for phase 2 after the decision before answering
    * 202 with the decided status; phase 2 goes on in the background.
@@ -63,9 +69,11 @@ export class Engine {
     for (const b of request.branches) {
       if (!this.#deps.participants.has(b.resource)) throw new ValidationError(`unknown resource "${b.resource}"`);
     }
-    const id = randomUUID();
     const receivedAt = Math.min(context.receivedAt ?? Date.now(), Date.now());
     const deadlineAt = receivedAt + request.timeoutMs;
+    // The id carries the deadline: a coordinator that dies before the row is written leaves
+    // branches that reconciliation can still roll back at their deadline (transaction-id.ts).
+    const id = deadlineStampedId(deadlineAt);
     // Slots first, before the begin record is written: a refused request leaves nothing anywhere.
     const ticket = await this.#deps.admission?.acquire(
       request.branches.map((b) => b.resource),
@@ -94,7 +102,7 @@ export class Engine {
       decided: (v) => onDecided(v),
       followLog: (txId) => this.#followLog(txId),
     });
-    const begin = this.#deps.store.begin({
+    const record: BeginRecord = {
       id,
       namespace: this.#deps.namespace,
       deadline: new Date(deadlineAt),
@@ -103,11 +111,18 @@ export class Engine {
       branches: request.branches.map((b, index) => ({ index, resource: b.resource, gid: run.gids[index]! })),
       timeoutMs: request.timeoutMs,
       idempotency: context.idempotency,
-    });
+    };
+    // A keyed record is written at once: the key must be durable before any branch is touched.
+    const begin = new DeferredBegin(
+      record,
+      (r) => this.#deps.store.begin(r),
+      context.idempotency ? 0 : this.#options.beginDeferMs,
+      () => this.#deps.failpoints.hit('after-begin'),
+    );
     if (context.idempotency) {
       // A keyed request must know it is the first before touching any database.
       this.#beginning.add(id);
-      const outcome = await begin.catch((err: unknown) => {
+      const outcome = await begin.start().catch((err: unknown) => {
         this.#beginning.delete(id);
         throw err;
       });
@@ -120,13 +135,7 @@ export class Engine {
         context.onReplay?.();
         return this.#replay(outcome.existingId, request.wait);
       }
-    } else {
-      begin.catch(() => {}); // awaited inside the run, before any decision
     }
-    begin.then(
-      () => this.#deps.failpoints.hit('after-begin'),
-      () => {},
-    );
     // Insurance against this process dying, at no cost per transaction: reconciliation's sweep
     // aborts an overdue transaction whose driver's lease lapsed within one interval of its
     // deadline. Only one still running after the grace period gets a delayed job at its exact

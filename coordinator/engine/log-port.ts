@@ -60,6 +60,12 @@ export interface TransitionRecord {
    * from its timestamps (log/happy-path-events.ts) rather than writing it.
    */
   event: { kind: string; actor?: string | null; detail?: Record<string, unknown>; derivable?: boolean };
+  /**
+   * The transaction has no row yet (its begin record was deferred, see engine/deferred-begin.ts):
+   * the row is inserted straight into `to`, from this record, with `branches` applied. A row that
+   * exists already (recovery's tombstone, see RecoveryLog.abandon) makes the write stale.
+   */
+  insert?: BeginRecord;
 }
 
 export interface JoinRecord {
@@ -156,6 +162,18 @@ export interface TransactionLog {
   appendEvent(id: string, kind: string, actor: string | null, detail: Record<string, unknown>): Promise<void>;
 }
 
+/** What recovery knows of a transaction with prepared branches and no row: see RecoveryLog.abandon. */
+export interface AbandonedRecord {
+  id: string;
+  namespace: string;
+  deadline: Date;
+  /** The branches found prepared, which the tombstone names (others may be found later). */
+  branches: { index: number; resource: string; gid: string }[];
+  reason: { resource: null; statement: null; code: string; message: string };
+  /** The instance writing it (the row's driver). */
+  driver: string;
+}
+
 export interface AuditEntry {
   actor: string;
   action: string;
@@ -192,4 +210,11 @@ export interface RecoveryLog {
   waitingOn(namespace: string, resource: string, after: string | null, limit: number): Promise<string[]>;
   /** An operator action on something that is not a logged transaction (an orphan branch). */
   audit(entry: AuditEntry): Promise<void>;
+  /**
+   * Records a transaction the log never held as aborted (a tombstone), before its prepared
+   * branches are rolled back: its id carried a deadline that has passed, and no row was written
+   * (its driver died before its deferred begin record or its decision). Forced. Its driver's late
+   * decision, an insert, then finds the row and fails. 'created', or the status of the row found.
+   */
+  abandon(record: AbandonedRecord): Promise<'created' | TxStatus>;
 }

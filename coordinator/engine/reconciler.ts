@@ -1,12 +1,14 @@
+import { fenceAbandoned } from './abandoned.ts';
 import { namespacePrefix } from './gid.ts';
 import { finishBranch } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
 
 export interface ReconcileOptions {
   /**
-   * The longest deadline any transaction can have. A prepared branch that the log does not know
-   * is rolled back only once it has been prepared longer than this: its transaction's deadline has
-   * then certainly passed, so the scan cannot race a driver whose begin record is still in flight.
+   * The longest deadline any transaction can have. A prepared branch that the log does not know,
+   * and whose id carries no deadline (abandoned.ts), is rolled back only once it has been prepared
+   * longer than this: its transaction's deadline has then certainly passed, so the scan cannot race
+   * a driver whose begin record is still in flight.
    */
   maxTimeoutMs: number;
   /** Most unattended transactions re-queued per scan (the next scan takes the rest). */
@@ -23,6 +25,8 @@ export interface ReconcileOptions {
 export interface ReconcileReport {
   requeued: number;
   orphansRolledBack: number;
+  /** Branches of transactions past the deadline their id carries with no row, rolled back behind a tombstone. */
+  overdueRolledBack: number;
   leftoversFinished: number;
   /** Decided transactions flagged in doubt by this pass (unfinished too long after their decision). */
   flaggedInDoubt: number;
@@ -38,7 +42,7 @@ const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
  * worker takes the lease before acting.
  */
 export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Promise<ReconcileReport> {
-  const report: ReconcileReport = { requeued: 0, orphansRolledBack: 0, leftoversFinished: 0, flaggedInDoubt: 0, errors: 0 };
+  const report: ReconcileReport = { requeued: 0, orphansRolledBack: 0, overdueRolledBack: 0, leftoversFinished: 0, flaggedInDoubt: 0, errors: 0 };
   // Collected, then queued together: each pass names every unfinished transaction unattended at
   // the moment, which in an outage is the whole backlog, most of whose jobs Redis still holds.
   const requeued = new Set<string>();
@@ -93,11 +97,31 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
         // unless the scan's batch did not reach it.
         if (!known.attended && !requeued.has(id)) later.add(id);
       } else {
+        const fence = await fenceAbandoned(
+          deps,
+          id,
+          participant.name,
+          branches.map((b) => b.gid),
+        ).catch((err: unknown) => {
+          deps.logger.warn({ transactionId: id, err: err instanceof Error ? err.message : String(err) }, 'reconciliation could not write a tombstone');
+          return 'failed' as const;
+        });
+        if (fence === 'failed') report.errors++;
+        if (fence !== 'rollback' && fence !== 'unstamped') continue;
         for (const b of branches) {
-          if (Date.now() - b.preparedAt.getTime() < options.maxTimeoutMs) continue;
+          // Past its deadline and fenced, or (an id with no deadline) prepared longer than any deadline.
+          if (fence === 'unstamped' && Date.now() - b.preparedAt.getTime() < options.maxTimeoutMs) continue;
           const r = await participant.rollbackPrepared(b.gid).catch(() => 'failed' as const);
           if (r === 'failed') report.errors++;
-          else {
+          else if (fence === 'rollback') {
+            // Not an orphan of the orphan timeout: the deadline enforced for a transaction whose row
+            // was never written (its driver died, or gave way to the tombstone).
+            report.overdueRolledBack++;
+            deps.logger.warn(
+              { resource: participant.name, gid: b.gid, transactionId: id },
+              'rolled back a prepared branch of a transaction that never reached the log before its deadline (presumed abort)',
+            );
+          } else {
             report.orphansRolledBack++;
             deps.logger.warn(
               { resource: participant.name, gid: b.gid, preparedAt: b.preparedAt },

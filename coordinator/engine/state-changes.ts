@@ -1,4 +1,4 @@
-import type { BranchUpdate, TransitionRecord } from './log-port.ts';
+import type { BeginRecord, BranchUpdate, TransitionRecord } from './log-port.ts';
 import type { Outcome } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
 import { canTransition, type TxStatus } from './states.ts';
@@ -73,9 +73,9 @@ const DECISION_STATUS: Record<Decision['outcome'], TxStatus> = { commit: 'commit
  * StaleStateError when another process moved first, a branch joined since `checked`, or this
  * instance no longer holds the lease.
  */
-export async function decide(deps: Writer, id: string, decision: Decision, who: Decider): Promise<void> {
+export async function decide(deps: Writer, id: string, decision: Decision, who: Decider, unwritten?: BeginRecord | null): Promise<void> {
   const actor = who.by === 'client' || who.by === 'operator' ? who.actor : undefined;
-  const base = { id, driver: deps.instanceId, from: 'active' as const, to: DECISION_STATUS[decision.outcome] };
+  const base = { id, driver: deps.instanceId, from: 'active' as const, to: DECISION_STATUS[decision.outcome], ...inserting(unwritten) };
   switch (decision.outcome) {
     case 'commit':
       return write(deps, {
@@ -110,6 +110,11 @@ export async function decide(deps: Writer, id: string, decision: Decision, who: 
   }
 }
 
+/** A first state change of a transaction whose begin record was never written: it inserts the row. */
+function inserting(unwritten: BeginRecord | null | undefined): { insert?: BeginRecord } {
+  return unwritten ? { insert: unwritten } : {};
+}
+
 function decisionNote(who: Decider): Record<string, unknown> {
   switch (who.by) {
     case 'driver':
@@ -129,13 +134,22 @@ function decisionNote(who: Decider): Record<string, unknown> {
  * an operator's forced one. Not forced (a lost completion is found and written again by recovery),
  * except an operator's, which acts against the decision and is recorded at once.
  */
-export async function complete(deps: Writer, id: string, c: Completion, who: Completer): Promise<void> {
+export async function complete(deps: Writer, id: string, c: Completion, who: Completer, unwritten?: BeginRecord | null): Promise<void> {
   const hazards = c.hazards ?? [];
   const heuristic = who.by === 'operator' || hazards.length > 0;
   const error = c.error ?? null;
   // From active, the completion is also the decision: a driver's abort with nothing prepared.
   const kind = c.from === 'active' && c.outcome === 'aborted' ? 'aborted' : 'completed';
-  const base = { id, driver: deps.instanceId, from: c.from, to: c.outcome, error: c.error ?? undefined, heuristic, branches: c.branches };
+  const base = {
+    id,
+    driver: deps.instanceId,
+    from: c.from,
+    to: c.outcome,
+    error: c.error ?? undefined,
+    heuristic,
+    branches: c.branches,
+    ...inserting(unwritten),
+  };
   switch (who.by) {
     case 'driver':
       return write(deps, {
@@ -196,5 +210,8 @@ export function recordOperatorAction(deps: Writer, id: string, actor: string, de
 /** The transition table's check, before any write: a decision once written never changes. */
 function write(deps: Writer, record: TransitionRecord): Promise<void> {
   if (!canTransition(record.from, record.to)) return Promise.reject(new IllegalTransitionError(record.id, record.from, record.to));
+  // A row is inserted only as its first change, by its own driver.
+  if (record.insert && (record.from !== 'active' || record.insert.id !== record.id))
+    return Promise.reject(new IllegalTransitionError(record.id, record.from, record.to));
   return deps.store.transition(record);
 }

@@ -1,13 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
-import { StaleStateError, UnavailableError } from '../errors.ts';
+import { StaleStateError, UnavailableError, UnwrittenError } from '../errors.ts';
 import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
 import { inSpan } from '../observability/tracing.ts';
 import { WorkControl } from './deadline.ts';
 import { branchGid } from './gid.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
-import type { BranchUpdate } from './log-port.ts';
+import type { DeferredBegin } from './deferred-begin.ts';
+import type { BeginRecord, BranchUpdate } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
 import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
 import type { BranchStatus, TxStatus } from './states.ts';
@@ -43,6 +44,8 @@ export class TransactionRun {
   #statuses: BranchStatus[];
   #readOnly: boolean[];
   #fates: (string | undefined)[] = [];
+  /** The begin record while no row holds it: the first state change inserts the row (DeferredBegin). */
+  #unwritten: BeginRecord | null = null;
 
   constructor(deps: EngineDeps, id: string, request: SubmitRequest, deadlineAt: number, hooks: RunHooks) {
     this.#deps = deps;
@@ -60,8 +63,8 @@ export class TransactionRun {
     return this.#gids;
   }
 
-  /** `begin` is the begin record's write, issued by the caller and awaited here before any decision. */
-  async run(begin: Promise<unknown>): Promise<TransactionView> {
+  /** `begin` is the begin record, deferred or written by the caller, claimed here before any decision. */
+  async run(begin: DeferredBegin): Promise<TransactionView> {
     const resources = this.#request.branches.map((b) => b.resource);
     return inSpan('tpc.transaction', { 'tpc.transaction.id': this.#id, 'tpc.resources': resources }, async (span) => {
       try {
@@ -72,12 +75,13 @@ export class TransactionRun {
         this.#deps.observer.phase('total', (performance.now() - this.#started) / 1000);
         return view;
       } finally {
+        begin.dispose();
         this.#control.dispose();
       }
     });
   }
 
-  async #drive(begin: Promise<unknown>): Promise<TransactionView> {
+  async #drive(begin: DeferredBegin): Promise<TransactionView> {
     const { participants } = this.#deps;
     // One branch commits in one phase, unless its participant cannot hold a branch open across the
     // log write (HTTP): then it is prepared like any other.
@@ -94,10 +98,12 @@ export class TransactionRun {
     );
     this.#deps.observer.phase(multi ? 'prepare' : 'work', (performance.now() - t0) / 1000);
 
-    const beginError = await begin.then(
-      () => null,
-      (err: unknown) => err,
-    );
+    let beginError: unknown = null;
+    try {
+      this.#unwritten = await begin.claim();
+    } catch (err) {
+      beginError = err;
+    }
     if (beginError !== null) {
       // Without a begin record nothing can be decided: undo every branch and say so.
       await this.#undoUnlogged(work);
@@ -146,9 +152,16 @@ export class TransactionRun {
             branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
           },
           { by: 'driver' },
+          this.#takeUnwritten(),
         ),
       );
-    } catch {
+    } catch (err) {
+      // The first write of the transaction certainly failed (the log down or refusing it): no
+      // decision exists, so every branch is rolled back now and the client told nothing applied.
+      if (err instanceof UnwrittenError) {
+        await finishAll(this.#deps.participants, refs, 'abort', this.#deps.failpoints);
+        throw new UnavailableError('the transaction log could not record the transaction; nothing was applied', { cause: err });
+      }
       // Another process moved it first (StaleStateError), or the decision may or may not be on
       // disk (the log died under it, as in a failover): either way the log is asked. A decision
       // that reached the promoted standby is finished now; a begin record that did not (unforced)
@@ -189,7 +202,7 @@ export class TransactionRun {
       }
       try {
         // The hand-off: the xid is durable before COMMIT, so recovery can learn the outcome.
-        await decide(this.#deps, this.#id, { outcome: 'one-phase commit', xid }, { by: 'driver' });
+        await decide(this.#deps, this.#id, { outcome: 'one-phase commit', xid }, { by: 'driver' }, this.#takeUnwritten());
         this.#deps.failpoints.hit('after-decision');
       } catch (err) {
         await branch.rollback().catch(() => {});
@@ -246,7 +259,7 @@ export class TransactionRun {
       this.#statuses[r.index] = 'prepared';
     });
     try {
-      await decide(this.#deps, this.#id, { outcome: 'abort', reason, branches: this.#branchUpdates() }, { by: 'driver' });
+      await decide(this.#deps, this.#id, { outcome: 'abort', reason, branches: this.#branchUpdates() }, { by: 'driver' }, this.#takeUnwritten());
       this.#deps.failpoints.hit('after-decision');
     } catch (err) {
       if (err instanceof StaleStateError) return this.#movedOrLost(prepared);
@@ -293,7 +306,13 @@ export class TransactionRun {
   /** Writes a final state (not forced) and answers from memory; a lost write is re-driven by recovery. */
   async #finish(from: TxStatus, to: 'committed' | 'aborted', error: TxError | null): Promise<TransactionView> {
     try {
-      await complete(this.#deps, this.#id, { from, outcome: to, error, hazards: this.#hazards(), branches: this.#branchUpdates() }, { by: 'driver' });
+      await complete(
+        this.#deps,
+        this.#id,
+        { from, outcome: to, error, hazards: this.#hazards(), branches: this.#branchUpdates() },
+        { by: 'driver' },
+        this.#takeUnwritten(),
+      );
     } catch (err) {
       // From active, nothing of this run was decided in the log (a read-only commit, an abort with
       // nothing prepared): the same as a lost decision. After a decision, phase 2 is done.
@@ -328,6 +347,11 @@ export class TransactionRun {
    */
   async #movedOrLost(prepared: PreparedRef[]): Promise<TransactionView> {
     const seen = await this.#readLog(prepared);
+    if (seen && (seen.status === 'aborted' || seen.status === 'aborting') && prepared.length > 0) {
+      // Recovery's tombstone (its row may name only the branches it found prepared) or an abort:
+      // this driver knows every branch it prepared, so none is left for a later pass.
+      await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
+    }
     if (seen) return seen;
     const results = await finishAll(this.#deps.participants, prepared, 'abort', this.#deps.failpoints);
     const stuck = results.filter((r) => !r.done);
@@ -408,6 +432,13 @@ export class TransactionRun {
     await this.#deps.followUp
       .completionPending(this.#id)
       .catch((err: unknown) => this.#deps.logger.warn({ err, transactionId: this.#id }, 'could not queue completion; reconciliation will find it'));
+  }
+
+  /** The begin record for the first state change to insert, once; null when a row holds it already. */
+  #takeUnwritten(): BeginRecord | null {
+    const record = this.#unwritten;
+    this.#unwritten = null;
+    return record;
   }
 
   #ref(index: number, xid: string | null): PreparedRef {

@@ -164,7 +164,7 @@ export class JobQueues implements FollowUp {
       async (job: Job) => {
         if (job.name === 'reconcile') {
           const report = await handlers.reconcile();
-          if (report.requeued || report.orphansRolledBack || report.leftoversFinished || report.flaggedInDoubt || report.errors) {
+          if (report.requeued || report.orphansRolledBack || report.overdueRolledBack || report.leftoversFinished || report.flaggedInDoubt || report.errors) {
             this.#o.logger.info({ ...report }, 'reconciliation pass');
           }
         } else if (job.name === 'prune') {

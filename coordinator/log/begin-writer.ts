@@ -51,8 +51,11 @@ export class BeginWriter {
 
   /**
    * Unkeyed begin records of concurrent requests in one statement (group commit); one alone is
-   * written with the single-record statement. They cannot conflict (fresh ids, no key), so a
-   * batch either writes them all or fails each of its callers, as its own write would have.
+   * written with the single-record statement. No key, so a batch either writes them all or fails
+   * each of its callers, as its own write would have. A deferred record (engine/deferred-begin.ts)
+   * may find recovery's tombstone in its place, a transaction whose deadline passed before it
+   * reached the log: it is left there (`ON CONFLICT DO NOTHING`), and the driver's decision, a
+   * compare-and-set from active, then finds the tombstone and follows it.
    */
   async #batch(records: BeginRecord[]): Promise<BeginOutcome[]> {
     if (records.length === 1) return [(await this.#once(records[0]!))!];
@@ -74,9 +77,9 @@ export class BeginWriter {
       SELECT id, namespace, deadline, submitted_by, driver, deadline, jsonb_array_length(branches), branches, timeout_ms, interactive, 1
       FROM jsonb_to_recordset(${rows}::jsonb) AS x(id uuid, namespace text, deadline timestamptz, submitted_by text, driver text,
         branches jsonb, timeout_ms int, interactive boolean)
+      ON CONFLICT (id) DO NOTHING
     `.compile(this.#db.relaxed).sql;
-    const result = await this.#db.prepared('relaxed', 'tpc_begin_batch', { sql: this.#batchSql, parameters: [rows] });
-    if (result.rowCount !== records.length) throw new Error(`a batch of ${records.length} begin records wrote ${result.rowCount}`);
+    await this.#db.prepared('relaxed', 'tpc_begin_batch', { sql: this.#batchSql, parameters: [rows] });
     return records.map(() => ({ created: true }));
   }
 
@@ -94,6 +97,7 @@ export class BeginWriter {
         SELECT ${record.id}::uuid, ${record.namespace}, ${record.deadline}, ${record.submittedBy}, ${record.driver}, ${record.deadline},
           ${record.branches.length}, ${branchesJson(record)}::jsonb, ${record.timeoutMs}::int, ${record.interactive ?? false}, 1
         WHERE ${key === undefined} OR EXISTS (SELECT 1 FROM k)
+        ON CONFLICT (id) DO NOTHING
         RETURNING id
       )
       SELECT (SELECT count(*) FROM t)::int AS created

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { AuditEntry, LoggedTransaction, RecoveryLog, SettledBranch } from '../engine/log-port.ts';
+import type { AbandonedRecord, AuditEntry, LoggedTransaction, RecoveryLog, SettledBranch } from '../engine/log-port.ts';
 import type { TxStatus } from '../engine/states.ts';
 import type { LogDb } from './log-database.ts';
 import type { GroupCommitObserver } from './group-commit.ts';
@@ -114,6 +114,29 @@ export class RecoveryStore implements RecoveryLog {
   }
 
   /** What the log knows of each of `ids`: its status, and whether a driver holds a live lease on it. */
+  async abandon(r: AbandonedRecord): Promise<'created' | TxStatus> {
+    const branches = JSON.stringify(r.branches.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, status: 'aborted' })));
+    // One statement: the second read sees the snapshot from before the insert, so it returns the
+    // row that made the insert do nothing (a decision that won the race), or nothing.
+    const result = await sql<{ created: number; status: TxStatus | null }>`
+      WITH t AS (
+        INSERT INTO tpc_transactions (id, namespace, status, deadline, driver, lease_until, branch_count, branches, interactive, version, error,
+          created_at, decided_at, completed_at)
+        VALUES (${r.id}::uuid, ${r.namespace}, 'aborted', ${r.deadline}, ${r.driver}, now(), ${r.branches.length}, ${branches}::jsonb, false, 1,
+          ${JSON.stringify(r.reason)}::jsonb, LEAST(${r.deadline}::timestamptz, now()), now(), now())
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT id, 'aborted', NULL, ${JSON.stringify({ outcome: 'aborted', by: 'recovery', reason: r.reason })}::jsonb FROM t
+      )
+      SELECT (SELECT count(*) FROM t)::int AS created, (SELECT status FROM tpc_transactions WHERE id = ${r.id}::uuid) AS status
+    `.execute(this.db.forced);
+    const row = result.rows[0]!;
+    // No row either way (it vanished between the two): claim nothing, the next pass looks again.
+    return row.created === 1 ? 'created' : (row.status ?? 'active');
+  }
+
   async statuses(ids: string[]): Promise<Map<string, { status: TxStatus; attended: boolean }>> {
     if (ids.length === 0) return new Map();
     const r = await sql<{ id: string; status: TxStatus; attended: boolean }>`

@@ -14,7 +14,10 @@ import { BeginWriter } from './begin-writer.ts';
 import type { GroupCommitObserver } from './group-commit.ts';
 import type { LogDb } from './log-database.ts';
 import { loggedFrom, TRANSACTION_COLUMNS, type TransactionRow } from './transaction-read.ts';
+import { UnwrittenError } from '../errors.ts';
+import { FirstChangeWriter } from './first-change-writer.ts';
 import { TransitionWriter } from './transition-writer.ts';
+import { certainlyUnwritten } from './unwritten.ts';
 
 export type { BeginOutcome, BeginRecord, BranchUpdate, JoinedBranchRecord, JoinRecord, TransitionRecord } from '../engine/log-port.ts';
 
@@ -23,11 +26,14 @@ const RACED = '23505';
 
 /**
  * The transaction aggregate of the log. A happy-path transaction is one lean row (migration 0005)
- * written three times: begin, decision, completion, each shared with concurrent ones (group commit).
+ * written twice: inserted at its decision (its begin record folded in, see engine/deferred-begin.ts),
+ * then completed; one that runs longer is begun first. Each write is shared with concurrent ones
+ * (group commit).
  */
 export class TransactionsStore implements TransactionLog {
   readonly #transitions: TransitionWriter;
   readonly #begins: BeginWriter;
+  readonly #firstChanges: FirstChangeWriter;
 
   constructor(
     private readonly db: LogDb,
@@ -36,6 +42,7 @@ export class TransactionsStore implements TransactionLog {
   ) {
     this.#transitions = new TransitionWriter(db, observer, failpoints);
     this.#begins = new BeginWriter(db, observer);
+    this.#firstChanges = new FirstChangeWriter(db, observer, failpoints);
   }
 
   /** The begin record: a lean row, forced only with an idempotency key (see BeginWriter). */
@@ -49,12 +56,17 @@ export class TransactionsStore implements TransactionLog {
    * Whether from → to is allowed is the engine's to check (engine/state-changes.ts), before this.
    */
   async transition(record: TransitionRecord): Promise<void> {
-    await this.#transitions.write(record);
+    if (!record.insert) return void (await this.#transitions.write(record));
+    // The transaction's first write: one that certainly failed leaves no trace of it anywhere, and
+    // its driver, told so, rolls back at once (as for a failed begin record) instead of reading back.
+    await this.#firstChanges.write({ ...record, insert: record.insert }).catch((err: unknown) => {
+      throw certainlyUnwritten(err) ? new UnwrittenError(record.id, err) : err;
+    });
   }
 
   /** Writes the state changes queued for group commit; later ones are refused (the service is stopping). */
   async close(): Promise<void> {
-    await Promise.all([this.#begins.close(), this.#transitions.close()]);
+    await Promise.all([this.#begins.close(), this.#firstChanges.close(), this.#transitions.close()]);
   }
 
   /**

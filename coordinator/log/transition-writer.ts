@@ -20,7 +20,7 @@ function mergedBranches(updates: RawBuilder<unknown>, current: RawBuilder<unknow
 }
 
 /** One transition as the statement reads it (snake_case: the jsonb keys are the columns). */
-interface TransitionRow {
+export interface TransitionRow {
   id: string;
   from: TxStatus;
   to: TxStatus;
@@ -31,7 +31,7 @@ interface TransitionRow {
   completes: boolean;
   error: unknown;
   branches_checked: number | null;
-  branches: unknown[];
+  branches: Record<string, unknown>[];
   event_kind: string;
   event_actor: string | null;
   event_detail: Record<string, unknown>;
@@ -40,7 +40,7 @@ interface TransitionRow {
 }
 
 /** A branch update with its unset fields left out: merged into a lean row's branch, it changes only what it names. */
-function branchJson(b: NonNullable<TransitionRecord['branches']>[number]): Record<string, unknown> {
+export function branchJson(b: NonNullable<TransitionRecord['branches']>[number]): Record<string, unknown> {
   const fields: Record<string, unknown> = {
     index: b.index,
     status: b.status,
@@ -54,11 +54,32 @@ function branchJson(b: NonNullable<TransitionRecord['branches']>[number]): Recor
   return fields;
 }
 
+/** A transition as its statements read it. */
+export function transitionRow(record: TransitionRecord): TransitionRow {
+  return {
+    id: record.id,
+    from: record.from,
+    to: record.to,
+    driver: record.driver,
+    one_phase: record.onePhase ?? false,
+    heuristic: record.heuristic ?? false,
+    decides: DECISIONS.includes(record.to) || (record.from === 'active' && FINAL_TX_STATUSES.includes(record.to)),
+    completes: FINAL_TX_STATUSES.includes(record.to),
+    error: record.error === undefined ? null : record.error,
+    branches_checked: record.branchesChecked ?? null,
+    branches: (record.branches ?? []).map(branchJson),
+    event_kind: record.event.kind,
+    event_actor: record.event.actor ?? null,
+    event_detail: record.event.detail ?? {},
+    derivable: record.event.derivable ?? false,
+  };
+}
+
 // 64 transitions per statement: a few hundred microseconds of server work, and few row locks held
 // at once. 2000 waiting: about five seconds of commits at the benchmark's rate; beyond that the log
 // is down or far behind, and a fast 503 serves a client better than a longer queue.
-const MAX_BATCH = 64;
-const MAX_QUEUED = 2_000;
+export const MAX_BATCH = 64;
+export const MAX_QUEUED = 2_000;
 
 /**
  * The log's state changes, with group commit (DESIGN.md, "The hot path"): concurrent transitions
@@ -95,24 +116,7 @@ export class TransitionWriter {
   }
 
   write(record: TransitionRecord): Promise<true> {
-    const row: TransitionRow = {
-      id: record.id,
-      from: record.from,
-      to: record.to,
-      driver: record.driver,
-      one_phase: record.onePhase ?? false,
-      heuristic: record.heuristic ?? false,
-      decides: DECISIONS.includes(record.to) || (record.from === 'active' && FINAL_TX_STATUSES.includes(record.to)),
-      completes: FINAL_TX_STATUSES.includes(record.to),
-      error: record.error === undefined ? null : record.error,
-      branches_checked: record.branchesChecked ?? null,
-      branches: (record.branches ?? []).map(branchJson),
-      event_kind: record.event.kind,
-      event_actor: record.event.actor ?? null,
-      event_detail: record.event.detail ?? {},
-      derivable: record.event.derivable ?? false,
-    };
-    return (record.forced ? this.#forced : this.#relaxed).submit(row);
+    return (record.forced ? this.#forced : this.#relaxed).submit(transitionRow(record));
   }
 
   /** Writes what is queued; later writes are refused (the service is stopping). */

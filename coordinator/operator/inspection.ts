@@ -1,3 +1,4 @@
+import { stampedDeadline } from '../engine/transaction-id.ts';
 import type { EngineDeps } from '../engine/ports.ts';
 import { namespacePrefix } from '../engine/gid.ts';
 
@@ -80,6 +81,9 @@ export async function findOrphans(deps: EngineDeps): Promise<{ orphans: Orphan[]
     for (const b of list) {
       const id = GID_TX.exec(b.gid)?.[1] ?? null;
       if (id && known.has(id)) continue;
+      // Still before the deadline its id carries: in flight, its row comes with its decision (abandoned.ts).
+      const deadline = id ? stampedDeadline(id) : null;
+      if (deadline !== null && Date.now() < deadline) continue;
       orphans.push({ resource: p.name, gid: b.gid, transactionId: id, preparedAt: b.preparedAt.toISOString(), ageSeconds: ageOf(b.preparedAt) });
     }
   }

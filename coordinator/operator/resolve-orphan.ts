@@ -1,5 +1,6 @@
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { Outcome } from '../engine/phase-two.ts';
+import { fenceAbandoned } from '../engine/abandoned.ts';
 import type { EngineDeps } from '../engine/ports.ts';
 import { findOrphans } from './inspection.ts';
 
@@ -45,6 +46,11 @@ export async function resolveOrphan(deps: EngineDeps, req: OrphanResolveRequest)
       'orphan_commit_refused',
       `the log holds no commit decision for ${req.gid}, so presumed abort rolls it back; committing it needs "force": true`,
     );
+  }
+  if (req.outcome === 'abort' && orphan.transactionId && (await fenceAbandoned(deps, orphan.transactionId, req.resource, [req.gid])) === 'wait') {
+    // Its driver's decision reached the log first: the transaction is no orphan, and is driven as any.
+    await audit('orphan_refused', { result: 'decided meanwhile' }, orphan.transactionId);
+    throw new ConflictError('orphan_gone', `the log now holds transaction ${orphan.transactionId} of ${req.gid}: resolve the transaction instead`);
   }
   const r = req.outcome === 'commit' ? await participant.commitPrepared(req.gid) : await participant.rollbackPrepared(req.gid);
   if (r === 'not-found') {

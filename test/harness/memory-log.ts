@@ -1,4 +1,5 @@
 import type {
+  AbandonedRecord,
   AuditEntry,
   BeginOutcome,
   BeginRecord,
@@ -84,6 +85,12 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
 
   async transition(r: TransitionRecord): Promise<void> {
     this.asked.push(r);
+    if (r.insert) {
+      // The begin record folded into the first change: a row there already (a tombstone) wins.
+      if (this.#rows.has(r.id)) throw new StaleStateError(r.id, r.from, r.to);
+      await this.begin(r.insert);
+      this.#rows.get(r.id)!.tx.createdAt = new Date(r.insert.deadline.getTime() - r.insert.timeoutMs);
+    }
     const row = this.#rows.get(r.id);
     const tx = row?.tx;
     if (!row || !tx || tx.status !== r.from || tx.driver !== r.driver || (r.branchesChecked !== undefined && row.branchCount > r.branchesChecked)) {
@@ -232,6 +239,18 @@ export class MemoryLog implements TransactionLog, RecoveryLog {
       .map((tx) => tx.id)
       .sort()
       .slice(0, limit);
+  }
+
+  async abandon(r: AbandonedRecord): Promise<'created' | TxStatus> {
+    const seen = this.#rows.get(r.id);
+    if (seen) return seen.tx.status;
+    await this.begin({ id: r.id, namespace: r.namespace, deadline: r.deadline, submittedBy: null, driver: r.driver, branches: r.branches, timeoutMs: 0 });
+    const row = this.#rows.get(r.id)!;
+    const now = new Date();
+    Object.assign(row.tx, { status: 'aborted', error: r.reason, decidedAt: now, completedAt: now });
+    for (const b of row.tx.branches) b.status = 'aborted';
+    row.written.push({ at: now, kind: 'aborted', actor: null, detail: { outcome: 'aborted', by: 'recovery', reason: r.reason } });
+    return 'created';
   }
 
   async statuses(ids: string[]): Promise<Map<string, { status: TxStatus; attended: boolean }>> {

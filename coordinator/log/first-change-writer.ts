@@ -1,0 +1,113 @@
+import { sql } from 'kysely';
+import type { BeginRecord } from '../engine/log-port.ts';
+import type { Failpoints } from '../engine/failpoints.ts';
+import { StaleStateError } from '../errors.ts';
+import { GroupCommit, type GroupCommitObserver } from './group-commit.ts';
+import type { LogDb } from './log-database.ts';
+import type { TransitionRecord } from './transactions-store.ts';
+import { MAX_BATCH, MAX_QUEUED, transitionRow, type TransitionRow } from './transition-writer.ts';
+
+/** A first state change: the row it inserts, already in its new state. */
+interface FirstChangeRow extends TransitionRow {
+  namespace: string;
+  deadline: string;
+  submitted_by: string | null;
+  timeout_ms: number;
+  /** The begin record's branches with the change's updates merged in (as the log merges them in place). */
+  row_branches: Record<string, unknown>[];
+}
+
+function firstChangeRow(record: TransitionRecord & { insert: BeginRecord }): FirstChangeRow {
+  const change = transitionRow(record);
+  const seed = record.insert;
+  return {
+    ...change,
+    namespace: seed.namespace,
+    deadline: seed.deadline.toISOString(),
+    submitted_by: seed.submittedBy,
+    timeout_ms: seed.timeoutMs,
+    row_branches: seed.branches.map((b) => ({
+      index: b.index,
+      resource: b.resource,
+      gid: b.gid,
+      status: 'active',
+      ...change.branches.find((u) => u.index === b.index),
+    })),
+  };
+}
+
+/**
+ * The first state change of a transaction whose begin record was deferred (engine/deferred-begin.ts)
+ * inserts its row, already decided (or final): the begin record folded into the decision. Group
+ * commit as for the transitions, forced and relaxed apart. `ON CONFLICT DO NOTHING`: a row there
+ * already is recovery's tombstone (its deadline passed with nothing in the log, see
+ * RecoveryLog.abandon), which this write must not pass, so the item fails with StaleStateError
+ * and its driver reads the log, as for any compare-and-set that lost.
+ *
+ * The row's created_at is the request's arrival (the deadline less the timeout), not now(): the
+ * 'begun' event derived from it says when the transaction began, as a begin record's would.
+ */
+export class FirstChangeWriter {
+  readonly #db: LogDb;
+  readonly #forced: GroupCommit<FirstChangeRow, true>;
+  readonly #relaxed: GroupCommit<FirstChangeRow, true>;
+  #sql: string | undefined;
+
+  constructor(db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
+    this.#db = db;
+    const writer = (mode: 'forced' | 'relaxed') =>
+      new GroupCommit<FirstChangeRow, true>({
+        name: `first-change-${mode}`,
+        maxBatch: MAX_BATCH,
+        maxQueued: MAX_QUEUED,
+        observer,
+        write: async (rows) => {
+          const results = await this.#insert(mode, rows);
+          if (mode === 'forced') failpoints?.hit('after-decision-written');
+          return results;
+        },
+      });
+    this.#forced = writer('forced');
+    this.#relaxed = writer('relaxed');
+  }
+
+  write(record: TransitionRecord & { insert: BeginRecord }): Promise<true> {
+    return (record.forced ? this.#forced : this.#relaxed).submit(firstChangeRow(record));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.#forced.close(), this.#relaxed.close()]);
+  }
+
+  async #insert(mode: 'forced' | 'relaxed', rows: FirstChangeRow[]): Promise<(true | Error)[]> {
+    const json = JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })));
+    // Its only parameter is the batch: the text is compiled once, and one plan serves every size
+    // (an INSERT of a recordset joins no table, so no estimate of its rows can mislead it).
+    this.#sql ??= sql`
+      WITH x AS (
+        SELECT * FROM jsonb_to_recordset(${json}::jsonb) AS x(
+          id uuid, namespace text, deadline timestamptz, submitted_by text, driver text, timeout_ms int,
+          "to" tpc_tx_status, one_phase boolean, heuristic boolean, decides boolean, completes boolean, error jsonb,
+          row_branches jsonb, event_kind text, event_actor text, event_detail jsonb, derivable boolean, ord int)
+      ), t AS (
+        INSERT INTO tpc_transactions (id, namespace, status, one_phase, heuristic, deadline, submitted_by, driver, lease_until,
+          branch_count, branches, timeout_ms, interactive, version, error, created_at, decided_at, completed_at, updated_at)
+        SELECT id, namespace, "to", one_phase, heuristic, deadline, submitted_by, driver, deadline,
+          jsonb_array_length(row_branches), row_branches, timeout_ms, false, 1, NULLIF(error, 'null'::jsonb),
+          LEAST(deadline - make_interval(secs => timeout_ms / 1000.0), now()),
+          CASE WHEN decides THEN now() END, CASE WHEN completes THEN now() END, now()
+        FROM x
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+      ), e AS (
+        INSERT INTO tpc_events (transaction_id, kind, actor, detail)
+        SELECT x.id, x.event_kind, x.event_actor, x.event_detail FROM x JOIN t USING (id)
+        WHERE NOT x.derivable
+      )
+      SELECT x.ord FROM x JOIN t USING (id)
+    `.compile(this.#db.forced).sql;
+    const result = await this.#db.prepared<{ ord: number }>(mode, 'tpc_first_change', { sql: this.#sql, parameters: [json] });
+    const inserted = new Set(result.rows.map((r) => r.ord));
+    return rows.map((r, i) => (inserted.has(i + 1) ? true : new StaleStateError(r.id, r.from, r.to)));
+  }
+}
