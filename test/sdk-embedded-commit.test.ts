@@ -79,7 +79,23 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
   };
 
   const logRow = async (id: string) =>
-    (await world.db.log.query('SELECT status, driver, lease_until = deadline AS lease_from_begin FROM tpc_transactions WHERE id = $1', [id])).rows[0];
+    (
+      await world.db.log.query('SELECT status, driver, lease_until = deadline AS lease_from_begin, version, interactive FROM tpc_transactions WHERE id = $1', [
+        id,
+      ])
+    ).rows[0];
+
+  /**
+   * The SDK begins only to commit, so its begin record is deferred (TPC_BEGIN_DEFER_MS) and the
+   * commit inserts the row; anything in this process that asks about the transaction writes it
+   * first, which is how an operator could have seen it to act on it.
+   */
+  const written = async (id: string) => {
+    expect(await logRow(id)).toBeUndefined();
+    expect((await embedded.call('GET', `/v1/transactions/${id}`)).status).toBe(200);
+    expect(await logRow(id)).toMatchObject({ status: 'active', version: 1 });
+    inspected = []; // the read's live view looked the branches up; the commit's own lookups are what is counted
+  };
 
   it('commits without looking its own branches up, and logs them with their xids and the usual events', async () => {
     const { result: xids, outcome } = await client().transaction((tx) => move(tx, 1, 40), { timeoutMs: 5000 });
@@ -91,8 +107,9 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     expect(await world.balance('bank_a', 1)).toBe(960);
     expect(await world.balance('bank_c', 1)).toBe(1040);
     expect(inspected).toEqual([]);
-    // The lease is still the one the begin took (to the deadline): the commit did not take it again.
-    expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true });
+    // One row written twice: inserted by the commit decision (the begin record deferred), then
+    // completed; its lease the one a begin would have taken (to the deadline), never taken again.
+    expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true, version: 2, interactive: true });
     const seen = (await world.request('GET', `/v1/transactions/${outcome.id}`)).body;
     expect(seen.status).toBe('committed');
     expect(seen.branchDetails.map((b: { resource: string; xid: string }) => [b.resource, b.xid])).toEqual([
@@ -100,6 +117,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
       ['bank_c', xids.bank_c],
     ]);
     expect(seen.events.map((e: { kind: string }) => e.kind)).toEqual(['begun', 'decided', 'completed']);
+    expect(seen.events[0].detail).toEqual({ timeoutMs: expect.any(Number), resources: ['bank_a', 'bank_c'], interactive: true });
     expect(seen.heuristic).toBe(false);
     expect(await world.preparedGids()).toEqual([]);
   });
@@ -107,6 +125,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
   it('falls back to the checked commit when an operator took the transaction over meanwhile, and commits', async () => {
     // What an operator's resolve leaves when its process dies between taking the lease and deciding.
     beforeCommit = async (id) => {
+      await written(id);
       await world.db.log.query("UPDATE tpc_transactions SET driver = 'an-operator-instance', lease_until = now() + interval '30 seconds' WHERE id = $1", [id]);
     };
     const { result: xids, outcome } = await client().transaction((tx) => move(tx, 2, 15), { timeoutMs: 5000 });
@@ -191,6 +210,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
 
   it('ends aborted, with nothing applied, when an operator aborted it before the commit', async () => {
     beforeCommit = async (id) => {
+      await written(id);
       const r = await world.request('POST', `/v1/transactions/${id}/resolve`, { outcome: 'abort', reason: 'the customer cancelled' });
       expect(r.status).toBe(200);
     };

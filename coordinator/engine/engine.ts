@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
+import { ConflictError, NotFoundError, OverloadedError, UnavailableError, UnwrittenError, ValidationError } from '../errors.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { branchGid } from './gid.ts';
 import { DeferredBegin } from './deferred-begin.ts';
@@ -48,6 +48,11 @@ export class Engine {
   readonly #beginning = new Set<string>();
   /** Interactive transactions begun here whose deadline job is not added yet (see beginInteractive). */
   readonly #interactiveReminders = new Map<string, NodeJS.Timeout>();
+  /**
+   * Interactive transactions of the embedded SDK whose begin record is deferred: their first
+   * state change, the commit, inserts the row (beginInteractive's deferBegin).
+   */
+  readonly #deferredBegins = new Map<string, DeferredBegin>();
   /** Transactions a job of this process is driving from the log right now. */
   readonly #resuming = new Set<string>();
 
@@ -167,10 +172,16 @@ export class Engine {
     return this.#deps.admission?.shed() ?? null;
   }
 
-  /** Begins an interactive transaction: the service runs and prepares its branches itself. */
-  async beginInteractive(resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
+  /**
+   * Begins an interactive transaction: the service runs and prepares its branches itself.
+   * deferBegin (the embedded SDK, which begins only to commit what it already ran, and gives the id
+   * to no one else before): the begin record is deferred as a submission's is, and the trusted
+   * commit inserts the row; any other call naming the transaction first writes it.
+   */
+  async beginInteractive(resources: string[], timeoutMs: number, actor: string | null, options: { deferBegin?: boolean } = {}): Promise<InteractiveBegin> {
     for (const r of resources) if (!this.#deps.participants.has(r)) throw new ValidationError(`unknown resource "${r}"`);
-    const begun = await beginInteractive(this.#deps, resources, timeoutMs, actor);
+    const defer = options.deferBegin && this.#options.beginDeferMs > 0 ? (record: BeginRecord) => this.#deferBegin(record) : undefined;
+    const begun = await beginInteractive(this.#deps, resources, timeoutMs, actor, defer);
     // The service drives it and may die after preparing: reconciliation's sweep rolls it back after
     // its deadline. As for a submission, only one still open after the grace period gets a delayed
     // deadline job (most are committed within milliseconds, by a call to this instance).
@@ -184,8 +195,31 @@ export class Engine {
     return begun;
   }
 
+  #deferBegin(record: BeginRecord): void {
+    const begin = new DeferredBegin(
+      record,
+      (r) => this.#deps.store.begin(r),
+      this.#options.beginDeferMs,
+      () => {
+        this.#deferredBegins.delete(record.id);
+        this.#deps.failpoints.hit('after-begin');
+      },
+    );
+    this.#deferredBegins.set(record.id, begin);
+  }
+
+  /** Writes a deferred begin record now: a call that reads or changes the transaction's row needs it. */
+  async #ensureBegun(id: string): Promise<void> {
+    const begin = this.#deferredBegins.get(id);
+    if (!begin) return;
+    await begin.start();
+    this.#deferredBegins.delete(id);
+  }
+
   /** Its outcome was asked of this instance: no reminder is needed any more (one already added is removed). */
   #interactiveSettled(id: string): void {
+    this.#deferredBegins.get(id)?.dispose();
+    this.#deferredBegins.delete(id);
     const timer = this.#interactiveReminders.get(id);
     if (timer) {
       clearTimeout(timer);
@@ -197,14 +231,16 @@ export class Engine {
   }
 
   /** Adds a branch on `resource` to an active interactive transaction, for another service to prepare. */
-  joinInteractive(id: string, resource: string, actor: string | null): Promise<JoinedBranch> {
-    if (!this.#deps.participants.has(resource)) return Promise.reject(new ValidationError(`unknown resource "${resource}"`));
+  async joinInteractive(id: string, resource: string, actor: string | null): Promise<JoinedBranch> {
+    if (!this.#deps.participants.has(resource)) throw new ValidationError(`unknown resource "${resource}"`);
+    await this.#ensureBegun(id);
     return joinInteractive(this.#deps, id, resource, actor);
   }
 
   /** Commits an interactive transaction if every branch is really prepared; otherwise it aborts. */
   async commitInteractive(id: string, actor: string | null): Promise<void> {
     try {
+      await this.#ensureBegun(id);
       await commitInteractive(this.#deps, id, actor);
     } finally {
       this.#interactiveSettled(id);
@@ -217,8 +253,31 @@ export class Engine {
    */
   async commitTrusted(id: string, caller: CallerTransaction, actor: string | null): Promise<TrustedAnswer | null> {
     try {
-      const fast = await commitTrusted(this.#deps, id, caller, actor);
-      if (fast === 'fallback') await commitInteractive(this.#deps, id, actor);
+      const begin = this.#deferredBegins.get(id);
+      this.#deferredBegins.delete(id);
+      const unwritten = begin ? await begin.claim() : null;
+      let fast: Awaited<ReturnType<typeof commitTrusted>>;
+      try {
+        fast = await commitTrusted(this.#deps, id, caller, actor, unwritten);
+      } catch (err) {
+        // The decision, which was to insert the row, certainly failed: no row and no decision, and
+        // none can come, so the transaction is aborted (presumed abort). Its prepared branches are
+        // rolled back by recovery at the deadline its id carries.
+        if (unwritten && err instanceof UnwrittenError) {
+          throw new ConflictError(
+            'log_unavailable',
+            `transaction ${id} is aborted and nothing was applied: the transaction log could not record its decision (${err.message}); ` +
+              'its prepared branches are rolled back at its deadline',
+          );
+        }
+        throw err;
+      }
+      if (fast === 'fallback') {
+        // The checked way reads the transaction's row: one never written is written now (recovery's
+        // tombstone, if it got there first, stays, and the checked way answers its abort).
+        if (unwritten) await this.#deps.store.begin(unwritten);
+        await commitInteractive(this.#deps, id, actor);
+      }
       return typeof fast === 'object' ? fast : null;
     } finally {
       this.#interactiveSettled(id);
@@ -227,6 +286,7 @@ export class Engine {
 
   async abortInteractive(id: string, actor: string | null): Promise<void> {
     try {
+      await this.#ensureBegun(id);
       await abortInteractive(this.#deps, id, actor);
     } finally {
       this.#interactiveSettled(id);
@@ -242,6 +302,7 @@ export class Engine {
 
   /** The log's view of a transaction with its audit trail. */
   async get(id: string): Promise<TransactionDetail> {
+    await this.#ensureBegun(id);
     const tx = await this.#deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);
     const detail = detailOf(tx);

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, NotFoundError, StaleStateError } from '../errors.ts';
 import { branchGid, namespacePrefix } from './gid.ts';
-import type { LoggedTransaction } from './log-port.ts';
+import type { BeginRecord, LoggedTransaction } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
 import { finishHeld, RECOVERY_LEASE_MS, resumeTransaction } from './resume-from-log.ts';
 import { decide } from './state-changes.ts';
+import { deadlineStampedId } from './transaction-id.ts';
 import type { TxError } from './types.ts';
 
 export interface InteractiveBegin {
@@ -19,11 +20,18 @@ export interface InteractiveBegin {
  * each branch under the gid given here; the coordinator only decides. It never takes the service's
  * word that a branch is prepared: commit looks every gid up in pg_prepared_xacts first.
  */
-export async function beginInteractive(deps: EngineDeps, resources: string[], timeoutMs: number, actor: string | null): Promise<InteractiveBegin> {
-  const id = randomUUID();
+export async function beginInteractive(
+  deps: EngineDeps,
+  resources: string[],
+  timeoutMs: number,
+  actor: string | null,
+  defer?: (record: BeginRecord) => void,
+): Promise<InteractiveBegin> {
   const deadlineAt = Date.now() + timeoutMs;
+  // A deferred begin record's id carries the deadline, as a submitted transaction's (transaction-id.ts).
+  const id = defer ? deadlineStampedId(deadlineAt) : randomUUID();
   const branches = resources.map((resource, index) => ({ index, resource, gid: branchGid(deps.namespace, id, index) }));
-  await deps.store.begin({
+  const record: BeginRecord = {
     id,
     namespace: deps.namespace,
     deadline: new Date(deadlineAt),
@@ -32,7 +40,9 @@ export async function beginInteractive(deps: EngineDeps, resources: string[], ti
     branches,
     timeoutMs,
     interactive: true,
-  });
+  };
+  if (defer) defer(record);
+  else await deps.store.begin(record);
   return { id, status: 'active', deadline: new Date(deadlineAt).toISOString(), branches: branches.map(({ resource, gid }) => ({ resource, gid })) };
 }
 

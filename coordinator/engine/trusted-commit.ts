@@ -1,6 +1,6 @@
 import { StaleStateError } from '../errors.ts';
 import { branchGid } from './gid.ts';
-import type { LoggedTransaction } from './log-port.ts';
+import type { BeginRecord, LoggedTransaction } from './log-port.ts';
 import type { CallerBranch, CallerTransaction } from './caller-transaction.ts';
 
 export type { CallerBranch, CallerTransaction } from './caller-transaction.ts';
@@ -33,7 +33,13 @@ export type TrustedResult = TrustedAnswer | 'fallback' | 'read-log';
  * fail, and the caller then falls back to the checked way. Branches joined for other services are
  * always looked up on their databases.
  */
-export async function commitTrusted(deps: EngineDeps, id: string, caller: CallerTransaction, actor: string | null): Promise<TrustedResult> {
+export async function commitTrusted(
+  deps: EngineDeps,
+  id: string,
+  caller: CallerTransaction,
+  actor: string | null,
+  unwritten: BeginRecord | null = null,
+): Promise<TrustedResult> {
   const deadline = Date.parse(caller.deadline);
   // Past the deadline, recovery may abort it at any moment: the checked way writes the abort and its reason.
   if (!(deadline > Date.now())) return 'fallback';
@@ -59,6 +65,7 @@ export async function commitTrusted(deps: EngineDeps, id: string, caller: Caller
         branches: branches.map((b, index) => ({ index, xid: xids[index] ?? null, readOnly: !b.joined && b.xid === null })),
       },
       { by: 'client', actor, owner: actor },
+      unwritten,
     );
   } catch (err) {
     if (err instanceof StaleStateError) return 'fallback';

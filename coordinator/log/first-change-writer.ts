@@ -13,6 +13,7 @@ interface FirstChangeRow extends TransitionRow {
   deadline: string;
   submitted_by: string | null;
   timeout_ms: number;
+  interactive: boolean;
   /** The begin record's branches with the change's updates merged in (as the log merges them in place). */
   row_branches: Record<string, unknown>[];
 }
@@ -26,6 +27,7 @@ function firstChangeRow(record: TransitionRecord & { insert: BeginRecord }): Fir
     deadline: seed.deadline.toISOString(),
     submitted_by: seed.submittedBy,
     timeout_ms: seed.timeoutMs,
+    interactive: seed.interactive ?? false,
     row_branches: seed.branches.map((b) => ({
       index: b.index,
       resource: b.resource,
@@ -86,14 +88,14 @@ export class FirstChangeWriter {
     this.#sql ??= sql`
       WITH x AS (
         SELECT * FROM jsonb_to_recordset(${json}::jsonb) AS x(
-          id uuid, namespace text, deadline timestamptz, submitted_by text, driver text, timeout_ms int,
+          id uuid, namespace text, deadline timestamptz, submitted_by text, driver text, timeout_ms int, interactive boolean,
           "to" tpc_tx_status, one_phase boolean, heuristic boolean, decides boolean, completes boolean, error jsonb,
           row_branches jsonb, event_kind text, event_actor text, event_detail jsonb, derivable boolean, ord int)
       ), t AS (
         INSERT INTO tpc_transactions (id, namespace, status, one_phase, heuristic, deadline, submitted_by, driver, lease_until,
           branch_count, branches, timeout_ms, interactive, version, error, created_at, decided_at, completed_at, updated_at)
         SELECT id, namespace, "to", one_phase, heuristic, deadline, submitted_by, driver, deadline,
-          jsonb_array_length(row_branches), row_branches, timeout_ms, false, 1, NULLIF(error, 'null'::jsonb),
+          jsonb_array_length(row_branches), row_branches, timeout_ms, interactive, 1, NULLIF(error, 'null'::jsonb),
           LEAST(deadline - make_interval(secs => timeout_ms / 1000.0), now()),
           CASE WHEN decides THEN now() END, CASE WHEN completes THEN now() END, now()
         FROM x

@@ -141,13 +141,19 @@ export class Attempt {
     return run;
   }
 
-  async #begin(resources: string[]): Promise<void> {
+  /**
+   * forCommit: begun to commit what this attempt ran, the id given to no other service first; an
+   * embedded coordinator (the only one with a trusted commit) then defers the begin record and its
+   * commit writes the row (Engine.beginInteractive). A REST coordinator is never asked.
+   */
+  async #begin(resources: string[], forCommit = false): Promise<void> {
     const left = this.#remainingMs();
     if (left <= 0) throw this.#deadlineError(null);
     const r = await this.call('POST', '/v1/transactions', {
       interactive: true,
       branches: resources.map((resource) => ({ resource })),
       timeoutMs: Math.ceil(left),
+      ...(forCommit && this.call.commitPrepared ? { deferBegin: true } : {}),
     });
     if (r.status !== 201 || !r.body) throw this.#refused('begin_failed', 'the coordinator did not begin the transaction', r);
     const branches = r.body.branches as { resource: string; gid: string }[];
@@ -200,7 +206,12 @@ export class Attempt {
         }),
       );
       if (writers.length === 0 && !this.#global) return { result, outcome: { id: null, status: 'committed' } };
-      if (!this.#global) await this.#begin(writers.map((b) => b.resource));
+      // Begun only to commit what ran here: the id reaches no one else before the commit.
+      if (!this.#global)
+        await this.#begin(
+          writers.map((b) => b.resource),
+          true,
+        );
       else await Promise.all(writers.filter((b) => !this.#global!.gids.has(b.resource)).map((b) => this.#addBranch(this.#global!, b.resource)));
     } catch (err) {
       // A read-only branch's COMMIT or the check of what a branch wrote can meet the statement bound too.

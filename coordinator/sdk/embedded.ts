@@ -60,7 +60,8 @@ export async function createCoordinator(config: Config | Record<string, string |
     async call(method, path, body) {
       try {
         if (method === 'POST' && path === '/v1/transactions') {
-          const b = body as { branches: { resource: string }[]; timeoutMs?: number };
+          // deferBegin: the SDK begins to commit at once what it ran (Engine.beginInteractive).
+          const b = body as { branches: { resource: string }[]; timeoutMs?: number; deferBegin?: boolean };
           return {
             status: 201,
             body: {
@@ -68,6 +69,7 @@ export async function createCoordinator(config: Config | Record<string, string |
                 b.branches.map((x) => x.resource),
                 b.timeoutMs ?? resolved.defaultTimeoutMs,
                 'embedded',
+                { deferBegin: b.deferBegin === true },
               )),
             },
           };
