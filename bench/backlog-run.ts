@@ -197,7 +197,8 @@ async function build(
         }
         count(`${a.status} ${bodyStatus}`);
         // 202 committing (phase 2 cut) is what the outage should give; 201 would mean the cut leaked.
-        if (a.status === 201 || a.status === 202) {
+        // 202 aborting is an abort decided (its deadline passed before the decision) whose rollback waits for bank_c.
+        if ((a.status === 201 || a.status === 202) && (bodyStatus === 'committed' || bodyStatus === 'committing')) {
           expected[debit][i]! -= amount;
           expected.bank_c[i]! += amount;
         }
@@ -336,7 +337,7 @@ export async function runBacklogOnce(
         `gauge in doubt ${gauges.get('tpc_in_doubt_transactions') ?? '?'}`,
     );
 
-    const toCommit = [...answers].filter(([k]) => k.startsWith('201') || k.startsWith('202')).reduce((a, [, n]) => a + n, 0);
+    const toCommit = [...answers].filter(([k]) => k === '201 committed' || k === '202 committing').reduce((a, [, n]) => a + n, 0);
     const already = await committed();
     if (target.logAdminUrl) await resetStatStatements([target.logAdminUrl]);
     proxy.restore();

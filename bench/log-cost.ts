@@ -8,7 +8,8 @@ import { snapshot, used } from './cpu.ts';
 
 /*
  * The log alone: C drivers each writing what a committed two-branch transfer writes to the log
- * (begin, the forced commit decision, the completion) through the real TransactionsStore, against
+ * (begin, the forced commit decision, the completion; or, folded, the decision inserting the row
+ * and the completion) through the real TransactionsStore, against
  * the bare protocol's log write (one forced INSERT of the transaction id), in alternating rounds on
  * one cluster with fsync on. Prints transactions/s, the log server's CPU per transaction (its
  * processes, from /proc), statements and WAL bytes per transaction. With --baseline-root DIR the
@@ -38,7 +39,12 @@ interface Variant {
   close(): Promise<void>;
 }
 
-async function storeVariant(name: string, root: string, cluster: PostgresCluster): Promise<Variant> {
+/**
+ * folded: the begin record folded into the decision (the decision inserts the row, as a
+ * transaction that decides within TPC_BEGIN_DEFER_MS writes it); a store of a revision before
+ * that cannot run it.
+ */
+async function storeVariant(name: string, root: string, cluster: PostgresCluster, folded = false): Promise<Variant> {
   const url = await cluster.createDatabase(`log_${name.replace(/\W/g, '_')}`);
   const { migrateLog, openLogDatabase } = await import(pathToFileURL(resolve(root, 'coordinator/log/log-database.ts')).href);
   const { TransactionsStore } = await import(pathToFileURL(resolve(root, 'coordinator/log/transactions-store.ts')).href);
@@ -52,7 +58,7 @@ async function storeVariant(name: string, root: string, cluster: PostgresCluster
     async run() {
       const id = randomUUID();
       // Both revisions' begin records: `detail` (before the lean log) and `timeoutMs` (after).
-      await store.begin({
+      const record = {
         id,
         namespace: 'bench',
         deadline: new Date(Date.now() + 30_000),
@@ -61,8 +67,10 @@ async function storeVariant(name: string, root: string, cluster: PostgresCluster
         branches: branches(id),
         timeoutMs: 30_000,
         detail: { timeoutMs: 30_000, resources: ['bank_0', 'bank_1'] },
-      });
+      };
+      if (!folded) await store.begin(record);
       await store.transition({
+        ...(folded ? { insert: record } : {}),
         id,
         driver: 'me',
         from: 'active',
@@ -144,7 +152,11 @@ const admin = new pg.Client({ connectionString: cluster.url('postgres') });
 await admin.connect();
 try {
   if (statements) await admin.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
-  const variants = [await bareVariant(cluster), await storeVariant('this checkout', '.', cluster)];
+  const variants = [
+    await bareVariant(cluster),
+    await storeVariant('this checkout, begun', '.', cluster),
+    await storeVariant('this checkout, begin folded into the decision', '.', cluster, true),
+  ];
   if (baselineRoot) variants.push(await storeVariant(`baseline ${baselineRoot}`, baselineRoot, cluster));
   for (const v of variants) await measure(v, cluster, admin, 1_000); // warm-up
   const totals = new Map(variants.map((v) => [v.name, { done: 0, elapsed: 0, cpu: 0, xacts: 0, wal: 0 }]));
