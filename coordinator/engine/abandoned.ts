@@ -1,8 +1,7 @@
+import { parseGid } from './gid.ts';
 import type { EngineDeps } from './ports.ts';
 import type { TxStatus } from './states.ts';
 import { stampedDeadline } from './transaction-id.ts';
-
-const GID_INDEX = /:(\d+)$/;
 
 /**
  * Whether prepared branches of `id` that no log row names may be rolled back now. With a deferred
@@ -24,7 +23,7 @@ export async function fenceAbandoned(deps: EngineDeps, id: string, resource: str
     id,
     namespace: deps.namespace,
     deadline: new Date(deadline),
-    branches: gids.map((gid) => ({ index: Number(GID_INDEX.exec(gid)?.[1] ?? 0), resource, gid })),
+    branches: gids.map((gid) => ({ index: parseGid(gid)?.index ?? 0, resource, gid })),
     reason: {
       resource: null,
       statement: null,

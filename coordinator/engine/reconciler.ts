@@ -1,5 +1,5 @@
 import { fenceAbandoned } from './abandoned.ts';
-import { namespacePrefix } from './gid.ts';
+import { namespacePrefix, parseGid } from './gid.ts';
 import { finishBranch } from './phase-two.ts';
 import type { EngineDeps } from './ports.ts';
 
@@ -32,8 +32,6 @@ export interface ReconcileReport {
   flaggedInDoubt: number;
   errors: number;
 }
-
-const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
 
 /**
  * One reconciliation pass: what Redis may have lost is found again from the log and from every
@@ -73,7 +71,7 @@ export async function reconcile(deps: EngineDeps, options: ReconcileOptions): Pr
     }
     const byTx = new Map<string, typeof prepared>();
     for (const p of prepared) {
-      const id = GID_TX.exec(p.gid)?.[1];
+      const id = parseGid(p.gid)?.transactionId;
       if (!id) continue; // not of our shape: never touch it
       byTx.set(id, [...(byTx.get(id) ?? []), p]);
     }

@@ -1,6 +1,6 @@
 import { stampedDeadline } from '../engine/transaction-id.ts';
 import type { EngineDeps } from '../engine/ports.ts';
-import { namespacePrefix } from '../engine/gid.ts';
+import { namespacePrefix, parseGid } from '../engine/gid.ts';
 
 export interface ResourceReport {
   resource: string;
@@ -24,8 +24,6 @@ export interface Orphan {
   preparedAt: string;
   ageSeconds: number;
 }
-
-const GID_TX = /^tpc:[^:]+:([0-9a-f-]{36}):\d+$/;
 
 const ageOf = (d: Date) => Math.max(0, Math.round((Date.now() - d.getTime()) / 1000));
 
@@ -76,10 +74,10 @@ export async function findOrphans(deps: EngineDeps): Promise<{ orphans: Orphan[]
       unreachable.push(p.name);
       continue;
     }
-    const ids = list.map((b) => GID_TX.exec(b.gid)?.[1]).filter((x): x is string => x !== undefined);
+    const ids = list.map((b) => parseGid(b.gid)?.transactionId).filter((x): x is string => x !== undefined);
     const known = await deps.recovery.statuses([...new Set(ids)]);
     for (const b of list) {
-      const id = GID_TX.exec(b.gid)?.[1] ?? null;
+      const id = parseGid(b.gid)?.transactionId ?? null;
       if (id && known.has(id)) continue;
       // Still before the deadline its id carries: in flight, its row comes with its decision (abandoned.ts).
       const deadline = id ? stampedDeadline(id) : null;
