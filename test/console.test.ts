@@ -51,7 +51,8 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     flaky = await startFlakyParticipant();
     world = await createWorld({
       extraResources: { flaky: flaky.url },
-      env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '1', TPC_RETRY_BASE_MS: '200', TPC_RETRY_MAX_MS: '1000' },
+      // The begin record written at once (not deferred): a test holds its row to stop the decision.
+      env: { TPC_IN_DOUBT_AFTER_ATTEMPTS: '1', TPC_RETRY_BASE_MS: '200', TPC_RETRY_MAX_MS: '1000', TPC_BEGIN_DEFER_MS: '0' },
     });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
