@@ -96,7 +96,11 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
     let aDead = false;
     let inFlightToA = 0;
     const client = async (c: number) => {
-      for (let n = 0; Date.now() - started < LOAD_MS; n++) {
+      // Until the kill too: the killer's row locks can meet a transfer of client 0 that already
+      // holds account 1 on one bank and waits for it on another. Neither side sees a deadlock (two
+      // databases), so the holders get their locks only when that transfer's deadline aborts it,
+      // which can be after LOAD_MS; client 0 must still be sending to A then.
+      for (let n = 0; Date.now() - started < LOAD_MS || !aDead; n++) {
         const transfer = transferOf(c, n);
         const s: Sent = { key: `load-${c}-${n}`, transfer, body: bodyOf(transfer), indeterminate: false };
         sent.push(s);
@@ -144,6 +148,8 @@ describe('two coordinators on one log and one Redis, one killed mid-load', () =>
         aDead = true;
         expect(await A.kill('SIGKILL')).toBeNull();
       } finally {
+        // Also when the wait failed: the clients load until then.
+        aDead = true;
         await Promise.all(
           holders.map(async (holder) => {
             await holder.query('ROLLBACK').catch(() => {});
