@@ -2,6 +2,7 @@ import { Kysely, Migrator, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import { migrations } from '../../migrations/index.ts';
 import { logConnection } from './log-hosts.ts';
+import { markNeverSent } from './unwritten.ts';
 import type { LogDatabase } from './schema.ts';
 
 export interface LogDatabaseOptions {
@@ -64,8 +65,26 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
     forced,
     relaxed,
     probe,
-    prepared(mode, name, query) {
-      return pools[mode].query({ name, text: query.sql, values: query.parameters as unknown[] });
+    async prepared(mode, name, query) {
+      // The connection is taken apart from the statement so that a failure to get one is known
+      // to have sent nothing: behind a proxy or during a failover, a connection accepted and then
+      // dropped fails with the same error as one lost after the statement went out, and only the
+      // first lets a transaction's driver give up at once rather than read the log back.
+      let client: pg.PoolClient;
+      try {
+        client = await pools[mode].connect();
+      } catch (err) {
+        throw markNeverSent(err);
+      }
+      try {
+        const result = await client.query({ name, text: query.sql, values: query.parameters as unknown[] });
+        client.release();
+        return result;
+      } catch (err) {
+        // As pool.query does: a connection that failed a statement is not given out again.
+        client.release(err instanceof Error ? err : true);
+        throw err;
+      }
     },
     async close() {
       await Promise.allSettled([forced.destroy(), relaxed.destroy(), probe.destroy()]);
