@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConflictError, NotFoundError, OverloadedError, UnavailableError, UnwrittenError, ValidationError } from '../errors.ts';
+import { ConflictError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { branchGid } from './gid.ts';
 import { DeferredBegin } from './deferred-begin.ts';
@@ -256,22 +256,7 @@ export class Engine {
       const begin = this.#deferredBegins.get(id);
       this.#deferredBegins.delete(id);
       const unwritten = begin ? await begin.claim() : null;
-      let fast: Awaited<ReturnType<typeof commitTrusted>>;
-      try {
-        fast = await commitTrusted(this.#deps, id, caller, actor, unwritten);
-      } catch (err) {
-        // The decision, which was to insert the row, certainly failed: no row and no decision, and
-        // none can come, so the transaction is aborted (presumed abort). Its prepared branches are
-        // rolled back by recovery at the deadline its id carries.
-        if (unwritten && err instanceof UnwrittenError) {
-          throw new ConflictError(
-            'log_unavailable',
-            `transaction ${id} is aborted and nothing was applied: the transaction log could not record its decision (${err.message}); ` +
-              'its prepared branches are rolled back at its deadline',
-          );
-        }
-        throw err;
-      }
+      const fast = await commitTrusted(this.#deps, id, caller, actor, unwritten);
       if (fast === 'fallback') {
         // The checked way reads the transaction's row: one never written is written now (recovery's
         // tombstone, if it got there first, stays, and the checked way answers its abort).

@@ -1,13 +1,14 @@
-import { StaleStateError } from '../errors.ts';
+import { StaleStateError, UnwrittenError } from '../errors.ts';
 import { branchGid } from './gid.ts';
 import type { BeginRecord, LoggedTransaction } from './log-port.ts';
 import type { CallerBranch, CallerTransaction } from './caller-transaction.ts';
 
 export type { CallerBranch, CallerTransaction } from './caller-transaction.ts';
 import type { EngineDeps } from './ports.ts';
+import { finishAll } from './phase-two.ts';
 import { finishHeld } from './resume-from-log.ts';
 import { decide } from './state-changes.ts';
-import type { TransactionView } from './types.ts';
+import type { TransactionView, TxError } from './types.ts';
 
 /** The commit's answer, built from what was just done; `deadline` as the begin answered it. */
 export type TrustedAnswer = TransactionView & { deadline: string; onePhase: false; inDoubt: false; heuristic: false };
@@ -69,6 +70,29 @@ export async function commitTrusted(
     );
   } catch (err) {
     if (err instanceof StaleStateError) return 'fallback';
+    if (unwritten && err instanceof UnwrittenError) {
+      // The decision was to insert the row and certainly failed: no row, no decision, and none can
+      // follow (this process is the only one that knew the transaction), so its branches are rolled
+      // back now rather than holding their locks until recovery's fence at the deadline, and the
+      // answer comes from memory: the log, which has nothing to say, may not even be readable.
+      const refs = branches.map((b, index) => ({ index, resource: b.resource, gid: b.gid, xid: xids[index] ?? null }));
+      const ended = await finishAll(deps.participants, refs, 'abort', deps.failpoints);
+      return answer(
+        id,
+        caller,
+        branches,
+        'aborted',
+        {
+          resource: null,
+          statement: null,
+          code: 'log_unavailable',
+          message:
+            `the transaction log could not record the decision of transaction ${id} (${err.message}): it was aborted and nothing was applied` +
+            (ended.every((r) => r.done) ? '' : '; a branch that could not be rolled back now is rolled back by recovery at the deadline'),
+        },
+        ended.map((r) => (r.done ? 'aborted' : 'prepared')),
+      );
+    }
     throw err;
   }
   const held: LoggedTransaction = {
@@ -117,17 +141,29 @@ export async function commitTrusted(
     return 'read-log';
   }
   const status = result.state === 'finished' ? 'committed' : 'committing';
+  return answer(id, caller, branches, status, null);
+}
+
+/** The answer from memory; each branch's status is the transaction's, or what `each` says. */
+function answer(
+  id: string,
+  caller: CallerTransaction,
+  branches: CallerBranch[],
+  status: 'committed' | 'committing' | 'aborted',
+  error: TxError | null,
+  each?: ('aborted' | 'prepared')[],
+): TrustedAnswer {
   return {
     id,
     status,
-    error: null,
+    error,
     deadline: caller.deadline,
     onePhase: false,
     inDoubt: false,
     heuristic: false,
-    branches: branches.map((b) => ({
+    branches: branches.map((b, index) => ({
       resource: b.resource,
-      status: status === 'committed' ? 'committed' : 'prepared',
+      status: each?.[index] ?? (status === 'committed' ? 'committed' : status === 'aborted' ? 'aborted' : 'prepared'),
       readOnly: !b.joined && b.xid === null,
       results: [],
     })),
