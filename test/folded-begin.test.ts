@@ -53,9 +53,10 @@ describe('the begin record folded into the decision', () => {
     for (const body of [move('bank_a', 'bank_b', 1, 1), { branches: [move('bank_a', 'bank_b', 1, 1).branches[0]!], timeoutMs: 5_000 }]) {
       const r = await httpRequest(service.url, 'POST', '/v1/transactions', body);
       expect(r.status, JSON.stringify(r.body)).toBe(201);
+      // Read first through the service: the answer does not wait for the completion record, a read does.
+      const got = await httpRequest(service.url, 'GET', `/v1/transactions/${r.body.id}`);
       // version 1 at the insert, 2 at the completion (a begin record first would make it 3).
       expect(await row(r.body.id)).toMatchObject({ status: 'committed', version: 2, created_before: true });
-      const got = await httpRequest(service.url, 'GET', `/v1/transactions/${r.body.id}`);
       expect(got.body.events.map((e: { kind: string }) => e.kind)).toEqual(['begun', 'decided', 'completed']);
       expect(got.body.events[0].detail).toMatchObject({ timeoutMs: body.timeoutMs });
     }
@@ -79,6 +80,7 @@ describe('the begin record folded into the decision', () => {
     const r = await pending;
     expect(r.status).toBe(201);
     expect(r.body.id).toBe(active.rows[0]!.id);
+    expect((await httpRequest(service.url, 'GET', `/v1/transactions/${r.body.id}`)).body.status).toBe('committed');
     expect(await row(r.body.id)).toMatchObject({ status: 'committed', version: 3 });
   });
 

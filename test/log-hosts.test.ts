@@ -179,10 +179,15 @@ describe('DATABASE_URL with several hosts: the log follows a failover', () => {
 
   it('starts on the primary though the standby is listed first, and commits again after a promotion without a restart', async () => {
     const committed: string[] = [];
+    // Read back through the service, which waits for the completion record its answer did not.
+    const recorded = async (id: string) => {
+      expect((await world.request('GET', `/v1/transactions/${id}`)).body.status).toBe('committed');
+      return id;
+    };
     for (let i = 0; i < 3; i++) {
       const r = await world.submit(transfer('bank_a', 'bank_c', 1));
       expect(r.status, JSON.stringify(r.body)).toBe(201);
-      committed.push(r.body.id);
+      committed.push(await recorded(r.body.id));
     }
     // The standby replays what the primary wrote: the decisions are in the primary's log (and are streamed).
     const before = await logStatuses(primary);
@@ -210,11 +215,11 @@ describe('DATABASE_URL with several hosts: the log follows a failover', () => {
     const serving = Date.now() - promotedAt;
     console.info(`multi-host log: committing again ${serving} ms after the promotion; answers before: ${JSON.stringify(answers.slice(0, -1))}`);
     expect(again, `answers: ${answers.join(',')}`).toBeDefined();
-    committed.push(again!.body.id);
+    committed.push(await recorded(again!.body.id));
     for (let i = 0; i < 2; i++) {
       const r = await world.submit(transfer('bank_a', 'bank_c', 1));
       expect(r.status, JSON.stringify(r.body)).toBe(201);
-      committed.push(r.body.id);
+      committed.push(await recorded(r.body.id));
     }
     const ready = await world.request('GET', '/readyz', undefined, { token: null });
     expect(ready.status, JSON.stringify(ready.body)).toBe(200);

@@ -7,7 +7,9 @@ const update = (resource: string, amount: number, id: number) => ({
   statements: [{ sql: 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', params: [amount, id] }],
 });
 
+/** The log's row, once this instance has written it: the answer does not wait for the completion record, a read does. */
 async function logRow(world: World, id: string) {
+  expect((await world.request('GET', `/v1/transactions/${id}`)).status).toBe(200);
   const tx = await world.db.log.query('SELECT status, one_phase, error FROM tpc_transactions WHERE id = $1', [id]);
   const branches = await world.db.log.query('SELECT resource, status, xid, read_only FROM tpc_branch_rows WHERE transaction_id = $1 ORDER BY index', [id]);
   return { ...tx.rows[0], branches: branches.rows };

@@ -53,6 +53,11 @@ export class Engine {
    * state change, the commit, inserts the row (beginInteractive's deferBegin).
    */
   readonly #deferredBegins = new Map<string, DeferredBegin>();
+  /**
+   * Runs answered from memory whose completion record is still being written: a read of one in
+   * this process waits for it, so that a client reading after its answer sees what it was told.
+   */
+  readonly #completing = new Set<string>();
   /** Transactions a job of this process is driving from the log right now. */
   readonly #resuming = new Set<string>();
 
@@ -103,8 +108,16 @@ export class Engine {
     const decided = new Promise<TransactionView>((resolve) => {
       onDecided = resolve;
     });
+    let onEnded: (v: TransactionView) => void = () => {};
+    const ended = new Promise<TransactionView>((resolve) => {
+      onEnded = resolve;
+    });
     const run = new TransactionRun(this.#deps, id, request, deadlineAt, {
       decided: (v) => onDecided(v),
+      ended: (v) => {
+        this.#completing.add(id);
+        onEnded(v);
+      },
       followLog: (txId) => this.#followLog(txId),
     });
     const record: BeginRecord = {
@@ -159,12 +172,13 @@ export class Engine {
     const settle = (view?: TransactionView) => {
       clearTimeout(reminder);
       this.#running.delete(id);
+      this.#completing.delete(id);
       release();
       if (view && isCapacityRefusal(view)) this.#deps.admission?.exhausted(view.error!.resource!);
       if (reminded && view && isFinal(view.status)) followUp.deadlineCleared(id).catch(() => {});
     };
     full.then(settle, () => settle());
-    return this.#answer(full, decided, request.wait);
+    return this.#answer(Promise.race([full, ended]), decided, request.wait);
   }
 
   /** The overload refusal a submission gets before its body is read, when nothing could admit it now (see Admission.shed). */
@@ -287,6 +301,8 @@ export class Engine {
 
   /** The log's view of a transaction with its audit trail. */
   async get(id: string): Promise<TransactionDetail> {
+    // A failed completion write is the run's to handle (recovery writes it): the read goes on.
+    if (this.#completing.has(id)) await this.#running.get(id)?.catch(() => {});
     await this.#ensureBegun(id);
     const tx = await this.#deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);

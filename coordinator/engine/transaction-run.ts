@@ -22,6 +22,13 @@ export interface RunHooks {
   /** Called once the decision is durable (or the outcome final), before phase 2 finishes. */
   decided(view: TransactionView): void;
   /**
+   * Called once phase 2 has ended every branch after a written decision, with the final answer,
+   * just before the completion record is written: the outcome can no longer change (the decision
+   * stands, the databases have done it), and the record need not be waited for (not forced; a
+   * lost one is written again by recovery, which finds the branches done).
+   */
+  ended?(view: TransactionView): void;
+  /**
    * Resolves the transaction from the log when a compare-and-set found it moved; null when the log
    * holds no such transaction at all. Throws when the log cannot be read.
    */
@@ -305,6 +312,8 @@ export class TransactionRun {
 
   /** Writes a final state (not forced) and answers from memory; a lost write is re-driven by recovery. */
   async #finish(from: TxStatus, to: 'committed' | 'aborted', error: TxError | null): Promise<TransactionView> {
+    // From active there is no decision in the log yet: this write is it, and must be waited for.
+    if (from !== 'active') this.#hooks.ended?.(this.#view(to, error));
     try {
       await complete(
         this.#deps,
