@@ -116,6 +116,9 @@ export class Engine {
       decided: (v) => onDecided(v),
       ended: (v) => {
         this.#completing.add(id);
+        // Its branches hold nothing any more (phase 2 has ended on each): the client's next
+        // transaction, sent on this answer, must not queue at admission behind this one's log write.
+        release();
         onEnded(v);
       },
       followLog: (txId) => this.#followLog(txId),
