@@ -17,8 +17,8 @@ import { Failpoints } from './engine/failpoints.ts';
 import { reconcile, type ReconcileReport } from './engine/reconciler.ts';
 import { JobQueues } from './jobs/job-queues.ts';
 import { RecoveryStore } from './log/recovery-store.ts';
-import { countTransactions } from './log/transaction-counts.ts';
-import { listTransactions } from './log/transaction-list.ts';
+import { countTransactions, type CountFilter } from './log/transaction-counts.ts';
+import { listTransactions, type ListFilter } from './log/transaction-list.ts';
 import { findOrphans, inspectResources } from './operator/inspection.ts';
 import { resolveTransaction } from './operator/resolve.ts';
 import { resolveOrphan } from './operator/resolve-orphan.ts';
@@ -220,6 +220,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
   });
   registerQueueGauges(metrics.registry, () => queues.queues, config.namespace);
 
+  // The reads that list the log wait for the records of the answers this process has given
+  // (Engine.answersRecorded): a client listing after its answer finds what it was told.
+  const afterAnswers =
+    <F, R>(read: (filter: F) => Promise<R>) =>
+    async (filter: F): Promise<R> => {
+      await engine.answersRecorded();
+      return read(filter);
+    };
   const app = createApp({
     engine,
     auth: new Authenticator(config.tokens),
@@ -228,7 +236,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxTimeoutMs: config.maxTimeoutMs,
     unusable: () => unusable,
     templates: config.statementTemplates,
-    list: (filter) => listTransactions(logDb, filter),
+    list: afterAnswers((filter: ListFilter) => listTransactions(logDb, filter)),
     queues: queues.queues,
     operator: {
       resources: () => inspectResources(engineDeps),
@@ -236,8 +244,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       resolve: (id, request) => resolveTransaction(engineDeps, id, request),
       resolveOrphan: (request) => resolveOrphan(engineDeps, request),
       detail: (id) => engine.get(id),
-      list: (filter) => listTransactions(logDb, filter),
-      counts: (filter) => countTransactions(logDb, filter),
+      list: afterAnswers((filter: ListFilter) => listTransactions(logDb, filter)),
+      counts: afterAnswers((filter: CountFilter) => countTransactions(logDb, filter)),
       namespace: config.namespace,
     },
     namespace: config.namespace,

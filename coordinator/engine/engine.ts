@@ -302,9 +302,19 @@ export class Engine {
     return access;
   }
 
+  /**
+   * Resolves once the completion record of every answer this process has already given is written
+   * (or its write has failed: that is the run's to handle, and recovery writes it). For the reads
+   * that list the log: a client reading after its answer, through this instance, finds what it was told.
+   */
+  async answersRecorded(): Promise<void> {
+    if (this.#completing.size === 0) return;
+    await Promise.allSettled([...this.#completing].map((id) => this.#running.get(id)));
+  }
+
   /** The log's view of a transaction with its audit trail. */
   async get(id: string): Promise<TransactionDetail> {
-    // A failed completion write is the run's to handle (recovery writes it): the read goes on.
+    // As answersRecorded, for this transaction alone.
     if (this.#completing.has(id)) await this.#running.get(id)?.catch(() => {});
     await this.#ensureBegun(id);
     const tx = await this.#deps.store.load(id);
