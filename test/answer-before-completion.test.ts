@@ -29,7 +29,7 @@ describe('the answer before the completion record', () => {
     await world?.close();
   });
 
-  it('answers committed while the record is written; a GET from the same instance waits for it', async () => {
+  it('answers committed while the record is written; a read from the same instance waits for it', async () => {
     const r = await world.submit(transfer('bank_a', 'bank_c', 7, 3, 3));
     expect(r.status).toBe(201);
     expect(r.body.status).toBe('committed');
@@ -39,6 +39,9 @@ describe('the answer before the completion record', () => {
     expect(await world.preparedGids()).toEqual([]);
     expect(await status(r.body.id)).toBe('committing');
 
+    // The list waits for the records of the answers already given, as a GET does for its own.
+    const listed = await world.request('GET', '/v1/transactions?limit=5');
+    expect(listed.body.items.find((t: { id: string }) => t.id === r.body.id)?.status).toBe('committed');
     const got = await world.request('GET', `/v1/transactions/${r.body.id}`);
     expect(got.body.status).toBe('committed');
     expect(got.body.events.map((e: { kind: string }) => e.kind)).toEqual(['begun', 'decided', 'completed']);
