@@ -72,11 +72,17 @@ function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof CoordinatorError || err instanceof HttpProblem) return false;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || UNAVAILABLE_SOCKET.has(code))) return true;
-  // node-postgres' own messages for a connection lost or never made.
-  return err instanceof Error && /^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(err.message);
+  // node-postgres' own messages for a connection lost or never made (the last two: a statement
+  // given to a client whose connection had just failed or closed, as in a failover).
+  return (
+    err instanceof Error &&
+    /^(Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|Client was closed)/.test(
+      err.message,
+    )
+  );
 }
 
-function toProblem(err: unknown): Problem {
+export function toProblem(err: unknown): Problem {
   if (err instanceof HttpProblem) return err.problem;
   if (err instanceof ValidationError) {
     return { type: problemType('validation'), title: 'Invalid request', status: 422, detail: err.message, errors: err.issues };
