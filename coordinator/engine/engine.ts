@@ -1,20 +1,20 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError, NotFoundError, OverloadedError, UnavailableError, ValidationError } from '../errors.ts';
 import { RETRY_AFTER_SECONDS } from './admission.ts';
 import { branchGid } from './gid.ts';
 import { DeferredBegin } from './deferred-begin.ts';
-import type { BeginRecord, LoggedTransaction } from './log-port.ts';
+import type { BeginRecord } from './log-port.ts';
 import type { EngineDeps } from './ports.ts';
 import { abortInteractive, beginInteractive, commitInteractive, joinInteractive, type InteractiveBegin, type JoinedBranch } from './interactive.ts';
+import { replayKeyed } from './keyed-replay.ts';
+import { liveBranch } from './live-branch.ts';
+import { detailOf, viewOf } from './transaction-views.ts';
 import { resumeTransaction, type ResumeResult } from './resume-from-log.ts';
 import { isFinal } from './states.ts';
 import { deadlineStampedId } from './transaction-id.ts';
 import { TransactionRun } from './transaction-run.ts';
 import { commitTrusted, type CallerTransaction, type TrustedAnswer } from './trusted-commit.ts';
-import type { LiveBranch, SubmitContext, SubmitRequest, TransactionDetail, TransactionView, TxError } from './types.ts';
+import type { LiveBranch, SubmitContext, SubmitRequest, TransactionDetail, TransactionView } from './types.ts';
 
-// 1 s: an operator's page must come back even when a participant is down; it then says so.
-const LIVE_VIEW_TIMEOUT_MS = 1_000;
 // 2 s: a hot-path transaction ends in milliseconds, so almost none lives long enough to need a
 // Redis reminder of its deadline; one that does (a slow statement, an unreachable database) pays
 // two Redis commands, small beside what it already waits for.
@@ -154,7 +154,12 @@ export class Engine {
         }
         release();
         context.onReplay?.();
-        return this.#replay(outcome.existingId, request.wait);
+        return replayKeyed(
+          this.#deps,
+          { running: (x) => this.#running.get(x), beginning: (x) => this.#beginning.has(x), completionWaitMs: this.#options.completionWaitMs },
+          outcome.existingId,
+          request.wait,
+        );
       }
     }
     // Insurance against this process dying, at no cost per transaction: reconciliation's sweep
@@ -329,31 +334,11 @@ export class Engine {
           xid: b.xid,
           heuristic: b.heuristic,
           lastError: b.lastError ?? null,
-          ...(unfinished ? { live: await this.#live(b.resource, b.gid) } : {}),
+          ...(unfinished ? { live: await liveBranch(this.#deps.participants, b.resource, b.gid) } : {}),
         }),
       ),
     );
     return detail;
-  }
-
-  /** What the branch's database says now, bounded so that an unreachable one cannot stall the answer. */
-  async #live(resource: string, gid: string): Promise<NonNullable<LiveBranch['live']>> {
-    const participant = this.#deps.participants.get(resource);
-    if (!participant) return { reachable: false, error: `resource ${resource} is not configured` };
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const seen = await Promise.race([
-        participant.inspectPrepared(gid),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${LIVE_VIEW_TIMEOUT_MS} ms`)), LIVE_VIEW_TIMEOUT_MS);
-        }),
-      ]);
-      return { reachable: true, prepared: seen !== null, preparedAt: seen ? seen.preparedAt.toISOString() : null, locks: seen?.locks ?? null };
-    } catch (err) {
-      return { reachable: false, error: err instanceof Error ? err.message : String(err) };
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   /**
@@ -403,51 +388,6 @@ export class Engine {
     const tx = await this.#deps.store.load(id);
     return tx ? viewOf(tx) : null;
   }
-
-  /** The first request's answer for a repeated key: joins its run, or waits on the log until it settles. */
-  async #replay(id: string, wait: SubmitRequest['wait']): Promise<TransactionView> {
-    for (;;) {
-      const running = this.#running.get(id);
-      if (running) return running;
-      const tx = await this.#deps.store.load(id);
-      // The key was read a moment ago, and goes with its transaction (pruned together): the key is
-      // free again, so the client's retry begins anew.
-      if (!tx)
-        throw new UnavailableError(`transaction ${id} of this Idempotency-Key is no longer in the log; retry`, { retryAfterSeconds: RETRY_AFTER_SECONDS });
-      if (tx.status === 'active' && tx.driver === this.#deps.instanceId && !this.#beginning.has(id)) {
-        // Recorded as driven by this process, yet no run of it drives it: the keyed begin's reply
-        // was lost with its log connection after the record was written (that attempt answered
-        // 503, and touched no branch: they wait for a confirmed keyed begin), or this instance id
-        // ran before a restart. Nobody will decide it, so it is aborted now (presumed abort, by the
-        // compare-and-set a live driver would win) rather than making the retry wait for its
-        // deadline. Another process cannot know this, and waits for the deadline's abort.
-        await resumeTransaction(this.#deps, id, {
-          abandoned: {
-            resource: null,
-            statement: null,
-            code: 'abandoned',
-            message:
-              'the first attempt under this Idempotency-Key was begun but never decided (its begin write lost its log connection, or its coordinator restarted): ' +
-              'it was aborted and nothing was applied; send it again with a new Idempotency-Key',
-          },
-        }).catch(() => {});
-        await sleep(50);
-        continue;
-      }
-      const settled = isFinal(tx.status) || (wait === 'decided' && tx.status !== 'active');
-      // Past its deadline plus the completion wait, answer with what the log holds.
-      const overdue = Date.now() > tx.deadline.getTime() + this.#options.completionWaitMs;
-      if (settled) return viewOf(tx);
-      if (overdue) {
-        // Still undecided past its deadline: its driver died. Abort it now (presumed abort, a
-        // compare-and-set that a live driver would win) rather than answer undecided.
-        if (tx.status === 'active') await resumeTransaction(this.#deps, id).catch(() => {});
-        const now = await this.#deps.store.load(id);
-        return now ? viewOf(now) : viewOf(tx);
-      }
-      await sleep(50);
-    }
-  }
 }
 
 // Postgres' "maximum number of prepared transactions reached" (ERRCODE_OUT_OF_MEMORY, class 53).
@@ -495,36 +435,4 @@ function decidedChecked(view: TransactionView): TransactionView {
     `transaction ${view.id} is not decided yet; ask again after ${RETRY_AFTER_SECONDS} s (GET /v1/transactions/${view.id}, or the same request with the same Idempotency-Key)`,
     { retryAfterSeconds: RETRY_AFTER_SECONDS },
   );
-}
-
-export function viewOf(tx: LoggedTransaction): TransactionView {
-  return {
-    id: tx.id,
-    status: tx.status,
-    branches: tx.branches.map((b) => ({
-      resource: b.resource,
-      status: b.status,
-      readOnly: b.readOnly,
-      results: (b.results as TransactionView['branches'][number]['results'] | null) ?? [],
-    })),
-    error: (tx.error as TxError | null) ?? null,
-  };
-}
-
-const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
-
-export function detailOf(tx: LoggedTransaction): TransactionDetail {
-  return {
-    ...viewOf(tx),
-    inDoubt: tx.inDoubt,
-    heuristic: tx.heuristic,
-    attempts: tx.attempts,
-    lastError: tx.lastError ?? null,
-    onePhase: tx.onePhase,
-    deadline: iso(tx.deadline)!,
-    createdAt: iso(tx.createdAt)!,
-    decidedAt: iso(tx.decidedAt),
-    completedAt: iso(tx.completedAt),
-    events: tx.events.map((e) => ({ at: iso(e.at)!, kind: e.kind, actor: e.actor, detail: e.detail })),
-  };
 }
