@@ -23,6 +23,9 @@ describe('the lean log', () => {
 
   /** What the log holds for a transaction: its rows in each table, and what GET makes of them. */
   async function stored(id: string) {
+    // Read through the service first: the answer does not wait for the completion record, a read does.
+    const shown = await world.request('GET', `/v1/transactions/${id}`);
+    expect(shown.status).toBe(200);
     const [row, branches, events] = await Promise.all([
       world.db.log.query(
         'SELECT status::text, version, timeout_ms, interactive, jsonb_array_length(branches) AS lean_branches FROM tpc_transactions WHERE id = $1',
@@ -31,8 +34,6 @@ describe('the lean log', () => {
       world.db.log.query('SELECT count(*)::int AS n FROM tpc_branches WHERE transaction_id = $1', [id]),
       world.db.log.query('SELECT kind FROM tpc_events WHERE transaction_id = $1 ORDER BY id', [id]),
     ]);
-    const shown = await world.request('GET', `/v1/transactions/${id}`);
-    expect(shown.status).toBe(200);
     return {
       row: row.rows[0],
       branchRows: branches.rows[0].n as number,
