@@ -4,7 +4,7 @@ import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { BranchSession, BranchState } from './participant.ts';
-import { discardAll, idle, resetSession } from './session-reset.ts';
+import { settleSession } from './session-reset.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
 import type { StatementNames } from './statement-names.ts';
 
@@ -231,13 +231,7 @@ export class Branch implements BranchSession {
    * idle, and a named statement that failed is still dropped, which is known once `ending` is answered.
    */
   #resetSession(ending: Promise<unknown>): Promise<void> {
-    if (this.#touchesSession) {
-      return resetSession(this.#client, { discardIf: () => this.#namedFailed }).then((ok) => {
-        this.#sessionReset = ok;
-      });
-    }
-    const settled = () => (this.#namedFailed ? discardAll(this.#client) : idle(this.#client));
-    return ending.then(settled, settled).then((ok) => {
+    return settleSession(this.#client, ending, this.#touchesSession, { discardIf: () => this.#namedFailed }).then((ok) => {
       this.#sessionReset = ok;
     });
   }

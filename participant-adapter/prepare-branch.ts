@@ -4,7 +4,7 @@ import { ParticipantError } from './errors.ts';
 import { batchWrites } from './batched-writes.ts';
 import { gidLiteral } from './gid.ts';
 import { pinnedKysely } from './pinned-kysely.ts';
-import { resetSession } from './session-reset.ts';
+import { settleSession } from './session-reset.ts';
 
 export interface PrepareBranchOptions {
   /**
@@ -25,14 +25,16 @@ export function beginStatement(timeoutMs: number): string {
  * resets the session in the same flight, so the reset costs no round trip. Statements can leave
  * state on the session that outlives the transaction (set_config(…, false), advisory locks,
  * temporary tables): `sessionReset` false means the connection must be destroyed, not pooled. The
- * pool's own named statements survive the reset, verified (session-reset.ts).
+ * pool's own named statements survive the reset, verified (session-reset.ts). `touched` false: the
+ * caller knows that nothing the transaction ran can have left state on the session, and the reset
+ * is not sent (the session is only checked idle).
  */
-export async function endTransaction(client: pg.ClientBase, ending: string): Promise<{ command: string; sessionReset: boolean }> {
+export async function endTransaction(client: pg.ClientBase, ending: string, touched = true): Promise<{ command: string; sessionReset: boolean }> {
   // pg queues queries in order: the reset runs right after the ending, whether or not it failed,
   // and on a pipelined connection leaves in the same write.
   batchWrites(client);
   const end = client.query(ending);
-  const reset = resetSession(client);
+  const reset = settleSession(client, end, touched);
   const r = await end.finally(() => reset);
   return { command: r.command, sessionReset: await reset };
 }
@@ -42,8 +44,8 @@ export async function endTransaction(client: pg.ClientBase, ending: string): Pro
  * it reaches SQL). Returns false when the server rolled back instead: the transaction had already
  * failed, for instance on an error that the caller's code caught and went on from.
  */
-export async function prepareTransaction(client: pg.ClientBase, gid: string): Promise<{ prepared: boolean; sessionReset: boolean }> {
-  const { command, sessionReset } = await endTransaction(client, `PREPARE TRANSACTION ${gidLiteral(gid)}`);
+export async function prepareTransaction(client: pg.ClientBase, gid: string, touched = true): Promise<{ prepared: boolean; sessionReset: boolean }> {
+  const { command, sessionReset } = await endTransaction(client, `PREPARE TRANSACTION ${gidLiteral(gid)}`, touched);
   return { prepared: command === 'PREPARE', sessionReset };
 }
 

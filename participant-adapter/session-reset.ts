@@ -103,3 +103,22 @@ export async function resetSession(client: pg.ClientBase, options: { discardIf?:
   if (results.length === RESET_STATEMENTS && kinds.every((k) => k.from_sql === false) && kinds.length === ours) return true;
   return discardAll(client);
 }
+
+/**
+ * What the connection goes back to the pool with once `ending` (the statement that ends its
+ * transaction, already issued) is answered; false: destroy it. When the transaction may have left
+ * state on the session (`touched`), the session is reset in the same flight (resetSession: call this
+ * without awaiting `ending`). When it cannot have, nothing is sent (the reset is about a fifth of a
+ * branch's server CPU): the session need only be idle, and `discardIf`, asked once `ending` is
+ * answered, still drops a named statement that failed.
+ */
+export function settleSession(
+  client: pg.ClientBase,
+  ending: Promise<unknown>,
+  touched: boolean,
+  options: { discardIf?: () => boolean } = {},
+): Promise<boolean> {
+  if (touched) return resetSession(client, options);
+  const settled = () => (options.discardIf?.() ? discardAll(client) : idle(client));
+  return ending.then(settled, settled);
+}

@@ -196,3 +196,15 @@ export function assertStatementAllowed(sql: string): { touchesSession: boolean }
   if (verdict.refusal !== null) throw new ParticipantError('statement_not_allowed', verdict.refusal, { retryable: false });
   return { touchesSession: !verdict.sessionNeutral };
 }
+
+/**
+ * Whether `sql` may leave state on its session past its transaction, for a caller that runs its
+ * own statements unguarded (the embedded SDK's local branches): anything the guard would refuse
+ * counts as such, and so does a text too long for the verdict cache, which is not parsed at all
+ * (a reset costs less than parsing it on every call).
+ */
+export function mayLeaveSessionState(sql: string): boolean {
+  if (sql.length > CACHE_MAX_CHARS) return true;
+  const verdict = verdictOf(sql);
+  return verdict.refusal !== null || !verdict.sessionNeutral;
+}

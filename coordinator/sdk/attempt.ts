@@ -110,7 +110,7 @@ export class Attempt {
   }
 
   async #openLocal(pool: pg.Pool, resource: string): Promise<LocalBranch> {
-    const b = await LocalBranch.open(pool, resource, this.#remainingMs());
+    const b = await LocalBranch.open(pool, resource, this.#remainingMs(), this.call.mayLeaveSessionState);
     if (this.#closed) {
       await b.finish('ROLLBACK');
       throw this.#deadlinePassed ? this.#deadlineError(null) : this.#endedError();

@@ -19,6 +19,13 @@ export interface CoordinatorAnswer {
 export interface InProcessCoordinator {
   call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
   commitPrepared?(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
+  /**
+   * Whether a statement may leave state on its session past its transaction (a session-wide
+   * setting, a session lock, a temporary table…): a local branch that ran none is given back to its
+   * pool without the session reset. Without it (the client package, which has no SQL parser, or a
+   * stand-in) every local branch's session is reset.
+   */
+  mayLeaveSessionState?(sql: string): boolean;
 }
 
 /**
@@ -28,6 +35,8 @@ export interface InProcessCoordinator {
  */
 export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>) & {
   commitPrepared?: (id: string, transaction: CallerTransaction) => Promise<CoordinatorAnswer>;
+  /** InProcessCoordinator.mayLeaveSessionState, when the coordinator is embedded and has it. */
+  mayLeaveSessionState?: (sql: string) => boolean;
 };
 
 // 60 s: longer than any answer the coordinator gives on purpose (a commit answers 202 once its
@@ -56,6 +65,7 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
     if (commitPrepared) {
       call.commitPrepared = (id, transaction) => commitPrepared(id, transaction).catch(noAnswer);
     }
+    if (embedded.mayLeaveSessionState) call.mayLeaveSessionState = embedded.mayLeaveSessionState.bind(embedded);
     return call;
   }
   const headers = { 'content-type': 'application/json', ...(target.token ? { authorization: `Bearer ${target.token}` } : {}) };

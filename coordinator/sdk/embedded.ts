@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { ConflictError, CoordinatorError, NotFoundError, ValidationError } from '../errors.ts';
 import { settleInteractive } from '../api/interactive-answer.ts';
+import { mayLeaveSessionState } from '../../participant-adapter/statement-guard.ts';
 import type { CallerTransaction } from '../engine/caller-transaction.ts';
 import { loadConfig, type Config } from '../config/load-config.ts';
 import { startService, type RunningService } from '../service.ts';
@@ -30,6 +31,8 @@ export interface EmbeddedCoordinator extends InProcessCoordinator {
    * ordinary commit, which checks every branch.
    */
   commitPrepared(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
+  /** The statement guard's reading of a statement's effect on its session (statement-guard.ts). */
+  mayLeaveSessionState(sql: string): boolean;
   /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
   close(): Promise<void>;
 }
@@ -96,6 +99,7 @@ export async function createCoordinator(config: Config | Record<string, string |
         return problem(err);
       }
     },
+    mayLeaveSessionState,
     close: () => service.close(),
   };
 }

@@ -5,7 +5,7 @@ import { pinnedKysely } from '../../participant-adapter/pinned-kysely.ts';
 import { gidLiteral } from '../../participant-adapter/gid.ts';
 import { batchWrites } from '../../participant-adapter/batched-writes.ts';
 import { beginStatement, endTransaction, prepareTransaction } from '../../participant-adapter/prepare-branch.ts';
-import { resetSession } from '../../participant-adapter/session-reset.ts';
+import { settleSession } from '../../participant-adapter/session-reset.ts';
 
 type State = 'open' | 'ending' | 'ended';
 
@@ -25,6 +25,11 @@ export class LocalBranch {
   #state: State = 'open';
   #inFlight = 0;
   #onlySelects = true;
+  /**
+   * A statement ran that may leave state on the session past the transaction (or no one could
+   * tell): the session is reset when the transaction ends, before the pool hands the connection on.
+   */
+  #touchesSession: boolean;
   /** A cancel request may still be on its way: the connection is destroyed, never pooled again. */
   #cancelSent = false;
   #broken = false;
@@ -46,16 +51,22 @@ export class LocalBranch {
     readonly resource: string,
     private readonly client: pg.PoolClient,
     private readonly statementTimeoutMs: number,
+    private readonly mayLeaveSessionState: ((sql: string) => boolean) | undefined,
   ) {
+    this.#touchesSession = mayLeaveSessionState === undefined;
     // A checked-out connection whose socket dies emits 'error'; with no listener the process would crash.
     client.on('error', this.#onError);
     this.#pipelined = (client as unknown as { pipeline?: boolean }).pipeline === true;
     this.db = pinnedKysely({ query: (text, values) => this.#query(text, values) });
   }
 
-  /** Checks out a connection for a branch whose statements are each bounded by `statementTimeoutMs`; BEGIN goes with the first. */
-  static async open(pool: pg.Pool, resource: string, statementTimeoutMs: number): Promise<LocalBranch> {
-    return new LocalBranch(resource, await pool.connect(), statementTimeoutMs);
+  /**
+   * Checks out a connection for a branch whose statements are each bounded by `statementTimeoutMs`;
+   * BEGIN goes with the first. `mayLeaveSessionState` reads each statement (the embedded
+   * coordinator's guard): without it, the session is reset at the end whatever ran.
+   */
+  static async open(pool: pg.Pool, resource: string, statementTimeoutMs: number, mayLeaveSessionState?: (sql: string) => boolean): Promise<LocalBranch> {
+    return new LocalBranch(resource, await pool.connect(), statementTimeoutMs, mayLeaveSessionState);
   }
 
   #begin(): Promise<boolean> {
@@ -83,6 +94,7 @@ export class LocalBranch {
     }
     this.#inFlight++;
     if (this.#onlySelects && !READS.test(text)) this.#onlySelects = false;
+    if (!this.#touchesSession && this.mayLeaveSessionState!(text)) this.#touchesSession = true;
     const begun = this.#begin();
     // Pipelined, the statement follows BEGIN in the same write; a BEGIN that fails there has lost
     // its connection, and the statement with it (a cancel waits for BEGIN: see cancel()).
@@ -150,7 +162,7 @@ export class LocalBranch {
       // The reset behind the ending, in the same write: uncorked, each left in a write of its own.
       batchWrites(this.client);
       const ending = this.client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>;
-      reset = resetSession(this.client);
+      reset = settleSession(this.client, ending, this.#touchesSession);
       results = await ending.finally(() => reset);
     } catch (err) {
       await reset;
@@ -174,7 +186,7 @@ export class LocalBranch {
     if (this.#state === 'ended') return;
     this.#state = 'ending';
     try {
-      const { sessionReset } = await endTransaction(this.client, ending);
+      const { sessionReset } = await endTransaction(this.client, ending, this.#touchesSession);
       this.#release(sessionReset);
     } catch (err) {
       this.#release(false);
@@ -187,7 +199,7 @@ export class LocalBranch {
     this.#state = 'ending';
     try {
       await this.#begunOrThrow();
-      const { prepared, sessionReset } = await prepareTransaction(this.client, gid);
+      const { prepared, sessionReset } = await prepareTransaction(this.client, gid, this.#touchesSession);
       this.#release(sessionReset);
       return prepared;
     } catch (err) {
