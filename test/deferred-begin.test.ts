@@ -32,6 +32,8 @@ describe('a deadline-stamped transaction id', () => {
     expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(stampedDeadline(id)).toBe(deadline);
     expect(deadlineStampedId(deadline)).not.toBe(id); // 74 random bits
+    expect(stampedDeadline(deadlineStampedId(2 ** 48 - 1))).toBe(2 ** 48 - 1);
+    expect(() => deadlineStampedId(2 ** 48)).toThrow(RangeError);
   });
 
   it('is told apart from every other id, which carries no deadline', () => {
