@@ -1,4 +1,8 @@
+import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient, createCoordinator } from 'pg-2pc-coordinator';
+import { moveOnBranches } from './harness/sdk-transfer.ts';
 import { createWorld, transfer, type World } from './harness/world.ts';
 
 /*
@@ -59,5 +63,32 @@ describe('the answer before the completion record', () => {
     expect(again.body).toMatchObject({ id: first.body.id, status: 'committed' });
     expect(await status(first.body.id)).toBe('committed');
     expect(await world.balance('bank_a', 4)).toBe(995);
+  });
+
+  it("the embedded SDK's commit answers the same way, and closing waits for the record", async () => {
+    const embedded = await createCoordinator(world.config, { logger: pino({ level: 'silent' }) });
+    const pools = {
+      bank_a: new pg.Pool({ connectionString: world.urls.bank_a, max: 2 }),
+      bank_c: new pg.Pool({ connectionString: world.urls.bank_c, max: 2 }),
+    };
+    try {
+      const tpc = createClient({ coordinator: embedded, resources: pools });
+      const { outcome } = await tpc.transaction((tx) => moveOnBranches(tx, 5, 6), { timeoutMs: 10_000 });
+      expect(outcome.status).toBe('committed');
+      expect(await world.balance('bank_a', 5)).toBe(994);
+      expect(await world.balance('bank_c', 5)).toBe(1006);
+      expect(await world.preparedGids()).toEqual([]);
+      expect(await status(outcome.id!)).toBe('committing');
+      expect((await embedded.call('GET', `/v1/transactions/${outcome.id}`)).body).toMatchObject({ status: 'committed' });
+      expect(await status(outcome.id!)).toBe('committed');
+
+      const second = await tpc.transaction((tx) => moveOnBranches(tx, 6, 6), { timeoutMs: 10_000 });
+      expect(await status(second.outcome.id!)).toBe('committing');
+      await embedded.close();
+      expect(await status(second.outcome.id!)).toBe('committed');
+    } finally {
+      await embedded.close();
+      await Promise.all(Object.values(pools).map((p) => p.end()));
+    }
   });
 });

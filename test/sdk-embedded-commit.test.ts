@@ -86,6 +86,15 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     ).rows[0];
 
   /**
+   * The row once the commit's answer is recorded: the answer goes as soon as phase 2 has ended, and
+   * the completion record behind it; a read through the coordinator that answered waits for it.
+   */
+  const recordedRow = async (id: string) => {
+    expect((await embedded.call('GET', `/v1/transactions/${id}`)).status).toBe(200);
+    return logRow(id);
+  };
+
+  /**
    * The SDK begins only to commit, so its begin record is deferred (TPC_BEGIN_DEFER_MS) and the
    * commit inserts the row; anything in this process that asks about the transaction writes it
    * first, which is how an operator could have seen it to act on it.
@@ -109,7 +118,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     expect(inspected).toEqual([]);
     // One row written twice: inserted by the commit decision (the begin record deferred), then
     // completed; its lease the one a begin would have taken (to the deadline), never taken again.
-    expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true, version: 2, interactive: true });
+    expect(await recordedRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true, version: 2, interactive: true });
     const seen = (await world.request('GET', `/v1/transactions/${outcome.id}`)).body;
     expect(seen.status).toBe('committed');
     expect(seen.branchDetails.map((b: { resource: string; xid: string }) => [b.resource, b.xid])).toEqual([
@@ -134,7 +143,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     expect(await world.balance('bank_c', 2)).toBe(1015);
     // The checked way: every branch looked up, the lease taken again.
     expect(inspected.sort()).toEqual([`tpc:${world.namespace}:${outcome.id}:0`, `tpc:${world.namespace}:${outcome.id}:1`]);
-    expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: false });
+    expect(await recordedRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: false });
     const seen = (await world.request('GET', `/v1/transactions/${outcome.id}`)).body;
     expect(seen.branchDetails.map((b: { xid: string }) => b.xid)).toEqual([xids.bank_a, xids.bank_c]);
     expect(await world.preparedGids()).toEqual([]);
@@ -306,7 +315,7 @@ describe('the embedded coordinator committing branches the SDK prepared itself',
     );
     expect(outcome.status).toBe('committed');
     expect(inspected).toEqual([joinedGid]);
-    expect(await logRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true });
+    expect(await recordedRow(outcome.id!)).toMatchObject({ status: 'committed', lease_from_begin: true });
     expect(await world.balance('bank_a', 6)).toBe(991);
     expect(await world.balance('bank_b', 6)).toBe(1009);
     const seen = (await world.request('GET', `/v1/transactions/${outcome.id}`)).body;

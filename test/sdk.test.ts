@@ -120,7 +120,9 @@ describe('the SDK against the coordinator service', () => {
       expect(outcome.status).toBe('committed');
       expect(await world.balance('bank_a', 5)).toBe(993);
       expect(await world.balance('bank_c', 5)).toBe(1007);
-      // The standalone service reads the same log.
+      // The standalone service reads the same log, once the completion record written behind the
+      // answer is in (a read through the embedded coordinator waits for it).
+      expect((await embedded.call('GET', `/v1/transactions/${outcome.id}`)).body?.status).toBe('committed');
       const seen = await world.request('GET', `/v1/transactions/${outcome.id}`);
       expect(seen.body.status).toBe('committed');
     } finally {

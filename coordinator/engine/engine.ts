@@ -54,10 +54,11 @@ export class Engine {
    */
   readonly #deferredBegins = new Map<string, DeferredBegin>();
   /**
-   * Runs answered from memory whose completion record is still being written: a read of one in
-   * this process waits for it, so that a client reading after its answer sees what it was told.
+   * Transactions answered from memory whose completion record is still being written, with what
+   * settles once it is: a read of one in this process waits for it, so that a client reading after
+   * its answer sees what it was told.
    */
-  readonly #completing = new Set<string>();
+  readonly #completing = new Map<string, Promise<unknown>>();
   /** Transactions a job of this process is driving from the log right now. */
   readonly #resuming = new Set<string>();
 
@@ -115,7 +116,8 @@ export class Engine {
     const run = new TransactionRun(this.#deps, id, request, deadlineAt, {
       decided: (v) => onDecided(v),
       ended: (v) => {
-        this.#completing.add(id);
+        // Set by now: the run is registered as soon as it starts, and phase 2 comes after awaits.
+        this.#completing.set(id, this.#running.get(id) ?? Promise.resolve());
         // Its branches hold nothing any more (phase 2 has ended on each): the client's next
         // transaction, sent on this answer, must not queue at admission behind this one's log write.
         release();
@@ -278,7 +280,14 @@ export class Engine {
       const begin = this.#deferredBegins.get(id);
       this.#deferredBegins.delete(id);
       const unwritten = begin ? await begin.claim() : null;
-      const fast = await commitTrusted(this.#deps, id, caller, actor, unwritten);
+      const fast = await commitTrusted(this.#deps, id, caller, actor, unwritten, (completion) => {
+        const recorded = completion.then(
+          () => {},
+          () => {},
+        );
+        this.#completing.set(id, recorded);
+        void recorded.then(() => this.#completing.delete(id));
+      });
       if (fast === 'fallback') {
         // The checked way reads the transaction's row: one never written is written now (recovery's
         // tombstone, if it got there first, stays, and the checked way answers its abort).
@@ -314,13 +323,13 @@ export class Engine {
    */
   async answersRecorded(): Promise<void> {
     if (this.#completing.size === 0) return;
-    await Promise.allSettled([...this.#completing].map((id) => this.#running.get(id)));
+    await Promise.allSettled(this.#completing.values());
   }
 
   /** The log's view of a transaction with its audit trail. */
   async get(id: string): Promise<TransactionDetail> {
     // As answersRecorded, for this transaction alone.
-    if (this.#completing.has(id)) await this.#running.get(id)?.catch(() => {});
+    await this.#completing.get(id)?.catch(() => {});
     await this.#ensureBegun(id);
     const tx = await this.#deps.store.load(id);
     if (!tx) throw new NotFoundError(`transaction ${id} not found`);
@@ -367,7 +376,7 @@ export class Engine {
 
   /** Resolves once every transaction this process drives has finished. */
   async drain(): Promise<void> {
-    await Promise.allSettled([...this.#running.values()]);
+    await Promise.allSettled([...this.#running.values(), ...this.#completing.values()]);
   }
 
   #answer(full: Promise<TransactionView>, decided: Promise<TransactionView>, wait: SubmitRequest['wait']): Promise<TransactionView> {

@@ -64,6 +64,11 @@ export interface ResumeOptions {
   inline?: boolean;
   /** Told of the branches found ended against the decision: a caller answering from memory must not say it went cleanly. */
   onHazards?: (hazards: Hazard[]) => void;
+  /**
+   * Told once phase 2 has ended cleanly on every branch, before the completion record (not forced)
+   * is written: a caller answering from memory may answer now, as a submission's driver does.
+   */
+  onPhaseTwoEnded?: () => void;
 }
 
 async function drive(deps: EngineDeps, tx: LoggedTransaction, options: ResumeOptions): Promise<ResumeResult> {
@@ -121,6 +126,7 @@ async function finishDecided(deps: EngineDeps, tx: LoggedTransaction, outcome: O
       'heuristic hazard: a branch ended against the decision',
     );
   }
+  if (hazards.length === 0) options.onPhaseTwoEnded?.();
   await complete(
     deps,
     tx.id,

@@ -33,6 +33,10 @@ export type TrustedResult = TrustedAnswer | 'fallback' | 'read-log';
  * the deadline, a decision already written or a branch joined behind the caller's back makes it
  * fail, and the caller then falls back to the checked way. Branches joined for other services are
  * always looked up on their databases.
+ *
+ * Once phase 2 has ended cleanly on every branch, it answers without waiting for the completion
+ * record, and hands that write to `recording`, so that a read of the transaction in this process
+ * can wait for it and find what the caller was told.
  */
 export async function commitTrusted(
   deps: EngineDeps,
@@ -40,6 +44,7 @@ export async function commitTrusted(
   caller: CallerTransaction,
   actor: string | null,
   unwritten: BeginRecord | null = null,
+  recording?: (completion: Promise<unknown>) => void,
 ): Promise<TrustedResult> {
   const deadline = Date.parse(caller.deadline);
   // Past the deadline, recovery may abort it at any moment: the checked way writes the abort and its reason.
@@ -127,21 +132,33 @@ export async function commitTrusted(
     })),
   };
   let hazards = false;
-  const result = await finishHeld(deps, held, {
+  let phaseTwoEnded: () => void = () => {};
+  const ended = new Promise<'ended'>((resolve) => {
+    phaseTwoEnded = () => resolve('ended');
+  });
+  const finishing = finishHeld(deps, held, {
     inline: true,
     onHazards: () => {
       hazards = true;
     },
+    onPhaseTwoEnded: phaseTwoEnded,
+  }).then(async (result) => {
+    if (result.state === 'pending') {
+      await deps.followUp
+        .completionPending(id)
+        .catch((err: unknown) => deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
+    }
+    return result;
   });
-  if (result.state === 'pending') {
-    await deps.followUp
-      .completionPending(id)
-      .catch((err: unknown) => deps.logger.warn({ err, transactionId: id }, 'could not queue completion; reconciliation will find it'));
-  } else if (result.state !== 'finished' || hazards) {
-    return 'read-log';
+  // Phase 2 has ended on every branch: the answer goes now, and the completion record (not
+  // forced; recovery writes it again if it is lost) behind it, as a submission's does.
+  const first = await Promise.race([finishing, ended]);
+  if (first === 'ended') {
+    recording?.(finishing);
+    return answer(id, caller, branches, 'committed', null);
   }
-  const status = result.state === 'finished' ? 'committed' : 'committing';
-  return answer(id, caller, branches, status, null);
+  if (first.state !== 'pending' && (first.state !== 'finished' || hazards)) return 'read-log';
+  return answer(id, caller, branches, first.state === 'finished' ? 'committed' : 'committing', null);
 }
 
 /** The answer from memory; each branch's status is the transaction's, or what `each` says. */
