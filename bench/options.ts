@@ -4,8 +4,8 @@ import { parseArgs } from 'node:util';
  * (e) and (f) are (c) and (d) with a fresh Idempotency-Key on every request (see variants.ts); (g) and
  * (h) run the transfer through the SDK, over REST to (c)'s coordinator and embedded (sdk-variants.ts).
  */
-export type VariantName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h';
-const VARIANT_NAMES: readonly VariantName[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+export type VariantName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i';
+const VARIANT_NAMES: readonly VariantName[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
 
 export interface BenchOptions {
   /** Concurrent clients (workers), the same for every variant. */
@@ -65,7 +65,8 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
                        e and f are c and d with a fresh Idempotency-Key per request (keyed begins are forced):
                        --variants c,e compares keyed and unkeyed requests in alternating rounds;
                        g is the SDK (createClient) over REST to c's coordinator, h the SDK with an embedded
-                       coordinator (createCoordinator) in this process: own namespace, same log, Redis and banks
+                       coordinator (createCoordinator) in this process: own namespace, same log, Redis and banks;
+                       i is (b) done the way an interactive caller must: PREPARE sent once the statement has answered
   --coordinator-root DIR  run the coordinator's code from another checkout (before/after comparisons; needs its node_modules)
   --baseline-root DIR  also run the coordinator from DIR as variant (d), alternating with (c): a before/after comparison
   --service-node-args="FLAGS"  extra Node flags for the child coordinator, e.g. --service-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"

@@ -186,6 +186,15 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
         (s.variant === 'h' ? '.' : `; service side alone ${f(serviceMs(s), 3)} ms (× ${f(serviceMs(s) / oursMs(b), 2)}).`),
     );
   }
+  // The SDK against the same protocol done by hand the way its callback must: statements answered before PREPARE.
+  const i = summaries.find((s) => s.variant === 'i');
+  const h = summaries.find((s) => s.variant === 'h');
+  if (i && h && i.tps > 0) {
+    lines.push(
+      `(h) against (i) bare interactive: throughput × ${f(h.tps / i.tps, 2)}; CPU per transfer ${f(oursMs(h), 3)} against (i)'s ${f(oursMs(i), 3)} ms ` +
+        `(× ${f(oursMs(h) / oursMs(i), 2)}); (i) against (b): throughput × ${f(i.tps / b.tps, 2)}, CPU × ${f(oursMs(i) / oursMs(b), 2)}.`,
+    );
+  }
   return lines.length ? lines.join('\n\n') : null;
 }
 

@@ -94,6 +94,35 @@ async function oneFlight(pool: pg.Pool, s: Statement, ending: string, endsWith: 
   }
 }
 
+/**
+ * BEGIN and the statement in one flight, then PREPARE once the statement has answered: what any
+ * caller that runs its own statements and reads their results before committing (the SDK's
+ * callback, an interactive REST client) must do, a round trip more per branch than oneFlight.
+ */
+async function twoFlights(pool: pg.Pool, s: Statement, gid: string): Promise<{ ended: boolean; error?: unknown }> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    batchWrites(client);
+    const settled = await Promise.allSettled([client.query('BEGIN'), client.query(s.sql, s.params)]);
+    const err = firstRejection(settled);
+    const write = settled[1]!.status === 'fulfilled' ? (settled[1] as PromiseFulfilledResult<pg.QueryResult>).value : null;
+    if (err !== undefined || write?.rowCount !== 1) {
+      broken = err !== undefined && !(err as { code?: string }).code;
+      if (!broken) await client.query('ROLLBACK').catch(() => (broken = true));
+      return { ended: false, error: err ?? new Error(`${s.bank}: ${write?.rowCount} rows written, expected 1`) };
+    }
+    const end = await client.query(`PREPARE TRANSACTION '${gid}'`).catch((e: unknown) => e as Error);
+    if (end instanceof Error) {
+      broken = true;
+      return { ended: false, error: end };
+    }
+    return end.command === 'PREPARE' ? { ended: true } : { ended: false, error: new Error(`${s.bank}: the server rolled back at PREPARE`) };
+  } finally {
+    client.release(broken || undefined);
+  }
+}
+
 /** (a) The same writes committed non-atomically: BEGIN; statement; COMMIT on each bank, in parallel. */
 function baseline(world: World): Variant {
   return {
@@ -111,18 +140,25 @@ function baseline(world: World): Variant {
 
 let gidCounter = 0;
 
-/** (b) The floor of 2PC here: prepare every branch in parallel, one forced log insert, commit prepared in parallel. */
-function bareProtocol(world: World): Variant {
-  const runId = Date.now().toString(36);
+/**
+ * (b) The floor of 2PC here: prepare every branch in parallel, one forced log insert, commit prepared
+ * in parallel. (i), `interactive`: each branch prepared once its statement has answered (twoFlights).
+ */
+function bareProtocol(world: World, interactive = false): Variant {
+  const runId = `${Date.now().toString(36)}${interactive ? 'i' : ''}`;
   return {
-    name: 'b',
-    label: 'bare 2PC, inline',
+    name: interactive ? 'i' : 'b',
+    label: interactive ? 'bare 2PC, interactive' : 'bare 2PC, inline',
     async run(tx) {
       const txid = `${runId}-${++gidCounter}`;
       const statements = statementsOf(tx);
       const gids = statements.map((_, i) => `${BENCH_GID_PREFIX}${txid}:${i}`);
       const t0 = performance.now();
-      const votes = await Promise.all(statements.map((s, i) => oneFlight(world.banks[s.bank], s, `PREPARE TRANSACTION '${gids[i]}'`, 'PREPARE')));
+      const votes = await Promise.all(
+        statements.map((s, i) =>
+          interactive ? twoFlights(world.banks[s.bank], s, gids[i]!) : oneFlight(world.banks[s.bank], s, `PREPARE TRANSACTION '${gids[i]}'`, 'PREPARE'),
+        ),
+      );
       const t1 = performance.now();
       const rollBack = () =>
         Promise.allSettled(statements.map((s, i) => (votes[i]!.ended ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve())));
@@ -220,6 +256,7 @@ export async function makeVariants(world: World, names: readonly VariantName[], 
     f: () => service('f', `baseline ${world.baseline?.revision ?? '?'}, REST, keyed`, world.baseline!.url, concurrency, true),
     g: () => sdkOverRest(world),
     h: () => sdkEmbedded(world),
+    i: () => bareProtocol(world, true),
   };
   const made: Variant[] = [];
   for (const n of names) made.push(await all[n]());
