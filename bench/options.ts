@@ -81,7 +81,7 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
                        proxy cuts every COMMIT PREPARED to bank_c, then bank_c restored; reports the drain time and rate,
                        the coordinator's RSS (idle, building, draining), CPU per part, COMMIT PREPAREDs sent, and checks
                        the money; with --baseline-root, the same for the baseline coordinator afterwards
-  --latency-rounds N   rounds of the one-client latency measurement that follows (b, c, d, h among --variants;
+  --latency-rounds N   rounds of the one-client latency measurement that follows (b, c, d, h, i among --variants;
                        default 2; 0: none)
   --backlog-size N     transactions in the backlog                 (default 10000; --accounts is raised to at least N)`;
 

@@ -163,8 +163,9 @@ async function main(): Promise<number> {
     if (!control.stopped && options.backlog) await runBacklog(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped) {
-      // The one-client round: latency without queueing, for the variants that have a p50 aim.
-      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h'].includes(v));
+      // The one-client round: latency without queueing, for the variants that have a p50 aim, and
+      // (i), the floor of the SDK's interactive shape.
+      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h', 'i'].includes(v));
       const latency = options.concurrency > 1 && options.latencyRounds > 0 && oneClient.length > 1;
       await measure(options, world, loadBefore, !latency);
       if (latency && !control.stopped) {
