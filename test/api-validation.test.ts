@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { titleMisfit } from './harness/problem-title.ts';
 import { BANKS, createWorld, TOKENS, transfer, type HttpAnswer, type World } from './harness/world.ts';
 
@@ -51,12 +51,14 @@ function spoiled(spoil: (body: any) => void): unknown {
 }
 
 describe('invalid submissions reach no database', () => {
+  // One world for all: each case checks that the world is still as it was made, so a submission
+  // that reached a database fails its own case (and every later one), never passes unseen.
   let world: World;
-  beforeEach(async () => {
+  beforeAll(async () => {
     world = await createWorld();
   });
-  afterEach(async () => {
-    await world.close();
+  afterAll(async () => {
+    await world?.close();
   });
 
   it('unknown resource: 422', async () => {
