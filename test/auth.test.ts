@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../coordinator/config/load-config.ts';
 import { BANKS, createWorld, TOKENS, transfer, type HttpAnswer, type World } from './harness/world.ts';
 
@@ -9,17 +9,16 @@ function expectProblem(res: HttpAnswer, status: number): void {
   expect(res.body).toMatchObject({ type: expect.stringMatching(/^urn:tpc:problem:/), title: expect.any(String), status });
 }
 
-async function expectNothingApplied(world: World): Promise<void> {
+/** Every bank's balances and the log's row count: what "nothing applied" compares. */
+async function stateOf(world: World): Promise<{ balances: number[][]; logRows: number }> {
   await world.service.engine.drain();
+  const balances: number[][] = [];
   for (const bank of BANKS) {
     const r = await world.db[bank].query<{ balance: number }>('SELECT balance FROM accounts ORDER BY id');
-    expect(
-      r.rows.map((x) => x.balance),
-      bank,
-    ).toEqual(Array<number>(10).fill(1000));
+    balances.push(r.rows.map((x) => x.balance));
   }
   const log = await world.db.log.query<{ n: number }>('SELECT count(*)::int AS n FROM tpc_transactions');
-  expect(log.rows[0]!.n).toBe(0);
+  return { balances, logRows: log.rows[0]!.n };
 }
 
 const bankAOnly = {
@@ -28,12 +27,18 @@ const bankAOnly = {
 };
 
 describe('authentication and authorization', () => {
+  // One world for all: "nothing applied" is judged against the state each case began with.
   let world: World;
-  beforeEach(async () => {
+  let before: Awaited<ReturnType<typeof stateOf>>;
+  const expectNothingApplied = async (w: World) => expect(await stateOf(w)).toEqual(before);
+  beforeAll(async () => {
     world = await createWorld();
   });
-  afterEach(async () => {
-    await world.close();
+  afterAll(async () => {
+    await world?.close();
+  });
+  beforeEach(async () => {
+    before = await stateOf(world);
   });
 
   it('no Authorization header: 401 with WWW-Authenticate, nothing applied', async () => {
