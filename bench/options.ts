@@ -61,7 +61,7 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --fsync on|off       fsync and full_page_writes of the clusters (default on)
   --service child|inproc  run the coordinator as a child process or in this process (default child)
   --pool N             connections per database, bench and service alike (default: concurrency)
-  --variants a,b,c     which variants to run                       (default a,b,c,g,h, plus d with --baseline-root);
+  --variants a,b,c     which variants to run                       (default a,b,c,g,h,i, plus d with --baseline-root);
                        e and f are c and d with a fresh Idempotency-Key per request (keyed begins are forced):
                        --variants c,e compares keyed and unkeyed requests in alternating rounds;
                        g is the SDK (createClient) over REST to c's coordinator, h the SDK with an embedded
@@ -133,7 +133,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   }
   const concurrency = Math.floor(num('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 32, 1));
   const baselineRoot = values['baseline-root'] ?? (env.BENCH_BASELINE_ROOT || undefined);
-  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d,g,h' : 'a,b,c,g,h');
+  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d,g,h,i' : 'a,b,c,g,h,i');
   const variants = variantsRaw
     .split(',')
     .map((v) => v.trim())
