@@ -38,10 +38,10 @@ function serviceEnv(env: Record<string, string>): Record<string, string> {
   return { ...base, ...env };
 }
 
-async function waitReady(url: string, child: ChildProcess | null, stderr: () => string): Promise<void> {
+async function waitReady(url: string, child: ChildProcess | null, stderr: () => string, name = 'coordinator'): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child && child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}: ${stderr()}`);
+    if (child && child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}: ${stderr()}`);
     try {
       const res = await fetch(`${url}/readyz`);
       await res.arrayBuffer();
@@ -49,7 +49,7 @@ async function waitReady(url: string, child: ChildProcess | null, stderr: () => 
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`coordinator not ready within 60 s: ${stderr()}`);
+    if (Date.now() > deadline) throw new Error(`${name} not ready within 60 s: ${stderr()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -70,9 +70,10 @@ function entryPoint(root: string, log: (msg: string) => void): string[] {
   return [...flags, 'dist/coordinator/main.js'];
 }
 
-async function startChild(env: Record<string, string>, options: BenchOptions, root: string, log: (msg: string) => void): Promise<Coordinator> {
+/** Runs `node args…` in `root` with `env` and a free PORT, and waits for its /readyz. */
+async function startChild(args: string[], env: Record<string, string>, root: string, log: (msg: string) => void, name = 'coordinator'): Promise<Coordinator> {
   const port = await freeLoopbackPort();
-  const child = spawn(process.execPath, [...options.serviceNodeArgs, ...entryPoint(root, log)], {
+  const child = spawn(process.execPath, args, {
     cwd: root,
     env: serviceEnv({ ...env, PORT: String(port) }),
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -84,7 +85,7 @@ async function startChild(env: Record<string, string>, options: BenchOptions, ro
   let closing: Promise<void> | undefined;
   const exited = new Promise<void>((resolve) =>
     child.once('exit', (code, signal) => {
-      if (!closing) log(`coordinator exited unexpectedly (${signal ?? `code ${code}`}): ${stderr.trim() || 'no output'}`);
+      if (!closing) log(`${name} exited unexpectedly (${signal ?? `code ${code}`}): ${stderr.trim() || 'no output'}`);
       resolve();
     }),
   );
@@ -100,7 +101,7 @@ async function startChild(env: Record<string, string>, options: BenchOptions, ro
     return closing;
   };
   try {
-    await waitReady(url, child, () => stderr);
+    await waitReady(url, child, () => stderr, name);
   } catch (err) {
     await close();
     throw err;
@@ -131,5 +132,10 @@ async function startInProcess(env: Record<string, string>, root: string): Promis
 /** Starts the coordinator from `root` (another checkout), else from --coordinator-root, else from this repo. */
 export function startCoordinator(options: BenchOptions, env: Record<string, string>, log: (msg: string) => void, root?: string): Promise<Coordinator> {
   const dir = resolve(root ?? options.coordinatorRoot ?? ROOT);
-  return options.service === 'child' ? startChild(env, options, dir, log) : startInProcess(env, dir);
+  return options.service === 'child' ? startChild([...options.serviceNodeArgs, ...entryPoint(dir, log)], env, dir, log) : startInProcess(env, dir);
+}
+
+/** Variant (j)'s server (bare-http-server.ts), always a child process: its CPU is counted apart. */
+export function startBareHttp(env: Record<string, string>, log: (msg: string) => void): Promise<Coordinator> {
+  return startChild(['--import', 'tsx', 'bench/bare-http-server.ts'], env, ROOT, log, 'bare HTTP server (j)');
 }

@@ -170,7 +170,7 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
   if (!b || b.tps === 0) return null;
   const lines: string[] = [];
   for (const s of summaries) {
-    if (!['c', 'e', 'g', 'h'].includes(s.variant)) continue;
+    if (!['c', 'e', 'g', 'h', 'j'].includes(s.variant)) continue;
     const perRound = s.perRoundTps.map((t, i) => t / (b.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
     const median = percentile(
       [...perRound].sort((p, q) => p - q),
@@ -193,6 +193,16 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
     lines.push(
       `(h) against (i) bare interactive: throughput × ${f(h.tps / i.tps, 2)}; CPU per transfer ${f(oursMs(h), 3)} against (i)'s ${f(oursMs(i), 3)} ms ` +
         `(× ${f(oursMs(h) / oursMs(i), 2)}); (i) against (b): throughput × ${f(i.tps / b.tps, 2)}, CPU × ${f(oursMs(i) / oursMs(b), 2)}.`,
+    );
+  }
+  // The service against the same protocol behind the leanest HTTP server: what the coordinator adds to HTTP.
+  const j = summaries.find((s) => s.variant === 'j');
+  const c = summaries.find((s) => s.variant === 'c');
+  if (j && c && j.tps > 0) {
+    lines.push(
+      `(c) against (j) bare behind HTTP: throughput × ${f(c.tps / j.tps, 2)}; p50 ${f(c.p50, 2)} against ${f(j.p50, 2)} ms; ` +
+        `service side ${f(serviceMs(c), 3)} against (j)'s ${f(serviceMs(j), 3)} ms (× ${f(serviceMs(c) / serviceMs(j), 2)}); ` +
+        `(j) against (b): throughput × ${f(j.tps / b.tps, 2)}, p50 ${f(j.p50, 2)} against ${f(b.p50, 2)} ms.`,
     );
   }
   return lines.length ? lines.join('\n\n') : null;

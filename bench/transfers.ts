@@ -4,6 +4,7 @@
  *   (a) non-atomic: a local transaction on each database, in parallel (the baseline);
  *   (b) the bare 2PC protocol inline: prepare all, one forced log insert, commit prepared all;
  *   (c) the coordinator through POST /v1/transactions;
+ *   (j) (b) behind a bare node:http server taking (c)'s requests: the floor of any REST service;
  *   (e) the same with a fresh Idempotency-Key per request (keyed begins are forced), on request;
  *   (g) the SDK over REST and (h) the SDK with an embedded coordinator, on request (sdk-variants.ts).
  * It starts its own Postgres clusters, Redis and coordinator, and tears them all down at the end,
@@ -48,7 +49,7 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
   const samples = new Map<Variant['name'], RunSample[]>(variants.map((v) => [v.name, []]));
   const phasesOf = new Map<Variant['name'], PhaseSnapshot>();
   const dataDirs = w.clusters.map((c) => c.dataDir);
-  const pids = [w.coordinator.pid, w.baseline?.pid].filter((p): p is number => p !== undefined);
+  const pids = [w.coordinator.pid, w.baseline?.pid, w.bareHttp?.pid].filter((p): p is number => p !== undefined);
   const cpu = { snapshot: () => snapshot(dataDirs), used: (a: CpuSnapshot, b: CpuSnapshot) => used(a, b, pids) };
   try {
     if (options.warmupMs > 0) {
@@ -109,7 +110,7 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
 
   // The services first (they drain what they drive), then whatever is still prepared is a finding.
   // Before another measurement the services stay up: what they still drive is given 15 s to finish.
-  if (last) await Promise.all([w.coordinator.close(), w.baseline?.close()]);
+  if (last) await Promise.all([w.coordinator.close(), w.baseline?.close(), w.bareHttp?.close()]);
   else for (let waited = 0; waited < 15_000 && (await w.preparedLeft()).length > 0; waited += 250) await new Promise((r) => setTimeout(r, 250));
   const preparedLeft = await w.preparedLeft();
   if (preparedLeft.length) {
@@ -164,8 +165,8 @@ async function main(): Promise<number> {
     else if (!control.stopped && options.overload) await runOverload(options, world, control, log, RESULTS, loadBefore);
     else if (!control.stopped) {
       // The one-client round: latency without queueing, for the variants that have a p50 aim, and
-      // (i), the floor of the SDK's interactive shape.
-      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h', 'i'].includes(v));
+      // (i), the floor of the SDK's interactive shape, and (j), the floor of a REST service.
+      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h', 'i', 'j'].includes(v));
       const latency = options.concurrency > 1 && options.latencyRounds > 0 && oneClient.length > 1;
       await measure(options, world, loadBefore, !latency);
       if (latency && !control.stopped) {

@@ -1,10 +1,8 @@
 import { Agent, request } from 'node:http';
-import { performance } from 'node:perf_hooks';
-import type pg from 'pg';
-import { batchWrites } from '../participant-adapter/batched-writes.ts';
+import { bareTransaction, oneFlight, type Statement } from './bare-flights.ts';
 import type { VariantName } from './options.ts';
 import { sdkEmbedded, sdkOverRest } from './sdk-variants.ts';
-import { BENCH_GID_PREFIX, type Bank, type World } from './world.ts';
+import type { Bank, World } from './world.ts';
 
 /** One transfer: a debit on one bank, a credit on another, an audit row on the third. */
 export interface Transfer {
@@ -14,12 +12,6 @@ export interface Transfer {
   from: number;
   to: number;
   amount: number;
-}
-
-interface Statement {
-  bank: Bank;
-  sql: string;
-  params: number[];
 }
 
 /** Wall time of each protocol step of one transaction (variant b measures its own). */
@@ -63,66 +55,6 @@ export function statementsOf(tx: Transfer): Statement[] {
   ];
 }
 
-function firstRejection(results: PromiseSettledResult<unknown>[]): unknown {
-  return results.find((r): r is PromiseRejectedResult => r.status === 'rejected')?.reason;
-}
-
-/**
- * BEGIN; the statement; `ending` (COMMIT or PREPARE TRANSACTION) on one pinned connection, in one
- * round trip and one write, as the service sends a branch: the baselines get the same batching,
- * so that the comparison measures the protocol and the service, not the number of writes.
- */
-async function oneFlight(pool: pg.Pool, s: Statement, ending: string, endsWith: string): Promise<{ ended: boolean; error?: unknown }> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    batchWrites(client);
-    const settled = await Promise.allSettled([client.query('BEGIN'), client.query(s.sql, s.params), client.query(ending)]);
-    const end = settled[2]!;
-    const ended = end.status === 'fulfilled' && (end.value as pg.QueryResult).command === endsWith;
-    const err = firstRejection(settled);
-    if (err !== undefined) {
-      broken = !(err as { code?: string }).code || end.status === 'rejected';
-      return { ended, error: err };
-    }
-    const write = (settled[1] as PromiseFulfilledResult<pg.QueryResult>).value;
-    if (write.rowCount !== 1) return { ended, error: new Error(`${s.bank}: ${write.rowCount} rows written, expected 1`) };
-    if (!ended) return { ended, error: new Error(`${s.bank}: the server rolled back at ${endsWith}`) };
-    return { ended };
-  } finally {
-    client.release(broken || undefined);
-  }
-}
-
-/**
- * BEGIN and the statement in one flight, then PREPARE once the statement has answered: what any
- * caller that runs its own statements and reads their results before committing (the SDK's
- * callback, an interactive REST client) must do, a round trip more per branch than oneFlight.
- */
-async function twoFlights(pool: pg.Pool, s: Statement, gid: string): Promise<{ ended: boolean; error?: unknown }> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    batchWrites(client);
-    const settled = await Promise.allSettled([client.query('BEGIN'), client.query(s.sql, s.params)]);
-    const err = firstRejection(settled);
-    const write = settled[1]!.status === 'fulfilled' ? (settled[1] as PromiseFulfilledResult<pg.QueryResult>).value : null;
-    if (err !== undefined || write?.rowCount !== 1) {
-      broken = err !== undefined && !(err as { code?: string }).code;
-      if (!broken) await client.query('ROLLBACK').catch(() => (broken = true));
-      return { ended: false, error: err ?? new Error(`${s.bank}: ${write?.rowCount} rows written, expected 1`) };
-    }
-    const end = await client.query(`PREPARE TRANSACTION '${gid}'`).catch((e: unknown) => e as Error);
-    if (end instanceof Error) {
-      broken = true;
-      return { ended: false, error: end };
-    }
-    return end.command === 'PREPARE' ? { ended: true } : { ended: false, error: new Error(`${s.bank}: the server rolled back at PREPARE`) };
-  } finally {
-    client.release(broken || undefined);
-  }
-}
-
 /** (a) The same writes committed non-atomically: BEGIN; statement; COMMIT on each bank, in parallel. */
 function baseline(world: World): Variant {
   return {
@@ -146,38 +78,12 @@ let gidCounter = 0;
  */
 function bareProtocol(world: World, interactive = false): Variant {
   const runId = `${Date.now().toString(36)}${interactive ? 'i' : ''}`;
+  const pools = { banks: world.banks, log: world.benchLog };
   return {
     name: interactive ? 'i' : 'b',
     label: interactive ? 'bare 2PC, interactive' : 'bare 2PC, inline',
-    async run(tx) {
-      const txid = `${runId}-${++gidCounter}`;
-      const statements = statementsOf(tx);
-      const gids = statements.map((_, i) => `${BENCH_GID_PREFIX}${txid}:${i}`);
-      const t0 = performance.now();
-      const votes = await Promise.all(
-        statements.map((s, i) =>
-          interactive ? twoFlights(world.banks[s.bank], s, gids[i]!) : oneFlight(world.banks[s.bank], s, `PREPARE TRANSACTION '${gids[i]}'`, 'PREPARE'),
-        ),
-      );
-      const t1 = performance.now();
-      const rollBack = () =>
-        Promise.allSettled(statements.map((s, i) => (votes[i]!.ended ? world.banks[s.bank].query(`ROLLBACK PREPARED '${gids[i]}'`) : Promise.resolve())));
-      const no = votes.find((v) => v.error !== undefined);
-      if (no) {
-        await rollBack();
-        throw no.error;
-      }
-      try {
-        await world.benchLog.query('INSERT INTO decisions (txid) VALUES ($1)', [txid]);
-      } catch (err) {
-        await rollBack(); // no decision recorded: presumed abort
-        throw err;
-      }
-      const t2 = performance.now();
-      const done = await Promise.allSettled(statements.map((s, i) => world.banks[s.bank].query(`COMMIT PREPARED '${gids[i]}'`)));
-      const err = firstRejection(done);
-      if (err !== undefined) throw err; // left prepared: the end-of-run sweep finds and reports it
-      return { prepare: t1 - t0, decide: t2 - t1, complete: performance.now() - t2 };
+    run(tx) {
+      return bareTransaction(pools, statementsOf(tx), `${runId}-${++gidCounter}`, interactive);
     },
     close() {},
   };
@@ -188,8 +94,10 @@ function bareProtocol(world: World, interactive = false): Variant {
  * against the baseline. (e) and (f) are (c) and (d) with a fresh Idempotency-Key on every request: the service
  * forces a keyed begin record and waits for it before touching a bank, so keyed against unkeyed, in alternating
  * rounds of one run, is what that costs. A fresh key per transfer: never a replay, always a first attempt.
+ * (j) sends the same requests to bare-http-server.ts, which runs (b) behind `node:http`: the floor of
+ * any REST coordinator here. It has no /metrics (`metrics` false).
  */
-function service(name: 'c' | 'd' | 'e' | 'f', label: string, baseUrl: string, concurrency: number, keyed: boolean): Variant {
+function service(name: 'c' | 'd' | 'e' | 'f' | 'j', label: string, baseUrl: string, concurrency: number, keyed: boolean, metrics = true): Variant {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   const url = new URL('/v1/transactions', baseUrl);
   const keyPrefix = `bench-${name}-${Date.now().toString(36)}-`;
@@ -218,7 +126,7 @@ function service(name: 'c' | 'd' | 'e' | 'f', label: string, baseUrl: string, co
   return {
     name,
     label,
-    serviceUrl: baseUrl,
+    serviceUrl: metrics ? baseUrl : undefined,
     async run(tx) {
       const body = JSON.stringify({
         branches: statementsOf(tx).map((s) => ({
@@ -257,6 +165,7 @@ export async function makeVariants(world: World, names: readonly VariantName[], 
     g: () => sdkOverRest(world),
     h: () => sdkEmbedded(world),
     i: () => bareProtocol(world, true),
+    j: () => service('j', 'bare 2PC behind HTTP (node:http)', world.bareHttp!.url, concurrency, false, false),
   };
   const made: Variant[] = [];
   for (const n of names) made.push(await all[n]());

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { startPostgresCluster, type PostgresCluster } from '../coordinator/embedded/postgres-cluster.ts';
 import { startRedisServer } from '../coordinator/embedded/redis-server.ts';
 import type { BenchOptions } from './options.ts';
-import { startCoordinator, type Coordinator } from './coordinator.ts';
+import { startBareHttp, startCoordinator, type Coordinator } from './coordinator.ts';
 import { enableStatStatements, STAT_STATEMENTS_SETTINGS } from './diagnose.ts';
 import { startCutProxy, type CutProxy } from './pg-cut-proxy.ts';
 
@@ -41,6 +41,8 @@ export interface World {
   coordinator: Coordinator;
   /** The coordinator from --baseline-root (variant d), with its own log database and namespace; else null (and in --backlog mode). */
   baseline: Coordinator | null;
+  /** Variant (j)'s server (bare-http-server.ts: (b) behind node:http), a child process; null unless (j) runs. */
+  bareHttp: Coordinator | null;
   /** --backlog: the proxy the coordinators reach bank_c through (bench/pg-cut-proxy.ts); else null. */
   bankCProxy: CutProxy | null;
   /** The environment the coordinators get (log, Redis, banks, pool sizes), under `namespace`: for the embedded one of variant (h). */
@@ -65,7 +67,7 @@ const ACCOUNTS_SQL = `
     at timestamptz NOT NULL DEFAULT now()
   );`;
 
-function benchPool(url: string, max: number, extra: Partial<pg.PoolConfig> = {}): pg.Pool {
+export function benchPool(url: string, max: number, extra: Partial<pg.PoolConfig> = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max,
@@ -189,6 +191,15 @@ export async function startWorld(options: BenchOptions, log: (msg: string) => vo
       log(`baseline coordinator (${options.service}, ${started.revision}) listening at ${started.url}`);
     }
 
+    let bareHttp: Coordinator | null = null;
+    if (options.variants.includes('j') && !options.backlog && !options.overload) {
+      const urlsOf = { bank_a: urls.bank_a, bank_b: urls.bank_b, bank_c: urls.bank_c, bench_log: urls.bench_log };
+      const started = await startBareHttp({ BARE_URLS: JSON.stringify(urlsOf), BARE_POOL_SIZE: String(options.pool) }, log);
+      bareHttp = started;
+      cleanups.push(() => started.close());
+      log(`bare protocol behind HTTP (j) listening at ${started.url}`);
+    }
+
     const preparedLeft = async () => {
       const rows = await Promise.all(
         BANKS.map((b) => banks[b].query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')),
@@ -211,6 +222,7 @@ export async function startWorld(options: BenchOptions, log: (msg: string) => vo
       benchLog,
       coordinator,
       baseline,
+      bareHttp,
       bankCProxy,
       startCoordinatorFrom,
       coordinatorEnv: (namespace) => env(urls.tpc_log, namespace),
