@@ -67,9 +67,12 @@ async function decidedStuck(w: World) {
   return id;
 }
 
-/** A submission of one update on each of a and b, answered once completed. */
-const submitTwo = (w: World, actor: string | null) =>
-  w.engine.submit(
+/**
+ * A submission of one update on each of a and b, answered once phase 2 has ended; returned once its
+ * completion record, written behind the answer, is in the log too.
+ */
+async function submitTwo(w: World, actor: string | null) {
+  const view = await w.engine.submit(
     {
       branches: [
         { resource: 'a', statements: [{ sql: 'UPDATE x', params: [] }] },
@@ -80,6 +83,9 @@ const submitTwo = (w: World, actor: string | null) =>
     },
     { actor },
   );
+  await w.engine.answersRecorded();
+  return view;
+}
 
 const resolve = (w: World, id: string, req: Partial<ResolveRequest>) =>
   resolveTransaction(w.deps, id, { outcome: 'commit', reason: 'ticket 42', force: false, actor: 'op', ...req });
@@ -138,6 +144,7 @@ describe('state changes against the in-memory log', () => {
       { actor: null },
     );
     expect(view.status).toBe('committed');
+    await w.engine.answersRecorded();
     expect(w.log.asked[0]).toMatchObject({
       to: 'preparing',
       forced: true,
@@ -163,6 +170,7 @@ describe('state changes against the in-memory log', () => {
       { actor: null },
     );
     expect(view).toMatchObject({ status: 'aborted', error: { resource: 'b', statement: 0, code: '23514' } });
+    await w.engine.answersRecorded();
     const events = (await w.log.load(view.id))!.events;
     const decided = events.find((e) => e.kind === 'decided')!;
     expect(decided.detail).toEqual({ outcome: 'abort', reason: view.error });

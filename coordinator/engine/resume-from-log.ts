@@ -5,6 +5,7 @@ import type { EngineDeps } from './ports.ts';
 import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
 import { isFinal, type TxStatus } from './states.ts';
 import type { TxError } from './types.ts';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export type ResumeResult =
   | { state: 'finished'; status: TxStatus }
@@ -126,7 +127,11 @@ async function finishDecided(deps: EngineDeps, tx: LoggedTransaction, outcome: O
       'heuristic hazard: a branch ended against the decision',
     );
   }
-  if (hazards.length === 0) options.onPhaseTwoEnded?.();
+  if (hazards.length === 0 && options.onPhaseTwoEnded) {
+    options.onPhaseTwoEnded();
+    // The caller answers in the microtasks this set off; the completion is built after (transaction-run.ts).
+    await nextTurn();
+  }
   await complete(
     deps,
     tx.id,
