@@ -259,4 +259,89 @@ describe('state changes written in batches', () => {
       await db.close();
     }
   });
+
+  it('a first change written alone (a single-row insert) leaves the row a batch of them leaves', async () => {
+    const url = await createDatabase(inject('clusterA'), `twf_${Math.random().toString(36).slice(2, 8)}`);
+    await migrateLog(url);
+    const db = openLogDatabase({ url, maxConnections: 4 });
+    const sizes: number[] = [];
+    const store = new TransactionsStore(db, {
+      flushed: (name, size) => {
+        if (name === 'first-change-forced') sizes.push(size);
+      },
+      refused: () => {},
+    });
+    const oracle = new pg.Client({ connectionString: url });
+    await oracle.connect();
+    try {
+      const decideFolded = (i: number) => {
+        const insert = beginRecord('twf', ['a', 'b'], { submittedBy: 'tok', driver: 'me', timeoutMs: 30_000, deadline: new Date(Date.now() + 30_000) });
+        return store
+          .transition({
+            id: insert.id,
+            from: 'active',
+            to: 'committing',
+            forced: true,
+            driver: 'me',
+            branchesChecked: 2,
+            branches: [
+              { index: 0, status: 'prepared', xid: String(100 + i), readOnly: false },
+              { index: 1, status: 'prepared', xid: null, readOnly: true },
+            ],
+            event: { kind: 'decided', detail: { outcome: 'commit' }, derivable: true },
+            insert,
+          })
+          .then(() => insert.id);
+      };
+      const alone = await decideFolded(0);
+      // The first of three flushes at once, alone; the other two wait for it and share a statement.
+      const together = await Promise.all([1, 2, 3].map(decideFolded));
+      expect(sizes).toEqual([1, 1, 2]);
+      const rowOf = async (id: string) =>
+        (
+          await oracle.query(
+            `SELECT namespace, status, one_phase, heuristic, submitted_by, driver, lease_until = deadline AS leased, branch_count,
+               jsonb_path_query_array(branches, '$[*].status') AS statuses, jsonb_path_query_array(branches, '$[*].read_only') AS read_only,
+               jsonb_array_length(branches) AS n, timeout_ms, interactive, version, error, finished, in_doubt,
+               created_at <= now() AND created_at >= deadline - interval '30 s' - interval '1 s' AS created_from_deadline,
+               decided_at IS NOT NULL AS decided, completed_at IS NULL AS open,
+               (SELECT count(*)::int FROM tpc_events e WHERE e.transaction_id = t.id) AS events
+             FROM tpc_transactions t WHERE id = $1`,
+            [id],
+          )
+        ).rows[0];
+      const single = await rowOf(alone);
+      expect(single).toMatchObject({
+        status: 'committing',
+        leased: true,
+        branch_count: 2,
+        n: 2,
+        events: 0,
+        created_from_deadline: true,
+        decided: true,
+        open: true,
+      });
+      expect(await rowOf(together[2]!)).toEqual(single);
+      // The xids differ, the rest of each branch alike.
+      const branches = (id: string) => oracle.query('SELECT branches FROM tpc_transactions WHERE id = $1', [id]).then((r) => r.rows[0].branches);
+      expect((await branches(alone))[0]).toMatchObject({ index: 0, resource: 'a', status: 'prepared', xid: '100', read_only: false });
+      expect((await branches(together[2]!))[0]).toMatchObject({ index: 0, resource: 'a', status: 'prepared', xid: '103', read_only: false });
+      // A first change for a row that is already there (recovery's tombstone) fails alone, stale.
+      await expect(
+        store.transition({
+          id: alone,
+          from: 'active',
+          to: 'committing',
+          forced: true,
+          driver: 'me',
+          event: { kind: 'decided', detail: { outcome: 'commit' }, derivable: true },
+          insert: beginRecord('twf', ['a'], { id: alone, driver: 'me' }),
+        }),
+      ).rejects.toBeInstanceOf(StaleStateError);
+    } finally {
+      await oracle.end();
+      await store.close();
+      await db.close();
+    }
+  });
 });

@@ -38,6 +38,14 @@ function firstChangeRow(record: TransitionRecord & { insert: BeginRecord }): Fir
   };
 }
 
+const INSERT_ONE = `
+  INSERT INTO tpc_transactions (id, namespace, status, one_phase, heuristic, deadline, submitted_by, driver, lease_until,
+    branch_count, branches, timeout_ms, interactive, version, error, created_at, decided_at, completed_at, updated_at)
+  VALUES ($1::uuid, $2, $3::tpc_tx_status, $4, $5, $6::timestamptz, $7, $8, $6::timestamptz, $9::int, $10::jsonb, $11::int, $12, 1, $13::jsonb,
+    LEAST($6::timestamptz - make_interval(secs => $11::int / 1000.0), now()),
+    CASE WHEN $14::boolean THEN now() END, CASE WHEN $15::boolean THEN now() END, now())
+  ON CONFLICT (id) DO NOTHING`;
+
 /**
  * The first state change of a transaction whose begin record was deferred (engine/deferred-begin.ts)
  * inserts its row, already decided (or final): the begin record folded into the decision. Group
@@ -82,6 +90,7 @@ export class FirstChangeWriter {
   }
 
   async #insert(mode: 'forced' | 'relaxed', rows: FirstChangeRow[]): Promise<(true | Error)[]> {
+    if (rows.length === 1 && rows[0]!.derivable) return [await this.#one(mode, rows[0]!)];
     const json = JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })));
     // Its only parameter is the batch: the text is compiled once, and one plan serves every size
     // (an INSERT of a recordset joins no table, so no estimate of its rows can mislead it).
@@ -111,5 +120,20 @@ export class FirstChangeWriter {
     const result = await this.#db.prepared<{ ord: number }>(mode, 'tpc_first_change', { sql: this.#sql, parameters: [json] });
     const inserted = new Set(result.rows.map((r) => r.ord));
     return rows.map((r, i) => (inserted.has(i + 1) ? true : new StaleStateError(r.id, r.from, r.to)));
+  }
+
+  /**
+   * A batch of one whose event is derived (the happy path, and every first change at low load): a
+   * plain single-row INSERT with typed parameters. The batch statement parses its one parameter as
+   * a JSON recordset and joins through three CTEs: 200 µs of the log's execution per call at one
+   * client against about 60 for this (issue 13), on the commit's critical path.
+   */
+  async #one(mode: 'forced' | 'relaxed', r: FirstChangeRow): Promise<true | Error> {
+    const error = r.error === null ? null : JSON.stringify(r.error);
+    // biome-ignore format: the parameters in the order of the statement's $1…$15
+    const parameters = [r.id, r.namespace, r.to, r.one_phase, r.heuristic, r.deadline, r.submitted_by, r.driver, r.row_branches.length,
+      JSON.stringify(r.row_branches), r.timeout_ms, r.interactive, error, r.decides, r.completes];
+    const result = await this.#db.prepared(mode, 'tpc_first_change_one', { sql: INSERT_ONE, parameters });
+    return result.rowCount === 1 ? true : new StaleStateError(r.id, r.from, r.to);
   }
 }
