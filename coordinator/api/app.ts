@@ -10,6 +10,7 @@ import type { Queue } from 'bullmq';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemHandler } from './problem.ts';
 import { rejectMalformedUrl } from './request-guard.ts';
+import { arrivedJsonBody, bodyLimitBytes } from './arrived-json-body.ts';
 import { submitHandlers, transactionsRoutes, type TransactionsRoutesOptions } from './transactions-routes.ts';
 
 export interface AppOptions extends Omit<TransactionsRoutesOptions, 'jsonBody'> {
@@ -68,7 +69,7 @@ export function createApp(o: AppOptions): Express {
   app.use(rejectMalformedUrl());
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
   // The submission first: every request walks the layers before its own (a POST on this path has no other route).
-  app.post('/v1/transactions', ...submitHandlers({ ...o, jsonBody }));
+  app.post('/v1/transactions', ...submitHandlers({ ...o, jsonBody: arrivedJsonBody(bodyLimitBytes(o.bodyLimit), jsonBody) }));
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(o.maxTimeoutMs);
   app.get('/openapi.json', (_req, res) => {
