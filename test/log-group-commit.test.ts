@@ -260,7 +260,7 @@ describe('state changes written in batches', () => {
     }
   });
 
-  it('a first change written alone (a single-row insert) leaves the row a batch of them leaves', async () => {
+  it('a first change and a completion written alone (single-row statements) leave the row a batch of them leaves', async () => {
     const url = await createDatabase(inject('clusterA'), `twf_${Math.random().toString(36).slice(2, 8)}`);
     await migrateLog(url);
     const db = openLogDatabase({ url, maxConnections: 4 });
@@ -326,6 +326,36 @@ describe('state changes written in batches', () => {
       const branches = (id: string) => oracle.query('SELECT branches FROM tpc_transactions WHERE id = $1', [id]).then((r) => r.rows[0].branches);
       expect((await branches(alone))[0]).toMatchObject({ index: 0, resource: 'a', status: 'prepared', xid: '100', read_only: false });
       expect((await branches(together[2]!))[0]).toMatchObject({ index: 0, resource: 'a', status: 'prepared', xid: '103', read_only: false });
+      // Their completions: the first alone (the lean single-row UPDATE), the others behind it, batched.
+      const complete = (id: string) =>
+        store.transition({
+          id,
+          from: 'committing',
+          to: 'committed',
+          forced: false,
+          driver: 'me',
+          branches: [
+            { index: 0, status: 'committed' },
+            { index: 1, status: 'committed' },
+          ],
+          event: { kind: 'completed', detail: { outcome: 'committed' }, derivable: true },
+        });
+      await complete(alone);
+      await Promise.all(together.map(complete));
+      const done = await rowOf(alone);
+      expect(done).toMatchObject({
+        status: 'committed',
+        statuses: ['committed', 'committed'],
+        read_only: [false, true],
+        version: 2,
+        finished: true,
+        open: false,
+        events: 0,
+      });
+      expect(await rowOf(together[2]!)).toEqual(done);
+      expect((await branches(alone))[0]).toMatchObject({ index: 0, resource: 'a', status: 'committed', xid: '100', read_only: false });
+      // A stale completion (another driver's) moves nothing, alone too.
+      await expect(complete(alone)).rejects.toBeInstanceOf(StaleStateError);
       // A first change for a row that is already there (recovery's tombstone) fails alone, stale.
       await expect(
         store.transition({

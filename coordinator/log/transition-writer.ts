@@ -86,6 +86,24 @@ export const MAX_QUEUED = 2_000;
  * = me, the branches checked): an item that matched no row fails alone with StaleStateError. A
  * batch lost mid-flight fails each of its callers with that error, as their own write would.
  */
+/** #lean's statement; its branches merged as mergedBranches merges them. */
+const LEAN_TRANSITION = `
+  UPDATE tpc_transactions SET
+    status = $2::tpc_tx_status,
+    one_phase = one_phase OR $3::boolean,
+    heuristic = heuristic OR $4::boolean,
+    in_doubt = in_doubt AND NOT $5::boolean,
+    error = COALESCE($6::jsonb, error),
+    decided_at = CASE WHEN $7::boolean THEN now() ELSE decided_at END,
+    completed_at = CASE WHEN $5::boolean THEN now() ELSE completed_at END,
+    updated_at = now(),
+    version = version + 1,
+    branches = (SELECT jsonb_agg(o.value || coalesce(u.value, '{}'::jsonb) ORDER BY o.ord)
+      FROM jsonb_array_elements(branches) WITH ORDINALITY AS o(value, ord)
+      LEFT JOIN jsonb_array_elements($8::jsonb) AS u(value) ON u.value->'index' = o.value->'index')
+  WHERE id = $1::uuid AND status = $9::tpc_tx_status AND driver = $10 AND branches IS NOT NULL
+    AND ($11::int IS NULL OR branch_count <= $11::int)`;
+
 export class TransitionWriter {
   readonly #db: LogDb;
   readonly #forced: GroupCommit<TransitionRow, true>;
@@ -125,6 +143,7 @@ export class TransitionWriter {
   /** A batch of one: the single-row statement, prepared once per connection (a batch's arrays would be planned anew each time). */
   async #one(mode: 'forced' | 'relaxed', r: TransitionRow): Promise<(true | Error)[]> {
     const error = r.error === null ? null : JSON.stringify(r.error);
+    if (r.derivable && (await this.#lean(mode, r, error))) return [true];
     const query = sql<{ moved: number }>`
       WITH t AS (
         UPDATE tpc_transactions SET
@@ -161,6 +180,20 @@ export class TransitionWriter {
     `.compile(this.#db[mode]);
     const result = await this.#db.prepared(mode, 'tpc_transition', query);
     return [result.rows[0]?.moved === 1 ? true : new StaleStateError(r.id, r.from, r.to)];
+  }
+
+  /**
+   * The happy path's change of a lean row (its event derived, nothing in tpc_branches): one UPDATE,
+   * without the CTEs that serve rows of the earlier schema and written events. 281 µs of the log's
+   * execution per completion at one client for the statement below (issue 13). False when it moved
+   * nothing: a row of the earlier schema, or a stale write, which the general statement then sorts out.
+   */
+  async #lean(mode: 'forced' | 'relaxed', r: TransitionRow, error: string | null): Promise<boolean> {
+    // biome-ignore format: the parameters in the order of the statement's $1…$10
+    const parameters = [r.id, r.to, r.one_phase, r.heuristic, r.completes, error, r.decides, JSON.stringify(r.branches), r.from, r.driver,
+      r.branches_checked];
+    const result = await this.#db.prepared(mode, 'tpc_transition_lean', { sql: LEAN_TRANSITION, parameters });
+    return result.rowCount === 1;
   }
 
   /**
