@@ -8,7 +8,7 @@ import { arrivedJsonBody, bodyLimitBytes } from '../coordinator/api/arrived-json
 
 /*
  * The submission's body reader against a real HTTP server: the usual body (fetch sends it after
- * the head; Node's http client with it) is read and parsed here, and every other one reaches express.json (the fallback) untouched, so that
+ * the head, Node's http client with it) is read and parsed here, and every other one reaches express.json (the fallback) untouched, so that
  * what body-parser accepts or refuses there is unchanged. The answer says which of the two read it.
  */
 let server: Server;
@@ -88,7 +88,7 @@ describe('arrivedJsonBody', () => {
     expect(await post(JSON.stringify({ x: 'y'.repeat(2000) }))).toEqual({ status: 413, json: { status: 413, type: 'entity.too.large', fellBack: true } });
   });
 
-  it('waits for a body still arriving; hands a chunked one to the fallback', async () => {
+  it('reads a body sent with the head or still arriving; hands a chunked one to the fallback', async () => {
     const json = JSON.stringify({ resource: 'bank_c' });
     const late = await raw(
       `POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\nConnection: close\r\n\r\n`,
@@ -98,6 +98,13 @@ describe('arrivedJsonBody', () => {
     expect(late).toMatch(/^HTTP\/1.1 200/);
     expect(late).toContain('"fellBack":false');
     expect(late).toContain('"resource":"bank_c"');
+    const withHead = await raw(
+      `POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\nConnection: close\r\n\r\n${json}`,
+      [],
+      0,
+    );
+    expect(withHead).toMatch(/^HTTP\/1.1 200/);
+    expect(withHead).toContain('"fellBack":false');
     const chunked = await raw(
       'POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
       [`${json.length.toString(16)}\r\n${json}\r\n0\r\n\r\n`],

@@ -16,8 +16,7 @@ function malformed(message: string): Error {
 
 /**
  * The submission's JSON body in the usual shape (a Content-Length within the limit, no
- * Content-Encoding, JSON in UTF-8): taken from the request's buffer at once when it has all
- * arrived with the head, else gathered as it comes, and parsed. Every other body goes to
+ * Content-Encoding, JSON in UTF-8): gathered as it comes and parsed. Every other body goes to
  * `fallback` (express.json, with the same limit and strictness) untouched: compressed, in another
  * charset, of another content type, chunked, empty or over the limit.
  *
@@ -49,7 +48,6 @@ export function arrivedJsonBody(limitBytes: number, fallback: RequestHandler): R
       }
       next();
     };
-    if (req.complete && req.readableLength === length) return parse(req.read() as Buffer);
     // The HTTP parser frames the body by Content-Length: no more than `length` bytes can come.
     const chunks: Buffer[] = [];
     let ended = false;
