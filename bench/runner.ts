@@ -1,3 +1,4 @@
+import { percentile } from './stats.ts';
 import { performance } from 'node:perf_hooks';
 import { addUsed, zeroUsed, type CpuSnapshot, type CpuUsed } from './cpu.ts';
 import type { Phases, Transfer, Variant } from './variants.ts';
@@ -95,10 +96,11 @@ export async function timedRun(
 }
 
 /** Every round's samples of one variant, merged. */
-export function merge(samples: RunSample[], clusters: number): RunSample & { perRoundTps: number[] } {
-  const out: RunSample & { perRoundTps: number[] } = {
+export function merge(samples: RunSample[], clusters: number): RunSample & { perRoundTps: number[]; perRoundP50: number[] } {
+  const out: RunSample & { perRoundTps: number[]; perRoundP50: number[] } = {
     ...emptySample(zeroUsed(clusters)),
     perRoundTps: [],
+    perRoundP50: [],
   };
   let busyWeighted = 0;
   for (const s of samples) {
@@ -114,6 +116,7 @@ export function merge(samples: RunSample[], clusters: number): RunSample & { per
     out.cpu = addUsed(out.cpu, s.cpu);
     busyWeighted += s.cpu.busyShare * s.elapsedMs; // time-weighted mean of the busy share
     out.perRoundTps.push(s.elapsedMs > 0 ? (s.completed / s.elapsedMs) * 1000 : 0);
+    out.perRoundP50.push(percentile(Array.from(Float64Array.from(s.latencies).sort()), 0.5));
   }
   out.cpu.busyShare = out.elapsedMs > 0 ? busyWeighted / out.elapsedMs : Number.NaN;
   return out;
