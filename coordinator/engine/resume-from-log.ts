@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { StaleStateError } from '../errors.ts';
 import type { LoggedTransaction, SettledBranch } from './log-port.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
@@ -5,7 +6,6 @@ import type { EngineDeps } from './ports.ts';
 import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
 import { isFinal, type TxStatus } from './states.ts';
 import type { TxError } from './types.ts';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export type ResumeResult =
   | { state: 'finished'; status: TxStatus }

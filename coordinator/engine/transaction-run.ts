@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import { StaleStateError, UnavailableError, UnwrittenError } from '../errors.ts';
 import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
@@ -13,7 +13,6 @@ import type { EngineDeps } from './ports.ts';
 import { complete, decide, hazardError, type Hazard } from './state-changes.ts';
 import type { BranchStatus, TxStatus } from './states.ts';
 import type { StatementOutcome, SubmitRequest, TransactionView, TxError } from './types.ts';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 
 // How long a driver keeps asking a log it cannot read before it hands the transaction to recovery.
 const LOG_WAIT_MS = 5_000;

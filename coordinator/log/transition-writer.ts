@@ -79,13 +79,6 @@ export function transitionRow(record: TransitionRecord): TransitionRow {
 export const MAX_BATCH = 64;
 export const MAX_QUEUED = 2_000;
 
-/**
- * The log's state changes, with group commit (DESIGN.md, "The hot path"): concurrent transitions
- * share one statement, one for forced writes (the decisions, whose flush is then shared too) and
- * one for relaxed ones. Every transition stays a compare-and-set of its own (status = from, driver
- * = me, the branches checked): an item that matched no row fails alone with StaleStateError. A
- * batch lost mid-flight fails each of its callers with that error, as their own write would.
- */
 /** #lean's statement; its branches merged as mergedBranches merges them. */
 const LEAN_TRANSITION = `
   UPDATE tpc_transactions SET
@@ -104,6 +97,13 @@ const LEAN_TRANSITION = `
   WHERE id = $1::uuid AND status = $9::tpc_tx_status AND driver = $10 AND branches IS NOT NULL
     AND ($11::int IS NULL OR branch_count <= $11::int)`;
 
+/**
+ * The log's state changes, with group commit (DESIGN.md, "The hot path"): concurrent transitions
+ * share one statement, one for forced writes (the decisions, whose flush is then shared too) and
+ * one for relaxed ones. Every transition stays a compare-and-set of its own (status = from, driver
+ * = me, the branches checked): an item that matched no row fails alone with StaleStateError. A
+ * batch lost mid-flight fails each of its callers with that error, as their own write would.
+ */
 export class TransitionWriter {
   readonly #db: LogDb;
   readonly #forced: GroupCommit<TransitionRow, true>;
@@ -189,7 +189,7 @@ export class TransitionWriter {
    * nothing: a row of the earlier schema, or a stale write, which the general statement then sorts out.
    */
   async #lean(mode: 'forced' | 'relaxed', r: TransitionRow, error: string | null): Promise<boolean> {
-    // biome-ignore format: the parameters in the order of the statement's $1…$10
+    // biome-ignore format: the parameters in the order of the statement's $1…$11
     const parameters = [r.id, r.to, r.one_phase, r.heuristic, r.completes, error, r.decides, JSON.stringify(r.branches), r.from, r.driver,
       r.branches_checked];
     const result = await this.#db.prepared(mode, 'tpc_transition_lean', { sql: LEAN_TRANSITION, parameters });
