@@ -12,20 +12,34 @@ import { createDatabase } from './harness/world.ts';
  * The log's state changes with group commit, against a real log: concurrent transitions share one
  * statement, each remains its own compare-and-set, and each caller gets its own result.
  */
+/**
+ * A fresh, migrated log database: a store on it (the batch sizes of `batcher` recorded, of every
+ * batcher without one) and a plain client to read what it wrote. `close` ends all three.
+ */
+async function freshLog(prefix: string, batcher?: string) {
+  const url = await createDatabase(inject('clusterA'), `${prefix}_${Math.random().toString(36).slice(2, 8)}`);
+  await migrateLog(url);
+  const db = openLogDatabase({ url, maxConnections: 4 });
+  const sizes: number[] = [];
+  const store = new TransactionsStore(db, {
+    flushed: (name, size) => {
+      if (batcher === undefined || name === batcher) sizes.push(size);
+    },
+    refused: () => {},
+  });
+  const oracle = new pg.Client({ connectionString: url });
+  await oracle.connect();
+  const close = async () => {
+    await oracle.end();
+    await store.close();
+    await db.close();
+  };
+  return { store, oracle, sizes, close };
+}
+
 describe('state changes written in batches', () => {
   it('each of many concurrent transitions gets its own result; stale ones fail alone; rows, branches and events agree', async () => {
-    const url = await createDatabase(inject('clusterA'), `tw_${Math.random().toString(36).slice(2, 8)}`);
-    await migrateLog(url);
-    const db = openLogDatabase({ url, maxConnections: 4 });
-    const sizes: number[] = [];
-    const store = new TransactionsStore(db, {
-      flushed: (_name, size) => {
-        sizes.push(size);
-      },
-      refused: () => {},
-    });
-    const oracle = new pg.Client({ connectionString: url });
-    await oracle.connect();
+    const { store, oracle, sizes, close } = await freshLog('tw');
     try {
       const N = 120;
       const ids = Array.from({ length: N }, () => randomUUID());
@@ -115,8 +129,7 @@ describe('state changes written in batches', () => {
         store.transition({ id: ids[4]!, from: 'committing', to: 'committed', forced: false, driver: 'me', event: { kind: 'completed' } }),
       ).rejects.toThrow(/closed/);
     } finally {
-      await oracle.end();
-      await db.close();
+      await close();
     }
   });
 
@@ -193,18 +206,7 @@ describe('state changes written in batches', () => {
   });
 
   it('concurrent unkeyed begin records share statements; each is one whole lean row (its begun event derived)', async () => {
-    const url = await createDatabase(inject('clusterA'), `twb_${Math.random().toString(36).slice(2, 8)}`);
-    await migrateLog(url);
-    const db = openLogDatabase({ url, maxConnections: 4 });
-    const sizes: number[] = [];
-    const store = new TransactionsStore(db, {
-      flushed: (name, size) => {
-        if (name === 'begin') sizes.push(size);
-      },
-      refused: () => {},
-    });
-    const oracle = new pg.Client({ connectionString: url });
-    await oracle.connect();
+    const { store, oracle, sizes, close } = await freshLog('twb', 'begin');
     try {
       const ids = Array.from({ length: 150 }, () => randomUUID());
       const outcomes = await Promise.all(
@@ -254,25 +256,12 @@ describe('state changes written in batches', () => {
         expect((await store.load(id))?.events.map((e) => e.kind)).toEqual(['begun']);
       }
     } finally {
-      await oracle.end();
-      await store.close();
-      await db.close();
+      await close();
     }
   });
 
   it('a first change and a completion written alone (single-row statements) leave the row a batch of them leaves', async () => {
-    const url = await createDatabase(inject('clusterA'), `twf_${Math.random().toString(36).slice(2, 8)}`);
-    await migrateLog(url);
-    const db = openLogDatabase({ url, maxConnections: 4 });
-    const sizes: number[] = [];
-    const store = new TransactionsStore(db, {
-      flushed: (name, size) => {
-        if (name === 'first-change-forced') sizes.push(size);
-      },
-      refused: () => {},
-    });
-    const oracle = new pg.Client({ connectionString: url });
-    await oracle.connect();
+    const { store, oracle, sizes, close } = await freshLog('twf', 'first-change-forced');
     try {
       const decideFolded = (i: number) => {
         const insert = beginRecord('twf', ['a', 'b'], { submittedBy: 'tok', driver: 'me', timeoutMs: 30_000, deadline: new Date(Date.now() + 30_000) });
@@ -369,9 +358,7 @@ describe('state changes written in batches', () => {
         }),
       ).rejects.toBeInstanceOf(StaleStateError);
     } finally {
-      await oracle.end();
-      await store.close();
-      await db.close();
+      await close();
     }
   });
 });
