@@ -9,6 +9,7 @@ import { ParticipantComeback } from './engine/participant-comeback.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
 import { Authenticator } from './api/auth.ts';
+import { submission, type Submit } from './api/submission.ts';
 import { createAdmissionCapacity } from './admission-capacity.ts';
 import { answerClientErrors } from './api/request-guard.ts';
 import type { Config } from './config/load-config.ts';
@@ -39,6 +40,11 @@ export interface RunningService {
   participants: ReadonlyMap<string, Participant>;
   /** The express app, so that a test can read its routes (test/openapi.test.ts checks them against the OpenAPI document). */
   app?: Express;
+  /**
+   * A transaction submitted with its statements, checked as `POST /v1/transactions` checks it
+   * (the embedded coordinator's `submit`; the REST route runs the same function).
+   */
+  submit: Submit;
   maintenance: {
     reconcile(): Promise<ReconcileReport>;
     prune(): Promise<number>;
@@ -228,14 +234,17 @@ export async function startService(config: Config, options: ServiceOptions = {})
       await engine.answersRecorded();
       return read(filter);
     };
-  const app = createApp({
+  const submitting = {
     engine,
-    auth: new Authenticator(config.tokens),
     resources: new Set(participants.keys()),
     defaultTimeoutMs: config.defaultTimeoutMs,
     maxTimeoutMs: config.maxTimeoutMs,
     unusable: () => unusable,
     templates: config.statementTemplates,
+  };
+  const app = createApp({
+    ...submitting,
+    auth: new Authenticator(config.tokens),
     list: afterAnswers((filter: ListFilter) => listTransactions(logDb, filter)),
     queues: queues.queues,
     operator: {
@@ -306,6 +315,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics,
     participants,
     app,
+    submit: submission(submitting),
     maintenance: { ...maintenance, checkResources: () => checkResources() },
     close,
   };

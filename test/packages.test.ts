@@ -165,7 +165,14 @@ const unknown = new m.TransactionOutcomeUnknownError('00000000-0000-4000-8000-00
 console.log(JSON.stringify({ names: Object.keys(m).sort(), aborted: unknown instanceof m.TransactionAbortedError, id: unknown.transactionId }));`,
     );
     expect(JSON.parse(exported)).toEqual({
-      names: ['ParticipantError', 'TransactionAbortedError', 'TransactionOutcomeUnknownError', 'createClient', 'prepareBranch'],
+      names: [
+        'ParticipantError',
+        'SubmissionOutcomeUnknownError',
+        'TransactionAbortedError',
+        'TransactionOutcomeUnknownError',
+        'createClient',
+        'prepareBranch',
+      ],
       aborted: false,
       id: '00000000-0000-4000-8000-000000000000',
     });

@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { componentResponses, componentSchemas, securitySchemes } from './openapi-components.ts';
 import { countsQuery, lookupQuery, orphanBody, resolveBody } from './operator-routes.ts';
 import { submitSchema } from './submit-schema.ts';
-import { IDEMPOTENCY_KEY, interactiveSchema, joinSchema, listQuery } from './transactions-routes.ts';
+import { IDEMPOTENCY_KEY } from './submission.ts';
+import { interactiveSchema, joinSchema, listQuery } from './transactions-routes.ts';
 
 type Schema = Record<string, unknown>;
 

@@ -1,27 +1,18 @@
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { Router, type RequestHandler, type Response } from 'express';
 import type { Engine } from '../engine/engine.ts';
 import { TX_STATUSES } from '../engine/states.ts';
 import type { ListFilter, TransactionSummary } from '../log/transaction-list.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
-import type { TransactionView } from '../engine/types.ts';
 import { assertResourcesAllowed, type Authenticator, type Principal } from './auth.ts';
 import { settleInteractive } from './interactive-answer.ts';
 import { problem } from './problem.ts';
-import { assertStatementsAllowed } from './statement-refusals.ts';
-import { parseSubmit, submitSchema } from './submit-schema.ts';
+import { IDEMPOTENCY_KEY, submission, submitStatus, type SubmissionOptions } from './submission.ts';
 import { contextOf, withContext } from '../observability/tracing.ts';
 import { hexRange } from '../log/id-prefix.ts';
 
-export interface TransactionsRoutesOptions {
-  engine: Engine;
+export interface TransactionsRoutesOptions extends SubmissionOptions {
   auth: Authenticator;
-  resources: ReadonlySet<string>;
-  defaultTimeoutMs: number;
-  maxTimeoutMs: number;
-  /** Resources whose health check found them unusable (max_prepared_transactions = 0), with why. */
-  unusable: () => ReadonlyMap<string, string>;
   /**
    * The JSON body parser, run after authentication so that an unauthenticated caller gets 401
    * without having its body read. Strict (objects and arrays only); any content type, so a missing
@@ -30,8 +21,6 @@ export interface TransactionsRoutesOptions {
   jsonBody: RequestHandler;
   list: (filter: ListFilter) => Promise<{ items: TransactionSummary[]; next: { createdAt: string; id: string } | null }>;
   namespace: string;
-  /** Statement templates (TPC_STATEMENTS_FILE) a submission may name instead of sending SQL. */
-  templates?: ReadonlyMap<string, string>;
 }
 
 const cursorSchema = z.object({ createdAt: z.iso.datetime(), id: z.uuid() });
@@ -91,15 +80,7 @@ export const listQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
 
-export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** POST answers: 201 committed, 409 aborted, 202 decided but phase 2 still running. */
-function submitStatus(view: TransactionView): number {
-  if (view.status === 'committed') return 201;
-  if (view.status === 'aborted') return 409;
-  return 202;
-}
 
 /**
  * What express's res.json sends here (no ETag, no replacer or spacing are configured), without its
@@ -130,12 +111,12 @@ async function assertOwner(engine: Engine, principal: Principal, id: string): Pr
  * route (express tries each earlier layer's path on every request; the submission is most of them).
  */
 export function submitHandlers(o: TransactionsRoutesOptions): RequestHandler[] {
-  const schema = submitSchema(o.maxTimeoutMs);
+  const submit = submission(o);
   // Under overload, refused before the body is read when nothing could be admitted anyway (503, Retry-After).
   const shed: RequestHandler = (_req, _res, next) => {
     next(o.engine.shed() ?? undefined);
   };
-  const submit: RequestHandler = async (req, res) => {
+  const handler: RequestHandler = async (req, res) => {
     const keyHeader = req.get('Idempotency-Key');
     if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
       throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');
@@ -162,34 +143,11 @@ export function submitHandlers(o: TransactionsRoutesOptions): RequestHandler[] {
       send(res, 201, began);
       return;
     }
-    const { request, rawSql } = parseSubmit(schema, req.body, o.resources, o.defaultTimeoutMs, o.templates);
-    const principal = req.principal!;
-    assertResourcesAllowed(
-      principal,
-      request.branches.map((b) => b.resource),
-    );
-    if (rawSql && !principal.sql) {
-      throw problem(403, 'raw-sql-forbidden', 'Forbidden', `token "${principal.name}" may submit statement templates only ("statement": "<name>"), not "sql"`);
-    }
-    assertStatementsAllowed(request);
-    const unusable = o.unusable();
-    for (const b of request.branches) {
-      const why = unusable.get(b.resource);
-      if (why) throw problem(503, 'resource-unusable', 'Resource unusable', why, { resource: b.resource });
-    }
-    const idempotency =
-      keyHeader === undefined
-        ? undefined
-        : {
-            tokenName: principal.name,
-            key: keyHeader,
-            requestHash: createHash('sha256').update(JSON.stringify(request)).digest('hex'),
-          };
     // The caller's trace (W3C traceparent) is the parent of the transaction's span.
     const view = await withContext(contextOf(req.headers), () =>
-      o.engine.submit(request, {
-        actor: principal.name,
-        idempotency,
+      submit(req.body, {
+        principal: req.principal!,
+        idempotencyKey: keyHeader,
         receivedAt: res.locals.receivedAt as number | undefined,
         // Set at once, so that a replay's refusal (a 503 while the first attempt is undecided) says it too.
         onReplay: () => res.setHeader('Idempotent-Replayed', 'true'),
@@ -199,7 +157,7 @@ export function submitHandlers(o: TransactionsRoutesOptions): RequestHandler[] {
     if (status === 201 || status === 202) res.setHeader('Location', `/v1/transactions/${view.id}`);
     send(res, status, view);
   };
-  return [o.auth.require('submit'), shed, o.jsonBody, submit];
+  return [o.auth.require('submit'), shed, o.jsonBody, handler];
 }
 
 /** Every other route of /v1/transactions (the submission is submitHandlers). */

@@ -15,7 +15,8 @@ export {
   type TransactionOptions,
 } from './client.ts';
 export type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
-export { TransactionAbortedError, TransactionOutcomeUnknownError, type AbortCode } from './errors.ts';
+export { SubmissionOutcomeUnknownError, TransactionAbortedError, TransactionOutcomeUnknownError, type AbortCode } from './errors.ts';
+export type { Submission, SubmitOptions, SubmittedStatement } from './submit.ts';
 export type { OutcomeOptions, OutcomeReport } from './outcome.ts';
 // prepareBranch throws ParticipantError (a refused gid, a failed PREPARE): exported for instanceof.
 export { ParticipantError } from '../../participant-adapter/errors.ts';

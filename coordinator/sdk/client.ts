@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { Attempt } from './attempt.ts';
 import { coordinatorCall, type InProcessCoordinator } from './coordinator-call.ts';
 import { awaitOutcome, type OutcomeOptions, type OutcomeReport } from './outcome.ts';
+import { submitTransaction, type Submission, type SubmitOptions } from './submit.ts';
 
 /** How a service reaches the coordinator, and the pools it works on. */
 export interface ClientOptions {
@@ -109,6 +110,20 @@ export interface TpcClient {
    * @throws Error when the coordinator does not know the id, or refuses to show it.
    */
   outcome(id: string, options?: OutcomeOptions): Promise<OutcomeReport>;
+  /**
+   * Runs a transaction given whole, with its statements (the body of `POST /v1/transactions`):
+   * the coordinator sends each branch's BEGIN, statements and PREPARE in one flight and decides.
+   * For work that needs no answer in between; with an embedded coordinator, no HTTP either, the
+   * cheapest way through it. Checked as REST checks it: the statement guard, `expect`, the
+   * deadline; over HTTP the token needs `submit` (and `sql` for raw SQL).
+   *
+   * @returns the outcome, `committed` (or `committing`: decided, phase 2 still running), with
+   *   each statement's `rowCount` and `rows` in `branches[i].results`.
+   * @throws TransactionAbortedError `submission_aborted` / `deadline_exceeded` (aborted; nothing
+   *   applied) or `begin_failed` (refused; nothing ran); SubmissionOutcomeUnknownError when no
+   *   answer says what became of it (send it again with the same `idempotencyKey`).
+   */
+  submit(submission: Submission, options?: SubmitOptions): Promise<Outcome>;
 }
 
 const RETRYABLE = new Set(['40001', '40P01']);
@@ -140,6 +155,7 @@ export function createClient(options: ClientOptions): TpcClient {
   const call = coordinatorCall(options);
   return {
     outcome: (id, opts) => awaitOutcome(call, id, opts),
+    submit: (submission, opts) => submitTransaction(call, submission, opts),
     async transaction<T>(fn: (tx: GlobalTransaction) => Promise<T>, opts: TransactionOptions = {}) {
       const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
       if (!(timeoutMs > 0)) throw new Error(`timeoutMs must be positive, not ${timeoutMs}`);

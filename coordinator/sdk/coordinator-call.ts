@@ -17,7 +17,7 @@ export interface CoordinatorAnswer {
  * BullMQ and ioredis.
  */
 export interface InProcessCoordinator {
-  call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
+  call(method: string, path: string, body?: unknown, options?: { idempotencyKey?: string }): Promise<CoordinatorAnswer>;
   commitPrepared?(id: string, transaction: CallerTransaction): Promise<CoordinatorAnswer>;
   /**
    * Whether a statement may leave state on its session past its transaction (a session-wide
@@ -29,11 +29,16 @@ export interface InProcessCoordinator {
 }
 
 /**
- * `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait).
+ * `timeoutMs` bounds one call below the default (e.g. a poll that must not outlast its caller's wait);
+ * `idempotencyKey` is sent as the Idempotency-Key header (a submission's).
  * `commitPrepared`: only for an embedded coordinator, the commit that takes the SDK's word for the
  * branches it prepared (EmbeddedCoordinator.commitPrepared).
  */
-export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<CoordinatorAnswer>) & {
+export interface CallOptions {
+  timeoutMs?: number;
+  idempotencyKey?: string;
+}
+export type CoordinatorCall = ((method: 'POST' | 'GET', path: string, body?: unknown, options?: CallOptions) => Promise<CoordinatorAnswer>) & {
   commitPrepared?: (id: string, transaction: CallerTransaction) => Promise<CoordinatorAnswer>;
   /** InProcessCoordinator.mayLeaveSessionState, when the coordinator is embedded and has it. */
   mayLeaveSessionState?: (sql: string) => boolean;
@@ -52,7 +57,11 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
   if (embedded) {
     const noAnswer = (err: unknown): CoordinatorAnswer => ({ status: 0, body: { detail: String(err) } });
     const call: CoordinatorCall = (method, path, body, options) => {
-      const answer = embedded.call(method, path, body).catch(noAnswer);
+      const answer = (
+        options?.idempotencyKey === undefined
+          ? embedded.call(method, path, body)
+          : embedded.call(method, path, body, { idempotencyKey: options.idempotencyKey })
+      ).catch(noAnswer);
       if (options?.timeoutMs === undefined) return answer;
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<CoordinatorAnswer>((resolve) => {
@@ -73,7 +82,7 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
     try {
       const res = await fetch(new URL(path, target.url), {
         method,
-        headers: withTraceContext(headers),
+        headers: withTraceContext(options?.idempotencyKey === undefined ? headers : { ...headers, 'idempotency-key': options.idempotencyKey }),
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(options?.timeoutMs ?? REQUEST_TIMEOUT_MS),
       });

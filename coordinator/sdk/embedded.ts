@@ -1,6 +1,9 @@
 import type { Logger } from 'pino';
 import { ConflictError, CoordinatorError, NotFoundError, ValidationError } from '../errors.ts';
 import { settleInteractive } from '../api/interactive-answer.ts';
+import type { Principal } from '../api/auth.ts';
+import { problem, toProblem } from '../api/problem.ts';
+import { IDEMPOTENCY_KEY, submitStatus } from '../api/submission.ts';
 import { mayLeaveSessionState } from '../../participant-adapter/statement-guard.ts';
 import type { CallerTransaction } from '../engine/caller-transaction.ts';
 import { loadConfig, type Config } from '../config/load-config.ts';
@@ -17,11 +20,13 @@ export interface EmbeddedCoordinator extends InProcessCoordinator {
   /** The running engine, workers and pools (no HTTP server: `service.url` is empty). */
   readonly service: RunningService;
   /**
-   * The interactive calls the SDK makes (begin, join a branch, commit, abort, read a transaction),
-   * answered as the REST API would answer them, without authentication: the process that embeds
-   * the coordinator is trusted with every resource it configured.
+   * The calls the SDK makes (submit a transaction with its statements; begin, join a branch,
+   * commit, abort, read a transaction), answered as the REST API would answer them, without
+   * authentication: the process that embeds the coordinator is trusted with every resource it
+   * configured. A submission is checked as REST checks it (the schema, the statement guard) and
+   * answers the REST status and body, a problem's included.
    */
-  call(method: string, path: string, body?: unknown): Promise<CoordinatorAnswer>;
+  call(method: string, path: string, body?: unknown, options?: { idempotencyKey?: string }): Promise<CoordinatorAnswer>;
   /**
    * The commit the SDK asks for once every branch it ran itself is prepared, answered as `call`
    * answers `POST /v1/transactions/:id/commit`. It takes the SDK's word for those branches (their
@@ -35,6 +40,23 @@ export interface EmbeddedCoordinator extends InProcessCoordinator {
   mayLeaveSessionState(sql: string): boolean;
   /** Lets the transactions in hand finish, then stops the workers and closes every pool. */
   close(): Promise<void>;
+}
+
+// The embedding process, trusted with every resource it configured and with raw SQL.
+const EMBEDDING: Principal = { name: 'embedded', scopes: ['submit', 'read', 'operate'], resources: ['*'], sql: true };
+
+/** A transaction submitted with its statements: the REST route's checks and answers, in process. */
+async function submitted(service: RunningService, body: unknown, idempotencyKey: string | undefined): Promise<CoordinatorAnswer> {
+  try {
+    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+      throw problem(400, 'bad-idempotency-key', 'Bad request', 'an idempotency key must be 1 to 255 visible ASCII characters');
+    }
+    const view = await service.submit(body, { principal: EMBEDDING, idempotencyKey });
+    return { status: submitStatus(view), body: { ...view } };
+  } catch (err) {
+    const p = toProblem(err);
+    return { status: p.status, body: p };
+  }
 }
 
 const TX_ACTION = /^\/v1\/transactions\/([0-9a-f-]{36})\/(commit|abort|branches)$/;
@@ -60,8 +82,11 @@ export async function createCoordinator(config: Config | Record<string, string |
   };
   return {
     service,
-    async call(method, path, body) {
+    async call(method, path, body, options) {
       try {
+        if (method === 'POST' && path === '/v1/transactions' && (body as { interactive?: unknown } | null)?.interactive === undefined) {
+          return await submitted(service, body, options?.idempotencyKey);
+        }
         if (method === 'POST' && path === '/v1/transactions') {
           // deferBegin: the SDK begins to commit at once what it ran (Engine.beginInteractive).
           const b = body as { branches: { resource: string }[]; timeoutMs?: number; deferBegin?: boolean };

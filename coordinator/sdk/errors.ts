@@ -10,11 +10,14 @@ import type { Outcome } from './client.ts';
  * - `prepare_failed`: a local branch could not be prepared;
  * - `commit_refused`: the coordinator decided abort, e.g. a joined branch was not prepared by the
  *   other service;
+ * - `submission_aborted`: a transaction given with its statements (`submit`) was aborted: a
+ *   statement failed or touched another number of rows than `expect` asked; `outcome.error` names
+ *   the branch, the statement and why (past the deadline the code is `deadline_exceeded`);
  * - `outcome_unknown`: no longer thrown as a `TransactionAbortedError` (the transaction may well
  *   have committed): see {@link TransactionOutcomeUnknownError}. Kept so that existing `switch`
  *   statements still compile.
  */
-export type AbortCode = 'deadline_exceeded' | 'begin_failed' | 'join_failed' | 'prepare_failed' | 'commit_refused' | 'outcome_unknown';
+export type AbortCode = 'deadline_exceeded' | 'begin_failed' | 'join_failed' | 'prepare_failed' | 'commit_refused' | 'submission_aborted' | 'outcome_unknown';
 
 /**
  * The global transaction did not commit: every local branch was rolled back and, once the
@@ -54,5 +57,26 @@ export class TransactionOutcomeUnknownError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/**
+ * A transaction given with its statements (`submit`) got no answer that says what became of it
+ * (no answer at all, or the coordinator could not settle it yet): it may have committed. Send the
+ * same submission again with the same `idempotencyKey`: the coordinator answers the first
+ * attempt's outcome and applies nothing twice. Without a key, only the coordinator's log can tell
+ * (`tpc transactions`, or the console).
+ */
+export class SubmissionOutcomeUnknownError extends Error {
+  override readonly name = 'SubmissionOutcomeUnknownError';
+  readonly code = 'outcome_unknown' as const;
+  constructor(
+    /** The key the submission was sent with, if any: the way to its outcome. */
+    readonly idempotencyKey: string | undefined,
+    message: string,
+    /** The coordinator's answer (a problem document), or null when none came. */
+    readonly answer: Record<string, unknown> | null,
+  ) {
+    super(message);
   }
 }

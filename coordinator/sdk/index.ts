@@ -9,5 +9,6 @@ export {
 } from './client.ts';
 export type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
 export { createCoordinator, type EmbeddedCoordinator } from './embedded.ts';
-export { TransactionAbortedError, TransactionOutcomeUnknownError, type AbortCode } from './errors.ts';
+export { SubmissionOutcomeUnknownError, TransactionAbortedError, TransactionOutcomeUnknownError, type AbortCode } from './errors.ts';
+export type { Submission, SubmitOptions, SubmittedStatement } from './submit.ts';
 export type { OutcomeOptions, OutcomeReport } from './outcome.ts';
