@@ -4,8 +4,8 @@ import { parseArgs } from 'node:util';
  * (e) and (f) are (c) and (d) with a fresh Idempotency-Key on every request (see variants.ts); (g) and
  * (h) run the transfer through the SDK, over REST to (c)'s coordinator and embedded (sdk-variants.ts).
  */
-export type VariantName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'j';
-const VARIANT_NAMES: readonly VariantName[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
+export type VariantName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'j' | 'k';
+const VARIANT_NAMES: readonly VariantName[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k'];
 
 export interface BenchOptions {
   /** Concurrent clients (workers), the same for every variant. */
@@ -61,13 +61,14 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --fsync on|off       fsync and full_page_writes of the clusters (default on)
   --service child|inproc  run the coordinator as a child process or in this process (default child)
   --pool N             connections per database, bench and service alike (default: concurrency)
-  --variants a,b,c     which variants to run                       (default a,b,c,g,h,i,j, plus d with --baseline-root);
+  --variants a,b,c     which variants to run                       (default a,b,c,g,h,i,j,k, plus d with --baseline-root);
                        e and f are c and d with a fresh Idempotency-Key per request (keyed begins are forced):
                        --variants c,e compares keyed and unkeyed requests in alternating rounds;
                        g is the SDK (createClient) over REST to c's coordinator, h the SDK with an embedded
                        coordinator (createCoordinator) in this process: own namespace, same log, Redis and banks;
                        i is (b) done the way an interactive caller must: PREPARE sent once the statement has answered;
-                       j is (b) behind a bare node:http server that takes c's requests: the floor of any REST service
+                       j is (b) behind a bare node:http server that takes c's requests: the floor of any REST service;
+                       k is the SDK's submit (c's very body) to an embedded coordinator: h's coordinator, no callback
   --coordinator-root DIR  run the coordinator's code from another checkout (before/after comparisons; needs its node_modules)
   --baseline-root DIR  also run the coordinator from DIR as variant (d), alternating with (c): a before/after comparison
   --service-node-args="FLAGS"  extra Node flags for the child coordinator, e.g. --service-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
@@ -82,7 +83,7 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
                        proxy cuts every COMMIT PREPARED to bank_c, then bank_c restored; reports the drain time and rate,
                        the coordinator's RSS (idle, building, draining), CPU per part, COMMIT PREPAREDs sent, and checks
                        the money; with --baseline-root, the same for the baseline coordinator afterwards
-  --latency-rounds N   rounds of the one-client latency measurement that follows (b, c, d, h, i, j among --variants;
+  --latency-rounds N   rounds of the one-client latency measurement that follows (b, c, d, h, i, j, k among --variants;
                        default 2; 0: none)
   --backlog-size N     transactions in the backlog                 (default 10000; --accounts is raised to at least N)`;
 
@@ -134,7 +135,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   }
   const concurrency = Math.floor(num('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 32, 1));
   const baselineRoot = values['baseline-root'] ?? (env.BENCH_BASELINE_ROOT || undefined);
-  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d,g,h,i,j' : 'a,b,c,g,h,i,j');
+  const variantsRaw = values.variants ?? env.BENCH_VARIANTS ?? (baselineRoot ? 'a,b,c,d,g,h,i,j,k' : 'a,b,c,g,h,i,j,k');
   const variants = variantsRaw
     .split(',')
     .map((v) => v.trim())

@@ -114,12 +114,12 @@ export function renderSection(r: RunReport): string {
     'machine, other people\'s work; "kernel, unattributed": the rest — interrupts, and processes that ended mid-round):',
     '',
     r.cpuTable,
-    ...(o.variants.includes('h')
+    ...(o.variants.includes('h') || o.variants.includes('k')
       ? [
           '',
-          '(h) runs its coordinator (engine, workers, pools) inside the benchmark process: its CPU is in "bench process",',
+          '(h) and (k) run their coordinator (engine, workers, pools) inside the benchmark process: its CPU is in "bench process",',
           'with the load generator and the SDK, and "coordinator(s)" is only the idle child of (c). (b) does its protocol in the',
-          "benchmark process too, so (h)'s bench process + clusters + Redis compares with (b)'s bench process + clusters.",
+          "benchmark process too, so (h)'s and (k)'s bench process + clusters + Redis compare with (b)'s bench process + clusters.",
         ]
       : []),
   ];

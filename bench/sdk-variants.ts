@@ -1,10 +1,12 @@
 /*
- * Variants (g) and (h): the same transfer written as a service would write it with the SDK, through
- * its public API only (`createClient`, `createCoordinator`, `tx.branch()` and Kysely):
+ * Variants (g), (h) and (k): the same transfer written as a service would write it with the SDK,
+ * through its public API only (`createClient`, `createCoordinator`, `tx.branch()`, `submit` and Kysely):
  *   (g) the SDK over REST, against the coordinator that (c) drives (its child process by default);
  *   (h) the SDK with an embedded coordinator (`createCoordinator`) inside the benchmark process, with
  *       its own pools to the same log and banks, the same Redis, and a namespace of its own (its gids,
- *       queues and log rows never meet (c)'s).
+ *       queues and log rows never meet (c)'s);
+ *   (k) the same embedded coordinator given the transfer whole (`tpc.submit`, (c)'s very body): each
+ *       branch in one flight on the coordinator's own pools, as (b) does, with no HTTP.
  * The SDK's branches run on the benchmark's own bank pools, the same ones (a) and (b) use: they are
  * "the service's pools". The SDK is imported from the checkout under test (--coordinator-root), as
  * the in-process coordinator is, so that a before/after run measures one revision's SDK.
@@ -12,8 +14,8 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Generated } from 'kysely';
-import type { TpcClient } from '../coordinator/sdk/index.ts';
-import type { Variant, Transfer } from './variants.ts';
+import type { EmbeddedCoordinator, TpcClient } from '../coordinator/sdk/index.ts';
+import { statementsOf, type Variant, type Transfer } from './variants.ts';
 import { NAMESPACE, type World } from './world.ts';
 
 type SdkModule = typeof import('../coordinator/sdk/index.ts');
@@ -82,17 +84,53 @@ export async function sdkOverRest(world: World): Promise<Variant> {
 }
 
 /**
+ * The embedded coordinator (h) and (k) share when both run: one set of workers and pools in the
+ * benchmark process, whose idle work would otherwise be counted in the other's rounds. Closed when
+ * the last of them closes.
+ */
+interface SharedEmbedded {
+  coordinator: Promise<EmbeddedCoordinator>;
+  users: number;
+  closing?: Promise<void>;
+}
+const embeddedByWorld = new WeakMap<World, SharedEmbedded>();
+
+function closeShared(shared: SharedEmbedded): Promise<void> {
+  shared.closing ??= shared.coordinator.then((c) => c.close());
+  return shared.closing;
+}
+
+function embeddedCoordinator(world: World, sdk: SdkModule): { coordinator: Promise<EmbeddedCoordinator>; release: () => Promise<void> } {
+  let shared = embeddedByWorld.get(world);
+  if (!shared || shared.closing) {
+    const made: SharedEmbedded = { coordinator: sdk.createCoordinator(world.coordinatorEnv(EMBEDDED_NAMESPACE)), users: 0 };
+    world.addCleanup(() => closeShared(made)); // a crash mid-run still stops its workers and pools
+    embeddedByWorld.set(world, made);
+    shared = made;
+  }
+  const held = shared;
+  held.users++;
+  let released = false;
+  return {
+    coordinator: held.coordinator,
+    // Lets the transactions in hand finish: anything still prepared afterwards is a finding.
+    release: async () => {
+      if (released) return;
+      released = true;
+      if (--held.users === 0) await closeShared(held);
+    },
+  };
+}
+
+/**
  * (h): the coordinator embedded in this process. Its engine, workers and pools run on the
  * benchmark's event loop, so its CPU is counted as "bench process" (cpu.ts cannot tell them
  * apart); the label says so, and the report compares (h) with (b) on the whole transaction's CPU.
  */
 export async function sdkEmbedded(world: World): Promise<Variant> {
   const sdk = await loadSdk(world.coordinator.root);
-  const coordinator = await sdk.createCoordinator(world.coordinatorEnv(EMBEDDED_NAMESPACE));
-  let closing: Promise<void> | undefined;
-  const close = () => (closing ??= coordinator.close());
-  world.addCleanup(close); // a crash mid-run still stops its workers and pools
-  const tpc = sdk.createClient({ coordinator, resources: world.banks });
+  const { coordinator, release } = embeddedCoordinator(world, sdk);
+  const tpc = sdk.createClient({ coordinator: await coordinator, resources: world.banks });
   return {
     name: 'h',
     label: 'SDK, embedded coordinator (its CPU: bench process)',
@@ -100,7 +138,31 @@ export async function sdkEmbedded(world: World): Promise<Variant> {
       await transfer(tpc, tx);
       return undefined;
     },
-    // Lets the transactions in hand finish: anything still prepared afterwards is a finding.
-    close,
+    close: release,
+  };
+}
+
+/**
+ * (k): the embedded coordinator given the transfer whole, the body (c) posts, through `tpc.submit`.
+ * Its branches run on the coordinator's own pools; the answer must be `committed`, as (c)'s must.
+ */
+export async function sdkEmbeddedSubmit(world: World): Promise<Variant> {
+  const sdk = await loadSdk(world.coordinator.root);
+  const { coordinator, release } = embeddedCoordinator(world, sdk);
+  const tpc = sdk.createClient({ coordinator: await coordinator, resources: {} });
+  if (typeof (tpc as Partial<TpcClient>).submit !== 'function')
+    throw new Error(`the SDK at ${world.coordinator.root} has no submit: (k) needs a later revision`);
+  return {
+    name: 'k',
+    label: 'SDK submit, embedded coordinator (its CPU: bench process)',
+    run: async (tx) => {
+      const outcome = await tpc.submit({
+        branches: statementsOf(tx).map((s) => ({ resource: s.bank, statements: [{ sql: s.sql, params: s.params, expect: { rowCount: 1 } }] })),
+        timeoutMs: 10_000,
+      });
+      if (outcome.status !== 'committed') throw new Error(`status ${outcome.status} (transaction ${outcome.id})`);
+      return undefined;
+    },
+    close: release,
   };
 }

@@ -173,14 +173,15 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
   if (!b || b.tps === 0) return null;
   const lines: string[] = [];
   for (const s of summaries) {
-    if (!['c', 'e', 'g', 'h', 'j'].includes(s.variant)) continue;
+    if (!['c', 'e', 'g', 'h', 'j', 'k'].includes(s.variant)) continue;
+    const inBench = s.variant === 'h' || s.variant === 'k';
     const perRound = s.perRoundTps.map((t, i) => t / (b.perRoundTps[i] ?? Number.NaN)).filter(Number.isFinite);
     const median = percentile(
       [...perRound].sort((p, q) => p - q),
       0.5,
     );
     const p50Bound = 1.3 * b.p50 + 1;
-    const where = s.variant === 'h' ? ' (bench process, coordinator included, + clusters + Redis)' : ' (bench process + clusters + Redis + coordinator child)';
+    const where = inBench ? ' (bench process, coordinator included, + clusters + Redis)' : ' (bench process + clusters + Redis + coordinator child)';
     lines.push(
       `(${s.variant}) against (b) bare: throughput × ${f(s.tps / b.tps, 2)} (by round ${f(Math.min(...perRound), 2)}–${f(Math.max(...perRound), 2)}, ` +
         `median ${f(median, 2)}); p50 ${f(s.p50, 2)} against ${f(b.p50, 2)} ms` +
@@ -188,7 +189,7 @@ export function againstBareLines(summaries: Summary[], concurrency: number): str
           ? ` (one-client aim: p50 <= 1.3 × (b) + 1 ms = ${f(p50Bound, 2)} ms: ${s.p50 <= p50Bound ? 'met' : 'not met'}; ${byRound(s, b)})`
           : '') +
         `; CPU per transfer${where} ${f(oursMs(s), 3)} against (b)'s ${f(oursMs(b), 3)} ms (× ${f(oursMs(s) / oursMs(b), 2)})` +
-        (s.variant === 'h' ? '.' : `; service side alone ${f(serviceMs(s), 3)} ms (× ${f(serviceMs(s) / oursMs(b), 2)}).`),
+        (inBench ? '.' : `; service side alone ${f(serviceMs(s), 3)} ms (× ${f(serviceMs(s) / oursMs(b), 2)}).`),
     );
   }
   // The SDK against the same protocol done by hand the way its callback must: statements answered before PREPARE.

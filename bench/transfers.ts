@@ -166,7 +166,7 @@ async function main(): Promise<number> {
     else if (!control.stopped) {
       // The one-client round: latency without queueing, for the variants that have a p50 aim, and
       // (i), the floor of the SDK's interactive shape, and (j), the floor of a REST service.
-      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h', 'i', 'j'].includes(v));
+      const oneClient = options.variants.filter((v) => ['b', 'c', 'd', 'h', 'i', 'j', 'k'].includes(v));
       const latency = options.concurrency > 1 && options.latencyRounds > 0 && oneClient.length > 1;
       await measure(options, world, loadBefore, !latency);
       if (latency && !control.stopped) {

@@ -1,7 +1,7 @@
 import { Agent, request } from 'node:http';
 import { bareTransaction, oneFlight, type Statement } from './bare-flights.ts';
 import type { VariantName } from './options.ts';
-import { sdkEmbedded, sdkOverRest } from './sdk-variants.ts';
+import { sdkEmbedded, sdkEmbeddedSubmit, sdkOverRest } from './sdk-variants.ts';
 import type { Bank, World } from './world.ts';
 
 /** One transfer: a debit on one bank, a credit on another, an audit row on the third. */
@@ -166,6 +166,7 @@ export async function makeVariants(world: World, names: readonly VariantName[], 
     h: () => sdkEmbedded(world),
     i: () => bareProtocol(world, true),
     j: () => service('j', 'bare 2PC behind HTTP (node:http)', world.bareHttp!.url, concurrency, false, false),
+    k: () => sdkEmbeddedSubmit(world),
   };
   const made: Variant[] = [];
   for (const n of names) made.push(await all[n]());
