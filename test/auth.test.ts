@@ -207,6 +207,11 @@ describe('configuration', () => {
     expect(configError(env({ TPC_API_TOKENS: twice })).message).toMatch(/^TPC_API_TOKENS: the name "x" is used by two tokens/);
   });
 
+  it.each(['embedded', 'anonymous'])('a token named "%s": refused, since the coordinator acts under that name without a token', (name) => {
+    const reserved = JSON.stringify([{ name, token: TOKENS.full, scopes: ['submit'], resources: ['*'] }]);
+    expect(configError(env({ TPC_API_TOKENS: reserved })).message).toMatch(new RegExp(`^TPC_API_TOKENS: the name "${name}" is reserved`));
+  });
+
   it('bad TPC_API_TOKENS: the error names TPC_API_TOKENS', () => {
     expect(configError(env({ TPC_API_TOKENS: '[{"name":"x"' })).message).toContain('TPC_API_TOKENS');
     expect(configError(env({ TPC_API_TOKENS: JSON.stringify([{ name: 'x', token: 'short', scopes: ['read'], resources: ['*'] }]) })).message).toContain(

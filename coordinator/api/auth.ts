@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
-import type { ApiToken, Scope } from '../config/load-config.ts';
+import { ANONYMOUS_ACTOR, type ApiToken, type Scope } from '../config/load-config.ts';
 import { problem } from './problem.ts';
 import { issueSession, sessionKey, verifySession } from './queue-session.ts';
 import { hasLoopbackHost, isCrossOrigin, isSameOrigin, requestScheme } from './same-origin.ts';
@@ -13,7 +13,7 @@ export interface Principal {
   sql: boolean;
 }
 
-const ANONYMOUS: Principal = { name: 'anonymous', scopes: ['submit', 'read', 'operate'], resources: ['*'], sql: true };
+const ANONYMOUS: Principal = { name: ANONYMOUS_ACTOR, scopes: ['submit', 'read', 'operate'], resources: ['*'], sql: true };
 
 declare module 'express-serve-static-core' {
   interface Request {

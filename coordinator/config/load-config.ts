@@ -9,6 +9,16 @@ import { loadStatementTemplates, TemplateFileError } from './statement-templates
 export const SCOPES = ['submit', 'read', 'operate'] as const;
 export type Scope = (typeof SCOPES)[number];
 
+/**
+ * The names the coordinator acts under when no token is involved: an embedded coordinator's
+ * process (its interactive transactions' owner, its idempotency keys' scope) and every caller of a
+ * service without tokens. A token of either name would own what they began on the same log: it
+ * could commit, abort or join an embedded process's transactions and read its keys' answers.
+ */
+export const EMBEDDED_ACTOR = 'embedded';
+export const ANONYMOUS_ACTOR = 'anonymous';
+const RESERVED_TOKEN_NAMES = new Set([EMBEDDED_ACTOR, ANONYMOUS_ACTOR]);
+
 const tokenSchema = z
   .object({
     name: z.string().min(1).max(100),
@@ -233,6 +243,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     for (const tok of t.data) {
       if (seen.has(tok.token)) throw new ConfigError(`TPC_API_TOKENS: token of "${tok.name}" is used twice`);
       if (names.has(tok.name)) throw new ConfigError(`TPC_API_TOKENS: the name "${tok.name}" is used by two tokens`);
+      if (RESERVED_TOKEN_NAMES.has(tok.name)) {
+        throw new ConfigError(
+          `TPC_API_TOKENS: the name "${tok.name}" is reserved (the coordinator acts under it without a token); give that token another name`,
+        );
+      }
       seen.add(tok.token);
       names.add(tok.name);
     }

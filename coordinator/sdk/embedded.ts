@@ -6,7 +6,7 @@ import { problem, toProblem } from '../api/problem.ts';
 import { IDEMPOTENCY_KEY, submitStatus } from '../api/submission.ts';
 import { mayLeaveSessionState } from '../../participant-adapter/statement-guard.ts';
 import type { CallerTransaction } from '../engine/caller-transaction.ts';
-import { loadConfig, type Config } from '../config/load-config.ts';
+import { EMBEDDED_ACTOR, loadConfig, type Config } from '../config/load-config.ts';
 import { startService, type RunningService } from '../service.ts';
 import type { CoordinatorAnswer, InProcessCoordinator } from './coordinator-call.ts';
 
@@ -43,7 +43,7 @@ export interface EmbeddedCoordinator extends InProcessCoordinator {
 }
 
 // The embedding process, trusted with every resource it configured and with raw SQL.
-const EMBEDDING: Principal = { name: 'embedded', scopes: ['submit', 'read', 'operate'], resources: ['*'], sql: true };
+const EMBEDDING: Principal = { name: EMBEDDED_ACTOR, scopes: ['submit', 'read', 'operate'], resources: ['*'], sql: true };
 
 /** A transaction submitted with its statements: the REST route's checks and answers, in process. */
 async function submitted(service: RunningService, body: unknown, idempotencyKey: string | undefined): Promise<CoordinatorAnswer> {
@@ -96,7 +96,7 @@ export async function createCoordinator(config: Config | Record<string, string |
               ...(await engine.beginInteractive(
                 b.branches.map((x) => x.resource),
                 b.timeoutMs ?? resolved.defaultTimeoutMs,
-                'embedded',
+                EMBEDDED_ACTOR,
                 { deferBegin: b.deferBegin === true },
               )),
             },
@@ -106,11 +106,11 @@ export async function createCoordinator(config: Config | Record<string, string |
         if (read) return { status: 200, body: { ...(await engine.get(read[1]!)) } };
         const m = TX_ACTION.exec(path);
         if (method === 'POST' && m?.[2] === 'branches') {
-          const { created, ...joined } = await engine.joinInteractive(m[1]!, (body as { resource: string }).resource, 'embedded');
+          const { created, ...joined } = await engine.joinInteractive(m[1]!, (body as { resource: string }).resource, EMBEDDED_ACTOR);
           return { status: created ? 201 : 200, body: joined };
         }
         if (method === 'POST' && m) {
-          return await settleInteractive(engine, m[1]!, m[2] as 'commit' | 'abort', 'embedded');
+          return await settleInteractive(engine, m[1]!, m[2] as 'commit' | 'abort', EMBEDDED_ACTOR);
         }
         return { status: 404, body: { detail: `no embedded route for ${method} ${path}` } };
       } catch (err) {
@@ -119,7 +119,7 @@ export async function createCoordinator(config: Config | Record<string, string |
     },
     async commitPrepared(id, transaction) {
       try {
-        return await settleInteractive(engine, id, 'commit', 'embedded', transaction);
+        return await settleInteractive(engine, id, 'commit', EMBEDDED_ACTOR, transaction);
       } catch (err) {
         return problem(err);
       }
