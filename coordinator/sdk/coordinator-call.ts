@@ -57,11 +57,8 @@ export function coordinatorCall(target: { url?: string; token?: string; coordina
   if (embedded) {
     const noAnswer = (err: unknown): CoordinatorAnswer => ({ status: 0, body: { detail: String(err) } });
     const call: CoordinatorCall = (method, path, body, options) => {
-      const answer = (
-        options?.idempotencyKey === undefined
-          ? embedded.call(method, path, body)
-          : embedded.call(method, path, body, { idempotencyKey: options.idempotencyKey })
-      ).catch(noAnswer);
+      const keyed = options?.idempotencyKey === undefined ? undefined : { idempotencyKey: options.idempotencyKey };
+      const answer = embedded.call(method, path, body, keyed).catch(noAnswer);
       if (options?.timeoutMs === undefined) return answer;
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<CoordinatorAnswer>((resolve) => {
