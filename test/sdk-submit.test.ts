@@ -60,7 +60,11 @@ describe('the SDK submitting a transaction with its statements', () => {
         expect(branches[0]!.results[0]).toMatchObject({ rowCount: 1, rows: [{ balance: 960 }] });
         expect(await world.balance('bank_a', account)).toBe(960);
         expect(await world.balance('bank_c', account)).toBe(1040);
-        expect((await world.request('GET', `/v1/transactions/${outcome.id}`)).body.status).toBe('committed');
+        // The embedded coordinator writes the completion record just behind its answer; a read through
+        // it waits for that record, one through another process may come before it (README, SDK).
+        const path = `/v1/transactions/${outcome.id}`;
+        const seen = via === 'embedded' ? (await embedded.call('GET', path)).body : (await world.request('GET', path)).body;
+        expect(seen?.status).toBe('committed');
       });
 
       it('throws submission_aborted with the failing statement when an expectation fails, and applies nothing', async () => {
@@ -140,5 +144,63 @@ describe('the SDK submitting a transaction with its statements', () => {
     expect(err).toBeInstanceOf(SubmissionOutcomeUnknownError);
     expect((err as SubmissionOutcomeUnknownError).idempotencyKey).toBe('lost-answer');
     expect((err as Error).message).toContain('same idempotencyKey');
+  });
+});
+
+/*
+ * How `submit` reads answers a real coordinator gives only under overload, an outage or a slow
+ * phase 2: a stand-in coordinator answers each, so that every mapping is pinned (the real ones
+ * are exercised above and in the overload, log-outage and phase-2 tests of the REST route).
+ */
+describe("the SDK's submit reading the coordinator's answer", () => {
+  const answering = (status: number, body: Record<string, unknown> | null) =>
+    createClient({ coordinator: { call: async () => ({ status, body }) }, resources: {} });
+  const whole: Submission = { branches: [{ resource: 'bank_a', statements: [{ sql: 'SELECT 1' }] }] };
+
+  it('returns a decided transaction whose phase 2 is still running (202) as its outcome', async () => {
+    const outcome = await answering(202, { id: 'x', status: 'committing', branches: [], error: null }).submit(whole);
+    expect(outcome.status).toBe('committing');
+  });
+
+  it.each([
+    ['overloaded', 'urn:tpc:problem:overloaded'],
+    ['a resource unusable', 'urn:tpc:problem:resource-unusable'],
+  ])('answers a 503 that says nothing ran (%s) with begin_failed', async (_why, type) => {
+    const err = (await answering(503, { type, status: 503, detail: 'busy' })
+      .submit(whole)
+      .catch((e: unknown) => e)) as TransactionAbortedError;
+    expect(err).toBeInstanceOf(TransactionAbortedError);
+    expect(err.code).toBe('begin_failed');
+    expect(err.cause).toMatchObject({ type });
+  });
+
+  it.each([
+    [503, { type: 'urn:tpc:problem:unavailable', status: 503, detail: 'transaction x is not decided yet' }],
+    [500, { type: 'urn:tpc:problem:internal', status: 500 }],
+    [0, { detail: 'connection reset' }],
+  ])('answers %s, which cannot say nothing ran, with SubmissionOutcomeUnknownError', async (status, body) => {
+    const err = await answering(status, body)
+      .submit(whole, { idempotencyKey: 'k-1' })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SubmissionOutcomeUnknownError);
+    expect(err).not.toBeInstanceOf(TransactionAbortedError);
+    expect((err as SubmissionOutcomeUnknownError).idempotencyKey).toBe('k-1');
+    expect((err as SubmissionOutcomeUnknownError).answer).toEqual(body);
+  });
+
+  it('passes the idempotency key to an embedded coordinator, and no options without one', async () => {
+    const seen: unknown[] = [];
+    const tpc = createClient({
+      coordinator: {
+        call: async (_m, _p, _b, options) => {
+          seen.push(options);
+          return { status: 201, body: { id: 'x', status: 'committed', branches: [], error: null } };
+        },
+      },
+      resources: {},
+    });
+    await tpc.submit(whole, { idempotencyKey: 'k-2' });
+    await tpc.submit(whole);
+    expect(seen).toEqual([{ idempotencyKey: 'k-2' }, undefined]);
   });
 });
