@@ -66,8 +66,8 @@ async function measure(options: BenchOptions, w: World, loadBefore: string, last
       // 1.62× apart; with the re-warm-up below and alternating rounds, at 0.79–1.08 by round.
       for (const v of round % 2 === 1 ? variants : [...variants].reverse()) {
         if (control.stopped) return;
-        // Unmeasured: the pools close connections idle for 10 s (the bench's) or 30 s (the
-        // coordinator's), and a variant can wait longer than that for its next round; it would pay
+        // Unmeasured: the coordinators' pools close connections idle for 30 s (the benchmark's own
+        // keep theirs, world.ts), and a variant can wait longer than that for its next round; it would pay
         // for opening them again (backend start-up, empty catalog and plan caches) in its measured
         // time, which no steady load does. In an A/A run without it, (d) ran at 87–127 tx/s in the
         // rounds it had waited 33 s for, against 257–310 in the others.

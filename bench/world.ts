@@ -76,6 +76,11 @@ export function benchPool(url: string, max: number, extra: Partial<pg.PoolConfig
     // The same wire behaviour as the coordinator's participant pools: queries issued without
     // awaiting the previous one share a round trip (BEGIN + statement + COMMIT/PREPARE).
     pipeline: true,
+    // Idle connections are kept until the run ends. With pg's default (10 s) the pools of (b), (h)
+    // and (i) closed all their connections at once about 10 s after their round, inside the round of
+    // whatever ran then: a hundred backends exiting put the VM at 60 % system time, and that round
+    // ((k) when it ran after (i)) came out at a third of the others.
+    idleTimeoutMillis: 0,
     ...extra,
   } as pg.PoolConfig);
   pool.on('error', () => {}); // an idle connection dropped at shutdown must not crash the run
