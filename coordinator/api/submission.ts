@@ -34,6 +34,13 @@ export type Submit = (body: unknown, by: Submitter) => Promise<TransactionView>;
 /** How an Idempotency-Key must look: 1 to 255 visible ASCII characters. */
 export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
+/** Refuses a key that is not 1 to 255 visible ASCII characters (400 bad-idempotency-key), before anything runs. */
+export function assertIdempotencyKey(key: string | undefined): void {
+  if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+    throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');
+  }
+}
+
 /** POST answers: 201 committed, 409 aborted, 202 decided but phase 2 still running. */
 export function submitStatus(view: TransactionView): number {
   if (view.status === 'committed') return 201;

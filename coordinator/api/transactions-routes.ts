@@ -7,7 +7,7 @@ import { NotFoundError, ValidationError } from '../errors.ts';
 import { assertResourcesAllowed, type Authenticator, type Principal } from './auth.ts';
 import { settleInteractive } from './interactive-answer.ts';
 import { problem } from './problem.ts';
-import { IDEMPOTENCY_KEY, submission, submitStatus, type SubmissionOptions } from './submission.ts';
+import { assertIdempotencyKey, submission, submitStatus, type SubmissionOptions } from './submission.ts';
 import { contextOf, withContext } from '../observability/tracing.ts';
 import { hexRange } from '../log/id-prefix.ts';
 
@@ -118,9 +118,7 @@ export function submitHandlers(o: TransactionsRoutesOptions): RequestHandler[] {
   };
   const handler: RequestHandler = async (req, res) => {
     const keyHeader = req.get('Idempotency-Key');
-    if (keyHeader !== undefined && !IDEMPOTENCY_KEY.test(keyHeader)) {
-      throw problem(400, 'bad-idempotency-key', 'Bad request', 'Idempotency-Key must be 1 to 255 visible ASCII characters');
-    }
+    assertIdempotencyKey(keyHeader);
     if (req.body && typeof req.body === 'object' && (req.body as { interactive?: unknown }).interactive !== undefined) {
       const begin = interactiveSchema.safeParse(req.body);
       if (!begin.success) {

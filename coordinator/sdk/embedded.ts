@@ -2,8 +2,8 @@ import type { Logger } from 'pino';
 import { ConflictError, CoordinatorError, NotFoundError, ValidationError } from '../errors.ts';
 import { settleInteractive } from '../api/interactive-answer.ts';
 import type { Principal } from '../api/auth.ts';
-import { problem, toProblem } from '../api/problem.ts';
-import { IDEMPOTENCY_KEY, submitStatus } from '../api/submission.ts';
+import { toProblem } from '../api/problem.ts';
+import { assertIdempotencyKey, submitStatus } from '../api/submission.ts';
 import { mayLeaveSessionState } from '../../participant-adapter/statement-guard.ts';
 import type { CallerTransaction } from '../engine/caller-transaction.ts';
 import { EMBEDDED_ACTOR, loadConfig, type Config } from '../config/load-config.ts';
@@ -48,9 +48,7 @@ const EMBEDDING: Principal = { name: EMBEDDED_ACTOR, scopes: ['submit', 'read', 
 /** A transaction submitted with its statements: the REST route's checks and answers, in process. */
 async function submitted(service: RunningService, body: unknown, idempotencyKey: string | undefined): Promise<CoordinatorAnswer> {
   try {
-    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-      throw problem(400, 'bad-idempotency-key', 'Bad request', 'an idempotency key must be 1 to 255 visible ASCII characters');
-    }
+    assertIdempotencyKey(idempotencyKey);
     const view = await service.submit(body, { principal: EMBEDDING, idempotencyKey });
     return { status: submitStatus(view), body: { ...view } };
   } catch (err) {

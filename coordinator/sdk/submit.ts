@@ -41,7 +41,7 @@ const NOTHING_RAN = new Set(['urn:tpc:problem:overloaded', 'urn:tpc:problem:reso
  * @throws SubmissionOutcomeUnknownError when no answer says what became of it.
  */
 export async function submitTransaction(call: CoordinatorCall, submission: Submission, options: SubmitOptions = {}): Promise<Outcome> {
-  const r = await call('POST', '/v1/transactions', submission, options.idempotencyKey === undefined ? undefined : { idempotencyKey: options.idempotencyKey });
+  const r = await call('POST', '/v1/transactions', submission, options);
   const body = r.body;
   if ((r.status === 201 || r.status === 202) && body) return body as Outcome;
   if (r.status === 409 && body?.status === 'aborted') {
@@ -52,7 +52,7 @@ export async function submitTransaction(call: CoordinatorCall, submission: Submi
       body as Outcome,
     );
   }
-  const refused = r.status >= 400 && r.status < 500 ? true : r.status === 503 && NOTHING_RAN.has(String(body?.type));
+  const refused = (r.status >= 400 && r.status < 500) || (r.status === 503 && NOTHING_RAN.has(String(body?.type)));
   if (refused) {
     throw new TransactionAbortedError('begin_failed', `the coordinator refused the submission: ${answerDetail(r)}`, null, { cause: body });
   }
