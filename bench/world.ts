@@ -179,6 +179,11 @@ export async function startWorld(options: BenchOptions, log: (msg: string) => vo
       TPC_RESOURCE_POOL_SIZE: String(options.pool),
       // Two pools of this size (forced and relaxed) on the log database.
       TPC_LOG_POOL_SIZE: String(Math.max(2, options.pool)),
+      // The coordinators keep their connections between their rounds, as the benchmark's own pools do
+      // (benchPool): with the default 30 s, each coordinator idle through the other variants' rounds
+      // closed its hundred connections at once inside one of them (seen: 24 to 67 backends exiting
+      // in a second). A baseline that predates the variable ignores it.
+      TPC_POOL_IDLE_TIMEOUT_MS: '0',
     });
     const coordinator = await startCoordinator(options, env(urls.tpc_log, NAMESPACE), log);
     cleanups.push(() => coordinator.close());

@@ -7,8 +7,14 @@ import type { ResourceConfig } from './config/load-config.ts';
 export function createParticipant(
   name: string,
   resource: ResourceConfig,
-  options: { namespace: string; poolSize: number; onIdleError: (err: Error) => void },
+  options: { namespace: string; poolSize: number; idleTimeoutMs?: number; onIdleError: (err: Error) => void },
 ): Participant {
   if (resource.kind === 'http') return new HttpParticipant({ name, url: resource.url, token: resource.token, namespace: options.namespace });
-  return new DirectParticipant({ name, connectionString: resource.url, maxConnections: options.poolSize, onIdleError: options.onIdleError });
+  return new DirectParticipant({
+    name,
+    connectionString: resource.url,
+    maxConnections: options.poolSize,
+    idleTimeoutMs: options.idleTimeoutMs,
+    onIdleError: options.onIdleError,
+  });
 }

@@ -89,6 +89,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const logDb = openLogDatabase({
     url: config.databaseUrl,
     maxConnections: config.logPoolSize,
+    idleTimeoutMs: config.poolIdleTimeoutMs,
     onIdleError: (err) => logger.warn({ err: err.message }, 'idle log connection failed'),
   });
   // Made once the log and the queues exist (below); phase 2's outcomes feed it from the first call.
@@ -104,6 +105,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       createParticipant(name, resource, {
         namespace: config.namespace,
         poolSize: config.resourcePoolSize,
+        idleTimeoutMs: config.poolIdleTimeoutMs,
         onIdleError: (err) => logger.warn({ resource: name, err: err.message }, 'idle participant connection failed'),
       }),
     ]),

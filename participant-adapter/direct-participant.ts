@@ -17,6 +17,8 @@ export interface DirectParticipantOptions {
   pool?: pg.Pool;
   /** Pool size; each open branch pins one connection until it is prepared or finished. */
   maxConnections?: number;
+  /** How long the pool keeps an idle connection (default 30 s); 0: until close(). Unused with `pool`. */
+  idleTimeoutMs?: number;
   /** Bound on connecting and on each administrative statement (commit prepared, listings, health). */
   operationTimeoutMs?: number;
   /** Called for errors on idle pooled connections, which would otherwise crash the process. */
@@ -51,7 +53,7 @@ export class DirectParticipant implements Participant {
         ...sessionConnection(options.connectionString!),
         max: options.maxConnections ?? 20,
         connectionTimeoutMillis: this.#timeoutMs,
-        idleTimeoutMillis: 30_000,
+        idleTimeoutMillis: options.idleTimeoutMs ?? 30_000,
         keepAlive: true,
         application_name: options.applicationName ?? 'tpc-coordinator',
         pipeline: true,

@@ -8,6 +8,8 @@ import type { LogDatabase } from './schema.ts';
 export interface LogDatabaseOptions {
   url: string;
   maxConnections?: number;
+  /** How long an idle connection is kept (default 30 s); 0: until close(). */
+  idleTimeoutMs?: number;
   onIdleError?: (err: Error) => void;
 }
 
@@ -40,7 +42,7 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
       ...logConnection(options.url, { synchronous_commit: synchronousCommit }),
       max,
       connectionTimeoutMillis: 5_000,
-      idleTimeoutMillis: 30_000,
+      idleTimeoutMillis: options.idleTimeoutMs ?? 30_000,
       keepAlive: true,
       application_name: 'tpc-coordinator-log',
       // A hung log server must not hold a transaction (and its participants' locks) forever: past
