@@ -252,7 +252,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     operator: {
       resources: () => inspectResources(engineDeps),
       orphans: () => findOrphans(engineDeps),
-      resolve: (id, request) => resolveTransaction(engineDeps, id, request),
+      resolve: (id, request) => engine.alone(id, () => resolveTransaction(engineDeps, id, request)),
       resolveOrphan: (request) => resolveOrphan(engineDeps, request),
       detail: (id) => engine.get(id),
       list: afterAnswers((filter: ListFilter) => listTransactions(logDb, filter)),

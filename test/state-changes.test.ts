@@ -286,6 +286,51 @@ describe('state changes against the in-memory log', () => {
       expect(w.log.asked.find((r) => r.to === 'aborting')!.forced).toBe(true);
     });
 
+    it('runs alone in its process: after a job driving the transaction there, and jobs starting meanwhile are busy', async () => {
+      const w = world();
+      const { id } = await preparedInteractive(w);
+      const order: string[] = [];
+      const job = w.engine.resume(id).then((r) => order.push(`job ${r.state}`));
+      let open!: () => void;
+      const gate = new Promise<void>((r) => {
+        open = r;
+      });
+      const resolution = w.engine.alone(id, async () => {
+        order.push('operator');
+        await gate;
+        return 'done';
+      });
+      await job;
+      await new Promise((r) => setImmediate(r));
+      expect(order).toEqual(['job not-due', 'operator']);
+      expect(await w.engine.resume(id)).toEqual({ state: 'busy' });
+      open();
+      expect(await resolution).toBe('done');
+      expect(await w.engine.resume(id)).toEqual({ state: 'not-due' });
+    });
+
+    it('a job of the same process starting meanwhile cannot drop the lease an operator abort took', async () => {
+      const w = world();
+      const { id } = await preparedInteractive(w);
+      // A job runs right after the resolution has taken the lease. Before the deadline it has
+      // nothing to do and lets the lease go, under this instance's id, the very id the resolution
+      // holds it under: the resolution's decision then failed as stale (409 busy).
+      const acquire = w.log.acquire.bind(w.log);
+      let job: Promise<unknown> | undefined;
+      w.log.acquire = async (...args: Parameters<typeof acquire>) => {
+        const tx = await acquire(...args);
+        if (args[3]?.takeOverUndecided && !job) {
+          job = w.engine.resume(id);
+          await job;
+        }
+        return tx;
+      };
+      const resolved = await w.engine.alone(id, () => resolve(w, id, { outcome: 'abort' }));
+      expect(await job).toEqual({ state: 'busy' });
+      expect(resolved).toEqual({ action: 'decided', result: 'finished' });
+      expect((await w.log.load(id))!).toMatchObject({ status: 'aborted', error: { code: 'operator_abort' } });
+    });
+
     it('drove: the same outcome as the decision drives its completion', async () => {
       const w = world();
       const id = await decidedStuck(w);

@@ -59,8 +59,8 @@ export class Engine {
    * its answer sees what it was told.
    */
   readonly #completing = new Map<string, Promise<unknown>>();
-  /** Transactions a job of this process is driving from the log right now. */
-  readonly #resuming = new Set<string>();
+  /** Transactions a job of this process (or an operator's resolution, see alone) is driving from the log right now. */
+  readonly #resuming = new Map<string, Promise<unknown>>();
 
   constructor(deps: EngineDeps, options: EngineOptions) {
     this.#deps = deps;
@@ -360,15 +360,38 @@ export class Engine {
     // completion job and a deadline job (or reconciliation's requeue) of one transaction would
     // otherwise both send every COMMIT PREPARED. The second one retries later and finds it done.
     if (this.#resuming.has(id)) return { state: 'busy' };
-    this.#resuming.add(id);
+    const driving = this.#resumeOnce(id);
+    this.#resuming.set(id, driving);
     try {
-      const result = await resumeTransaction(this.#deps, id);
-      if (result.state === 'pending' && result.error) {
-        await this.#deps.recovery
-          .recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts, result.settled)
-          .catch((err: unknown) => this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
-      }
-      return result;
+      return await driving;
+    } finally {
+      this.#resuming.delete(id);
+    }
+  }
+
+  async #resumeOnce(id: string): Promise<ResumeResult> {
+    const result = await resumeTransaction(this.#deps, id);
+    if (result.state === 'pending' && result.error) {
+      await this.#deps.recovery
+        .recordFailedAttempt(id, result.error, this.#options.inDoubtAfterAttempts, result.settled)
+        .catch((err: unknown) => this.#deps.logger.warn({ err, transactionId: id }, 'could not record a failed attempt'));
+    }
+    return result;
+  }
+
+  /**
+   * Runs `fn` (an operator's resolution) as this process's one driver of transaction `id`: once a
+   * job of this process driving it has ended, and with jobs that start meanwhile told it is busy.
+   * Both act under this instance's id, which the lease admits as its own holder: a job ending
+   * with nothing to do let go of the lease the resolution had just taken, whose decision then
+   * failed as stale and was refused to the operator as busy (409) with nobody else driving it.
+   */
+  async alone<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    for (let held = this.#resuming.get(id); held; held = this.#resuming.get(id)) await held.catch(() => {});
+    const run = fn();
+    this.#resuming.set(id, run);
+    try {
+      return await run;
     } finally {
       this.#resuming.delete(id);
     }
