@@ -331,6 +331,24 @@ describe('state changes against the in-memory log', () => {
       expect((await w.log.load(id))!).toMatchObject({ status: 'aborted', error: { code: 'operator_abort' } });
     });
 
+    it('a client commit is not refused because a job of its process let go of the lease meanwhile', async () => {
+      const w = world();
+      const { id } = await preparedInteractive(w);
+      const acquire = w.log.acquire.bind(w.log);
+      let job: Promise<unknown> | undefined;
+      w.log.acquire = async (...args: Parameters<typeof acquire>) => {
+        const tx = await acquire(...args);
+        if (args[3]?.takeOverUndecided && !job) {
+          job = w.engine.resume(id);
+          await job;
+        }
+        return tx;
+      };
+      await w.engine.commitInteractive(id, 'svc');
+      expect(await job).toEqual({ state: 'busy' });
+      expect((await w.log.load(id))!.status).toBe('committed');
+    });
+
     it('drove: the same outcome as the decision drives its completion', async () => {
       const w = world();
       const id = await decidedStuck(w);

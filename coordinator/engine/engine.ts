@@ -265,7 +265,7 @@ export class Engine {
   async commitInteractive(id: string, actor: string | null): Promise<void> {
     try {
       await this.#ensureBegun(id);
-      await commitInteractive(this.#deps, id, actor);
+      await this.alone(id, () => commitInteractive(this.#deps, id, actor));
     } finally {
       this.#interactiveSettled(id);
     }
@@ -292,7 +292,7 @@ export class Engine {
         // The checked way reads the transaction's row: one never written is written now (recovery's
         // tombstone, if it got there first, stays, and the checked way answers its abort).
         if (unwritten) await this.#deps.store.begin(unwritten);
-        await commitInteractive(this.#deps, id, actor);
+        await this.alone(id, () => commitInteractive(this.#deps, id, actor));
       }
       return typeof fast === 'object' ? fast : null;
     } finally {
@@ -303,7 +303,7 @@ export class Engine {
   async abortInteractive(id: string, actor: string | null): Promise<void> {
     try {
       await this.#ensureBegun(id);
-      await abortInteractive(this.#deps, id, actor);
+      await this.alone(id, () => abortInteractive(this.#deps, id, actor));
     } finally {
       this.#interactiveSettled(id);
     }
@@ -380,7 +380,8 @@ export class Engine {
   }
 
   /**
-   * Runs `fn` (an operator's resolution) as this process's one driver of transaction `id`: once a
+   * Runs `fn` (an operator's resolution, a client's commit or abort: whatever takes the lease of a
+   * transaction from the log) as this process's one driver of transaction `id`: once a
    * job of this process driving it has ended, and with jobs that start meanwhile told it is busy.
    * Both act under this instance's id, which the lease admits as its own holder: a job ending
    * with nothing to do let go of the lease the resolution had just taken, whose decision then
