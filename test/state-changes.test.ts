@@ -87,6 +87,25 @@ async function submitTwo(w: World, actor: string | null) {
   return view;
 }
 
+/**
+ * Starts a recovery job of `w`'s process on `id` right after something takes the lease of the
+ * undecided transaction from a live holder (an operator's resolution, a client's commit), and
+ * waits for it before that caller goes on; returns a getter for the job's result.
+ */
+function jobAfterTakeOver(w: World, id: string): () => Promise<unknown> | undefined {
+  const acquire = w.log.acquire.bind(w.log);
+  let job: Promise<unknown> | undefined;
+  w.log.acquire = async (...args: Parameters<typeof acquire>) => {
+    const tx = await acquire(...args);
+    if (args[3]?.takeOverUndecided && !job) {
+      job = w.engine.resume(id);
+      await job;
+    }
+    return tx;
+  };
+  return () => job;
+}
+
 const resolve = (w: World, id: string, req: Partial<ResolveRequest>) =>
   resolveTransaction(w.deps, id, { outcome: 'commit', reason: 'ticket 42', force: false, actor: 'op', ...req });
 
@@ -312,21 +331,12 @@ describe('state changes against the in-memory log', () => {
     it('a job of the same process starting meanwhile cannot drop the lease an operator abort took', async () => {
       const w = world();
       const { id } = await preparedInteractive(w);
-      // A job runs right after the resolution has taken the lease. Before the deadline it has
-      // nothing to do and lets the lease go, under this instance's id, the very id the resolution
-      // holds it under: the resolution's decision then failed as stale (409 busy).
-      const acquire = w.log.acquire.bind(w.log);
-      let job: Promise<unknown> | undefined;
-      w.log.acquire = async (...args: Parameters<typeof acquire>) => {
-        const tx = await acquire(...args);
-        if (args[3]?.takeOverUndecided && !job) {
-          job = w.engine.resume(id);
-          await job;
-        }
-        return tx;
-      };
+      // Before the deadline the job has nothing to do and lets the lease go, under this instance's
+      // id, the very id the resolution holds it under: the resolution's decision then failed as
+      // stale (409 busy).
+      const job = jobAfterTakeOver(w, id);
       const resolved = await w.engine.alone(id, () => resolve(w, id, { outcome: 'abort' }));
-      expect(await job).toEqual({ state: 'busy' });
+      expect(await job()).toEqual({ state: 'busy' });
       expect(resolved).toEqual({ action: 'decided', result: 'finished' });
       expect((await w.log.load(id))!).toMatchObject({ status: 'aborted', error: { code: 'operator_abort' } });
     });
@@ -334,18 +344,9 @@ describe('state changes against the in-memory log', () => {
     it('a client commit is not refused because a job of its process let go of the lease meanwhile', async () => {
       const w = world();
       const { id } = await preparedInteractive(w);
-      const acquire = w.log.acquire.bind(w.log);
-      let job: Promise<unknown> | undefined;
-      w.log.acquire = async (...args: Parameters<typeof acquire>) => {
-        const tx = await acquire(...args);
-        if (args[3]?.takeOverUndecided && !job) {
-          job = w.engine.resume(id);
-          await job;
-        }
-        return tx;
-      };
+      const job = jobAfterTakeOver(w, id);
       await w.engine.commitInteractive(id, 'svc');
-      expect(await job).toEqual({ state: 'busy' });
+      expect(await job()).toEqual({ state: 'busy' });
       expect((await w.log.load(id))!.status).toBe('committed');
     });
 
