@@ -18,10 +18,11 @@ describe('a decided transaction unfinished for too long', () => {
   beforeAll(async () => {
     redis = await startRedisServer();
     flaky = await startFlakyParticipant();
-    // Two attempts, one second apart: in doubt after 2 s, by attempts or by the clock.
+    // Two attempts, three seconds apart: in doubt after 6 s, by attempts or by the clock. One second
+    // apart left too little time on a loaded machine to stop Redis before the second attempt ran.
     world = await createWorld({
       extraResources: { flaky: flaky.url },
-      env: { REDIS_URL: redis.url, TPC_IN_DOUBT_AFTER_ATTEMPTS: '2', TPC_RETRY_BASE_MS: '1000', TPC_RETRY_MAX_MS: '1000', TPC_RECONCILE_INTERVAL_MS: '600000' },
+      env: { REDIS_URL: redis.url, TPC_IN_DOUBT_AFTER_ATTEMPTS: '2', TPC_RETRY_BASE_MS: '3000', TPC_RETRY_MAX_MS: '3000', TPC_RECONCILE_INTERVAL_MS: '600000' },
     });
   });
   afterAll(async () => {
@@ -34,6 +35,7 @@ describe('a decided transaction unfinished for too long', () => {
 
   it('is flagged in doubt by the reconciliation pass though its job never ran twice', async () => {
     expect(retryingFor(2, 1000, 1000)).toBe(2000);
+    expect(retryingFor(2, 3000, 3000)).toBe(6000);
     expect(retryingFor(5, 500, 30_000)).toBe(15_500);
     const id = await decidedWithFlakyDown(world, flaky, 2, 3);
     // No Redis: its completion job cannot run again (a large backlog looks the same to one transaction).
@@ -44,7 +46,7 @@ describe('a decided transaction unfinished for too long', () => {
     // Not yet overdue: a pass leaves it alone (the pass fails later, on queueing without Redis).
     await world.service.maintenance.reconcile().catch(() => {});
     expect(await row()).toMatchObject({ in_doubt: false });
-    await new Promise((r) => setTimeout(r, 2_200));
+    await new Promise((r) => setTimeout(r, 6_200));
     await world.service.maintenance.reconcile().catch(() => {});
     const flagged = await row();
     expect(flagged.in_doubt).toBe(true);
