@@ -59,7 +59,7 @@ export class Engine {
    * its answer sees what it was told.
    */
   readonly #completing = new Map<string, Promise<unknown>>();
-  /** Transactions a job of this process (or an operator's resolution, see alone) is driving from the log right now. */
+  /** Transactions a job of this process, or a caller that took their lease (see alone), is driving from the log right now. */
   readonly #resuming = new Map<string, Promise<unknown>>();
 
   constructor(deps: EngineDeps, options: EngineOptions) {
@@ -381,11 +381,11 @@ export class Engine {
 
   /**
    * Runs `fn` (an operator's resolution, a client's commit or abort: whatever takes the lease of a
-   * transaction from the log) as this process's one driver of transaction `id`: once a
-   * job of this process driving it has ended, and with jobs that start meanwhile told it is busy.
-   * Both act under this instance's id, which the lease admits as its own holder: a job ending
-   * with nothing to do let go of the lease the resolution had just taken, whose decision then
-   * failed as stale and was refused to the operator as busy (409) with nobody else driving it.
+   * transaction from the log) as this process's one driver of transaction `id`: once a job of this
+   * process driving it has ended, and with jobs that start meanwhile told it is busy. Both act
+   * under this instance's id, which the lease admits as its own holder: a job ending with nothing
+   * to do let go of the lease `fn` had just taken, whose decision then failed as stale (an operator
+   * was refused 409 busy, a client told "decided meanwhile") with nobody else driving it.
    */
   async alone<T>(id: string, fn: () => Promise<T>): Promise<T> {
     for (let held = this.#resuming.get(id); held; held = this.#resuming.get(id)) await held.catch(() => {});
