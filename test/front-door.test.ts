@@ -18,7 +18,7 @@ import { query } from './harness/waits.ts';
  */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-// A first start runs initdb and a cold tsx compile: far above what it takes on a loaded machine.
+// A first start runs initdb: far above what it takes on a loaded machine.
 const START_LIMIT_MS = 60_000;
 
 interface Started {
@@ -30,7 +30,7 @@ interface Started {
 
 function spawnStart(dataDir: string, port = '0'): Started & { stdout: () => string } {
   const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', TPC_DATA_DIR: dataDir, PORT: port, LOG_LEVEL: 'warn' };
-  const child = spawn(process.execPath, ['--import', 'tsx', 'coordinator/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['dist/coordinator/main.js'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => {

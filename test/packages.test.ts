@@ -185,7 +185,7 @@ console.log(JSON.stringify({ names: Object.keys(m).sort(), aborted: unknown inst
 
   it('the client: a plain-JavaScript project with only it and pg runs a two-bank transaction against npm start', async () => {
     const dbs = await createDatabases();
-    const service = await startCoordinatorProcess({ ...dbs.env, LOG_LEVEL: 'info' }, { compiled: true });
+    const service = await startCoordinatorProcess({ ...dbs.env, LOG_LEVEL: 'info' });
     try {
       const dir = await project(tarballs.client, 'pg-2pc-client', ['pg', 'kysely'], '');
       await writeFile(

@@ -11,7 +11,7 @@ import { createDatabases, type Databases } from './harness/world.ts';
  */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-// A cold `node --import tsx` start compiles its imports; far above what a start takes on a loaded machine.
+// Far above what a start of the compiled entry points takes on a loaded machine.
 const EXIT_LIMIT_MS = 45_000;
 
 interface Ended {
@@ -22,7 +22,7 @@ interface Ended {
 
 /** Runs a process to its end; one still running after the limit is killed and fails the test. */
 function runToExit(args: string[], env: Record<string, string>): Promise<Ended> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -70,7 +70,7 @@ describe('a taken port stops the start', () => {
   });
 
   it('npm start exits non-zero, naming the port and PORT, and never says it is listening', async () => {
-    const ended = await runToExit(['coordinator/main.ts'], { ...dbs.env, PORT: String(holder.port), LOG_LEVEL: 'info' });
+    const ended = await runToExit(['dist/coordinator/main.js'], { ...dbs.env, PORT: String(holder.port), LOG_LEVEL: 'info' });
     expect(ended.code).toBe(1);
     expect(ended.stderr).toContain(`port ${holder.port} is already in use`);
     expect(ended.stderr).toContain(`PORT=${holder.port}`);
@@ -81,7 +81,7 @@ describe('a taken port stops the start', () => {
   });
 
   const participant = (extra: string[], env: Record<string, string>) =>
-    runToExit(['coordinator/cli/main.ts', 'participant', '--database-url', dbs.urls.bank_a, '--name', 'bank_a', ...extra], {
+    runToExit(['dist/coordinator/cli/main.js', 'participant', '--database-url', dbs.urls.bank_a, '--name', 'bank_a', ...extra], {
       TPC_PARTICIPANT_TOKEN: 'participant-token-0123456789',
       ...env,
     });

@@ -151,7 +151,7 @@ describe('traces', () => {
       OTEL_BSP_SCHEDULE_DELAY: '100',
       OTEL_SERVICE_NAME: 'tpc-test',
     };
-    const traced = await startCoordinatorProcess({ ...dbs.env, ...otel }, { compiled: true });
+    const traced = await startCoordinatorProcess({ ...dbs.env, ...otel });
     try {
       expect(traced.logs.some((l) => l.msg === 'exporting traces (OpenTelemetry)')).toBe(true);
       const r = await httpRequest(traced.url, 'POST', '/v1/transactions', transfer('bank_a', 'bank_b', 1, 7, 7));
@@ -170,7 +170,7 @@ describe('traces', () => {
     }
     // Without OTEL_* the SDK is not loaded and nothing is sent.
     received.length = 0;
-    const plain = await startCoordinatorProcess({ ...dbs.env, LOG_LEVEL: 'info' }, { compiled: true });
+    const plain = await startCoordinatorProcess({ ...dbs.env, LOG_LEVEL: 'info' });
     try {
       expect(plain.logs.some((l) => l.msg === 'exporting traces (OpenTelemetry)')).toBe(false);
       expect((await httpRequest(plain.url, 'POST', '/v1/transactions', transfer('bank_a', 'bank_b', 1, 8, 8))).status).toBe(201);

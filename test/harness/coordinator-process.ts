@@ -16,11 +16,13 @@ export interface CoordinatorProcess {
 }
 
 /**
- * `root`: another checkout of the project (an earlier revision, for a rolling upgrade); this one by
- * default. `compiled`: run dist/ as `npm start` does (the test setup keeps it fresh), not the sources.
+ * `root`: another checkout of the project (an earlier revision, for a rolling upgrade), run from its
+ * sources through tsx, since it has no build of its own. This checkout runs dist/ as `npm start`
+ * does (the suite's setup rebuilds it when a source is newer): a tsx start compiles every module
+ * again, over a second per coordinator, and the suite starts some eighty of them.
  */
-export async function startCoordinatorProcess(env: Record<string, string>, options: { root?: string; compiled?: boolean } = {}): Promise<CoordinatorProcess> {
-  const entry = options.compiled ? ['dist/coordinator/main.js'] : ['--import', 'tsx', 'coordinator/main.ts'];
+export async function startCoordinatorProcess(env: Record<string, string>, options: { root?: string } = {}): Promise<CoordinatorProcess> {
+  const entry = options.root ? ['--import', 'tsx', 'coordinator/main.ts'] : ['dist/coordinator/main.js'];
   const child = spawn(process.execPath, entry, {
     cwd: options.root ?? ROOT,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
