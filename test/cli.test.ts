@@ -144,7 +144,7 @@ describe('tpc, the command line', () => {
     let id: string;
     try {
       // Far off: the deadline job would otherwise drive the stuck commit itself, before the CLI does.
-      const pending = world.submit(move('bank_c', 'stuck', 30, 4, { before: [pause(0.5)], timeoutMs: 120_000 }));
+      const pending = world.submit(move('bank_c', 'stuck', 30, 4, { before: [pause(2)], timeoutMs: 120_000 }));
       const [row] = await eventually(
         () => log.query<{ id: string }>("SELECT id FROM tpc_transactions WHERE status = 'active'").then((r) => r.rows),
         (rows) => rows.length === 1,
