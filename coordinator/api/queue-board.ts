@@ -1,6 +1,3 @@
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
 import type { Queue } from 'bullmq';
 import { type RequestHandler, Router } from 'express';
 import type { Authenticator } from './auth.ts';
@@ -13,6 +10,28 @@ export const QUEUE_BOARD_PATH = '/queues';
  * session cookie stands in for the header the board's own page cannot send.
  */
 export function queueBoard(queues: Queue[], auth: Authenticator): Router {
+  // Built at the first authorised request, not at start: the board's packages are some hundred
+  // modules, a quarter of a second of every start, and a restarted coordinator's start is the time
+  // its in-flight transactions wait for recovery. A failed build is retried at the next request.
+  let board: Promise<RequestHandler> | undefined;
+  const lazyBoard: RequestHandler = async (req, res, next) => {
+    board ??= buildBoard(queues).catch((err: unknown) => {
+      board = undefined;
+      throw err;
+    });
+    (await board)(req, res, next);
+  };
+  const router = Router();
+  router.use(QUEUE_BOARD_PATH, auth.requireForQueueBoard('operate'), withoutForeignFonts, lazyBoard);
+  return router;
+}
+
+async function buildBoard(queues: Queue[]): Promise<RequestHandler> {
+  const [{ createBullBoard }, { BullMQAdapter }, { ExpressAdapter }] = await Promise.all([
+    import('@bull-board/api'),
+    import('@bull-board/api/bullMQAdapter'),
+    import('@bull-board/express'),
+  ]);
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(QUEUE_BOARD_PATH);
   createBullBoard({
@@ -20,9 +39,7 @@ export function queueBoard(queues: Queue[], auth: Authenticator): Router {
     serverAdapter,
     options: { uiConfig: { boardTitle: 'tpc queues', miscLinks: [{ text: 'Console', url: '/console/' }] } },
   });
-  const router = Router();
-  router.use(QUEUE_BOARD_PATH, auth.requireForQueueBoard('operate'), withoutForeignFonts, serverAdapter.getRouter() as Router);
-  return router;
+  return serverAdapter.getRouter() as RequestHandler;
 }
 
 // The board's page asks Google for its web fonts: an operator's browser would tell a third party
