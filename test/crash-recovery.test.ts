@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCoordinatorProcess, type CoordinatorProcess } from './harness/coordinator-process.ts';
-import { createDatabases, httpRequest } from './harness/world.ts';
+import { createDatabases, httpRequest, type Databases } from './harness/world.ts';
 
 /*
  * The coordinator is killed at each step boundary (its failpoint SIGKILLs it), a fresh one is
@@ -36,18 +36,18 @@ async function settled(url: string, body: unknown, key: string): Promise<{ statu
   }
 }
 
-// The cases run side by side, each on its own databases, namespace and queues: a coordinator armed
-// to crash at a step would otherwise also crash while recovering another case's transaction.
-describe.concurrent('a coordinator killed at each step boundary', () => {
-  it.for(CASES.map((c, i) => ({ ...c, account: i + 1 })))('$failpoint: $committed', async ({ failpoint, committed, account }, { expect, onTestFinished }) => {
-    const dbs = await createDatabases();
-    let doomed: CoordinatorProcess | undefined;
-    let survivor: CoordinatorProcess | undefined;
-    onTestFinished(async () => {
-      await doomed?.kill();
-      await survivor?.kill('SIGTERM');
-      await dbs.end();
-    });
+describe('a coordinator killed at each step boundary', () => {
+  let dbs: Databases;
+  let survivor: CoordinatorProcess | undefined;
+  beforeAll(async () => {
+    dbs = await createDatabases();
+  });
+  afterAll(async () => {
+    await survivor?.kill('SIGTERM');
+    await dbs.end();
+  });
+
+  it.each(CASES.map((c, i) => ({ ...c, account: i + 1 })))('$failpoint: $committed', async ({ failpoint, committed, account }) => {
     const body = {
       branches: [
         {
@@ -63,7 +63,7 @@ describe.concurrent('a coordinator killed at each step boundary', () => {
       timeoutMs: committed ? 4000 : 1500,
     };
     const key = `crash-${failpoint}`;
-    doomed = await startCoordinatorProcess({ ...dbs.env, ...FAST_RECOVERY, TPC_FAILPOINTS: `${failpoint}:crash` });
+    const doomed = await startCoordinatorProcess({ ...dbs.env, ...FAST_RECOVERY, TPC_FAILPOINTS: `${failpoint}:crash` });
     const lost = await httpRequest(doomed.url, 'POST', '/v1/transactions', body, { headers: { 'Idempotency-Key': key } }).catch((err: Error) => err);
     if (failpoint === 'before-completion-written' && !(lost instanceof Error)) {
       // The answer does not wait for the completion record: it may be out before the crash, and then says what recovery finishes.
@@ -71,6 +71,7 @@ describe.concurrent('a coordinator killed at each step boundary', () => {
     } else expect(lost).toBeInstanceOf(Error); // the process died before it could answer
     expect(await doomed.exited).toBeNull(); // killed by a signal, not exited
 
+    await survivor?.kill('SIGTERM');
     survivor = await startCoordinatorProcess({ ...dbs.env, ...FAST_RECOVERY });
     const answer = await settled(survivor.url, body, key);
     expect(answer.status).toBe(committed ? 201 : 409);
