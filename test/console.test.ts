@@ -98,10 +98,17 @@ describe.skipIf(!CHROMIUM)('the operator console', () => {
     await page.getByText('unreachable', { exact: false }).first().waitFor();
     const timeline = page.locator('#timeline');
     expect(await timeline.textContent()).toMatch(/Decided: commit.*Flagged in doubt.*flaky: prepared in the log/s);
+    // On a phone too: the participant's connection error, one long word, wraps inside its card.
+    await page.setViewportSize({ width: 400, height: 900 });
+    expect(await overflow(page)).toBeLessThanOrEqual(400);
+    await shoot(page, 'console-narrow-in-doubt');
+    await page.setViewportSize({ width: 1280, height: 900 });
     await mark(page);
 
-    // While the dialog is open nothing refreshes under the operator's eyes.
+    // While the dialog is open nothing refreshes under the operator's eyes. A refresh already on
+    // its way when the dialog opened still lands: count from the first tick that saw the dialog.
     await page.click('#resolve-abort');
+    await page.locator('#live-state', { hasText: 'dialog' }).waitFor();
     const before = await refreshes(page);
     await sleep(REFRESH_WAIT_MS);
     expect(await refreshes(page)).toBe(before);

@@ -5,7 +5,7 @@ import { phases, timeline } from './timeline.js';
 
 function liveCell(d) {
   if (!d?.live) return '—';
-  if (!d.live.reachable) return el('span', { class: 'badge bad' }, `unreachable: ${d.live.error}`);
+  if (!d.live.reachable) return el('span', { class: 'badge bad message' }, `unreachable: ${d.live.error}`);
   return d.live.prepared ? `prepared since ${when(d.live.preparedAt)}, ${d.live.locks} lock(s)` : 'not prepared';
 }
 
