@@ -5,6 +5,7 @@ import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { BranchSession, BranchState } from './participant.ts';
 import { settleSession } from './session-reset.ts';
+import { sendQuery } from './sent-query.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
 import type { StatementNames } from './statement-names.ts';
 
@@ -95,7 +96,7 @@ export class Branch implements BranchSession {
       return Promise.reject(err);
     }
     const name = this.#names?.nameFor(sql);
-    const query = this.#client.query({ name, text: sql, values: params as unknown[], queryMode: 'extended' } as pg.QueryConfig);
+    const query = sendQuery(this.#client, { name, text: sql, values: params, extended: true });
     // Refused only because an earlier statement failed (25P02), it is not stale.
     if (name !== undefined)
       query.catch((err: { code?: string }) => {
@@ -114,7 +115,7 @@ export class Branch implements BranchSession {
    * function of the same name first: hence the schema-qualified names.
    */
   async xid(): Promise<string | null> {
-    const r = await this.#track(this.#client.query({ text: XID_PROBE, queryMode: 'extended' } as pg.QueryConfig), 'xid lookup');
+    const r = await this.#track(sendQuery(this.#client, { text: XID_PROBE, extended: true }), 'xid lookup');
     return (r.rows[0]?.xid as string | null | undefined) ?? null;
   }
 

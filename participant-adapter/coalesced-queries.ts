@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { sendQuery } from './sent-query.ts';
 
 interface Waiting {
   text: string;
@@ -93,7 +94,7 @@ export class CoalescedQueries {
     for (const w of batch) {
       let sent: Promise<pg.QueryResult>;
       try {
-        sent = client.query({ text: w.text, query_timeout: this.#timeoutMs } as pg.QueryConfig);
+        sent = sendQuery(client, { text: w.text, timeoutMs: this.#timeoutMs });
       } catch (err) {
         sent = Promise.reject(err);
       }

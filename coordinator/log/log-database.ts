@@ -1,6 +1,7 @@
 import { Kysely, Migrator, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import { migrations } from '../../migrations/index.ts';
+import { sendQuery } from '../../participant-adapter/sent-query.ts';
 import { logConnection } from './log-hosts.ts';
 import { markNeverSent } from './unwritten.ts';
 import type { LogDatabase } from './schema.ts';
@@ -67,7 +68,7 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
     forced,
     relaxed,
     probe,
-    async prepared(mode, name, query) {
+    async prepared<R>(mode: 'forced' | 'relaxed', name: string, query: Pick<CompiledQuery<R>, 'sql' | 'parameters'>) {
       // The connection is taken apart from the statement so that a failure to get one is known
       // to have sent nothing: behind a proxy or during a failover, a connection accepted and then
       // dropped fails with the same error as one lost after the statement went out, and only the
@@ -79,7 +80,7 @@ export function openLogDatabase(options: LogDatabaseOptions): LogDb {
         throw markNeverSent(err);
       }
       try {
-        const result = await client.query({ name, text: query.sql, values: query.parameters as unknown[] });
+        const result = await sendQuery<R & pg.QueryResultRow>(client, { name, text: query.sql, values: query.parameters });
         client.release();
         return result;
       } catch (err) {
