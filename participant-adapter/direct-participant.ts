@@ -5,6 +5,7 @@ import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { OpenBranchOptions, Participant, ParticipantHealth, PreparedBranchInfo, PreparedBranchState, PreparedSlots, XactStatus } from './participant.ts';
 import { ROLE_POWERS_SQL, rolePowersOf, type RolePowers } from './role-powers.ts';
+import { sendQuery } from './sent-query.ts';
 import { sessionConnection } from './session-settings.ts';
 import { StatementNames } from './statement-names.ts';
 
@@ -259,7 +260,7 @@ export class DirectParticipant implements Participant {
     client.on('error', onError);
     let broken = false;
     try {
-      return await client.query({ name, text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig);
+      return await sendQuery(client, { name, text, values, timeoutMs: this.#timeoutMs });
     } catch (err) {
       const mapped = toParticipantError(err, this.name, what);
       broken = !mapped.sqlState;
