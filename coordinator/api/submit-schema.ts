@@ -15,6 +15,8 @@ const MAX_PARAM_DEPTH = 32;
 
 /** Depth of a JSON value, computed without recursion, giving up past `limit`. */
 function depthExceeds(value: unknown, limit: number): boolean {
+  // Most parameters are scalars: no stack to allocate, on every parameter of every submission.
+  if (value === null || typeof value !== 'object') return false;
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
