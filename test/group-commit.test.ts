@@ -59,6 +59,7 @@ function track<T>(p: Promise<T>) {
 }
 
 const settle = () => new Promise((r) => setImmediate(r));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const doubled = (items: number[]) => items.map((n) => n * 2);
 
 describe('group commit', () => {
@@ -363,5 +364,54 @@ describe('group commit', () => {
     expect(() => new GroupCommit({ name: 't', write, maxBatch: 1, maxQueued: -1 })).toThrow(RangeError);
     expect(() => new GroupCommit({ name: 't', write, maxBatch: 1.5, maxQueued: 1 })).toThrow(RangeError);
     expect(() => new GroupCommit({ name: 't', write, maxBatch: 1, maxQueued: 1, maxInFlight: 0 })).toThrow(RangeError);
+    expect(() => new GroupCommit({ name: 't', write, maxBatch: 1, maxQueued: 1, lingerMs: -1 })).toThrow(RangeError);
+    expect(() => new GroupCommit({ name: 't', write, maxBatch: 1, maxQueued: 1, lingerMs: Number.POSITIVE_INFINITY })).toThrow(RangeError);
+  });
+
+  it('with a linger, a free slot waits that long and writes everyone who came meanwhile in one batch', async () => {
+    const { calls, write } = controlledWrite<number, number>();
+    const { observer, flushes } = recordingObserver();
+    const batcher = new GroupCommit({ name: 't', write, maxBatch: 10, maxQueued: 10, lingerMs: 40, observer });
+    const first = [1, 2].map((n) => track(batcher.submit(n)));
+    await settle();
+    expect(calls).toEqual([]);
+    const third = track(batcher.submit(3));
+    await sleep(80);
+    expect(calls.map((c) => c.items)).toEqual([[1, 2, 3]]);
+    // Items that come while the write is in flight wait for it, then for the linger again.
+    const later = [4, 5].map((n) => track(batcher.submit(n)));
+    calls[0]!.resolve([10, 20, 30]);
+    await settle();
+    expect([...first, third].map((t) => t.value)).toEqual([10, 20, 30]);
+    expect(calls).toHaveLength(1);
+    await sleep(80);
+    expect(calls.map((c) => c.items)).toEqual([
+      [1, 2, 3],
+      [4, 5],
+    ]);
+    calls[1]!.resolve([40, 50]);
+    await settle();
+    expect(later.map((t) => t.value)).toEqual([40, 50]);
+    expect(flushes).toEqual([
+      { size: 3, outcome: 'ok' },
+      { size: 2, outcome: 'ok' },
+    ]);
+  });
+
+  it('with a linger, a full batch goes at once, and close() writes what lingers without waiting', async () => {
+    const { calls, write } = controlledWrite<number, number>();
+    const batcher = new GroupCommit({ name: 't', write, maxBatch: 3, maxQueued: 10, lingerMs: 60_000 });
+    const full = [1, 2, 3].map((n) => track(batcher.submit(n)));
+    expect(calls.map((c) => c.items)).toEqual([[1, 2, 3]]);
+    calls[0]!.resolve([1, 2, 3]);
+    const lingering = track(batcher.submit(4));
+    await settle();
+    expect(calls).toHaveLength(1);
+    const closed = track(batcher.close());
+    expect(calls.map((c) => c.items)).toEqual([[1, 2, 3], [4]]);
+    calls[1]!.resolve([4]);
+    await settle();
+    expect([...full, lingering].map((t) => t.value)).toEqual([1, 2, 3, 4]);
+    expect(closed.settled).toBe(true);
   });
 });

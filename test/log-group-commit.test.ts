@@ -361,4 +361,51 @@ describe('state changes written in batches', () => {
       await close();
     }
   });
+
+  it('completions that may linger share a statement though they come one after another; the others go at once', async () => {
+    const { store, oracle, sizes, close } = await freshLog('twl', 'transition-lingering');
+    try {
+      const ids = Array.from({ length: 5 }, () => randomUUID());
+      await Promise.all(ids.map((id) => store.begin(beginRecord('twl', ['a'], { id, submittedBy: 'test', driver: 'me' }))));
+      for (const id of ids) {
+        await store.transition({
+          id,
+          from: 'active',
+          to: 'committing',
+          forced: true,
+          driver: 'me',
+          branches: [{ index: 0, status: 'prepared', xid: '7' }],
+          event: { kind: 'decided', detail: { outcome: 'commit' } },
+        });
+      }
+      const complete = (id: string, lingers: boolean) =>
+        store.transition({
+          id,
+          from: 'committing',
+          to: 'committed',
+          forced: false,
+          lingers,
+          driver: 'me',
+          branches: [{ index: 0, status: 'committed' }],
+          event: { kind: 'completed', detail: { outcome: 'committed' }, derivable: true },
+        });
+      // Two that do not linger, each awaited: neither waits for the other, nor goes to the lingering writer.
+      await complete(ids[0]!, false);
+      await complete(ids[1]!, false);
+      expect(sizes).toEqual([]);
+      // Three that linger, each in a later turn of the event loop: one statement for the three
+      // (without the linger, the first would go alone at once and the other two after it).
+      const lingering: Promise<void>[] = [];
+      for (const id of ids.slice(2)) {
+        lingering.push(complete(id, true));
+        await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(lingering);
+      expect(sizes).toEqual([3]);
+      const statuses = await oracle.query('SELECT status::text FROM tpc_transactions WHERE id = ANY($1::uuid[])', [ids]);
+      expect(statuses.rows.map((r) => r.status)).toEqual(Array(5).fill('committed'));
+    } finally {
+      await close();
+    }
+  });
 });

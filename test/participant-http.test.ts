@@ -74,7 +74,12 @@ describe('a participant reached over HTTP', () => {
     expect(r.status).toBe(201);
     expect(r.body.status).toBe('committed');
     expect(r.body.branches[0].results[1].rows).toEqual([{ balance: 1001 }]);
-    const logged = await world.db.log.query('SELECT status, xid FROM tpc_branch_rows WHERE transaction_id = $1', [r.body.id]);
+    // The completion record follows the answer (not forced, batched): wait for it.
+    const logged = await eventually(
+      () => world.db.log.query('SELECT status, xid FROM tpc_branch_rows WHERE transaction_id = $1', [r.body.id]),
+      (q) => q.rows[0]?.status === 'committed',
+      'the branch recorded committed',
+    );
     expect(logged.rows[0]).toMatchObject({ status: 'committed', xid: expect.stringMatching(/^\d+$/) });
   });
 

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { eventually } from './harness/waits.ts';
 import { createWorld, transfer, type World } from './harness/world.ts';
 
 const update = (resource: string, amount: number, id: number) => ({
@@ -190,7 +191,12 @@ describe('the protocol', () => {
       for (const t of aborted) expect(t.body.error.code).toBe('deadline_exceeded');
       for (const t of [t1, t2]) {
         expect([201, 409]).toContain(t.status);
-        const times = await world.db.log.query('SELECT completed_at - deadline AS late FROM tpc_transactions WHERE id = $1', [t.body.id]);
+        // The completion record is written after the answer (it is not forced): wait for it.
+        const times = await eventually(
+          () => world.db.log.query('SELECT completed_at - deadline AS late FROM tpc_transactions WHERE id = $1', [t.body.id]),
+          (r) => r.rows[0]?.late != null,
+          `the completion record of ${t.body.id}`,
+        );
         // Ended by its deadline: recorded within a second after it, not whenever a lock frees.
         const late = times.rows[0].late as { seconds?: number; milliseconds?: number };
         expect((late.seconds ?? 0) * 1000 + (late.milliseconds ?? 0)).toBeLessThan(1000);

@@ -43,6 +43,12 @@ export interface TransitionRecord {
   to: TxStatus;
   /** Wait for the WAL flush: required for the commit decision, the commit point. */
   forced: boolean;
+  /**
+   * Not forced, and no answer waits on it (a driver's completion, written after its answer): it
+   * may wait a few milliseconds for others to share its statement. Not for a write a job or a
+   * client waits on, whose wait it would lengthen.
+   */
+  lingers?: boolean;
   /** Fencing: the change applies only while this instance holds the transaction's lease. */
   driver: string;
   onePhase?: boolean;

@@ -155,6 +155,8 @@ export async function complete(deps: Writer, id: string, c: Completion, who: Com
       return write(deps, {
         ...base,
         forced: false,
+        // The driver's answer has gone (or goes without waiting for this): it may share a later statement.
+        lingers: true,
         event: {
           kind,
           detail: error ? { outcome: c.outcome, reason: error } : { outcome: c.outcome },

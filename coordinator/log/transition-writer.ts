@@ -79,6 +79,13 @@ export function transitionRow(record: TransitionRecord): TransitionRow {
 export const MAX_BATCH = 64;
 export const MAX_QUEUED = 2_000;
 
+// A driver's completion record follows its answer: only a read of the transaction from this
+// instance, and shutdown, wait for it. Holding a free slot 10 ms for company about doubled those
+// batches at 32 clients: the log's CPU per transfer 0.233 against 0.307 ms, the coordinator's 1.277
+// against 1.423 ms (bench, alternating rounds, one run). Recovery's completions do not linger: a
+// job waits on each, and a backlog of 10 000 then drained in 22.5 s instead of 12.6.
+const LINGER_MS = 10;
+
 /** #lean's statement; its branches merged as mergedBranches merges them. */
 const LEAN_TRANSITION = `
   UPDATE tpc_transactions SET
@@ -99,8 +106,8 @@ const LEAN_TRANSITION = `
 
 /**
  * The log's state changes, with group commit (DESIGN.md, "The hot path"): concurrent transitions
- * share one statement, one for forced writes (the decisions, whose flush is then shared too) and
- * one for relaxed ones. Every transition stays a compare-and-set of its own (status = from, driver
+ * share one statement, one for forced writes (the decisions, whose flush is then shared too), one
+ * for relaxed ones, and one for the relaxed ones that may linger (TransitionRecord.lingers). Every transition stays a compare-and-set of its own (status = from, driver
  * = me, the branches checked): an item that matched no row fails alone with StaleStateError. A
  * batch lost mid-flight fails each of its callers with that error, as their own write would.
  */
@@ -108,13 +115,15 @@ export class TransitionWriter {
   readonly #db: LogDb;
   readonly #forced: GroupCommit<TransitionRow, true>;
   readonly #relaxed: GroupCommit<TransitionRow, true>;
+  readonly #lingering: GroupCommit<TransitionRow, true>;
   #manySql: string | undefined;
 
   constructor(db: LogDb, observer?: GroupCommitObserver, failpoints?: Failpoints) {
     this.#db = db;
-    const writer = (mode: 'forced' | 'relaxed') =>
+    const writer = (mode: 'forced' | 'relaxed', name: string, lingerMs: number) =>
       new GroupCommit<TransitionRow, true>({
-        name: `transition-${mode}`,
+        name,
+        lingerMs,
         maxBatch: MAX_BATCH,
         maxQueued: MAX_QUEUED,
         observer,
@@ -127,17 +136,19 @@ export class TransitionWriter {
           return results;
         },
       });
-    this.#forced = writer('forced');
-    this.#relaxed = writer('relaxed');
+    this.#forced = writer('forced', 'transition-forced', 0);
+    this.#relaxed = writer('relaxed', 'transition-relaxed', 0);
+    this.#lingering = writer('relaxed', 'transition-lingering', LINGER_MS);
   }
 
   write(record: TransitionRecord): Promise<true> {
-    return (record.forced ? this.#forced : this.#relaxed).submit(transitionRow(record));
+    const batcher = record.forced ? this.#forced : record.lingers ? this.#lingering : this.#relaxed;
+    return batcher.submit(transitionRow(record));
   }
 
   /** Writes what is queued; later writes are refused (the service is stopping). */
   async close(): Promise<void> {
-    await Promise.all([this.#forced.close(), this.#relaxed.close()]);
+    await Promise.all([this.#forced.close(), this.#relaxed.close(), this.#lingering.close()]);
   }
 
   /** A batch of one: the single-row statement, prepared once per connection (a batch's arrays would be planned anew each time). */
