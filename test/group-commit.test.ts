@@ -371,12 +371,12 @@ describe('group commit', () => {
   it('with a linger, a free slot waits that long and writes everyone who came meanwhile in one batch', async () => {
     const { calls, write } = controlledWrite<number, number>();
     const { observer, flushes } = recordingObserver();
-    const batcher = new GroupCommit({ name: 't', write, maxBatch: 10, maxQueued: 10, lingerMs: 40, observer });
+    const batcher = new GroupCommit({ name: 't', write, maxBatch: 10, maxQueued: 10, lingerMs: 200, observer });
     const first = [1, 2].map((n) => track(batcher.submit(n)));
     await settle();
     expect(calls).toEqual([]);
     const third = track(batcher.submit(3));
-    await sleep(80);
+    await sleep(400);
     expect(calls.map((c) => c.items)).toEqual([[1, 2, 3]]);
     // Items that come while the write is in flight wait for it, then for the linger again.
     const later = [4, 5].map((n) => track(batcher.submit(n)));
@@ -384,7 +384,7 @@ describe('group commit', () => {
     await settle();
     expect([...first, third].map((t) => t.value)).toEqual([10, 20, 30]);
     expect(calls).toHaveLength(1);
-    await sleep(80);
+    await sleep(400);
     expect(calls.map((c) => c.items)).toEqual([
       [1, 2, 3],
       [4, 5],

@@ -107,9 +107,10 @@ const LEAN_TRANSITION = `
 /**
  * The log's state changes, with group commit (DESIGN.md, "The hot path"): concurrent transitions
  * share one statement, one for forced writes (the decisions, whose flush is then shared too), one
- * for relaxed ones, and one for the relaxed ones that may linger (TransitionRecord.lingers). Every transition stays a compare-and-set of its own (status = from, driver
- * = me, the branches checked): an item that matched no row fails alone with StaleStateError. A
- * batch lost mid-flight fails each of its callers with that error, as their own write would.
+ * for relaxed ones, and one for the relaxed ones that may linger (TransitionRecord.lingers). Every
+ * transition stays a compare-and-set of its own (status = from, driver = me, the branches checked):
+ * an item that matched no row fails alone with StaleStateError. A batch lost mid-flight fails each
+ * of its callers with that error, as their own write would.
  */
 export class TransitionWriter {
   readonly #db: LogDb;
