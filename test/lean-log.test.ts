@@ -68,6 +68,29 @@ describe('the lean log', () => {
     for (const b of xids.rows) expect((await world.db[b.resource].query('SELECT pg_xact_status($1::xid8) AS s', [b.xid])).rows[0].s).toBe('committed');
   });
 
+  it('writes each branch whole as a merge of every change would leave it, whether the begin record was folded or written first', async () => {
+    const transfer = { branches: [update('bank_a', -1, 3), update('bank_c', 1, 3)] };
+    const folded = await world.submit(transfer);
+    // A keyed request's begin record is written before its work (TransitionWriter then decides it).
+    const begun = await world.submit(transfer, { headers: { 'Idempotency-Key': `whole-${Date.now()}` } });
+    for (const r of [folded, begun]) {
+      expect(r.status).toBe(201);
+      await stored(r.body.id);
+      const row = await world.db.log.query('SELECT branches FROM tpc_transactions WHERE id = $1', [r.body.id]);
+      expect(row.rows[0].branches).toEqual(
+        ['bank_a', 'bank_c'].map((resource, index) => ({
+          index,
+          resource,
+          gid: expect.stringContaining(`${r.body.id}:${index}`),
+          status: 'committed',
+          xid: expect.stringMatching(/^\d+$/),
+          read_only: false,
+          results: [{ rowCount: 1, rows: [] }],
+        })),
+      );
+    }
+  });
+
   it('derives a one-phase commit and a read-only commit as the earlier log wrote them', async () => {
     const one = await world.submit({ branches: [update('bank_b', 1, 2)] });
     expect(one.status).toBe(201);

@@ -4,6 +4,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { StaleStateError } from '../coordinator/errors.ts';
 import { migrateLog, openLogDatabase } from '../coordinator/log/log-database.ts';
 import { TransactionsStore } from '../coordinator/log/transactions-store.ts';
+import type { BeginRecord, BranchUpdate } from '../coordinator/engine/log-port.ts';
 import { beginRecord } from './harness/begin-record.ts';
 import { eventually } from './harness/waits.ts';
 import { createDatabase } from './harness/world.ts';
@@ -357,6 +358,129 @@ describe('state changes written in batches', () => {
           insert: beginRecord('twf', ['a'], { id: alone, driver: 'me' }),
         }),
       ).rejects.toBeInstanceOf(StaleStateError);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a whole list of branches leaves the row a merge of updates leaves, alone and batched; one that counts fewer branches is merged', async () => {
+    const { store, oracle, sizes, close } = await freshLog('twh', 'transition-relaxed');
+    try {
+      const decided = async (resources: string[]) => {
+        const insert = beginRecord('twh', resources, { driver: 'me' });
+        await store.transition({
+          id: insert.id,
+          from: 'active',
+          to: 'committing',
+          forced: true,
+          driver: 'me',
+          branches: resources.map((_, index) => ({ index, status: 'prepared', xid: index === 1 ? null : String(700 + index), readOnly: index === 1 })),
+          event: { kind: 'decided', detail: { outcome: 'commit' }, derivable: true },
+          insert,
+        });
+        return insert;
+      };
+      const results = [{ rowCount: 1, rows: [{ n: 1 }] }];
+      const complete = (id: string, branches: BranchUpdate[], whole?: boolean) =>
+        store.transition({
+          id,
+          from: 'committing',
+          to: 'committed',
+          forced: false,
+          driver: 'me',
+          branches,
+          branchesWhole: whole,
+          event: { kind: 'completed', detail: { outcome: 'committed' }, derivable: true },
+        });
+      // What the driver sends: the updates alone, or every branch with every field its row holds.
+      const updates = (n: number): BranchUpdate[] =>
+        Array.from({ length: n }, (_, index) => ({ index, status: 'committed', readOnly: index === 1, results: index === 1 ? undefined : results }));
+      const whole = (r: BeginRecord, n = r.branches.length): BranchUpdate[] =>
+        updates(n).map((u) => ({
+          ...u,
+          resource: r.branches[u.index]!.resource,
+          gid: r.branches[u.index]!.gid,
+          xid: u.index === 1 ? null : String(700 + u.index),
+        }));
+      // Each row's branches with its own id taken out of the gids: rows of one shape compare equal.
+      const branches = async (r: BeginRecord) => {
+        const row = (await oracle.query('SELECT branches FROM tpc_transactions WHERE id = $1', [r.id])).rows[0];
+        return JSON.parse(JSON.stringify(row.branches).replaceAll(r.id, 'ID'));
+      };
+
+      const merged = await Promise.all([0, 1, 2].map(() => decided(['a', 'b', 'c'])));
+      const taken = await Promise.all([0, 1, 2].map(() => decided(['a', 'b', 'c'])));
+      sizes.length = 0;
+      // Three at once each way: the first alone (the single-row statement), the other two behind it
+      // in one (the batch statement).
+      await Promise.all(merged.map((r) => complete(r.id, updates(3))));
+      await Promise.all(taken.map((r) => complete(r.id, whole(r), true)));
+      expect(sizes).toEqual([1, 2, 1, 2]);
+      const expected = [0, 1, 2].map((index) => ({
+        index,
+        resource: ['a', 'b', 'c'][index],
+        gid: `tpc:twh:ID:${index}`,
+        status: 'committed',
+        read_only: index === 1,
+        ...(index === 1 ? {} : { xid: String(700 + index), results }),
+      }));
+      for (const r of [...merged, ...taken]) expect(await branches(r)).toEqual(expected);
+
+      // A list that counts fewer branches than the row (a branch it does not know of) is merged:
+      // the third branch is kept, not dropped.
+      const short = await decided(['a', 'b', 'c']);
+      await complete(short.id, whole(short, 2), true);
+      expect((await branches(short)).map((b: { status: string }) => b.status)).toEqual(['committed', 'committed', 'prepared']);
+
+      // Taken as it stands, not merged, by both statements: a field the row's branch held and the
+      // list leaves out is gone.
+      const extra = await Promise.all([0, 1, 2].map(() => decided(['a', 'b'])));
+      await oracle.query(`UPDATE tpc_transactions SET branches = jsonb_set(branches, '{0,note}', '"x"') WHERE id = ANY($1)`, [extra.map((r) => r.id)]);
+      sizes.length = 0;
+      await Promise.all(extra.map((r) => complete(r.id, whole(r), true)));
+      expect(sizes).toEqual([1, 2]);
+      for (const r of extra) expect((await branches(r))[0]).not.toHaveProperty('note');
+
+      // In a batch of the lean statement, an item it cannot move (another driver's) fails alone,
+      // after the general statement has had its say; the others are written.
+      const mixed = await Promise.all([0, 1, 2, 3].map(() => decided(['a', 'b'])));
+      const outcomes = await Promise.allSettled(
+        mixed.map((r, i) =>
+          store.transition({
+            id: r.id,
+            from: 'committing',
+            to: 'committed',
+            forced: false,
+            driver: i === 2 ? 'someone-else' : 'me',
+            branches: whole(r),
+            branchesWhole: true,
+            event: { kind: 'completed', detail: { outcome: 'committed' }, derivable: true },
+          }),
+        ),
+      );
+      expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+      expect((outcomes[2] as PromiseRejectedResult).reason).toBeInstanceOf(StaleStateError);
+      const statuses = await oracle.query('SELECT id, status::text FROM tpc_transactions WHERE id = ANY($1)', [mixed.map((r) => r.id)]);
+      expect(mixed.map((r) => statuses.rows.find((x) => x.id === r.id)!.status)).toEqual(['committed', 'committed', 'committing', 'committed']);
+
+      // So with first changes: in a batch of inserts, the one whose row is there already fails alone.
+      const there = mixed[0]!;
+      const inserts = [beginRecord('twh', ['a']), beginRecord('twh', ['a'], { id: there.id }), beginRecord('twh', ['a'])];
+      const firsts = await Promise.allSettled(
+        inserts.map((insert) =>
+          store.transition({
+            id: insert.id,
+            from: 'active',
+            to: 'aborted',
+            forced: false,
+            driver: 'me',
+            event: { kind: 'aborted', detail: { outcome: 'aborted' }, derivable: true },
+            insert,
+          }),
+        ),
+      );
+      expect(firsts.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect((firsts[1] as PromiseRejectedResult).reason).toBeInstanceOf(StaleStateError);
     } finally {
       await close();
     }

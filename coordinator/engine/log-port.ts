@@ -27,6 +27,9 @@ export type BeginOutcome = { created: true } | { created: false; existingId: str
 
 export interface BranchUpdate {
   index: number;
+  /** Given, with gid, only in a whole list (TransitionRecord.branchesWhole): what the row already holds. */
+  resource?: string;
+  gid?: string;
   status: BranchStatus;
   /** How the branch really ended when that was against the decision. */
   heuristic?: string;
@@ -56,6 +59,16 @@ export interface TransitionRecord {
   heuristic?: boolean;
   error?: unknown;
   branches?: BranchUpdate[];
+  /**
+   * `branches` lists every branch of the transaction with every field its row holds for it, as they
+   * are to be after this change: the log may write them as they stand instead of merging them into
+   * the row's (a merge of jsonb arrays cost the log about 30 µs per row, half of a completion).
+   * Only a driver that wrote every earlier change of the row knows that much (TransactionRun); the
+   * other writers that touch a row's branches only move a branch's status to the decided outcome
+   * (RecoveryLog.recordFailedAttempt), which such a list sets too, or change the status, which
+   * makes this compare-and-set fail.
+   */
+  branchesWhole?: boolean;
   /**
    * The change applies only if the transaction has at most this many branches: the ones the
    * caller checked. A branch joined since then (POST …/branches) makes it fail with StaleStateError.

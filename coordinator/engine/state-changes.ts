@@ -22,7 +22,13 @@ export type Decider =
 
 export type Decision =
   /** checked: the branches the decider saw prepared; a branch joined since makes the write stale. */
-  | { outcome: 'commit'; checked: number; branches: { index: number; xid?: string | null; readOnly?: boolean }[] }
+  | {
+      outcome: 'commit';
+      checked: number;
+      branches: { index: number; xid?: string | null; readOnly?: boolean; resource?: string; gid?: string }[];
+      /** The branches carry their resource and gid too: the whole list (TransitionRecord.branchesWhole). */
+      whole?: boolean;
+    }
   /** The single branch's xid, durable before its COMMIT so that recovery can learn the outcome. */
   | { outcome: 'one-phase commit'; xid: string }
   | { outcome: 'abort'; reason: TxError; checked?: number; branches?: BranchUpdate[] };
@@ -48,6 +54,8 @@ export interface Completion {
   error?: TxError | null;
   hazards?: Hazard[];
   branches?: BranchUpdate[];
+  /** `branches` is the whole list (TransitionRecord.branchesWhole). */
+  whole?: boolean;
 }
 
 /** What the gateway needs: the log, and this instance as the lease holder its compare-and-sets name. */
@@ -82,7 +90,8 @@ export async function decide(deps: Writer, id: string, decision: Decision, who: 
         ...base,
         forced: true,
         branchesChecked: decision.checked,
-        branches: decision.branches.map((b) => ({ index: b.index, status: 'prepared', xid: b.xid, readOnly: b.readOnly })),
+        branches: decision.branches.map((b) => ({ index: b.index, resource: b.resource, gid: b.gid, status: 'prepared', xid: b.xid, readOnly: b.readOnly })),
+        branchesWhole: decision.whole,
         event: {
           kind: 'decided',
           actor,
@@ -148,6 +157,7 @@ export async function complete(deps: Writer, id: string, c: Completion, who: Com
     error: c.error ?? undefined,
     heuristic,
     branches: c.branches,
+    branchesWhole: c.whole,
     ...inserting(unwritten),
   };
   switch (who.by) {

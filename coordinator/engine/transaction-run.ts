@@ -50,6 +50,8 @@ export class TransactionRun {
   #results: StatementOutcome[][];
   #statuses: BranchStatus[];
   #readOnly: boolean[];
+  /** Each prepared branch's xid, as the commit decision wrote it (null: read-only, none written). */
+  #xids: (string | null)[] = [];
   #fates: (string | undefined)[] = [];
   /** The begin record while no row holds it: the first state change inserts the row (DeferredBegin). */
   #unwritten: BeginRecord | null = null;
@@ -145,6 +147,7 @@ export class TransactionRun {
       // Prepared without an xid: the branch wrote nothing; it is committed with the others and
       // its outcome cannot matter.
       this.#readOnly[w.index] = w.xid === null;
+      this.#xids[w.index] = w.xid;
     });
     const refs = work.map((w) => this.#ref(w.index, w.xid));
     const t0 = performance.now();
@@ -156,7 +159,15 @@ export class TransactionRun {
           {
             outcome: 'commit',
             checked: this.#request.branches.length,
-            branches: work.map((w) => ({ index: w.index, xid: w.xid, readOnly: w.xid === null })),
+            branches: work.map((w) => ({
+              index: w.index,
+              resource: this.#request.branches[w.index]!.resource,
+              gid: this.#gids[w.index]!,
+              xid: w.xid,
+              readOnly: w.xid === null,
+            })),
+            // This run wrote the row's begin record (or holds it), so it knows every field of every branch.
+            whole: true,
           },
           { by: 'driver' },
           this.#takeUnwritten(),
@@ -323,7 +334,9 @@ export class TransactionRun {
       await complete(
         this.#deps,
         this.#id,
-        { from, outcome: to, error, hazards: this.#hazards(), branches: this.#branchUpdates() },
+        from === 'committing'
+          ? { from, outcome: to, error, hazards: this.#hazards(), branches: this.#wholeBranches(), whole: true }
+          : { from, outcome: to, error, hazards: this.#hazards(), branches: this.#branchUpdates() },
         { by: 'driver' },
         this.#takeUnwritten(),
       );
@@ -471,6 +484,20 @@ export class TransactionRun {
       readOnly: this.#readOnly[index],
       heuristic: this.#fates[index],
       results: status === 'committed' ? this.#results[index] : undefined,
+    }));
+  }
+
+  /**
+   * After this run's commit decision: every field each branch's row holds, as it is to be once
+   * complete (TransitionRecord.branchesWhole), that is the begin record's (index, resource, gid),
+   * the decision's (xid, read-only) and the completion's (status, results, how it ended).
+   */
+  #wholeBranches(): BranchUpdate[] {
+    return this.#branchUpdates().map((u) => ({
+      ...u,
+      resource: this.#request.branches[u.index]!.resource,
+      gid: this.#gids[u.index]!,
+      xid: this.#xids[u.index],
     }));
   }
 

@@ -46,6 +46,23 @@ const INSERT_ONE = `
     CASE WHEN $14::boolean THEN now() END, CASE WHEN $15::boolean THEN now() END, now())
   ON CONFLICT (id) DO NOTHING`;
 
+/** A batch's rows inserted from its items `x`: both batch statements' INSERT, but for its source. */
+const INSERT_FROM_X = `
+  INSERT INTO tpc_transactions (id, namespace, status, one_phase, heuristic, deadline, submitted_by, driver, lease_until,
+    branch_count, branches, timeout_ms, interactive, version, error, created_at, decided_at, completed_at, updated_at)
+  SELECT id, namespace, "to", one_phase, heuristic, deadline, submitted_by, driver, deadline,
+    jsonb_array_length(row_branches), row_branches, timeout_ms, interactive, 1, NULLIF(error, 'null'::jsonb),
+    LEAST(deadline - make_interval(secs => timeout_ms / 1000.0), now()),
+    CASE WHEN decides THEN now() END, CASE WHEN completes THEN now() END, now()`;
+
+/** #leanMany's statement: INSERT_ONE for a batch. */
+const INSERT_LEAN_BATCH = `${INSERT_FROM_X}
+  FROM jsonb_to_recordset($1::jsonb) AS x(
+    id uuid, namespace text, deadline timestamptz, submitted_by text, driver text, timeout_ms int, interactive boolean,
+    "to" tpc_tx_status, one_phase boolean, heuristic boolean, decides boolean, completes boolean, error jsonb, row_branches jsonb)
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id`;
+
 /**
  * The first state change of a transaction whose begin record was deferred (engine/deferred-begin.ts)
  * inserts its row, already decided (or final): the begin record folded into the decision. Group
@@ -91,6 +108,7 @@ export class FirstChangeWriter {
 
   async #insert(mode: 'forced' | 'relaxed', rows: FirstChangeRow[]): Promise<(true | Error)[]> {
     if (rows.length === 1 && rows[0]!.derivable) return [await this.#one(mode, rows[0]!)];
+    if (rows.every((r) => r.derivable)) return this.#leanMany(mode, rows);
     const json = JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })));
     // Its only parameter is the batch: the text is compiled once, and one plan serves every size
     // (an INSERT of a recordset joins no table, so no estimate of its rows can mislead it).
@@ -100,13 +118,7 @@ export class FirstChangeWriter {
           id uuid, namespace text, deadline timestamptz, submitted_by text, driver text, timeout_ms int, interactive boolean,
           "to" tpc_tx_status, one_phase boolean, heuristic boolean, decides boolean, completes boolean, error jsonb,
           row_branches jsonb, event_kind text, event_actor text, event_detail jsonb, derivable boolean, ord int)
-      ), t AS (
-        INSERT INTO tpc_transactions (id, namespace, status, one_phase, heuristic, deadline, submitted_by, driver, lease_until,
-          branch_count, branches, timeout_ms, interactive, version, error, created_at, decided_at, completed_at, updated_at)
-        SELECT id, namespace, "to", one_phase, heuristic, deadline, submitted_by, driver, deadline,
-          jsonb_array_length(row_branches), row_branches, timeout_ms, interactive, 1, NULLIF(error, 'null'::jsonb),
-          LEAST(deadline - make_interval(secs => timeout_ms / 1000.0), now()),
-          CASE WHEN decides THEN now() END, CASE WHEN completes THEN now() END, now()
+      ), t AS (${sql.raw(INSERT_FROM_X)}
         FROM x
         ON CONFLICT (id) DO NOTHING
         RETURNING id
@@ -120,6 +132,37 @@ export class FirstChangeWriter {
     const result = await this.#db.prepared<{ ord: number }>(mode, 'tpc_first_change', { sql: this.#sql, parameters: [json] });
     const inserted = new Set(result.rows.map((r) => r.ord));
     return rows.map((r, i) => (inserted.has(i + 1) ? true : new StaleStateError(r.id, r.from, r.to)));
+  }
+
+  /**
+   * A batch whose events are all derived (the happy path's decisions under load): one INSERT from
+   * the recordset, without the CTEs that join it back to write events and number the items. The
+   * general statement cost the log 431 µs of execution per batch of about four (bench, 32 clients,
+   * pg_stat_statements). Which items were inserted is read from the ids returned.
+   */
+  async #leanMany(mode: 'forced' | 'relaxed', rows: FirstChangeRow[]): Promise<(true | Error)[]> {
+    const json = JSON.stringify(
+      rows.map((r) => ({
+        id: r.id,
+        namespace: r.namespace,
+        deadline: r.deadline,
+        submitted_by: r.submitted_by,
+        driver: r.driver,
+        timeout_ms: r.timeout_ms,
+        interactive: r.interactive,
+        to: r.to,
+        one_phase: r.one_phase,
+        heuristic: r.heuristic,
+        decides: r.decides,
+        completes: r.completes,
+        error: r.error,
+        row_branches: r.row_branches,
+      })),
+    );
+    const result = await this.#db.prepared<{ id: string }>(mode, 'tpc_first_change_lean_batch', { sql: INSERT_LEAN_BATCH, parameters: [json] });
+    if (result.rows.length === rows.length) return rows.map(() => true);
+    const inserted = new Set(result.rows.map((r) => r.id));
+    return rows.map((r) => (inserted.has(r.id.toLowerCase()) ? true : new StaleStateError(r.id, r.from, r.to)));
   }
 
   /**
