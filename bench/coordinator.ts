@@ -130,9 +130,15 @@ async function startInProcess(env: Record<string, string>, root: string): Promis
 }
 
 /** Starts the coordinator from `root` (another checkout), else from --coordinator-root, else from this repo. */
-export function startCoordinator(options: BenchOptions, env: Record<string, string>, log: (msg: string) => void, root?: string): Promise<Coordinator> {
+export function startCoordinator(
+  options: BenchOptions,
+  env: Record<string, string>,
+  log: (msg: string) => void,
+  root?: string,
+  nodeArgs = options.serviceNodeArgs,
+): Promise<Coordinator> {
   const dir = resolve(root ?? options.coordinatorRoot ?? ROOT);
-  return options.service === 'child' ? startChild([...options.serviceNodeArgs, ...entryPoint(dir, log)], env, dir, log) : startInProcess(env, dir);
+  return options.service === 'child' ? startChild([...nodeArgs, ...entryPoint(dir, log)], env, dir, log) : startInProcess(env, dir);
 }
 
 /** Variant (j)'s server (bare-http-server.ts), always a child process: its CPU is counted apart. */

@@ -33,6 +33,8 @@ export interface BenchOptions {
   baselineRoot: string | undefined;
   /** Extra Node flags for the child coordinator (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof). */
   serviceNodeArgs: string[];
+  /** The baseline's (d) Node flags instead of serviceNodeArgs, when given: the same code under other flags. */
+  baselineNodeArgs: string[] | undefined;
   /** Load pg_stat_statements everywhere and report the costliest statements per database. */
   pgStatStatements: boolean;
   /** Update bench/RESULTS.md with this run's section. */
@@ -72,6 +74,7 @@ const USAGE = `npm run bench -- [options]   (every option also reads BENCH_<NAME
   --coordinator-root DIR  run the coordinator's code from another checkout (before/after comparisons; needs its node_modules)
   --baseline-root DIR  also run the coordinator from DIR as variant (d), alternating with (c): a before/after comparison
   --service-node-args="FLAGS"  extra Node flags for the child coordinator, e.g. --service-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
+  --baseline-node-args="FLAGS" the baseline's (d) flags instead (--baseline-root . compares one checkout under two sets of flags)
   --pg-stat-statements load pg_stat_statements in every cluster and list the costliest statements (diagnosis)
   --no-write           do not update bench/RESULTS.md
   --overload           overload mode: the service alone at --concurrency clients (its calm rate), then at each of
@@ -115,6 +118,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
       pool: { type: 'string' },
       variants: { type: 'string' },
       'service-node-args': { type: 'string' },
+      'baseline-node-args': { type: 'string' },
       'coordinator-root': { type: 'string' },
       'baseline-root': { type: 'string' },
       'pg-stat-statements': { type: 'boolean' },
@@ -164,6 +168,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     coordinatorRoot: values['coordinator-root'] ?? (env.BENCH_COORDINATOR_ROOT || undefined),
     baselineRoot,
     serviceNodeArgs: (values['service-node-args'] ?? env.BENCH_SERVICE_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+    baselineNodeArgs: (values['baseline-node-args'] ?? env.BENCH_BASELINE_NODE_ARGS)?.split(/\s+/).filter(Boolean),
     pgStatStatements: values['pg-stat-statements'] ?? env.BENCH_PG_STAT_STATEMENTS === '1',
     write: !(values['no-write'] ?? env.BENCH_NO_WRITE === '1'),
     overload: values.overload ?? env.BENCH_OVERLOAD === '1',

@@ -195,7 +195,7 @@ export async function startWorld(options: BenchOptions, log: (msg: string) => vo
       urls.tpc_log_baseline = logUrl;
       adminUrls.tpc_log_baseline = pg0.url('tpc_log_baseline');
       if (options.pgStatStatements) await enableStatStatements([adminUrls.tpc_log_baseline]);
-      const started = await startCoordinator(options, env(logUrl, `${NAMESPACE}-baseline`), log, options.baselineRoot);
+      const started = await startCoordinator(options, env(logUrl, `${NAMESPACE}-baseline`), log, options.baselineRoot, options.baselineNodeArgs);
       baseline = started;
       cleanups.push(() => started.close());
       log(`baseline coordinator (${options.service}, ${started.revision}) listening at ${started.url}`);
