@@ -432,8 +432,8 @@ describe('state changes written in batches', () => {
       await complete(short.id, whole(short, 2), true);
       expect((await branches(short)).map((b: { status: string }) => b.status)).toEqual(['committed', 'committed', 'prepared']);
 
-      // Taken as it stands, not merged, by both statements: a field the row's branch held and the
-      // list leaves out is gone.
+      // Taken as it stands, not merged, by the single-row and the batch statement alike: a field the
+      // row's branch held and the list leaves out is gone.
       const extra = await Promise.all([0, 1, 2].map(() => decided(['a', 'b'])));
       await oracle.query(`UPDATE tpc_transactions SET branches = jsonb_set(branches, '{0,note}', '"x"') WHERE id = ANY($1)`, [extra.map((r) => r.id)]);
       sizes.length = 0;
@@ -441,8 +441,7 @@ describe('state changes written in batches', () => {
       expect(sizes).toEqual([1, 2]);
       for (const r of extra) expect((await branches(r))[0]).not.toHaveProperty('note');
 
-      // In a batch of the lean statement, an item it cannot move (another driver's) fails alone,
-      // after the general statement has had its say; the others are written.
+      // In a batch, an item that cannot move (another driver's) fails alone; the others are written.
       const mixed = await Promise.all([0, 1, 2, 3].map(() => decided(['a', 'b'])));
       const outcomes = await Promise.allSettled(
         mixed.map((r, i) =>

@@ -11,15 +11,17 @@ const DECISIONS: readonly TxStatus[] = ['committing', 'aborting', 'preparing'];
 /**
  * A lean row's branches with `updates` merged in: each update replaces the fields it names of the
  * branch with its index, in the row's order. The row's own branches are read, not rewritten from
- * the caller's memory, so a branch joined meanwhile is never dropped. The lean statements take a
- * whole list (TransitionRecord.branchesWhole) as it stands instead, when it counts as many branches
- * as the row: the merge was half of a completion's cost to the log (about 30 µs per row against 35
- * for the rest of the UPDATE, server CPU, batches of 20), and a whole list gives the same row.
+ * the caller's memory, so a branch joined meanwhile is never dropped. When `whole` (a boolean
+ * expression: TransitionRecord.branchesWhole) is true and `updates` counts as many branches as the
+ * row, they are taken as they stand: the merge was half of a completion's cost to the log (about
+ * 30 µs of server CPU per row against 35 for the rest of the UPDATE, batches of 20), and a whole
+ * list gives the same row.
  */
-function mergedBranches(updates: RawBuilder<unknown>, current: RawBuilder<unknown> = sql`branches`): RawBuilder<unknown> {
-  return sql`SELECT jsonb_agg(o.value || coalesce(u.value, '{}'::jsonb) ORDER BY o.ord)
-    FROM jsonb_array_elements(${current}) WITH ORDINALITY AS o(value, ord)
-    LEFT JOIN jsonb_array_elements(${updates}) AS u(value) ON u.value->'index' = o.value->'index'`;
+function branchesAfter(updates: RawBuilder<unknown>, whole: RawBuilder<unknown>, current: RawBuilder<unknown> = sql`branches`): RawBuilder<unknown> {
+  return sql`CASE WHEN ${whole} AND jsonb_array_length(${current}) = jsonb_array_length(${updates}) THEN ${updates}
+    ELSE (SELECT jsonb_agg(o.value || coalesce(u.value, '{}'::jsonb) ORDER BY o.ord)
+      FROM jsonb_array_elements(${current}) WITH ORDINALITY AS o(value, ord)
+      LEFT JOIN jsonb_array_elements(${updates}) AS u(value) ON u.value->'index' = o.value->'index') END`;
 }
 
 /** One transition as the statement reads it (snake_case: the jsonb keys are the columns). */
@@ -94,7 +96,7 @@ export const MAX_QUEUED = 2_000;
 // job waits on each, and a backlog of 10 000 then drained in 22.5 s instead of 12.6.
 const LINGER_MS = 10;
 
-/** #lean's statement; its branches merged as mergedBranches merges them, or a whole list taken as it stands. */
+/** #lean's statement; its branches as branchesAfter makes them. */
 const LEAN_TRANSITION = `
   UPDATE tpc_transactions SET
     status = $2::tpc_tx_status,
@@ -112,32 +114,6 @@ const LEAN_TRANSITION = `
         LEFT JOIN jsonb_array_elements($8::jsonb) AS u(value) ON u.value->'index' = o.value->'index') END
   WHERE id = $1::uuid AND status = $9::tpc_tx_status AND driver = $10 AND branches IS NOT NULL
     AND ($11::int IS NULL OR branch_count <= $11::int)`;
-
-/** What a batch's item `x` sets of its row `tx`, but for its branches: both batch statements' columns. */
-const BATCH_SETS = `
-    status = x."to",
-    one_phase = tx.one_phase OR x.one_phase,
-    heuristic = tx.heuristic OR x.heuristic,
-    in_doubt = tx.in_doubt AND NOT x.completes,
-    error = COALESCE(NULLIF(x.error, 'null'::jsonb), tx.error),
-    decided_at = CASE WHEN x.decides THEN now() ELSE tx.decided_at END,
-    completed_at = CASE WHEN x.completes THEN now() ELSE tx.completed_at END,
-    updated_at = now(),
-    version = tx.version + 1`;
-
-/** #leanMany's statement: LEAN_TRANSITION for a batch, planned as #general's is (see there). */
-const LEAN_BATCH = `
-  UPDATE tpc_transactions AS tx SET ${BATCH_SETS},
-    branches = CASE WHEN x.whole AND jsonb_array_length(tx.branches) = jsonb_array_length(x.branches) THEN x.branches
-      ELSE (SELECT jsonb_agg(o.value || coalesce(u.value, '{}'::jsonb) ORDER BY o.ord)
-        FROM jsonb_array_elements(tx.branches) WITH ORDINALITY AS o(value, ord)
-        LEFT JOIN jsonb_array_elements(x.branches) AS u(value) ON u.value->'index' = o.value->'index') END
-  FROM jsonb_to_recordset($1::jsonb) AS x(
-    id uuid, "from" tpc_tx_status, "to" tpc_tx_status, driver text, one_phase boolean, heuristic boolean,
-    decides boolean, completes boolean, error jsonb, branches_checked int, branches jsonb, whole boolean, ord int)
-  WHERE x.ord BETWEEN 1 AND ${MAX_BATCH} AND tx.id = x.id AND tx.status = x."from" AND tx.driver = x.driver
-    AND tx.branches IS NOT NULL AND (x.branches_checked IS NULL OR tx.branch_count <= x.branches_checked)
-  RETURNING x.ord`;
 
 /**
  * The log's state changes, with group commit (DESIGN.md, "The hot path"): concurrent transitions
@@ -203,7 +179,7 @@ export class TransitionWriter {
           completed_at = CASE WHEN ${r.completes} THEN now() ELSE completed_at END,
           updated_at = now(),
           version = version + 1,
-          branches = CASE WHEN branches IS NULL THEN NULL ELSE (${mergedBranches(sql`${JSON.stringify(r.branches)}::jsonb`)}) END
+          branches = CASE WHEN branches IS NULL THEN NULL ELSE ${branchesAfter(sql`${JSON.stringify(r.branches)}::jsonb`, sql`${r.whole}::boolean`)} END
         WHERE id = ${r.id}::uuid AND status = ${r.from}::tpc_tx_status AND driver = ${r.driver}
           AND (${r.branches_checked}::int IS NULL OR branch_count <= ${r.branches_checked}::int)
         RETURNING id, branches IS NULL AS classic
@@ -244,7 +220,7 @@ export class TransitionWriter {
   }
 
   /**
-   * Many transitions in one statement, whatever their rows' schema and events. Each keeps its own guard; `ord` says which items moved. A
+   * Many transitions in one statement. Each keeps its own guard; `ord` says which items moved. A
    * row named twice in one batch (two writers racing on one transaction) is updated once, by the
    * item Postgres picks: the other fails stale, as the loser of that race would alone.
    *
@@ -257,73 +233,34 @@ export class TransitionWriter {
    * an empty table included.
    */
   async #many(mode: 'forced' | 'relaxed', rows: TransitionRow[]): Promise<(true | Error)[]> {
-    if (rows.every((r) => r.derivable)) return this.#leanMany(mode, rows);
-    return this.#general(mode, rows);
-  }
-
-  /**
-   * A batch whose events are all derived (the happy path's completions, and decisions of rows
-   * already written): one UPDATE of lean rows, as #lean is for one. The general statement's CTEs
-   * (rows of the earlier schema, written events) cost the log as much again per row: 184 µs of
-   * execution per completion in its batches against 102 for a decision's INSERT (bench, 32
-   * clients, pg_stat_statements). An item it did not move (a row of the earlier schema, or a stale
-   * write) goes through the general statement, which sorts it out.
-   */
-  async #leanMany(mode: 'forced' | 'relaxed', rows: TransitionRow[]): Promise<(true | Error)[]> {
-    const json = JSON.stringify(
-      rows.map((r, i) => ({
-        id: r.id,
-        from: r.from,
-        to: r.to,
-        driver: r.driver,
-        one_phase: r.one_phase,
-        heuristic: r.heuristic,
-        decides: r.decides,
-        completes: r.completes,
-        error: r.error,
-        branches_checked: r.branches_checked,
-        branches: r.branches,
-        whole: r.whole,
-        ord: i + 1,
-      })),
-    );
-    const result = await this.#db.prepared<{ ord: number }>(mode, 'tpc_transition_lean_batch', { sql: LEAN_BATCH, parameters: [json] });
-    const results: (true | Error)[] = rows.map(() => true);
-    if (result.rows.length === rows.length) return results;
-    const moved = new Set(result.rows.map((r) => r.ord));
-    const left = rows.flatMap((_, i) => (moved.has(i + 1) ? [] : [i]));
-    const rest = await (left.length === 1
-      ? this.#one(mode, rows[left[0]!]!)
-      : this.#general(
-          mode,
-          left.map((i) => rows[i]!),
-        ));
-    left.forEach((i, k) => {
-      results[i] = rest[k]!;
-    });
-    return results;
-  }
-
-  async #general(mode: 'forced' | 'relaxed', rows: TransitionRow[]): Promise<(true | Error)[]> {
     const json = JSON.stringify(rows.map((r, i) => ({ ...r, ord: i + 1 })));
     // Its only parameter is the batch: the text is compiled once, not per batch.
-    this.#manySql ??= this.#generalQuery(json).sql;
+    this.#manySql ??= this.#manyQuery(json).sql;
     const result = await this.#db.prepared<{ ord: number }>(mode, 'tpc_transition_batch', { sql: this.#manySql, parameters: [json] });
     const moved = new Set(result.rows.map((r) => r.ord));
     return rows.map((r, i) => (moved.has(i + 1) ? true : new StaleStateError(r.id, r.from, r.to)));
   }
 
-  #generalQuery(json: string) {
+  #manyQuery(json: string) {
     return sql<{ ord: number }>`
       WITH x AS (
         SELECT * FROM jsonb_to_recordset(${json}::jsonb) AS x(
           id uuid, "from" tpc_tx_status, "to" tpc_tx_status, driver text, one_phase boolean, heuristic boolean,
-          decides boolean, completes boolean, error jsonb, branches_checked int, branches jsonb,
+          decides boolean, completes boolean, error jsonb, branches_checked int, branches jsonb, whole boolean,
           event_kind text, event_actor text, event_detail jsonb, derivable boolean, ord int)
         WHERE x.ord BETWEEN 1 AND ${sql.lit(MAX_BATCH)}
       ), t AS (
-        UPDATE tpc_transactions AS tx SET ${sql.raw(BATCH_SETS)},
-          branches = CASE WHEN tx.branches IS NULL THEN NULL ELSE (${mergedBranches(sql`x.branches`, sql`tx.branches`)}) END
+        UPDATE tpc_transactions AS tx SET
+          status = x."to",
+          one_phase = tx.one_phase OR x.one_phase,
+          heuristic = tx.heuristic OR x.heuristic,
+          in_doubt = tx.in_doubt AND NOT x.completes,
+          error = COALESCE(NULLIF(x.error, 'null'::jsonb), tx.error),
+          decided_at = CASE WHEN x.decides THEN now() ELSE tx.decided_at END,
+          completed_at = CASE WHEN x.completes THEN now() ELSE tx.completed_at END,
+          updated_at = now(),
+          version = tx.version + 1,
+          branches = CASE WHEN tx.branches IS NULL THEN NULL ELSE ${branchesAfter(sql`x.branches`, sql`x.whole`, sql`tx.branches`)} END
         FROM x
         WHERE tx.id = x.id AND tx.status = x."from" AND tx.driver = x.driver
           AND (x.branches_checked IS NULL OR tx.branch_count <= x.branches_checked)
