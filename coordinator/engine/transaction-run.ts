@@ -334,9 +334,14 @@ export class TransactionRun {
       await complete(
         this.#deps,
         this.#id,
-        from === 'committing'
-          ? { from, outcome: to, error, hazards: this.#hazards(), branches: this.#wholeBranches(), whole: true }
-          : { from, outcome: to, error, hazards: this.#hazards(), branches: this.#branchUpdates() },
+        {
+          from,
+          outcome: to,
+          error,
+          hazards: this.#hazards(),
+          // After this run's own commit decision it knows every field of every branch's row.
+          ...(from === 'committing' ? { branches: this.#wholeBranches(), whole: true } : { branches: this.#branchUpdates() }),
+        },
         { by: 'driver' },
         this.#takeUnwritten(),
       );
