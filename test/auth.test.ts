@@ -126,6 +126,8 @@ describe('authentication and authorization', () => {
     expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
     expect(typeof res.body).toBe('string');
     expect(res.body).toContain('tpc_transactions_total');
+    // The submission answered without express's router (direct-route.ts) is counted under its route.
+    expect(res.body).toMatch(/tpc_http_requests_total\{route="POST \/v1\/transactions",status="201"\} [1-9]/);
   });
 });
 

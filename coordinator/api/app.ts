@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
-import express, { type Express, type Response } from 'express';
+import express, { type Express, type RequestHandler, type Response } from 'express';
+import { answerDirectly } from './direct-route.ts';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 import { docsPage } from './docs-page.ts';
@@ -59,17 +60,19 @@ export function createApp(o: AppOptions): Express {
     if (failed) o.logger.warn(entry, 'request failed');
     else o.logger.debug(entry, 'request');
   }
-  app.use((_req, res, next) => {
+  const arrived: RequestHandler = (_req, res, next) => {
     res.locals.startedNs = process.hrtime.bigint();
     // A transaction's deadline counts from here: under a burst, what follows may wait its turn.
     res.locals.receivedAt = Date.now();
     res.on('finish', finished);
     next();
-  });
+  };
+  app.use(arrived);
   app.use(rejectMalformedUrl());
   const jsonBody = express.json({ limit: o.bodyLimit, strict: true, type: () => true });
+  const submit = submitHandlers({ ...o, jsonBody: arrivedJsonBody(bodyLimitBytes(o.bodyLimit), jsonBody) });
   // The submission first: every request walks the layers before its own (a POST on this path has no other route).
-  app.post('/v1/transactions', ...submitHandlers({ ...o, jsonBody: arrivedJsonBody(bodyLimitBytes(o.bodyLimit), jsonBody) }));
+  app.post('/v1/transactions', ...submit);
   app.use(healthRoutes(o.readiness, o.metrics.registry));
   const openApi = openApiDocument(o.maxTimeoutMs);
   app.get('/openapi.json', (_req, res) => {
@@ -88,6 +91,9 @@ export function createApp(o: AppOptions): Express {
     res.redirect(302, '/console/');
   });
   app.use((req, _res, next) => next(problem(404, 'not-found', 'Not found', `no route for ${req.method} ${req.path}`)));
-  app.use(problemHandler(o.logger));
+  const answerProblem = problemHandler(o.logger);
+  app.use(answerProblem);
+  // The usual submission skips the router (its path has no percent sign for rejectMalformedUrl to judge).
+  answerDirectly(app, 'POST', '/v1/transactions', [arrived, ...submit], answerProblem);
   return app;
 }
