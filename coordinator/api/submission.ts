@@ -4,7 +4,7 @@ import type { TransactionView } from '../engine/types.ts';
 import { assertResourcesAllowed, type Principal } from './auth.ts';
 import { problem } from './problem.ts';
 import { assertStatementsAllowed } from './statement-refusals.ts';
-import { parseSubmit, submitSchema } from './submit-schema.ts';
+import { parseSubmit, submitContract } from './submit-schema.ts';
 
 /** What a submission is checked against: the same for the REST route and the embedded coordinator. */
 export interface SubmissionOptions {
@@ -56,9 +56,9 @@ export function submitStatus(view: TransactionView): number {
  * break the branch's one flight (a COMMIT inside it, a second statement), whoever sent it.
  */
 export function submission(o: SubmissionOptions): Submit {
-  const schema = submitSchema(o.maxTimeoutMs);
+  const contract = submitContract(o.maxTimeoutMs);
   return async (body, by) => {
-    const { request, rawSql } = parseSubmit(schema, body, o.resources, o.defaultTimeoutMs, o.templates);
+    const { request, rawSql } = parseSubmit(contract, body, o.resources, o.defaultTimeoutMs, o.templates);
     const { principal } = by;
     assertResourcesAllowed(
       principal,

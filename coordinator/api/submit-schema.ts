@@ -2,30 +2,8 @@ import { z } from 'zod';
 import { TEMPLATE_NAME } from '../config/statement-templates.ts';
 import type { SubmitRequest } from '../engine/types.ts';
 import { ValidationError } from '../errors.ts';
-
-// Bounds on one request, so that no single body can tie up the service: 32 branches, 1000
-// statements a branch, 100 000 characters of SQL and 10 000 parameters a statement.
-const MAX_BRANCHES = 32;
-const MAX_STATEMENTS = 1000;
-const MAX_SQL = 100_000;
-const MAX_PARAMS = 10_000;
-// Parameters are JSON values; nesting is bounded because validating (and later serialising) an
-// unboundedly deep value recurses, and a 3 KB body of brackets would otherwise exhaust the stack.
-const MAX_PARAM_DEPTH = 32;
-
-/** Depth of a JSON value, computed without recursion, giving up past `limit`. */
-function depthExceeds(value: unknown, limit: number): boolean {
-  // Most parameters are scalars: no stack to allocate, on every parameter of every submission.
-  if (value === null || typeof value !== 'object') return false;
-  const stack: [unknown, number][] = [[value, 1]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (depth > limit) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
-  }
-  return false;
-}
+import { depthExceeds, MAX_BRANCHES, MAX_PARAM_DEPTH, MAX_PARAMS, MAX_SQL, MAX_STATEMENTS } from './submit-limits.ts';
+import { type SubmitBody, usualSubmit } from './usual-submit.ts';
 
 const jsonParam = z.unknown().superRefine((v, ctx) => {
   if (depthExceeds(v, MAX_PARAM_DEPTH)) ctx.addIssue({ code: 'custom', message: `a parameter may nest at most ${MAX_PARAM_DEPTH} levels` });
@@ -91,6 +69,26 @@ export function submitSchema(maxTimeoutMs: number) {
 
 export type SubmitSchema = ReturnType<typeof submitSchema>;
 
+/** The schema and its bound, built once: usualSubmit checks the usual body, the schema every other. */
+export interface SubmitContract {
+  schema: SubmitSchema;
+  maxTimeoutMs: number;
+}
+
+export function submitContract(maxTimeoutMs: number): SubmitContract {
+  return { schema: submitSchema(maxTimeoutMs), maxTimeoutMs };
+}
+
+/** The body as the schema gives it, or ValidationError listing every issue. */
+function schemaParse(schema: SubmitSchema, body: unknown): SubmitBody {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+    throw new ValidationError(`invalid transaction: ${issues.map((i) => (i.path ? `${i.path}: ` : '') + i.message).join('; ')}`, issues);
+  }
+  return parsed.data;
+}
+
 export interface ParsedSubmit {
   /** The request with every template resolved to its SQL: what the engine runs and the idempotency hash covers. */
   request: SubmitRequest;
@@ -103,23 +101,19 @@ export interface ParsedSubmit {
  * throws ValidationError listing every issue.
  */
 export function parseSubmit(
-  schema: SubmitSchema,
+  contract: SubmitContract,
   body: unknown,
   resources: ReadonlySet<string>,
   defaultTimeoutMs: number,
   templates: ReadonlyMap<string, string> = new Map(),
 ): ParsedSubmit {
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
-    throw new ValidationError(`invalid transaction: ${issues.map((i) => (i.path ? `${i.path}: ` : '') + i.message).join('; ')}`, issues);
-  }
-  const unknown = parsed.data.branches.map((b, i) => ({ r: b.resource, i })).filter(({ r }) => !resources.has(r));
+  const data = usualSubmit(body, contract.maxTimeoutMs) ?? schemaParse(contract.schema, body);
+  const unknown = data.branches.map((b, i) => ({ r: b.resource, i })).filter(({ r }) => !resources.has(r));
   if (unknown.length > 0) {
     const issues = unknown.map(({ r, i }) => ({ path: `branches.${i}.resource`, message: `unknown resource "${r}"` }));
     throw new ValidationError(`invalid transaction: ${issues.map((i) => i.message).join('; ')}`, issues);
   }
-  const missing = parsed.data.branches.flatMap((b, i) =>
+  const missing = data.branches.flatMap((b, i) =>
     b.statements.flatMap((s, j) =>
       s.statement !== undefined && !templates.has(s.statement)
         ? [{ path: `branches.${i}.statements.${j}.statement`, message: `unknown statement template "${s.statement}"` }]
@@ -131,7 +125,7 @@ export function parseSubmit(
   }
   let rawSql = false;
   const request: SubmitRequest = {
-    branches: parsed.data.branches.map((b) => ({
+    branches: data.branches.map((b) => ({
       resource: b.resource,
       statements: b.statements.map((s) => {
         if (s.sql !== undefined) rawSql = true;
@@ -139,8 +133,8 @@ export function parseSubmit(
         return { sql, params: s.params as unknown[], ...(s.expect ? { expect: s.expect } : {}) };
       }),
     })),
-    timeoutMs: parsed.data.timeoutMs ?? defaultTimeoutMs,
-    wait: parsed.data.wait,
+    timeoutMs: data.timeoutMs ?? defaultTimeoutMs,
+    wait: data.wait,
   };
   return { request, rawSql };
 }
