@@ -224,11 +224,23 @@ export class DirectParticipant implements Participant {
 
   async #connect(signal?: AbortSignal): Promise<pg.PoolClient> {
     signal?.throwIfAborted();
+    const idleWasFree = this.#pool.idleCount > 0 && this.#pool.waitingCount === 0;
     const connecting = this.#pool.connect();
     if (!signal)
       return connecting.catch((err) => {
         throw toParticipantError(err, this.name, 'connecting');
       });
+    if (idleWasFree) {
+      // An idle connection is handed over within this turn: nothing to wait on, so no listener on
+      // the signal (an add and a remove on Node's EventTarget per branch, issue 13). One stopped
+      // meanwhile goes back to the pool, as below.
+      const c = await connecting.catch((err) => {
+        throw toParticipantError(err, this.name, 'connecting');
+      });
+      if (!signal.aborted) return c;
+      c.release();
+      throw signal.reason;
+    }
     return new Promise<pg.PoolClient>((resolve, reject) => {
       // Exactly one of the two paths below owns the connection once it arrives. Releasing it from
       // both would hand back a client the pool may already have given to another waiter.

@@ -86,4 +86,39 @@ describe('a participant', () => {
       await p.close();
     }
   });
+
+  it('gives back a connection that arrives after the branch was stopped, idle or waited for', async () => {
+    const url = await createDatabase(inject('clusterB'), `pa_${Math.random().toString(36).slice(2, 8)}`);
+    const p = new DirectParticipant({ name: 'pa', connectionString: url, maxConnections: 1 });
+    try {
+      const warm = await p.openBranch({ statementTimeoutMs: 5000 });
+      await warm.rollback();
+      warm.release();
+      expect(p.connectionsInUse).toBe(0);
+
+      // An idle connection (handed over without a listener on the signal), stopped before it arrives.
+      const idle = new AbortController();
+      const fromIdle = p.openBranch({ statementTimeoutMs: 5000, signal: idle.signal });
+      idle.abort({ kind: 'failure' });
+      await expect(fromIdle).rejects.toEqual({ kind: 'failure' });
+      expect(p.connectionsInUse).toBe(0);
+
+      // The only connection taken: the next one waits, and is given up at once when stopped.
+      const holder = await p.openBranch({ statementTimeoutMs: 5000 });
+      const waiting = new AbortController();
+      const waited = p.openBranch({ statementTimeoutMs: 5000, signal: waiting.signal });
+      waiting.abort({ kind: 'deadline' });
+      await expect(waited).rejects.toEqual({ kind: 'deadline' });
+      await holder.rollback();
+      holder.release();
+      // The connection the stopped caller would have had goes back to the pool, not to a leak.
+      await new Promise((r) => setTimeout(r, 50));
+      expect(p.connectionsInUse).toBe(0);
+      const after = await p.openBranch({ statementTimeoutMs: 5000 });
+      await after.rollback();
+      after.release();
+    } finally {
+      await p.close();
+    }
+  });
 });

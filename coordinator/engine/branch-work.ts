@@ -64,8 +64,7 @@ export async function runBranchWork(
     return failure!;
   }
 
-  const onStop = () => void branch.cancel();
-  control.signal.addEventListener('abort', onStop, { once: true });
+  const stopListening = control.onStop(() => void branch.cancel());
   try {
     const runs = spec.statements.map((s, i) =>
       branch.run(s.sql, s.params).then(
@@ -90,7 +89,7 @@ export async function runBranchWork(
     const preparing = gid === null ? null : branch.prepare(gid);
     const settled = await Promise.allSettled(runs);
     const prep = preparing ? (await Promise.allSettled([preparing]))[0]! : null;
-    control.signal.removeEventListener('abort', onStop);
+    stopListening();
 
     const prepared = prep?.status === 'fulfilled' && prep.value.prepared;
     if (prepared) failpoints.hit(`after-prepare-${index}`);
@@ -111,7 +110,7 @@ export async function runBranchWork(
     });
     return { ok: true, index, results, prepared, xid, open: gid === null ? branch : null };
   } finally {
-    control.signal.removeEventListener('abort', onStop);
+    stopListening();
     // A branch kept open for the one-phase path is released by its caller.
     if (failure || gid !== null) branch.release();
   }
