@@ -8,6 +8,7 @@ import { MeteredParticipant } from './observability/metered-participant.ts';
 import { ParticipantComeback } from './engine/participant-comeback.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
+import { serverFor } from './api/direct-route.ts';
 import { Authenticator } from './api/auth.ts';
 import { submission, type Submit } from './api/submission.ts';
 import { createAdmissionCapacity } from './admission-capacity.ts';
@@ -294,9 +295,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
   };
   if (options.listen !== false) {
     const listening: Server = await new Promise<Server>((resolve, reject) => {
-      // Express 5 hands a listen error (EADDRINUSE) to this callback instead of emitting it: a
-      // callback that ignored it reported a taken port as "listening" and the process stayed up.
-      const s = app.listen(config.port, config.host, LISTEN_BACKLOG, (err?: Error) => (err ? reject(err) : resolve(s)));
+      // A listen error (EADDRINUSE) must fail the start: a start that ignored it reported a taken
+      // port as "listening" and the process stayed up.
+      const s = serverFor(app);
+      s.once('error', reject);
+      s.listen(config.port, config.host, LISTEN_BACKLOG, () => {
+        s.off('error', reject);
+        resolve(s);
+      });
     }).catch(async (err: unknown) => {
       await close();
       throw listenError(err, config.host, config.port);
