@@ -30,21 +30,12 @@ export function createApp(o: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  // One counter child per route and status, found by a string key: prom-client would otherwise
-  // hash the label object on every request.
-  const requestCounters = new Map<string, { inc(): void }>();
   // Shared by every response (`this` is the response): no closure made per request.
   function finished(this: Response): void {
     const req = this.req;
     const route = (req.route?.path as string | undefined) ?? 'unmatched';
     const status = this.statusCode;
-    const key = `${req.method} ${route} ${status}`;
-    let counter = requestCounters.get(key);
-    if (!counter) {
-      counter = o.metrics.httpRequests.labels({ route: `${req.method} ${route}`, status: String(status) });
-      requestCounters.set(key, counter);
-    }
-    counter.inc();
+    o.metrics.httpRequests.inc(`${req.method} ${route}`, String(status));
     // An expected refusal (overload, not decided yet: see problem.ts) is counted in the metrics
     // and logged at debug only.
     const failed = status >= 500 && !this.locals.expectedRefusal;

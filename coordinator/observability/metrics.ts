@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { KeyedCounter, KeyedHistogram } from './keyed-series.ts';
 import type { AdmissionObserver, ResourceSlotsView } from '../engine/admission.ts';
 import type { EngineObserver } from '../engine/ports.ts';
 import type { GroupCommitObserver } from '../log/group-commit.ts';
@@ -7,7 +8,8 @@ import type { RecordOperation } from './metered-participant.ts';
 export interface Metrics {
   registry: Registry;
   observer: EngineObserver;
-  httpRequests: Counter<'route' | 'status'>;
+  /** By route (method and path) and status: inc(route, status). */
+  httpRequests: KeyedCounter<'route' | 'status'>;
   backgroundFailures: Counter<'loop'>;
   /** Times one participant call outside a branch (see MeteredParticipant). */
   participantOperation: RecordOperation;
@@ -25,13 +27,13 @@ export interface Metrics {
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tpc_process_' });
-  const transactions = new Counter({
+  const transactions = new KeyedCounter({
     name: 'tpc_transactions_total',
     help: 'Transactions by outcome (committed, aborted, or left committing/aborting/preparing for the background).',
     labelNames: ['outcome'],
     registers: [registry],
   });
-  const phases = new Histogram({
+  const phases = new KeyedHistogram({
     name: 'tpc_phase_duration_seconds',
     help: 'Duration of each protocol phase.',
     labelNames: ['phase'],
@@ -39,19 +41,19 @@ export function createMetrics(): Metrics {
     // 1 ms .. 10 s: loopback round trips are ~0.1 ms, a forced write ~1-5 ms, deadlines up to minutes.
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   });
-  const branches = new Counter({
+  const branches = new KeyedCounter({
     name: 'tpc_branches_total',
     help: 'Branches by resource and outcome.',
     labelNames: ['resource', 'outcome'],
     registers: [registry],
   });
-  const hazards = new Counter({
+  const hazards = new KeyedCounter({
     name: 'tpc_heuristic_hazards_total',
     help: 'Branches found ended against the decision (someone acted behind the coordinator).',
     labelNames: ['resource'],
     registers: [registry],
   });
-  const httpRequests = new Counter({
+  const httpRequests = new KeyedCounter({
     name: 'tpc_http_requests_total',
     help: 'HTTP requests by route and status.',
     labelNames: ['route', 'status'],
@@ -63,7 +65,7 @@ export function createMetrics(): Metrics {
     labelNames: ['loop'],
     registers: [registry],
   });
-  const participantOperations = new Histogram({
+  const participantOperations = new KeyedHistogram({
     name: 'tpc_participant_operation_seconds',
     help: 'Calls to a participant outside a branch (phase 2, recovery, health), by resource, operation and outcome.',
     labelNames: ['resource', 'operation', 'outcome'],
@@ -79,7 +81,7 @@ export function createMetrics(): Metrics {
       this.set(inFlightCount());
     },
   });
-  const admissionWaits = new Histogram({
+  const admissionWaits = new KeyedHistogram({
     name: 'tpc_admission_wait_seconds',
     help: 'Time a submitted transaction waited for its slots, by outcome (admitted, refused).',
     labelNames: ['outcome'],
@@ -120,7 +122,7 @@ export function createMetrics(): Metrics {
       this.set(readAdmission().waiting);
     },
   });
-  const groupCommitBatchSize = new Histogram({
+  const groupCommitBatchSize = new KeyedHistogram({
     name: 'tpc_group_commit_batch_size',
     help: 'Items written in one statement by a group-commit writer.',
     labelNames: ['name'],
@@ -128,7 +130,7 @@ export function createMetrics(): Metrics {
     // 1 .. maxBatch (hundreds): 1 is one client alone; the size under load is about the clients waiting per round trip.
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
   });
-  const groupCommitFlush = new Histogram({
+  const groupCommitFlush = new KeyedHistogram({
     name: 'tpc_group_commit_flush_seconds',
     help: 'Duration of one group-commit write, by writer and outcome (ok, failed).',
     labelNames: ['name', 'outcome'],
@@ -146,29 +148,29 @@ export function createMetrics(): Metrics {
     registry,
     groupCommit: {
       flushed: (name, size, seconds, outcome) => {
-        groupCommitBatchSize.observe({ name }, size);
-        groupCommitFlush.observe({ name, outcome }, seconds);
+        groupCommitBatchSize.observe(size, name);
+        groupCommitFlush.observe(seconds, name, outcome);
       },
       refused: (name) => groupCommitRefusals.inc({ name }),
     },
     httpRequests,
     admission: {
-      waited: (seconds, outcome) => admissionWaits.observe({ outcome }, seconds),
+      waited: (seconds, outcome) => admissionWaits.observe(seconds, outcome),
       refused: (resource, reason) => admissionRefusals.inc({ resource, reason }),
     },
     trackAdmission: (read) => {
       readAdmission = read;
     },
     backgroundFailures,
-    participantOperation: (resource, operation, outcome, seconds) => participantOperations.observe({ resource, operation, outcome }, seconds),
+    participantOperation: (resource, operation, outcome, seconds) => participantOperations.observe(seconds, resource, operation, outcome),
     trackInFlight: (count) => {
       inFlightCount = count;
     },
     observer: {
-      phase: (phase, seconds) => phases.observe({ phase }, seconds),
-      outcome: (status) => transactions.inc({ outcome: status }),
-      branch: (resource, outcome) => branches.inc({ resource, outcome }),
-      hazard: (resource) => hazards.inc({ resource }),
+      phase: (phase, seconds) => phases.observe(seconds, phase),
+      outcome: (status) => transactions.inc(status),
+      branch: (resource, outcome) => branches.inc(resource, outcome),
+      hazard: (resource) => hazards.inc(resource),
     },
   };
 }
