@@ -41,6 +41,8 @@ export interface RunningService {
   participants: ReadonlyMap<string, Participant>;
   /** The express app, so that a test can read its routes (test/openapi.test.ts checks them against the OpenAPI document). */
   app?: Express;
+  /** The HTTP server (none when embedded), so that a test can reach what only the server sees. */
+  server?: Server;
   /**
    * A transaction submitted with its statements, checked as `POST /v1/transactions` checks it
    * (the embedded coordinator's `submit`; the REST route runs the same function).
@@ -308,6 +310,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       throw listenError(err, config.host, config.port);
     });
     server = listening;
+    // Once listening, a server error (an accept failing for lack of file descriptors) must not
+    // crash the process with the transactions it drives: it is logged, and the server goes on.
+    listening.on('error', (err) => logger.error({ err }, 'the HTTP server reported an error'));
     answerClientErrors(listening);
     const address = listening.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
@@ -323,6 +328,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics,
     participants,
     app,
+    server,
     submit: submission(submitting),
     maintenance: { ...maintenance, checkResources: () => checkResources() },
     close,

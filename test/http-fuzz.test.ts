@@ -324,6 +324,13 @@ describe('every route under generated paths, methods, headers and bodies', () =>
     expect(logged.slice(before).filter((l) => l.level >= 50)).toEqual([]);
   });
 
+  it('an error the listening server reports (an accept failing) is logged, and the service goes on', async () => {
+    const before = logged.length;
+    world.service.server!.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' }));
+    expect(logged.slice(before)).toEqual([expect.objectContaining({ level: 50, msg: 'the HTTP server reported an error' })]);
+    expect((await world.request('GET', '/healthz', undefined, { token: null })).status).toBe(200);
+  });
+
   it('the service still serves afterwards', async () => {
     expect((await world.request('GET', '/healthz', undefined, { token: null })).status).toBe(200);
     // The fuzzer may have paused the queues through the board; resume them before the world closes.
