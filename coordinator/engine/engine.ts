@@ -86,16 +86,17 @@ export class Engine {
     // branches that reconciliation can still roll back at their deadline (transaction-id.ts).
     const id = deadlineStampedId(deadlineAt);
     // Slots first, before the begin record is written: a refused request leaves nothing anywhere.
+    const gids = request.branches.map((_, i) => branchGid(this.#deps.namespace, id, i));
     const ticket = await this.#deps.admission?.acquire(
       request.branches.map((b) => b.resource),
-      request.branches.map((_, i) => branchGid(this.#deps.namespace, id, i)),
+      gids,
       request.timeoutMs,
       Date.now() - receivedAt,
     );
     const release = () => ticket?.release();
     let view: TransactionView;
     try {
-      view = await this.#start(request, context, id, deadlineAt, release);
+      view = await this.#start(request, context, id, gids, deadlineAt, release);
     } catch (err) {
       release(); // the run never started, or has ended (release is idempotent)
       throw err;
@@ -104,7 +105,7 @@ export class Engine {
   }
 
   /** Writes the begin record and runs the transaction; `release` gives its slots back once the inline run ends. */
-  async #start(request: SubmitRequest, context: SubmitContext, id: string, deadlineAt: number, release: () => void): Promise<TransactionView> {
+  async #start(request: SubmitRequest, context: SubmitContext, id: string, gids: string[], deadlineAt: number, release: () => void): Promise<TransactionView> {
     let onDecided: (v: TransactionView) => void = () => {};
     const decided = new Promise<TransactionView>((resolve) => {
       onDecided = resolve;
@@ -113,7 +114,7 @@ export class Engine {
     const ended = new Promise<TransactionView>((resolve) => {
       onEnded = resolve;
     });
-    const run = new TransactionRun(this.#deps, id, request, deadlineAt, {
+    const run = new TransactionRun(this.#deps, id, request, gids, deadlineAt, {
       decided: (v) => onDecided(v),
       ended: (v) => {
         // Set by now: the run is registered as soon as it starts, and phase 2 comes after awaits.

@@ -5,7 +5,6 @@ import { StaleStateError, UnavailableError, UnwrittenError } from '../errors.ts'
 import { runBranchWork, type BranchWork, type BranchWorkOk } from './branch-work.ts';
 import { inSpan } from '../observability/tracing.ts';
 import { WorkControl } from './deadline.ts';
-import { branchGid } from './gid.ts';
 import { fateStatus, finishAll, type FinishResult, type Outcome, type PreparedRef } from './phase-two.ts';
 import type { DeferredBegin } from './deferred-begin.ts';
 import type { BeginRecord, BranchUpdate } from './log-port.ts';
@@ -56,12 +55,13 @@ export class TransactionRun {
   /** The begin record while no row holds it: the first state change inserts the row (DeferredBegin). */
   #unwritten: BeginRecord | null = null;
 
-  constructor(deps: EngineDeps, id: string, request: SubmitRequest, deadlineAt: number, hooks: RunHooks) {
+  /** `gids`: each branch's, as branchGid names them (the caller made them for admission). */
+  constructor(deps: EngineDeps, id: string, request: SubmitRequest, gids: string[], deadlineAt: number, hooks: RunHooks) {
     this.#deps = deps;
     this.#id = id;
     this.#request = request;
     this.#hooks = hooks;
-    this.#gids = request.branches.map((_, i) => branchGid(deps.namespace, id, i));
+    this.#gids = gids;
     this.#control = new WorkControl(deadlineAt);
     this.#results = request.branches.map(() => []);
     this.#statuses = request.branches.map(() => 'active');
@@ -498,11 +498,15 @@ export class TransactionRun {
    * the decision's (xid, read-only) and the completion's (status, results, how it ended).
    */
   #wholeBranches(): BranchUpdate[] {
-    return this.#branchUpdates().map((u) => ({
-      ...u,
-      resource: this.#request.branches[u.index]!.resource,
-      gid: this.#gids[u.index]!,
-      xid: this.#xids[u.index],
+    return this.#statuses.map((status, index) => ({
+      index,
+      resource: this.#request.branches[index]!.resource,
+      gid: this.#gids[index]!,
+      status,
+      xid: this.#xids[index],
+      readOnly: this.#readOnly[index],
+      heuristic: this.#fates[index],
+      results: status === 'committed' ? this.#results[index] : undefined,
     }));
   }
 

@@ -21,21 +21,25 @@ interface FirstChangeRow extends TransitionRow {
 function firstChangeRow(record: TransitionRecord & { insert: BeginRecord }): FirstChangeRow {
   const change = transitionRow(record);
   const seed = record.insert;
-  return {
-    ...change,
+  // The change's row is its own (transitionRow made it): completed in place rather than copied.
+  return Object.assign(change, {
     namespace: seed.namespace,
     deadline: seed.deadline.toISOString(),
     submitted_by: seed.submittedBy,
     timeout_ms: seed.timeoutMs,
     interactive: seed.interactive ?? false,
-    row_branches: seed.branches.map((b) => ({
-      index: b.index,
-      resource: b.resource,
-      gid: b.gid,
-      status: 'active',
-      ...change.branches.find((u) => u.index === b.index),
-    })),
-  };
+    // A whole list (TransitionRecord.branchesWhole) already holds every field the merge would give.
+    row_branches:
+      change.whole && change.branches.length === seed.branches.length
+        ? change.branches
+        : seed.branches.map((b) => ({
+            index: b.index,
+            resource: b.resource,
+            gid: b.gid,
+            status: 'active',
+            ...change.branches.find((u) => u.index === b.index),
+          })),
+  });
 }
 
 const INSERT_ONE = `
