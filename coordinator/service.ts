@@ -8,7 +8,7 @@ import { MeteredParticipant } from './observability/metered-participant.ts';
 import { ParticipantComeback } from './engine/participant-comeback.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
-import { serverFor } from './api/direct-route.ts';
+import { serverFor } from '../participant-adapter/express-server.ts';
 import { Authenticator } from './api/auth.ts';
 import { submission, type Submit } from './api/submission.ts';
 import { createAdmissionCapacity } from './admission-capacity.ts';

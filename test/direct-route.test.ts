@@ -2,7 +2,8 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { answerDirectly, serverFor } from '../coordinator/api/direct-route.ts';
+import { answerDirectly } from '../coordinator/api/direct-route.ts';
+import { serverFor } from '../participant-adapter/express-server.ts';
 
 /*
  * answerDirectly against a real HTTP server: the route it takes over answers exactly as express
@@ -99,5 +100,28 @@ describe.each([
     expect(await call('/v1/things', 'GET')).toEqual({ status: 200, body: { got: true } });
     expect((await call('/v1/things/', 'POST')).status).toBe(201);
     expect((await call('/v1/other', 'POST')).status).toBe(404);
+  });
+});
+
+describe('serverFor', () => {
+  it("makes requests and responses born with the app's own prototypes, so express's setPrototypeOf changes nothing", async () => {
+    const app = express();
+    app.get('/x', (req, res) => {
+      res.json({ get: typeof req.get, status: typeof res.status });
+    });
+    const server = serverFor(app);
+    const seen: boolean[] = [];
+    // Runs before express's listener: the objects as the server made them.
+    server.prependListener('request', (req, res) => {
+      seen.push(Object.getPrototypeOf(req) === app.request && Object.getPrototypeOf(res) === app.response);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/x`);
+      expect(await res.json()).toEqual({ get: 'function', status: 'function' });
+      expect(seen).toEqual([true]);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { createServer, IncomingMessage, type Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
 
 const isPrototype = Object.prototype.isPrototypeOf;
@@ -30,7 +30,7 @@ export function answerDirectly(app: Express, method: string, path: string, handl
       viaExpress(incoming, outgoing, callback);
       return;
     }
-    // Born with express's prototypes when the server is serverFor(app)'s: no setPrototypeOf.
+    // Born with express's prototypes on serverFor's server (participant-adapter/express-server.ts).
     const req = (isPrototype.call(app.request, incoming) ? incoming : Object.setPrototypeOf(incoming, app.request)) as Request;
     const res = (isPrototype.call(app.response, outgoing) ? outgoing : Object.setPrototypeOf(outgoing, app.response)) as Response;
     req.res = res;
@@ -78,20 +78,4 @@ function lastResort(res: Response): NextFunction {
     res.statusCode = 500;
     res.end();
   };
-}
-
-/**
- * The HTTP server for `app`, in place of app.listen's, whose requests and responses are born with
- * app's express prototypes above Node's, so that answerDirectly need not set them. Express gives
- * each request and response its prototypes with Object.setPrototypeOf, which cost about 4 µs an
- * object here (creating an IncomingMessage and setting its prototype, against 0.3 µs for one born
- * with it), and leaves V8 a changed map on objects Node's HTTP code then works with. Express's own
- * path still sets them, to the same prototypes.
- */
-export function serverFor(app: Express): Server {
-  class ExpressRequest extends IncomingMessage {}
-  class ExpressResponse extends ServerResponse {}
-  Object.setPrototypeOf(ExpressRequest.prototype, app.request);
-  Object.setPrototypeOf(ExpressResponse.prototype, app.response);
-  return createServer({ IncomingMessage: ExpressRequest, ServerResponse: ExpressResponse }, app);
 }
