@@ -8,7 +8,7 @@ import { MeteredParticipant } from './observability/metered-participant.ts';
 import { ParticipantComeback } from './engine/participant-comeback.ts';
 import { createParticipant } from './participants.ts';
 import { createApp } from './api/app.ts';
-import { serverFor } from '../participant-adapter/express-server.ts';
+import { listenFor } from '../participant-adapter/express-server.ts';
 import { Authenticator } from './api/auth.ts';
 import { submission, type Submit } from './api/submission.ts';
 import { createAdmissionCapacity } from './admission-capacity.ts';
@@ -296,23 +296,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
     return closing;
   };
   if (options.listen !== false) {
-    const listening: Server = await new Promise<Server>((resolve, reject) => {
-      // A listen error (EADDRINUSE) must fail the start: a start that ignored it reported a taken
-      // port as "listening" and the process stayed up.
-      const s = serverFor(app);
-      s.once('error', reject);
-      s.listen(config.port, config.host, LISTEN_BACKLOG, () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-    }).catch(async (err: unknown) => {
+    const listening = await listenFor(app, { port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, (err) =>
+      logger.error({ err }, 'the HTTP server reported an error'),
+    ).catch(async (err: unknown) => {
       await close();
       throw listenError(err, config.host, config.port);
     });
     server = listening;
-    // Once listening, a server error (an accept failing for lack of file descriptors) must not
-    // crash the process with the transactions it drives: it is logged, and the server goes on.
-    listening.on('error', (err) => logger.error({ err }, 'the HTTP server reported an error'));
     answerClientErrors(listening);
     const address = listening.address();
     const port = typeof address === 'object' && address ? address.port : config.port;

@@ -19,6 +19,24 @@ export function serverFor(app: Express): Server {
   return createServer({ IncomingMessage: requestClass(app), ServerResponse: responseClass(app) }, app);
 }
 
+/**
+ * Listens on serverFor's server. A listen error (EADDRINUSE) rejects: a start that ignored it
+ * announced itself on a port another process answers. Once listening, a server error (an accept
+ * failing for lack of file descriptors) goes to `onError` instead of crashing the process with
+ * what it drives (app.listen's leftover once-listener used to swallow it unseen).
+ */
+export function listenFor(app: Express, address: { port: number; host: string; backlog?: number }, onError: (err: Error) => void): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    const server = serverFor(app);
+    server.once('error', reject);
+    server.listen(address.port, address.host, address.backlog, () => {
+      server.off('error', reject);
+      server.on('error', onError);
+      resolve(server);
+    });
+  });
+}
+
 function callable(fn: unknown): boolean {
   return !/^class\b/.test(Function.prototype.toString.call(fn));
 }

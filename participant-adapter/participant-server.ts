@@ -3,7 +3,7 @@ import express from 'express';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { participantRouter, type ParticipantRouterOptions } from './participant-router.ts';
-import { serverFor } from './express-server.ts';
+import { listenFor } from './express-server.ts';
 import { sessionConnection } from './session-settings.ts';
 
 export interface ParticipantServerOptions extends Omit<ParticipantRouterOptions, 'pool'> {
@@ -52,21 +52,12 @@ export async function startParticipantServer(options: ParticipantServerOptions):
   });
   app.use(mountPath, participantRouter({ ...routerOptions, pool }));
 
-  const server: Server = await new Promise<Server>((resolve, reject) => {
-    // A listen error (EADDRINUSE) must fail the start: one ignored announced a router on a port
-    // another process answers.
-    const s = serverFor(app);
-    s.once('error', reject);
-    s.listen(port, host, () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  }).catch(async (err: unknown) => {
-    await pool.end();
-    throw err;
-  });
-  // Once listening, a server error (an accept failing) is logged rather than left to crash the process.
-  server.on('error', (err) => logger.error({ err }, 'the HTTP server reported an error'));
+  const server: Server = await listenFor(app, { port, host }, (err) => logger.error({ err }, 'the HTTP server reported an error')).catch(
+    async (err: unknown) => {
+      await pool.end();
+      throw err;
+    },
+  );
   const address = server.address();
   const boundPort = typeof address === 'object' && address ? address.port : port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}${mountPath}`;

@@ -1,8 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, Express, NextFunction, Request, RequestHandler, Response } from 'express';
 
-const isPrototype = Object.prototype.isPrototypeOf;
-
 /**
  * One route answered without express's router: a request whose method and URL are exactly
  * `method` and `path` (no query string, no trailing slash, the case as given) runs `handlers` in
@@ -32,9 +30,9 @@ export function answerDirectly(app: Express, method: string, path: string, handl
       viaExpress(incoming, outgoing, callback);
       return;
     }
-    // Born with express's prototypes on serverFor's server (participant-adapter/express-server.ts).
-    const req = (isPrototype.call(app.request, incoming) ? incoming : Object.setPrototypeOf(incoming, app.request)) as Request;
-    const res = (isPrototype.call(app.response, outgoing) ? outgoing : Object.setPrototypeOf(outgoing, app.response)) as Response;
+    // As express does; on serverFor's server they are born with these prototypes, and V8 answers at once.
+    const req = Object.setPrototypeOf(incoming, app.request) as Request;
+    const res = Object.setPrototypeOf(outgoing, app.response) as Response;
     req.res = res;
     res.req = req;
     res.locals = Object.create(null) as Response['locals'];
