@@ -74,9 +74,15 @@ export class Branch implements BranchSession {
     // a statement waiting on a lock still ends. Whole milliseconds, at least 1 (0 would disable it).
     const timeout = Math.max(1, Math.ceil(statementTimeoutMs));
     batchWrites(client);
-    this.#begun = this.#track(client.query(`BEGIN; SET LOCAL statement_timeout = ${timeout}`), 'BEGIN').then(
-      () => true,
+    this.#inFlight++;
+    this.#begun = sendQuery(client, { text: `BEGIN; SET LOCAL statement_timeout = ${timeout}` }).then(
       () => {
+        this.#inFlight--;
+        return true;
+      },
+      (err: unknown) => {
+        this.#inFlight--;
+        this.#mapped(err, 'BEGIN'); // for its effect: a connection failure marks the branch broken
         this.#beginFailed = true;
         return false;
       },
@@ -96,17 +102,21 @@ export class Branch implements BranchSession {
       return Promise.reject(err);
     }
     const name = this.#names?.nameFor(sql);
-    const query = sendQuery(this.#client, { name, text: sql, values: params, extended: true });
-    // Refused only because an earlier statement failed (25P02), it is not stale.
-    if (name !== undefined)
-      query.catch((err: { code?: string }) => {
-        if (err?.code !== '25P02') this.#namedFailed = true;
-      });
-    return this.#track(query, 'statement').then((r) => ({
-      command: r.command,
-      rowCount: r.rowCount ?? 0,
-      rows: r.rows as Record<string, unknown>[],
-    }));
+    // One reaction does the bookkeeping and the mapping: a branch's statement is on the hot path,
+    // and each extra promise there is an allocation and a microtask (issue 13).
+    this.#inFlight++;
+    return sendQuery(this.#client, { name, text: sql, values: params, extended: true }).then(
+      (r) => {
+        this.#inFlight--;
+        return { command: r.command, rowCount: r.rowCount ?? 0, rows: r.rows as Record<string, unknown>[] };
+      },
+      (err: unknown) => {
+        this.#inFlight--;
+        // Refused only because an earlier statement failed (25P02), it is not stale.
+        if (name !== undefined && (err as { code?: string } | null)?.code !== '25P02') this.#namedFailed = true;
+        throw this.#mapped(err, 'statement');
+      },
+    );
   }
 
   /**
@@ -133,11 +143,14 @@ export class Branch implements BranchSession {
     }
     batchWrites(this.#client);
     const ending = this.#track(
-      this.#client.query(`${XID_PROBE}; PREPARE TRANSACTION ${literal}`) as unknown as Promise<pg.QueryResult[]>,
+      sendQuery(this.#client, { text: `${XID_PROBE}; PREPARE TRANSACTION ${literal}` }) as unknown as Promise<pg.QueryResult[]>,
       'PREPARE TRANSACTION',
     );
     const reset = this.#resetSession(ending);
-    const [settled] = await Promise.allSettled([ending]);
+    const settled = await ending.then(
+      (value) => ({ status: 'fulfilled' as const, value }),
+      (reason: unknown) => ({ status: 'rejected' as const, reason }),
+    );
     await reset;
     this.#assertBegun();
     if (settled.status === 'rejected') {
@@ -252,21 +265,23 @@ export class Branch implements BranchSession {
 
   #track<T>(promise: Promise<T>, what: string): Promise<T> {
     this.#inFlight++;
-    promise.then(
-      () => {
+    return promise.then(
+      (v) => {
         this.#inFlight--;
+        return v;
       },
-      () => {
+      (err: unknown) => {
         this.#inFlight--;
+        throw this.#mapped(err, what);
       },
     );
-    return promise.catch((err: unknown) => {
-      if (!(err instanceof ParticipantError)) {
-        const mapped = toParticipantError(err, this.resource, what);
-        if (mapped.code === 'connection_failure') this.#state = 'broken';
-        throw mapped;
-      }
-      throw err;
-    });
+  }
+
+  /** The error as a ParticipantError; a connection failure leaves the branch broken. */
+  #mapped(err: unknown, what: string): ParticipantError {
+    if (err instanceof ParticipantError) return err;
+    const mapped = toParticipantError(err, this.resource, what);
+    if (mapped.code === 'connection_failure') this.#state = 'broken';
+    return mapped;
   }
 }

@@ -74,9 +74,8 @@ export class DirectParticipant implements Participant {
     return this.#pool.totalCount - this.#pool.idleCount;
   }
 
-  async openBranch(options: OpenBranchOptions): Promise<Branch> {
-    const client = await this.#connect(options.signal);
-    return new Branch(this.name, client, options.statementTimeoutMs, this.#names);
+  openBranch(options: OpenBranchOptions): Promise<Branch> {
+    return this.#connect(options.signal).then((client) => new Branch(this.name, client, options.statementTimeoutMs, this.#names));
   }
 
   /** COMMIT PREPARED from any session. 'not-found' when no such gid is prepared (already finished, or never prepared). */
@@ -206,58 +205,50 @@ export class DirectParticipant implements Participant {
     if (this.#ownsPool) await this.#pool.end();
   }
 
-  async #finishPrepared<T extends string>(command: string, gid: string, done: T): Promise<T | 'not-found'> {
-    const text = `${command} ${gidLiteral(gid)}`;
+  #finishPrepared<T extends string>(command: string, gid: string, done: T): Promise<T | 'not-found'> {
+    let sent: Promise<unknown>;
     try {
-      if (this.#phaseTwo)
-        await this.#phaseTwo.query(text).catch((err: unknown) => {
-          throw toParticipantError(err, this.name, command);
-        });
-      else await this.#admin(text, undefined, command);
-      return done;
+      const text = `${command} ${gidLiteral(gid)}`;
+      sent = this.#phaseTwo ? this.#phaseTwo.query(text) : this.#admin(text, undefined, command);
     } catch (err) {
-      // 42704 undefined_object: "prepared transaction with identifier … does not exist".
-      if (err instanceof ParticipantError && err.sqlState === '42704') return 'not-found';
-      throw err;
+      sent = Promise.reject(err);
     }
+    // One reaction per branch in phase 2, not an async function's and a catch's (issue 13).
+    return sent.then(
+      () => done,
+      (err: unknown) => {
+        const mapped = toParticipantError(err, this.name, command);
+        // 42704 undefined_object: "prepared transaction with identifier … does not exist".
+        if (mapped.sqlState === '42704') return 'not-found' as const;
+        throw mapped;
+      },
+    );
   }
 
-  async #connect(signal?: AbortSignal): Promise<pg.PoolClient> {
-    signal?.throwIfAborted();
-    const idleWasFree = this.#pool.idleCount > 0 && this.#pool.waitingCount === 0;
-    const connecting = this.#pool.connect();
-    if (!signal)
-      return connecting.catch((err) => {
-        throw toParticipantError(err, this.name, 'connecting');
-      });
-    if (idleWasFree) {
-      // An idle connection is handed over within this turn: nothing to wait on, so no listener on
-      // the signal (an add and a remove on Node's EventTarget per branch, issue 13). One stopped
-      // meanwhile goes back to the pool, as below.
-      const c = await connecting.catch((err) => {
-        throw toParticipantError(err, this.name, 'connecting');
-      });
-      if (!signal.aborted) return c;
-      c.release();
-      throw signal.reason;
-    }
+  #connect(signal?: AbortSignal): Promise<pg.PoolClient> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    // An idle connection is handed over without waiting: no listener on the signal then (an add
+    // and a remove on Node's EventTarget per branch, issue 13); one stopped meanwhile goes back.
+    const waits = signal !== undefined && !(this.#pool.idleCount > 0 && this.#pool.waitingCount === 0);
     return new Promise<pg.PoolClient>((resolve, reject) => {
-      // Exactly one of the two paths below owns the connection once it arrives. Releasing it from
-      // both would hand back a client the pool may already have given to another waiter.
-      const onAbort = () => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      connecting.then(
-        (c) => {
-          signal.removeEventListener('abort', onAbort);
-          if (signal.aborted)
-            c.release(); // arrived too late: back to the pool, never leaked
-          else resolve(c);
-        },
-        (err) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(toParticipantError(err, this.name, 'connecting'));
-        },
-      );
+      const onAbort = () => reject(signal!.reason);
+      if (waits) signal.addEventListener('abort', onAbort, { once: true });
+      // The callback form: pg-pool makes no promise of its own for it (one less per branch).
+      this.#pool.connect((err, client) => {
+        if (waits) signal.removeEventListener('abort', onAbort);
+        if (err || !client) {
+          reject(toParticipantError(err ?? new Error('no connection'), this.name, 'connecting'));
+          return;
+        }
+        // Exactly one path owns the connection once it arrives: a stop that came first (and
+        // rejected already) gets it back to the pool, never leaked and never released twice.
+        if (signal?.aborted) {
+          client.release();
+          reject(signal.reason);
+          return;
+        }
+        resolve(client);
+      });
     });
   }
 

@@ -1,4 +1,3 @@
-import type { StatementResult } from '../../participant-adapter/branch.ts';
 import { ParticipantError } from '../../participant-adapter/errors.ts';
 import type { BranchSession, Participant } from '../../participant-adapter/participant.ts';
 import type { WorkControl } from './deadline.ts';
@@ -32,6 +31,14 @@ export type BranchWork = BranchWorkOk | BranchWorkFailed;
 export function errorOf(err: unknown, resource: string | null, statement: number | null): TxError {
   if (err instanceof ParticipantError) return { resource, statement, code: err.sqlState ?? err.code, message: err.message };
   return { resource, statement, code: 'internal', message: err instanceof Error ? err.message : String(err) };
+}
+
+/** Promise.allSettled for one promise, without the array and the per-element reactions. */
+function settled1<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
+  return p.then(
+    (value) => ({ status: 'fulfilled', value }),
+    (reason: unknown) => ({ status: 'rejected', reason }),
+  );
 }
 
 /**
@@ -80,15 +87,17 @@ export async function runBranchWork(
           }
           return r;
         },
-        (err: unknown) => {
+        (err: unknown): null => {
+          // Recorded as the branch's failure; the result is never read then.
           fail(errorOf(err, spec.resource, i));
-          throw err;
+          return null;
         },
       ),
     );
     const preparing = gid === null ? null : branch.prepare(gid);
-    const settled = await Promise.allSettled(runs);
-    const prep = preparing ? (await Promise.allSettled([preparing]))[0]! : null;
+    // Settled, each: a failed statement resolves to null. One statement is the usual branch.
+    const settled = runs.length === 1 ? [await runs[0]!] : await Promise.all(runs);
+    const prep = preparing ? await settled1(preparing) : null;
     stopListening();
 
     const prepared = prep?.status === 'fulfilled' && prep.value.prepared;
@@ -104,10 +113,7 @@ export async function runBranchWork(
       if (branch.state === 'open') await branch.rollback().catch(() => {});
       return failure;
     }
-    const results = settled.map((s) => {
-      const r = (s as PromiseFulfilledResult<StatementResult>).value;
-      return { rowCount: r.rowCount, rows: r.rows };
-    });
+    const results = settled.map((r) => ({ rowCount: r!.rowCount, rows: r!.rows }));
     return { ok: true, index, results, prepared, xid, open: gid === null ? branch : null };
   } finally {
     stopListening();

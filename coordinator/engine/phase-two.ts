@@ -69,12 +69,13 @@ export function finishAll(
       }
       // The gid names its transaction (tpc:<namespace>:<transaction id>:<branch>).
       const attributes = { 'tpc.transaction.id': ref.gid.split(':')[2] ?? '', 'tpc.resource': ref.resource, 'tpc.gid': ref.gid, 'tpc.decision': outcome };
-      return inSpan('tpc.branch.complete', attributes, async (span) => {
-        const r = await finishBranch(participant, ref, outcome);
-        span.setAttribute('tpc.branch.done', r.done);
-        if (r.done) failpoints.hit(`after-complete-${ref.index}`);
-        return r;
-      });
+      return inSpan('tpc.branch.complete', attributes, (span) =>
+        finishBranch(participant, ref, outcome).then((r) => {
+          span.setAttribute('tpc.branch.done', r.done);
+          if (r.done) failpoints.hit(`after-complete-${ref.index}`);
+          return r;
+        }),
+      );
     }),
   );
 }

@@ -78,15 +78,24 @@ export class MeteredParticipant implements Participant {
     return this.inner.close();
   }
 
-  async #timed<T>(operation: ParticipantOperation, call: () => Promise<T>): Promise<T> {
+  #timed<T>(operation: ParticipantOperation, call: () => Promise<T>): Promise<T> {
     const t0 = performance.now();
+    let called: Promise<T>;
     try {
-      const r = await call();
-      this.record(this.name, operation, 'ok', (performance.now() - t0) / 1000);
-      return r;
+      called = call();
     } catch (err) {
-      this.record(this.name, operation, 'error', (performance.now() - t0) / 1000);
-      throw err;
+      called = Promise.reject(err);
     }
+    // A reaction rather than an async function: phase 2 calls this once per branch (issue 13).
+    return called.then(
+      (r) => {
+        this.record(this.name, operation, 'ok', (performance.now() - t0) / 1000);
+        return r;
+      },
+      (err: unknown) => {
+        this.record(this.name, operation, 'error', (performance.now() - t0) / 1000);
+        throw err;
+      },
+    );
   }
 }
