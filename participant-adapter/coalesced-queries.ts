@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { sendQuery } from './sent-query.ts';
+import { sendQueryThen } from './sent-query.ts';
 
 interface Waiting {
   text: string;
@@ -92,23 +92,23 @@ export class CoalescedQueries {
     // the loop sends them as one write and holds nothing back.
     if (corkable) stream.cork!();
     for (const w of batch) {
-      let sent: Promise<pg.QueryResult>;
-      try {
-        sent = sendQuery(client, { text: w.text, timeoutMs: this.#timeoutMs });
-      } catch (err) {
-        sent = Promise.reject(err);
-      }
-      sent.then(
-        (r) => {
-          answered();
-          w.resolve(r);
-        },
-        (err: unknown) => {
+      // The answer settles the caller's own promise directly: no promise per query in between.
+      const settle = (err: unknown, r: pg.QueryResult | undefined) => {
+        if (err) {
           if (connectionLost(err)) broken = true;
           answered();
           w.reject(err);
-        },
-      );
+          return;
+        }
+        answered();
+        w.resolve(r!);
+      };
+      try {
+        sendQueryThen(client, { text: w.text, timeoutMs: this.#timeoutMs }, settle);
+      } catch (err) {
+        // Refused before it was sent: answered at once, as a rejected query would be.
+        settle(err ?? new Error('query refused'), undefined);
+      }
     }
     if (corkable) stream.uncork!();
   }

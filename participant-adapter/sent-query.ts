@@ -22,12 +22,25 @@ type Settable = pg.Query & { name?: string; queryMode?: 'extended'; query_timeou
  * pg sends a Query it is handed as it is.
  */
 export function sendQuery<R extends pg.QueryResultRow = pg.QueryResultRow>(client: pg.ClientBase, shape: QueryShape): Promise<pg.QueryResult<R>> {
+  return new Promise<pg.QueryResult<R>>((resolve, reject) => {
+    sendQueryThen<R>(client, shape, (err, result) => (err ? reject(err) : resolve(result!)));
+  });
+}
+
+/**
+ * sendQuery with a callback instead of a promise: for a caller that settles a promise of its own
+ * with the answer (phase 2's shared connection), one promise less per query. The callback is
+ * called once, with the error or the result; a query pg refuses before sending it throws here.
+ */
+export function sendQueryThen<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  client: pg.ClientBase,
+  shape: QueryShape,
+  callback: (err: Error | null, result: pg.QueryResult<R> | undefined) => void,
+): void {
   const query = new pg.Query<R>(shape.text, shape.values as unknown[] | undefined) as Settable;
   if (shape.name !== undefined) query.name = shape.name;
   if (shape.extended) query.queryMode = 'extended';
   if (shape.timeoutMs !== undefined) query.query_timeout = shape.timeoutMs;
-  return new Promise<pg.QueryResult<R>>((resolve, reject) => {
-    (query as { callback?: (err: Error | null, result: pg.QueryResult<R>) => void }).callback = (err, result) => (err ? reject(err) : resolve(result));
-    client.query(query);
-  });
+  (query as { callback?: (err: Error | null, result: pg.QueryResult<R>) => void }).callback = callback;
+  client.query(query);
 }

@@ -189,7 +189,7 @@ export class Engine {
       if (reminded && view && isFinal(view.status)) followUp.deadlineCleared(id).catch(() => {});
     };
     full.then(settle, () => settle());
-    return this.#answer(Promise.race([full, ended]), decided, request.wait);
+    return this.#answer(full, ended, decided, request.wait);
   }
 
   /** The overload refusal a submission gets before its body is read, when nothing could admit it now (see Admission.shed). */
@@ -404,16 +404,40 @@ export class Engine {
     await Promise.allSettled([...this.#running.values(), ...this.#completing.values()]);
   }
 
-  #answer(full: Promise<TransactionView>, decided: Promise<TransactionView>, wait: SubmitRequest['wait']): Promise<TransactionView> {
-    if (wait === 'decided') return Promise.race([full, decided]);
-    let timer: NodeJS.Timeout | undefined;
-    const late = decided.then(
-      (v) =>
-        new Promise<TransactionView>((resolve) => {
-          timer = setTimeout(() => resolve(v), this.#options.completionWaitMs);
-        }),
-    );
-    return Promise.race([full, late]).finally(() => clearTimeout(timer));
+  /**
+   * The answer: the run's end (`full`, or `ended` just before its completion record), or, once
+   * decided, the decision itself, at once for `wait: 'decided'` and after the completion wait
+   * otherwise. One promise settled by whichever comes first, rather than races of races: this is
+   * every submission's path (issue 13).
+   */
+  #answer(
+    full: Promise<TransactionView>,
+    ended: Promise<TransactionView>,
+    decided: Promise<TransactionView>,
+    wait: SubmitRequest['wait'],
+  ): Promise<TransactionView> {
+    return new Promise<TransactionView>((resolve, reject) => {
+      let answered = false;
+      let timer: NodeJS.Timeout | undefined;
+      const answer = (v: TransactionView) => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(timer);
+        resolve(v);
+      };
+      full.then(answer, (err: unknown) => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(timer);
+        reject(err);
+      });
+      ended.then(answer);
+      decided.then((v) => {
+        if (answered) return;
+        if (wait === 'decided') answer(v);
+        else timer = setTimeout(() => answer(v), this.#options.completionWaitMs);
+      });
+    });
   }
 
   /** The log's view after following it, or null when the log holds no such transaction (its record was lost). */

@@ -26,10 +26,23 @@ export type FinishResult =
  * Drives one prepared branch to the decided outcome. Idempotent: a gid that is no longer prepared
  * is looked up by its recorded xid, so a retry after a crash or a lost reply is safe.
  */
-export async function finishBranch(participant: Participant, ref: PreparedRef, outcome: Outcome): Promise<FinishResult> {
+export function finishBranch(participant: Participant, ref: PreparedRef, outcome: Outcome): Promise<FinishResult> {
+  let sent: Promise<string>;
   try {
-    const r = outcome === 'commit' ? await participant.commitPrepared(ref.gid) : await participant.rollbackPrepared(ref.gid);
-    if (r !== 'not-found') return { index: ref.index, done: true, hazard: false };
+    sent = outcome === 'commit' ? participant.commitPrepared(ref.gid) : participant.rollbackPrepared(ref.gid);
+  } catch (err) {
+    sent = Promise.reject(err);
+  }
+  // The usual answer is settled in one reaction; only a gid that is gone needs the lookup below.
+  return sent.then(
+    (r): FinishResult | Promise<FinishResult> => (r !== 'not-found' ? { index: ref.index, done: true, hazard: false } : goneBranch(participant, ref, outcome)),
+    (err: unknown): FinishResult => ({ index: ref.index, done: false, error: errorOf(err, ref.resource, null) }),
+  );
+}
+
+/** A gid no longer prepared: how did its branch end? */
+async function goneBranch(participant: Participant, ref: PreparedRef, outcome: Outcome): Promise<FinishResult> {
+  try {
     // Presumed abort: a branch with no recorded xid never got past PREPARE in our view, so a
     // missing gid means it was never prepared (rolled back with its session).
     if (ref.xid === null) {
