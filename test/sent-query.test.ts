@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { sendQuery } from '../participant-adapter/sent-query.ts';
+import { sendQuery, sendQueryThen } from '../participant-adapter/sent-query.ts';
 import { createDatabase } from './harness/world.ts';
 
 /*
@@ -43,6 +43,42 @@ describe('a query sent as a built Query', () => {
   it("fails its caller with the server's error, and the connection serves the next", async () => {
     await expect(sendQuery(client, { text: 'SELECT 1/0' })).rejects.toMatchObject({ code: '22012' });
     expect((await sendQuery(client, { text: 'SELECT 7 AS n' })).rows).toEqual([{ n: 7 }]);
+  });
+
+  it('with a callback: called once, with the result or with the error', async () => {
+    const calls: [Error | null, pg.QueryResult | undefined][] = [];
+    const answered = () =>
+      new Promise<void>((resolve) => {
+        sendQueryThen(client, { text: 'SELECT $1::int * 2 AS n', values: [21] }, (err, r) => {
+          calls.push([err, r]);
+          sendQueryThen(client, { text: 'SELECT 1/0' }, (err2, r2) => {
+            calls.push([err2, r2]);
+            resolve();
+          });
+        });
+      });
+    await answered();
+    expect(calls).toHaveLength(2);
+    expect(calls[0]![0]).toBeNull();
+    expect(calls[0]![1]!.rows).toEqual([{ n: 42 }]);
+    expect(calls[1]![0]).toMatchObject({ code: '22012' });
+    expect(calls[1]![1]).toBeUndefined();
+  });
+
+  it('with a callback and a client-side timeout: the timeout answers once, the late result never', async () => {
+    const slow = new pg.Client({ connectionString: url });
+    await slow.connect();
+    slow.on('error', () => {});
+    try {
+      const calls: (Error | null)[] = [];
+      sendQueryThen(slow, { text: 'SELECT pg_sleep(0.4)', timeoutMs: 100 }, (err) => calls.push(err));
+      // Past both the timeout and the statement's own end.
+      await new Promise((r) => setTimeout(r, 800));
+      expect(calls).toHaveLength(1);
+      expect(calls[0]?.message).toMatch(/Query read timeout/);
+    } finally {
+      await slow.end().catch(() => {});
+    }
   });
 
   it('gives up at its client-side timeout', async () => {
