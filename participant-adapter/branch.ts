@@ -4,8 +4,8 @@ import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { BranchSession, BranchState } from './participant.ts';
-import { settleSession } from './session-reset.ts';
-import { sendQuery } from './sent-query.ts';
+import { discardAll, idle, settleSession } from './session-reset.ts';
+import { sendQuery, sendQueryThen } from './sent-query.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
 import type { StatementNames } from './statement-names.ts';
 
@@ -45,8 +45,9 @@ export class Branch implements BranchSession {
   #namedFailed = false;
   /** A statement ran that may leave state on the session past the transaction (session-neutral.ts). */
   #touchesSession = false;
-  /** Resolves true once BEGIN has run; false if it failed. */
-  readonly #begun: Promise<boolean>;
+  /** BEGIN's answer: pending, or whether it ran (a promise for it is made only if someone waits, see #begun). */
+  #beginState: 'pending' | 'ran' | 'failed' = 'pending';
+  #beginWaiters: ((ran: boolean) => void)[] | null = null;
   #beginFailed = false;
   /** Queries sent and not yet answered. */
   #inFlight = 0;
@@ -75,18 +76,32 @@ export class Branch implements BranchSession {
     const timeout = Math.max(1, Math.ceil(statementTimeoutMs));
     batchWrites(client);
     this.#inFlight++;
-    this.#begun = sendQuery(client, { text: `BEGIN; SET LOCAL statement_timeout = ${timeout}` }).then(
-      () => {
-        this.#inFlight--;
-        return true;
-      },
-      (err: unknown) => {
-        this.#inFlight--;
+    // A callback, not a promise: every branch sends BEGIN, and only a cancel ever waits for it.
+    const begun = (err: unknown) => {
+      this.#inFlight--;
+      if (err) {
         this.#mapped(err, 'BEGIN'); // for its effect: a connection failure marks the branch broken
         this.#beginFailed = true;
-        return false;
-      },
-    );
+      }
+      this.#beginState = err ? 'failed' : 'ran';
+      const waiters = this.#beginWaiters;
+      this.#beginWaiters = null;
+      if (waiters) for (const w of waiters) w(!err);
+    };
+    try {
+      sendQueryThen(client, { text: `BEGIN; SET LOCAL statement_timeout = ${timeout}` }, begun);
+    } catch (err) {
+      begun(err ?? new Error('BEGIN refused'));
+    }
+  }
+
+  /** Resolves true once BEGIN has run; false if it failed. */
+  #begun(): Promise<boolean> {
+    if (this.#beginState !== 'pending') return Promise.resolve(this.#beginState === 'ran');
+    return new Promise<boolean>((resolve) => {
+      this.#beginWaiters ??= [];
+      this.#beginWaiters.push(resolve);
+    });
   }
 
   get state(): BranchState {
@@ -134,36 +149,67 @@ export class Branch implements BranchSession {
    * simple query (one message and one answer for the server, not two); the probe stays unnamed:
    * a function the branch calls could re-make a named one and fake the xid the log records.
    */
-  async prepare(gid: string): Promise<PrepareResult> {
-    const literal = gidLiteral(gid);
+  prepare(gid: string): Promise<PrepareResult> {
+    let literal: string;
+    try {
+      literal = gidLiteral(gid);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (this.#refused) {
-      await this.rollback();
-      this.#assertBegun();
-      return { prepared: false, xid: null };
+      return this.rollback().then(() => {
+        this.#assertBegun();
+        return { prepared: false, xid: null };
+      });
     }
     batchWrites(this.#client);
-    const ending = this.#track(
-      sendQuery(this.#client, { text: `${XID_PROBE}; PREPARE TRANSACTION ${literal}` }) as unknown as Promise<pg.QueryResult[]>,
-      'PREPARE TRANSACTION',
-    );
-    const reset = this.#resetSession(ending);
-    const settled = await ending.then(
-      (value) => ({ status: 'fulfilled' as const, value }),
-      (reason: unknown) => ({ status: 'rejected' as const, reason }),
-    );
-    await reset;
-    this.#assertBegun();
-    if (settled.status === 'rejected') {
-      if (isFailedTransaction(settled.reason) && this.#client.getTransactionStatus() === 'E') {
-        // An earlier statement had failed: the probe was refused, so PREPARE never ran (the
-        // server skips the rest of a query after an error) and the reset behind it was refused
-        // too. Rolling back is what PREPARE would have done; it costs a round trip on this path only.
-        return this.#rollBackFailed();
-      }
-      this.#state = 'broken';
-      throw settled.reason;
+    this.#inFlight++;
+    const ending = sendQuery(this.#client, { text: `${XID_PROBE}; PREPARE TRANSACTION ${literal}` }) as unknown as Promise<pg.QueryResult[]>;
+    if (this.#touchesSession) {
+      // The reset leaves now, in PREPARE's flight, and is waited for before the answer.
+      const reset = this.#resetSession(ending);
+      return ending.then(
+        (results) => {
+          this.#inFlight--;
+          return reset.then(() => this.#prepared(results));
+        },
+        (err: unknown) => {
+          this.#inFlight--;
+          const mapped = this.#mapped(err, 'PREPARE TRANSACTION');
+          return reset.then(() => this.#prepareFailed(mapped));
+        },
+      );
     }
-    const [probe, prepare] = settled.value;
+    // Nothing to reset (the usual branch): the session is settled in PREPARE's own reaction, as
+    // settleSession would, without a chain of promises per branch (issue 13).
+    return ending.then(
+      (results) => {
+        this.#inFlight--;
+        return this.#settledUntouched(() => this.#prepared(results));
+      },
+      (err: unknown) => {
+        this.#inFlight--;
+        const mapped = this.#mapped(err, 'PREPARE TRANSACTION');
+        return this.#settledUntouched(() => this.#prepareFailed(mapped));
+      },
+    );
+  }
+
+  /** settleSession's rule for an untouched session, once its ending is answered; then `next`. */
+  #settledUntouched<T>(next: () => T | Promise<T>): T | Promise<T> {
+    if (this.#namedFailed) {
+      return discardAll(this.#client).then((ok) => {
+        this.#sessionReset = ok;
+        return next();
+      });
+    }
+    this.#sessionReset = idle(this.#client);
+    return next();
+  }
+
+  /** PREPARE's answer read: prepared with its xid, or rolled back by the server instead. */
+  #prepared([probe, prepare]: pg.QueryResult[]): PrepareResult {
+    this.#assertBegun();
     if (prepare?.command !== 'PREPARE') {
       // The transaction had failed earlier; the server rolled it back instead.
       this.#state = 'finished';
@@ -171,6 +217,18 @@ export class Branch implements BranchSession {
     }
     this.#state = 'prepared';
     return { prepared: true, xid: (probe?.rows[0]?.xid as string | null | undefined) ?? null };
+  }
+
+  #prepareFailed(err: ParticipantError): Promise<PrepareResult> {
+    this.#assertBegun();
+    if (isFailedTransaction(err) && this.#client.getTransactionStatus() === 'E') {
+      // An earlier statement had failed: the probe was refused, so PREPARE never ran (the
+      // server skips the rest of a query after an error) and the reset behind it was refused
+      // too. Rolling back is what PREPARE would have done; it costs a round trip on this path only.
+      return this.#rollBackFailed();
+    }
+    this.#state = 'broken';
+    throw err;
   }
 
   async #rollBackFailed(): Promise<PrepareResult> {
@@ -219,7 +277,7 @@ export class Branch implements BranchSession {
    */
   async cancel(): Promise<void> {
     if (this.#state !== 'open' || this.#inFlight === 0) return;
-    if (!(await this.#begun)) return;
+    if (!(await this.#begun())) return;
     const c = this.#client as unknown as { host: string; port: number; processID: number | null; secretKey: number | null };
     if (c.processID == null || c.secretKey == null || this.#state !== 'open' || this.#inFlight === 0) return;
     this.#cancelSent = true;
