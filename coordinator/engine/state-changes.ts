@@ -81,7 +81,16 @@ const DECISION_STATUS: Record<Decision['outcome'], TxStatus> = { commit: 'commit
  * StaleStateError when another process moved first, a branch joined since `checked`, or this
  * instance no longer holds the lease.
  */
-export async function decide(deps: Writer, id: string, decision: Decision, who: Decider, unwritten?: BeginRecord | null): Promise<void> {
+export function decide(deps: Writer, id: string, decision: Decision, who: Decider, unwritten?: BeginRecord | null): Promise<void> {
+  // Not an async function: it only builds the record, and each transaction calls it (issue 13).
+  try {
+    return decisionWrite(deps, id, decision, who, unwritten);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function decisionWrite(deps: Writer, id: string, decision: Decision, who: Decider, unwritten?: BeginRecord | null): Promise<void> {
   const actor = who.by === 'client' || who.by === 'operator' ? who.actor : undefined;
   const base = { id, driver: deps.instanceId, from: 'active' as const, to: DECISION_STATUS[decision.outcome], ...inserting(unwritten) };
   switch (decision.outcome) {
@@ -143,7 +152,15 @@ function decisionNote(who: Decider): Record<string, unknown> {
  * an operator's forced one. Not forced (a lost completion is found and written again by recovery),
  * except an operator's, which acts against the decision and is recorded at once.
  */
-export async function complete(deps: Writer, id: string, c: Completion, who: Completer, unwritten?: BeginRecord | null): Promise<void> {
+export function complete(deps: Writer, id: string, c: Completion, who: Completer, unwritten?: BeginRecord | null): Promise<void> {
+  try {
+    return completionWrite(deps, id, c, who, unwritten);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function completionWrite(deps: Writer, id: string, c: Completion, who: Completer, unwritten?: BeginRecord | null): Promise<void> {
   const hazards = c.hazards ?? [];
   const heuristic = who.by === 'operator' || hazards.length > 0;
   const error = c.error ?? null;

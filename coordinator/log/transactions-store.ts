@@ -24,6 +24,9 @@ export type { BeginOutcome, BeginRecord, BranchUpdate, JoinedBranchRecord, JoinR
 // 23505 (unique_violation): a join of the same resource won the race; the next try finds its branch.
 const RACED = '23505';
 
+/** What a write resolves to for its caller: a state change answers nothing. */
+function nothing(): void {}
+
 /**
  * The transaction aggregate of the log. A happy-path transaction is one lean row (migration 0005)
  * written twice: inserted at its decision (its begin record folded in, see engine/deferred-begin.ts),
@@ -55,11 +58,20 @@ export class TransactionsStore implements TransactionLog {
    * its event in the same statement. Zero rows means another process moved first: StaleStateError.
    * Whether from → to is allowed is the engine's to check (engine/state-changes.ts), before this.
    */
-  async transition(record: TransitionRecord): Promise<void> {
-    if (!record.insert) return void (await this.#transitions.write(record));
+  transition(record: TransitionRecord): Promise<void> {
+    // Not an async function: one reaction per state change, not a function's promise and an await
+    // on top of it (issue 13).
+    let written: Promise<unknown>;
+    try {
+      if (!record.insert) return this.#transitions.write(record).then(nothing);
+      written = this.#firstChanges.write({ ...record, insert: record.insert });
+    } catch (err) {
+      // A record the writers cannot even build fails its caller as a rejected write would.
+      return Promise.reject(err);
+    }
     // The transaction's first write: one that certainly failed leaves no trace of it anywhere, and
     // its driver, told so, rolls back at once (as for a failed begin record) instead of reading back.
-    await this.#firstChanges.write({ ...record, insert: record.insert }).catch((err: unknown) => {
+    return written.then(nothing, (err: unknown) => {
       throw certainlyUnwritten(err) ? new UnwrittenError(record.id, err) : err;
     });
   }
