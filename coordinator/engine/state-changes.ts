@@ -82,9 +82,16 @@ const DECISION_STATUS: Record<Decision['outcome'], TxStatus> = { commit: 'commit
  * instance no longer holds the lease.
  */
 export function decide(deps: Writer, id: string, decision: Decision, who: Decider, unwritten?: BeginRecord | null): Promise<void> {
-  // Not an async function: it only builds the record, and each transaction calls it (issue 13).
+  return asRejection(decisionWrite, deps, id, decision, who, unwritten);
+}
+
+/**
+ * `fn(...args)`, a throw turned into a rejection as an async function would turn it, without the
+ * async function's own promise and await: decide and complete run twice per transaction (issue 13).
+ */
+function asRejection<A extends unknown[]>(fn: (...args: A) => Promise<void>, ...args: A): Promise<void> {
   try {
-    return decisionWrite(deps, id, decision, who, unwritten);
+    return fn(...args);
   } catch (err) {
     return Promise.reject(err);
   }
@@ -153,11 +160,7 @@ function decisionNote(who: Decider): Record<string, unknown> {
  * except an operator's, which acts against the decision and is recorded at once.
  */
 export function complete(deps: Writer, id: string, c: Completion, who: Completer, unwritten?: BeginRecord | null): Promise<void> {
-  try {
-    return completionWrite(deps, id, c, who, unwritten);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+  return asRejection(completionWrite, deps, id, c, who, unwritten);
 }
 
 function completionWrite(deps: Writer, id: string, c: Completion, who: Completer, unwritten?: BeginRecord | null): Promise<void> {
