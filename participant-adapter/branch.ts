@@ -4,7 +4,7 @@ import { sendCancelRequest } from './cancel-request.ts';
 import { ParticipantError, toParticipantError } from './errors.ts';
 import { gidLiteral } from './gid.ts';
 import type { BranchSession, BranchState } from './participant.ts';
-import { discardAll, idle, settleSession } from './session-reset.ts';
+import { settleSession, untouchedSettled } from './session-reset.ts';
 import { sendQuery, sendQueryThen } from './sent-query.ts';
 import { assertStatementAllowed } from './statement-guard.ts';
 import type { StatementNames } from './statement-names.ts';
@@ -197,13 +197,14 @@ export class Branch implements BranchSession {
 
   /** settleSession's rule for an untouched session, once its ending is answered; then `next`. */
   #settledUntouched<T>(next: () => T | Promise<T>): T | Promise<T> {
-    if (this.#namedFailed) {
-      return discardAll(this.#client).then((ok) => {
-        this.#sessionReset = ok;
+    const ok = untouchedSettled(this.#client, this.#namedFailed);
+    if (typeof ok !== 'boolean') {
+      return ok.then((poolable) => {
+        this.#sessionReset = poolable;
         return next();
       });
     }
-    this.#sessionReset = idle(this.#client);
+    this.#sessionReset = ok;
     return next();
   }
 

@@ -119,6 +119,15 @@ export function settleSession(
   options: { discardIf?: () => boolean } = {},
 ): Promise<boolean> {
   if (touched) return resetSession(client, options);
-  const settled = () => (options.discardIf?.() ? discardAll(client) : idle(client));
+  const settled = () => untouchedSettled(client, options.discardIf?.() === true);
   return ending.then(settled, settled);
+}
+
+/**
+ * An untouched session, once the statement ending its transaction is answered: poolable if idle,
+ * or after DISCARD ALL when `discard` (a named statement failed). For a caller that settles the
+ * session inside its own reaction to the ending (Branch.prepare) rather than through settleSession.
+ */
+export function untouchedSettled(client: pg.ClientBase, discard: boolean): boolean | Promise<boolean> {
+  return discard ? discardAll(client) : idle(client);
 }
